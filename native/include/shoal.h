@@ -1,0 +1,153 @@
+// shoal.h — the one public C API of the Shoal inference engine.
+//
+// Objects are opaque. Every call that can fail returns a shoal_status and, where
+// it takes an err buffer, writes a message naming the file, tensor or argument.
+// No C++ exception crosses this boundary.
+#ifndef SHOAL_H
+#define SHOAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Stable status codes. The Node addon exposes them as Error.code = the enum name
+// (for example "SHOAL_ERR_ST_TRUNCATED"). Never renumber; append only.
+typedef enum shoal_status {
+    SHOAL_OK = 0,
+    SHOAL_ERR_IO = 1,                 // file missing, unreadable, mmap failed
+    SHOAL_ERR_ST_TRUNCATED = 2,       // safetensors shorter than its 8-byte prefix or its data
+    SHOAL_ERR_ST_HEADER_LEN = 3,      // header length points past the end of the file / too large
+    SHOAL_ERR_ST_HEADER_JSON = 4,     // header is not valid JSON or not the expected structure
+    SHOAL_ERR_ST_OFFSETS = 5,         // data_offsets out of range, overlapping, or not matching shape*dtype
+    SHOAL_ERR_ST_DTYPE = 6,           // unknown or unsupported dtype
+    SHOAL_ERR_CONFIG = 7,             // config.json / generation_config.json missing or invalid
+    SHOAL_ERR_SHAPE = 8,              // tensor shape does not match the config
+    SHOAL_ERR_MISSING_TENSOR = 9,     // a tensor the architecture needs is absent
+    SHOAL_ERR_UNSUPPORTED_ARCH = 10,  // architectures[] names an unsupported model
+    SHOAL_ERR_UNSUPPORTED_QUANT = 11, // quantization_config not supported (bits != 4, method, ...)
+    SHOAL_ERR_GROUP_SIZE = 12,        // group size does not divide in_features
+    SHOAL_ERR_CONTEXT_FULL = 13,      // the tokens would pass the session's context limit
+    SHOAL_ERR_INVALID_ARG = 14,       // bad argument to an API call
+    SHOAL_ERR_OOM = 15,               // allocation failed
+    SHOAL_ERR_CANCELLED = 16,         // generation cancelled by the caller
+    SHOAL_ERR_BACKEND = 17,           // requested backend / ISA not available on this machine
+    SHOAL_ERR_INTERNAL = 18,
+} shoal_status;
+
+// Name of a status as a static string, e.g. "SHOAL_ERR_IO".
+const char * shoal_status_name(shoal_status s);
+
+typedef struct shoal_model   shoal_model;
+typedef struct shoal_session shoal_session;
+
+typedef struct shoal_model_params {
+    int          n_threads;  // 0 = number of online cores
+    const char * backend;    // "auto" | "cpu" (| "cuda" when built)
+    const char * isa;        // CPU kernels: "auto" | "scalar" | "avx2" | "avx512" | "neon" | "neon-dotprod"
+} shoal_model_params;
+
+shoal_model_params shoal_model_default_params(void);
+
+// Loads a Hugging Face model directory (config.json, generation_config.json,
+// model.safetensors or model.safetensors.index.json + shards).
+shoal_status shoal_model_load(const char * dir, const shoal_model_params * params,
+                              shoal_model ** out, char * err, size_t err_len);
+void shoal_model_free(shoal_model * model);
+
+typedef struct shoal_model_info {
+    const char * arch;          // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM"
+    const char * quant;         // "none" | "awq-w4g<G>"
+    const char * dtype;         // storage dtype of unquantized weights: "f32" | "f16" | "bf16"
+    const char * backend;       // "cpu" | "cuda"
+    const char * isa;           // kernels in use, e.g. "avx512"
+    int          n_threads;
+    int          vocab_size;
+    int          hidden_size;
+    int          intermediate_size;
+    int          n_layers;
+    int          n_heads;
+    int          n_kv_heads;
+    int          head_dim;
+    int          max_position_embeddings;
+    int          bos_token_id;  // -1 when absent
+    int          n_eos;         // number of entries in eos_token_ids
+    int          eos_token_ids[8];
+    int          tied_embeddings;
+    int          group_size;    // 0 when unquantized
+    int64_t      n_params;      // parameters as in the checkpoint (unpacked count)
+    int64_t      file_bytes;    // bytes of tensor data in the checkpoint
+    int64_t      weight_bytes;  // bytes the backend holds for weights after repacking
+    int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1)
+    double       load_seconds;
+    double       repack_seconds;
+} shoal_model_info;
+
+void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);
+
+// A session is one conversation with its own KV cache of n_ctx positions.
+shoal_status shoal_session_new(shoal_model * model, int n_ctx, shoal_session ** out,
+                               char * err, size_t err_len);
+void shoal_session_free(shoal_session * s);
+int  shoal_session_n_past(const shoal_session * s);
+int  shoal_session_n_ctx(const shoal_session * s);
+// Drops positions >= n_keep from the KV cache (0 clears it).
+shoal_status shoal_session_truncate(shoal_session * s, int n_keep);
+
+// Feeds n tokens at positions n_past.. (prefill in chunks internally).
+// logits: NULL, or room for vocab floats (logits of the last token), or, when
+// all_logits != 0, room for n * vocab floats (one row per token).
+shoal_status shoal_session_eval(shoal_session * s, const int32_t * tokens, int n,
+                                float * logits, int all_logits, char * err, size_t err_len);
+
+// Logits of the last evaluated token (vocab floats), NULL before the first eval.
+const float * shoal_session_logits(const shoal_session * s);
+
+typedef struct shoal_sampling_params {
+    float    temperature;    // 0 = greedy
+    int      top_k;          // 0 = off
+    float    top_p;          // 1 = off
+    float    min_p;          // 0 = off
+    float    repeat_penalty; // 1 = off
+    int      repeat_last_n;  // window for the penalty; -1 = whole history
+    uint64_t seed;
+} shoal_sampling_params;
+
+shoal_sampling_params shoal_sampling_default_params(void);
+
+typedef struct shoal_sampler shoal_sampler;
+shoal_sampler * shoal_sampler_new(const shoal_sampling_params * p);
+void shoal_sampler_free(shoal_sampler * smp);
+// Samples from logits (vocab floats; not modified). history: tokens seen so far
+// (for the repetition penalty), may be NULL when n_history == 0.
+int32_t shoal_sampler_sample(shoal_sampler * smp, const float * logits, int vocab,
+                             const int32_t * history, int n_history);
+
+// Callback for shoal_generate: return non-zero to stop.
+typedef int (*shoal_token_cb)(int32_t token, void * user);
+
+typedef struct shoal_generate_result {
+    int    n_prompt;
+    int    n_generated;
+    int    stop_reason;     // 0 = eos, 1 = max_tokens, 2 = callback stopped, 3 = cancelled
+    double prefill_seconds; // time to evaluate the prompt (time to first token minus sampling)
+    double decode_seconds;
+} shoal_generate_result;
+
+// Evaluates prompt, then samples up to max_tokens, calling cb for each token
+// (EOS tokens are not passed). cancel: polled between steps when non-NULL.
+shoal_status shoal_generate(shoal_session * s, const int32_t * prompt, int n_prompt,
+                            const shoal_sampling_params * sp, int max_tokens,
+                            const int32_t * stop_ids, int n_stop,
+                            shoal_token_cb cb, void * user, volatile int * cancel,
+                            shoal_generate_result * result, char * err, size_t err_len);
+
+// CPU feature report, e.g. "avx2 fma f16c avx512f" (static string).
+const char * shoal_cpu_features(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // SHOAL_H

@@ -1,0 +1,108 @@
+// backend.h — the interface every compute backend implements (CPU now, CUDA
+// later). Model code (forward.cpp) calls only these entries and never contains
+// an ISA or CUDA #ifdef. A backend owns the memory of its weights, activations
+// and KV cache; their layout is its own business.
+#pragma once
+#include "tensor.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace shoal {
+
+// A backend's activation matrix: rows = tokens, cols = features, contiguous.
+// dtype is the backend's activation type (CPU: f32; CUDA: f16).
+struct Act {
+    void *  data = nullptr;
+    int64_t rows = 0;
+    int64_t cols = 0;
+};
+
+// A linear layer prepared (converted or repacked) for one backend.
+struct Linear {
+    int64_t in = 0, out = 0;
+    virtual ~Linear() = default;
+    // Bytes the backend holds for this layer (and reads per token at batch 1).
+    virtual size_t bytes() const = 0;
+    virtual const char * kind() const = 0; // "f32" | "f16" | "bf16" | "q4"
+};
+
+// Token embedding table [vocab, dim].
+struct Embedding {
+    int64_t vocab = 0, dim = 0;
+    virtual ~Embedding() = default;
+    virtual size_t bytes() const = 0;
+};
+
+// A per-feature vector (RMSNorm gains), always f32 on the host side of the load.
+struct Vec {
+    int64_t n = 0;
+    virtual ~Vec() = default;
+};
+
+// KV cache for all layers: [layer][pos][n_kv_heads * head_dim] for K and V.
+struct KvCache {
+    int n_layers = 0, n_ctx = 0, kv_dim = 0;
+    virtual ~KvCache() = default;
+    virtual size_t bytes() const = 0;
+};
+
+struct RopeParams {
+    int          head_dim = 0;
+    int          n_rot = 0;          // rotated dims (== head_dim for LLaMA)
+    const float * inv_freq = nullptr; // [n_rot/2], scaling (linear, llama3) already applied
+    float        attn_factor = 1.0f;  // multiplies cos/sin (yarn-style; 1 for llama)
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char * name() const = 0;      // "cpu" | "cuda"
+    virtual const char * isa() const = 0;       // kernels in use, e.g. "avx512"
+    virtual int n_threads() const = 0;
+
+    // ---- weights (the source views point into the mapped checkpoint) -------
+    virtual std::unique_ptr<Linear>    load_linear(const LinearSource & src) = 0;
+    virtual std::unique_ptr<Embedding> load_embedding(const TensorView & w) = 0; // [vocab, dim]
+    virtual std::unique_ptr<Vec>       load_vec(const TensorView & w) = 0;       // [n]
+
+    // ---- memory ------------------------------------------------------------
+    // Allocates an activation matrix [rows, cols]; free with free_act.
+    virtual Act  new_act(int64_t rows, int64_t cols) = 0;
+    virtual void free_act(Act & a) = 0;
+    virtual std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) = 0;
+    // Copies rows [row0, row0+n) of a to host f32 memory dst [n, cols].
+    virtual void to_host(const Act & a, int64_t row0, int64_t n, float * dst) = 0;
+    // Copies host f32 [rows, cols] into a (same shape).
+    virtual void from_host(Act & a, const float * src) = 0;
+
+    // ---- ops: each works on the first x.rows rows ---------------------------
+    // out[m, :] = table[tokens[m], :]
+    virtual void embed(const Embedding & table, const int32_t * tokens, int64_t n, Act & out) = 0;
+    // out = x / rms(x) * w, per row
+    virtual void rmsnorm(const Act & x, const Vec & w, float eps, Act & out) = 0;
+    // y[M, N] = x[M, K] · Wᵀ (+ bias)
+    virtual void matmul(const Linear & w, const Act & x, Act & y) = 0;
+    // Rotates q [M, n_heads*head_dim] and k [M, n_kv_heads*head_dim] in place
+    // (HF rotate_half layout: pairs (i, i + n_rot/2)); row m is at position pos0 + m.
+    virtual void rope(Act & q, Act & k, int n_heads, int n_kv_heads, int pos0, const RopeParams & p) = 0;
+    // Writes k, v rows [M, kv_dim] into the cache at positions pos0..pos0+M-1 of layer.
+    virtual void kv_store(KvCache & kv, int layer, int pos0, const Act & k, const Act & v) = 0;
+    // Causal attention: query row m (position pos0 + m) attends to cache
+    // positions 0..pos0+m of layer. q, out: [M, n_heads*head_dim]. GQA: query
+    // head h reads kv head h / (n_heads / n_kv_heads).
+    virtual void attention(const Act & q, const KvCache & kv, int layer, int pos0,
+                           int n_heads, int n_kv_heads, int head_dim, float scale, Act & out) = 0;
+    // gate = silu(gate) * up
+    virtual void silu_mul(Act & gate, const Act & up) = 0;
+    // x += y
+    virtual void add(Act & x, const Act & y) = 0;
+};
+
+// Creates the CPU backend. isa: "auto" or a name from cpu_isas(); n_threads 0 = all cores.
+std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads);
+// Space-separated ISAs whose kernels are compiled in and supported by this CPU, best last.
+std::string cpu_isas();
+
+} // namespace shoal

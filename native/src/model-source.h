@@ -1,0 +1,78 @@
+// model-source.h — a Hugging Face checkpoint directory, parsed and validated:
+// the config and a view of every tensor the architecture needs. Nothing is
+// converted here; the backend decides how to hold the weights.
+#pragma once
+#include "tensor.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace shoal {
+
+enum class RopeScaling { None, Linear, Llama3 };
+enum class QuantMethod { None, Awq };
+
+struct ModelConfig {
+    std::string arch;                // architectures[0]
+    int     hidden_size = 0;         // D
+    int     intermediate_size = 0;   // F
+    int     n_layers = 0;
+    int     n_heads = 0;             // H
+    int     n_kv_heads = 0;          // Hkv (defaults to H)
+    int     head_dim = 0;            // from config or D / H
+    int     vocab_size = 0;          // V
+    int     max_position_embeddings = 0;
+    float   rms_norm_eps = 1e-6f;
+    float   rope_theta = 10000.0f;
+    RopeScaling rope_scaling = RopeScaling::None;
+    float   rope_factor = 1.0f;                  // linear and llama3
+    float   rope_low_freq_factor = 1.0f;         // llama3
+    float   rope_high_freq_factor = 4.0f;        // llama3
+    int     rope_original_max_position = 8192;   // llama3
+    bool    tie_word_embeddings = false;
+    bool    qkv_bias = false;                    // Qwen2 (always), Llama with attention_bias
+    int     bos_token_id = -1;
+    std::vector<int> eos_token_ids;              // generation_config.json first, then config.json
+    std::string torch_dtype;                     // informational
+    // quantization_config
+    QuantMethod quant = QuantMethod::None;
+    int     quant_bits = 0;
+    int     group_size = 0;
+    std::vector<std::string> modules_to_not_convert; // substring match on linear names
+};
+
+struct LayerSource {
+    TensorView   attn_norm;          // [D]
+    LinearSource q, k, v, o;         // q [H*hd, D], k/v [Hkv*hd, D], o [D, H*hd]
+    TensorView   ffn_norm;           // [D]
+    LinearSource gate, up, down;     // gate/up [F, D], down [D, F]
+};
+
+struct MappedFile; // defined in safetensors.h
+
+struct ModelSource {
+    ModelConfig cfg;
+    TensorView  embed;               // [V, D]
+    TensorView  final_norm;          // [D]
+    LinearSource lm_head;            // [V, D]; the embedding view when tied
+    std::vector<LayerSource> layers;
+    int64_t     n_params = 0;        // logical parameter count (INT4 weights counted unpacked)
+    int64_t     file_bytes = 0;      // bytes of tensor data across all files
+    std::vector<std::shared_ptr<MappedFile>> files; // keep the mappings alive
+};
+
+// Reads and validates config.json, generation_config.json and the safetensors
+// files of dir. Throws shoal::Error with a status and a message naming the file
+// or tensor on any problem.
+ModelSource load_model_source(const std::string & dir);
+
+// Parses a config.json text (exposed for tests). gen_json may be empty.
+ModelConfig parse_model_config(const std::string & config_json, const std::string & gen_json,
+                               const std::string & where);
+
+// Tells the OS that the pages fully inside [p, p+n) of a read-only file mapping
+// are no longer needed (after repacking), so they leave the resident set.
+void release_pages(const void * p, size_t n);
+
+} // namespace shoal
