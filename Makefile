@@ -49,3 +49,16 @@ demo: all
 
 clean:
 	rm -rf dist native/build native/build-tests native/build-fuzz
+
+# ---- aarch64 (Jetson Orin) and deployment checks -------------------------------------
+# Cross-compiles native/ with g++-aarch64-linux-gnu (native/cmake/aarch64-linux-gnu.cmake)
+# and runs the native tests under qemu-aarch64: NEON and NEON-dotprod kernels against the
+# scalar reference, stories260K greedy output against the reference. Installs nothing.
+.PHONY: test-arm check-deploy
+test-arm:
+	JOBS=$(JOBS) scripts/test-arm.sh
+
+# systemd-analyze verify on deploy/systemd units, shellcheck on deploy/install and scripts,
+# and the installer's --dry-run for JetPack 5 and 6.
+check-deploy:
+	scripts/check-deploy.sh

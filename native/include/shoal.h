@@ -131,7 +131,7 @@ typedef int (*shoal_token_cb)(int32_t token, void * user);
 typedef struct shoal_generate_result {
     int    n_prompt;
     int    n_generated;
-    int    stop_reason;     // 0 = eos, 1 = max_tokens, 2 = callback stopped, 3 = cancelled
+    int    stop_reason;     // 0 = eos, 1 = max_tokens, 2 = callback stopped, 3 = cancelled, 4 = context full
     double prefill_seconds; // time to evaluate the prompt (time to first token minus sampling)
     double decode_seconds;
 } shoal_generate_result;
@@ -143,6 +143,10 @@ shoal_status shoal_generate(shoal_session * s, const int32_t * prompt, int n_pro
                             const int32_t * stop_ids, int n_stop,
                             shoal_token_cb cb, void * user, volatile int * cancel,
                             shoal_generate_result * result, char * err, size_t err_len);
+
+// Best-of-reps memory read bandwidth in GB/s (10^9 bytes/s) over a buffer of
+// `bytes` (use several times the last-level cache) with n_threads readers.
+double shoal_measure_read_bandwidth(int n_threads, size_t bytes, int reps);
 
 // CPU feature report, e.g. "avx2 fma f16c avx512f" (static string).
 const char * shoal_cpu_features(void);

@@ -32,6 +32,8 @@ struct ModelConfig {
     int     rope_original_max_position = 8192;   // llama3
     bool    tie_word_embeddings = false;
     bool    qkv_bias = false;                    // Qwen2 (always), Llama with attention_bias
+    bool    o_bias = false;                      // Llama/Mistral attention_bias: o_proj has a bias too
+    bool    mlp_bias = false;                    // Llama mlp_bias: gate/up/down have biases
     int     bos_token_id = -1;
     std::vector<int> eos_token_ids;              // generation_config.json first, then config.json
     std::string torch_dtype;                     // informational
@@ -68,8 +70,17 @@ struct ModelSource {
 ModelSource load_model_source(const std::string & dir);
 
 // Parses a config.json text (exposed for tests). gen_json may be empty.
+// where names the model (its directory) in messages.
 ModelConfig parse_model_config(const std::string & config_json, const std::string & gen_json,
                                const std::string & where);
+
+struct SafetensorsFile; // safetensors.h
+
+// Builds the views of every tensor cfg needs from already parsed safetensors
+// files (a tensor is taken from the first file holding it) and validates their
+// shapes and dtypes. The result does not own the files. Exposed for the fuzzer;
+// load_model_source uses it.
+ModelSource build_model_source(const ModelConfig & cfg, const std::vector<const SafetensorsFile *> & files);
 
 // Tells the OS that the pages fully inside [p, p+n) of a read-only file mapping
 // are no longer needed (after repacking), so they leave the resident set.

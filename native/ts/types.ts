@@ -44,7 +44,7 @@ export interface ModelInfo {
 }
 
 export interface SamplingOptions {
-  temperature?: number;     // 0 = greedy (default 0.8? no: default 0 = greedy)
+  temperature?: number;     // 0 = greedy (the default)
   topK?: number;            // 0 = off
   topP?: number;            // 1 = off
   minP?: number;            // 0 = off
@@ -62,6 +62,7 @@ export interface GenerateOptions extends SamplingOptions {
 
 /** One streamed piece of a generation. */
 export interface GeneratedChunk {
+  /** The token id; -1 for a final text-only chunk (a held-back UTF-8 tail). */
   token: number;
   /** Text this token completes (may be '' while a UTF-8 sequence is incomplete). */
   text: string;
@@ -84,8 +85,10 @@ export interface Tokenizer {
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
   /** Applies tokenizer_config.json's chat_template (falls back to a plain format). */
   applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
-  /** A decoder that turns a token stream into text without broken UTF-8. */
-  createStreamDecoder(): { push(token: number): string; flush(): string };
+  /** Chat template rendered and tokenized (special tokens come from the template, none added). */
+  encodeChat(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): number[];
+  /** A decoder that turns a token stream into text without broken UTF-8; context = the tokens before the stream. */
+  createStreamDecoder(context?: number[]): { push(token: number): string; flush(): string };
   readonly bosTokenId: number | null;
   readonly eosTokenIds: number[];
 }

@@ -1,0 +1,280 @@
+// model-source.cpp — a Hugging Face checkpoint directory into a ModelSource:
+// the config, the mapped safetensors file(s) and a checked view of every tensor
+// a LLaMA-family decoder needs. No weight is converted here.
+#include "error.h"
+#include "json.h"
+#include "model-source.h"
+#include "safetensors.h"
+
+#include <map>
+#include <sys/stat.h>
+#include <unordered_map>
+
+namespace shoal {
+
+namespace {
+
+std::string shape_str(const int64_t * s, int n) {
+    std::string r = "[";
+    for (int i = 0; i < n; i++) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+const char * dtype_str(DType t) {
+    switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::F64: return "F64";
+    case DType::I64: return "I64";
+    }
+    return "?";
+}
+
+struct Found {
+    const SafetensorsFile * file;
+    const StTensor *        tensor;
+};
+
+// Looks tensors up across the files and validates them against the config.
+struct Builder {
+    const ModelConfig & c;
+    std::unordered_map<std::string, Found> index; // name -> where it lives
+    std::string file_list;                        // for "missing" messages
+    ModelSource & ms;
+
+    Builder(const ModelConfig & cfg, const std::vector<const SafetensorsFile *> & files, ModelSource & out) : c(cfg), ms(out) {
+        for (const SafetensorsFile * f : files) {
+            file_list += (file_list.empty() ? "" : ", ") + f->path;
+            for (const StTensor & t : f->tensors) {
+                auto ins = index.emplace(t.name, Found{f, &t});
+                if (!ins.second) {
+                    fail(SHOAL_ERR_ST_HEADER_JSON, "tensor " + json::printable(t.name) + " appears in both " +
+                                                       ins.first->second.file->path + " and " + f->path);
+                }
+                ms.file_bytes += int64_t(t.nbytes());
+            }
+        }
+        if (file_list.empty()) file_list = "(no files)";
+    }
+
+    bool has(const std::string & name) const { return index.count(name) != 0; }
+
+    Found find(const std::string & name) const {
+        auto it = index.find(name);
+        if (it == index.end()) fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + name + " is missing (looked in " + file_list + ")");
+        return it->second;
+    }
+
+    TensorView view(const std::string & name, std::initializer_list<int64_t> dims) const {
+        Found f = find(name);
+        TensorView v = f.file->view(*f.tensor);
+        int64_t want[4] = {0, 0, 0, 0};
+        int n = 0;
+        for (int64_t d : dims) want[n++] = d;
+        bool ok = v.n_dims == n;
+        for (int i = 0; ok && i < n; i++) ok = v.shape[i] == want[i];
+        if (!ok) {
+            fail(SHOAL_ERR_SHAPE, name + " has shape " + shape_str(v.shape, v.n_dims) + " but config implies " +
+                                      shape_str(want, n) + " (in " + f.file->path + ")");
+        }
+        return v;
+    }
+
+    TensorView typed(const std::string & name, std::initializer_list<int64_t> dims, DType want) const {
+        TensorView v = view(name, dims);
+        if (v.dtype != want) {
+            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_str(v.dtype) + " but " + dtype_str(want) + " is required (in " +
+                                         find(name).file->path + ")");
+        }
+        return v;
+    }
+
+    // an unquantized weight, vector or bias: F32, F16 or BF16
+    TensorView floats(const std::string & name, std::initializer_list<int64_t> dims) {
+        TensorView v = view(name, dims);
+        if (!is_float(v.dtype)) {
+            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_str(v.dtype) + " but F32, F16 or BF16 is required (in " +
+                                         find(name).file->path + ")");
+        }
+        ms.n_params += v.numel();
+        return v;
+    }
+
+    bool not_converted(const std::string & name) const {
+        for (const std::string & m : c.modules_to_not_convert) {
+            if (name.find(m) != std::string::npos) return true;
+        }
+        return false;
+    }
+
+    // prefix.weight [out, in], or AWQ prefix.{qweight,qzeros,scales}; optional prefix.bias [out]
+    LinearSource linear(const std::string & prefix, int64_t out, int64_t in, bool bias) {
+        LinearSource l;
+        l.name = prefix;
+        l.in = in;
+        l.out = out;
+        const bool has_q = has(prefix + ".qweight");
+        const bool has_w = has(prefix + ".weight");
+        // AutoAWQ leaves modules_to_not_convert as plain .weight; take whichever form is present
+        bool use_awq = c.quant == QuantMethod::Awq && has_q && (!has_w || !not_converted(prefix));
+        if (!use_awq && !has_w) {
+            if (c.quant == QuantMethod::Awq && !not_converted(prefix)) find(prefix + ".qweight"); // names the AWQ tensor
+            find(prefix + ".weight");
+        }
+        if (use_awq) {
+            const int64_t g = c.group_size;
+            if (in % g != 0) {
+                fail(SHOAL_ERR_GROUP_SIZE, prefix + ": in_features " + std::to_string(in) + " is not a multiple of group_size " +
+                                               std::to_string(g) + " (in " + find(prefix + ".qweight").file->path + ")");
+            }
+            if (out % 8 != 0) {
+                fail(SHOAL_ERR_SHAPE, prefix + ": out_features " + std::to_string(out) + " is not a multiple of 8, as AWQ packing needs (in " +
+                                          find(prefix + ".qweight").file->path + ")");
+            }
+            l.awq = true;
+            l.group_size = int(g);
+            l.qweight = typed(prefix + ".qweight", {in, out / 8}, DType::I32);
+            l.qzeros = typed(prefix + ".qzeros", {in / g, out / 8}, DType::I32);
+            l.scales = typed(prefix + ".scales", {in / g, out}, DType::F16);
+            ms.n_params += in * out;
+        } else {
+            l.weight = floats(prefix + ".weight", {out, in});
+        }
+        if (bias) {
+            l.has_bias = true;
+            l.bias = floats(prefix + ".bias", {out});
+        }
+        return l;
+    }
+};
+
+bool path_exists(const std::string & p, bool * is_dir = nullptr) {
+    struct stat st;
+    if (::stat(p.c_str(), &st) != 0) return false;
+    if (is_dir) *is_dir = S_ISDIR(st.st_mode);
+    return true;
+}
+
+// Whole text file, bounded in size.
+std::string read_text(const std::string & path, size_t max_bytes) {
+    MappedFile m(path);
+    if (m.size > max_bytes) {
+        fail(SHOAL_ERR_CONFIG, path + ": " + std::to_string(m.size) + " bytes exceeds the limit of " + std::to_string(max_bytes));
+    }
+    return std::string(reinterpret_cast<const char *>(m.data), m.size);
+}
+
+// model.safetensors.index.json: {"weight_map": {tensor: shard file}} -> shards
+// opened once each; every tensor must be in the shard the index names.
+std::vector<SafetensorsFile> open_sharded(const std::string & dir, const std::string & index_path) {
+    json::Limits lim;
+    lim.max_bytes = size_t(64) << 20;
+    std::string text = read_text(index_path, lim.max_bytes);
+    json::Value root = json::parse(text.data(), text.size(), SHOAL_ERR_ST_HEADER_JSON, index_path, lim);
+    const json::Value * wm = root.get("weight_map");
+    if (!wm || !wm->is_object()) fail(SHOAL_ERR_ST_HEADER_JSON, index_path + ": no \"weight_map\" object");
+    if (wm->keys.empty()) fail(SHOAL_ERR_ST_HEADER_JSON, index_path + ": weight_map is empty");
+
+    std::map<std::string, size_t> shard_of; // shard file name -> index in shards
+    std::vector<std::string> names;
+    for (size_t i = 0; i < wm->keys.size(); i++) {
+        const json::Value & s = wm->items[i];
+        if (!s.is_string()) fail(SHOAL_ERR_ST_HEADER_JSON, index_path + ": weight_map value of " + json::printable(wm->keys[i]) + " is not a string");
+        // a shard is a plain file name inside dir: no paths that could leave it
+        if (s.str.empty() || s.str == "." || s.str == ".." || s.str.find('/') != std::string::npos ||
+            s.str.find('\\') != std::string::npos || s.str.find('\0') != std::string::npos) {
+            fail(SHOAL_ERR_ST_HEADER_JSON, index_path + ": shard name \"" + json::printable(s.str) + "\" is not a plain file name");
+        }
+        if (shard_of.emplace(s.str, names.size()).second) names.push_back(s.str);
+    }
+    std::vector<SafetensorsFile> shards;
+    for (const std::string & n : names) {
+        std::string p = dir + "/" + n;
+        if (!path_exists(p)) fail(SHOAL_ERR_IO, p + ": shard named by " + index_path + " does not exist");
+        shards.push_back(open_safetensors(p));
+    }
+    for (size_t i = 0; i < wm->keys.size(); i++) {
+        const SafetensorsFile & f = shards[shard_of[wm->items[i].str]];
+        if (!f.find(wm->keys[i])) {
+            fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + json::printable(wm->keys[i]) + " is missing from " + f.path +
+                                               ", where " + index_path + " places it");
+        }
+    }
+    return shards;
+}
+
+} // namespace
+
+ModelSource build_model_source(const ModelConfig & c, const std::vector<const SafetensorsFile *> & files) {
+    ModelSource ms;
+    ms.cfg = c;
+    Builder b(c, files, ms);
+    const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+    const int64_t q_dim = int64_t(c.n_heads) * c.head_dim, kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
+
+    ms.embed = b.floats("model.embed_tokens.weight", {V, D});
+    ms.layers.resize(size_t(c.n_layers));
+    for (int i = 0; i < c.n_layers; i++) {
+        const std::string p = "model.layers." + std::to_string(i);
+        LayerSource & L = ms.layers[size_t(i)];
+        L.attn_norm = b.floats(p + ".input_layernorm.weight", {D});
+        L.q = b.linear(p + ".self_attn.q_proj", q_dim, D, c.qkv_bias);
+        L.k = b.linear(p + ".self_attn.k_proj", kv_dim, D, c.qkv_bias);
+        L.v = b.linear(p + ".self_attn.v_proj", kv_dim, D, c.qkv_bias);
+        L.o = b.linear(p + ".self_attn.o_proj", D, q_dim, c.o_bias);
+        L.ffn_norm = b.floats(p + ".post_attention_layernorm.weight", {D});
+        L.gate = b.linear(p + ".mlp.gate_proj", F, D, c.mlp_bias);
+        L.up = b.linear(p + ".mlp.up_proj", F, D, c.mlp_bias);
+        L.down = b.linear(p + ".mlp.down_proj", D, F, c.mlp_bias);
+    }
+    ms.final_norm = b.floats("model.norm.weight", {D});
+    if (c.tie_word_embeddings) {
+        // as Transformers does: a tied head is the embedding, even if lm_head.weight is stored too
+        ms.lm_head.name = "lm_head";
+        ms.lm_head.in = D;
+        ms.lm_head.out = V;
+        ms.lm_head.weight = ms.embed;
+    } else {
+        ms.lm_head = b.linear("lm_head", V, D, false);
+    }
+    return ms;
+}
+
+ModelSource load_model_source(const std::string & dir_arg) {
+    std::string dir = dir_arg;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back(); // "m/" names files as "m/config.json"
+    bool is_dir = false;
+    if (!path_exists(dir, &is_dir) || !is_dir) fail(SHOAL_ERR_IO, dir + ": model directory not found");
+    const std::string cfg_path = dir + "/config.json";
+    const std::string gen_path = dir + "/generation_config.json";
+    if (!path_exists(cfg_path)) fail(SHOAL_ERR_CONFIG, cfg_path + ": not found");
+    const size_t max_cfg = size_t(16) << 20;
+    std::string cfg_text = read_text(cfg_path, max_cfg);
+    std::string gen_text = path_exists(gen_path) ? read_text(gen_path, max_cfg) : std::string();
+    ModelConfig cfg = parse_model_config(cfg_text, gen_text, dir);
+
+    std::vector<SafetensorsFile> files;
+    const std::string single = dir + "/model.safetensors";
+    const std::string index = dir + "/model.safetensors.index.json";
+    if (path_exists(single)) {
+        files.push_back(open_safetensors(single));
+    } else if (path_exists(index)) {
+        files = open_sharded(dir, index);
+    } else {
+        fail(SHOAL_ERR_IO, dir + ": neither model.safetensors nor model.safetensors.index.json found");
+    }
+    std::vector<const SafetensorsFile *> ptrs;
+    for (const SafetensorsFile & f : files) ptrs.push_back(&f);
+    ModelSource ms = build_model_source(cfg, ptrs);
+    for (SafetensorsFile & f : files) ms.files.push_back(f.file); // the views point into these mappings
+    return ms;
+}
+
+} // namespace shoal

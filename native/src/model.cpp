@@ -1,0 +1,64 @@
+// model.cpp — turns a validated checkpoint into backend weights.
+#include "model.h"
+#include "error.h"
+
+#include <chrono>
+
+namespace shoal {
+
+static std::unique_ptr<Linear> load(Backend & be, const LinearSource & src, int64_t & bytes) {
+    auto l = be.load_linear(src);
+    bytes += (int64_t)l->bytes();
+    return l;
+}
+
+std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto m = std::make_unique<Model>();
+    m->cfg = src.cfg;
+    m->files = src.files;
+    m->n_params = src.n_params;
+    m->file_bytes = src.file_bytes;
+    m->backend = std::move(backend);
+    Backend & be = *m->backend;
+    const ModelConfig & c = m->cfg;
+
+    if (c.quant == QuantMethod::Awq) m->quant_name = "awq-w4g" + std::to_string(c.group_size);
+    m->dtype_name = dtype_name(src.embed.dtype);
+
+    int64_t linear_bytes = 0;
+    m->embed = be.load_embedding(src.embed);
+    m->layers.resize(c.n_layers);
+    for (int i = 0; i < c.n_layers; i++) {
+        LayerSource & ls = src.layers[i];
+        LayerWeights & lw = m->layers[i];
+        lw.attn_norm = be.load_vec(ls.attn_norm);
+        lw.q = load(be, ls.q, linear_bytes);
+        lw.k = load(be, ls.k, linear_bytes);
+        lw.v = load(be, ls.v, linear_bytes);
+        lw.o = load(be, ls.o, linear_bytes);
+        lw.ffn_norm = be.load_vec(ls.ffn_norm);
+        lw.gate = load(be, ls.gate, linear_bytes);
+        lw.up = load(be, ls.up, linear_bytes);
+        lw.down = load(be, ls.down, linear_bytes);
+    }
+    m->final_norm = be.load_vec(src.final_norm);
+    int64_t head_bytes = 0;
+    m->lm_head = load(be, src.lm_head, head_bytes);
+
+    // Per decode step every linear and the lm_head are read once; of the
+    // embedding only one row, and norms are noise.
+    const int64_t row_bytes = (int64_t)(m->embed->bytes() / (size_t)std::max<int64_t>(1, m->embed->vocab));
+    m->bytes_per_token = linear_bytes + head_bytes + row_bytes;
+    // With tied embeddings the lm_head shares the embedding's memory.
+    m->weight_bytes = linear_bytes + (c.tie_word_embeddings ? 0 : head_bytes) + (int64_t)m->embed->bytes();
+
+    m->inv_freq = rope_inv_freq(c);
+    m->rope.head_dim = c.head_dim;
+    m->rope.n_rot = c.head_dim;
+    m->rope.inv_freq = m->inv_freq.data();
+    m->repack_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return m;
+}
+
+} // namespace shoal

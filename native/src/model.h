@@ -1,0 +1,48 @@
+// model.h — a loaded model: config, backend and the backend's copy of every
+// weight. Sessions (KV cache + scratch) live in session.h.
+#pragma once
+#include "backend.h"
+#include "model-source.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace shoal {
+
+struct LayerWeights {
+    std::unique_ptr<Vec>    attn_norm;          // [D]
+    std::unique_ptr<Linear> q, k, v, o;         // q [H*hd ← D], k/v [Hkv*hd ← D], o [D ← H*hd]
+    std::unique_ptr<Vec>    ffn_norm;           // [D]
+    std::unique_ptr<Linear> gate, up, down;     // gate/up [F ← D], down [D ← F]
+};
+
+struct Model {
+    ModelConfig cfg;
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<Embedding> embed;           // [V, D]
+    std::vector<LayerWeights> layers;
+    std::unique_ptr<Vec>    final_norm;         // [D]
+    std::unique_ptr<Linear> lm_head;            // [V ← D]
+    std::vector<float>      inv_freq;           // [n_rot/2], rope scaling applied
+    RopeParams              rope;
+    std::vector<std::shared_ptr<MappedFile>> files; // mappings the weights may point into
+
+    // Reported by shoal_model_get_info.
+    std::string quant_name = "none";
+    std::string dtype_name = "f32";
+    int64_t n_params = 0, file_bytes = 0, weight_bytes = 0, bytes_per_token = 0;
+    double  load_seconds = 0, repack_seconds = 0;
+
+    // The backend's thread pool and scratch are shared: one forward pass at a time.
+    std::mutex compute_mutex;
+};
+
+// Builds a Model from a validated checkpoint on the chosen backend.
+std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend);
+
+// RoPE inverse frequencies [head_dim/2] for a config (none | linear | llama3).
+std::vector<float> rope_inv_freq(const ModelConfig & cfg);
+
+} // namespace shoal

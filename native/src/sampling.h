@@ -1,0 +1,25 @@
+// sampling.h — turns logits into a token: repetition penalty, temperature,
+// top-k, top-p, min-p, then a draw from a seeded generator (same seed, same
+// output).
+#pragma once
+#include "shoal.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace shoal {
+
+class Sampler {
+public:
+    explicit Sampler(const shoal_sampling_params & p);
+    int32_t sample(const float * logits, int vocab, const int32_t * history, int n_history);
+
+private:
+    double next_uniform(); // [0, 1)
+    shoal_sampling_params p_;
+    uint64_t state_[4];
+    std::vector<float> work_;                  // [V] penalised logits
+    std::vector<std::pair<float, int32_t>> cand_; // candidates (logit or prob, id)
+};
+
+} // namespace shoal

@@ -1,0 +1,621 @@
+// test-backend-ops.cpp — every CPU backend op, on every ISA compiled in and
+// supported here, at 1 and 2 threads, against (a) the scalar reference ISA and
+// (b) a plain double-precision computation written here from the raw inputs
+// (for INT4: from AutoAWQ qweight/qzeros/scales packed in this file, not by
+// q4-repack). Exit status non-zero on any failure; the last line is
+// "N passed, N failed".
+#include "backend.h"
+#include "error.h"
+#include "tensor.h"
+#include "threadpool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace shoal;
+
+namespace {
+
+int g_pass = 0, g_fail = 0;
+
+void check(bool ok, const std::string & what) {
+    if (ok) {
+        g_pass++;
+    } else {
+        g_fail++;
+        std::printf("FAIL %s\n", what.c_str());
+    }
+}
+
+// Compares got against want element-wise with a per-element tolerance; reports
+// the worst element.
+void check_close(const std::string & what, const std::vector<float> & got, const std::vector<double> & want,
+                 const std::vector<double> & tol) {
+    double worst = 0;
+    size_t wi = 0;
+    bool ok = got.size() == want.size();
+    for (size_t i = 0; ok && i < got.size(); i++) {
+        const double e = std::fabs((double)got[i] - want[i]);
+        if (!(e <= tol[i])) ok = false; // NaN fails too
+        if (!(e / tol[i] <= worst)) {
+            worst = e / tol[i];
+            wi = i;
+        }
+    }
+    if (!ok) {
+        std::printf("  worst at %zu: got %.9g want %.9g tol %.3g\n", wi, got[wi], want[wi], tol[wi]);
+    }
+    check(ok, what);
+}
+
+std::mt19937 rng(12345);
+float urand(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng); }
+std::vector<float> rand_vec(size_t n, float a = -1, float b = 1) {
+    std::vector<float> v(n);
+    for (auto & x : v) x = urand(a, b);
+    return v;
+}
+
+// ---- AutoAWQ packing, written from the format description ----------------------
+// qweight i32 [K][N/8], nibble i of word (k, c) = column 8c + ORDER[i]; qzeros the
+// same over [K/G][N/8]; scales f16 [K/G][N]; w[k][n] = (q − z)·s.
+constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+struct AwqTensors {
+    int64_t K, N, G;
+    std::vector<int32_t> qweight, qzeros; // [K][N/8], [K/G][N/8]
+    std::vector<uint16_t> scales;         // f16 [K/G][N]
+    std::vector<double> w;                // [K][N] dequantized, double
+};
+
+AwqTensors make_awq(int64_t K, int64_t N, int64_t G) {
+    AwqTensors t{K, N, G, {}, {}, {}, {}};
+    std::vector<int> q(K * N), z(K / G * N);
+    for (auto & v : q) v = (int)(rng() % 16);
+    for (auto & v : z) v = (int)(rng() % 16);
+    t.scales.resize(K / G * N);
+    for (auto & s : t.scales) s = f32_to_f16(urand(0.002f, 0.05f));
+    t.qweight.assign(K * N / 8, 0);
+    t.qzeros.assign(K / G * N / 8, 0);
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t c = 0; c < N / 8; c++) {
+            uint32_t word = 0;
+            for (int i = 0; i < 8; i++) word |= (uint32_t)q[k * N + 8 * c + kAwqOrder[i]] << (4 * i);
+            t.qweight[k * (N / 8) + c] = (int32_t)word;
+        }
+    for (int64_t g = 0; g < K / G; g++)
+        for (int64_t c = 0; c < N / 8; c++) {
+            uint32_t word = 0;
+            for (int i = 0; i < 8; i++) word |= (uint32_t)z[g * N + 8 * c + kAwqOrder[i]] << (4 * i);
+            t.qzeros[g * (N / 8) + c] = (int32_t)word;
+        }
+    t.w.resize(K * N);
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++)
+            t.w[k * N + n] = (q[k * N + n] - z[k / G * N + n]) * (double)f16_to_f32(t.scales[k / G * N + n]);
+    return t;
+}
+
+TensorView view(const std::string & name, DType dt, std::vector<int64_t> shape, const void * data, size_t nbytes) {
+    TensorView v;
+    v.name = name;
+    v.dtype = dt;
+    v.n_dims = (int)shape.size();
+    for (size_t i = 0; i < shape.size(); i++) v.shape[i] = shape[i];
+    v.data = data;
+    v.nbytes = nbytes;
+    return v;
+}
+
+struct Bk {
+    std::string name;
+    std::unique_ptr<Backend> b;
+};
+
+// Runs y = x·Wᵀ on backend b, with x [M][K] given; returns y [M][N].
+std::vector<float> run_matmul(Backend & b, const LinearSource & src, const std::vector<float> & x, int64_t M) {
+    auto lin = b.load_linear(src);
+    Act xa = b.new_act(M, src.in), ya = b.new_act(M, src.out);
+    b.from_host(xa, x.data());
+    b.matmul(*lin, xa, ya);
+    std::vector<float> y(M * src.out);
+    b.to_host(ya, 0, M, y.data());
+    b.free_act(xa);
+    b.free_act(ya);
+    return y;
+}
+
+// ---- tests ----------------------------------------------------------------------
+
+void test_half() {
+    // every finite f16 survives f16 → f32 → f16; every f32 rounds to a nearest f16
+    bool ok = true;
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = f16_to_f32((uint16_t)h);
+        if (std::isnan(f)) continue;
+        if (f32_to_f16(f) != h) ok = false;
+    }
+    check(ok, "f16 round trip of all 65536 codes");
+    check(f16_to_f32(0x3c00) == 1.0f && f16_to_f32(0xc000) == -2.0f && f16_to_f32(0x0001) == 5.9604645e-8f &&
+          f16_to_f32(0x7bff) == 65504.0f && std::isinf(f16_to_f32(0x7c00)),
+          "f16 decode of known codes");
+    check(f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00 && f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02 &&
+          f32_to_f16(65520.0f) == 0x7c00 && f32_to_f16(1e-9f) == 0 && f32_to_f16(std::nanf("")) == 0x7e00,
+          "f16 ties-to-even, overflow, underflow, nan");
+    ok = true;
+    for (int i = 0; i < 200000; i++) {
+        const float f = std::ldexp(urand(-1, 1), (int)(rng() % 40) - 26);
+        const uint16_t h = f32_to_f16(f);
+        const double e = std::fabs((double)f16_to_f32(h) - f);
+        // neighbours are no closer (h±1 stays in the same sign)
+        for (int d : {-1, 1}) {
+            const uint16_t n = (uint16_t)(h + d);
+            if ((n & 0x7fff) >= 0x7c00 || (n & 0x8000) != (h & 0x8000)) continue;
+            if (std::fabs((double)f16_to_f32(n) - f) < e) ok = false;
+        }
+    }
+    check(ok, "f32 → f16 is round-to-nearest on 200000 random values");
+    check(bf16_to_f32(0x3f80) == 1.0f && bf16_to_f32(0xc040) == -3.0f, "bf16 decode");
+    check(dtype_size(DType::F16) == 2 && dtype_size(DType::I64) == 8 && std::string(dtype_name(DType::BF16)) == "BF16",
+          "dtype_size / dtype_name");
+}
+
+void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
+    struct S { int64_t N, K, G; };
+    const S shapes[] = {{8, 32, 32},   {24, 96, 32},   {48, 160, 32},  {16, 224, 32},  {40, 192, 64},
+                        {72, 320, 64}, {64, 128, 128}, {136, 384, 128}, {256, 1024, 128}, {32, 2048, 128}};
+    for (const S & s : shapes) {
+        const AwqTensors t = make_awq(s.K, s.N, s.G);
+        for (int64_t M : {1, 3, 17, 64}) {
+            const std::vector<float> x = rand_vec(M * s.K);
+            // double reference, and the tolerance: int8 activations (decode,
+            // M < 4) err by <= d/2 = amax/254 per input; the f16 −s·z term by
+            // 2^-11·|s·z·Σx| per group; f32 accumulation by 1e-5·Σ|w·x|.
+            std::vector<double> want(M * s.N), tol_dbl(M * s.N), tol_ref(M * s.N);
+            for (int64_t m = 0; m < M; m++) {
+                const float * xm = &x[m * s.K];
+                for (int64_t n = 0; n < s.N; n++) {
+                    double acc = 0, mag = 0, q8 = 0, zt = 0;
+                    for (int64_t k = 0; k < s.K; k++) {
+                        acc += t.w[k * s.N + n] * xm[k];
+                        mag += std::fabs(t.w[k * s.N + n] * xm[k]);
+                        double amax = 0;
+                        if (M < 4) {
+                            for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
+                            q8 += std::fabs(t.w[k * s.N + n]) * amax / 254.0;
+                        }
+                    }
+                    for (int64_t g = 0; g < s.K / s.G; g++) {
+                        double gs = 0, sz = 0;
+                        for (int64_t k = g * s.G; k < (g + 1) * s.G; k++) gs += xm[k];
+                        const double sc = f16_to_f32(t.scales[g * s.N + n]);
+                        const uint32_t zw = (uint32_t)t.qzeros[g * (s.N / 8) + n / 8];
+                        int nib = 0;
+                        while (kAwqOrder[nib] != n % 8) nib++;
+                        sz = sc * ((zw >> (4 * nib)) & 15);
+                        zt += sz * std::fabs(gs) / 2048.0;
+                    }
+                    want[m * s.N + n] = acc;
+                    tol_dbl[m * s.N + n] = q8 * 1.0001 + zt + 1e-5 * mag + 1e-6;
+                    tol_ref[m * s.N + n] = 1e-5 * mag + 1e-6; // same q8 semantics as the reference
+                }
+            }
+            // Each backend repacks its own copy (load_linear releases the source pages).
+            auto src_of = [&](std::vector<int32_t> & qw, std::vector<int32_t> & qz, std::vector<uint16_t> & sc) {
+                LinearSource src;
+                src.name = "test.q4";
+                src.in = s.K;
+                src.out = s.N;
+                src.awq = true;
+                src.group_size = (int)s.G;
+                src.qweight = view("qweight", DType::I32, {s.K, s.N / 8}, qw.data(), qw.size() * 4);
+                src.qzeros = view("qzeros", DType::I32, {s.K / s.G, s.N / 8}, qz.data(), qz.size() * 4);
+                src.scales = view("scales", DType::F16, {s.K / s.G, s.N}, sc.data(), sc.size() * 2);
+                return src;
+            };
+            std::vector<int32_t> qw = t.qweight, qz = t.qzeros;
+            std::vector<uint16_t> sc = t.scales;
+            const std::vector<float> yref = run_matmul(ref, src_of(qw, qz, sc), x, M);
+            std::ostringstream tag;
+            tag << "q4 matmul N=" << s.N << " K=" << s.K << " G=" << s.G << " M=" << M;
+            check_close("scalar: " + tag.str() + " vs double", yref, want, tol_dbl);
+            std::vector<double> yref_d(yref.begin(), yref.end());
+            for (auto & bk : bks) {
+                std::vector<int32_t> qw2 = t.qweight, qz2 = t.qzeros;
+                std::vector<uint16_t> sc2 = t.scales;
+                const std::vector<float> y = run_matmul(*bk.b, src_of(qw2, qz2, sc2), x, M);
+                check_close(bk.name + ": " + tag.str() + " vs scalar", y, yref_d, tol_ref);
+                check_close(bk.name + ": " + tag.str() + " vs double", y, want, tol_dbl);
+            }
+        }
+    }
+    // bytes(): 0.5 B per weight + two f16 per (row, group)
+    std::vector<int32_t> qw(2048 * 256 / 8), qz(2048 / 128 * 256 / 8);
+    std::vector<uint16_t> sc(2048 / 128 * 256, f32_to_f16(0.01f));
+    LinearSource src;
+    src.name = "bytes";
+    src.in = 2048;
+    src.out = 256;
+    src.awq = true;
+    src.group_size = 128;
+    src.qweight = view("qweight", DType::I32, {2048, 32}, qw.data(), qw.size() * 4);
+    src.qzeros = view("qzeros", DType::I32, {16, 32}, qz.data(), qz.size() * 4);
+    src.scales = view("scales", DType::F16, {16, 256}, sc.data(), sc.size() * 2);
+    auto lin = ref.load_linear(src);
+    check(lin->bytes() == (size_t)(256 * 2048 / 2 + 256 * 16 * 4) && std::string(lin->kind()) == "q4", "q4 Linear::bytes/kind");
+    // unsupported group size is rejected with its status
+    src.group_size = 96;
+    bool threw = false;
+    try { ref.load_linear(src); } catch (const Error & e) { threw = e.status == SHOAL_ERR_GROUP_SIZE; }
+    check(threw, "q4 group 96 (2048 % 96 != 0) rejected with SHOAL_ERR_GROUP_SIZE");
+}
+
+void test_float_matmul(std::vector<Bk> & bks, Backend & ref) {
+    struct S { int64_t N, K; };
+    const S shapes[] = {{7, 13}, {33, 100}, {64, 257}, {130, 1000}, {5, 4096}, {16, 64}};
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+        for (const S & s : shapes) {
+            // weights stored in dt; the double reference uses the decoded values
+            std::vector<float> wf = rand_vec(s.N * s.K);
+            std::vector<uint16_t> wh(s.N * s.K);
+            std::vector<double> wd(s.N * s.K);
+            for (int64_t i = 0; i < s.N * s.K; i++) {
+                if (dt == DType::F16) { wh[i] = f32_to_f16(wf[i]); wd[i] = f16_to_f32(wh[i]); }
+                else if (dt == DType::BF16) {
+                    uint32_t u;
+                    std::memcpy(&u, &wf[i], 4);
+                    wh[i] = (uint16_t)(u >> 16);
+                    wd[i] = bf16_to_f32(wh[i]);
+                } else wd[i] = wf[i];
+            }
+            const bool with_bias = s.N % 2 == 1;
+            std::vector<float> bias = rand_vec(s.N);
+            LinearSource src;
+            src.name = "test.float";
+            src.in = s.K;
+            src.out = s.N;
+            const void * wp = dt == DType::F32 ? (const void *)wf.data() : (const void *)wh.data();
+            src.weight = view("weight", dt, {s.N, s.K}, wp, s.N * s.K * dtype_size(dt));
+            src.has_bias = with_bias;
+            src.bias = view("bias", DType::F32, {s.N}, bias.data(), s.N * 4);
+            for (int64_t M : {1, 3, 17, 64}) {
+                const std::vector<float> x = rand_vec(M * s.K);
+                // tolerance: f32 accumulation, 1e-5·Σ|w·x| (K <= 4096)
+                std::vector<double> want(M * s.N), tol(M * s.N);
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < s.N; n++) {
+                        double acc = with_bias ? bias[n] : 0.0, mag = std::fabs(acc);
+                        for (int64_t k = 0; k < s.K; k++) {
+                            acc += wd[n * s.K + k] * x[m * s.K + k];
+                            mag += std::fabs(wd[n * s.K + k] * x[m * s.K + k]);
+                        }
+                        want[m * s.N + n] = acc;
+                        tol[m * s.N + n] = 1e-5 * mag + 1e-6;
+                    }
+                std::ostringstream tag;
+                tag << dtype_name(dt) << " matmul N=" << s.N << " K=" << s.K << " M=" << M << (with_bias ? " +bias" : "");
+                const std::vector<float> yref = run_matmul(ref, src, x, M);
+                check_close("scalar: " + tag.str() + " vs double", yref, want, tol);
+                std::vector<double> yref_d(yref.begin(), yref.end());
+                for (auto & bk : bks) {
+                    const std::vector<float> y = run_matmul(*bk.b, src, x, M);
+                    check_close(bk.name + ": " + tag.str() + " vs scalar", y, yref_d, tol);
+                    check_close(bk.name + ": " + tag.str() + " vs double", y, want, tol);
+                }
+            }
+            auto lin = ref.load_linear(src);
+            check(lin->bytes() == (size_t)(s.N * s.K) * dtype_size(dt) + (with_bias ? s.N * 4 : 0),
+                  std::string(dtype_name(dt)) + " Linear::bytes");
+        }
+    }
+}
+
+// Runs a row op f(backend, act) on every backend and compares.
+using RowOp = std::function<std::vector<float>(Backend &)>;
+void compare_all(std::vector<Bk> & bks, Backend & ref, const std::string & tag, const RowOp & op,
+                 const std::vector<double> & want, const std::vector<double> & tol) {
+    const std::vector<float> yref = op(ref);
+    check_close("scalar: " + tag + " vs double", yref, want, tol);
+    std::vector<double> yref_d(yref.begin(), yref.end());
+    for (auto & bk : bks) {
+        const std::vector<float> y = op(*bk.b);
+        check_close(bk.name + ": " + tag + " vs scalar", y, yref_d, tol);
+        check_close(bk.name + ": " + tag + " vs double", y, want, tol);
+    }
+}
+
+void test_rmsnorm_silu_add_embed(std::vector<Bk> & bks, Backend & ref) {
+    for (int64_t M : {1, 3, 17, 64})
+        for (int64_t D : {1, 7, 64, 100, 2048, 5632}) {
+            const std::vector<float> x = rand_vec(M * D, -3, 3), w = rand_vec(D, 0.5f, 1.5f), u = rand_vec(M * D, -2, 2);
+            std::vector<float> y2 = rand_vec(M * D);
+            const float eps = 1e-5f;
+            // rmsnorm: tolerance 1e-5 relative (f32 sum of squares over D <= 5632)
+            std::vector<double> want(M * D), tol(M * D);
+            for (int64_t m = 0; m < M; m++) {
+                double ss = 0;
+                for (int64_t i = 0; i < D; i++) ss += (double)x[m * D + i] * x[m * D + i];
+                const double r = 1.0 / std::sqrt(ss / D + eps);
+                for (int64_t i = 0; i < D; i++) {
+                    want[m * D + i] = x[m * D + i] * r * w[i];
+                    tol[m * D + i] = 1e-5 * std::fabs(want[m * D + i]) + 1e-6;
+                }
+            }
+            std::vector<float> wv = w;
+            compare_all(bks, ref, "rmsnorm M=" + std::to_string(M) + " D=" + std::to_string(D), [&](Backend & b) {
+                auto vec = b.load_vec(view("norm", DType::F32, {D}, wv.data(), D * 4));
+                Act a = b.new_act(M, D), o = b.new_act(M, D);
+                b.from_host(a, x.data());
+                b.rmsnorm(a, *vec, eps, o);
+                std::vector<float> y(M * D);
+                b.to_host(o, 0, M, y.data());
+                b.free_act(a);
+                b.free_act(o);
+                return y;
+            }, want, tol);
+            // silu_mul: tolerance 1e-5 relative + 1e-6·|u| (polynomial exp ~2e-7)
+            for (int64_t i = 0; i < M * D; i++) {
+                const double g = x[i];
+                want[i] = g / (1.0 + std::exp(-g)) * u[i];
+                tol[i] = 1e-5 * std::fabs(want[i]) + 1e-6 * std::fabs(u[i]);
+            }
+            compare_all(bks, ref, "silu_mul M=" + std::to_string(M) + " D=" + std::to_string(D), [&](Backend & b) {
+                Act g = b.new_act(M, D), up = b.new_act(M, D);
+                b.from_host(g, x.data());
+                b.from_host(up, u.data());
+                b.silu_mul(g, up);
+                std::vector<float> y(M * D);
+                b.to_host(g, 0, M, y.data());
+                b.free_act(g);
+                b.free_act(up);
+                return y;
+            }, want, tol);
+            // add: exact (one f32 rounding, the same everywhere)
+            for (int64_t i = 0; i < M * D; i++) {
+                want[i] = (double)(x[i] + y2[i]);
+                tol[i] = 0;
+            }
+            compare_all(bks, ref, "add M=" + std::to_string(M) + " D=" + std::to_string(D), [&](Backend & b) {
+                Act a = b.new_act(M, D), c = b.new_act(M, D);
+                b.from_host(a, x.data());
+                b.from_host(c, y2.data());
+                b.add(a, c);
+                std::vector<float> y(M * D);
+                b.to_host(a, 0, M, y.data());
+                b.free_act(a);
+                b.free_act(c);
+                return y;
+            }, want, tol);
+        }
+    // embed: exact for every dtype (f16/bf16 → f32 is exact)
+    for (DType dt : {DType::F32, DType::F16, DType::BF16})
+        for (int64_t dim : {5, 64, 2048}) {
+            const int64_t vocab = 97;
+            std::vector<float> tf = rand_vec(vocab * dim);
+            std::vector<uint16_t> th(vocab * dim);
+            std::vector<double> td(vocab * dim);
+            for (int64_t i = 0; i < vocab * dim; i++) {
+                th[i] = dt == DType::BF16 ? (uint16_t)(f32_to_f16(0) | (uint16_t)(rng() & 0x7f7f)) : f32_to_f16(tf[i]);
+                td[i] = dt == DType::F32 ? tf[i] : dt == DType::F16 ? f16_to_f32(th[i]) : bf16_to_f32(th[i]);
+            }
+            const int32_t toks[] = {0, 96, 5, 5, 42, 13, 77, 1, 2, 3, 50, 60, 70, 80, 90, 91, 92};
+            const int64_t M = 17;
+            std::vector<double> want(M * dim), tol(M * dim, 0.0);
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t i = 0; i < dim; i++) want[m * dim + i] = td[toks[m] * dim + i];
+            const void * data = dt == DType::F32 ? (const void *)tf.data() : (const void *)th.data();
+            compare_all(bks, ref, std::string("embed ") + dtype_name(dt) + " dim=" + std::to_string(dim), [&](Backend & b) {
+                auto e = b.load_embedding(view("embed", dt, {vocab, dim}, data, vocab * dim * dtype_size(dt)));
+                Act o = b.new_act(M, dim);
+                b.embed(*e, toks, M, o);
+                std::vector<float> y(M * dim);
+                b.to_host(o, 0, M, y.data());
+                b.free_act(o);
+                return y;
+            }, want, tol);
+        }
+    bool threw = false;
+    std::vector<float> tf(4 * 8);
+    auto e = ref.load_embedding(view("embed", DType::F32, {4, 8}, tf.data(), tf.size() * 4));
+    Act o = ref.new_act(1, 8);
+    const int32_t bad = 4;
+    try { ref.embed(*e, &bad, 1, o); } catch (const Error & err) { threw = err.status == SHOAL_ERR_INVALID_ARG; }
+    ref.free_act(o);
+    check(threw, "embed rejects token id == vocab");
+}
+
+void test_rope(std::vector<Bk> & bks, Backend & ref) {
+    struct S { int hd, n_rot; double theta, linear; };
+    const S cases[] = {{64, 64, 10000, 1}, {128, 128, 500000, 1}, {64, 64, 10000, 4}, {64, 32, 10000, 1}, {80, 80, 1e6, 2}, {8, 8, 100, 1}};
+    for (const S & c : cases) {
+        std::vector<float> inv(c.n_rot / 2);
+        for (int i = 0; i < c.n_rot / 2; i++) inv[i] = (float)(1.0 / std::pow(c.theta, 2.0 * i / c.n_rot) / c.linear);
+        RopeParams p;
+        p.head_dim = c.hd;
+        p.n_rot = c.n_rot;
+        p.inv_freq = inv.data();
+        for (int pos0 : {0, 5, 1000})
+            for (int64_t M : {1, 3, 17}) {
+                const int H = 4, Hkv = 2;
+                const std::vector<float> q = rand_vec(M * H * c.hd), k = rand_vec(M * Hkv * c.hd);
+                // reference: angle = f32(pos · inv_freq) as HF computes it, cos/sin and the
+                // rotation in double. Tolerance 2e-6·(|a|+|b|) + 1e-7 (f32 cos/sin/products).
+                std::vector<double> want, tol;
+                auto rot = [&](const std::vector<float> & v, int nh) {
+                    for (int64_t m = 0; m < M; m++)
+                        for (int h = 0; h < nh; h++) {
+                            const float * hv = &v[(m * nh + h) * c.hd];
+                            std::vector<double> out(hv, hv + c.hd), t(c.hd, 1e-7);
+                            for (int i = 0; i < c.n_rot / 2; i++) {
+                                const double a = hv[i], b = hv[i + c.n_rot / 2];
+                                const double ang = (double)((float)(pos0 + m) * inv[i]);
+                                out[i] = a * std::cos(ang) - b * std::sin(ang);
+                                out[i + c.n_rot / 2] = b * std::cos(ang) + a * std::sin(ang);
+                                t[i] = t[i + c.n_rot / 2] = 2e-6 * (std::fabs(a) + std::fabs(b)) + 1e-7;
+                            }
+                            want.insert(want.end(), out.begin(), out.end());
+                            tol.insert(tol.end(), t.begin(), t.end());
+                        }
+                };
+                rot(q, H);
+                rot(k, Hkv);
+                std::ostringstream tag;
+                tag << "rope hd=" << c.hd << " n_rot=" << c.n_rot << " theta=" << c.theta << " lin=" << c.linear
+                    << " pos0=" << pos0 << " M=" << M;
+                compare_all(bks, ref, tag.str(), [&](Backend & b) {
+                    Act qa = b.new_act(M, H * c.hd), ka = b.new_act(M, Hkv * c.hd);
+                    b.from_host(qa, q.data());
+                    b.from_host(ka, k.data());
+                    b.rope(qa, ka, H, Hkv, pos0, p);
+                    std::vector<float> y(M * (H + Hkv) * c.hd);
+                    b.to_host(qa, 0, M, y.data());
+                    b.to_host(ka, 0, M, y.data() + M * H * c.hd);
+                    b.free_act(qa);
+                    b.free_act(ka);
+                    return y;
+                }, want, tol);
+            }
+    }
+}
+
+void test_attention(std::vector<Bk> & bks, Backend & ref) {
+    for (int ratio : {1, 2, 4, 8})
+        for (int hd : {64, 24})
+            for (int n_past : {0, 1, 7, 64, 200})
+                for (int64_t M : {1, 3, 17}) {
+                    const int Hkv = ratio == 8 ? 1 : 2, H = Hkv * ratio, kv_dim = Hkv * hd, n_ctx = 224, layers = 2, layer = 1;
+                    const int n_pos = n_past + (int)M;
+                    const std::vector<float> kc = rand_vec(n_pos * kv_dim, -2, 2), vc = rand_vec(n_pos * kv_dim);
+                    const std::vector<float> q = rand_vec(M * H * hd, -2, 2);
+                    const float scale = 1.0f / std::sqrt((float)hd);
+                    // double reference, causal: row m sees positions 0..n_past+m.
+                    // Tolerance 1e-5·max|v| + 1e-6 (softmax weights sum to 1).
+                    std::vector<double> want(M * H * hd), tol(M * H * hd);
+                    for (int64_t m = 0; m < M; m++)
+                        for (int h = 0; h < H; h++) {
+                            const int kvh = h / ratio, n = n_past + (int)m + 1;
+                            std::vector<double> s(n);
+                            double mx = -1e300, sum = 0, vmax = 0;
+                            for (int j = 0; j < n; j++) {
+                                double d = 0;
+                                for (int i = 0; i < hd; i++) d += (double)q[(m * H + h) * hd + i] * kc[j * kv_dim + kvh * hd + i];
+                                s[j] = d * scale;
+                                mx = std::max(mx, s[j]);
+                            }
+                            for (int j = 0; j < n; j++) sum += (s[j] = std::exp(s[j] - mx));
+                            for (int i = 0; i < hd; i++) {
+                                double o = 0;
+                                for (int j = 0; j < n; j++) {
+                                    o += s[j] / sum * vc[j * kv_dim + kvh * hd + i];
+                                    vmax = std::max(vmax, (double)std::fabs(vc[j * kv_dim + kvh * hd + i]));
+                                }
+                                want[(m * H + h) * hd + i] = o;
+                                tol[(m * H + h) * hd + i] = 1e-5 * vmax + 1e-6;
+                            }
+                        }
+                    std::ostringstream tag;
+                    tag << "attention H=" << H << " Hkv=" << Hkv << " hd=" << hd << " n_past=" << n_past << " M=" << M;
+                    compare_all(bks, ref, tag.str(), [&](Backend & b) {
+                        auto kv = b.new_kv_cache(layers, n_ctx, kv_dim);
+                        // past positions one at a time, then the M new ones together
+                        for (int j = 0; j < n_past; j++) {
+                            Act ka = b.new_act(1, kv_dim), va = b.new_act(1, kv_dim);
+                            b.from_host(ka, &kc[j * kv_dim]);
+                            b.from_host(va, &vc[j * kv_dim]);
+                            b.kv_store(*kv, layer, j, ka, va);
+                            b.free_act(ka);
+                            b.free_act(va);
+                        }
+                        Act ka = b.new_act(M, kv_dim), va = b.new_act(M, kv_dim), qa = b.new_act(M, H * hd), o = b.new_act(M, H * hd);
+                        b.from_host(ka, &kc[n_past * kv_dim]);
+                        b.from_host(va, &vc[n_past * kv_dim]);
+                        b.kv_store(*kv, layer, n_past, ka, va);
+                        b.from_host(qa, q.data());
+                        b.attention(qa, *kv, layer, n_past, H, Hkv, hd, scale, o);
+                        std::vector<float> y(M * H * hd);
+                        b.to_host(o, 0, M, y.data());
+                        for (Act * a : {&ka, &va, &qa, &o}) b.free_act(*a);
+                        return y;
+                    }, want, tol);
+                }
+    // a full cache refuses more positions
+    auto kv = ref.new_kv_cache(1, 4, 8);
+    Act a = ref.new_act(2, 8);
+    bool threw = false;
+    try { ref.kv_store(*kv, 0, 3, a, a); } catch (const Error & e) { threw = e.status == SHOAL_ERR_CONTEXT_FULL; }
+    ref.free_act(a);
+    check(threw, "kv_store past n_ctx → SHOAL_ERR_CONTEXT_FULL");
+}
+
+// Every task of every job runs exactly once, on a valid thread id, with jobs
+// of 1..64 tasks back to back (the decode pattern), for 2 and 3 threads.
+void test_threadpool() {
+    for (int nt : {2, 3}) {
+        ThreadPool pool(nt);
+        std::vector<std::atomic<int>> hits(64);
+        bool ok = pool.size() == nt;
+        for (int job = 0; job < 20000 && ok; job++) {
+            const int n = 1 + job % 64;
+            for (auto & h : hits) h.store(0);
+            std::atomic<int> bad_thread{0};
+            pool.parallel_for(n, [&](int64_t t, int th) {
+                hits[t].fetch_add(1);
+                if (th < 0 || th >= nt) bad_thread.store(1);
+            });
+            for (int t = 0; t < 64; t++) ok = ok && hits[t].load() == (t < n ? 1 : 0);
+            ok = ok && bad_thread.load() == 0;
+        }
+        check(ok, "threadpool: 20000 jobs, each task once, threads=" + std::to_string(nt));
+    }
+}
+
+void test_isa_selection() {
+    const std::string isas = cpu_isas();
+    std::printf("ISAs here: %s\n", isas.c_str());
+    check(isas.rfind("scalar", 0) == 0, "cpu_isas() starts with scalar");
+    auto b = make_cpu_backend("auto", 1);
+    check(isas.substr(isas.rfind(' ') + 1) == b->isa(), "auto picks the best (last) ISA");
+    bool threw = false;
+    try { make_cpu_backend("avx9000", 1); } catch (const Error & e) {
+        threw = e.status == SHOAL_ERR_BACKEND && std::string(e.what()).find("available: " + isas) != std::string::npos;
+    }
+    check(threw, "unknown ISA → SHOAL_ERR_BACKEND listing the available ones");
+    // An ISA of the other architecture is never supported here.
+    const char * foreign = isas.find("avx") != std::string::npos || isas == "scalar" ? "neon" : "avx2";
+    threw = false;
+    try { make_cpu_backend(foreign, 1); } catch (const Error & e) { threw = e.status == SHOAL_ERR_BACKEND; }
+    check(threw, std::string("ISA '") + foreign + "' not supported → SHOAL_ERR_BACKEND");
+    check(make_cpu_backend("scalar", 0)->n_threads() >= 1, "n_threads 0 = online cores");
+}
+
+} // namespace
+
+int main() {
+    test_half();
+    test_isa_selection();
+    test_threadpool();
+    auto ref = make_cpu_backend("scalar", 1);
+    std::vector<Bk> bks;
+    std::istringstream is(cpu_isas());
+    for (std::string isa; is >> isa;)
+        for (int th : {1, 2}) {
+            if (isa == "scalar" && th == 1) continue; // that is the reference itself
+            bks.push_back({isa + "/t" + std::to_string(th), make_cpu_backend(isa, th)});
+        }
+    test_q4_matmul(bks, *ref);
+    test_float_matmul(bks, *ref);
+    test_rmsnorm_silu_add_embed(bks, *ref);
+    test_rope(bks, *ref);
+    test_attention(bks, *ref);
+    std::printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail == 0 ? 0 : 1;
+}

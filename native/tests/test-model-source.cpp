@@ -1,0 +1,841 @@
+// test-model-source.cpp — the checkpoint loader: JSON parser, safetensors
+// validation, config parsing and model directories. Writes tiny checkpoints
+// into a temp dir; each bad input must give its exact shoal_status.
+// Usage: test-model-source [shared-dir]   (default: $SHOAL_SHARED, else <repo>/../shared)
+#include "error.h"
+#include "json.h"
+#include "model-source.h"
+#include "safetensors.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <functional>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace shoal;
+
+// ---- tiny test harness ---------------------------------------------------------------
+
+static int g_pass = 0, g_fail = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            g_pass++;                                                                \
+        } else {                                                                     \
+            g_fail++;                                                                \
+            std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
+        }                                                                            \
+    } while (0)
+
+// Runs fn; it must throw shoal::Error with status want and a message containing needle.
+static void expect_status(const char * what, shoal_status want, const std::function<void()> & fn,
+                          const std::string & needle = "") {
+    try {
+        fn();
+        g_fail++;
+        std::fprintf(stderr, "FAIL %s: no error, expected status %d\n", what, int(want));
+    } catch (const Error & e) {
+        bool ok = e.status == want && std::string(e.what()).find(needle) != std::string::npos;
+        if (std::getenv("SHOAL_TEST_VERBOSE")) std::printf("%-40s -> %d %s\n", what, int(e.status), e.what());
+        if (ok) {
+            g_pass++;
+        } else {
+            g_fail++;
+            std::fprintf(stderr, "FAIL %s: got status %d \"%s\", expected %d containing \"%s\"\n", what, int(e.status),
+                         e.what(), int(want), needle.c_str());
+        }
+    } catch (const std::exception & e) {
+        g_fail++;
+        std::fprintf(stderr, "FAIL %s: non-shoal exception %s\n", what, e.what());
+    }
+}
+
+static void expect_ok(const char * what, const std::function<void()> & fn) {
+    try {
+        fn();
+        g_pass++;
+    } catch (const std::exception & e) {
+        g_fail++;
+        std::fprintf(stderr, "FAIL %s: unexpected error: %s\n", what, e.what());
+    }
+}
+
+// ---- files and a tiny safetensors writer ----------------------------------------------
+
+static std::string g_tmp; // temp root, removed at exit
+
+static void write_file(const std::string & path, const std::string & bytes) {
+    FILE * f = std::fopen(path.c_str(), "wb");
+    if (!f) { std::perror(path.c_str()); std::exit(2); }
+    if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) { std::perror(path.c_str()); std::exit(2); }
+    std::fclose(f);
+}
+
+static std::string read_file(const std::string & path) {
+    std::string s;
+    FILE * f = std::fopen(path.c_str(), "rb");
+    if (!f) return s;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+
+static void remove_tree(const std::string & path) {
+    if (DIR * d = opendir(path.c_str())) {
+        while (dirent * e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n == "." || n == "..") continue;
+            std::string p = path + "/" + n;
+            struct stat st;
+            if (lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
+            else unlink(p.c_str());
+        }
+        closedir(d);
+    }
+    rmdir(path.c_str());
+}
+
+static int g_dir_counter = 0;
+static std::string new_dir(const char * tag) {
+    std::string d = g_tmp + "/" + tag + "-" + std::to_string(g_dir_counter++);
+    mkdir(d.c_str(), 0755);
+    return d;
+}
+
+struct Entry {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    std::string bytes; // raw little-endian data
+};
+
+static size_t dsize(const std::string & dt) {
+    if (dt == "F64" || dt == "I64") return 8;
+    if (dt == "F32" || dt == "I32") return 4;
+    if (dt == "F16" || dt == "BF16" || dt == "I16") return 2;
+    return 1;
+}
+
+static uint32_t g_rng = 12345;
+static uint32_t rnd() { g_rng = g_rng * 1664525u + 1013904223u; return g_rng; }
+
+// An entry filled with deterministic bytes that are valid numbers of its dtype.
+static Entry entry(const std::string & name, const std::string & dtype, std::vector<int64_t> shape) {
+    Entry e{name, dtype, shape, {}};
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    for (size_t i = 0; i < n; i++) {
+        if (dtype == "F32") {
+            float v = float(int(rnd() % 2001) - 1000) / 1000.0f;
+            e.bytes.append(reinterpret_cast<const char *>(&v), 4);
+        } else if (dtype == "F16" || dtype == "BF16") {
+            uint16_t h = uint16_t(dtype == "F16" ? 0x3000 + rnd() % 0x0C00 : 0x3D00 + rnd() % 0x0100);
+            e.bytes.append(reinterpret_cast<const char *>(&h), 2);
+        } else {
+            for (size_t b = 0; b < dsize(dtype); b++) e.bytes += char(rnd() & 0xFF);
+        }
+    }
+    return e;
+}
+
+static std::string shape_json(const std::vector<int64_t> & s) {
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+static std::string u64le(uint64_t n) {
+    std::string r;
+    for (int i = 0; i < 8; i++) r += char((n >> (8 * i)) & 0xFF);
+    return r;
+}
+
+// A complete safetensors image with tensors packed back to back.
+static std::string st_image(const std::vector<Entry> & es, const std::string & metadata = "") {
+    std::string h = "{", data;
+    if (!metadata.empty()) h += "\"__metadata__\":" + metadata;
+    for (const Entry & e : es) {
+        if (h.size() > 1) h += ",";
+        h += "\"" + e.name + "\":{\"dtype\":\"" + e.dtype + "\",\"shape\":" + shape_json(e.shape) +
+             ",\"data_offsets\":[" + std::to_string(data.size()) + "," + std::to_string(data.size() + e.bytes.size()) + "]}";
+        data += e.bytes;
+    }
+    h += "}";
+    while (h.size() % 8) h += ' '; // the reference writer pads the header with spaces
+    return u64le(h.size()) + h + data;
+}
+
+// An image with a hand-written header and data region.
+static std::string st_raw(const std::string & header, const std::string & data) { return u64le(header.size()) + header + data; }
+
+// ---- tiny LLaMA checkpoints -----------------------------------------------------------
+
+struct Tiny {
+    std::string arch = "LlamaForCausalLM";
+    int D = 32, F = 64, L = 2, H = 4, Hkv = 2, V = 48;
+    std::string dtype = "F32";
+    bool tie = true;
+    bool lm_head = false;        // store lm_head.weight
+    bool bias = false;           // q/k/v biases (Qwen2)
+    int  awq_group = 0;          // > 0: AWQ gemm tensors with this group size
+    std::string not_convert;     // e.g. "\"down_proj\"" for modules_to_not_convert
+    std::string quant;           // raw quantization_config, overrides the AWQ default
+    std::string extra;           // raw ",\"key\": value" added to config.json
+    int hd() const { return D / H; }
+};
+
+static std::string config_json(const Tiny & t) {
+    std::string c = "{\"architectures\": [\"" + t.arch + "\"], \"model_type\": \"llama\", \"hidden_size\": " +
+                    std::to_string(t.D) + ", \"intermediate_size\": " + std::to_string(t.F) +
+                    ", \"num_hidden_layers\": " + std::to_string(t.L) + ", \"num_attention_heads\": " + std::to_string(t.H) +
+                    ", \"num_key_value_heads\": " + std::to_string(t.Hkv) + ", \"vocab_size\": " + std::to_string(t.V) +
+                    ", \"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, \"rope_scaling\": null"
+                    ", \"hidden_act\": \"silu\", \"tie_word_embeddings\": " + (t.tie ? "true" : "false") +
+                    ", \"bos_token_id\": 1, \"eos_token_id\": 2, \"torch_dtype\": \"float32\"";
+    if (!t.quant.empty()) {
+        c += ", \"quantization_config\": " + t.quant;
+    } else if (t.awq_group > 0) {
+        c += ", \"quantization_config\": {\"quant_method\": \"awq\", \"zero_point\": true, \"group_size\": " +
+             std::to_string(t.awq_group) + ", \"bits\": 4, \"version\": \"gemm\", \"modules_to_not_convert\": " +
+             (t.not_convert.empty() ? std::string("null") : "[" + t.not_convert + "]") + "}";
+    }
+    return c + t.extra + "}";
+}
+
+static void add_linear(std::vector<Entry> & es, const Tiny & t, const std::string & p, int64_t out, int64_t in, bool bias) {
+    bool awq = t.awq_group > 0 && (t.not_convert.empty() || t.not_convert.find(p.substr(p.rfind('.') + 1)) == std::string::npos);
+    if (awq) {
+        int64_t g = t.awq_group;
+        es.push_back(entry(p + ".qweight", "I32", {in, out / 8}));
+        es.push_back(entry(p + ".qzeros", "I32", {in / g, out / 8}));
+        es.push_back(entry(p + ".scales", "F16", {in / g, out}));
+    } else {
+        es.push_back(entry(p + ".weight", t.awq_group > 0 ? "F16" : t.dtype, {out, in}));
+    }
+    if (bias) es.push_back(entry(p + ".bias", t.awq_group > 0 ? "F16" : t.dtype, {out}));
+}
+
+static std::vector<Entry> tiny_tensors(const Tiny & t) {
+    std::vector<Entry> es;
+    const std::string fd = t.awq_group > 0 ? "F16" : t.dtype;
+    es.push_back(entry("model.embed_tokens.weight", fd, {t.V, t.D}));
+    for (int i = 0; i < t.L; i++) {
+        std::string p = "model.layers." + std::to_string(i);
+        es.push_back(entry(p + ".input_layernorm.weight", fd, {t.D}));
+        add_linear(es, t, p + ".self_attn.q_proj", t.H * t.hd(), t.D, t.bias);
+        add_linear(es, t, p + ".self_attn.k_proj", t.Hkv * t.hd(), t.D, t.bias);
+        add_linear(es, t, p + ".self_attn.v_proj", t.Hkv * t.hd(), t.D, t.bias);
+        add_linear(es, t, p + ".self_attn.o_proj", t.D, t.H * t.hd(), false);
+        es.push_back(entry(p + ".post_attention_layernorm.weight", fd, {t.D}));
+        add_linear(es, t, p + ".mlp.gate_proj", t.F, t.D, false);
+        add_linear(es, t, p + ".mlp.up_proj", t.F, t.D, false);
+        add_linear(es, t, p + ".mlp.down_proj", t.D, t.F, false);
+    }
+    es.push_back(entry("model.norm.weight", fd, {t.D}));
+    if (t.lm_head) es.push_back(entry("lm_head.weight", fd, {t.V, t.D}));
+    return es;
+}
+
+static Entry * find_entry(std::vector<Entry> & es, const std::string & name) {
+    for (Entry & e : es) {
+        if (e.name == name) return &e;
+    }
+    std::fprintf(stderr, "test bug: no entry %s\n", name.c_str());
+    std::exit(2);
+}
+
+static void remove_entry(std::vector<Entry> & es, const std::string & name) {
+    for (size_t i = 0; i < es.size(); i++) {
+        if (es[i].name == name) { es.erase(es.begin() + long(i)); return; }
+    }
+    std::fprintf(stderr, "test bug: no entry %s\n", name.c_str());
+    std::exit(2);
+}
+
+// Writes config.json + model.safetensors (or the given image) into a new dir.
+static std::string write_model(const Tiny & t, const std::string & image, const char * tag) {
+    std::string d = new_dir(tag);
+    write_file(d + "/config.json", config_json(t));
+    write_file(d + "/generation_config.json", "{\"bos_token_id\": 1, \"eos_token_id\": [2, 3], \"max_length\": 128}");
+    write_file(d + "/model.safetensors", image);
+    return d;
+}
+static std::string write_model(const Tiny & t, const char * tag) { return write_model(t, st_image(tiny_tensors(t)), tag); }
+
+// ---- JSON ---------------------------------------------------------------------------------
+
+static json::Value pj(const std::string & s) { return json::parse(s.data(), s.size(), SHOAL_ERR_CONFIG, "t"); }
+
+static void test_json() {
+    json::Value v = pj(" {\"a\": [1, -2.5, true, false, null], \"b\": \"x\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\"} ");
+    CHECK(v.is_object() && v.keys.size() == 2);
+    const json::Value * a = v.get("a");
+    CHECK(a && a->is_array() && a->items.size() == 5);
+    CHECK(a && a->items[0].is_int && a->items[0].integer == 1);
+    CHECK(a && !a->items[1].is_int && a->items[1].number == -2.5);
+    CHECK(a && a->items[2].is_bool() && a->items[2].boolean && a->items[4].is_null());
+    const json::Value * b = v.get("b");
+    CHECK(b && b->str == std::string("x\"\\/\b\f\n\r\t\xC3\xA9\xF0\x9F\x98\x80"));
+    CHECK(v.get("missing") == nullptr);
+
+    json::Value big = pj("[9007199254740993, -9223372036854775808, 9223372036854775808, 1e2, 2.0, -0, 1.5e-3]");
+    CHECK(big.items[0].is_int && big.items[0].integer == 9007199254740993LL); // exact beyond 2^53
+    CHECK(big.items[1].is_int && big.items[1].integer == INT64_MIN);
+    CHECK(!big.items[2].is_int && big.items[2].number > 9.2e18);            // does not fit int64
+    CHECK(big.items[3].is_int && big.items[3].integer == 100);
+    CHECK(big.items[4].is_int && big.items[4].integer == 2);
+    CHECK(big.items[5].is_int && big.items[5].integer == 0);
+    CHECK(!big.items[6].is_int && std::fabs(big.items[6].number - 0.0015) < 1e-12);
+    CHECK(pj("\"\xE2\x82\xAC\"").str == "\xE2\x82\xAC"); // raw UTF-8 passes through
+
+    const char * bad[] = {
+        "", "   ", "{", "[1,]", "{\"a\":1,}", "01", "1.", ".5", "-", "1e", "+1", "NaN", "Infinity", "[1 2]",
+        "{\"a\" 1}", "{1:2}", "\"abc", "\"a\\x\"", "\"\\u12\"", "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83d\\u0041\"",
+        "\"a\nb\"", "\"\xC3\x28\"", "\"\xC0\xAF\"", "\"\xE0\x80\xAF\"", "\"\xF0\x80\x80\xAF\"", "\"\xED\xA0\x80\"", "\"\xF4\x90\x80\x80\"", "\"\xE2\x82\"",
+        "{\"a\":1,\"a\":2}", "[1] x", "tru", "nul", "1e999", "{\"a\":1}}", "//c\n1", "'a'", "[\"\\u0000\"]x",
+    };
+    for (const char * s : bad) {
+        std::string what = std::string("json bad input: ") + s;
+        expect_status(what.c_str(), SHOAL_ERR_CONFIG, [&] { pj(s); }, "invalid JSON at byte");
+    }
+    // NUL inside the text is not whitespace
+    expect_status("json embedded NUL", SHOAL_ERR_CONFIG, [] { pj(std::string("1\0", 2)); });
+    // the error names the byte offset
+    expect_status("json offset", SHOAL_ERR_CONFIG, [] { pj("[1, 2, x]"); }, "byte 7");
+
+    // depth limit: 64 levels parse, 65 fail; a deep attack input fails cleanly
+    std::string ok_depth = std::string(64, '[') + std::string(64, ']');
+    expect_ok("json depth 64", [&] { pj(ok_depth); });
+    std::string deep = std::string(65, '[') + std::string(65, ']');
+    expect_status("json depth 65", SHOAL_ERR_CONFIG, [&] { pj(deep); }, "nesting");
+    std::string very_deep(1 << 20, '[');
+    expect_status("json depth 1M", SHOAL_ERR_CONFIG, [&] { pj(very_deep); }, "nesting");
+
+    json::Limits lim;
+    lim.max_bytes = 10;
+    expect_status("json length limit", SHOAL_ERR_ST_HEADER_JSON,
+                  [&] { json::parse("[1,2,3,4,5,6]", 13, SHOAL_ERR_ST_HEADER_JSON, "t", lim); }, "exceeds the limit");
+    lim = json::Limits();
+    lim.max_values = 100;
+    std::string many = "[";
+    for (int i = 0; i < 200; i++) many += i ? ",0" : "0";
+    many += "]";
+    expect_status("json value limit", SHOAL_ERR_ST_HEADER_JSON,
+                  [&] { json::parse(many.data(), many.size(), SHOAL_ERR_ST_HEADER_JSON, "t", lim); }, "too many values");
+}
+
+// ---- safetensors ----------------------------------------------------------------------------
+
+static SafetensorsFile pst(const std::string & img) {
+    return parse_safetensors(reinterpret_cast<const uint8_t *>(img.data()), img.size(), "mem.safetensors");
+}
+
+static void test_safetensors() {
+    std::vector<Entry> es = {entry("a", "F32", {2, 3}), entry("b", "BF16", {4}), entry("c", "BOOL", {5}),
+                             entry("d", "I64", {1}), entry("e", "F64", {}), entry("empty", "F16", {0, 7}),
+                             entry("f", "I8", {3}), entry("g", "U8", {1, 1, 1, 1, 2})};
+    std::string img = st_image(es, "{\"format\":\"pt\"}");
+    expect_ok("st valid", [&] {
+        SafetensorsFile f = pst(img);
+        CHECK(f.tensors.size() == es.size());
+        CHECK(f.metadata.size() == 1 && f.metadata["format"] == "pt");
+        const StTensor * a = f.find("a");
+        CHECK(a && a->dtype == DType::F32 && a->shape.size() == 2 && a->nbytes() == 24);
+        CHECK(a && std::memcmp(a->data, es[0].bytes.data(), 24) == 0);
+        const StTensor * c = f.find("c");
+        CHECK(c && c->dtype_str == "BOOL" && c->dtype == DType::U8 && c->nbytes() == 5);
+        const StTensor * e = f.find("e");
+        CHECK(e && e->shape.empty() && e->nbytes() == 8); // a scalar has one element
+        TensorView v = f.view(*a);
+        CHECK(v.n_dims == 2 && v.shape[0] == 2 && v.shape[1] == 3 && v.nbytes == 24 && v.data == a->data);
+        CHECK(f.find("nope") == nullptr);
+        const StTensor * g = f.find("g");
+        expect_status("st view of rank 5", SHOAL_ERR_SHAPE, [&] { f.view(*g); }, "tensor g");
+    });
+    // an empty header and no data is a valid (empty) file
+    expect_ok("st empty", [] { CHECK(pst(st_raw("{}", "")).tensors.empty()); });
+
+    // truncated: shorter than 8 bytes, or the data region cut off
+    expect_status("st 0 bytes", SHOAL_ERR_ST_TRUNCATED, [] { pst(""); }, "mem.safetensors");
+    expect_status("st 5 bytes", SHOAL_ERR_ST_TRUNCATED, [&] { pst(img.substr(0, 5)); });
+    expect_status("st data cut", SHOAL_ERR_ST_TRUNCATED, [&] { pst(img.substr(0, img.size() - 3)); }, "truncated");
+    // header length past the end / over the limit
+    std::string hl = img;
+    hl.replace(0, 8, u64le(img.size()));
+    expect_status("st header length past end", SHOAL_ERR_ST_HEADER_LEN, [&] { pst(hl); }, "past the end");
+    hl.replace(0, 8, u64le(~uint64_t(0)));
+    expect_status("st header length 2^64-1", SHOAL_ERR_ST_HEADER_LEN, [&] { pst(hl); });
+    expect_status("st header length > 100MB", SHOAL_ERR_ST_HEADER_LEN, [] { pst(u64le(200000000) + std::string(16, ' ')); }, "limit");
+    // not JSON / wrong structure
+    expect_status("st header not JSON", SHOAL_ERR_ST_HEADER_JSON, [] { pst(st_raw("{\"a\": {\"dtype\": F32}}", "")); }, "mem.safetensors");
+    expect_status("st header array", SHOAL_ERR_ST_HEADER_JSON, [] { pst(st_raw("[]", "")); }, "not an object");
+    expect_status("st entry not object", SHOAL_ERR_ST_HEADER_JSON, [] { pst(st_raw("{\"a\": 3}", "")); }, "tensor a");
+    expect_status("st missing dtype", SHOAL_ERR_ST_HEADER_JSON,
+                  [] { pst(st_raw("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", "0000")); }, "dtype");
+    expect_status("st negative dim", SHOAL_ERR_ST_HEADER_JSON,
+                  [] { pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", "0000")); }, "shape");
+    expect_status("st fractional dim", SHOAL_ERR_ST_HEADER_JSON,
+                  [] { pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", "0000")); });
+    expect_status("st offsets one number", SHOAL_ERR_ST_HEADER_JSON,
+                  [] { pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", "0000")); });
+    expect_status("st metadata non-string", SHOAL_ERR_ST_HEADER_JSON,
+                  [] { pst(st_raw("{\"__metadata__\":{\"k\":1}}", "")); }, "__metadata__");
+    expect_status("st duplicate tensor", SHOAL_ERR_ST_HEADER_JSON, [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", "xy"));
+    }, "duplicate");
+    // unknown dtype
+    expect_status("st unknown dtype", SHOAL_ERR_ST_DTYPE,
+                  [] { pst(st_raw("{\"w\":{\"dtype\":\"Q4_K\",\"shape\":[1],\"data_offsets\":[0,4]}}", "0000")); }, "tensor w");
+    // offsets: out of range, overlapping, size != shape*dtype, begin > end, negative, huge shapes
+    expect_status("st offsets out of range", SHOAL_ERR_ST_OFFSETS, [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1000,1008]}}", std::string(16, 'x')));
+    }, "tensor b");
+    expect_status("st overlap", SHOAL_ERR_ST_OFFSETS, [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", std::string(16, 'x')));
+    }, "overlap");
+    expect_status("st same range twice", SHOAL_ERR_ST_OFFSETS, [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"b\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", std::string(8, 'x')));
+    }, "overlap");
+    expect_status("st size mismatch", SHOAL_ERR_ST_OFFSETS,
+                  [] { pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", std::string(12, 'x'))); },
+                  "needs 12");
+    expect_status("st begin > end", SHOAL_ERR_ST_OFFSETS,
+                  [] { pst(st_raw("{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[8,4]}}", std::string(12, 'x'))); });
+    expect_status("st negative offset", SHOAL_ERR_ST_OFFSETS,
+                  [] { pst(st_raw("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[-4,0]}}", std::string(4, 'x'))); });
+    expect_status("st shape overflow", SHOAL_ERR_ST_OFFSETS, [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", ""));
+    }, "overflows");
+    expect_status("st huge end", SHOAL_ERR_ST_OFFSETS, [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[9223372036854775806,9223372036854775807]}}", "x"));
+    });
+    // an empty tensor anywhere inside the region is fine
+    expect_ok("st empty tensor inside another's range", [] {
+        pst(st_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}", std::string(8, 'x')));
+    });
+
+    // through a real file mapping
+    std::string d = new_dir("st");
+    write_file(d + "/ok.safetensors", img);
+    expect_ok("st open file", [&] {
+        SafetensorsFile f = open_safetensors(d + "/ok.safetensors");
+        CHECK(f.file && f.file->size == img.size() && f.tensors.size() == es.size());
+        CHECK(std::memcmp(f.find("b")->data, es[1].bytes.data(), 8) == 0);
+        // released pages read back from the file
+        const StTensor * a = f.find("a");
+        release_pages(f.file->data, f.file->size);
+        CHECK(std::memcmp(a->data, es[0].bytes.data(), 24) == 0);
+    });
+    expect_status("st missing file", SHOAL_ERR_IO, [&] { open_safetensors(d + "/nope.safetensors"); }, "nope.safetensors");
+    expect_status("st directory", SHOAL_ERR_IO, [&] { open_safetensors(d); }, "not a regular file");
+    write_file(d + "/empty.safetensors", "");
+    expect_status("st empty file", SHOAL_ERR_ST_TRUNCATED, [&] { open_safetensors(d + "/empty.safetensors"); }, "empty.safetensors");
+}
+
+// ---- config.json ----------------------------------------------------------------------------
+
+static ModelConfig pc(const Tiny & t, const std::string & gen = "") { return parse_model_config(config_json(t), gen, "dir"); }
+
+static void test_config() {
+    expect_ok("config tiny", [] {
+        ModelConfig c = pc(Tiny(), "{\"eos_token_id\": [2, 5], \"bos_token_id\": 3}");
+        CHECK(c.arch == "LlamaForCausalLM" && c.hidden_size == 32 && c.intermediate_size == 64 && c.n_layers == 2);
+        CHECK(c.n_heads == 4 && c.n_kv_heads == 2 && c.head_dim == 8 && c.vocab_size == 48 && c.max_position_embeddings == 128);
+        CHECK(std::fabs(c.rms_norm_eps - 1e-5f) < 1e-9f && c.rope_theta == 10000.0f && c.rope_scaling == RopeScaling::None);
+        CHECK(c.tie_word_embeddings && !c.qkv_bias && c.quant == QuantMethod::None && c.torch_dtype == "float32");
+        CHECK(c.bos_token_id == 3 && c.eos_token_ids == std::vector<int>({2, 5})); // generation_config wins
+    });
+    expect_ok("config defaults", [] {
+        ModelConfig c = parse_model_config("{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":128,"
+                                           "\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":10,"
+                                           "\"max_position_embeddings\":32,\"eos_token_id\":[1,2]}", "", "d");
+        CHECK(c.n_kv_heads == 8 && c.head_dim == 8 && !c.tie_word_embeddings && c.bos_token_id == -1);
+        CHECK(c.eos_token_ids == std::vector<int>({1, 2}));
+    });
+    Tiny t;
+    t.extra = ", \"head_dim\": 16, \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0,"
+              " \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}";
+    {
+        std::string cj = config_json(t); // drop the default "rope_scaling": null, extra sets it
+        cj.erase(cj.find(", \"rope_scaling\": null"), std::strlen(", \"rope_scaling\": null"));
+        expect_ok("config llama3 rope + head_dim", [&] {
+            ModelConfig c = parse_model_config(cj, "", "d");
+            CHECK(c.head_dim == 16 && c.rope_scaling == RopeScaling::Llama3 && c.rope_factor == 8.0f);
+            CHECK(c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f && c.rope_original_max_position == 8192);
+        });
+        std::string lin = config_json(Tiny());
+        lin.replace(lin.find("\"rope_scaling\": null"), std::strlen("\"rope_scaling\": null"),
+                    "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2}");
+        expect_ok("config linear rope", [&] {
+            ModelConfig c = parse_model_config(lin, "", "d");
+            CHECK(c.rope_scaling == RopeScaling::Linear && c.rope_factor == 2.0f);
+        });
+        std::string yarn = config_json(Tiny());
+        yarn.replace(yarn.find("\"rope_scaling\": null"), std::strlen("\"rope_scaling\": null"),
+                     "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}");
+        expect_status("config yarn rope", SHOAL_ERR_CONFIG, [&] { parse_model_config(yarn, "", "d"); },
+                      "unsupported rope_scaling type \"yarn\"");
+    }
+    t = Tiny();
+    t.arch = "GPT2LMHeadModel";
+    expect_status("config unsupported arch", SHOAL_ERR_UNSUPPORTED_ARCH, [&] { pc(t); }, "GPT2LMHeadModel");
+    expect_status("config unsupported arch lists", SHOAL_ERR_UNSUPPORTED_ARCH, [&] { pc(t); }, "Qwen2ForCausalLM");
+    expect_status("config missing key", SHOAL_ERR_CONFIG, [] {
+        parse_model_config("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64}", "", "d");
+    }, "intermediate_size");
+    t = Tiny();
+    t.Hkv = 3;
+    expect_status("config kv heads", SHOAL_ERR_CONFIG, [&] { pc(t); }, "num_key_value_heads");
+    t = Tiny();
+    t.D = 0;
+    expect_status("config zero hidden", SHOAL_ERR_CONFIG, [&] { pc(t); }, "hidden_size");
+    std::string gelu = config_json(Tiny());
+    gelu.replace(gelu.find("\"silu\""), 6, "\"gelu\"");
+    expect_status("config gelu", SHOAL_ERR_CONFIG, [&] { parse_model_config(gelu, "", "d"); }, "hidden_act \"gelu\" is not supported");
+    expect_status("config eos out of vocab", SHOAL_ERR_CONFIG, [] { pc(Tiny(), "{\"eos_token_id\": 48}"); }, "generation_config.json");
+    expect_status("config not JSON", SHOAL_ERR_CONFIG, [] { parse_model_config("{nope", "", "d"); }, "d/config.json");
+    t = Tiny();
+    t.extra = ", \"attention_bias\": true, \"mlp_bias\": true";
+    expect_ok("config attention_bias", [&] { ModelConfig c = pc(t); CHECK(c.qkv_bias && c.o_bias && c.mlp_bias); });
+    t = Tiny();
+    t.arch = "Qwen2ForCausalLM";
+    expect_ok("config qwen2 bias", [&] { ModelConfig c = pc(t); CHECK(c.qkv_bias && !c.o_bias); });
+
+    // quantization_config
+    t = Tiny();
+    t.awq_group = 32;
+    t.not_convert = "\"down_proj\", \"lm_head\"";
+    expect_ok("config awq", [&] {
+        ModelConfig c = pc(t);
+        CHECK(c.quant == QuantMethod::Awq && c.quant_bits == 4 && c.group_size == 32);
+        CHECK(c.modules_to_not_convert == std::vector<std::string>({"down_proj", "lm_head"}));
+    });
+    struct QCase { const char * q; shoal_status st; const char * needle; };
+    const QCase cases[] = {
+        {"{\"quant_method\":\"awq\",\"bits\":3,\"group_size\":128,\"zero_point\":true,\"version\":\"gemm\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "bits 3 is not supported, only 4"},
+        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"gemv\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "gemv"},
+        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"gemv_fast\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "gemv_fast"},
+        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"marlin\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "marlin"},
+        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":-1}", SHOAL_ERR_UNSUPPORTED_QUANT, "group_size -1"},
+        {"{\"quant_method\":\"awq\",\"bits\":4,\"zero_point\":false}", SHOAL_ERR_UNSUPPORTED_QUANT, "zero_point"},
+        {"{\"quant_method\":\"gptq\",\"bits\":4}", SHOAL_ERR_UNSUPPORTED_QUANT, "gptq"},
+        {"{\"quant_method\":\"awq\",\"modules_to_not_convert\":[1]}", SHOAL_ERR_CONFIG, "modules_to_not_convert"},
+    };
+    for (const QCase & qc : cases) {
+        t = Tiny();
+        t.quant = qc.q;
+        expect_status(qc.q, qc.st, [&] { pc(t); }, qc.needle);
+    }
+    t = Tiny();
+    t.quant = "{\"quant_method\":\"awq\",\"version\":\"GEMM\"}";
+    expect_ok("config awq defaults", [&] { ModelConfig c = pc(t); CHECK(c.group_size == 128 && c.quant_bits == 4); });
+}
+
+// ---- model directories ------------------------------------------------------------------
+
+static bool same_bytes(const TensorView & v, const Entry & e) {
+    return v.data && v.nbytes == e.bytes.size() && std::memcmp(v.data, e.bytes.data(), v.nbytes) == 0;
+}
+
+static void test_models() {
+    // F32, tied, with a stray rotary inv_freq tensor that must be ignored
+    {
+        Tiny t;
+        std::vector<Entry> es = tiny_tensors(t);
+        es.push_back(entry("model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {4}));
+        std::string d = write_model(t, st_image(es), "f32");
+        expect_ok("model f32 tied", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.cfg.n_layers == 2 && ms.layers.size() == 2 && ms.files.size() == 1);
+            CHECK(ms.cfg.eos_token_ids == std::vector<int>({2, 3}));
+            CHECK(same_bytes(ms.embed, *find_entry(es, "model.embed_tokens.weight")));
+            CHECK(ms.embed.dtype == DType::F32 && ms.embed.shape[0] == 48 && ms.embed.shape[1] == 32);
+            CHECK(ms.lm_head.weight.data == ms.embed.data && ms.lm_head.in == 32 && ms.lm_head.out == 48);
+            const LayerSource & L = ms.layers[1];
+            CHECK(same_bytes(L.k.weight, *find_entry(es, "model.layers.1.self_attn.k_proj.weight")));
+            CHECK(L.k.in == 32 && L.k.out == 16 && !L.k.awq && !L.k.has_bias);
+            CHECK(L.down.in == 64 && L.down.out == 32 && L.o.in == 32 && L.o.out == 32);
+            CHECK(same_bytes(L.ffn_norm, *find_entry(es, "model.layers.1.post_attention_layernorm.weight")));
+            CHECK(same_bytes(ms.final_norm, *find_entry(es, "model.norm.weight")));
+            // 48*32 + 2*(32 + 32*32 + 2*16*32 + 32*32 + 32 + 3*64*32) + 32
+            CHECK(ms.n_params == 48 * 32 + 2 * (32 + 1024 + 1024 + 1024 + 32 + 6144) + 32);
+            CHECK(ms.file_bytes == int64_t(4) * (ms.n_params + 4));
+        });
+    }
+    // F16, untied lm_head
+    {
+        Tiny t;
+        t.dtype = "F16";
+        t.tie = false;
+        t.lm_head = true;
+        std::vector<Entry> es = tiny_tensors(t);
+        std::string d = write_model(t, st_image(es), "f16");
+        expect_ok("model f16 untied", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.embed.dtype == DType::F16 && ms.lm_head.weight.dtype == DType::F16);
+            CHECK(ms.lm_head.name == "lm_head" && ms.lm_head.weight.data != ms.embed.data);
+            CHECK(same_bytes(ms.lm_head.weight, *find_entry(es, "lm_head.weight")));
+            CHECK(ms.n_params == 48 * 32 * 2 + 2 * (32 + 1024 + 1024 + 1024 + 32 + 6144) + 32);
+        });
+        t.lm_head = false;
+        std::string d2 = write_model(t, "nohead");
+        expect_status("model untied without lm_head", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); }, "lm_head.weight");
+    }
+    // AWQ gemm, group 32, down_proj left unquantized via modules_to_not_convert
+    {
+        Tiny t;
+        t.awq_group = 32;
+        t.not_convert = "\"down_proj\"";
+        std::vector<Entry> es = tiny_tensors(t);
+        std::string d = write_model(t, st_image(es), "awq");
+        expect_ok("model awq", [&] {
+            ModelSource ms = load_model_source(d);
+            const LayerSource & L = ms.layers[0];
+            CHECK(L.q.awq && L.q.group_size == 32 && L.q.in == 32 && L.q.out == 32);
+            CHECK(L.q.qweight.dtype == DType::I32 && L.q.qweight.shape[0] == 32 && L.q.qweight.shape[1] == 4);
+            CHECK(L.gate.qzeros.shape[0] == 1 && L.gate.qzeros.shape[1] == 8);
+            CHECK(L.gate.scales.dtype == DType::F16 && L.gate.scales.shape[0] == 1 && L.gate.scales.shape[1] == 64);
+            CHECK(same_bytes(L.up.qweight, *find_entry(es, "model.layers.0.mlp.up_proj.qweight")));
+            CHECK(!L.down.awq && L.down.weight.dtype == DType::F16 && L.down.weight.shape[1] == 64);
+            CHECK(!ms.lm_head.awq && ms.embed.dtype == DType::F16);
+            CHECK(ms.n_params == 48 * 32 + 2 * (32 + 1024 + 1024 + 1024 + 32 + 6144) + 32);
+        });
+        // scales of the wrong shape / dtype, qweight missing
+        std::vector<Entry> bad = es;
+        *find_entry(bad, "model.layers.1.mlp.up_proj.scales") = entry("model.layers.1.mlp.up_proj.scales", "F16", {2, 64});
+        std::string d2 = write_model(t, st_image(bad), "awq-scales");
+        expect_status("model awq scales shape", SHOAL_ERR_SHAPE, [&] { load_model_source(d2); },
+                      "model.layers.1.mlp.up_proj.scales has shape [2, 64] but config implies [1, 64]");
+        bad = es;
+        *find_entry(bad, "model.layers.0.self_attn.v_proj.scales") = entry("model.layers.0.self_attn.v_proj.scales", "F32", {1, 16});
+        std::string d3 = write_model(t, st_image(bad), "awq-dtype");
+        expect_status("model awq scales dtype", SHOAL_ERR_ST_DTYPE, [&] { load_model_source(d3); }, "v_proj.scales has dtype F32");
+        bad = es;
+        remove_entry(bad, "model.layers.0.self_attn.o_proj.qweight");
+        remove_entry(bad, "model.layers.0.self_attn.o_proj.qzeros");
+        remove_entry(bad, "model.layers.0.self_attn.o_proj.scales");
+        std::string d4 = write_model(t, st_image(bad), "awq-missing");
+        expect_status("model awq missing qweight", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d4); },
+                      "model.layers.0.self_attn.o_proj.qweight is missing");
+        // group size that does not divide in_features
+        Tiny g = t;
+        g.quant = "{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":24,\"zero_point\":true,\"version\":\"gemm\"}";
+        std::string d5 = write_model(g, st_image(es), "awq-g24");
+        expect_status("model group size", SHOAL_ERR_GROUP_SIZE, [&] { load_model_source(d5); },
+                      "model.layers.0.self_attn.q_proj: in_features 32 is not a multiple of group_size 24");
+        Tiny b3 = t;
+        b3.quant = "{\"quant_method\":\"awq\",\"bits\":3,\"group_size\":32,\"zero_point\":true,\"version\":\"gemm\"}";
+        std::string d6 = write_model(b3, st_image(es), "awq-b3");
+        expect_status("model bits 3", SHOAL_ERR_UNSUPPORTED_QUANT, [&] { load_model_source(d6); }, "bits 3 is not supported, only 4");
+    }
+    // Qwen2: q/k/v biases
+    {
+        Tiny t;
+        t.arch = "Qwen2ForCausalLM";
+        t.bias = true;
+        std::vector<Entry> es = tiny_tensors(t);
+        std::string d = write_model(t, st_image(es), "qwen2");
+        expect_ok("model qwen2 biases", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.layers[0].q.has_bias && ms.layers[0].k.has_bias && ms.layers[0].v.has_bias && !ms.layers[0].o.has_bias);
+            CHECK(same_bytes(ms.layers[1].v.bias, *find_entry(es, "model.layers.1.self_attn.v_proj.bias")));
+        });
+        remove_entry(es, "model.layers.1.self_attn.k_proj.bias");
+        std::string d2 = write_model(t, st_image(es), "qwen2-nobias");
+        expect_status("model qwen2 missing bias", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); },
+                      "model.layers.1.self_attn.k_proj.bias");
+    }
+    // Llama attention_bias: q/k/v and o biases; BF16 weights
+    {
+        Tiny t;
+        t.dtype = "BF16";
+        t.bias = true;
+        t.extra = ", \"attention_bias\": true";
+        std::vector<Entry> es = tiny_tensors(t);
+        for (int i = 0; i < t.L; i++) es.push_back(entry("model.layers." + std::to_string(i) + ".self_attn.o_proj.bias", "BF16", {t.D}));
+        std::string d = write_model(t, st_image(es), "attn-bias");
+        expect_ok("model llama attention_bias", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.layers[1].o.has_bias && ms.layers[1].q.has_bias && !ms.layers[1].gate.has_bias);
+            CHECK(ms.embed.dtype == DType::BF16 && same_bytes(ms.layers[1].o.bias, es.back()));
+        });
+        es.pop_back();
+        std::string d2 = write_model(t, st_image(es), "attn-bias-missing");
+        expect_status("model missing o bias", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); }, "model.layers.1.self_attn.o_proj.bias");
+    }
+    // bad checkpoints: each gives its exact status through load_model_source
+    {
+        Tiny t;
+        std::vector<Entry> es = tiny_tensors(t);
+        std::string img = st_image(es);
+        expect_status("model truncated", SHOAL_ERR_ST_TRUNCATED, [&] { load_model_source(write_model(t, img.substr(0, img.size() - 100), "cut")); },
+                      "model.safetensors");
+        expect_status("model 4-byte file", SHOAL_ERR_ST_TRUNCATED, [&] { load_model_source(write_model(t, img.substr(0, 4), "cut4")); });
+        std::string hl = img;
+        hl.replace(0, 8, u64le(uint64_t(img.size()) * 2));
+        expect_status("model header length", SHOAL_ERR_ST_HEADER_LEN, [&] { load_model_source(write_model(t, hl, "hlen")); });
+        std::string nj = img;
+        nj[8] = '[';
+        expect_status("model header not JSON", SHOAL_ERR_ST_HEADER_JSON, [&] { load_model_source(write_model(t, nj, "notjson")); },
+                      "model.safetensors");
+        std::vector<Entry> bad = es;
+        find_entry(bad, "model.norm.weight")->dtype = "F8_E4M3";
+        expect_status("model unknown dtype", SHOAL_ERR_ST_DTYPE, [&] { load_model_source(write_model(t, st_image(bad), "dtype")); },
+                      "model.norm.weight");
+        bad = es;
+        find_entry(bad, "model.norm.weight")->shape = {33}; // 4 bytes short of its data_offsets span
+        expect_status("model size != shape*dtype", SHOAL_ERR_ST_OFFSETS, [&] { load_model_source(write_model(t, st_image(bad), "size")); });
+        bad = es;
+        *find_entry(bad, "model.layers.1.mlp.down_proj.weight") = entry("model.layers.1.mlp.down_proj.weight", "F32", {32, 50});
+        expect_status("model shape vs config", SHOAL_ERR_SHAPE, [&] { load_model_source(write_model(t, st_image(bad), "shape")); },
+                      "model.layers.1.mlp.down_proj.weight has shape [32, 50] but config implies [32, 64]");
+        bad = es;
+        *find_entry(bad, "model.layers.0.input_layernorm.weight") = entry("model.layers.0.input_layernorm.weight", "I32", {32});
+        expect_status("model int norm", SHOAL_ERR_ST_DTYPE, [&] { load_model_source(write_model(t, st_image(bad), "intnorm")); },
+                      "F32, F16 or BF16");
+        bad = es;
+        remove_entry(bad, "model.layers.1.mlp.gate_proj.weight");
+        expect_status("model missing tensor", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(write_model(t, st_image(bad), "missing")); },
+                      "model.layers.1.mlp.gate_proj.weight is missing (looked in ");
+        Tiny a = t;
+        a.arch = "FalconForCausalLM";
+        expect_status("model unsupported arch", SHOAL_ERR_UNSUPPORTED_ARCH, [&] { load_model_source(write_model(a, img, "arch")); },
+                      "FalconForCausalLM");
+        // offsets out of range / overlapping in a real file
+        std::string hdr = "{\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[32],\"data_offsets\":[0,128]},"
+                          "\"model.embed_tokens.weight\":{\"dtype\":\"F32\",\"shape\":[48,32],\"data_offsets\":[4096,10240]}}";
+        expect_status("model offsets out of range", SHOAL_ERR_ST_OFFSETS,
+                      [&] { load_model_source(write_model(t, st_raw(hdr, std::string(6272, 'x')), "range")); }, "model.embed_tokens.weight");
+        hdr = "{\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[32],\"data_offsets\":[0,128]},"
+              "\"model.embed_tokens.weight\":{\"dtype\":\"F32\",\"shape\":[48,32],\"data_offsets\":[64,6208]}}";
+        expect_status("model overlapping offsets", SHOAL_ERR_ST_OFFSETS,
+                      [&] { load_model_source(write_model(t, st_raw(hdr, std::string(6272, 'x')), "overlap")); }, "overlap");
+
+        // directory problems
+        std::string nocfg = new_dir("nocfg");
+        write_file(nocfg + "/model.safetensors", img);
+        expect_status("model no config.json", SHOAL_ERR_CONFIG, [&] { load_model_source(nocfg); }, "config.json");
+        std::string noweights = new_dir("noweights");
+        write_file(noweights + "/config.json", config_json(t));
+        expect_status("model no weights", SHOAL_ERR_IO, [&] { load_model_source(noweights); }, noweights);
+        expect_status("model dir missing", SHOAL_ERR_IO, [&] { load_model_source(g_tmp + "/does-not-exist"); }, "does-not-exist");
+        std::string badgen = write_model(t, img, "badgen");
+        write_file(badgen + "/generation_config.json", "{\"eos_token_id\": }");
+        expect_status("model bad generation_config", SHOAL_ERR_CONFIG, [&] { load_model_source(badgen); }, "generation_config.json");
+    }
+    // sharded checkpoints
+    {
+        Tiny t;
+        std::vector<Entry> es = tiny_tensors(t);
+        std::vector<Entry> s1(es.begin(), es.begin() + 10), s2(es.begin() + 10, es.end());
+        auto index_json = [&](const std::string & name2) {
+            std::string j = "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {";
+            for (size_t i = 0; i < es.size(); i++) {
+                j += (i ? ", \"" : "\"") + es[i].name + "\": \"" + (i < 10 ? "model-00001-of-00002.safetensors" : name2) + "\"";
+            }
+            return j + "}}";
+        };
+        std::string d = new_dir("sharded");
+        write_file(d + "/config.json", config_json(t));
+        write_file(d + "/model-00001-of-00002.safetensors", st_image(s1));
+        write_file(d + "/model-00002-of-00002.safetensors", st_image(s2));
+        write_file(d + "/model.safetensors.index.json", index_json("model-00002-of-00002.safetensors"));
+        expect_ok("model sharded", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.files.size() == 2 && ms.cfg.eos_token_ids == std::vector<int>({2}));
+            CHECK(same_bytes(ms.embed, es[0]) && same_bytes(ms.final_norm, *find_entry(es, "model.norm.weight")));
+            CHECK(same_bytes(ms.layers[1].up.weight, *find_entry(es, "model.layers.1.mlp.up_proj.weight")));
+        });
+        write_file(d + "/model.safetensors.index.json", index_json("model-00003-of-00002.safetensors"));
+        expect_status("model shard missing", SHOAL_ERR_IO, [&] { load_model_source(d); }, "model-00003-of-00002.safetensors");
+        // the index places a tensor in a shard that does not hold it
+        std::string j = index_json("model-00002-of-00002.safetensors");
+        std::string key = "\"model.norm.weight\": \"model-00002-of-00002.safetensors\"";
+        j.replace(j.find(key), key.size(), "\"model.norm.weight\": \"model-00001-of-00002.safetensors\"");
+        write_file(d + "/model.safetensors.index.json", j);
+        expect_status("model index wrong shard", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d); }, "model.norm.weight");
+        write_file(d + "/model.safetensors.index.json", index_json("../model-00002-of-00002.safetensors"));
+        expect_status("model shard path escape", SHOAL_ERR_ST_HEADER_JSON, [&] { load_model_source(d); }, "plain file name");
+        write_file(d + "/model.safetensors.index.json", "{\"weight_map\": []}");
+        expect_status("model index structure", SHOAL_ERR_ST_HEADER_JSON, [&] { load_model_source(d); }, "weight_map");
+        // the same tensor in two shards is ambiguous
+        std::vector<Entry> s2dup = s2;
+        s2dup.push_back(es[0]);
+        write_file(d + "/model-00002-of-00002.safetensors", st_image(s2dup));
+        write_file(d + "/model.safetensors.index.json", index_json("model-00002-of-00002.safetensors"));
+        expect_status("model tensor in two shards", SHOAL_ERR_ST_HEADER_JSON, [&] { load_model_source(d); }, "appears in both");
+    }
+}
+
+// ---- the real stories260K checkpoint -------------------------------------------------------
+
+static std::string shared_dir(int argc, char ** argv) {
+    if (argc > 1) return argv[1];
+    if (const char * e = std::getenv("SHOAL_SHARED")) return e;
+#ifdef SHOAL_SOURCE_DIR
+    return std::string(SHOAL_SOURCE_DIR) + "/../../shared"; // native/ -> repo -> beside it
+#else
+    return "../shared";
+#endif
+}
+
+static void test_stories(const std::string & shared) {
+    const std::string dir = shared + "/models/stories260K";
+    struct stat st;
+    if (stat((dir + "/model.safetensors").c_str(), &st) != 0) {
+        std::printf("SKIP stories260K: %s not found (set SHOAL_SHARED or pass the shared dir)\n", dir.c_str());
+        return;
+    }
+    expect_ok("stories260K", [&] {
+        ModelSource ms = load_model_source(dir);
+        const ModelConfig & c = ms.cfg;
+        CHECK(c.arch == "LlamaForCausalLM" && c.hidden_size == 64 && c.intermediate_size == 172 && c.n_layers == 5);
+        CHECK(c.n_heads == 8 && c.n_kv_heads == 4 && c.head_dim == 8 && c.vocab_size == 512 && c.max_position_embeddings == 512);
+        CHECK(c.tie_word_embeddings && c.bos_token_id == 1 && c.eos_token_ids == std::vector<int>({2}));
+        CHECK(std::fabs(c.rms_norm_eps - 1e-5f) < 1e-10f && c.quant == QuantMethod::None);
+        CHECK(ms.layers.size() == 5 && ms.layers[4].down.in == 172 && ms.layers[4].k.out == 32);
+        CHECK(ms.lm_head.weight.data == ms.embed.data);
+        CHECK(ms.n_params == 260032 && ms.file_bytes == 260032 * 4);
+        // the embedding view holds the bytes the file holds at its offset
+        std::string raw = read_file(dir + "/model.safetensors");
+        const uint8_t * base = ms.files[0]->data;
+        size_t off = size_t(static_cast<const uint8_t *>(ms.embed.data) - base);
+        CHECK(off + ms.embed.nbytes <= raw.size() && std::memcmp(raw.data() + off, ms.embed.data, ms.embed.nbytes) == 0);
+        const float * e = static_cast<const float *>(ms.embed.data);
+        double norm = 0;
+        for (int i = 0; i < 64; i++) norm += double(e[64 * 5 + i]) * e[64 * 5 + i];
+        CHECK(std::sqrt(norm) > 0.5 && std::sqrt(norm) < 10.0); // trained rows have norms around 1.4..3.2
+    });
+    expect_ok("stories260K with a trailing slash", [&] { CHECK(load_model_source(dir + "/").layers.size() == 5); });
+}
+
+int main(int argc, char ** argv) {
+    const char * tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/shoal-test-model-source-XXXXXX";
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) { std::perror("mkdtemp"); return 2; }
+    g_tmp = buf.data();
+
+    test_json();
+    test_safetensors();
+    test_config();
+    test_models();
+    test_stories(shared_dir(argc, argv));
+
+    remove_tree(g_tmp);
+    std::printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail == 0 ? 0 : 1;
+}

@@ -1,0 +1,54 @@
+// addon-types.ts — the hand-written type of the native addon (native/addon/).
+// Keep in step with addon.cpp / addon-model.cpp / addon-session.cpp.
+/** @internal */
+export interface AddonModelInfo {
+  arch: string; quant: string; dtype: string; backend: string; isa: string; threads: number;
+  vocabSize: number; hiddenSize: number; intermediateSize: number; layers: number; heads: number;
+  kvHeads: number; headDim: number; contextLength: number; bosTokenId: number | null; eosTokenIds: number[];
+  tiedEmbeddings: boolean; groupSize: number; parameters: number; fileBytes: number; weightBytes: number;
+  bytesPerToken: number; loadSeconds: number; repackSeconds: number;
+}
+
+/** @internal */
+export interface AddonModel {
+  info(): AddonModelInfo;
+  dispose(): void;
+}
+
+/** @internal */
+export interface AddonSamplingParams {
+  temperature?: number; topK?: number; topP?: number; minP?: number;
+  repeatPenalty?: number; repeatLastN?: number; seed?: number;
+}
+
+/** @internal */
+export interface AddonGenerateResult {
+  promptTokens: number;
+  generatedTokens: number;
+  /** 0 eos, 1 max tokens, 2 callback, 3 cancelled, 4 context full */
+  stopReason: number;
+  prefillSeconds: number;
+  decodeSeconds: number;
+}
+
+/** @internal */
+export interface AddonSession {
+  eval(tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  generate(prompt: Int32Array, sampling: AddonSamplingParams, maxTokens: number, stopIds: Int32Array,
+    onToken: (ids: number[]) => void): Promise<AddonGenerateResult>;
+  cancel(): void;
+  truncate(keep: number): void;
+  position(): number;
+  contextSize(): number;
+  dispose(): void;
+}
+
+/** @internal */
+export interface Addon {
+  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string }): Promise<AddonModel>;
+  AddonSession: new (model: AddonModel, contextSize: number) => AddonSession;
+  cpuFeatures(): string;
+  /** Memory read bandwidth in GB/s (blocks the calling thread). */
+  measureBandwidth(threads: number, bytes: number, reps: number): number;
+  statusCodes: Record<string, number>;
+}

@@ -1,0 +1,34 @@
+// addon.ts — finds and loads the native addon once.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EngineError, EngineErrorCode } from './errors.js';
+import type { Addon } from './addon-types.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** Repository root: this file runs from dist/native/ts (or native/ts under a TS runner). */
+export const repoRoot = path.resolve(here, existsSync(path.join(here, '../../package.json')) ? '../..' : '../../..');
+
+let cached: Addon | null = null;
+
+/** @internal */
+export function addon(): Addon {
+  if (cached) return cached;
+  const candidates = [
+    process.env.SHOAL_ADDON,
+    path.join(repoRoot, 'native/build/Release/shoal.node'),
+    path.join(repoRoot, 'native/build/Debug/shoal.node'),
+  ].filter((p): p is string => !!p);
+  const file = candidates.find((p) => existsSync(p));
+  if (!file)
+    throw new EngineError(EngineErrorCode.ADDON_MISSING,
+      `the native engine is not built (looked for ${candidates.join(', ')}); run \`make\` in the repository`);
+  try {
+    cached = createRequire(import.meta.url)(file) as Addon;
+  } catch (err) {
+    throw new EngineError(EngineErrorCode.ADDON_MISSING, `cannot load ${file}: ${(err as Error).message}; rebuild with \`make native\``, { cause: err });
+  }
+  return cached;
+}

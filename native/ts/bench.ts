@@ -1,0 +1,106 @@
+// bench.ts — end-to-end model benchmark: load, prefill, decode, time to first
+// token, peak RSS, and decode speed as a fraction of the memory roofline
+// (bandwidth ÷ weight bytes read per token), with the bandwidth measured here.
+import { addon } from './addon.js';
+import { loadModel } from './engine.js';
+import type { LoadOptions, ModelInfo } from './types.js';
+
+export interface BenchOptions extends LoadOptions {
+  promptTokens?: number;   // default 512
+  decodeTokens?: number;   // default 128
+  /** Skip the bandwidth measurement and use this value (GB/s). */
+  bandwidthGBs?: number;
+  onPhase?: (phase: string) => void;
+}
+
+export interface BenchResult {
+  model: Pick<ModelInfo, 'dir' | 'arch' | 'quant' | 'dtype' | 'backend' | 'isa' | 'threads' | 'parameters' | 'weightBytes' | 'bytesPerToken'>;
+  loadSeconds: number;
+  repackSeconds: number;
+  promptTokens: number;
+  prefillTokensPerSecond: number;
+  prefillGflops: number;
+  timeToFirstTokenSeconds: number;
+  decodeTokens: number;
+  decodeTokensPerSecond: number;
+  decodeEffectiveGBs: number;
+  memoryBandwidthGBs: number;
+  rooflineTokensPerSecond: number;
+  rooflineFraction: number;
+  kvCacheBytes: number;
+  peakRssBytes: number;
+  peakRssBudgetBytes: number; // 1.15 × weights + KV cache + 150 MB
+}
+
+/** Deterministic pseudo-random token ids (prompts for synthetic models). */
+export function benchPrompt(n: number, vocab: number, seed = 1): number[] {
+  let s = seed >>> 0;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out.push(3 + (s % Math.max(1, vocab - 3)));
+  }
+  return out;
+}
+
+export async function runBench(dir: string, o: BenchOptions = {}): Promise<BenchResult> {
+  const nPrompt = o.promptTokens ?? 512;
+  const nDecode = o.decodeTokens ?? 128;
+  o.onPhase?.('measuring memory bandwidth');
+  const bandwidth = o.bandwidthGBs ?? addon().measureBandwidth(o.threads ?? 0, 1 << 30, 5);
+  o.onPhase?.('loading model');
+  const model = await loadModel(dir, { ...o, tokenizer: false });
+  try {
+    const info = model.info;
+    const ctx = Math.min(info.contextLength, nPrompt + nDecode + 8);
+    const prompt = benchPrompt(nPrompt, info.vocabSize);
+
+    // Prefill: one eval of the whole prompt (chunked natively).
+    o.onPhase?.(`prefill ${nPrompt} tokens`);
+    const s1 = model.createSession({ contextSize: ctx });
+    const t0 = performance.now();
+    await s1.eval(prompt);
+    const prefillSeconds = (performance.now() - t0) / 1000;
+    s1.dispose();
+
+    // Decode: greedy generation after the same prompt; TTFT includes prefill.
+    o.onPhase?.(`decode ${nDecode} tokens`);
+    const s2 = model.createSession({ contextSize: ctx });
+    const gen = s2.generate(prompt, { maxTokens: nDecode, temperature: 0, stopTokenIds: [] });
+    let stats;
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) { stats = r.value; break; }
+    }
+    s2.dispose();
+
+    const decodeTps = stats.decodeTokensPerSecond;
+    const linearFlops = 2 * (info.parameters - info.vocabSize * info.hiddenSize * (info.tiedEmbeddings ? 1 : 2)) + 2 * info.vocabSize * info.hiddenSize;
+    const kvBytes = 2 * info.layers * ctx * info.kvHeads * info.headDim * 4;
+    const peakRss = process.resourceUsage().maxRSS * 1024;
+    const roofline = (bandwidth * 1e9) / info.bytesPerToken;
+    return {
+      model: {
+        dir: info.dir, arch: info.arch, quant: info.quant, dtype: info.dtype, backend: info.backend, isa: info.isa,
+        threads: info.threads, parameters: info.parameters, weightBytes: info.weightBytes, bytesPerToken: info.bytesPerToken,
+      },
+      loadSeconds: info.loadSeconds,
+      repackSeconds: info.repackSeconds,
+      promptTokens: nPrompt,
+      prefillTokensPerSecond: nPrompt / prefillSeconds,
+      prefillGflops: (nPrompt * linearFlops) / prefillSeconds / 1e9,
+      timeToFirstTokenSeconds: stats.timeToFirstToken,
+      decodeTokens: stats.generatedTokens,
+      decodeTokensPerSecond: decodeTps,
+      decodeEffectiveGBs: (decodeTps * info.bytesPerToken) / 1e9,
+      memoryBandwidthGBs: bandwidth,
+      rooflineTokensPerSecond: roofline,
+      rooflineFraction: decodeTps / roofline,
+      kvCacheBytes: kvBytes,
+      peakRssBytes: peakRss,
+      peakRssBudgetBytes: 1.15 * info.weightBytes + kvBytes + 150e6,
+    };
+  } finally {
+    model.dispose();
+  }
+}
