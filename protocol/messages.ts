@@ -1,0 +1,270 @@
+// Payload schemas (zod) and types of the Shoal MQTT contract, version 1.
+// Every payload is a UTF-8 JSON object carrying `v: 1`. Receivers validate with
+// these schemas and answer a bad request with an error reply (never crash).
+import { z } from 'zod';
+
+export const PROTOCOL_VERSION = 1 as const;
+/** Largest accepted payload on any topic, in bytes (requests larger than this are rejected). */
+export const MAX_PAYLOAD_BYTES = 256 * 1024;
+/** Largest generate prompt (characters). */
+export const MAX_PROMPT_CHARS = 64 * 1024;
+
+const v = z.literal(1);
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'name: [A-Za-z0-9_.-], 1-128 chars');
+const version = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$/, 'version: [A-Za-z0-9_.+-], 1-64 chars');
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'sha256: 64 lowercase hex chars');
+const epochMs = z.number().int().nonnegative();
+
+export const ErrorInfo = z.object({ code: z.string().min(1), message: z.string() });
+export type ErrorInfo = z.infer<typeof ErrorInfo>;
+
+export const ModelRef = z.object({ name, version });
+export type ModelRef = z.infer<typeof ModelRef>;
+
+// ---------------------------------------------------------------- desired
+export const DesiredModel = z.object({
+  name,
+  version,
+  /** http(s) URL of manifest.json; files are fetched relative to it. */
+  manifestUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'manifestUrl must be http(s)'),
+  /** sha256 of the manifest bytes as served. */
+  manifestSha256: sha256,
+});
+export type DesiredModel = z.infer<typeof DesiredModel>;
+
+export const Desired = z.object({
+  v,
+  model: DesiredModel.nullable(),
+  rolloutId: z.string().max(128).optional(),
+  ts: epochMs,
+});
+export type Desired = z.infer<typeof Desired>;
+
+// ---------------------------------------------------------------- state
+export const PHASES = ['idle', 'downloading', 'verifying', 'health-check', 'activating', 'active', 'failed', 'rolled-back'] as const;
+export const Phase = z.enum(PHASES);
+export type Phase = z.infer<typeof Phase>;
+
+export const StoreEntry = z.object({
+  name,
+  version,
+  bytes: z.number().int().nonnegative(),
+  active: z.boolean(),
+  previous: z.boolean(),
+});
+export type StoreEntry = z.infer<typeof StoreEntry>;
+
+export const State = z.object({
+  v,
+  deviceId: z.string(),
+  online: z.boolean(),
+  ts: epochMs,
+  group: z.string().optional(),
+  labels: z.record(z.string(), z.string()),
+  model: ModelRef.nullable(),
+  previous: ModelRef.nullable(),
+  phase: Phase,
+  desired: DesiredModel.nullable(),
+  rolloutId: z.string().optional(),
+  store: z.array(StoreEntry),
+  engine: z.object({ backend: z.string(), isa: z.string(), threads: z.number().int() }).nullable(),
+  lastError: ErrorInfo.optional(),
+  telemetryIntervalSec: z.number().positive().optional(),
+  /** MQTT protocol version in use: 4 (3.1.1) or 5. */
+  mqttVersion: z.union([z.literal(4), z.literal(5)]).optional(),
+  agentVersion: z.string().optional(),
+});
+export type State = z.infer<typeof State>;
+
+// ---------------------------------------------------------------- telemetry
+export const InferenceStats = z.object({
+  requests: z.number().int().nonnegative(),      // completed since start
+  errors: z.number().int().nonnegative(),
+  rejected: z.number().int().nonnegative(),      // queue full / deadline
+  queueDepth: z.number().int().nonnegative(),
+  active: z.number().int().nonnegative(),
+  ttftMs: z.number().nonnegative().nullable(),   // last request
+  decodeTokPerSec: z.number().nonnegative().nullable(),
+});
+export type InferenceStats = z.infer<typeof InferenceStats>;
+
+export const PowerRail = z.object({
+  name: z.string(),
+  voltageMv: z.number().optional(),
+  currentMa: z.number().optional(),
+  powerMw: z.number().optional(),
+});
+export type PowerRail = z.infer<typeof PowerRail>;
+
+export const JetsonTelemetry = z.object({
+  gpuLoadPct: z.number().optional(),
+  power: z.array(PowerRail).optional(),
+  thermal: z.array(z.object({ zone: z.string(), type: z.string(), tempC: z.number() })).optional(),
+  emc: z.object({ rateHz: z.number().optional(), loadPct: z.number().optional() }).optional(),
+});
+export type JetsonTelemetry = z.infer<typeof JetsonTelemetry>;
+
+export const Telemetry = z.object({
+  v,
+  deviceId: z.string(),
+  ts: epochMs,
+  uptimeSec: z.number().nonnegative(),
+  cpu: z.object({ loadPct: z.number(), perCore: z.array(z.number()) }).optional(),
+  memory: z.object({ totalBytes: z.number(), usedBytes: z.number(), availableBytes: z.number() }).optional(),
+  swap: z.object({ totalBytes: z.number(), usedBytes: z.number() }).optional(),
+  disk: z.object({ path: z.string(), totalBytes: z.number(), freeBytes: z.number() }).optional(),
+  temperatures: z.record(z.string(), z.number()).optional(),
+  jetson: JetsonTelemetry.optional(),
+  /** Sources read this round, e.g. "si.cpu", "jetson.gpu", "jetson.ina3221". */
+  sources: z.array(z.string()),
+  /** Sources looked for and absent or unreadable. */
+  missing: z.array(z.string()),
+  inference: InferenceStats,
+});
+export type Telemetry = z.infer<typeof Telemetry>;
+
+// ---------------------------------------------------------------- events
+export const EVENT_TYPES = [
+  'ota.started', 'ota.progress', 'ota.downloaded', 'ota.verified', 'ota.health-check',
+  'ota.activated', 'ota.failed', 'ota.rolled-back', 'model.activated', 'model.removed',
+  'model.gc', 'device.started', 'device.stopping', 'request.rejected',
+] as const;
+export const EventType = z.enum(EVENT_TYPES);
+export type EventType = z.infer<typeof EventType>;
+
+export const Event = z.object({
+  v,
+  id: z.string().uuid(),
+  deviceId: z.string(),
+  ts: epochMs,
+  type: EventType,
+  data: z.record(z.string(), z.unknown()),
+});
+export type Event = z.infer<typeof Event>;
+
+/** `data` of ota.progress events. */
+export const OtaProgressData = z.object({
+  name, version,
+  phase: Phase,
+  bytes: z.number().int().nonnegative(),
+  totalBytes: z.number().int().nonnegative(),
+  percent: z.number().min(0).max(100),
+  rateBytesPerSec: z.number().nonnegative(),
+  file: z.string().optional(),
+});
+export type OtaProgressData = z.infer<typeof OtaProgressData>;
+
+// ---------------------------------------------------------------- requests
+export const OPS = ['ping', 'info', 'generate', 'cancel', 'activate', 'rollback', 'remove', 'set-telemetry-interval'] as const;
+export const Op = z.enum(OPS);
+export type Op = z.infer<typeof Op>;
+
+export const ChatMessage = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string().max(MAX_PROMPT_CHARS) });
+
+export const GenerateArgs = z.object({
+  /** Raw prompt, or chat messages (rendered with the model's chat template). Exactly one. */
+  prompt: z.string().max(MAX_PROMPT_CHARS).optional(),
+  messages: z.array(ChatMessage).min(1).max(256).optional(),
+  maxTokens: z.number().int().min(1).max(8192).optional(),
+  temperature: z.number().min(0).max(5).optional(),
+  topK: z.number().int().min(0).optional(),
+  topP: z.number().gt(0).max(1).optional(),
+  seed: z.number().int().nonnegative().optional(),
+  /** Stream chunk replies (default true); false = one final reply with the whole text. */
+  stream: z.boolean().optional(),
+}).strict().refine((a) => (a.prompt === undefined) !== (a.messages === undefined), 'exactly one of prompt or messages');
+export type GenerateArgs = z.infer<typeof GenerateArgs>;
+
+export const OP_ARGS = {
+  ping: z.object({}).strict(),
+  info: z.object({}).strict(),
+  generate: GenerateArgs,
+  cancel: z.object({ requestId: z.string().min(1).max(128) }).strict(),
+  activate: z.object({ name, version }).strict(),
+  rollback: z.object({}).strict(),
+  remove: z.object({ name, version }).strict(),
+  'set-telemetry-interval': z.object({ seconds: z.number().min(1).max(86400) }).strict(),
+} as const satisfies Record<Op, z.ZodType>;
+export type OpArgs = { [K in Op]: z.infer<(typeof OP_ARGS)[K]> };
+
+/** Request envelope, published to shoal/v1/devices/{id}/cmd. Identical on MQTT 3.1.1 and 5. */
+export const Request = z.object({
+  v,
+  id: z.string().min(1).max(128),
+  op: Op,
+  args: z.record(z.string(), z.unknown()).default({}),
+  /** Topic where replies go, e.g. shoal/v1/clients/{clientId}/replies. */
+  replyTo: z.string().min(1).max(256),
+  /** Epoch ms after which the device drops the request (error DEADLINE_EXCEEDED). */
+  deadline: epochMs.optional(),
+});
+export type Request = z.infer<typeof Request>;
+
+// ---------------------------------------------------------------- replies
+export const Usage = z.object({ promptTokens: z.number().int(), completionTokens: z.number().int(), totalTokens: z.number().int() });
+export type Usage = z.infer<typeof Usage>;
+export const Timings = z.object({
+  queueMs: z.number(), ttftMs: z.number().nullable(), totalMs: z.number(),
+  prefillTokPerSec: z.number().nullable(), decodeTokPerSec: z.number().nullable(),
+});
+export type Timings = z.infer<typeof Timings>;
+
+/** Final result of generate. */
+export const GenerateResult = z.object({
+  text: z.string(),
+  stopReason: z.enum(['eos', 'max_tokens', 'aborted', 'context_full']),
+  model: ModelRef,
+  usage: Usage,
+  timings: Timings,
+});
+export type GenerateResult = z.infer<typeof GenerateResult>;
+
+/** A streamed piece of a generate reply. */
+export const GenerateChunk = z.object({ text: z.string(), tokens: z.number().int().nonnegative() });
+export type GenerateChunk = z.infer<typeof GenerateChunk>;
+
+/**
+ * Reply, published to the request's replyTo. seq starts at 0 and increases by 1 per message of one
+ * request. Non-final messages carry `chunk`; the last has done:true and either ok:true + result
+ * or ok:false + error.
+ */
+export const Reply = z.object({
+  v,
+  id: z.string(),
+  deviceId: z.string().optional(),
+  seq: z.number().int().nonnegative(),
+  done: z.boolean(),
+  ok: z.boolean(),
+  result: z.unknown().optional(),
+  chunk: GenerateChunk.optional(),
+  error: ErrorInfo.optional(),
+});
+export type Reply = z.infer<typeof Reply>;
+
+// ---------------------------------------------------------------- helpers
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; code: 'PAYLOAD_TOO_LARGE' | 'INVALID_JSON' | 'INVALID_MESSAGE'; message: string };
+
+/** Parses a raw MQTT payload against a schema with the size limit and readable errors. */
+export function parsePayload<S extends z.ZodType>(schema: S, payload: Uint8Array | string): ParseResult<z.infer<S>> {
+  const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
+  if (size > MAX_PAYLOAD_BYTES) {
+    return { ok: false, code: 'PAYLOAD_TOO_LARGE', message: `payload is ${size} bytes; the limit is ${MAX_PAYLOAD_BYTES}` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
+  } catch (e) {
+    return { ok: false, code: 'INVALID_JSON', message: `payload is not JSON: ${(e as Error).message}` };
+  }
+  const r = schema.safeParse(json);
+  if (!r.success) return { ok: false, code: 'INVALID_MESSAGE', message: formatIssues(r.error) };
+  return { ok: true, value: r.data };
+}
+
+export function formatIssues(err: z.ZodError): string {
+  return err.issues.slice(0, 5).map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
+}
+
+export function encode(msg: object): Buffer {
+  return Buffer.from(JSON.stringify(msg));
+}
