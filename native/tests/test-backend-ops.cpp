@@ -134,6 +134,18 @@ std::vector<float> run_matmul(Backend & b, const LinearSource & src, const std::
     return y;
 }
 
+// y = x·Wᵀ for one row x [K] with an already loaded linear (a fresh activation).
+std::vector<float> run_matmul(Backend & b, const std::unique_ptr<Linear> & lin, const std::vector<float> & x) {
+    Act xa = b.new_act(1, lin->in), ya = b.new_act(1, lin->out);
+    b.from_host(xa, x.data());
+    b.matmul(*lin, xa, ya);
+    std::vector<float> y(lin->out);
+    b.to_host(ya, 0, 1, y.data());
+    b.free_act(xa);
+    b.free_act(ya);
+    return y;
+}
+
 // ---- tests ----------------------------------------------------------------------
 
 void test_half() {
@@ -257,6 +269,53 @@ void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
     bool threw = false;
     try { ref.load_linear(src); } catch (const Error & e) { threw = e.status == SHOAL_ERR_GROUP_SIZE; }
     check(threw, "q4 group 96 (2048 % 96 != 0) rejected with SHOAL_ERR_GROUP_SIZE");
+}
+
+// Decode reuses the int8 activations of the previous matmul when its input is
+// identical (q/k/v, gate/up): results must equal fresh computations, also when
+// the group size differs or the same buffer gets new values. Exact equality.
+void test_q8_reuse(std::vector<Bk> & bks) {
+    const int64_t K = 256, N = 64;
+    AwqTensors t1 = make_awq(K, N, 128), t2 = make_awq(K, N, 64);
+    auto load = [&](Backend & b, AwqTensors & t) {
+        std::vector<int32_t> qw = t.qweight, qz = t.qzeros;
+        std::vector<uint16_t> sc = t.scales;
+        LinearSource src;
+        src.name = "reuse";
+        src.in = K;
+        src.out = N;
+        src.awq = true;
+        src.group_size = (int)t.G;
+        src.qweight = view("qweight", DType::I32, {K, N / 8}, qw.data(), qw.size() * 4);
+        src.qzeros = view("qzeros", DType::I32, {K / t.G, N / 8}, qz.data(), qz.size() * 4);
+        src.scales = view("scales", DType::F16, {K / t.G, N}, sc.data(), sc.size() * 2);
+        return b.load_linear(src);
+    };
+    const std::vector<float> xa = rand_vec(K), xb = rand_vec(K);
+    for (auto & bk : bks) {
+        Backend & b = *bk.b;
+        // each reference on a backend of its own: nothing to reuse
+        auto fresh = [&](AwqTensors & t, const std::vector<float> & x) {
+            auto b2 = make_cpu_backend(b.isa(), b.n_threads());
+            return run_matmul(*b2, load(*b2, t), x);
+        };
+        const std::vector<float> f1a = fresh(t1, xa), f2a = fresh(t2, xa), f1b = fresh(t1, xb);
+        auto l1 = load(b, t1), l2 = load(b, t2);
+        Act x = b.new_act(1, K), y = b.new_act(1, N);
+        std::vector<float> r1(N), r2(N), r3(N);
+        b.from_host(x, xa.data());
+        b.matmul(*l1, x, y);
+        b.matmul(*l2, x, y); // same input, other group size
+        b.to_host(y, 0, 1, r2.data());
+        b.matmul(*l1, x, y); // same input again
+        b.to_host(y, 0, 1, r1.data());
+        b.from_host(x, xb.data()); // same buffer, new values
+        b.matmul(*l1, x, y);
+        b.to_host(y, 0, 1, r3.data());
+        b.free_act(x);
+        b.free_act(y);
+        check(r1 == f1a && r2 == f2a && r3 == f1b, bk.name + ": q8 activation reuse gives fresh results");
+    }
 }
 
 void test_float_matmul(std::vector<Bk> & bks, Backend & ref) {
@@ -612,6 +671,7 @@ int main() {
             bks.push_back({isa + "/t" + std::to_string(th), make_cpu_backend(isa, th)});
         }
     test_q4_matmul(bks, *ref);
+    test_q8_reuse(bks);
     test_float_matmul(bks, *ref);
     test_rmsnorm_silu_add_embed(bks, *ref);
     test_rope(bks, *ref);

@@ -1,0 +1,371 @@
+// backend-cpu.cpp — the CPU implementation of Backend (backend.h): weights
+// held as mmapped float views or repacked INT4, f32 activations, and ops that
+// split their work across the thread pool and call the kernel table of the
+// ISA chosen at run time.
+#include "backend.h"
+#include "cpu-features.h"
+#include "error.h"
+#include "kernels.h"
+#include "model-source.h"
+#include "q4-repack.h"
+#include "threadpool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace shoal {
+
+// The only place that names ISAs: a table is returned only when its file was
+// compiled for this architecture (CMake defines SHOAL_HAVE_*_KERNELS) and the
+// CPU reports every feature its flags assume.
+const Kernels * cpu_kernels(const std::string & isa) {
+    const CpuFeatures & f = cpu_features();
+    (void)f;
+    if (isa == "scalar") return &kernels_ref();
+#if defined(SHOAL_HAVE_X86_KERNELS)
+    if (isa == "avx2" && f.avx2 && f.fma && f.f16c) return &kernels_avx2();
+    if (isa == "avx512" && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma && f.f16c)
+        return &kernels_avx512();
+#endif
+#if defined(SHOAL_HAVE_ARM_KERNELS)
+    if (isa == "neon" && f.neon) return &kernels_neon();
+    if (isa == "neon-dotprod" && f.neon && f.dotprod && f.fp16) return &kernels_neon_dotprod();
+#endif
+    return nullptr;
+}
+
+std::string cpu_isas() {
+    std::string out;
+    for (const char * name : {"scalar", "avx2", "avx512", "neon", "neon-dotprod"})
+        if (cpu_kernels(name)) out += (out.empty() ? "" : " ") + std::string(name);
+    return out;
+}
+
+namespace {
+
+// Decode-sized batches (M < this) use the int8-activation matvec, which reads
+// each weight once per token; larger ones dequantize panels for a f32 GEMM.
+constexpr int64_t kGemmMinRows = 4;
+// Output rows per prefill task: a multiple of every GEMM column block (NR =
+// 2 registers: 32/16/8 floats); the f32 panel [32][K] stays in L2.
+constexpr int64_t kPanelRows = 32;
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+const char * float_kind(DType t) { return t == DType::F16 ? "f16" : t == DType::BF16 ? "bf16" : "f32"; }
+
+struct CpuLinear : Linear {
+    bool q4 = false;
+    Q4Buffer qw;                   // INT4 repacked (q4-repack.h)
+    DType dt = DType::F32;         // float weights: dtype of w
+    const void * w = nullptr;      // float weights [out][in], in the mapped checkpoint
+    std::vector<float> bias;       // [out] or empty
+    size_t bytes() const override {
+        const size_t wb = q4 ? qw.bytes() : (size_t)(in * out) * dtype_size(dt);
+        return wb + bias.size() * sizeof(float);
+    }
+    const char * kind() const override { return q4 ? "q4" : float_kind(dt); }
+};
+
+struct CpuEmbedding : Embedding {
+    DType dt = DType::F32;
+    const void * data = nullptr;   // [vocab][dim], in the mapped checkpoint
+    size_t bytes() const override { return (size_t)(vocab * dim) * dtype_size(dt); }
+};
+
+struct CpuVec : Vec {
+    std::vector<float> w;          // [n]
+};
+
+struct CpuKv : KvCache {
+    std::vector<float> k, v;       // [n_layers][n_ctx][kv_dim] each
+    size_t bytes() const override { return (k.size() + v.size()) * sizeof(float); }
+};
+
+float * fp(const Act & a) { return static_cast<float *>(a.data); }
+
+class CpuBackend : public Backend {
+public:
+    CpuBackend(const Kernels & k, int n_threads) : k_(k), pool_(n_threads) {}
+
+    const char * name() const override { return "cpu"; }
+    const char * isa() const override { return k_.isa; }
+    int n_threads() const override { return pool_.size(); }
+
+    std::unique_ptr<Linear> load_linear(const LinearSource & src) override {
+        auto l = std::make_unique<CpuLinear>();
+        l->in = src.in;
+        l->out = src.out;
+        if (src.awq) {
+            l->q4 = true;
+            l->qw = q4_repack(src, pool_);
+            // The repacked copy replaces the checkpoint bytes: drop them from RSS.
+            release_pages(src.qweight.data, src.qweight.nbytes);
+            release_pages(src.qzeros.data, src.qzeros.nbytes);
+            release_pages(src.scales.data, src.scales.nbytes);
+        } else {
+            const TensorView & w = src.weight;
+            SHOAL_CHECK(is_float(w.dtype), SHOAL_ERR_ST_DTYPE,
+                        "linear '" + src.name + "': weight dtype " + dtype_name(w.dtype) + " is not F32/F16/BF16");
+            SHOAL_CHECK(w.numel() == src.in * src.out, SHOAL_ERR_SHAPE,
+                        "linear '" + src.name + "': weight has " + std::to_string(w.numel()) + " elements, expected " +
+                        std::to_string(src.out) + " x " + std::to_string(src.in));
+            l->dt = w.dtype;
+            l->w = w.data; // no copy: f16/bf16 are converted in the kernels
+        }
+        if (src.has_bias) {
+            SHOAL_CHECK(is_float(src.bias.dtype) && src.bias.numel() == src.out, SHOAL_ERR_SHAPE,
+                        "linear '" + src.name + "': bias must be a float vector of " + std::to_string(src.out));
+            l->bias.resize(src.out);
+            k_.to_f32(src.bias.dtype, src.bias.data, src.out, l->bias.data());
+        }
+        return l;
+    }
+
+    std::unique_ptr<Embedding> load_embedding(const TensorView & w) override {
+        SHOAL_CHECK(is_float(w.dtype) && w.n_dims == 2, SHOAL_ERR_SHAPE,
+                    "embedding '" + w.name + "' must be a 2-D F32/F16/BF16 tensor");
+        auto e = std::make_unique<CpuEmbedding>();
+        e->vocab = w.shape[0];
+        e->dim = w.shape[1];
+        e->dt = w.dtype;
+        e->data = w.data;
+        return e;
+    }
+
+    std::unique_ptr<Vec> load_vec(const TensorView & w) override {
+        SHOAL_CHECK(is_float(w.dtype), SHOAL_ERR_ST_DTYPE, "vector '" + w.name + "' must be F32/F16/BF16");
+        auto v = std::make_unique<CpuVec>();
+        v->n = w.numel();
+        v->w.resize(v->n);
+        k_.to_f32(w.dtype, w.data, v->n, v->w.data());
+        return v;
+    }
+
+    Act new_act(int64_t rows, int64_t cols) override {
+        Act a;
+        a.rows = rows;
+        a.cols = cols;
+        const size_t bytes = ((size_t)(rows * cols) * sizeof(float) + 63) / 64 * 64;
+        a.data = std::aligned_alloc(64, bytes > 0 ? bytes : 64);
+        SHOAL_CHECK(a.data, SHOAL_ERR_OOM, "activation [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+        std::memset(a.data, 0, bytes);
+        return a;
+    }
+    void free_act(Act & a) override {
+        std::free(a.data);
+        a = Act{};
+    }
+
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) override {
+        auto kv = std::make_unique<CpuKv>();
+        kv->n_layers = n_layers;
+        kv->n_ctx = n_ctx;
+        kv->kv_dim = kv_dim;
+        const size_t n = (size_t)n_layers * n_ctx * kv_dim;
+        try {
+            kv->k.assign(n, 0.0f);
+            kv->v.assign(n, 0.0f);
+        } catch (const std::bad_alloc &) {
+            fail(SHOAL_ERR_OOM, "KV cache of " + std::to_string(2 * n * sizeof(float)) + " bytes");
+        }
+        return kv;
+    }
+
+    void to_host(const Act & a, int64_t row0, int64_t n, float * dst) override {
+        SHOAL_CHECK(row0 >= 0 && row0 + n <= a.rows, SHOAL_ERR_INVALID_ARG, "to_host: rows out of range");
+        std::memcpy(dst, fp(a) + row0 * a.cols, (size_t)(n * a.cols) * sizeof(float));
+    }
+    void from_host(Act & a, const float * src) override {
+        std::memcpy(a.data, src, (size_t)(a.rows * a.cols) * sizeof(float));
+    }
+
+    void embed(const Embedding & table, const int32_t * tokens, int64_t n, Act & out) override {
+        const auto & e = static_cast<const CpuEmbedding &>(table);
+        SHOAL_CHECK(out.cols == e.dim && out.rows >= n, SHOAL_ERR_INVALID_ARG, "embed: output shape");
+        const size_t row_bytes = (size_t)e.dim * dtype_size(e.dt);
+        for (int64_t m = 0; m < n; m++) {
+            SHOAL_CHECK(tokens[m] >= 0 && tokens[m] < e.vocab, SHOAL_ERR_INVALID_ARG,
+                        "token id " + std::to_string(tokens[m]) + " out of range [0, " + std::to_string(e.vocab) + ")");
+            k_.to_f32(e.dt, static_cast<const uint8_t *>(e.data) + (size_t)tokens[m] * row_bytes, e.dim, fp(out) + m * e.dim);
+        }
+    }
+
+    void rmsnorm(const Act & x, const Vec & w, float eps, Act & out) override {
+        const auto & v = static_cast<const CpuVec &>(w);
+        SHOAL_CHECK(v.n == x.cols && out.cols == x.cols, SHOAL_ERR_INVALID_ARG, "rmsnorm: shapes");
+        rows_parallel(x.rows, x.cols, [&](int64_t m) {
+            k_.rmsnorm(fp(x) + m * x.cols, v.w.data(), x.cols, eps, fp(out) + m * x.cols);
+        });
+    }
+
+    void matmul(const Linear & wl, const Act & x, Act & y) override {
+        const auto & w = static_cast<const CpuLinear &>(wl);
+        const int64_t M = x.rows, K = w.in, N = w.out;
+        SHOAL_CHECK(x.cols == K && y.cols == N && y.rows >= M, SHOAL_ERR_INVALID_ARG,
+                    "matmul: x [" + std::to_string(M) + ", " + std::to_string(x.cols) + "] · W[" + std::to_string(N) +
+                    ", " + std::to_string(K) + "]ᵀ → y [" + std::to_string(y.rows) + ", " + std::to_string(y.cols) + "]");
+        float * yp = fp(y);
+        const float * xp = fp(x);
+        if (M < kGemmMinRows) {
+            // Decode: rows of W split into ~4 tasks per thread (even row counts).
+            const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
+            const int64_t step = ((N + n_tasks - 1) / n_tasks + 1) / 2 * 2;
+            if (w.q4) {
+                const Q4Rows q = w.qw.view();
+                const int64_t nb = K / 32, ng = K / q.group;
+                // q/k/v (and gate/up) share their input: quantize it once.
+                const bool same = xq_group_ == q.group && xlast_.size() == (size_t)(M * K) &&
+                                  std::memcmp(xlast_.data(), xp, (size_t)(M * K) * sizeof(float)) == 0;
+                if (!same) {
+                    xq_.resize(M * K);
+                    xd_.resize(M * nb);
+                    xg_.resize(M * ng);
+                    for (int64_t m = 0; m < M; m++)
+                        k_.quantize_q8(xp + m * K, K, q.group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
+                    xlast_.assign(xp, xp + M * K);
+                    xq_group_ = q.group;
+                }
+                pool_.parallel_for((N + step - 1) / step, [&](int64_t t, int) {
+                    const int64_t n0 = t * step, n1 = std::min(N, n0 + step);
+                    for (int64_t m = 0; m < M; m++) {
+                        const Q8Row r{&xq_[m * K], &xd_[m * nb], &xg_[m * ng]};
+                        k_.q4_matvec(q, r, n0, n1, yp + m * N + n0);
+                    }
+                });
+            } else {
+                pool_.parallel_for((N + step - 1) / step, [&](int64_t t, int) {
+                    const int64_t n0 = t * step, n1 = std::min(N, n0 + step);
+                    for (int64_t m = 0; m < M; m++) k_.fw_matvec(w.dt, w.w, K, xp + m * K, n0, n1, yp + m * N + n0);
+                });
+            }
+        } else {
+            // Prefill: panels of 32 output rows → f32 [32][K] in thread-local
+            // scratch, then the register-blocked f32 GEMM over all M rows.
+            pool_.parallel_for((N + kPanelRows - 1) / kPanelRows, [&](int64_t t, int) {
+                const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
+                thread_local std::vector<float> panel; // [32][K]
+                const float * wp;
+                if (w.q4) {
+                    panel.resize(kPanelRows * K);
+                    k_.q4_dequant(w.qw.view(), n0, n1, panel.data());
+                    wp = panel.data();
+                } else if (w.dt == DType::F32) {
+                    wp = static_cast<const float *>(w.w) + n0 * K;
+                } else {
+                    panel.resize(kPanelRows * K);
+                    k_.to_f32(w.dt, static_cast<const uint8_t *>(w.w) + (size_t)(n0 * K) * 2, (n1 - n0) * K, panel.data());
+                    wp = panel.data();
+                }
+                k_.gemm_f32(xp, K, M, wp, n1 - n0, K, yp + n0, N);
+            });
+        }
+        if (!w.bias.empty())
+            for (int64_t m = 0; m < M; m++) k_.add(yp + m * N, w.bias.data(), N);
+    }
+
+    void rope(Act & q, Act & k, int n_heads, int n_kv_heads, int pos0, const RopeParams & p) override {
+        const int hd = p.head_dim, half = p.n_rot / 2;
+        SHOAL_CHECK(p.n_rot % 2 == 0 && p.n_rot <= hd && p.n_rot <= 2048 && q.cols == (int64_t)n_heads * hd &&
+                    k.cols == (int64_t)n_kv_heads * hd && q.rows == k.rows, SHOAL_ERR_INVALID_ARG, "rope: shapes");
+        rows_parallel(q.rows, q.cols, [&](int64_t m) {
+            float cs[1024], sn[1024]; // [n_rot/2] for position pos0 + m
+            const float pos = (float)(pos0 + m);
+            for (int i = 0; i < half; i++) {
+                const float a = pos * p.inv_freq[i]; // f32 product, as HF computes freqs
+                cs[i] = std::cos(a) * p.attn_factor;
+                sn[i] = std::sin(a) * p.attn_factor;
+            }
+            for (int h = 0; h < n_heads; h++) k_.rope(fp(q) + m * q.cols + h * hd, p.n_rot, cs, sn);
+            for (int h = 0; h < n_kv_heads; h++) k_.rope(fp(k) + m * k.cols + h * hd, p.n_rot, cs, sn);
+        });
+    }
+
+    void kv_store(KvCache & kvc, int layer, int pos0, const Act & k, const Act & v) override {
+        auto & kv = static_cast<CpuKv &>(kvc);
+        SHOAL_CHECK(pos0 >= 0 && pos0 + k.rows <= kv.n_ctx, SHOAL_ERR_CONTEXT_FULL,
+                    "KV cache full: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + k.rows) +
+                    " past n_ctx " + std::to_string(kv.n_ctx));
+        SHOAL_CHECK(k.cols == kv.kv_dim && v.cols == kv.kv_dim && v.rows == k.rows && layer >= 0 && layer < kv.n_layers,
+                    SHOAL_ERR_INVALID_ARG, "kv_store: shapes");
+        const size_t off = ((size_t)layer * kv.n_ctx + pos0) * kv.kv_dim, n = (size_t)(k.rows * k.cols);
+        std::memcpy(&kv.k[off], k.data, n * sizeof(float));
+        std::memcpy(&kv.v[off], v.data, n * sizeof(float));
+    }
+
+    void attention(const Act & q, const KvCache & kvc, int layer, int pos0, int n_heads, int n_kv_heads, int head_dim,
+                   float scale, Act & out) override {
+        const auto & kv = static_cast<const CpuKv &>(kvc);
+        SHOAL_CHECK(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && kv.kv_dim == n_kv_heads * head_dim &&
+                    q.cols == (int64_t)n_heads * head_dim && out.cols == q.cols && pos0 + q.rows <= kv.n_ctx,
+                    SHOAL_ERR_INVALID_ARG, "attention: shapes");
+        const int group = n_heads / n_kv_heads;
+        const float * kb = &kv.k[(size_t)layer * kv.n_ctx * kv.kv_dim];
+        const float * vb = &kv.v[(size_t)layer * kv.n_ctx * kv.kv_dim];
+        // One task per (query row, head); causal: row m sees positions 0..pos0+m.
+        pool_.parallel_for(q.rows * n_heads, [&](int64_t t, int) {
+            const int64_t m = t / n_heads;
+            const int h = (int)(t % n_heads), kvh = h / group;
+            const int n_kv = pos0 + (int)m + 1;
+            thread_local std::vector<float> scores; // [n_kv]
+            if ((int)scores.size() < n_kv) scores.resize(n_kv);
+            k_.attn_head(fp(q) + m * q.cols + h * head_dim, kb + kvh * head_dim, vb + kvh * head_dim, kv.kv_dim, n_kv,
+                         head_dim, scale, scores.data(), fp(out) + m * out.cols + h * head_dim);
+        });
+    }
+
+    void silu_mul(Act & gate, const Act & up) override {
+        SHOAL_CHECK(gate.cols == up.cols && gate.rows == up.rows, SHOAL_ERR_INVALID_ARG, "silu_mul: shapes");
+        elementwise(gate.rows * gate.cols, [&](int64_t i0, int64_t n) { k_.silu_mul(fp(gate) + i0, fp(up) + i0, n); });
+    }
+
+    void add(Act & x, const Act & y) override {
+        SHOAL_CHECK(x.cols == y.cols && x.rows == y.rows, SHOAL_ERR_INVALID_ARG, "add: shapes");
+        elementwise(x.rows * x.cols, [&](int64_t i0, int64_t n) { k_.add(fp(x) + i0, fp(y) + i0, n); });
+    }
+
+private:
+    // Per-row ops: a dispatch costs ~1 µs, so small batches stay on this thread.
+    template <class Fn> void rows_parallel(int64_t rows, int64_t cols, Fn && fn) {
+        if (rows * cols < 32768) {
+            for (int64_t m = 0; m < rows; m++) fn(m);
+        } else {
+            pool_.parallel_for(rows, [&](int64_t m, int) { fn(m); });
+        }
+    }
+    // Element-wise ops over n floats, in chunks of 16 Ki when large.
+    template <class Fn> void elementwise(int64_t n, Fn && fn) {
+        constexpr int64_t kChunk = 16384;
+        if (n <= 4 * kChunk) {
+            fn(0, n);
+        } else {
+            pool_.parallel_for((n + kChunk - 1) / kChunk, [&](int64_t t, int) {
+                fn(t * kChunk, std::min(kChunk, n - t * kChunk));
+            });
+        }
+    }
+
+    const Kernels & k_;
+    ThreadPool pool_;
+    // Decode activations quantized for the INT4 matvec: [M][K], [M][K/32], [M][K/G].
+    std::vector<int8_t> xq_;
+    std::vector<float> xd_, xg_;
+    std::vector<float> xlast_; // [M][K] the f32 input xq_ was made from
+    int xq_group_ = 0;
+};
+
+} // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads) {
+    const std::string avail = cpu_isas();
+    std::string pick = isa;
+    if (isa.empty() || isa == "auto") pick = avail.substr(avail.rfind(' ') + 1); // best is last
+    const Kernels * k = cpu_kernels(pick);
+    SHOAL_CHECK(k, SHOAL_ERR_BACKEND, "CPU ISA '" + isa + "' is not supported by this CPU; available: " + avail);
+    return std::make_unique<CpuBackend>(*k, n_threads);
+}
+
+} // namespace shoal

@@ -1,0 +1,135 @@
+// kernels-avx512.cpp — AVX-512 (F/BW/VL/DQ + VNNI + F16C) kernels.
+// The INT4 matvec multiplies 4-bit weights by int8 activations with VNNI
+// vpdpbusd (u8 × s8 → s32), 128 inputs per step; everything else is the
+// generic code of kernels-simd.h over 16-float registers.
+#include "kernels-simd.h"
+
+// GCC 12 falsely reports the _mm512_undefined_* placeholders inside its own
+// intrinsic headers as uninitialized (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <vector>
+
+namespace shoal {
+namespace {
+
+struct V {
+    using F = __m512;
+    static constexpr int W = 16;
+    static F zero() { return _mm512_setzero_ps(); }
+    static F set1(float a) { return _mm512_set1_ps(a); }
+    static F load(const float * p) { return _mm512_loadu_ps(p); }
+    static void store(float * p, F a) { _mm512_storeu_ps(p, a); }
+    static F add(F a, F b) { return _mm512_add_ps(a, b); }
+    static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+    static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+    static F div(F a, F b) { return _mm512_div_ps(a, b); }
+    static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+    static F max(F a, F b) { return _mm512_max_ps(a, b); }
+    static F min(F a, F b) { return _mm512_min_ps(a, b); }
+    static float hsum(F a) { return _mm512_reduce_add_ps(a); }
+    static F round(F a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static F pow2(F n) {
+        const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+    }
+    static F load_f16(const uint16_t * p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+    static F load_bf16(const uint16_t * p) {
+        const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+    }
+    static void dq16(const uint8_t * b, float slo, float zlo, float shi, float zhi, float * lo, float * hi) {
+        const __m128i v = _mm_loadu_si128((const __m128i *)b);
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        const __m512 ql = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(v, m4)));
+        const __m512 qh = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m4)));
+        _mm512_storeu_ps(lo, _mm512_fmadd_ps(ql, _mm512_set1_ps(slo), _mm512_set1_ps(zlo)));
+        _mm512_storeu_ps(hi, _mm512_fmadd_ps(qh, _mm512_set1_ps(shi), _mm512_set1_ps(zhi)));
+    }
+};
+
+// R rows at once share the activation loads. Per 128-input chunk c: 64 weight
+// bytes; low nibbles ↔ x[128c, +64), high ↔ x[128c+64, +64); dpbusd lane l sums
+// 4 consecutive inputs (4l..4l+3 of the half), i.e. 32-block l/8 of the half.
+template <int R, bool G_GE_64>
+inline void q4_rows(const Q4Rows & w, const Q8Row & x, const float * dv, const int32_t * grp, int64_t n, float * y) {
+    const int64_t K = w.k, G = w.group, ng = K / G, nc = K / 128;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    float sf[R][1024], zf[R][1024]; // [K/G] f32 scales of each row
+    const uint8_t * row[R];
+    __m512 al[R], ah[R];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        simd::f16_row<V>(w.scale + (n + r) * ng, ng, sf[r]);
+        simd::f16_row<V>(w.szero + (n + r) * ng, ng, zf[r]);
+        row[r] = w.qs + (n + r) * (K / 2);
+        al[r] = ah[r] = _mm512_setzero_ps();
+    }
+    for (int64_t c = 0; c < nc; c++) {
+        const __m512i xl = _mm512_loadu_si512(x.q + 128 * c);
+        const __m512i xh = _mm512_loadu_si512(x.q + 128 * c + 64);
+        const __m512 dl = _mm512_loadu_ps(dv + 32 * c), dh = _mm512_loadu_ps(dv + 32 * c + 16);
+        #pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512i b = _mm512_loadu_si512(row[r] + 64 * c);
+            __builtin_prefetch(row[r] + 64 * c + simd::kPrefetchBytes);
+            const __m512i il = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(b, m4), xl);
+            const __m512i ih = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(b, 4), m4), xh);
+            __m512 sl, sh;
+            if (G_GE_64) { // each half lies in one group
+                sl = _mm512_set1_ps(sf[r][grp[4 * c]]);
+                sh = _mm512_set1_ps(sf[r][grp[4 * c + 2]]);
+            } else {       // G == 32: lanes 0-7 and 8-15 are two groups
+                sl = _mm512_insertf32x8(_mm512_set1_ps(sf[r][4 * c]), _mm256_set1_ps(sf[r][4 * c + 1]), 1);
+                sh = _mm512_insertf32x8(_mm512_set1_ps(sf[r][4 * c + 2]), _mm256_set1_ps(sf[r][4 * c + 3]), 1);
+            }
+            al[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(il), _mm512_mul_ps(dl, sl), al[r]);
+            ah[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ih), _mm512_mul_ps(dh, sh), ah[r]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(al[r], ah[r]));
+        if (nc * 128 < K) s += simd::q4_tail(row[r], x, sf[r], (int)G, nc * 128, K);
+        s += simd::dot<V>(zf[r], x.gsum, ng);
+        y[r] = s;
+    }
+}
+
+template <bool G_GE_64>
+void q4_matvec_g(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    const int64_t nc = w.k / 128;
+    // dv [nc][2][16]: activation block scale of each dpbusd lane (low, high half);
+    // grp [K/32]: group of each 32-block (no integer division in the hot loop)
+    thread_local std::vector<float> dv;
+    thread_local std::vector<int32_t> grp;
+    dv.resize(nc * 32);
+    grp.resize(w.k / 32);
+    for (int64_t b = 0; b < w.k / 32; b++) grp[b] = (int32_t)(b * 32 / w.group);
+    for (int64_t c = 0; c < nc; c++)
+        for (int l = 0; l < 16; l++) {
+            dv[32 * c + l] = x.d[4 * c + l / 8];
+            dv[32 * c + 16 + l] = x.d[4 * c + 2 + l / 8];
+        }
+    int64_t n = n0;
+    for (; n + 2 <= n1; n += 2) q4_rows<2, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
+    for (; n < n1; n++) q4_rows<1, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
+}
+
+void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    if (w.group >= 64) q4_matvec_g<true>(w, x, n0, n1, y);
+    else q4_matvec_g<false>(w, x, n0, n1, y);
+}
+
+} // namespace
+
+const Kernels & kernels_avx512() {
+    static const Kernels k = simd::make_kernels<V, 12>("avx512", q4_matvec);
+    return k;
+}
+
+} // namespace shoal

@@ -1,0 +1,158 @@
+// kernels-ref.cpp — plain scalar kernels: the reference every SIMD variant is
+// tested against, and the "scalar" ISA. Written for clarity, not speed.
+#include "kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace shoal {
+namespace {
+
+float load_f(DType dt, const void * p, int64_t i) {
+    switch (dt) {
+        case DType::F16: return f16_to_f32(static_cast<const uint16_t *>(p)[i]);
+        case DType::BF16: return bf16_to_f32(static_cast<const uint16_t *>(p)[i]);
+        default: return static_cast<const float *>(p)[i];
+    }
+}
+
+void quantize_q8(const float * x, int64_t k, int group, int8_t * q, float * d, float * gsum) {
+    for (int64_t b = 0; b < k / 32; b++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(x[32 * b + j]));
+        // blocks of (near-)zeros quantize to 0; 127/amax would overflow below ~4e-37
+        const float id = amax > 1e-30f ? 127.0f / amax : 0.0f;
+        d[b] = amax / 127.0f;
+        // Round half to even (as the vector conversions do) by the 1.5·2^23
+        // trick, exact for |v| <= 127 in the default rounding mode; inline,
+        // unlike a nearbyintf call.
+        for (int j = 0; j < 32; j++) {
+            const float v = x[32 * b + j] * id + 12582912.0f; // not folded without -ffast-math
+            q[32 * b + j] = (int8_t)(int)(v - 12582912.0f);
+        }
+    }
+    for (int64_t g = 0; g < k / group; g++) {
+        float s = 0.0f;
+        for (int j = 0; j < group; j++) s += x[g * group + j];
+        gsum[g] = s;
+    }
+}
+
+void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    const int64_t K = w.k, ng = K / w.group;
+    std::vector<int32_t> isum(K / 32); // [K/32] integer Σ q·xq per 32-block
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t * row = w.qs + n * (K / 2);
+        std::fill(isum.begin(), isum.end(), 0);
+        for (int64_t k0 = 0; k0 < K; k0 += 128) {
+            const int64_t half = std::min<int64_t>(128, K - k0) / 2;
+            for (int64_t j = 0; j < half; j++) {
+                const uint8_t b = row[k0 / 2 + j];
+                isum[(k0 + j) / 32] += (b & 15) * x.q[k0 + j];
+                isum[(k0 + half + j) / 32] += (b >> 4) * x.q[k0 + half + j];
+            }
+        }
+        float acc = 0.0f;
+        for (int64_t b = 0; b < K / 32; b++) {
+            const float s = f16_to_f32(w.scale[n * ng + b * 32 / w.group]);
+            acc += (float)isum[b] * (x.d[b] * s);
+        }
+        for (int64_t g = 0; g < ng; g++) acc += f16_to_f32(w.szero[n * ng + g]) * x.gsum[g];
+        y[n - n0] = acc;
+    }
+}
+
+void q4_dequant(const Q4Rows & w, int64_t n0, int64_t n1, float * out) {
+    const int64_t K = w.k, ng = K / w.group;
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t * row = w.qs + n * (K / 2);
+        float * o = out + (n - n0) * K;
+        for (int64_t k0 = 0; k0 < K; k0 += 128) {
+            const int64_t half = std::min<int64_t>(128, K - k0) / 2;
+            for (int64_t j = 0; j < half; j++) {
+                const uint8_t b = row[k0 / 2 + j];
+                const int64_t ka = k0 + j, kb = k0 + half + j;
+                o[ka] = (b & 15) * f16_to_f32(w.scale[n * ng + ka / w.group]) + f16_to_f32(w.szero[n * ng + ka / w.group]);
+                o[kb] = (b >> 4) * f16_to_f32(w.scale[n * ng + kb / w.group]) + f16_to_f32(w.szero[n * ng + kb / w.group]);
+            }
+        }
+    }
+}
+
+void fw_matvec(DType dt, const void * w, int64_t k, const float * x, int64_t n0, int64_t n1, float * y) {
+    for (int64_t n = n0; n < n1; n++) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < k; i++) acc += load_f(dt, w, n * k + i) * x[i];
+        y[n - n0] = acc;
+    }
+}
+
+void to_f32(DType dt, const void * src, int64_t n, float * dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = load_f(dt, src, i);
+}
+
+void gemm_f32(const float * x, int64_t ldx, int64_t m, const float * w, int64_t n, int64_t k, float * y, int64_t ldy) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t t = 0; t < k; t++) acc += x[i * ldx + t] * w[j * k + t];
+            y[i * ldy + j] = acc;
+        }
+}
+
+void rmsnorm(const float * x, const float * w, int64_t n, float eps, float * out) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    const float r = 1.0f / std::sqrt(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+void rope(float * v, int n_rot, const float * c, const float * s) {
+    const int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+    }
+}
+
+void attn_head(const float * q, const float * k, const float * v, int64_t stride, int n_kv, int hd,
+               float scale, float * scores, float * out) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n_kv; j++) {
+        float d = 0.0f;
+        for (int i = 0; i < hd; i++) d += q[i] * k[j * stride + i];
+        scores[j] = d * scale;
+        mx = std::max(mx, scores[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n_kv; j++) {
+        scores[j] = std::exp(scores[j] - mx); // max-subtraction: no overflow
+        sum += scores[j];
+    }
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int j = 0; j < n_kv; j++) {
+        const float p = scores[j] / sum;
+        for (int i = 0; i < hd; i++) out[i] += p * v[j * stride + i];
+    }
+}
+
+void silu_mul(float * g, const float * u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void add(float * x, const float * y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+} // namespace
+
+const Kernels & kernels_ref() {
+    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_dequant, fw_matvec, to_f32, gemm_f32,
+                              rmsnorm, rope, attn_head, silu_mul, add};
+    return k;
+}
+
+} // namespace shoal
