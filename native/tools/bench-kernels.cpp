@@ -12,6 +12,7 @@
 // cannot sit in the last-level cache, as in a real decode step.
 // Usage: bench-kernels [--isa NAME] [--json] [--quick]
 #include "backend.h"
+#include "shoal.h"
 #include "threadpool.h"
 
 #include <algorithm>
@@ -30,36 +31,8 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Streaming read of [bytes] with n threads; returns best GB/s of `runs`.
-double mem_bandwidth(int n_threads, size_t bytes, int runs) {
-    // 64-byte vectors (GCC vector extension, ISA-neutral): the compiler emits
-    // the widest loads the baseline target allows.
-    typedef uint64_t v8 __attribute__((vector_size(64)));
-    const size_t n = bytes / sizeof(v8);
-    v8 * buf = static_cast<v8 *>(std::aligned_alloc(64, n * sizeof(v8)));
-    std::memset(buf, 1, n * sizeof(v8)); // fault every page in before timing
-    ThreadPool pool(n_threads);
-    std::vector<uint64_t> sink(n_threads * 8);
-    double best = 0;
-    for (int r = 0; r < runs; r++) {
-        const double t0 = now();
-        pool.parallel_for(n_threads, [&](int64_t t, int) {
-            const size_t i0 = n * t / n_threads, i1 = n * (t + 1) / n_threads;
-            v8 a = {0}, b = {0}, c = {0}, d = {0};
-            for (size_t i = i0; i + 4 <= i1; i += 4) {
-                a += buf[i];
-                b += buf[i + 1];
-                c += buf[i + 2];
-                d += buf[i + 3];
-            }
-            const v8 s = a + b + c + d;
-            sink[t * 8] = s[0] + s[7];
-        });
-        best = std::max(best, bytes / (now() - t0) / 1e9);
-    }
-    std::free(buf);
-    return best;
-}
+// Streaming read bandwidth: the same measurement `shoal bench` uses.
+double mem_bandwidth(int n_threads, size_t bytes, int runs) { return shoal_measure_read_bandwidth(n_threads, bytes, runs); }
 
 // A random AutoAWQ gemm tensor set for one linear [N ← K], group G.
 struct AwqSrc {

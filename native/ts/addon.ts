@@ -13,18 +13,28 @@ export const repoRoot = path.resolve(here, existsSync(path.join(here, '../../pac
 
 let cached: Addon | null = null;
 
-/** @internal */
-export function addon(): Addon {
-  if (cached) return cached;
-  const candidates = [
+function candidates(): string[] {
+  return [
     process.env.SHOAL_ADDON,
     path.join(repoRoot, 'native/build/Release/shoal.node'),
     path.join(repoRoot, 'native/build/Debug/shoal.node'),
   ].filter((p): p is string => !!p);
-  const file = candidates.find((p) => existsSync(p));
+}
+
+/** Path of the built addon (throws a clear error when it is not built). */
+export function addonPath(): string {
+  const list = candidates();
+  const file = list.find((p) => existsSync(p));
   if (!file)
     throw new EngineError(EngineErrorCode.ADDON_MISSING,
-      `the native engine is not built (looked for ${candidates.join(', ')}); run \`make\` in the repository`);
+      `the native engine is not built (looked for ${list.join(', ')}); run \`make\` in the repository`);
+  return file;
+}
+
+/** @internal */
+export function addon(): Addon {
+  if (cached) return cached;
+  const file = addonPath();
   try {
     cached = createRequire(import.meta.url)(file) as Addon;
   } catch (err) {

@@ -25,6 +25,10 @@ export const EngineErrorCode = {
   /** tokenizer.json missing or unreadable when text was given. */
   TOKENIZER: 'SHOAL_ERR_TOKENIZER',
   DISPOSED: 'SHOAL_ERR_DISPOSED',
+  /** A tool's output folder exists and is not empty (pass --force). */
+  OUTPUT_EXISTS: 'SHOAL_ERR_OUTPUT_EXISTS',
+  /** A requested method or format is not implemented. */
+  NOT_IMPLEMENTED: 'SHOAL_ERR_NOT_IMPLEMENTED',
 } as const;
 
 export type EngineErrorCodeName = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];
