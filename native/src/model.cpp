@@ -2,6 +2,7 @@
 #include "model.h"
 #include "error.h"
 
+#include <cctype>
 #include <chrono>
 
 namespace shoal {
@@ -23,8 +24,9 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
     Backend & be = *m->backend;
     const ModelConfig & c = m->cfg;
 
-    if (c.quant == QuantMethod::Awq) m->quant_name = "awq-w4g" + std::to_string(c.group_size);
+    if (c.quant != QuantMethod::None) m->quant_name = quant_name(c);
     m->dtype_name = dtype_name(src.embed.dtype);
+    for (char & ch : m->dtype_name) ch = (char)std::tolower((unsigned char)ch); // "f16", as the TS API reports dtypes
 
     int64_t linear_bytes = 0;
     m->embed = be.load_embedding(src.embed);

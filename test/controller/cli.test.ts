@@ -110,9 +110,10 @@ t.test('shoal CLI end to end (controller process, simulated devices)', async (t)
   t.equal(r.code, 1);
   t.match(r.stderr, /broker\.url.*\[CONFIG_INVALID\]/);
 
-  // devices: sim-1 is fast, sim-2 and sim-3 slow (so the rollout is mid-wave when the controller dies)
+  // devices: sim-1 is fast, sim-2 and sim-3 slow (so the rollout is mid-wave when the controller dies,
+  // even on a loaded machine where each CLI call below takes a second)
   for (let i = 1; i <= 3; i++) {
-    const s = new SimDevice({ id: `sim-${i}`, brokerUrl: broker.url, group: 'lab', stepMs: i === 1 ? 20 : 700, protocolVersion: 5, model: null });
+    const s = new SimDevice({ id: `sim-${i}`, brokerUrl: broker.url, group: 'lab', stepMs: i === 1 ? 20 : 4000, protocolVersion: 5, model: null });
     sims.push(s);
     await s.connect();
   }
@@ -133,14 +134,15 @@ t.test('shoal CLI end to end (controller process, simulated devices)', async (t)
   t.equal(r.code, 0, r.stderr);
   const rolloutId = (JSON.parse(r.stdout) as { id: string }).id;
   const status = async () => JSON.parse((await shoalAsync(['fleet', 'rollout', 'status', rolloutId, '--json'], env)).stdout) as { status: string; currentWave: number; devices: { id: string; status: string }[] };
-  // wait for wave 2 to start, then kill the controller hard
-  for (let i = 0; i < 100; i++) { const s = await status(); if (s.currentWave === 1 && s.devices.some((d) => d.status === 'updating')) break; await new Promise((res) => setTimeout(res, 100)); }
+  // wait until the slow wave-2 devices have fetched the manifest (they are past
+  // 'downloading'), then kill the controller hard while they are still converging
+  await waitFor('wave 2 devices past the download', () => sims.slice(1).every((s) => s.phase === 'verifying'), 30_000, 20);
   const mid = await status();
   t.equal(mid.status, 'running');
   t.equal(mid.currentWave, 1, 'killed during wave 2');
   ctl.proc.kill('SIGKILL');
   await new Promise((res) => ctl.proc.once('exit', res));
-  await waitFor('slow devices converge while the controller is down', () => sims.every((s) => s.model?.version === '1.0'), 20_000);
+  await waitFor('slow devices converge while the controller is down', () => sims.every((s) => s.model?.version === '1.0'), 45_000);
   ctl = await startControllerProcess(cfg);
   procs.push(ctl.proc);
   let done: Awaited<ReturnType<typeof status>> | null = null;
