@@ -7,7 +7,9 @@ import { GenerateArgs, formatIssues } from '../../protocol/index.js';
 import type { Controller } from './controller.js';
 import { ControllerError, toControllerError } from './errors.js';
 import { FleetLink } from './link.js';
+import { LiveHub } from './live.js';
 import { serveArtifact } from './packages.js';
+import { isWebPath, serveWeb } from './web.js';
 
 export interface ApiServer {
   server: http.Server;
@@ -96,9 +98,19 @@ const DeployBody = z.object({
 }).strict();
 const RegisterBody = z.object({ dir: z.string().min(1) }).strict();
 
-function deviceSummary(d: ReturnType<Controller['storage']['getDevice']> & object) {
+/** Board power in watts: the total input rail when the board reports one, else the sum of the rails. */
+function powerWatts(rails: { name: string; powerMw?: number }[] | undefined): number | null {
+  const withPower = (rails ?? []).filter((r) => typeof r.powerMw === 'number' && Number.isFinite(r.powerMw));
+  if (withPower.length === 0) return null;
+  const total = withPower.find((r) => /^(VDD_IN|VIN|POM_5V_IN|VDD_IN_SYS)$/i.test(r.name) || /total/i.test(r.name));
+  return (total ? total.powerMw! : withPower.reduce((s, r) => s + r.powerMw!, 0)) / 1000;
+}
+
+export function deviceSummary(d: ReturnType<Controller['storage']['getDevice']> & object) {
   const t = d.telemetry as Record<string, unknown> | null;
   const inf = t?.inference as Record<string, unknown> | undefined;
+  const jetson = t?.jetson as { gpuLoadPct?: number; power?: { name: string; powerMw?: number }[] } | undefined;
+  const mem = t?.memory as { totalBytes: number; usedBytes: number } | undefined;
   const temps = (t?.temperatures ?? {}) as Record<string, number>;
   const thermal = ((t?.jetson as { thermal?: { tempC: number }[] } | undefined)?.thermal ?? []).map((z) => z.tempC);
   const tempValues = [...Object.values(temps), ...thermal].filter((x) => typeof x === 'number' && Number.isFinite(x));
@@ -110,12 +122,19 @@ function deviceSummary(d: ReturnType<Controller['storage']['getDevice']> & objec
     maxTempC: tempValues.length ? Math.max(...tempValues) : null,
     temperatures: temps,
     cpuLoadPct: ((t?.cpu as Record<string, unknown> | undefined)?.loadPct as number | undefined) ?? null,
+    queueDepth: (inf?.queueDepth as number | undefined) ?? null,
+    ttftMs: (inf?.ttftMs as number | null | undefined) ?? null,
+    gpuLoadPct: jetson?.gpuLoadPct ?? null,
+    powerW: powerWatts(jetson?.power),
+    memUsedPct: mem && mem.totalBytes > 0 ? (100 * mem.usedBytes) / mem.totalBytes : null,
+    telemetryTs: (t?.ts as number | undefined) ?? null,
     lastSeen: d.lastSeen, firstSeen: d.firstSeen,
   };
 }
 
 export async function startApi(ctl: Controller): Promise<ApiServer> {
   const token = ctl.config.resolvedToken;
+  const live = new LiveHub(ctl, deviceSummary);
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e) => sendError(res, e));
   });
@@ -125,6 +144,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
     const parts = u.pathname.split('/').filter(Boolean);
     const method = req.method ?? 'GET';
     if (parts[0] === 'artifacts') return serveArtifact(ctl.registry, req, res, parts.slice(1));
+    if (isWebPath(parts)) return serveWeb(req, res, parts);
     if (parts[0] !== 'api') throw new ControllerError('NOT_FOUND', `no route ${u.pathname}; the API lives under /api (see docs/controller.md)`);
     const route = parts.slice(1);
     if (route[0] === 'health' && route.length === 1) {
@@ -141,6 +161,12 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
     const now = Date.now();
     const [a, b, c, ...restParts] = route;
 
+    if (a === 'stream' && !b) {
+      allow('GET');
+      const device = u.searchParams.get('device');
+      if (device !== null && !ctl.storage.getDevice(device)) throw new ControllerError('DEVICE_NOT_FOUND', `device '${device}' is unknown; list devices with \`shoal fleet ls\``);
+      return live.attach(req, res, device);
+    }
     if (a === 'stats' && !b) {
       allow('GET');
       return sendJson(res, 200, { ...ctl.stats, telemetryRows: ctl.storage.countTelemetry(), devices: ctl.storage.listDevices().length });
@@ -273,6 +299,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
     server,
     address: { host: ctl.config.http.host, port: addr.port },
     close: () => new Promise<void>((resolve) => {
+      live.close();
       server.close(() => resolve());
       server.closeAllConnections();
     }),

@@ -1,5 +1,6 @@
 // The fleet controller: MQTT ingest (presence, state, telemetry, events), the
 // rollout engine, the package registry and the HTTP API, over one Storage.
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import pino, { type Logger } from 'pino';
 import {
@@ -28,6 +29,12 @@ export class Controller {
   readonly log: Logger;
   link!: FleetLink;
   api!: ApiServer;
+  /**
+   * Live feed of what ingest stored (the dashboard's stream, api /api/stream):
+   * 'device' (id) after a state or latest-telemetry change, 'telemetry' (id, {ts, data})
+   * for every sample once it is written, 'event' (EventRow-like) for every new event.
+   */
+  readonly bus = new EventEmitter();
   readonly stats: IngestStats = {
     received: { state: 0, telemetry: 0, events: 0, cmd: 0, desired: 0 },
     stored: { state: 0, telemetry: 0, events: 0, duplicateEvents: 0 },
@@ -82,7 +89,7 @@ export class Controller {
     this.pruneTimer = setInterval(() => this.prune(), this.config.telemetry.pruneIntervalSec * 1000);
     this.pruneTimer.unref?.();
     this.rollouts.start(this.config.rollout.tickMs);
-    this.log.info({ api: `http://${this.api.address.host}:${this.api.address.port}`, broker: b.url }, 'controller started');
+    this.log.info({ api: `http://${this.api.address.host}:${this.api.address.port}`, dashboard: `http://${this.api.address.host}:${this.api.address.port}/`, broker: b.url }, 'controller started');
   }
 
   private malformed(where: string, why: string): void {
@@ -108,6 +115,7 @@ export class Controller {
         }, now);
         this.stats.stored.state++;
         this.rollouts.kick();
+        this.bus.emit('device', deviceId);
       } else if (channel === 'telemetry') {
         const r = parsePayload(Telemetry, payload);
         if (!r.ok) return this.malformed(`${deviceId}/telemetry`, `${r.code}: ${r.message}`);
@@ -118,9 +126,11 @@ export class Controller {
         const r = parsePayload(Event, payload);
         if (!r.ok) return this.malformed(`${deviceId}/events`, `${r.code}: ${r.message}`);
         if (r.value.deviceId !== deviceId) return this.malformed(`${deviceId}/events`, `deviceId '${r.value.deviceId}' does not match the topic`);
-        if (this.storage.insertEvent(r.value, now)) this.stats.stored.events++;
+        const fresh = this.storage.insertEvent(r.value, now);
+        if (fresh) this.stats.stored.events++;
         else this.stats.stored.duplicateEvents++;
         this.storage.upsertDevice(deviceId, { lastSeen: now }, now);
+        if (fresh) this.bus.emit('event', { ...r.value, receivedAt: now });
         this.rollouts.onEvent(r.value);
       }
     } catch (e) {
@@ -140,6 +150,8 @@ export class Controller {
       const latest = new Map<string, Record<string, unknown>>();
       for (const r of rows) latest.set(r.deviceId, r.data);
       for (const [id, data] of latest) this.storage.upsertDevice(id, { telemetry: data, lastSeen: now }, now);
+      if (this.bus.listenerCount('telemetry') > 0) for (const r of rows) this.bus.emit('telemetry', r.deviceId, { ts: r.ts, data: r.data });
+      for (const id of latest.keys()) this.bus.emit('device', id);
     } catch (e) {
       this.log.error({ err: (e as Error).message, rows: rows.length }, 'telemetry write failed; retrying next flush');
       this.telemetryBuf = rows.concat(this.telemetryBuf);
@@ -156,6 +168,7 @@ export class Controller {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.bus.emit('close');
     this.rollouts.stop();
     if (this.flushTimer) clearInterval(this.flushTimer);
     if (this.pruneTimer) clearInterval(this.pruneTimer);

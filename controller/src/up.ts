@@ -16,6 +16,7 @@ import { ControllerError } from './errors.js';
 import { renderDevices, renderRollout, waitRollout } from './format.js';
 import { buildPackage, generateFleetKeys } from './packages.js';
 import { SimDevice } from './sim.js';
+import { WEB_DIR } from './web.js';
 
 export interface UpOptions {
   model?: string;
@@ -125,6 +126,10 @@ export async function runUp(o: UpOptions): Promise<void> {
     const apiUrl = `http://127.0.0.1:${ctl.api.address.port}`;
     log(`controller ${apiUrl}/api (log ${path.join(dir, 'controller.log')})`);
     writeFileAtomic(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', 0o600);
+    // the token rides in the fragment: browsers never send it to the server or in a Referer
+    const dashboardUrl = `${apiUrl}/#token=${token}`;
+    const webBuilt = fs.existsSync(path.join(WEB_DIR, 'index.html'));
+    log(`dashboard ${webBuilt ? dashboardUrl : `not built (run \`make web\`); it would be at ${apiUrl}/`}`);
     const client = new ControllerClient({ api: apiUrl, token });
 
     // devices
@@ -195,6 +200,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     log('\n' + renderDevices(devices));
     const cli = `node ${path.relative(process.cwd(), CLI_MAIN) || CLI_MAIN}`;
     log(`
+${webBuilt ? `open the dashboard: ${dashboardUrl}\n` : ''}
 try next (connection settings are in ${connFile}; or export SHOAL_API=${apiUrl} SHOAL_TOKEN=${token}):
   ${cli} fleet ls
   ${cli} fleet infer robot-${Math.min(2, o.devices)} "The robot said"
