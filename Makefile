@@ -7,7 +7,7 @@ NATIVE_TEST_DIR := native/build-tests
 
 .PHONY: all deps native ts native-tests test test-native test-ts bench demo fuzz clean
 
-all: native ts
+all: native ts web
 
 deps: $(NPM_STAMP)
 $(NPM_STAMP): package.json package-lock.json
@@ -41,8 +41,19 @@ fuzz:
 	cmake --build $(FUZZ_DIR) --parallel $(JOBS) --target fuzz-safetensors
 	$(FUZZ_DIR)/fuzz-safetensors --iterations 12000 --seed 1
 
-bench: all
-	node dist/cli/main.js bench --suite default
+# Benchmarks: kernels (memory bandwidth, INT4 matvec, prefill GEMM), the engine
+# end to end on a TinyLlama-1.1B-shaped AWQ w4g128 model, and fleet ingest with
+# 1,000 simulated devices. Tables on stdout, JSON under .bench/.
+BENCH_DIR := .bench
+BENCH_MODEL := $(BENCH_DIR)/tinyllama-1.1b-awq-w4g128
+bench: all native-tests
+	@mkdir -p $(BENCH_DIR)
+	native/build-tests/bench-kernels
+	native/build-tests/bench-kernels --json > $(BENCH_DIR)/kernels.json
+	@[ -f $(BENCH_MODEL)/config.json ] || node dist/cli/main.js gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
+	node dist/cli/main.js bench --model $(BENCH_MODEL)
+	node dist/cli/main.js bench --model $(BENCH_MODEL) --json > $(BENCH_DIR)/tinyllama-awq-w4g128.json
+	node dist/controller/bench/fleet-bench.js --devices 1000 --duration 60 --out $(BENCH_DIR)/fleet.json
 
 demo: all
 	node dist/cli/main.js up
@@ -62,3 +73,25 @@ test-arm:
 # and the installer's --dry-run for JetPack 5 and 6.
 check-deploy:
 	scripts/check-deploy.sh
+
+# ---- fleet dashboard -------------------------------------------------------------------
+# controller/web (plain TypeScript + uPlot, built by Vite) into dist/web; the controller
+# serves it at / (docs/dashboard.md). Type-checked with its own tsconfig (DOM libs).
+.PHONY: web
+web: deps
+	npx tsc -p controller/web/tsconfig.json
+	npx vite build --config controller/web/vite.config.ts
+
+# ---- CUDA backend -------------------------------------------------------------------------
+# Builds the native tests and tools with -DSHOAL_CUDA=ON (fat binary sm_80/86/87/89/90 + PTX)
+# to prove the CUDA backend compiles and links; needs nvcc, not a GPU. test-cuda runs the CUDA
+# op tests and the stories260K check on CUDA (they print SKIP and pass when no GPU is usable).
+.PHONY: cuda-build test-cuda
+CUDA_BUILD_DIR := native/build-cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+cuda-build:
+	cmake -S native -B $(CUDA_BUILD_DIR) -DCMAKE_BUILD_TYPE=Release -DSHOAL_TESTS=ON -DSHOAL_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC) >/dev/null
+	cmake --build $(CUDA_BUILD_DIR) --parallel $(JOBS)
+
+test-cuda: cuda-build
+	$(CUDA_BUILD_DIR)/test-backend-ops-cuda

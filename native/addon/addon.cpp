@@ -1,6 +1,7 @@
 // addon.cpp — module registration: the table of what the addon exports.
 #include "addon-model.h"
 #include "addon-session.h"
+#include "addon-ops.h"
 
 namespace shoal_addon {
 
@@ -28,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     for (int s = SHOAL_OK; s <= SHOAL_ERR_INTERNAL; s++)
         codes.Set(shoal_status_name((shoal_status)s), s);
     exports.Set("statusCodes", codes);
+    exports.Set("ops", OpsInit(env));
     return exports;
 }
 

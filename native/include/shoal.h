@@ -35,6 +35,7 @@ typedef enum shoal_status {
     SHOAL_ERR_CANCELLED = 16,         // generation cancelled by the caller
     SHOAL_ERR_BACKEND = 17,           // requested backend / ISA not available on this machine
     SHOAL_ERR_INTERNAL = 18,
+    SHOAL_ERR_QUANT_METADATA = 19,    // quantized tensors contradict their metadata (g_idx out of range, ...)
 } shoal_status;
 
 // Name of a status as a static string, e.g. "SHOAL_ERR_IO".
@@ -59,7 +60,7 @@ void shoal_model_free(shoal_model * model);
 
 typedef struct shoal_model_info {
     const char * arch;          // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM"
-    const char * quant;         // "none" | "awq-w4g<G>"
+    const char * quant;         // "none" | "awq-w4g<G>" | "gptq-w<b>g<G>" | ... (docs/lowbit.md)
     const char * dtype;         // storage dtype of unquantized weights: "f32" | "f16" | "bf16"
     const char * backend;       // "cpu" | "cuda"
     const char * isa;           // kernels in use, e.g. "avx512"

@@ -67,7 +67,7 @@ const char * shoal_status_name(shoal_status s) {
         X(SHOAL_ERR_SHAPE) X(SHOAL_ERR_MISSING_TENSOR) X(SHOAL_ERR_UNSUPPORTED_ARCH)
         X(SHOAL_ERR_UNSUPPORTED_QUANT) X(SHOAL_ERR_GROUP_SIZE) X(SHOAL_ERR_CONTEXT_FULL)
         X(SHOAL_ERR_INVALID_ARG) X(SHOAL_ERR_OOM) X(SHOAL_ERR_CANCELLED) X(SHOAL_ERR_BACKEND)
-        X(SHOAL_ERR_INTERNAL)
+        X(SHOAL_ERR_INTERNAL) X(SHOAL_ERR_QUANT_METADATA)
 #undef X
     }
     return "SHOAL_ERR_UNKNOWN";
@@ -88,13 +88,11 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
         SHOAL_CHECK(dir && out, SHOAL_ERR_INVALID_ARG, "shoal_model_load: dir and out are required");
         const shoal_model_params p = params ? *params : shoal_model_default_params();
         const std::string backend = p.backend ? p.backend : "auto";
-        SHOAL_CHECK(backend == "auto" || backend == "cpu", SHOAL_ERR_BACKEND,
-                    "backend '" + backend + "' is not available in this build (available: cpu)");
         SHOAL_CHECK(p.n_threads >= 0 && p.n_threads <= 1024, SHOAL_ERR_INVALID_ARG,
                     "n_threads must be between 0 and 1024, got " + std::to_string(p.n_threads));
         const auto t0 = std::chrono::steady_clock::now();
         shoal::ModelSource src = shoal::load_model_source(dir);
-        auto be = shoal::make_cpu_backend(p.isa ? p.isa : "auto", p.n_threads);
+        auto be = shoal::make_backend(backend, p.isa ? p.isa : "auto", p.n_threads);
         auto m = shoal::build_model(std::move(src), std::move(be));
         m->load_seconds = seconds_since(t0);
         *out = new shoal_model{std::move(m)};
@@ -126,7 +124,7 @@ void shoal_model_get_info(const shoal_model * model, shoal_model_info * info) {
     info->n_eos = (int)std::min<size_t>(8, c.eos_token_ids.size());
     for (int i = 0; i < info->n_eos; i++) info->eos_token_ids[i] = c.eos_token_ids[i];
     info->tied_embeddings = c.tie_word_embeddings ? 1 : 0;
-    info->group_size = c.quant == shoal::QuantMethod::Awq ? c.group_size : 0;
+    info->group_size = c.quant != shoal::QuantMethod::None ? c.group_size : 0;
     info->n_params = m.n_params;
     info->file_bytes = m.file_bytes;
     info->weight_bytes = m.weight_bytes;

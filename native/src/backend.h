@@ -76,6 +76,9 @@ public:
     virtual void to_host(const Act & a, int64_t row0, int64_t n, float * dst) = 0;
     // Copies host f32 [rows, cols] into a (same shape).
     virtual void from_host(Act & a, const float * src) = 0;
+    // Copies rows [row0, row0+n) of src into the first n rows of dst (same
+    // cols), on the device: no host round trip.
+    virtual void copy_rows(const Act & src, int64_t row0, int64_t n, Act & dst) = 0;
 
     // ---- ops: each works on the first x.rows rows ---------------------------
     // out[m, :] = table[tokens[m], :]
@@ -104,5 +107,13 @@ public:
 std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads);
 // Space-separated ISAs whose kernels are compiled in and supported by this CPU, best last.
 std::string cpu_isas();
+
+// Creates a backend by name (backend-registry.cpp): "cpu"; "cuda" (throws
+// SHOAL_ERR_BACKEND saying why when CUDA is not compiled in, or there is no
+// driver, no device or no kernels for it); "auto": CUDA when a usable GPU is
+// present, else the CPU. isa and n_threads configure the CPU backend.
+std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads);
+// Whether the CUDA backend is compiled in and usable here; otherwise why not.
+bool cuda_backend_usable(std::string * why);
 
 } // namespace shoal

@@ -102,9 +102,7 @@ void Session::forward_chunk(const int32_t * tokens, int n, float * dst_rows, boo
         if (want_last) std::copy(dst_rows + (size_t)(n - 1) * c.vocab_size, dst_rows + (size_t)n * c.vocab_size, logits.begin());
     } else if (want_last) {                                             // only the last row
         Act O = chunk_view(out, 1);                                     // [1, V]
-        std::vector<float> row((size_t)c.hidden_size);
-        be.to_host(X, n - 1, 1, row.data());
-        be.from_host(last, row.data());
+        be.copy_rows(X, n - 1, 1, last);                                // last = X[n-1]
         be.rmsnorm(last, *model->final_norm, c.rms_norm_eps, last);
         be.matmul(*model->lm_head, last, O);
         be.to_host(O, 0, 1, logits.data());

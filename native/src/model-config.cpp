@@ -100,21 +100,33 @@ std::vector<int> parse_eos(const Reader & r, const json::Value & v, int vocab) {
     return ids;
 }
 
-void parse_quant(const Reader & r, const json::Value & q, ModelConfig & c) {
-    if (!q.is_object()) r.bad("quantization_config must be an object");
-    const json::Value * m = r.opt(q, "quant_method");
-    if (!m) r.bad("quantization_config has no quant_method", SHOAL_ERR_UNSUPPORTED_QUANT);
-    const std::string & method = r.string(*m, "quantization_config.quant_method");
-    if (method != "awq") {
-        r.bad("quantization method \"" + json::printable(method) + "\" is not supported (only awq)", SHOAL_ERR_UNSUPPORTED_QUANT);
+int parse_group_size(const Reader & r, const json::Value & q, int dflt, bool allow_minus_one) {
+    const json::Value * g = r.opt(q, "group_size");
+    if (!g) return dflt;
+    if (!g->is_number() || !g->is_int) r.bad("quantization_config.group_size must be an integer");
+    if (allow_minus_one && g->integer == -1) return -1;
+    if (g->integer <= 0) {
+        r.bad("group_size " + std::to_string(g->integer) + " is not supported (per-channel or invalid), "
+              "a positive group size is required", SHOAL_ERR_UNSUPPORTED_QUANT);
     }
+    if (g->integer > (1 << 20)) r.bad("group_size " + std::to_string(g->integer) + " is too large", SHOAL_ERR_UNSUPPORTED_QUANT);
+    return int(g->integer);
+}
+
+std::string lowercase(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+    return s;
+}
+
+// AutoAWQ: bits 4, zero_point, version gemm | gemv | gemv_fast.
+void parse_awq(const Reader & r, const json::Value & q, ModelConfig & c) {
     c.quant = QuantMethod::Awq;
     // AutoAWQ defaults: bits 4, zero_point true, group_size 128, version gemm
     c.quant_bits = 4;
     if (const json::Value * b = r.opt(q, "bits")) {
         c.quant_bits = int(r.int_in(*b, "quantization_config.bits", -1024, 1024));
         if (c.quant_bits != 4) {
-            r.bad("bits " + std::to_string(c.quant_bits) + " is not supported, only 4", SHOAL_ERR_UNSUPPORTED_QUANT);
+            r.bad("bits " + std::to_string(c.quant_bits) + " is not supported, only 4 for AWQ", SHOAL_ERR_UNSUPPORTED_QUANT);
         }
     }
     if (const json::Value * z = r.opt(q, "zero_point")) {
@@ -124,20 +136,65 @@ void parse_quant(const Reader & r, const json::Value & q, ModelConfig & c) {
     }
     std::string version = "gemm";
     if (const json::Value * v = r.opt(q, "version")) version = r.string(*v, "quantization_config.version");
-    std::string lower = version;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
-    if (lower != "gemm") {
-        r.bad("AWQ version \"" + json::printable(version) + "\" is not supported (only gemm)", SHOAL_ERR_UNSUPPORTED_QUANT);
+    const std::string lower = lowercase(version);
+    if (lower == "gemm") c.quant_format = QFormat::AwqGemm;
+    else if (lower == "gemv") c.quant_format = QFormat::AwqGemv;
+    else if (lower == "gemv_fast") c.quant_format = QFormat::AwqGemvFast;
+    else {
+        r.bad("AWQ version \"" + json::printable(version) + "\" is not supported (gemm, gemv, gemv_fast)", SHOAL_ERR_UNSUPPORTED_QUANT);
     }
-    c.group_size = 128;
-    if (const json::Value * g = r.opt(q, "group_size")) {
-        if (!g->is_number() || !g->is_int) r.bad("quantization_config.group_size must be an integer");
-        if (g->integer <= 0) {
-            r.bad("group_size " + std::to_string(g->integer) + " is not supported (per-channel or invalid), "
-                  "a positive group size is required", SHOAL_ERR_UNSUPPORTED_QUANT);
-        }
-        if (g->integer > (1 << 20)) r.bad("group_size " + std::to_string(g->integer) + " is too large", SHOAL_ERR_UNSUPPORTED_QUANT);
-        c.group_size = int(g->integer);
+    c.group_size = parse_group_size(r, q, 128, false);
+}
+
+int parse_bits(const Reader & r, const json::Value & q, const char * what) {
+    const json::Value * b = r.opt(q, "bits");
+    if (!b) r.bad(std::string(what) + " quantization needs \"bits\"", SHOAL_ERR_UNSUPPORTED_QUANT);
+    const int bits = int(r.int_in(*b, "quantization_config.bits", -1024, 1024));
+    if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+        r.bad("bits " + std::to_string(bits) + " is not supported for " + what + " (2, 3, 4 or 8)", SHOAL_ERR_UNSUPPORTED_QUANT);
+    }
+    return bits;
+}
+
+// AutoGPTQ / GPTQModel (also EfficientQAT's GPTQ exports, checkpoint_format gptq_v2).
+void parse_gptq(const Reader & r, const json::Value & q, ModelConfig & c) {
+    c.quant = QuantMethod::Gptq;
+    c.quant_format = QFormat::Gptq;
+    c.quant_bits = parse_bits(r, q, "GPTQ");
+    c.group_size = parse_group_size(r, q, 128, true);
+    if (const json::Value * v = r.opt(q, "sym")) c.gptq_sym = r.boolean(*v, "quantization_config.sym");
+    if (const json::Value * v = r.opt(q, "desc_act")) c.desc_act = r.boolean(*v, "quantization_config.desc_act");
+    std::string fmt = "gptq";
+    const json::Value * f = r.opt(q, "checkpoint_format");
+    if (!f) f = r.opt(q, "format"); // older GPTQModel
+    if (f) fmt = lowercase(r.string(*f, "quantization_config.checkpoint_format"));
+    if (fmt == "gptq") c.zero_offset = 1;
+    else if (fmt == "gptq_v2") c.zero_offset = 0;
+    else {
+        r.bad("GPTQ checkpoint_format \"" + json::printable(fmt) + "\" is not supported (gptq, gptq_v2)", SHOAL_ERR_UNSUPPORTED_QUANT);
+    }
+}
+
+// EfficientQAT native checkpoints (shoal-quant.json sidecar).
+void parse_eqat(const Reader & r, const json::Value & q, ModelConfig & c) {
+    c.quant = QuantMethod::EfficientQat;
+    c.quant_format = QFormat::EqatNative;
+    c.quant_bits = parse_bits(r, q, "EfficientQAT");
+    c.group_size = parse_group_size(r, q, 128, true);
+}
+
+void parse_quant(const Reader & r, const json::Value & q, ModelConfig & c) {
+    if (!q.is_object()) r.bad("quantization_config must be an object");
+    const json::Value * m = r.opt(q, "quant_method");
+    if (!m) r.bad("quantization_config has no quant_method", SHOAL_ERR_UNSUPPORTED_QUANT);
+    const std::string & method = r.string(*m, "quantization_config.quant_method");
+    const std::string lower = lowercase(method);
+    if (lower == "awq") parse_awq(r, q, c);
+    else if (lower == "gptq") parse_gptq(r, q, c);
+    else if (lower == "efficientqat" || lower == "eqat") parse_eqat(r, q, c);
+    else {
+        r.bad("quantization method \"" + json::printable(method) + "\" is not supported (awq, gptq, efficientqat)",
+              SHOAL_ERR_UNSUPPORTED_QUANT);
     }
     if (const json::Value * mn = r.opt(q, "modules_to_not_convert")) {
         if (!mn->is_array()) r.bad("quantization_config.modules_to_not_convert must be null or an array of strings");
@@ -237,6 +294,36 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
         if (const json::Value * v = gr.opt(g, "eos_token_id")) c.eos_token_ids = parse_eos(gr, *v, c.vocab_size);
     }
     return c;
+}
+
+void apply_quant_sidecar(ModelConfig & c, const std::string & text, const std::string & path) {
+    json::Limits lim;
+    lim.max_bytes = size_t(1) << 20;
+    json::Value root = json::parse(text.data(), text.size(), SHOAL_ERR_CONFIG, path, lim);
+    Reader r{root, path};
+    if (!root.is_object()) r.bad("the top level is not a JSON object");
+    // quantize_config.json of AutoGPTQ often has no quant_method: it is GPTQ by its name
+    if (!r.opt(root, "quant_method")) {
+        const std::string name = "quantize_config.json";
+        if (path.size() >= name.size() && path.compare(path.size() - name.size(), name.size(), name) == 0) {
+            parse_gptq(r, root, c);
+            return;
+        }
+    }
+    parse_quant(r, root, c);
+}
+
+std::string quant_name(const ModelConfig & c) {
+    const std::string wg = "-w" + std::to_string(c.quant_bits) + "g" + std::to_string(c.group_size);
+    switch (c.quant_format) {
+    case QFormat::None: return "none";
+    case QFormat::AwqGemm: return "awq" + wg;
+    case QFormat::AwqGemv: return "awq-gemv" + wg;
+    case QFormat::AwqGemvFast: return "awq-gemv-fast" + wg;
+    case QFormat::Gptq: return std::string(c.zero_offset ? "gptq" : "gptq-v2") + wg + (c.desc_act ? "-act" : "");
+    case QFormat::EqatNative: return "eqat" + wg;
+    }
+    return "?";
 }
 
 } // namespace shoal

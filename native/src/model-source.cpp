@@ -114,7 +114,118 @@ struct Builder {
         return false;
     }
 
-    // prefix.weight [out, in], or AWQ prefix.{qweight,qzeros,scales}; optional prefix.bias [out]
+    // A quantized tensor: dtype and shape as the format implies; the message
+    // names the format, bits and group so mixed-up metadata is recognisable.
+    TensorView qtensor(const std::string & name, std::initializer_list<int64_t> dims, DType want, const std::string & fmt) const {
+        Found f = find(name);
+        TensorView v = f.file->view(*f.tensor);
+        int64_t w[4] = {0, 0, 0, 0};
+        int n = 0;
+        for (int64_t d : dims) w[n++] = d;
+        bool ok = v.n_dims == n;
+        for (int i = 0; ok && i < n; i++) ok = v.shape[i] == w[i];
+        if (!ok) {
+            fail(SHOAL_ERR_SHAPE, name + " has shape " + shape_str(v.shape, v.n_dims) + " but " + fmt + " implies " +
+                                      shape_str(w, n) + " (in " + f.file->path + ")");
+        }
+        if (v.dtype != want && !(want == DType::F16 && is_float(v.dtype))) {
+            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_str(v.dtype) + " but " + fmt + " needs " + dtype_str(want) +
+                                         (want == DType::F16 ? " (or F32/BF16)" : "") + " (in " + f.file->path + ")");
+        }
+        return v;
+    }
+
+    static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+    // AutoAWQ gemv/gemv_fast zero-point width W (calculate_zeros_width): ceil(K/G/8)
+    // rounded up to a multiple of 1/2/4 for G >= 128 / 64 / 32.
+    int64_t awq_zeros_width(const std::string & prefix, int64_t in, int64_t g) const {
+        int64_t mult = g >= 128 ? 1 : g == 64 ? 2 : g == 32 ? 4 : 0;
+        if (mult == 0) {
+            fail(SHOAL_ERR_GROUP_SIZE, prefix + ": AWQ gemv/gemv_fast group size " + std::to_string(g) + " is not supported (32, 64 or >= 128)");
+        }
+        const int64_t base = cdiv(in / g, 8);
+        return cdiv(base, mult) * mult;
+    }
+
+    // The quantized tensors of prefix in cfg's format, checked against [out, in].
+    void quantized(LinearSource & l, const std::string & prefix, int64_t out, int64_t in) {
+        const std::string file = find(prefix + ".qweight").file->path;
+        const int b = c.quant_bits;
+        const int64_t g = c.group_size == -1 ? in : c.group_size;
+        l.qfmt = c.quant_format;
+        l.bits = b;
+        l.group_size = int(g);
+        const std::string fmt = quant_name(c) + " (bits " + std::to_string(b) + ", group " + std::to_string(g) + ")";
+        switch (c.quant_format) {
+        case QFormat::AwqGemm:
+        case QFormat::AwqGemv:
+        case QFormat::AwqGemvFast: {
+            if (in % g != 0) {
+                fail(SHOAL_ERR_GROUP_SIZE, prefix + ": in_features " + std::to_string(in) + " is not a multiple of group_size " +
+                                               std::to_string(g) + " (in " + file + ")");
+            }
+            if (c.quant_format == QFormat::AwqGemm) {
+                if (out % 8 != 0) {
+                    fail(SHOAL_ERR_SHAPE, prefix + ": out_features " + std::to_string(out) + " is not a multiple of 8, as AWQ packing needs (in " +
+                                              file + ")");
+                }
+                l.awq = true;
+                l.qweight = typed(prefix + ".qweight", {in, out / 8}, DType::I32);
+                l.qzeros = typed(prefix + ".qzeros", {in / g, out / 8}, DType::I32);
+                l.scales = typed(prefix + ".scales", {in / g, out}, DType::F16);
+            } else if (c.quant_format == QFormat::AwqGemv) {
+                if (in % 8 != 0) fail(SHOAL_ERR_SHAPE, prefix + ": in_features " + std::to_string(in) + " is not a multiple of 8, as AWQ gemv packing needs");
+                const int64_t W = awq_zeros_width(prefix, in, g);
+                l.qweight = qtensor(prefix + ".qweight", {out, in / 8}, DType::I32, fmt);
+                l.qzeros = qtensor(prefix + ".qzeros", {out, W}, DType::I32, fmt);
+                l.scales = qtensor(prefix + ".scales", {out, 8 * W}, DType::F16, fmt);
+            } else {
+                if (in % 64 != 0 || out % 4 != 0) {
+                    fail(SHOAL_ERR_SHAPE, prefix + ": shape [" + std::to_string(out) + ", " + std::to_string(in) +
+                                              "] does not fit AWQ gemv_fast packing (in_features % 64, out_features % 4)");
+                }
+                const int64_t W = awq_zeros_width(prefix, in, g);
+                l.qweight = qtensor(prefix + ".qweight", {out / 4, in}, DType::I16, fmt);
+                l.scales = qtensor(prefix + ".scales", {8 * W, out}, DType::F16, fmt);
+                const std::string zn = has(prefix + ".scaled_zeros") ? prefix + ".scaled_zeros" : prefix + ".qzeros";
+                l.qzeros = qtensor(zn, {8 * W, out}, DType::F16, fmt);
+            }
+            break;
+        }
+        case QFormat::Gptq:
+        case QFormat::EqatNative: {
+            const int64_t ng = cdiv(in, g);
+            const bool gptq = c.quant_format == QFormat::Gptq;
+            const int64_t per = 32 / b; // EfficientQAT: whole values per word
+            l.zero_offset = gptq ? c.zero_offset : 0;
+            l.qweight = qtensor(prefix + ".qweight", {gptq ? cdiv(in * b, 32) : cdiv(in, per), out}, DType::I32, fmt);
+            l.qzeros = qtensor(prefix + ".qzeros", {ng, gptq ? cdiv(out * b, 32) : cdiv(out, per)}, DType::I32, fmt);
+            l.scales = qtensor(prefix + ".scales", {ng, out}, DType::F16, fmt);
+            // g_idx: GPTQ only (EfficientQAT writes k / G and never reads it)
+            if (gptq && has(prefix + ".g_idx")) {
+                l.g_idx = qtensor(prefix + ".g_idx", {in}, DType::I32, fmt);
+                l.has_g_idx = true;
+                const int32_t * gi = static_cast<const int32_t *>(l.g_idx.data);
+                for (int64_t k = 0; k < in; k++) {
+                    if (gi[k] < 0 || gi[k] >= ng) {
+                        fail(SHOAL_ERR_QUANT_METADATA, prefix + ".g_idx[" + std::to_string(k) + "] = " + std::to_string(gi[k]) +
+                                                           " is outside [0, " + std::to_string(ng) + ") for " + fmt + " (in " +
+                                                           find(prefix + ".g_idx").file->path + ")");
+                    }
+                }
+            } else if (c.desc_act && gptq) {
+                fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + prefix + ".g_idx is missing but quantization_config has desc_act true (looked in " +
+                                                   file_list + ")");
+            }
+            break;
+        }
+        case QFormat::None: fail(SHOAL_ERR_INTERNAL, prefix + ": no quantization format");
+        }
+        ms.n_params += in * out;
+    }
+
+    // prefix.weight [out, in], or the quantized tensors of cfg's format; optional prefix.bias [out]
     LinearSource linear(const std::string & prefix, int64_t out, int64_t in, bool bias) {
         LinearSource l;
         l.name = prefix;
@@ -122,28 +233,16 @@ struct Builder {
         l.out = out;
         const bool has_q = has(prefix + ".qweight");
         const bool has_w = has(prefix + ".weight");
-        // AutoAWQ leaves modules_to_not_convert as plain .weight; take whichever form is present
-        bool use_awq = c.quant == QuantMethod::Awq && has_q && (!has_w || !not_converted(prefix));
-        if (!use_awq && !has_w) {
-            if (c.quant == QuantMethod::Awq && !not_converted(prefix)) find(prefix + ".qweight"); // names the AWQ tensor
+        // AutoAWQ leaves modules_to_not_convert as plain .weight (GPTQModel likewise for
+        // skipped modules); take whichever form is present
+        const bool quant = c.quant != QuantMethod::None;
+        bool use_q = quant && has_q && (!has_w || !not_converted(prefix));
+        if (!use_q && !has_w) {
+            if (quant && !not_converted(prefix)) find(prefix + ".qweight"); // names the quantized tensor
             find(prefix + ".weight");
         }
-        if (use_awq) {
-            const int64_t g = c.group_size;
-            if (in % g != 0) {
-                fail(SHOAL_ERR_GROUP_SIZE, prefix + ": in_features " + std::to_string(in) + " is not a multiple of group_size " +
-                                               std::to_string(g) + " (in " + find(prefix + ".qweight").file->path + ")");
-            }
-            if (out % 8 != 0) {
-                fail(SHOAL_ERR_SHAPE, prefix + ": out_features " + std::to_string(out) + " is not a multiple of 8, as AWQ packing needs (in " +
-                                          find(prefix + ".qweight").file->path + ")");
-            }
-            l.awq = true;
-            l.group_size = int(g);
-            l.qweight = typed(prefix + ".qweight", {in, out / 8}, DType::I32);
-            l.qzeros = typed(prefix + ".qzeros", {in / g, out / 8}, DType::I32);
-            l.scales = typed(prefix + ".scales", {in / g, out}, DType::F16);
-            ms.n_params += in * out;
+        if (use_q) {
+            quantized(l, prefix, out, in);
         } else {
             l.weight = floats(prefix + ".weight", {out, in});
         }
@@ -259,6 +358,16 @@ ModelSource load_model_source(const std::string & dir_arg) {
     std::string cfg_text = read_text(cfg_path, max_cfg);
     std::string gen_text = path_exists(gen_path) ? read_text(gen_path, max_cfg) : std::string();
     ModelConfig cfg = parse_model_config(cfg_text, gen_text, dir);
+    if (cfg.quant == QuantMethod::None) {
+        // GPTQ's quantize_config.json, or shoal-quant.json beside an EfficientQAT native checkpoint
+        for (const char * side : {"/quantize_config.json", "/shoal-quant.json"}) {
+            const std::string p = dir + side;
+            if (path_exists(p)) {
+                apply_quant_sidecar(cfg, read_text(p, size_t(1) << 20), p);
+                break;
+            }
+        }
+    }
 
     std::vector<SafetensorsFile> files;
     const std::string single = dir + "/model.safetensors";

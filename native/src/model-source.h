@@ -11,7 +11,7 @@
 namespace shoal {
 
 enum class RopeScaling { None, Linear, Llama3 };
-enum class QuantMethod { None, Awq };
+enum class QuantMethod { None, Awq, Gptq, EfficientQat };
 
 struct ModelConfig {
     std::string arch;                // architectures[0]
@@ -40,7 +40,11 @@ struct ModelConfig {
     // quantization_config
     QuantMethod quant = QuantMethod::None;
     int     quant_bits = 0;
-    int     group_size = 0;
+    int     group_size = 0;              // -1 (GPTQ): one group over all inputs
+    QFormat quant_format = QFormat::None; // on-disk layout of the quantized linears
+    bool    gptq_sym = true;              // informational (zeros are always read from qzeros)
+    bool    desc_act = false;             // GPTQ act-order: g_idx permutes the groups
+    int     zero_offset = 0;              // 1 for GPTQ checkpoint_format "gptq" (zeros stored − 1)
     std::vector<std::string> modules_to_not_convert; // substring match on linear names
 };
 
@@ -73,6 +77,17 @@ ModelSource load_model_source(const std::string & dir);
 // where names the model (its directory) in messages.
 ModelConfig parse_model_config(const std::string & config_json, const std::string & gen_json,
                                const std::string & where);
+
+// Applies a quantization sidecar to cfg when config.json has no
+// quantization_config: quantize_config.json (AutoGPTQ / GPTQModel) or
+// shoal-quant.json (EfficientQAT native checkpoints, which carry no metadata:
+// {"quant_method": "efficientqat", "bits": 2, "group_size": 64}). path names
+// the file in messages.
+void apply_quant_sidecar(ModelConfig & cfg, const std::string & json_text, const std::string & path);
+
+// Short name of cfg's quantization for model info: "none", "awq-w4g128",
+// "awq-gemv-w4g128", "gptq-w3g128", "gptq-w4g-1", "eqat-w2g64", ...
+std::string quant_name(const ModelConfig & cfg);
 
 struct SafetensorsFile; // safetensors.h
 

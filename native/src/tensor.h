@@ -28,6 +28,20 @@ struct TensorView {
     }
 };
 
+// How a quantized linear is stored on disk (docs/lowbit.md has every layout).
+enum class QFormat {
+    None,
+    AwqGemm,      // AutoAWQ gemm: qweight i32 [K, N/8] (AWQ_ORDER), qzeros i32 [K/G, N/8], scales [K/G, N]
+    AwqGemv,      // AutoAWQ gemv: qweight i32 [N, K/8] along K, qzeros i32 [N, W], scales [N, 8W]
+    AwqGemvFast,  // AutoAWQ gemv_fast / llm-awq v2: qweight i16 [N/4, K] interleaved, scales and
+                  // scaled_zeros (−s·z) f16 [8W, N]
+    Gptq,         // GPTQ: qweight i32 [ceil(K·b/32), N] flat LSB-first bitstream along K (3-bit
+                  // values straddle words), qzeros i32 [ceil(K/G), ceil(N·b/32)] along N,
+                  // scales [ceil(K/G), N], optional g_idx i32 [K]
+    EqatNative,   // EfficientQAT native: like Gptq but 32/b values per word (3-bit: 10, 2 bits
+                  // unused): qweight [ceil(K/(32/b)), N], qzeros [ceil(K/G), ceil(N/(32/b))]
+};
+
 // A linear layer y = x·Wᵀ (+ b), W: [out, in], as stored in the checkpoint.
 struct LinearSource {
     std::string name;        // e.g. "model.layers.0.self_attn.q_proj"
@@ -43,6 +57,14 @@ struct LinearSource {
     bool        awq = false;
     int         group_size = 0;
     TensorView  qweight, qzeros, scales;
+    // Every quantized format (awq above is qfmt == AwqGemm): bits b in {2,3,4,8}; group_size
+    // is the effective G (GPTQ -1 resolved to in); w[k, n] = (q − z)·s of group g_idx[k]
+    // (k / G without g_idx); gemv_fast stores −s·z in qzeros (f16) instead of z.
+    QFormat     qfmt = QFormat::None;
+    int         bits = 0;
+    int         zero_offset = 0; // GPTQ checkpoint_format "gptq" (v1) stores z − 1: z = stored + 1
+    bool        has_g_idx = false;
+    TensorView  g_idx;           // i32 [in], validated: every entry in [0, ceil(in/G))
     // Optional bias [out] (Qwen2 q/k/v), any float dtype.
     bool        has_bias = false;
     TensorView  bias;

@@ -2,9 +2,11 @@
 // supported here, at 1 and 2 threads, against (a) the scalar reference ISA and
 // (b) a plain double-precision computation written here from the raw inputs
 // (for INT4: from AutoAWQ qweight/qzeros/scales packed in this file, not by
-// q4-repack). Exit status non-zero on any failure; the last line is
+// q4-repack; for 2/3/4/8 bits: GPTQ v1/v2/act-order, EfficientQAT native and
+// AutoAWQ gemv/gemv_fast tensors packed here, not by lowbit-repack). Exit status non-zero on any failure; the last line is
 // "N passed, N failed".
 #include "backend.h"
+#include "lowbit-repack.h"
 #include "error.h"
 #include "tensor.h"
 #include "threadpool.h"
@@ -144,6 +146,301 @@ std::vector<float> run_matmul(Backend & b, const std::unique_ptr<Linear> & lin, 
     b.free_act(xa);
     b.free_act(ya);
     return y;
+}
+
+
+// ---- low-bit formats, packed here from the format descriptions ------------------
+// GPTQ: qweight i32 [ceil(K·b/32)][N], value (k, n) at bits k·b .. k·b+b−1 of column
+// n's LSB-first bit stream (3-bit straddles words); qzeros i32 [ceil(K/G)][ceil(N·b/32)]
+// the same along N; v1 stores z − 1. EfficientQAT native: 32/b whole values per word.
+// AutoAWQ gemv: qweight [N][K/8] nibbles along K, qzeros [N][W], scales [N][8W].
+// AutoAWQ gemv_fast: pack_intweight(interleave 4, kstride 64), scaled_zeros = −s·z.
+struct LowbitCase {
+    QFormat fmt;
+    int bits;
+    int64_t N, K, G;       // G resolved (GPTQ -1 → K)
+    int zero_offset;       // 1 = GPTQ v1
+    bool act_order;        // g_idx a permutation of groups
+};
+
+struct LowbitTensors {
+    std::vector<int32_t> qweight, qzeros, g_idx;
+    std::vector<int16_t> qweight16;
+    std::vector<uint16_t> scales, szeros; // f16
+    std::vector<double> w;                // [K][N] dequantized, double
+    LinearSource src;
+};
+
+void set_stream_bits(std::vector<int32_t> & words, int64_t word0, int64_t stride, int64_t bit, int b, uint32_t v) {
+    for (int t = 0; t < b; t++)
+        if ((v >> t) & 1) {
+            const int64_t pos = bit + t;
+            int32_t & wd = words[(pos / 32) * stride + word0];
+            wd = (int32_t)((uint32_t)wd | (1u << (pos % 32)));
+        }
+}
+
+int64_t awq_w(int64_t K, int64_t G) { // calculate_zeros_width
+    const int64_t mult = G >= 128 ? 1 : G == 64 ? 2 : 4;
+    const int64_t base = (K / G + 7) / 8;
+    return (base + mult - 1) / mult * mult;
+}
+
+std::unique_ptr<LowbitTensors> make_lowbit(const LowbitCase & c) {
+    auto t = std::make_unique<LowbitTensors>();
+    const int64_t K = c.K, N = c.N, G = c.G, ng = (K + G - 1) / G;
+    const int b = c.bits, maxq = (1 << b) - 1;
+    std::vector<int> q(K * N), zs(ng * N); // zs: the stored zero (v1: z − 1)
+    std::vector<double> sc(ng * N);
+    for (auto & v : q) v = (int)(rng() % (maxq + 1));
+    for (auto & v : zs) v = (int)(rng() % (maxq + 1));
+    // g_idx: groups of G inputs, permuted for act-order
+    t->g_idx.resize(K);
+    for (int64_t k = 0; k < K; k++) t->g_idx[k] = (int32_t)(k / G);
+    if (c.act_order) std::shuffle(t->g_idx.begin(), t->g_idx.end(), rng);
+    LinearSource & src = t->src;
+    src.name = "test.lowbit";
+    src.in = K;
+    src.out = N;
+    src.qfmt = c.fmt;
+    src.bits = b;
+    src.group_size = (int)G;
+    src.zero_offset = c.zero_offset;
+    t->w.resize(K * N);
+    if (c.fmt == QFormat::Gptq || c.fmt == QFormat::EqatNative) {
+        const bool gptq = c.fmt == QFormat::Gptq;
+        const int64_t per = 32 / b;
+        const int64_t R = gptq ? (K * b + 31) / 32 : (K + per - 1) / per;
+        const int64_t ZW = gptq ? (N * b + 31) / 32 : (N + per - 1) / per;
+        t->qweight.assign(R * N, 0);
+        t->qzeros.assign(ng * ZW, 0);
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) {
+                if (gptq) set_stream_bits(t->qweight, n, N, k * b, b, (uint32_t)q[k * N + n]);
+                else t->qweight[(k / per) * N + n] |= (int32_t)((uint32_t)q[k * N + n] << (b * (k % per)));
+            }
+        for (int64_t g = 0; g < ng; g++)
+            for (int64_t n = 0; n < N; n++) {
+                if (gptq) set_stream_bits(t->qzeros, g * ZW, 1, n * b, b, (uint32_t)zs[g * N + n]);
+                else t->qzeros[g * ZW + n / per] |= (int32_t)((uint32_t)zs[g * N + n] << (b * (n % per)));
+            }
+        t->scales.resize(ng * N);
+        for (int64_t i = 0; i < ng * N; i++) { t->scales[i] = f32_to_f16(urand(0.002f, 0.05f)); sc[i] = f16_to_f32(t->scales[i]); }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t g = t->g_idx[k];
+                t->w[k * N + n] = (q[k * N + n] - (zs[g * N + n] + c.zero_offset)) * sc[g * N + n];
+            }
+        src.qweight = view("qweight", DType::I32, {R, N}, t->qweight.data(), t->qweight.size() * 4);
+        src.qzeros = view("qzeros", DType::I32, {ng, ZW}, t->qzeros.data(), t->qzeros.size() * 4);
+        src.scales = view("scales", DType::F16, {ng, N}, t->scales.data(), t->scales.size() * 2);
+        if (gptq) {
+            src.has_g_idx = true;
+            src.g_idx = view("g_idx", DType::I32, {K}, t->g_idx.data(), K * 4);
+        }
+    } else if (c.fmt == QFormat::AwqGemv) {
+        const int64_t W = awq_w(K, G);
+        t->qweight.assign(N * K / 8, 0);
+        t->qzeros.assign(N * W, 0);
+        t->scales.assign(N * 8 * W, 0);
+        for (int64_t n = 0; n < N; n++) {
+            for (int64_t k = 0; k < K; k++) t->qweight[n * (K / 8) + k / 8] |= (int32_t)((uint32_t)q[k * N + n] << (4 * (k % 8)));
+            for (int64_t g = 0; g < ng; g++) {
+                t->qzeros[n * W + g / 8] |= (int32_t)((uint32_t)zs[g * N + n] << (4 * (g % 8)));
+                t->scales[n * 8 * W + g] = f32_to_f16(urand(0.002f, 0.05f));
+                sc[g * N + n] = f16_to_f32(t->scales[n * 8 * W + g]);
+            }
+        }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) t->w[k * N + n] = (q[k * N + n] - zs[k / G * N + n]) * sc[k / G * N + n];
+        src.qweight = view("qweight", DType::I32, {N, K / 8}, t->qweight.data(), t->qweight.size() * 4);
+        src.qzeros = view("qzeros", DType::I32, {N, W}, t->qzeros.data(), t->qzeros.size() * 4);
+        src.scales = view("scales", DType::F16, {N, 8 * W}, t->scales.data(), t->scales.size() * 2);
+    } else { // AwqGemvFast: the numpy reshapes of pack_intweight, step by step
+        const int64_t W = awq_w(K, G);
+        std::vector<int> a(N * K), b1(N * K);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t k = 0; k < K; k++) a[n * K + k] = q[k * N + n]; // [N][K]
+        // (K/32, 4, 4, 2) → transpose(1, 0, 2) of the (4, 4, 2) block
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t t0 = 0; t0 < K; t0 += 32)
+                for (int i0 = 0; i0 < 4; i0++)
+                    for (int i1 = 0; i1 < 4; i1++)
+                        for (int i2 = 0; i2 < 2; i2++) b1[n * K + t0 + i1 * 8 + i0 * 2 + i2] = a[n * K + t0 + i0 * 8 + i1 * 2 + i2];
+        // each 8 as (4, 2) → transpose → (2, 4)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t e0 = 0; e0 < K; e0 += 8)
+                for (int d = 0; d < 4; d++)
+                    for (int e = 0; e < 2; e++) a[n * K + e0 + e * 4 + d] = b1[n * K + e0 + d * 2 + e];
+        // (N/4, 4, K/64, 64) → transpose(0, 2, 1, 3) → flat (N/4, K/64, 256) seen as (64, 4): 4 nibbles per int16
+        t->qweight16.assign(N / 4 * K, 0);
+        for (int64_t i = 0; i < N / 4; i++)
+            for (int64_t kb = 0; kb < K / 64; kb++)
+                for (int r = 0; r < 4; r++)
+                    for (int j = 0; j < 64; j++) {
+                        const int64_t f = r * 64 + j;
+                        int16_t & h = t->qweight16[i * K + kb * 64 + f / 4];
+                        h = (int16_t)((uint16_t)h | (uint16_t)(a[(4 * i + r) * K + kb * 64 + j] << (4 * (f % 4))));
+                    }
+        t->scales.assign(8 * W * N, 0);
+        t->szeros.assign(8 * W * N, 0);
+        std::vector<double> szd(ng * N);
+        for (int64_t g = 0; g < ng; g++)
+            for (int64_t n = 0; n < N; n++) {
+                t->scales[g * N + n] = f32_to_f16(urand(0.002f, 0.05f));
+                sc[g * N + n] = f16_to_f32(t->scales[g * N + n]);
+                t->szeros[g * N + n] = f32_to_f16((float)(-sc[g * N + n] * zs[g * N + n]));
+                szd[g * N + n] = f16_to_f32(t->szeros[g * N + n]);
+            }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) t->w[k * N + n] = q[k * N + n] * sc[k / G * N + n] + szd[k / G * N + n];
+        src.qweight = view("qweight", DType::I16, {N / 4, K}, t->qweight16.data(), t->qweight16.size() * 2);
+        src.qzeros = view("scaled_zeros", DType::F16, {8 * W, N}, t->szeros.data(), t->szeros.size() * 2);
+        src.scales = view("scales", DType::F16, {8 * W, N}, t->scales.data(), t->scales.size() * 2);
+    }
+    return t;
+}
+
+// load_linear releases the source pages (madvise on mapped files; on this heap
+// memory it may zero them), so each load gets a fresh copy of the tensors.
+std::unique_ptr<LowbitTensors> clone(const LowbitTensors & t) {
+    auto c = std::make_unique<LowbitTensors>(t);
+    auto repoint = [](TensorView & v, const void * p) { v.data = p; };
+    LinearSource & s = c->src;
+    if (s.qfmt == QFormat::AwqGemvFast) {
+        repoint(s.qweight, c->qweight16.data());
+        repoint(s.qzeros, c->szeros.data());
+    } else {
+        repoint(s.qweight, c->qweight.data());
+        repoint(s.qzeros, c->qzeros.data());
+    }
+    repoint(s.scales, c->scales.data());
+    repoint(s.g_idx, c->g_idx.data());
+    return c;
+}
+
+const char * fmt_name(QFormat f) {
+    switch (f) {
+        case QFormat::Gptq: return "gptq";
+        case QFormat::EqatNative: return "eqat";
+        case QFormat::AwqGemv: return "awq-gemv";
+        case QFormat::AwqGemvFast: return "awq-gemv-fast";
+        default: return "?";
+    }
+}
+
+void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
+    std::vector<LowbitCase> cases;
+    struct S { int64_t N, K, G; };
+    const S shapes[] = {{32, 128, 32}, {40, 256, 64}, {24, 160, 32}, {16, 224, 32}, {8, 96, 32}, {72, 384, 128}, {48, 512, 512}};
+    for (int bits : {2, 3, 4, 8})
+        for (const S & sh : shapes) {
+            if (bits == 4 && !(sh.G == 32 || sh.G % 64 == 0)) continue;
+            cases.push_back({QFormat::Gptq, bits, sh.N, sh.K, sh.G, 1, false});
+            cases.push_back({QFormat::Gptq, bits, sh.N, sh.K, sh.G, 0, sh.K / sh.G > 1});
+            cases.push_back({QFormat::EqatNative, bits, sh.N, sh.K, sh.G, 0, false});
+        }
+    for (const S & sh : {S{32, 128, 32}, S{40, 256, 64}, S{64, 512, 128}, S{24, 384, 128}}) {
+        cases.push_back({QFormat::AwqGemv, 4, sh.N, sh.K, sh.G, 0, false});
+        cases.push_back({QFormat::AwqGemvFast, 4, sh.N, sh.K, sh.G, 0, false});
+    }
+    for (const LowbitCase & c : cases) {
+        auto t = make_lowbit(c);
+        for (int64_t M : {1, 3, 17}) {
+            const std::vector<float> x = rand_vec(M * c.K);
+            std::vector<double> want(M * c.N), tol_dbl(M * c.N), tol_ref(M * c.N);
+            for (int64_t m = 0; m < M; m++) {
+                const float * xm = &x[m * c.K];
+                for (int64_t n = 0; n < c.N; n++) {
+                    double acc = 0, mag = 0, q8 = 0, zt = 0;
+                    for (int64_t k = 0; k < c.K; k++) {
+                        const double wk = t->w[k * c.N + n];
+                        acc += wk * xm[k];
+                        mag += std::fabs(wk * xm[k]);
+                        if (M < 4) {
+                            double amax = 0;
+                            for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
+                            // the block's amax of the (maybe permuted) activations is at most the row max
+                            if (c.act_order) for (int64_t j = 0; j < c.K; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
+                            q8 += std::fabs(wk) * amax / 254.0;
+                        }
+                    }
+                    // f16 rounding of −s·z: |s·z|·2^-11 per group, times |Σx| over the group
+                    for (int64_t g = 0; g < (c.K + c.G - 1) / c.G; g++) {
+                        double gs = 0, szmax = 0;
+                        for (int64_t k = 0; k < c.K; k++) {
+                            const int64_t gk = c.fmt == QFormat::Gptq ? t->g_idx[k] : k / c.G;
+                            if (gk != g) continue;
+                            gs += xm[k];
+                        }
+                        szmax = 0.05 * (1 << c.bits) + 0.05;
+                        zt += szmax * std::fabs(gs) / 2048.0;
+                    }
+                    want[m * c.N + n] = acc;
+                    tol_dbl[m * c.N + n] = q8 * 1.0001 + zt + 1e-5 * mag + 1e-6;
+                    tol_ref[m * c.N + n] = 2e-5 * mag + 1e-6;
+                }
+            }
+            std::ostringstream tag;
+            tag << fmt_name(c.fmt) << (c.zero_offset ? "-v1" : "") << (c.act_order ? "-act" : "") << " w" << c.bits << " N=" << c.N
+                << " K=" << c.K << " G=" << c.G << " M=" << M;
+            const std::vector<float> yref = run_matmul(ref, clone(*t)->src, x, M);
+            check_close("scalar: " + tag.str() + " vs double", yref, want, tol_dbl);
+            std::vector<double> yref_d(yref.begin(), yref.end());
+            for (auto & bk : bks) {
+                const std::vector<float> y = run_matmul(*bk.b, clone(*t)->src, x, M);
+                check_close(bk.name + ": " + tag.str() + " vs scalar", y, yref_d, tol_ref);
+                check_close(bk.name + ": " + tag.str() + " vs double", y, want, tol_dbl);
+            }
+        }
+        auto lin = ref.load_linear(clone(*t)->src);
+        const size_t ng = (size_t)(c.K / c.G), perm = c.act_order ? (size_t)c.K * 4 : 0;
+        check(lin->bytes() == (size_t)(c.N * c.K * c.bits / 8) + (size_t)c.N * ng * 4 + perm,
+              std::string("lowbit Linear::bytes ") + fmt_name(c.fmt) + " w" + std::to_string(c.bits));
+        const std::string kind = c.bits == 4 ? "q4" : "q" + std::to_string(c.bits);
+        check(lin->kind() == kind, std::string("lowbit Linear::kind ") + kind);
+    }
+    // exact 3-bit straddling: known words decode to known values (bits 30-31 of word 0 and
+    // bit 0 of word 1 hold value 10; bit 31 of word 1 and bits 0-1 of word 2 hold value 21)
+    {
+        LowbitCase c{QFormat::Gptq, 3, 8, 32, 32, 0, false};
+        auto t = make_lowbit(c);
+        std::vector<uint8_t> q(8 * 32);
+        std::vector<float> s(8), sz(8);
+        lowbit_decode_rows(t->src, 0, 8, q.data(), s.data(), sz.data());
+        bool ok = true;
+        for (int64_t n = 0; n < 8; n++)
+            for (int64_t k = 0; k < 32; k++) {
+                const uint32_t w0 = (uint32_t)t->qweight[0 * 8 + n], w1 = (uint32_t)t->qweight[1 * 8 + n], w2 = (uint32_t)t->qweight[2 * 8 + n];
+                uint32_t v;
+                if (k < 10) v = (w0 >> (3 * k)) & 7;
+                else if (k == 10) v = (w0 >> 30) | ((w1 & 1) << 2);
+                else if (k < 21) v = (w1 >> (3 * (k - 11) + 1)) & 7;
+                else if (k == 21) v = (w1 >> 31) | ((w2 & 3) << 1);
+                else v = (w2 >> (3 * (k - 22) + 2)) & 7;
+                ok = ok && q[n * 32 + k] == v;
+            }
+        check(ok, "GPTQ 3-bit: 32 values in 3 words, straddling values 10 and 21 exact");
+    }
+    // errors: unsupported group, K not a multiple of 32, g_idx groups of the wrong size
+    auto expect = [&](const std::string & what, shoal_status st, LinearSource src) {
+        bool threw = false;
+        std::string msg;
+        try { ref.load_linear(src); } catch (const Error & e) { threw = e.status == st; msg = e.what(); }
+        check(threw && msg.find("test.lowbit") != std::string::npos, what + " → " + shoal_status_name(st) + " naming the linear (" + msg + ")");
+    };
+    {
+        auto t = make_lowbit({QFormat::Gptq, 3, 32, 96, 48, 0, false});
+        expect("GPTQ group 48", SHOAL_ERR_GROUP_SIZE, t->src);
+        auto t2 = make_lowbit({QFormat::Gptq, 4, 32, 256, 32, 0, true});
+        t2->g_idx[0] = (t2->g_idx[0] + 1) % 8; // one group now has 33 inputs, another 31
+        expect("GPTQ g_idx with unequal groups", SHOAL_ERR_QUANT_METADATA, t2->src);
+        auto t3 = make_lowbit({QFormat::Gptq, 4, 32, 256, 32, 0, true});
+        t3->g_idx[5] = 8; // out of range
+        expect("GPTQ g_idx out of range", SHOAL_ERR_QUANT_METADATA, t3->src);
+        auto t4 = make_lowbit({QFormat::Gptq, 4, 32, 256, 96, 0, false}); // 256 % 96 != 0
+        expect("GPTQ group not dividing K", SHOAL_ERR_GROUP_SIZE, t4->src);
+    }
 }
 
 // ---- tests ----------------------------------------------------------------------
@@ -672,6 +969,7 @@ int main() {
         }
     test_q4_matmul(bks, *ref);
     test_q8_reuse(bks);
+    test_lowbit_matmul(bks, *ref);
     test_float_matmul(bks, *ref);
     test_rmsnorm_silu_add_embed(bks, *ref);
     test_rope(bks, *ref);

@@ -525,12 +525,17 @@ static void test_config() {
     struct QCase { const char * q; shoal_status st; const char * needle; };
     const QCase cases[] = {
         {"{\"quant_method\":\"awq\",\"bits\":3,\"group_size\":128,\"zero_point\":true,\"version\":\"gemm\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "bits 3 is not supported, only 4"},
-        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"gemv\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "gemv"},
-        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"gemv_fast\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "gemv_fast"},
+        {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"gemv_faster\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "gemv_faster"},
+        {"{\"quant_method\":\"gptq\",\"bits\":5,\"group_size\":128}", SHOAL_ERR_UNSUPPORTED_QUANT, "bits 5 is not supported for GPTQ"},
+        {"{\"quant_method\":\"gptq\",\"group_size\":128}", SHOAL_ERR_UNSUPPORTED_QUANT, "needs \"bits\""},
+        {"{\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":-2}", SHOAL_ERR_UNSUPPORTED_QUANT, "group_size -2"},
+        {"{\"quant_method\":\"gptq\",\"bits\":4,\"checkpoint_format\":\"marlin\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "marlin"},
+        {"{\"quant_method\":\"gptq\",\"bits\":4,\"sym\":1}", SHOAL_ERR_CONFIG, "sym must be true or false"},
+        {"{\"quant_method\":\"efficientqat\",\"bits\":1}", SHOAL_ERR_UNSUPPORTED_QUANT, "bits 1"},
+        {"{\"quant_method\":\"bitnet\",\"bits\":2}", SHOAL_ERR_UNSUPPORTED_QUANT, "bitnet"},
         {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":128,\"version\":\"marlin\"}", SHOAL_ERR_UNSUPPORTED_QUANT, "marlin"},
         {"{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":-1}", SHOAL_ERR_UNSUPPORTED_QUANT, "group_size -1"},
         {"{\"quant_method\":\"awq\",\"bits\":4,\"zero_point\":false}", SHOAL_ERR_UNSUPPORTED_QUANT, "zero_point"},
-        {"{\"quant_method\":\"gptq\",\"bits\":4}", SHOAL_ERR_UNSUPPORTED_QUANT, "gptq"},
         {"{\"quant_method\":\"awq\",\"modules_to_not_convert\":[1]}", SHOAL_ERR_CONFIG, "modules_to_not_convert"},
     };
     for (const QCase & qc : cases) {
@@ -538,6 +543,17 @@ static void test_config() {
         t.quant = qc.q;
         expect_status(qc.q, qc.st, [&] { pc(t); }, qc.needle);
     }
+    t = Tiny();
+    t.quant = "{\"quant_method\":\"gptq\",\"bits\":3,\"group_size\":-1,\"desc_act\":true,\"sym\":false,\"checkpoint_format\":\"gptq_v2\"}";
+    expect_ok("config gptq v2", [&] {
+        ModelConfig c = pc(t);
+        CHECK(c.quant == QuantMethod::Gptq && c.quant_format == QFormat::Gptq && c.quant_bits == 3 && c.group_size == -1);
+        CHECK(c.desc_act && !c.gptq_sym && c.zero_offset == 0 && quant_name(c) == "gptq-v2-w3g-1-act");
+    });
+    t.quant = "{\"quant_method\":\"gptq\",\"bits\":8,\"group_size\":64}";
+    expect_ok("config gptq v1", [&] { ModelConfig c = pc(t); CHECK(c.zero_offset == 1 && c.quant_bits == 8 && c.gptq_sym && !c.desc_act); });
+    t.quant = "{\"quant_method\":\"awq\",\"version\":\"gemv_fast\",\"group_size\":64}";
+    expect_ok("config awq gemv_fast", [&] { ModelConfig c = pc(t); CHECK(c.quant_format == QFormat::AwqGemvFast && c.group_size == 64); });
     t = Tiny();
     t.quant = "{\"quant_method\":\"awq\",\"version\":\"GEMM\"}";
     expect_ok("config awq defaults", [&] { ModelConfig c = pc(t); CHECK(c.group_size == 128 && c.quant_bits == 4); });
@@ -547,6 +563,190 @@ static void test_config() {
 
 static bool same_bytes(const TensorView & v, const Entry & e) {
     return v.data && v.nbytes == e.bytes.size() && std::memcmp(v.data, e.bytes.data(), v.nbytes) == 0;
+}
+
+
+// ---- low-bit checkpoints: GPTQ v1/v2, EfficientQAT native, AutoAWQ gemv / gemv_fast ----------
+
+struct LowbitSpec {
+    std::string fmt;   // "gptq" | "eqat" | "gemv" | "gemv_fast"
+    int bits = 4;
+    int64_t G = 32;    // resolved group (-1 in the config → in_features)
+    bool g_idx = true;
+};
+
+// Replaces every decoder linear's .weight by the format's tensors (valid g_idx = k / G).
+static std::vector<Entry> lowbit_tensors(const Tiny & t, const LowbitSpec & q) {
+    std::vector<Entry> es = tiny_tensors(t), out;
+    auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+    for (const Entry & e : es) {
+        const std::string & n = e.name;
+        const bool lin = n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 && n.find("_proj") != std::string::npos;
+        if (!lin) { out.push_back(e); continue; }
+        const std::string p = n.substr(0, n.size() - 7);
+        const int64_t N = e.shape[0], K = e.shape[1], G = q.G > 0 ? q.G : K, ng = cdiv(K, G), b = q.bits;
+        if (q.fmt == "gptq" || q.fmt == "eqat") {
+            const bool gptq = q.fmt == "gptq";
+            const int64_t per = 32 / b;
+            out.push_back(entry(p + ".qweight", "I32", {gptq ? cdiv(K * b, 32) : cdiv(K, per), N}));
+            out.push_back(entry(p + ".qzeros", "I32", {ng, gptq ? cdiv(N * b, 32) : cdiv(N, per)}));
+            out.push_back(entry(p + ".scales", "F16", {ng, N}));
+            if (q.g_idx) {
+                Entry gi{p + ".g_idx", "I32", {K}, {}};
+                for (int64_t k = 0; k < K; k++) {
+                    const int32_t v = int32_t(k / G);
+                    gi.bytes.append(reinterpret_cast<const char *>(&v), 4);
+                }
+                out.push_back(gi);
+            }
+        } else if (q.fmt == "gemv") {
+            const int64_t mult = G >= 128 ? 1 : G == 64 ? 2 : 4, W = cdiv(cdiv(K / G, 8), mult) * mult;
+            out.push_back(entry(p + ".qweight", "I32", {N, K / 8}));
+            out.push_back(entry(p + ".qzeros", "I32", {N, W}));
+            out.push_back(entry(p + ".scales", "F16", {N, 8 * W}));
+        } else {
+            const int64_t mult = G >= 128 ? 1 : G == 64 ? 2 : 4, W = cdiv(cdiv(K / G, 8), mult) * mult;
+            out.push_back(entry(p + ".qweight", "I16", {N / 4, K}));
+            out.push_back(entry(p + ".scales", "F16", {8 * W, N}));
+            out.push_back(entry(p + ".scaled_zeros", "F16", {8 * W, N}));
+        }
+    }
+    return out;
+}
+
+static Entry g_idx_entry(const std::string & name, std::vector<int32_t> v) {
+    Entry e{name, "I32", {int64_t(v.size())}, {}};
+    e.bytes.assign(reinterpret_cast<const char *>(v.data()), v.size() * 4);
+    return e;
+}
+
+static void test_lowbit_models() {
+    Tiny t; // D 32, F 64: q [32, 32], k/v [16, 32], gate/up [64, 32], down [32, 64]
+    t.dtype = "F16";
+    // GPTQ v1 4-bit g32 through quantize_config.json (no quantization_config in config.json)
+    {
+        std::vector<Entry> es = lowbit_tensors(t, {"gptq", 4, 32, true});
+        std::string d = write_model(t, st_image(es), "gptq4");
+        write_file(d + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32, \"desc_act\": false, \"sym\": true}");
+        expect_ok("model gptq 4-bit quantize_config.json", [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & q = ms.layers[0].q;
+            CHECK(ms.cfg.quant == QuantMethod::Gptq && q.qfmt == QFormat::Gptq && q.bits == 4 && q.group_size == 32);
+            CHECK(q.zero_offset == 1 && q.has_g_idx && q.qweight.shape[0] == 4 && q.qweight.shape[1] == 32);
+            CHECK(ms.layers[1].down.qzeros.shape[0] == 2 && ms.layers[1].down.qzeros.shape[1] == 4);
+            CHECK(same_bytes(ms.layers[1].up.qweight, *find_entry(es, "model.layers.1.mlp.up_proj.qweight")));
+            CHECK(quant_name(ms.cfg) == "gptq-w4g32");
+        });
+        // mixed-up metadata: the config claims 2 bits for 4-bit tensors
+        std::string d2 = write_model(t, st_image(es), "gptq-bits");
+        write_file(d2 + "/quantize_config.json", "{\"bits\": 2, \"group_size\": 32}");
+        expect_status("model gptq bits vs shapes", SHOAL_ERR_SHAPE, [&] { load_model_source(d2); },
+                      "model.layers.0.self_attn.q_proj.qweight has shape [4, 32] but gptq-w2g32 (bits 2, group 32) implies [2, 32]");
+        // g_idx out of range
+        std::vector<Entry> bad = es;
+        std::vector<int32_t> gi(32, 0);
+        gi[7] = 1; // only group 0 exists for in_features 32, group 32
+        *find_entry(bad, "model.layers.1.self_attn.k_proj.g_idx") = g_idx_entry("model.layers.1.self_attn.k_proj.g_idx", gi);
+        std::string d3 = write_model(t, st_image(bad), "gptq-gidx");
+        write_file(d3 + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32}");
+        expect_status("model gptq g_idx out of range", SHOAL_ERR_QUANT_METADATA, [&] { load_model_source(d3); },
+                      "model.layers.1.self_attn.k_proj.g_idx[7] = 1 is outside [0, 1)");
+        // zeros of the wrong width
+        bad = es;
+        *find_entry(bad, "model.layers.0.mlp.gate_proj.qzeros") = entry("model.layers.0.mlp.gate_proj.qzeros", "I32", {1, 4});
+        std::string d4 = write_model(t, st_image(bad), "gptq-zeros");
+        write_file(d4 + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32}");
+        expect_status("model gptq zeros width", SHOAL_ERR_SHAPE, [&] { load_model_source(d4); },
+                      "model.layers.0.mlp.gate_proj.qzeros has shape [1, 4] but gptq-w4g32 (bits 4, group 32) implies [1, 8]");
+        // g_idx of the wrong dtype / length
+        bad = es;
+        *find_entry(bad, "model.layers.0.mlp.up_proj.g_idx") = entry("model.layers.0.mlp.up_proj.g_idx", "I64", {32});
+        std::string d5 = write_model(t, st_image(bad), "gptq-gidx-dtype");
+        write_file(d5 + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32}");
+        expect_status("model gptq g_idx dtype", SHOAL_ERR_ST_DTYPE, [&] { load_model_source(d5); }, "up_proj.g_idx has dtype I64");
+        // desc_act without g_idx
+        std::vector<Entry> nog = lowbit_tensors(t, {"gptq", 4, 32, false});
+        std::string d6 = write_model(t, st_image(nog), "gptq-noact");
+        write_file(d6 + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32, \"desc_act\": true}");
+        expect_status("model gptq desc_act without g_idx", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d6); },
+                      "model.layers.0.self_attn.q_proj.g_idx is missing but quantization_config has desc_act true");
+        // scales F32 are accepted (any float dtype)
+        bad = es;
+        *find_entry(bad, "model.layers.0.mlp.up_proj.scales") = entry("model.layers.0.mlp.up_proj.scales", "F32", {1, 64});
+        std::string d7 = write_model(t, st_image(bad), "gptq-f32-scales");
+        write_file(d7 + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32}");
+        expect_ok("model gptq f32 scales", [&] { load_model_source(d7); });
+        // qweight of the wrong dtype
+        bad = es;
+        *find_entry(bad, "model.layers.0.mlp.up_proj.qweight") = entry("model.layers.0.mlp.up_proj.qweight", "I16", {4, 64});
+        std::string d8 = write_model(t, st_image(bad), "gptq-qw-dtype");
+        write_file(d8 + "/quantize_config.json", "{\"bits\": 4, \"group_size\": 32}");
+        expect_status("model gptq qweight dtype", SHOAL_ERR_ST_DTYPE, [&] { load_model_source(d8); }, "up_proj.qweight has dtype I16");
+    }
+    // GPTQ v2 3-bit, one group over all inputs, quantization_config in config.json; mixed:
+    // a module left as .weight (GPTQModel skips) loads unquantized
+    for (int bits : {2, 3, 8}) {
+        Tiny g = t;
+        g.quant = "{\"quant_method\":\"gptq\",\"bits\":" + std::to_string(bits) + ",\"group_size\":-1,\"checkpoint_format\":\"gptq_v2\",\"sym\":false}";
+        std::vector<Entry> es = lowbit_tensors(g, {"gptq", bits, -1, true});
+        remove_entry(es, "model.layers.1.mlp.down_proj.qweight");
+        remove_entry(es, "model.layers.1.mlp.down_proj.qzeros");
+        remove_entry(es, "model.layers.1.mlp.down_proj.scales");
+        remove_entry(es, "model.layers.1.mlp.down_proj.g_idx");
+        es.push_back(entry("model.layers.1.mlp.down_proj.weight", "F16", {32, 64}));
+        std::string d = write_model(g, st_image(es), "gptq-v2");
+        expect_ok(("model gptq v2 w" + std::to_string(bits)).c_str(), [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & dn = ms.layers[0].down;
+            CHECK(dn.qfmt == QFormat::Gptq && dn.bits == bits && dn.group_size == 64 && dn.zero_offset == 0);
+            CHECK(dn.qweight.shape[0] == 64 * bits / 32 && dn.scales.shape[0] == 1);
+            CHECK(ms.layers[1].down.qfmt == QFormat::None && ms.layers[1].down.weight.dtype == DType::F16);
+        });
+    }
+    // EfficientQAT native: 3-bit packs 10 values per word; bits/group from shoal-quant.json
+    {
+        std::vector<Entry> es = lowbit_tensors(t, {"eqat", 3, 32, false});
+        std::string d = write_model(t, st_image(es), "eqat3");
+        write_file(d + "/shoal-quant.json", "{\"quant_method\": \"efficientqat\", \"bits\": 3, \"group_size\": 32}");
+        expect_ok("model efficientqat native w3g32", [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & k = ms.layers[0].k;
+            CHECK(ms.cfg.quant == QuantMethod::EfficientQat && k.qfmt == QFormat::EqatNative && k.bits == 3);
+            CHECK(k.qweight.shape[0] == 4 && k.qzeros.shape[1] == 2 && !k.has_g_idx);
+        });
+        std::string d2 = write_model(t, st_image(es), "eqat-nosidecar");
+        expect_status("model efficientqat without sidecar", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); },
+                      "model.layers.0.self_attn.q_proj.weight is missing");
+        std::string d3 = write_model(t, st_image(es), "eqat-bad-sidecar");
+        write_file(d3 + "/shoal-quant.json", "{\"quant_method\": \"efficientqat\", \"bits\": 3, \"group_size\": \"32\"}");
+        expect_status("model efficientqat bad sidecar", SHOAL_ERR_CONFIG, [&] { load_model_source(d3); }, "shoal-quant.json");
+    }
+    // AutoAWQ gemv (G 32 → zeros width 4) and gemv_fast (in_features % 64: only gate/up here)
+    {
+        Tiny g = t;
+        g.quant = "{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":32,\"zero_point\":true,\"version\":\"gemv\"}";
+        std::vector<Entry> es = lowbit_tensors(g, {"gemv", 4, 32, false});
+        std::string d = write_model(g, st_image(es), "gemv");
+        expect_ok("model awq gemv", [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & q = ms.layers[0].q;
+            CHECK(q.qfmt == QFormat::AwqGemv && !q.awq && q.qzeros.shape[1] == 4 && q.scales.shape[1] == 32);
+        });
+        Tiny f = t;
+        f.D = 64; f.F = 128; f.H = 4; f.Hkv = 4;
+        f.quant = "{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":64,\"zero_point\":true,\"version\":\"gemv_fast\"}";
+        std::vector<Entry> ef = lowbit_tensors(f, {"gemv_fast", 4, 64, false});
+        std::string d2 = write_model(f, st_image(ef), "gemv-fast");
+        expect_ok("model awq gemv_fast", [&] {
+            ModelSource ms = load_model_source(d2);
+            const LinearSource & u = ms.layers[1].up;
+            CHECK(u.qfmt == QFormat::AwqGemvFast && u.qweight.dtype == DType::I16 && u.qweight.shape[0] == 32 && u.scales.shape[0] == 16);
+        });
+        std::vector<Entry> bad = ef;
+        *find_entry(bad, "model.layers.0.mlp.up_proj.scaled_zeros") = entry("model.layers.0.mlp.up_proj.scaled_zeros", "F16", {8, 128});
+        std::string d3 = write_model(f, st_image(bad), "gemv-fast-bad");
+        expect_status("model awq gemv_fast zeros", SHOAL_ERR_SHAPE, [&] { load_model_source(d3); }, "up_proj.scaled_zeros has shape [8, 128]");
+    }
 }
 
 static void test_models() {
@@ -833,6 +1033,7 @@ int main(int argc, char ** argv) {
     test_safetensors();
     test_config();
     test_models();
+    test_lowbit_models();
     test_stories(shared_dir(argc, argv));
 
     remove_tree(g_tmp);

@@ -51,4 +51,16 @@ export interface Addon {
   /** Memory read bandwidth in GB/s (blocks the calling thread). */
   measureBandwidth(threads: number, bytes: number, reps: number): number;
   statusCodes: Record<string, number>;
+  /** Single backend ops on f32 arrays, on a worker thread (addon-ops.cpp); used by the AWQ quantizer. */
+  ops: AddonOps;
+}
+
+/** @internal */
+export interface AddonOps {
+  /** y [rows, out] = x [rows, in] · wᵀ, w [out, in]. */
+  matmul(x: Float32Array, rows: number, w: Float32Array, out: number, inFeatures: number): Promise<Float32Array>;
+  /** Causal attention with RoPE over blocks of seqlen rows (positions 0..seqlen-1 each). */
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, seqlen: number, heads: number,
+    kvHeads: number, headDim: number, invFreq: Float32Array): Promise<Float32Array>;
+  info(): { backend: string; isa: string; threads: number };
 }

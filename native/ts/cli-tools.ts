@@ -7,6 +7,7 @@ import { evaluatePerplexity, formatPplLine } from './eval-ppl.js';
 import { generateModel, QUANT_NAMES } from './gen-model.js';
 import { SHAPE_NAMES, type FloatDType, type ModelShape, type ShapeName } from './model-shapes.js';
 import { checkQuantizeOptions, quantizeModel } from './quantize-rtn.js';
+import { checkGptqOptions, quantizeModelGptq } from './quantize-gptq.js';
 import { ToolError } from './safetensors.js';
 import type { Isa, LoadOptions, Model } from './types.js';
 
@@ -65,6 +66,7 @@ interface GenModelCliOpts {
 
 interface QuantizeCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
+  format?: string; sym?: boolean;
 }
 
 interface PplCliOpts {
@@ -123,7 +125,31 @@ export function registerToolCommands(program: Command): void {
     .addOption(new Option('--dtype <t>', 'storage dtype of tensors left unquantized').choices(['f16', 'f32', 'bf16']).default('f16'))
     .option('--force', 'replace a non-empty output folder')
     .option('--json', 'print the result as JSON')
-    .action((o: QuantizeCliOpts) => {
+    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit) or a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat').choices(['awq', 'gptq', 'gptq-v1', 'eqat']).default('awq'))
+    .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True)')
+    .action(async (o: QuantizeCliOpts) => {
+      if (o.format && o.format !== 'awq') {
+        checkGptqOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });
+        const gbar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
+        let g;
+        try {
+          g = await quantizeModelGptq({
+            model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, sym: o.sym ?? false,
+            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2', layout: o.format === 'eqat' ? 'eqat' : 'gptq',
+            force: o.force ?? false, onProgress: (d, t) => gbar.update(d, t),
+          });
+        } finally {
+          gbar.stop();
+        }
+        if (o.json) process.stdout.write(JSON.stringify(g) + '\n');
+        else {
+          process.stdout.write(`${g.method} ${g.layout === 'eqat' ? 'efficientqat' : g.checkpointFormat} w${g.bits}g${g.groupSize}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
+            + (g.modulesToNotConvert.length ? ` (not quantized: ${g.modulesToNotConvert.join(', ')})` : '') + '\n'
+            + `mean relative weight error ${g.meanRelativeError.toFixed(4)}\n`
+            + `wrote ${g.files.join(', ')} (${formatBytes(g.bytesOut)}, source ${formatBytes(g.bytesIn)}) to ${g.dir} in ${g.seconds.toFixed(1)} s\n`);
+        }
+        return;
+      }
       checkQuantizeOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });
       const bar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
       let r;

@@ -20,6 +20,8 @@ export const EngineErrorCode = {
   CANCELLED: 'SHOAL_ERR_CANCELLED',
   BACKEND: 'SHOAL_ERR_BACKEND',
   INTERNAL: 'SHOAL_ERR_INTERNAL',
+  /** Quantized tensors contradict their metadata (e.g. GPTQ g_idx out of range). */
+  QUANT_METADATA: 'SHOAL_ERR_QUANT_METADATA',
   /** The native addon is not built or cannot be loaded. */
   ADDON_MISSING: 'SHOAL_ERR_ADDON_MISSING',
   /** tokenizer.json missing or unreadable when text was given. */

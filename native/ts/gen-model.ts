@@ -14,7 +14,7 @@
 //   lm_head              N(0, 1/hidden)        (logits with std ~1)
 //   RMSNorm gains        N(1, 0.05^2)
 //   q/k/v biases         N(0, 0.05^2)
-import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { packAwq, quantizeLinear } from './awq-pack.js';
 import {
@@ -24,8 +24,9 @@ import {
 } from './model-shapes.js';
 import {
   abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, f32BitsToBf16Bits,
-  f32BitsToF16Bits, numel, ToolError, writeFileAtomic, type StDType, type TensorSpec,
+  f32BitsToF16Bits, numel, tempSibling, ToolError, writeFileAtomic, type StDType, type TensorSpec,
 } from './safetensors.js';
+import { quantizeModelGptqSync } from './quantize-gptq.js';
 
 // ---------------------------------------------------------------------------
 // random numbers
@@ -117,8 +118,14 @@ function fillFromTable(rng: Rng, table: Table, out: Table, n: number): void {
 // options
 // ---------------------------------------------------------------------------
 
-export type QuantName = 'none' | 'awq-w4g32' | 'awq-w4g64' | 'awq-w4g128';
-export const QUANT_NAMES: readonly QuantName[] = ['none', 'awq-w4g32', 'awq-w4g64', 'awq-w4g128'];
+export type QuantName = 'none' | 'awq-w4g32' | 'awq-w4g64' | 'awq-w4g128' | 'gptq-w2g64' | 'gptq-w2g128' | 'gptq-w3g128' | 'gptq-w4g128' | 'gptq-w8g128';
+export const QUANT_NAMES: readonly QuantName[] = ['none', 'awq-w4g32', 'awq-w4g64', 'awq-w4g128', 'gptq-w2g64', 'gptq-w2g128', 'gptq-w3g128', 'gptq-w4g128', 'gptq-w8g128'];
+
+/** `gptq-w<b>g<G>`: bits and group of a GPTQ (gptq_v2, RTN) quant name, or null. */
+export function parseGptqName(q: unknown): { bits: number; groupSize: number } | null {
+  const m = typeof q === 'string' ? /^gptq-w([2348])g(\d+)$/.exec(q) : null;
+  return m ? { bits: Number(m[1]), groupSize: Number(m[2]) } : null;
+}
 
 /** Group size of a quant name (`awq-w4g<G>`), 0 for none. */
 export function parseQuantName(q: string): number {
@@ -289,6 +296,24 @@ const CHUNK = 1 << 20;
 /** Writes a synthetic model folder; see GenerateModelOptions. */
 export function generateModel(opts: GenerateModelOptions): GenerateModelResult {
   const t0 = performance.now();
+  const gptq = parseGptqName(opts.quant);
+  if (gptq) {
+    // synthetic float weights (f16) in a sibling temp folder, then GPTQ RTN (quantize-gptq.ts)
+    const tmpFloat = tempSibling(path.resolve(opts.out)) + '-float';
+    try {
+      const f = generateModel({ ...opts, out: tmpFloat, quant: 'none', force: true });
+      const q = quantizeModelGptqSync({
+        model: tmpFloat, out: opts.out, bits: gptq.bits, groupSize: gptq.groupSize, dtype: opts.dtype ?? 'f16', force: opts.force ?? false,
+        ...(opts.maxShardBytes ? { maxShardBytes: opts.maxShardBytes } : {}),
+      });
+      return {
+        ...f, dir: q.dir, quant: String(opts.quant), groupSize: gptq.groupSize, modulesToNotConvert: q.modulesToNotConvert,
+        files: q.files, bytes: q.bytesOut, seconds: (performance.now() - t0) / 1000,
+      };
+    } finally {
+      rmSync(tmpFloat, { recursive: true, force: true });
+    }
+  }
   const dtype: FloatDType = opts.dtype ?? 'f16';
   if (!(dtype in DTYPE_ST)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
   const seed = opts.seed ?? 0;

@@ -7,6 +7,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "model-source.h"
+#include "lowbit-repack.h"
 #include "q4-repack.h"
 #include "threadpool.h"
 
@@ -59,15 +60,22 @@ const char * float_kind(DType t) { return t == DType::F16 ? "f16" : t == DType::
 
 struct CpuLinear : Linear {
     bool q4 = false;
-    Q4Buffer qw;                   // INT4 repacked (q4-repack.h)
+    Q4Buffer qw;                   // INT4 repacked (q4-repack.h / lowbit-repack.h)
+    bool qx = false;
+    QxBuffer qxw;                  // 2/3/8-bit repacked (lowbit-repack.h)
+    std::vector<int32_t> perm;     // GPTQ desc_act: x'[j] = x[perm[j]], empty when none
     DType dt = DType::F32;         // float weights: dtype of w
     const void * w = nullptr;      // float weights [out][in], in the mapped checkpoint
     std::vector<float> bias;       // [out] or empty
     size_t bytes() const override {
-        const size_t wb = q4 ? qw.bytes() : (size_t)(in * out) * dtype_size(dt);
-        return wb + bias.size() * sizeof(float);
+        const size_t wb = q4 ? qw.bytes() : qx ? qxw.bytes() : (size_t)(in * out) * dtype_size(dt);
+        return wb + bias.size() * sizeof(float) + perm.size() * sizeof(int32_t);
     }
-    const char * kind() const override { return q4 ? "q4" : float_kind(dt); }
+    const char * kind() const override {
+        if (q4) return "q4";
+        if (qx) return qxw.bits == 2 ? "q2" : qxw.bits == 3 ? "q3" : "q8";
+        return float_kind(dt);
+    }
 };
 
 struct CpuEmbedding : Embedding {
@@ -106,6 +114,17 @@ public:
             release_pages(src.qweight.data, src.qweight.nbytes);
             release_pages(src.qzeros.data, src.qzeros.nbytes);
             release_pages(src.scales.data, src.scales.nbytes);
+        } else if (src.qfmt != QFormat::None) {
+            LowbitWeights lw = lowbit_repack(src, pool_);
+            if (lw.bits == 4) {
+                l->q4 = true;
+                l->qw = std::move(lw.q4);
+            } else {
+                l->qx = true;
+                l->qxw = std::move(lw.qx);
+            }
+            l->perm = std::move(lw.perm);
+            for (const TensorView * t : {&src.qweight, &src.qzeros, &src.scales}) release_pages(t->data, t->nbytes);
         } else {
             const TensorView & w = src.weight;
             SHOAL_CHECK(is_float(w.dtype), SHOAL_ERR_ST_DTYPE,
@@ -182,6 +201,11 @@ public:
     void from_host(Act & a, const float * src) override {
         std::memcpy(a.data, src, (size_t)(a.rows * a.cols) * sizeof(float));
     }
+    void copy_rows(const Act & src, int64_t row0, int64_t n, Act & dst) override {
+        SHOAL_CHECK(row0 >= 0 && n >= 0 && row0 + n <= src.rows && n <= dst.rows && src.cols == dst.cols,
+                    SHOAL_ERR_INVALID_ARG, "copy_rows: shapes");
+        std::memmove(dst.data, fp(src) + row0 * src.cols, (size_t)(n * src.cols) * sizeof(float));
+    }
 
     void embed(const Embedding & table, const int32_t * tokens, int64_t n, Act & out) override {
         const auto & e = static_cast<const CpuEmbedding &>(table);
@@ -210,30 +234,40 @@ public:
                     ", " + std::to_string(K) + "]ᵀ → y [" + std::to_string(y.rows) + ", " + std::to_string(y.cols) + "]");
         float * yp = fp(y);
         const float * xp = fp(x);
+        if (!w.perm.empty()) {
+            // desc_act: the weights' inputs are sorted by group; gather x to match
+            xperm_.resize(M * K);
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t j = 0; j < K; j++) xperm_[m * K + j] = xp[m * K + w.perm[j]];
+            xp = xperm_.data();
+        }
         if (M < kGemmMinRows) {
             // Decode: rows of W split into ~4 tasks per thread (even row counts).
             const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
             const int64_t step = ((N + n_tasks - 1) / n_tasks + 1) / 2 * 2;
-            if (w.q4) {
-                const Q4Rows q = w.qw.view();
-                const int64_t nb = K / 32, ng = K / q.group;
+            if (w.q4 || w.qx) {
+                const int group = w.q4 ? w.qw.group : w.qxw.group;
+                const int64_t nb = K / 32, ng = K / group;
                 // q/k/v (and gate/up) share their input: quantize it once.
-                const bool same = xq_group_ == q.group && xlast_.size() == (size_t)(M * K) &&
+                const bool same = xq_group_ == group && xlast_.size() == (size_t)(M * K) &&
                                   std::memcmp(xlast_.data(), xp, (size_t)(M * K) * sizeof(float)) == 0;
                 if (!same) {
                     xq_.resize(M * K);
                     xd_.resize(M * nb);
                     xg_.resize(M * ng);
                     for (int64_t m = 0; m < M; m++)
-                        k_.quantize_q8(xp + m * K, K, q.group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
+                        k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
                     xlast_.assign(xp, xp + M * K);
-                    xq_group_ = q.group;
+                    xq_group_ = group;
                 }
+                const Q4Rows q = w.qw.view();
+                const QxRows qx = w.qxw.view();
                 pool_.parallel_for((N + step - 1) / step, [&](int64_t t, int) {
                     const int64_t n0 = t * step, n1 = std::min(N, n0 + step);
                     for (int64_t m = 0; m < M; m++) {
                         const Q8Row r{&xq_[m * K], &xd_[m * nb], &xg_[m * ng]};
-                        k_.q4_matvec(q, r, n0, n1, yp + m * N + n0);
+                        if (w.q4) k_.q4_matvec(q, r, n0, n1, yp + m * N + n0);
+                        else k_.qx_matvec(qx, r, n0, n1, yp + m * N + n0);
                     }
                 });
             } else {
@@ -252,6 +286,10 @@ public:
                 if (w.q4) {
                     panel.resize(kPanelRows * K);
                     k_.q4_dequant(w.qw.view(), n0, n1, panel.data());
+                    wp = panel.data();
+                } else if (w.qx) {
+                    panel.resize(kPanelRows * K);
+                    k_.qx_dequant(w.qxw.view(), n0, n1, panel.data());
                     wp = panel.data();
                 } else if (w.dt == DType::F32) {
                     wp = static_cast<const float *>(w.w) + n0 * K;
@@ -354,6 +392,7 @@ private:
     std::vector<int8_t> xq_;
     std::vector<float> xd_, xg_;
     std::vector<float> xlast_; // [M][K] the f32 input xq_ was made from
+    std::vector<float> xperm_; // [M][K] gathered input of a desc_act linear
     int xq_group_ = 0;
 };
 

@@ -103,6 +103,46 @@ inline void q4_rows(const Q4Rows & w, const Q8Row & x, const int32_t * grp, int6
     }
 }
 
+// Integer traits for the 2/3/8-bit matvec (kernels-simd.h qx_matvec): a
+// 32-block of weights is two 16-byte registers; DOT is the s8 dot of the file.
+template <DotFn DOT> struct IV {
+    struct B { uint8x16_t lo, hi; };
+    using A = float32x4_t;
+    static B load32(const uint8_t * p) { return B{vld1q_u8(p), vld1q_u8(p + 16)}; }
+    static B load16x2(const uint8_t * p) { const uint8x16_t v = vld1q_u8(p); return B{v, v}; }
+    template <int P> static uint8x16_t shr(uint8x16_t v) {
+        if constexpr (P == 0) return v;
+        else return vshrq_n_u8(v, 2 * P);
+    }
+    template <int P> static B plane2(B v) {
+        const uint8x16_t m = vdupq_n_u8(3);
+        return B{vandq_u8(shr<P>(v.lo), m), vandq_u8(shr<P>(v.hi), m)};
+    }
+    template <int P> static B hibit(B h) {
+        const uint8x16_t four = vdupq_n_u8(4);
+        return B{vandq_u8(vtstq_u8(h.lo, vdupq_n_u8((uint8_t)(1 << (2 * P)))), four),
+                 vandq_u8(vtstq_u8(h.hi, vdupq_n_u8((uint8_t)(1 << (2 * P + 1)))), four)};
+    }
+    static B or_(B a, B b) { return B{vorrq_u8(a.lo, b.lo), vorrq_u8(a.hi, b.hi)}; }
+    static A azero() { return vdupq_n_f32(0.0f); }
+    static float ahsum(A a) { return vaddvq_f32(a); }
+    // s8 × s8 covers both: small unsigned weights and the signed 8-bit q − 128
+    static int32x4_t dot32(B w, const int8_t * x) {
+        return DOT(DOT(vdupq_n_s32(0), vreinterpretq_s8_u8(w.lo), vld1q_s8(x)), vreinterpretq_s8_u8(w.hi), vld1q_s8(x + 16));
+    }
+    // four blocks' sums → [b0, b1, b2, b3] by pairwise adds, one convert, one FMA
+    static A quad_s(A a, B w0, B w1, B w2, B w3, const int8_t * x, const float * ds) {
+        const int32x4_t s = vpaddq_s32(vpaddq_s32(dot32(w0, x), dot32(w1, x + 32)), vpaddq_s32(dot32(w2, x + 64), dot32(w3, x + 96)));
+        return vfmaq_f32(a, vcvtq_f32_s32(s), vld1q_f32(ds));
+    }
+    static A quad_u(A a, B w0, B w1, B w2, B w3, const int8_t * x, const float * ds) { return quad_s(a, w0, w1, w2, w3, x, ds); }
+};
+
+template <DotFn DOT>
+void qx_matvec_with(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    simd::qx_matvec<V, IV<DOT>>(w, x, n0, n1, y);
+}
+
 template <DotFn DOT>
 void q4_matvec_with(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
     // grp [K/32]: group of each 32-block (no integer division in the hot loop)

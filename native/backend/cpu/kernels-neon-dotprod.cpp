@@ -14,10 +14,14 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
     neon::q4_matvec_with<dot_s8>(w, x, n0, n1, y);
 }
 
+void qx_matvec(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    neon::qx_matvec_with<dot_s8>(w, x, n0, n1, y);
+}
+
 } // namespace
 
 const Kernels & kernels_neon_dotprod() {
-    static const Kernels k = simd::make_kernels<neon::V, 12>("neon-dotprod", q4_matvec);
+    static const Kernels k = simd::make_kernels<neon::V, 12>("neon-dotprod", q4_matvec, qx_matvec);
     return k;
 }
 

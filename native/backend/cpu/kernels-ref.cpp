@@ -81,6 +81,40 @@ void q4_dequant(const Q4Rows & w, int64_t n0, int64_t n1, float * out) {
     }
 }
 
+// 2/3/8-bit rows: the integer Σ q·xq per 32-block from qx_value, then the
+// block scales; bits 8 stores q − 128, so its zero term is (−s·z + 128·s)·Σx.
+void qx_matvec(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    const int64_t K = w.k, ng = K / w.group, rb = w.row_bytes();
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t * row = w.qs + n * rb;
+        float acc = 0.0f;
+        for (int64_t b = 0; b < K / 32; b++) {
+            int32_t isum = 0;
+            for (int64_t k = 32 * b; k < 32 * b + 32; k++) isum += qx_value(row, w.bits, k, K) * x.q[k];
+            acc += (float)isum * (x.d[b] * f16_to_f32(w.scale[n * ng + b * 32 / w.group]));
+        }
+        for (int64_t g = 0; g < ng; g++) {
+            float z = f16_to_f32(w.szero[n * ng + g]);
+            if (w.bits == 8) z += 128.0f * f16_to_f32(w.scale[n * ng + g]);
+            acc += z * x.gsum[g];
+        }
+        y[n - n0] = acc;
+    }
+}
+
+void qx_dequant(const QxRows & w, int64_t n0, int64_t n1, float * out) {
+    const int64_t K = w.k, ng = K / w.group, rb = w.row_bytes();
+    const float off = w.bits == 8 ? 128.0f : 0.0f;
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t * row = w.qs + n * rb;
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t g = k / w.group;
+            out[(n - n0) * K + k] = ((float)qx_value(row, w.bits, k, K) + off) * f16_to_f32(w.scale[n * ng + g]) +
+                                    f16_to_f32(w.szero[n * ng + g]);
+        }
+    }
+}
+
 void fw_matvec(DType dt, const void * w, int64_t k, const float * x, int64_t n0, int64_t n1, float * y) {
     for (int64_t n = n0; n < n1; n++) {
         float acc = 0.0f;
@@ -151,7 +185,7 @@ void add(float * x, const float * y, int64_t n) {
 
 const Kernels & kernels_ref() {
     static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_dequant, fw_matvec, to_f32, gemm_f32,
-                              rmsnorm, rope, attn_head, silu_mul, add};
+                              rmsnorm, rope, attn_head, silu_mul, add, qx_matvec, qx_dequant};
     return k;
 }
 

@@ -9,6 +9,7 @@
 // store, add, sub, mul, div, fmadd(a,b,c)=a·b+c, max, min, hsum, round
 // (to nearest), pow2 (2^n for integral n in [-126,127]), load_f16, load_bf16
 // (W values → F), dq16 (16 packed bytes → 16 low + 16 high dequantized floats).
+// The 2/3/8-bit matvec also takes an integer traits type IV (see qx_matvec).
 #pragma once
 #include "kernels.h"
 
@@ -302,11 +303,159 @@ template <class V> void add(float * x, const float * y, int64_t n) {
     for (; i < n; i++) x[i] += y[i];
 }
 
+// ---- 2-, 3- and 8-bit weights (QxRows, kernels.h) --------------------------
+// qx_matvec is written once over an integer traits type IV from the ISA file:
+//   B                      32 bytes of weights (one 32-block of inputs)
+//   load32(p), load16x2(p) 32 bytes; 16 bytes into both 16-byte halves
+//   plane2<P>(v)           (v >> 2P) & 3 per byte
+//   hibit<P>(h)            per byte: 4 if bit 2P (first half) / 2P+1 (second half) of h is set, else 0
+//   or_(a, b)
+//   A, azero(), ahsum(a)   float accumulator
+//   quad_u(a, w0..w3, x, ds)  a += Σ_j (Σ of the 32 products wj·x[32j..32j+32)) · ds[j],
+//                             w in 0..7 (the four 32-blocks of a 128-input chunk)
+//   quad_s(...)            the same for signed w in −128..127
+// The four integer block sums are reduced into one register and scaled by a
+// vector of the four block scales (one convert and one FMA per 128 inputs).
+
+// Unpacks the 2/3-bit chunk of width T (32..128) at k0 of a row into q [T].
+inline void qx_unpack_chunk(const uint8_t * row, int bits, int64_t k0, int64_t T, uint8_t * q) {
+    const int64_t L = T / 4, H = T / 8;
+    const uint8_t * c = row + k0 * bits / 8;
+    for (int p = 0; p < 4; p++)
+        for (int64_t j = 0; j < L; j++) q[p * L + j] = (uint8_t)((c[j] >> (2 * p)) & 3);
+    if (bits == 3)
+        for (int p = 0; p < 8; p++)
+            for (int64_t i = 0; i < H; i++) q[p * H + i] |= (uint8_t)(((c[L + i] >> p) & 1) << 2);
+}
+
+// Scalar Σ_b isum_b·ds_b over the 32-blocks [b0, K/32) of a row: for 8 bits
+// the last K/32 % 4 blocks, for 2/3 bits the partial last chunk (b0 = its start).
+inline float qx_tail(const uint8_t * row, const QxRows & w, const Q8Row & x, const float * ds, int64_t b0) {
+    const int64_t k0 = 32 * b0, T = w.k - k0;
+    uint8_t qc[128];
+    if (w.bits != 8) qx_unpack_chunk(row, w.bits, k0, T, qc);
+    const int8_t * r8 = reinterpret_cast<const int8_t *>(row) + k0;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < T / 32; b++) {
+        int32_t isum = 0;
+        for (int64_t i = 32 * b; i < 32 * b + 32; i++)
+            isum += (w.bits == 8 ? (int32_t)r8[i] : (int32_t)qc[i]) * (int32_t)x.q[k0 + i];
+        acc += (float)isum * ds[b0 + b];
+    }
+    return acc;
+}
+
+template <class V, class IV> void qx_matvec(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
+    using A = typename IV::A;
+    using B = typename IV::B;
+    const int64_t K = w.k, G = w.group, ng = K / G, rb = w.row_bytes(), nc = K / 128, nb = K / 32;
+    float sf[1024], zf[1024]; // [K/G] f32 scales of the row; K/G <= 1024 checked at repack
+    thread_local std::vector<int32_t> grp; // [K/32] group of each 32-block
+    thread_local std::vector<float> dsv;   // [K/32] activation scale × weight scale of each block
+    grp.resize(nb);
+    dsv.resize(nb);
+    for (int64_t b = 0; b < nb; b++) grp[b] = (int32_t)(b * 32 / G);
+    const int32_t * gp = grp.data();
+    float * ds = dsv.data();
+    for (int64_t n = n0; n < n1; n++) {
+        f16_row<V>(w.scale + n * ng, ng, sf);
+        f16_row<V>(w.szero + n * ng, ng, zf);
+        for (int64_t b = 0; b < nb; b++) ds[b] = x.d[b] * sf[gp[b]];
+        const uint8_t * row = w.qs + n * rb;
+        A a0 = IV::azero(), a1 = IV::azero();
+        float s = 0.0f;
+        if (w.bits == 8) {
+            int64_t c = 0;
+            for (; c + 2 <= nb / 4; c += 2) {
+                const uint8_t * p = row + 128 * c;
+                __builtin_prefetch(p + kPrefetchBytes);
+                __builtin_prefetch(p + 64 + kPrefetchBytes);
+                __builtin_prefetch(p + 128 + kPrefetchBytes);
+                __builtin_prefetch(p + 192 + kPrefetchBytes);
+                a0 = IV::quad_s(a0, IV::load32(p), IV::load32(p + 32), IV::load32(p + 64), IV::load32(p + 96), x.q + 128 * c, ds + 4 * c);
+                a1 = IV::quad_s(a1, IV::load32(p + 128), IV::load32(p + 160), IV::load32(p + 192), IV::load32(p + 224),
+                                x.q + 128 * c + 128, ds + 4 * c + 4);
+            }
+            for (; c < nb / 4; c++) {
+                const uint8_t * p = row + 128 * c;
+                a0 = IV::quad_s(a0, IV::load32(p), IV::load32(p + 32), IV::load32(p + 64), IV::load32(p + 96), x.q + 128 * c, ds + 4 * c);
+            }
+            if (nb % 4) s += qx_tail(row, w, x, ds, nb / 4 * 4);
+        } else if (w.bits == 2) {
+            int64_t c = 0;
+            for (; c + 2 <= nc; c += 2) {
+                const uint8_t * p = row + 32 * c;
+                __builtin_prefetch(p + kPrefetchBytes);
+                const B v = IV::load32(p), u = IV::load32(p + 32);
+                a0 = IV::quad_u(a0, IV::template plane2<0>(v), IV::template plane2<1>(v), IV::template plane2<2>(v),
+                                IV::template plane2<3>(v), x.q + 128 * c, ds + 4 * c);
+                a1 = IV::quad_u(a1, IV::template plane2<0>(u), IV::template plane2<1>(u), IV::template plane2<2>(u),
+                                IV::template plane2<3>(u), x.q + 128 * c + 128, ds + 4 * c + 4);
+            }
+            for (; c < nc; c++) {
+                const B v = IV::load32(row + 32 * c);
+                a0 = IV::quad_u(a0, IV::template plane2<0>(v), IV::template plane2<1>(v), IV::template plane2<2>(v),
+                                IV::template plane2<3>(v), x.q + 128 * c, ds + 4 * c);
+            }
+            if (nc * 128 < K) s += qx_tail(row, w, x, ds, nc * 4);
+        } else {
+            for (int64_t c = 0; c < nc; c++) {
+                const uint8_t * p = row + 48 * c;
+                __builtin_prefetch(p + kPrefetchBytes);
+                const B v = IV::load32(p), h = IV::load16x2(p + 32);
+                A & a = (c & 1) ? a1 : a0;
+                a = IV::quad_u(a, IV::or_(IV::template plane2<0>(v), IV::template hibit<0>(h)),
+                               IV::or_(IV::template plane2<1>(v), IV::template hibit<1>(h)),
+                               IV::or_(IV::template plane2<2>(v), IV::template hibit<2>(h)),
+                               IV::or_(IV::template plane2<3>(v), IV::template hibit<3>(h)), x.q + 128 * c, ds + 4 * c);
+            }
+            if (nc * 128 < K) s += qx_tail(row, w, x, ds, nc * 4);
+        }
+        s += IV::ahsum(a0) + IV::ahsum(a1);
+        if (w.bits == 8)
+            for (int64_t g = 0; g < ng; g++) zf[g] += 128.0f * sf[g];
+        s += dot<V>(zf, x.gsum, ng);
+        y[n - n0] = s;
+    }
+}
+
+// Prefill panels: unpack a chunk's integers, then q·s + (−s·z) per 32-block
+// (plain loops the compiler vectorizes with this file's ISA flags).
+template <class V> void qx_dequant(const QxRows & w, int64_t n0, int64_t n1, float * out) {
+    const int64_t K = w.k, G = w.group, ng = K / G, rb = w.row_bytes();
+    float sf[1024], zf[1024];
+    for (int64_t n = n0; n < n1; n++) {
+        f16_row<V>(w.scale + n * ng, ng, sf);
+        f16_row<V>(w.szero + n * ng, ng, zf);
+        const uint8_t * row = w.qs + n * rb;
+        float * o = out + (n - n0) * K;
+        if (w.bits == 8) {
+            for (int64_t g = 0; g < ng; g++) {
+                const float sc = sf[g], z = zf[g] + 128.0f * sf[g];
+                const int8_t * q = reinterpret_cast<const int8_t *>(row) + g * G;
+                for (int64_t i = 0; i < G; i++) o[g * G + i] = (float)q[i] * sc + z;
+            }
+            continue;
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += 128) {
+            const int64_t T = std::min<int64_t>(128, K - k0);
+            uint8_t q[128];
+            qx_unpack_chunk(row, w.bits, k0, T, q);
+            for (int64_t b = 0; b < T / 32; b++) {
+                const int64_t g = (k0 + 32 * b) / G;
+                const float sc = sf[g], z = zf[g];
+                for (int i = 0; i < 32; i++) o[k0 + 32 * b + i] = (float)q[32 * b + i] * sc + z;
+            }
+        }
+    }
+}
+
 // The table for V, with q4_matvec supplied by the ISA file; quantize_q8 is the
 // shared scalar one (bit-identical activations on every ISA; O(K) per row).
-template <class V, int MR> Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv) {
+template <class V, int MR>
+Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, decltype(Kernels::qx_matvec) qxmv) {
     return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
-                   gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_head<V>, silu_mul<V>, add<V>};
+                   gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_head<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>};
 }
 
 } // namespace

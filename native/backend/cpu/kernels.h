@@ -21,6 +21,27 @@ struct Q4Rows {
     const uint16_t * szero = nullptr; // f16 [N][K/G]  −s·z
 };
 
+// 2-, 3- and 8-bit weights in the repacked layouts of lowbit-repack.h. Each
+// row is K·bits/8 bytes, cut into chunks of 128 inputs (the last may be 32, 64
+// or 96 wide, T); in a chunk starting at k0:
+//   bits 8: byte k − k0 = q − 128 as int8 (natural order)
+//   bits 2: T/4 bytes; byte j, bits 2p..2p+1 = q[k0 + p·T/4 + j]     (p = 0..3)
+//   bits 3: the 2-bit planes of q & 3 (T/4 bytes), then T/8 bytes:
+//           byte i, bit p = bit 2 of q[k0 + p·T/8 + i]               (p = 0..7)
+// so a full chunk's planes are runs of 32 (2-bit) or 16 (high bits)
+// consecutive inputs: one 32-byte vector gives a whole 32-block of weights.
+// w = q·s + (−s·z) with s, −s·z per (row, group) as in Q4Rows.
+struct QxRows {
+    int64_t n = 0;                   // N output rows
+    int64_t k = 0;                   // K inputs, K % 32 == 0, K % G == 0
+    int     group = 0;               // G, 32 | G
+    int     bits = 0;                // 2, 3 or 8
+    const uint8_t *  qs = nullptr;   // [N][K·bits/8]
+    const uint16_t * scale = nullptr; // f16 [N][K/G]  s
+    const uint16_t * szero = nullptr; // f16 [N][K/G]  −s·z
+    int64_t row_bytes() const { return k * bits / 8; }
+};
+
 // One activation row quantized for the integer dot kernels ("q8"):
 // x[i] ≈ q[i] · d[i/32]. The quantization is the same scalar code for every
 // ISA, so all ISAs see bit-identical q and d.
@@ -59,7 +80,21 @@ struct Kernels {
     void (*silu_mul)(float * g, const float * u, int64_t n);
     // x [n] += y [n]
     void (*add)(float * x, const float * y, int64_t n);
+    // As q4_matvec / q4_dequant, for 2-, 3- and 8-bit rows (QxRows).
+    void (*qx_matvec)(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y);
+    void (*qx_dequant)(const QxRows & w, int64_t n0, int64_t n1, float * out);
 };
+
+// Value q (0..2^bits−1; for bits 8 the stored q − 128) of input k in a QxRows row (scalar).
+static inline int qx_value(const uint8_t * row, int bits, int64_t k, int64_t K) {
+    if (bits == 8) return (int)(int8_t)row[k];
+    const int64_t k0 = k / 128 * 128, T = (K - k0) < 128 ? (K - k0) : 128, j = k - k0;
+    const uint8_t * c = row + k0 * bits / 8;
+    const int lo = (c[j % (T / 4)] >> (2 * (j / (T / 4)))) & 3;
+    if (bits == 2) return lo;
+    const int hi = (c[T / 4 + j % (T / 8)] >> (j / (T / 8))) & 1;
+    return lo | (hi << 2);
+}
 
 // The scalar reference kernels (always available; the oracle of the tests).
 const Kernels & kernels_ref();

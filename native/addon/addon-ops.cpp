@@ -1,0 +1,253 @@
+// addon-ops.cpp — backend ops on caller-provided f32 arrays, run on a worker
+// thread (AsyncWorker) through the Backend interface (backend.h), so the
+// quantizer uses whichever backend the engine has.
+//
+//   ops.matmul(x, rows, w, out, in)          → Promise<Float32Array [rows, out]>   y = x · wᵀ
+//   ops.attention(q, k, v, rows, seqlen, heads, kvHeads, headDim, invFreq)
+//                                            → Promise<Float32Array [rows, heads*headDim]>
+//       rows = blocks × seqlen; each block of seqlen rows is one causal
+//       sequence at positions 0..seqlen-1 (RoPE rotate_half, then attention).
+//   ops.info()                               → {backend, isa, threads}
+//
+// The input arrays are referenced (not copied) until the promise settles.
+#include "addon-ops.h"
+
+#include "backend.h"
+#include "error.h"
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace shoal_addon {
+
+namespace {
+
+// One backend for all ops; ops are serialized (the backend's pool is not reentrant).
+std::mutex g_mu;
+std::unique_ptr<shoal::Backend> g_backend;
+
+shoal::Backend & backend_locked() {
+    if (!g_backend) g_backend = shoal::make_cpu_backend("auto", 0);
+    return *g_backend;
+}
+
+// Rows per backend call: bounds the activation copies the backend holds.
+constexpr int64_t kChunkRows = 8192;
+
+struct F32Arg {
+    const float * data = nullptr;
+    size_t n = 0;
+    Napi::Reference<Napi::Value> ref;
+};
+
+F32Arg f32_arg(Napi::Env env, const Napi::Value & v, const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw_type(env, std::string(what) + " must be a Float32Array");
+    Napi::Float32Array a = v.As<Napi::Float32Array>();
+    F32Arg r;
+    r.data = a.Data();
+    r.n = a.ElementLength();
+    r.ref = Napi::Persistent(v);
+    return r;
+}
+
+int64_t int_arg(Napi::Env env, const Napi::CallbackInfo & info, size_t i, const char * what, int64_t min) {
+    if (info.Length() <= i || !info[i].IsNumber()) throw_type(env, std::string(what) + " must be a number");
+    const double d = info[i].As<Napi::Number>().DoubleValue();
+    if (!(d >= (double)min) || d != std::floor(d) || d > 9.0e15)
+        throw_type(env, std::string(what) + " must be an integer >= " + std::to_string(min));
+    return (int64_t)d;
+}
+
+// Base: promise, status capture, result array allocated on the JS thread.
+class OpWorker : public Napi::AsyncWorker {
+public:
+    OpWorker(Napi::Env env, size_t out_n)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
+          out_(Napi::Persistent(Napi::Float32Array::New(env, out_n))) {
+        out_data_ = out_.Value().Data();
+    }
+    Napi::Promise promise() { return deferred_.Promise(); }
+
+    void Execute() override {
+        try {
+            std::lock_guard<std::mutex> lk(g_mu);
+            run(backend_locked());
+        } catch (const shoal::Error & e) {
+            status_ = e.status;
+            message_ = e.what();
+        } catch (const std::bad_alloc &) {
+            status_ = SHOAL_ERR_OOM;
+            message_ = "out of memory in a backend op";
+        } catch (const std::exception & e) {
+            status_ = SHOAL_ERR_INTERNAL;
+            message_ = e.what();
+        }
+    }
+    void OnOK() override {
+        Napi::Env env = Env();
+        if (status_ != SHOAL_OK) return deferred_.Reject(make_error(env, status_, message_).Value());
+        deferred_.Resolve(out_.Value());
+    }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+
+protected:
+    virtual void run(shoal::Backend & be) = 0;
+    float * out_data_ = nullptr;
+
+private:
+    Napi::Promise::Deferred deferred_;
+    Napi::Reference<Napi::Float32Array> out_;
+    shoal_status status_ = SHOAL_OK;
+    std::string message_;
+};
+
+// RAII for backend activations.
+struct ActGuard {
+    shoal::Backend & be;
+    shoal::Act a;
+    ActGuard(shoal::Backend & b, int64_t rows, int64_t cols) : be(b), a(b.new_act(rows, cols)) {}
+    ~ActGuard() { be.free_act(a); }
+};
+
+class MatmulWorker : public OpWorker {
+public:
+    MatmulWorker(Napi::Env env, F32Arg x, int64_t rows, F32Arg w, int64_t out, int64_t in)
+        : OpWorker(env, (size_t)(rows * out)), x_(std::move(x)), w_(std::move(w)), rows_(rows), out_n_(out), in_(in) {}
+
+protected:
+    void run(shoal::Backend & be) override {
+        shoal::LinearSource src;
+        src.name = "ops.matmul";
+        src.in = in_;
+        src.out = out_n_;
+        src.weight.name = "ops.matmul.weight";
+        src.weight.dtype = shoal::DType::F32;
+        src.weight.n_dims = 2;
+        src.weight.shape[0] = out_n_;
+        src.weight.shape[1] = in_;
+        src.weight.data = w_.data;
+        src.weight.nbytes = w_.n * sizeof(float);
+        std::unique_ptr<shoal::Linear> lin = be.load_linear(src);
+        const int64_t chunk = std::min<int64_t>(rows_, kChunkRows);
+        ActGuard xa(be, chunk, in_), ya(be, chunk, out_n_);
+        for (int64_t r0 = 0; r0 < rows_; r0 += chunk) {
+            const int64_t n = std::min(chunk, rows_ - r0);
+            if (n != chunk) {
+                // last partial chunk: backend ops work on x.rows rows
+                ActGuard xl(be, n, in_), yl(be, n, out_n_);
+                be.from_host(xl.a, x_.data + r0 * in_);
+                be.matmul(*lin, xl.a, yl.a);
+                be.to_host(yl.a, 0, n, out_data_ + r0 * out_n_);
+            } else {
+                be.from_host(xa.a, x_.data + r0 * in_);
+                be.matmul(*lin, xa.a, ya.a);
+                be.to_host(ya.a, 0, n, out_data_ + r0 * out_n_);
+            }
+        }
+    }
+
+private:
+    F32Arg x_, w_;
+    int64_t rows_, out_n_, in_;
+};
+
+class AttentionWorker : public OpWorker {
+public:
+    AttentionWorker(Napi::Env env, F32Arg q, F32Arg k, F32Arg v, F32Arg inv_freq, int64_t rows, int seqlen, int heads,
+                    int kv_heads, int head_dim)
+        : OpWorker(env, (size_t)rows * heads * head_dim), q_(std::move(q)), k_(std::move(k)), v_(std::move(v)),
+          inv_(std::move(inv_freq)), rows_(rows), seqlen_(seqlen), heads_(heads), kv_heads_(kv_heads), hd_(head_dim) {}
+
+protected:
+    void run(shoal::Backend & be) override {
+        const int64_t qd = (int64_t)heads_ * hd_, kd = (int64_t)kv_heads_ * hd_;
+        std::unique_ptr<shoal::KvCache> kv = be.new_kv_cache(1, seqlen_, (int)kd);
+        ActGuard qa(be, seqlen_, qd), ka(be, seqlen_, kd), va(be, seqlen_, kd), oa(be, seqlen_, qd);
+        shoal::RopeParams rp;
+        rp.head_dim = hd_;
+        rp.n_rot = hd_;
+        rp.inv_freq = inv_.data;
+        const float scale = 1.0f / std::sqrt((float)hd_);
+        for (int64_t r0 = 0; r0 < rows_; r0 += seqlen_) {
+            be.from_host(qa.a, q_.data + r0 * qd);
+            be.from_host(ka.a, k_.data + r0 * kd);
+            be.from_host(va.a, v_.data + r0 * kd);
+            be.rope(qa.a, ka.a, heads_, kv_heads_, 0, rp);
+            be.kv_store(*kv, 0, 0, ka.a, va.a);
+            be.attention(qa.a, *kv, 0, 0, heads_, kv_heads_, hd_, scale, oa.a);
+            be.to_host(oa.a, 0, seqlen_, out_data_ + r0 * qd);
+        }
+    }
+
+private:
+    F32Arg q_, k_, v_, inv_;
+    int64_t rows_;
+    int seqlen_, heads_, kv_heads_, hd_;
+};
+
+Napi::Value Matmul(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg x = f32_arg(env, info[0], "x");
+    const int64_t rows = int_arg(env, info, 1, "rows", 1);
+    F32Arg w = f32_arg(env, info[2], "w");
+    const int64_t out = int_arg(env, info, 3, "out", 1);
+    const int64_t in = int_arg(env, info, 4, "in", 1);
+    if ((int64_t)x.n != rows * in)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: x has " + std::to_string(x.n) + " values, expected rows*in = " + std::to_string(rows * in));
+    if ((int64_t)w.n != out * in)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: w has " + std::to_string(w.n) + " values, expected out*in = " + std::to_string(out * in));
+    auto * wk = new MatmulWorker(env, std::move(x), rows, std::move(w), out, in);
+    Napi::Promise p = wk->promise();
+    wk->Queue();
+    return p;
+}
+
+Napi::Value Attention(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg q = f32_arg(env, info[0], "q");
+    F32Arg k = f32_arg(env, info[1], "k");
+    F32Arg v = f32_arg(env, info[2], "v");
+    const int64_t rows = int_arg(env, info, 3, "rows", 1);
+    const int64_t seqlen = int_arg(env, info, 4, "seqlen", 1);
+    const int64_t heads = int_arg(env, info, 5, "heads", 1);
+    const int64_t kv_heads = int_arg(env, info, 6, "kvHeads", 1);
+    const int64_t hd = int_arg(env, info, 7, "headDim", 2);
+    F32Arg inv = f32_arg(env, info[8], "invFreq");
+    if (rows % seqlen != 0 || heads % kv_heads != 0 || hd % 2 != 0 || hd > 2048 || (int64_t)inv.n != hd / 2 ||
+        (int64_t)q.n != rows * heads * hd || (int64_t)k.n != rows * kv_heads * hd || (int64_t)v.n != rows * kv_heads * hd)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG,
+                         "ops.attention: shapes do not match (rows must be a multiple of seqlen, heads of kvHeads, "
+                         "q [rows, heads*headDim], k/v [rows, kvHeads*headDim], invFreq [headDim/2])");
+    auto * wk = new AttentionWorker(env, std::move(q), std::move(k), std::move(v), std::move(inv), rows, (int)seqlen,
+                                    (int)heads, (int)kv_heads, (int)hd);
+    Napi::Promise p = wk->promise();
+    wk->Queue();
+    return p;
+}
+
+Napi::Value Info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    std::lock_guard<std::mutex> lk(g_mu);
+    shoal::Backend & be = backend_locked();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("backend", be.name());
+    o.Set("isa", be.isa());
+    o.Set("threads", be.n_threads());
+    return o;
+}
+
+} // namespace
+
+Napi::Object OpsInit(Napi::Env env) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("matmul", Napi::Function::New(env, Matmul));
+    o.Set("attention", Napi::Function::New(env, Attention));
+    o.Set("info", Napi::Function::New(env, Info));
+    return o;
+}
+
+} // namespace shoal_addon

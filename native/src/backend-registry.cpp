@@ -1,0 +1,37 @@
+// backend-registry.cpp — creates a backend by name. The only non-CUDA file that
+// knows whether the CUDA backend was compiled in (SHOAL_HAVE_CUDA, set by CMake
+// on this file alone when -DSHOAL_CUDA=ON).
+#include "backend.h"
+#include "error.h"
+
+#if defined(SHOAL_HAVE_CUDA)
+#include "backend-cuda.h"
+#endif
+
+namespace shoal {
+
+bool cuda_backend_usable(std::string * why) {
+#if defined(SHOAL_HAVE_CUDA)
+    return cuda_usable(why);
+#else
+    if (why) *why = "this build was compiled without CUDA (configure with -DSHOAL_CUDA=ON)";
+    return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads) {
+    if (name == "cpu") return make_cpu_backend(isa, n_threads);
+    if (name == "cuda" || name == "auto") {
+        std::string why;
+        if (cuda_backend_usable(&why)) {
+#if defined(SHOAL_HAVE_CUDA)
+            return make_cuda_backend();
+#endif
+        }
+        if (name == "auto") return make_cpu_backend(isa, n_threads);
+        fail(SHOAL_ERR_BACKEND, "backend 'cuda' is not available: " + why);
+    }
+    fail(SHOAL_ERR_BACKEND, "unknown backend '" + name + "' (expected auto, cpu or cuda)");
+}
+
+} // namespace shoal

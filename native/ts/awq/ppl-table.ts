@@ -1,0 +1,102 @@
+// awq/ppl-table.ts — measures the perplexity table of docs/quantization.md on
+// stories260K: FP32, RTN and AWQ at w4/w3, group 32/64, down_proj left
+// unquantized or the FFN zero-padded to a multiple of the group; TinyStories
+// and WikiText-2.
+//
+//   node dist/native/ts/awq/ppl-table.js --model M --stories TXT --wiki RAW --work DIR [--samples 64 --seqlen 512]
+//
+// TinyStories protocol: the file separates stories and paragraphs alike by
+// blank lines, so a story is taken to start at a paragraph beginning with
+// "Once" (the opening of ~80 % of TinyStories). BOS before each story;
+// calibration on the first 200 stories (samples × seqlen tokens); evaluation
+// on the last 500 stories, concatenated with their BOS and scored in windows of
+// 512 tokens (no extra BOS per window). WikiText-2: the raw test file (or its
+// first --wiki-limit tokens), BOS + 511 tokens per window (`shoal eval ppl` defaults).
+//
+// All quantized variants are written as quantize-dequantize F32 checkpoints
+// (the 4-bit values equal the packed AutoAWQ checkpoint's, see
+// test/quant/awq-checkpoint.test.ts), so the unpadded w4 rows can quantize
+// gate/up, whose 172 outputs the packed layout cannot hold.
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadModel } from '../engine.js';
+import { evaluatePerplexity } from '../eval-ppl.js';
+import { quantizeAwqModel, type AwqQuantizeResult } from './quantize-awq.js';
+
+/** Stories of the TinyStories sample: paragraphs grouped from one starting with "Once" to the next. */
+export function splitStories(text: string): string[] {
+  return text.split(/\n\s*\n(?=Once\b)/).map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      model: { type: 'string' }, stories: { type: 'string' }, wiki: { type: 'string' }, work: { type: 'string' },
+      samples: { type: 'string', default: '64' }, seqlen: { type: 'string', default: '512' },
+      bits: { type: 'string', default: '4,3' }, groups: { type: 'string', default: '32,64' },
+      json: { type: 'string' }, 'wiki-limit': { type: 'string' },
+    },
+  });
+  const model = values.model!;
+  const work = values.work!;
+  const storiesText = readFileSync(values.stories!, 'utf8');
+  const wikiText = readFileSync(values.wiki!, 'utf8');
+  const stories = splitStories(storiesText);
+  const calibDocs = stories.slice(0, 200);
+  const evalStories = stories.slice(-500);
+  const samples = Number(values.samples);
+  const seqlen = Number(values.seqlen);
+  process.stderr.write(`${stories.length} stories; calibration: first 200, evaluation: last 500\n`);
+
+  const rows: Array<Record<string, unknown>> = [];
+  async function evaluate(dir: string): Promise<{ stories: number; wiki: number; storyTokens: number; wikiTokens: number }> {
+    const m = await loadModel(dir);
+    try {
+      const tok = m.tokenizer!;
+      const bos = m.info.bosTokenId!;
+      const ids: number[] = [];
+      for (const s of evalStories) ids.push(bos, ...tok.encode(s, { addSpecialTokens: false }));
+      const st = await evaluatePerplexity(m, ids, { ctx: 512, bos: null });
+      let wikiIds = tok.encode(wikiText, { addSpecialTokens: false });
+      if (values['wiki-limit']) wikiIds = wikiIds.slice(0, Number(values['wiki-limit']));
+      const wk = await evaluatePerplexity(m, wikiIds, { ctx: 512 });
+      return { stories: st.ppl, wiki: wk.ppl, storyTokens: st.tokens, wikiTokens: wk.tokens };
+    } finally {
+      m.dispose();
+    }
+  }
+  const fp = await evaluate(model);
+  rows.push({ name: 'fp32', ...fp });
+  process.stderr.write(`fp32: ${JSON.stringify(fp)}\n`);
+  for (const bits of values.bits!.split(',').map(Number)) {
+    for (const G of values.groups!.split(',').map(Number)) {
+      for (const pad of [false, true]) {
+        for (const method of ['rtn', 'awq'] as const) {
+          const out = path.join(work, `${method}-w${bits}g${G}${pad ? '-pad' : ''}`);
+          const r: AwqQuantizeResult = await quantizeAwqModel({
+            model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
+            calibDocs, samples, seqlen,
+          });
+          const e = await evaluate(out);
+          const row = {
+            name: `${method} w${bits}g${G}${pad ? ' pad' : ''}`, method, bits, G, pad, ...e, seconds: r.seconds,
+            notConverted: r.modulesToNotConvert, alphas: r.layers.map((l) => l.scales.map((s) => s.alpha)),
+            clip: r.layers.map((l) => l.clip), outputMse: r.layers.map((l) => l.outputMse),
+          };
+          rows.push(row);
+          process.stderr.write(`${row.name}: stories ${e.stories.toFixed(4)} wiki ${e.wiki.toFixed(4)} (${r.seconds.toFixed(1)} s)\n`);
+          if (values.json) writeFileSync(values.json, JSON.stringify({ samples, seqlen, stories: stories.length, rows }, null, 1));
+        }
+      }
+    }
+  }
+  process.stdout.write(JSON.stringify({ samples, seqlen, rows }) + '\n');
+}
+
+if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}
