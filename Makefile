@@ -20,6 +20,7 @@ native: deps
 
 ts: deps
 	npx tsc -p tsconfig.json
+	@chmod +x dist/cli/main.js
 
 # Native tests and tools, built by plain CMake (no Node needed).
 native-tests:
