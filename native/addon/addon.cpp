@@ -1,6 +1,8 @@
 // addon.cpp — module registration: the table of what the addon exports.
 #include "addon-model.h"
 #include "addon-session.h"
+
+#include <string>
 #include "addon-ops.h"
 
 namespace shoal_addon {
@@ -26,7 +28,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures));
     exports.Set("measureBandwidth", Napi::Function::New(env, MeasureBandwidth));
     Napi::Object codes = Napi::Object::New(env);
-    for (int s = SHOAL_OK; s <= SHOAL_ERR_INTERNAL; s++)
+    // every status the header defines (the enum only grows; unknown names end the list)
+    for (int s = SHOAL_OK; std::string(shoal_status_name((shoal_status)s)) != "SHOAL_ERR_UNKNOWN"; s++)
         codes.Set(shoal_status_name((shoal_status)s), s);
     exports.Set("statusCodes", codes);
     exports.Set("ops", OpsInit(env));

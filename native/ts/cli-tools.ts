@@ -7,6 +7,7 @@ import { evaluatePerplexity, formatPplLine } from './eval-ppl.js';
 import { generateModel, QUANT_NAMES } from './gen-model.js';
 import { SHAPE_NAMES, type FloatDType, type ModelShape, type ShapeName } from './model-shapes.js';
 import { checkQuantizeOptions, quantizeModel } from './quantize-rtn.js';
+import { addAwqQuantizeOptions, needsAwqQuantizer, runAwqQuantize, type AwqCliOpts } from './awq/cli.js';
 import { checkGptqOptions, quantizeModelGptq } from './quantize-gptq.js';
 import { ToolError } from './safetensors.js';
 import type { Isa, LoadOptions, Model } from './types.js';
@@ -114,11 +115,11 @@ export function registerToolCommands(program: Command): void {
         + `wrote ${r.files.join(', ')} (${formatBytes(r.bytes)}) to ${r.dir} in ${r.seconds.toFixed(1)} s\n`);
     });
 
-  program
-    .command('quantize')
+  addAwqQuantizeOptions(program
+    .command('quantize'))
     .description('quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout')
-    .option('--method <m>', 'rtn (round to nearest); awq is not implemented yet', 'rtn')
-    .option('--bits <n>', 'bits per weight (only 4)', intArg(1), 4)
+    .option('--method <m>', 'rtn (round to nearest) or awq (activation-aware; needs --calib)', 'rtn')
+    .option('--bits <n>', 'bits per weight: 4 (AutoAWQ gemm); 2 or 3 write a fake-quantized F32 checkpoint (packed low-bit: --format)', intArg(1), 4)
     .option('--group <n>', 'group size (input channels per scale)', intArg(1), 128)
     .requiredOption('--model <dir>', 'unquantized Hugging Face model folder')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
@@ -136,6 +137,9 @@ export function registerToolCommands(program: Command): void {
           g = await quantizeModelGptq({
             model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, sym: o.sym ?? false,
             checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2', layout: o.format === 'eqat' ? 'eqat' : 'gptq',
+            ...((o as { calib?: string[] }).calib ? { calib: (o as { calib?: string[] }).calib } : {}),
+            ...((o as { samples?: number }).samples ? { awqSamples: (o as { samples?: number }).samples } : {}),
+            ...((o as { seqlen?: number }).seqlen ? { awqSeqlen: (o as { seqlen?: number }).seqlen } : {}),
             force: o.force ?? false, onProgress: (d, t) => gbar.update(d, t),
           });
         } finally {
@@ -148,6 +152,10 @@ export function registerToolCommands(program: Command): void {
             + `mean relative weight error ${g.meanRelativeError.toFixed(4)}\n`
             + `wrote ${g.files.join(', ')} (${formatBytes(g.bytesOut)}, source ${formatBytes(g.bytesIn)}) to ${g.dir} in ${g.seconds.toFixed(1)} s\n`);
         }
+        return;
+      }
+      if (needsAwqQuantizer(o as unknown as AwqCliOpts)) {
+        await runAwqQuantize(o as unknown as AwqCliOpts);
         return;
       }
       checkQuantizeOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });

@@ -350,17 +350,22 @@ template <class V, class IV> void qx_matvec(const QxRows & w, const Q8Row & x, i
     using B = typename IV::B;
     const int64_t K = w.k, G = w.group, ng = K / G, rb = w.row_bytes(), nc = K / 128, nb = K / 32;
     float sf[1024], zf[1024]; // [K/G] f32 scales of the row; K/G <= 1024 checked at repack
-    thread_local std::vector<int32_t> grp; // [K/32] group of each 32-block
     thread_local std::vector<float> dsv;   // [K/32] activation scale × weight scale of each block
-    grp.resize(nb);
     dsv.resize(nb);
-    for (int64_t b = 0; b < nb; b++) grp[b] = (int32_t)(b * 32 / G);
-    const int32_t * gp = grp.data();
+    const int64_t bpg = G / 32;            // 32-blocks per group
     float * ds = dsv.data();
     for (int64_t n = n0; n < n1; n++) {
         f16_row<V>(w.scale + n * ng, ng, sf);
         f16_row<V>(w.szero + n * ng, ng, zf);
-        for (int64_t b = 0; b < nb; b++) ds[b] = x.d[b] * sf[gp[b]];
+        // block scales: G % 32 == 0, so blocks [g·bpg, (g+1)·bpg) share sf[g] (a vectorizable loop)
+        if (bpg == 1) {
+            for (int64_t b = 0; b < nb; b++) ds[b] = x.d[b] * sf[b];
+        } else {
+            for (int64_t g = 0; g < ng; g++) {
+                const float sg = sf[g];
+                for (int64_t j = 0; j < bpg; j++) ds[g * bpg + j] = x.d[g * bpg + j] * sg;
+            }
+        }
         const uint8_t * row = w.qs + n * rb;
         A a0 = IV::azero(), a1 = IV::azero();
         float s = 0.0f;
@@ -399,16 +404,22 @@ template <class V, class IV> void qx_matvec(const QxRows & w, const Q8Row & x, i
             }
             if (nc * 128 < K) s += qx_tail(row, w, x, ds, nc * 4);
         } else {
-            for (int64_t c = 0; c < nc; c++) {
+            // 3 bits: 2-bit planes (32 bytes) then the high bits (16 bytes) of each chunk
+            auto chunk3 = [&](A a, int64_t c) {
                 const uint8_t * p = row + 48 * c;
                 __builtin_prefetch(p + kPrefetchBytes);
                 const B v = IV::load32(p), h = IV::load16x2(p + 32);
-                A & a = (c & 1) ? a1 : a0;
-                a = IV::quad_u(a, IV::or_(IV::template plane2<0>(v), IV::template hibit<0>(h)),
-                               IV::or_(IV::template plane2<1>(v), IV::template hibit<1>(h)),
-                               IV::or_(IV::template plane2<2>(v), IV::template hibit<2>(h)),
-                               IV::or_(IV::template plane2<3>(v), IV::template hibit<3>(h)), x.q + 128 * c, ds + 4 * c);
+                return IV::quad_u(a, IV::or_(IV::template plane2<0>(v), IV::template hibit<0>(h)),
+                                  IV::or_(IV::template plane2<1>(v), IV::template hibit<1>(h)),
+                                  IV::or_(IV::template plane2<2>(v), IV::template hibit<2>(h)),
+                                  IV::or_(IV::template plane2<3>(v), IV::template hibit<3>(h)), x.q + 128 * c, ds + 4 * c);
+            };
+            int64_t c = 0;
+            for (; c + 2 <= nc; c += 2) {
+                a0 = chunk3(a0, c);
+                a1 = chunk3(a1, c + 1);
             }
+            if (c < nc) a0 = chunk3(a0, c);
             if (nc * 128 < K) s += qx_tail(row, w, x, ds, nc * 4);
         }
         s += IV::ahsum(a0) + IV::ahsum(a1);

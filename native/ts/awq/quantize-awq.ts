@@ -525,7 +525,6 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
       clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, inputs[kind]!);
     }
   }
-  void l;
   return { report: { layer: l, scales: reports, clip }, fpOut: fp.out };
 }
 
