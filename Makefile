@@ -10,8 +10,10 @@ NATIVE_TEST_DIR := native/build-tests
 all: native ts web
 
 deps: $(NPM_STAMP)
+# npm install (not ci): see .ci/run — the lockfile cannot list rollup's optional
+# binaries for other platforms, which `npm ci` insists on.
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund
 	@touch $@
 
 # Node-API addon (cmake-js drives CMake; release build with all CPU kernels).
