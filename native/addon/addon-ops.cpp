@@ -1,6 +1,6 @@
 // addon-ops.cpp — backend ops on caller-provided f32 arrays, run on a worker
 // thread (AsyncWorker) through the Backend interface (backend.h), so the
-// quantizer uses whichever backend the engine has.
+// quantizer uses the engine's kernels (CPU backend; see g_backend below).
 //
 //   ops.matmul(x, rows, w, out, in)          → Promise<Float32Array [rows, out]>   y = x · wᵀ
 //   ops.attention(q, k, v, rows, seqlen, heads, kvHeads, headDim, invFreq)
@@ -26,6 +26,9 @@ namespace shoal_addon {
 namespace {
 
 // One backend for all ops; ops are serialized (the backend's pool is not reentrant).
+// Deliberately the CPU backend, not make_backend("auto"): the CUDA backend's
+// load_linear caches device copies by host pointer and releases the host pages
+// after upload (right for mapped checkpoints, wrong for transient JS arrays).
 std::mutex g_mu;
 std::unique_ptr<shoal::Backend> g_backend;
 

@@ -7,7 +7,8 @@
 //
 // TinyStories protocol: the file separates stories and paragraphs alike by
 // blank lines, so a story is taken to start at a paragraph beginning with
-// "Once" (the opening of ~80 % of TinyStories). BOS before each story;
+// "Once" (the usual opening; stories
+// that open otherwise stay joined to the previous one). BOS before each story;
 // calibration on the first 200 stories (samples × seqlen tokens); evaluation
 // on the last 500 stories, concatenated with their BOS and scored in windows of
 // 512 tokens (no extra BOS per window). WikiText-2: the raw test file (or its
