@@ -22,20 +22,6 @@ std::string shape_str(const int64_t * s, int n) {
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
-const char * dtype_str(DType t) {
-    switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::F64: return "F64";
-    case DType::I64: return "I64";
-    }
-    return "?";
-}
 
 struct Found {
     const SafetensorsFile * file;
@@ -90,7 +76,7 @@ struct Builder {
     TensorView typed(const std::string & name, std::initializer_list<int64_t> dims, DType want) const {
         TensorView v = view(name, dims);
         if (v.dtype != want) {
-            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_str(v.dtype) + " but " + dtype_str(want) + " is required (in " +
+            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_name(v.dtype) + " but " + dtype_name(want) + " is required (in " +
                                          find(name).file->path + ")");
         }
         return v;
@@ -100,7 +86,7 @@ struct Builder {
     TensorView floats(const std::string & name, std::initializer_list<int64_t> dims) {
         TensorView v = view(name, dims);
         if (!is_float(v.dtype)) {
-            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_str(v.dtype) + " but F32, F16 or BF16 is required (in " +
+            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_name(v.dtype) + " but F32, F16 or BF16 is required (in " +
                                          find(name).file->path + ")");
         }
         ms.n_params += v.numel();
@@ -129,7 +115,7 @@ struct Builder {
                                       shape_str(w, n) + " (in " + f.file->path + ")");
         }
         if (v.dtype != want && !(want == DType::F16 && is_float(v.dtype))) {
-            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_str(v.dtype) + " but " + fmt + " needs " + dtype_str(want) +
+            fail(SHOAL_ERR_ST_DTYPE, name + " has dtype " + dtype_name(v.dtype) + " but " + fmt + " needs " + dtype_name(want) +
                                          (want == DType::F16 ? " (or F32/BF16)" : "") + " (in " + f.file->path + ")");
         }
         return v;
