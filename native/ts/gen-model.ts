@@ -236,6 +236,22 @@ export function copyTokenizerFiles(srcDir: string, dstDir: string, required = tr
   return copied;
 }
 
+/**
+ * The metadata tail every model writer shares: config.json, generation_config.json
+ * (when the source has one) and the tokenizer files of tokenizerFrom, written
+ * into the temporary output folder. Returns the file names written.
+ */
+export function writeModelMetadata(tmp: string, config: Record<string, unknown>, gen: unknown, tokenizerFrom: string): string[] {
+  writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  const files = ['config.json'];
+  if (gen !== null && gen !== undefined) {
+    writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify(gen, null, 2) + '\n');
+    files.push('generation_config.json');
+  }
+  files.push(...copyTokenizerFiles(tokenizerFrom, tmp, false));
+  return files;
+}
+
 // ---------------------------------------------------------------------------
 // generation
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { copyTokenizerFiles } from './gen-model.js';
+import { writeModelMetadata } from './gen-model.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
 } from './gptq-pack.js';
@@ -271,13 +271,7 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
       writeFileAtomic(path.join(tmp, 'shoal-quant.json'), JSON.stringify({ ...qc, modules_not_quantized: skip }, null, 2) + '\n');
       files.push('shoal-quant.json');
     }
-    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(outConfig, null, 2) + '\n');
-    files.push('config.json');
-    if (gen !== null) {
-      writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify(gen, null, 2) + '\n');
-      files.push('generation_config.json');
-    }
-    files.push(...copyTokenizerFiles(tokenizerFrom, tmp, false));
+    files.push(...writeModelMetadata(tmp, outConfig, gen, tokenizerFrom));
     commitOutputDir(tmp, opts.out);
     tmp = null;
     const linears = jobs.filter((j) => j.quant).length + jobs.filter((j) => !j.quant && /\.(self_attn|mlp)\.[a-z_]+_proj\.weight$/.test(j.src)).length;

@@ -16,7 +16,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from './awq-pack.js';
-import { copyTokenizerFiles } from './gen-model.js';
+import { writeModelMetadata } from './gen-model.js';
 import {
   isNotConverted, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds,
   type FloatDType, type ModelShape, type QuantConfig,
@@ -153,13 +153,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
     writer = null;
 
     const outConfig: Record<string, unknown> = { ...config, torch_dtype: TORCH_DTYPE[dtype], quantization_config: quantConfigJson(quant) };
-    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(outConfig, null, 2) + '\n');
-    const files = [...w.files, 'config.json'];
-    if (gen !== null) {
-      writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify(gen, null, 2) + '\n');
-      files.push('generation_config.json');
-    }
-    files.push(...copyTokenizerFiles(opts.model, tmp, false));
+    const files = [...w.files, ...writeModelMetadata(tmp, outConfig, gen, opts.model)];
     commitOutputDir(tmp, opts.out);
     tmp = null;
     const bytesIn = ck.files.reduce((a, f) => a + f.fileSize, 0);

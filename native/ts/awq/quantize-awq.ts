@@ -34,7 +34,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../awq-pack.js';
-import { copyTokenizerFiles } from '../gen-model.js';
+import { writeModelMetadata } from '../gen-model.js';
 import {
   LINEAR_KINDS, linearDims, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
@@ -756,13 +756,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       // provenance only: the weights are plain floats that the quantizer's grid represents exactly
       outConfig.shoal_fake_quantization = { ...quantConfigJson(quant), method };
     }
-    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(outConfig, null, 2) + '\n');
-    const files = [...w.files, 'config.json'];
-    if (gen !== null) {
-      writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify(gen, null, 2) + '\n');
-      files.push('generation_config.json');
-    }
-    files.push(...copyTokenizerFiles(opts.model, tmp, false));
+    const files = [...w.files, ...writeModelMetadata(tmp, outConfig, gen, opts.model)];
     commitOutputDir(tmp, opts.out);
     tmp = null;
     const linears = shape.layers * LINEAR_KINDS.length;
