@@ -11,6 +11,7 @@ import { startAedes, type RunningBroker } from './brokers.js';
 import { ControllerClient, upConnectionFile } from './client.js';
 import { resolveConfig, writeFileAtomic } from './config.js';
 import { startController, type Controller } from './controller.js';
+import { repoRoot } from '../../native/ts/addon.js';
 import { writeDemoTokenizer } from './demo-tokenizer.js';
 import { ControllerError } from './errors.js';
 import { renderDevices, renderRollout, waitRollout } from './format.js';
@@ -61,7 +62,10 @@ async function defaultModel(dir: string, log: (s: string) => void): Promise<stri
   } catch (e) {
     throw new ControllerError('MODEL_DIR_INVALID', `cannot load the model generator (${(e as Error).message}); run \`make\` first, or pass --model DIR`);
   }
-  const tokCandidates = [process.env.SHOAL_TOKENIZER_DIR, process.env.SHOAL_UP_DEMO_TOKENIZER ? undefined : '/work/shared/models/llama2-tokenizer-32k'].filter((x): x is string => Boolean(x));
+  // a real Llama-2 tokenizer when the shared data sits beside the checkout ($SHOAL_SHARED or ../shared)
+  const sharedDir = process.env.SHOAL_SHARED ?? path.resolve(repoRoot, '../shared');
+  const sharedTokenizer = path.join(sharedDir, 'models', 'llama2-tokenizer-32k');
+  const tokCandidates = [process.env.SHOAL_TOKENIZER_DIR, process.env.SHOAL_UP_DEMO_TOKENIZER ? undefined : sharedTokenizer].filter((x): x is string => Boolean(x));
   let tokenizerDir = tokCandidates.find((d) => fs.existsSync(path.join(d, 'tokenizer.json')));
   if (!tokenizerDir) {
     // a fresh checkout: write a small byte-level tokenizer so text prompts work

@@ -13,12 +13,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildPackage } from '../../controller/src/packages.js';
 import { ControllerClient } from '../../controller/src/client.js';
+import { sharedPath } from '../helpers/shared.js';
 import { TOKEN, startBroker, startTestController, tmpDir, waitFor, type BrokerKind } from './helpers.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI = path.join(repo, 'dist', 'cli', 'main.js');
 const addon = ['Release', 'Debug'].map((b) => path.join(repo, 'native', 'build', b, 'shoal.node')).find((f) => fs.existsSync(f));
-const tokenizerDir = [process.env.SHOAL_TOKENIZER_DIR, '/work/shared/models/llama2-tokenizer-32k']
+const tokenizerDir = [process.env.SHOAL_TOKENIZER_DIR, sharedPath('models', 'llama2-tokenizer-32k')]
   .filter((x): x is string => Boolean(x)).find((d) => fs.existsSync(path.join(d, 'tokenizer.json')));
 const LONG_PROMPT = 'The robots of the northern warehouse woke before dawn, checked their batteries, read the overnight orders, and planned routes through the aisles so that every parcel would leave the loading dock before the first truck arrived at seven in the morning.';
 
