@@ -90,12 +90,15 @@ for (const kind of ['aedes', 'mosquitto'] as BrokerKind[]) t.test(`three device 
     }), 30_000);
     t.equal(ctl.storage.getDevice('robot-1')!.model!.version, '2.0', 'wave 1 keeps tiny@2.0');
     t.equal(ctl.storage.getDevice('robot-2')!.desired!.model!.version, '1.0', 'desired <- previous');
-    // events travel through each daemon's outbox: wait for both
+    // events travel through each daemon's outbox. The first failure stops the
+    // rollout at once (max failures 0), so on a slow machine the other wave-2
+    // device may be put back before its own health check runs: at least one
+    // ota.failed, and only from wave 2.
     const failed = await waitFor('ota.failed from wave 2', () => {
       const ids = ctl.storage.listEvents({ type: 'ota.failed', limit: 10 }).map((e) => e.deviceId).sort();
-      return ids.length >= 2 && ids;
+      return ids.length >= 1 && ids;
     }, 10_000);
-    t.same(failed, ['robot-2', 'robot-3']);
+    t.ok(failed.every((id) => id === 'robot-2' || id === 'robot-3'), `ota.failed only from wave 2: ${failed.join(', ')}`);
   });
 
   await t.test('a prompt through the controller and MQTT', async (t) => {
