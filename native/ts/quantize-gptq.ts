@@ -15,6 +15,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeModelMetadata } from './gen-model.js';
+import { relativeError } from './quantize-rtn.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
 } from './gptq-pack.js';
@@ -238,15 +239,7 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
           w.append(`${job.module}.qzeros`, packEqatZeros(ql.zeros, ng, N, bits));
           w.append(`${job.module}.scales`, ql.scales);
         }
-        const dq = dequantizeGptq(ql);
-        let num = 0;
-        let den = 0;
-        for (let i = 0; i < wt.length; i++) {
-          const d = wt[i]! - dq[i]!;
-          num += d * d;
-          den += wt[i]! * wt[i]!;
-        }
-        relErrSum += den > 0 ? Math.sqrt(num / den) : 0;
+        relErrSum += relativeError(wt, dequantizeGptq(ql));
         quantized++;
       }
       opts.onProgress?.(idx + 1, jobs.length);

@@ -96,6 +96,18 @@ interface Job {
 }
 
 /** Quantizes a model folder with round-to-nearest INT4; see QuantizeOptions. */
+/** ‖w − ŵ‖ / ‖w‖ of one tensor (0 for an all-zero tensor). */
+export function relativeError(w: ArrayLike<number>, approx: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < w.length; i++) {
+    const d = w[i]! - approx[i]!;
+    num += d * d;
+    den += w[i]! * w[i]!;
+  }
+  return den > 0 ? Math.sqrt(num / den) : 0;
+}
+
 export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
   const t0 = performance.now();
   const { bits, groupSize: G, dtype } = checkQuantizeOptions(opts);
@@ -136,15 +148,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
         w.append(`${module}.qweight`, packAwq(ql.q, K, N));
         w.append(`${module}.qzeros`, packAwq(ql.zeros, K / G, N));
         w.append(`${module}.scales`, ql.scales);
-        const dq = dequantizeLinear(ql);
-        let num = 0;
-        let den = 0;
-        for (let i = 0; i < wt.length; i++) {
-          const d = wt[i]! - dq[i]!;
-          num += d * d;
-          den += wt[i]! * wt[i]!;
-        }
-        relErrSum += den > 0 ? Math.sqrt(num / den) : 0;
+        relErrSum += relativeError(wt, dequantizeLinear(ql));
         quantized++;
       }
       opts.onProgress?.(idx + 1, jobs.length);
