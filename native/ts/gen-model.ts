@@ -17,7 +17,7 @@
 import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { packAwq, quantizeLinear } from './awq-pack.js';
-import {
+import { ST_DTYPE,
   buildConfigJson, buildGenerationConfigJson, isNotConverted, isShapeName, MODEL_SHAPES, parameterCount,
   planTensors, unquantizableKinds, validateShape,
   type FloatDType, type ModelShape, type PlannedTensor, type QuantConfig, type ShapeName,
@@ -173,8 +173,6 @@ export interface GenerateModelResult {
   seconds: number;
 }
 
-const DTYPE_ST: Record<FloatDType, 'F32' | 'F16' | 'BF16'> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
-
 /** Resolves a shape name/object plus overrides into a validated shape. */
 export function resolveShape(shape: ShapeName | ModelShape = 'tiny', overrides: Partial<ModelShape> = {}): ModelShape {
   let base: ModelShape;
@@ -266,7 +264,7 @@ interface OutTensor {
 /** Stored tensors of a planned checkpoint (AWQ linears become qweight/qzeros/scales). */
 function storedTensors(plan: PlannedTensor[], dtype: FloatDType, quant: QuantConfig | null): OutTensor[] {
   const out: OutTensor[] = [];
-  const fdt = DTYPE_ST[dtype];
+  const fdt = ST_DTYPE[dtype];
   for (const t of plan) {
     const quantized = quant !== null && t.role === 'linear' && !isNotConverted(t.module!, quant.modulesToNotConvert);
     if (quantized) {
@@ -331,7 +329,7 @@ export function generateModel(opts: GenerateModelOptions): GenerateModelResult {
     }
   }
   const dtype: FloatDType = opts.dtype ?? 'f16';
-  if (!(dtype in DTYPE_ST)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
+  if (!(dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed) || seed < 0) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seed must be a non-negative integer, got ${seed}`);
   const overrides = { ...(opts.overrides ?? {}) };

@@ -127,6 +127,8 @@ export function validateShape(s: ModelShape, where = 'model shape'): void {
 
 export type FloatDType = 'f32' | 'f16' | 'bf16';
 
+/** Safetensors dtype of each storage dtype. */
+export const ST_DTYPE: Record<FloatDType, 'F32' | 'F16' | 'BF16'> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 export const TORCH_DTYPE: Record<FloatDType, string> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
 
 /** The config.json object for a shape (Hugging Face field names). */

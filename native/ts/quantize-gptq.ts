@@ -19,7 +19,7 @@ import { relativeError } from './quantize-rtn.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
 } from './gptq-pack.js';
-import { LINEAR_KINDS, linearDims, parseModelConfig, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from './model-shapes.js';
+import { ST_DTYPE, LINEAR_KINDS, linearDims, parseModelConfig, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from './model-shapes.js';
 import {
   abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
   encodeFloats, ToolError, writeFileAtomic, type StDType, type TensorSpec,
@@ -72,8 +72,6 @@ export interface GptqQuantizeResult {
   seconds: number;
 }
 
-const DTYPE_ST: Record<FloatDType, StDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
-
 /** Whether the CPU kernels run a [out, in] linear at bits / group (group -1 = in). */
 export function lowbitCompatible(inFeatures: number, bits: number, groupSize: number): boolean {
   const G = groupSize === -1 ? inFeatures : groupSize;
@@ -94,7 +92,7 @@ export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' 
   if (!Number.isSafeInteger(groupSize) || (groupSize <= 0 && groupSize !== -1)) {
     throw new ToolError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer or -1`);
   }
-  if (o.dtype !== undefined && !(o.dtype in DTYPE_ST)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}`);
+  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}`);
   if (o.checkpointFormat !== undefined && o.checkpointFormat !== 'gptq' && o.checkpointFormat !== 'gptq_v2') {
     throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown checkpoint format ${String(o.checkpointFormat)}; use gptq or gptq_v2`);
   }
@@ -167,7 +165,7 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
   const { shape, quant: srcQuant } = parseModelConfig(config, gen, cfgPath);
   if (srcQuant || config.quantization_config) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
   const skip = lowbitUnquantizableKinds(shape, bits, groupSize);
-  const fdt = DTYPE_ST[dtype];
+  const fdt = ST_DTYPE[dtype];
   const ck = Checkpoint.open(opts.model);
   let tmp: string | null = null;
   let writer: CheckpointWriter | null = null;

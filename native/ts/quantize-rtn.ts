@@ -17,7 +17,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from './awq-pack.js';
 import { writeModelMetadata } from './gen-model.js';
-import {
+import { ST_DTYPE,
   isNotConverted, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds,
   type FloatDType, type ModelShape, type QuantConfig,
 } from './model-shapes.js';
@@ -59,8 +59,6 @@ export interface QuantizeResult {
   seconds: number;
 }
 
-const DTYPE_ST: Record<FloatDType, StDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
-
 function readJson(file: string): unknown {
   try {
     return JSON.parse(readFileSync(file, 'utf8'));
@@ -83,7 +81,7 @@ export function checkQuantizeOptions(opts: Pick<QuantizeOptions, 'method' | 'bit
     throw new ToolError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer (32, 64 or 128 are usual)`);
   }
   const dtype = opts.dtype ?? 'f16';
-  if (!(dtype in DTYPE_ST)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
+  if (!(dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
   return { bits, groupSize, dtype };
 }
 
@@ -123,7 +121,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
   const quant: QuantConfig = {
     method: 'awq', bits, groupSize: G, zeroPoint: true, version: 'gemm', modulesToNotConvert: unquantizableKinds(shape, G),
   };
-  const fdt = DTYPE_ST[dtype];
+  const fdt = ST_DTYPE[dtype];
   const ck = Checkpoint.open(opts.model);
   let tmp: string | null = null;
   let writer: CheckpointWriter | null = null;

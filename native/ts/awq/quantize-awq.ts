@@ -35,7 +35,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../awq-pack.js';
 import { writeModelMetadata } from '../gen-model.js';
-import {
+import { ST_DTYPE,
   LINEAR_KINDS, linearDims, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
 } from '../model-shapes.js';
@@ -134,7 +134,6 @@ export interface AwqQuantizeResult {
   peakRssBytes: number;
 }
 
-const DTYPE_ST: Record<FloatDType, StDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 const N_GRID = 20;
 const CLIP_STEPS = 10; // i = 0..9: shrink up to 45 % (llm-awq max_shrink 0.5, n_grid 20)
 
@@ -188,7 +187,7 @@ export function checkAwqOptions(o: AwqQuantizeOptions): { method: 'awq' | 'rtn';
   const seqlen = o.seqlen ?? 512;
   if (!Number.isSafeInteger(samples) || samples < 1) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--samples ${samples} must be a positive integer`);
   if (!Number.isSafeInteger(seqlen) || seqlen < 2) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} must be an integer >= 2`);
-  if (o.dtype !== undefined && !(o.dtype in DTYPE_ST)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}; use f16, f32 or bf16`);
+  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}; use f16, f32 or bf16`);
   if (o.clipTokens !== undefined && (!Number.isSafeInteger(o.clipTokens) || o.clipTokens < 1)) {
     throw new ToolError('SHOAL_ERR_INVALID_ARG', `clipTokens ${o.clipTokens} must be a positive integer`);
   }
@@ -584,7 +583,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
   const shape: ModelShape = { ...shape0, intermediateSize: F };
   const fake = bits !== 4 || (opts.fakeQuant ?? false) || (opts.foldOnly ?? false);
   const dtype: FloatDType = fake ? 'f32' : (opts.dtype ?? 'f16');
-  const fdt = DTYPE_ST[dtype];
+  const fdt = ST_DTYPE[dtype];
   // Linears that can be quantized: the packed layout needs in % G == 0 and
   // out % 8 == 0 (as RTN); fake quantization only needs whole groups. The
   // searches treat these as quantized; fold-only writes them unquantized.
