@@ -7,7 +7,7 @@
 // ISA. Mixed-up metadata gives its error code through the JS API.
 // Skips the engine parts when the native addon is not built (`make native`).
 import t from 'tap';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateModel } from '../../native/ts/gen-model.js';
@@ -17,23 +17,8 @@ import {
 } from '../../native/ts/gptq-pack.js';
 import { referenceLogits } from '../../native/ts/reference-forward.js';
 import { Checkpoint, f16ToF32, f64ToF16, writeSafetensors, type TensorData } from '../../native/ts/safetensors.js';
-import type { Isa, LoadOptions, Model } from '../../native/ts/types.js';
-import { repoRoot } from '../helpers/shared.js';
+import { engine, engineSkip, isas } from '../helpers/engine.js';
 
-type Engine = { loadModel(dir: string, o?: LoadOptions): Promise<Model>; cpuIsas?: () => string[] };
-const addonPath = path.join(repoRoot, 'native', 'build', 'Release', 'shoal.node');
-let engine: Engine | null = null;
-let engineSkip: string | false = false;
-if (!existsSync(addonPath)) engineSkip = 'native addon not built (run `make native`)';
-else {
-  try {
-    engine = (await import('../../native/ts/engine.js')) as unknown as Engine;
-  } catch (err) {
-    engineSkip = `engine cannot be loaded: ${(err as Error).message}`;
-  }
-}
-const KNOWN_ISAS: readonly Isa[] = ['scalar', 'avx2', 'avx512', 'neon', 'neon-dotprod'];
-const isas: Isa[] = engine?.cpuIsas ? KNOWN_ISAS.filter((i) => engine!.cpuIsas!().includes(i)) : ['auto'];
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-lowbit-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));

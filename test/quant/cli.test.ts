@@ -4,26 +4,13 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Command } from 'commander';
-import { registerToolCommands } from '../../native/ts/cli-tools.js';
+import { runToolCli } from '../helpers/cli.js';
 import { calibDocs, skipStories, STORIES } from './helpers.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-awq-cli-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
-async function run(args: string[]): Promise<string> {
-  const program = new Command().name('shoal').exitOverride();
-  registerToolCommands(program);
-  let out = '';
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array) => { out += chunk.toString(); return true; }) as typeof process.stdout.write;
-  try {
-    await program.parseAsync(['node', 'shoal', ...args]);
-  } finally {
-    process.stdout.write = write;
-  }
-  return out;
-}
+const run = runToolCli;
 
 t.test('quantize --method awq --pad-ffn --json, then eval ppl', { skip: skipStories }, async (t) => {
   const calib = path.join(root, 'calib.txt');

@@ -3,27 +3,13 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Command } from 'commander';
-import { registerToolCommands } from '../../native/ts/cli-tools.js';
+import { runToolCli } from '../helpers/cli.js';
 import { hasShared, repoRoot, sharedPath } from '../helpers/shared.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-cli-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
-/** Runs `shoal <args>` in-process; returns stdout. */
-async function run(args: string[]): Promise<string> {
-  const program = new Command().name('shoal').exitOverride();
-  registerToolCommands(program);
-  let out = '';
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array) => { out += chunk.toString(); return true; }) as typeof process.stdout.write;
-  try {
-    await program.parseAsync(['node', 'shoal', ...args]);
-  } finally {
-    process.stdout.write = write;
-  }
-  return out;
-}
+const run = runToolCli;
 
 t.test('gen-model --json and human output', async (t) => {
   const out = path.join(root, 'g');

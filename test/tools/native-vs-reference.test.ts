@@ -5,7 +5,7 @@
 // conversion against the published float64 logits, and RTN INT4 perplexity.
 // Skips when the native addon is not built (`make native`).
 import t from 'tap';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { evaluatePerplexity } from '../../native/ts/eval-ppl.js';
@@ -14,23 +14,10 @@ import type { ModelShape, ShapeName } from '../../native/ts/model-shapes.js';
 import { quantizeModel } from '../../native/ts/quantize-rtn.js';
 import { loadReferenceModel, referenceForward } from '../../native/ts/reference-forward.js';
 import { Checkpoint, encodeFloats, writeFileAtomic, writeSafetensors } from '../../native/ts/safetensors.js';
-import type { Isa, LoadOptions, Model } from '../../native/ts/types.js';
-import { hasShared, repoRoot, sharedPath } from '../helpers/shared.js';
+import type { Model } from '../../native/ts/types.js';
+import { engine, engineSkip, isas } from '../helpers/engine.js';
+import { hasShared, sharedPath } from '../helpers/shared.js';
 
-type Engine = { loadModel(dir: string, o?: LoadOptions): Promise<Model>; cpuIsas?: () => string[] };
-const addonPath = path.join(repoRoot, 'native', 'build', 'Release', 'shoal.node');
-let engine: Engine | null = null;
-let engineSkip: string | false = false;
-if (!existsSync(addonPath)) engineSkip = 'native addon not built (run `make native`)';
-else {
-  try {
-    engine = (await import('../../native/ts/engine.js')) as unknown as Engine;
-  } catch (err) {
-    engineSkip = `engine cannot be loaded: ${(err as Error).message}`;
-  }
-}
-const KNOWN_ISAS: readonly Isa[] = ['scalar', 'avx2', 'avx512', 'neon', 'neon-dotprod'];
-const isas: Isa[] = engine?.cpuIsas ? KNOWN_ISAS.filter((i) => engine!.cpuIsas!().includes(i)) : ['auto'];
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-nvr-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
