@@ -1,24 +1,32 @@
 // addon-ops.cpp — backend ops on caller-provided f32 arrays, run on a worker
 // thread (AsyncWorker) through the Backend interface (backend.h), so the
-// quantizer uses the engine's kernels (CPU backend; see g_backend below).
+// quantizer uses the engine's kernels (CUDA when usable, else CPU; g_backend below).
 //
 //   ops.matmul(x, rows, w, out, in)          → Promise<Float32Array [rows, out]>   y = x · wᵀ
 //   ops.attention(q, k, v, rows, seqlen, heads, kvHeads, headDim, invFreq)
 //                                            → Promise<Float32Array [rows, heads*headDim]>
 //       rows = blocks × seqlen; each block of seqlen rows is one causal
 //       sequence at positions 0..seqlen-1 (RoPE rotate_half, then attention).
+//   ops.init(backend)                        → {backend, isa, threads}   "auto" | "cpu" | "cuda"
 //   ops.info()                               → {backend, isa, threads}
+//   ops.fakeQuant(w, rows, cols, group, bits, colScale|null) → Promise<Float32Array [rows, cols]>
+//       Q(w·diag(s))·diag(s)⁻¹ (fake-quant.h), on the host's cores
+//   ops.clipDeltas(w, rows, cols, group, g, bits, steps, nGrid) → Promise<Float32Array [rows, steps, group]>
+//   ops.siluMul(gate, up)                    → Promise; gate ← silu(gate)·up in place
 //
 // The input arrays are referenced (not copied) until the promise settles.
 #include "addon-ops.h"
 
 #include "backend.h"
 #include "error.h"
+#include "fake-quant.h"
 
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace shoal_addon {
@@ -26,14 +34,16 @@ namespace shoal_addon {
 namespace {
 
 // One backend for all ops; ops are serialized (the backend's pool is not reentrant).
-// Deliberately the CPU backend, not make_backend("auto"): the CUDA backend's
-// load_linear caches device copies by host pointer and releases the host pages
-// after upload (right for mapped checkpoints, wrong for transient JS arrays).
+// ops.init(kind) picks it (default "auto": CUDA when usable, else CPU). Weights
+// are passed to load_linear as transient: they are JavaScript arrays whose
+// addresses get reused, so the CUDA backend must neither cache its device
+// copies by address nor release the host pages.
 std::mutex g_mu;
 std::unique_ptr<shoal::Backend> g_backend;
+std::string g_kind = "auto";
 
 shoal::Backend & backend_locked() {
-    if (!g_backend) g_backend = shoal::make_cpu_backend("auto", 0);
+    if (!g_backend) g_backend = shoal::make_backend(g_kind, "auto", 0);
     return *g_backend;
 }
 
@@ -76,9 +86,15 @@ public:
     Napi::Promise promise() { return deferred_.Promise(); }
 
     void Execute() override {
-        try {
+        guarded([&] {
             std::lock_guard<std::mutex> lk(g_mu);
             run(backend_locked());
+        });
+    }
+    // Runs fn, turning exceptions into the promise's rejection.
+    template <class F> void guarded(F && fn) {
+        try {
+            fn();
         } catch (const shoal::Error & e) {
             status_ = e.status;
             message_ = e.what();
@@ -134,6 +150,7 @@ protected:
         src.weight.shape[1] = in_;
         src.weight.data = w_.data;
         src.weight.nbytes = w_.n * sizeof(float);
+        src.transient = true;
         std::unique_ptr<shoal::Linear> lin = be.load_linear(src);
         const int64_t chunk = std::min<int64_t>(rows_, kChunkRows);
         ActGuard xa(be, chunk, in_), ya(be, chunk, out_n_);
@@ -192,6 +209,148 @@ private:
     int seqlen_, heads_, kv_heads_, hd_;
 };
 
+struct F64Arg {
+    const double * data = nullptr;
+    size_t n = 0;
+    Napi::Reference<Napi::Value> ref;
+};
+
+F64Arg f64_arg(Napi::Env env, const Napi::Value & v, const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw_type(env, std::string(what) + " must be a Float64Array");
+    Napi::Float64Array a = v.As<Napi::Float64Array>();
+    F64Arg r;
+    r.data = a.Data();
+    r.n = a.ElementLength();
+    r.ref = Napi::Persistent(v);
+    return r;
+}
+
+// Rows [0, n) split over the host's cores; fn(n0, n1, &err) → ok. Host-side
+// element-wise work: it does not touch the backend (no lock needed).
+void host_parallel_rows(int64_t n, const std::function<bool(int64_t, int64_t, std::string *)> & fn) {
+    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    std::vector<std::string> errs((size_t)nt);
+    std::vector<char> ok((size_t)nt, 1);
+    std::vector<std::thread> th;
+    const int64_t step = (n + nt - 1) / nt;
+    for (int64_t t = 1; t < nt; t++)
+        th.emplace_back([&, t] { ok[t] = fn(t * step, std::min(n, (t + 1) * step), &errs[t]); });
+    ok[0] = fn(0, std::min(n, step), &errs[0]);
+    for (auto & x : th) x.join();
+    for (int64_t t = 0; t < nt; t++)
+        if (!ok[t]) shoal::fail(SHOAL_ERR_INVALID_ARG, errs[t]);
+}
+
+class FakeQuantWorker : public OpWorker {
+public:
+    FakeQuantWorker(Napi::Env env, F32Arg w, F64Arg s, bool has_s, int64_t rows, int64_t cols, int group, int bits)
+        : OpWorker(env, (size_t)(rows * cols)), w_(std::move(w)), s_(std::move(s)), has_s_(has_s), rows_(rows), cols_(cols),
+          group_(group), bits_(bits) {}
+    void Execute() override { guarded([&] { host_parallel_rows(rows_, [&](int64_t n0, int64_t n1, std::string * err) {
+        return fake_quant_rows(w_.data, has_s_ ? s_.data : nullptr, cols_, group_, bits_, n0, n1, out_data_, err);
+    }); }); }
+
+protected:
+    void run(shoal::Backend &) override {}
+
+private:
+    F32Arg w_;
+    F64Arg s_;
+    bool has_s_;
+    int64_t rows_, cols_;
+    int group_, bits_;
+};
+
+class ClipDeltasWorker : public OpWorker {
+public:
+    ClipDeltasWorker(Napi::Env env, F32Arg w, int64_t rows, int64_t cols, int group, int g, int bits, int steps, int n_grid)
+        : OpWorker(env, (size_t)rows * steps * group), w_(std::move(w)), rows_(rows), cols_(cols), group_(group), g_(g),
+          bits_(bits), steps_(steps), n_grid_(n_grid) {}
+    void Execute() override { guarded([&] { host_parallel_rows(rows_, [&](int64_t n0, int64_t n1, std::string * err) {
+        return clip_deltas_rows(w_.data, cols_, group_, g_, bits_, steps_, n_grid_, n0, n1, out_data_, err);
+    }); }); }
+
+protected:
+    void run(shoal::Backend &) override {}
+
+private:
+    F32Arg w_;
+    int64_t rows_, cols_;
+    int group_, g_, bits_, steps_, n_grid_;
+};
+
+// gate ← silu(gate)·up in place (the quantizer's MLP), on the host's cores.
+class SiluMulWorker : public OpWorker {
+public:
+    SiluMulWorker(Napi::Env env, F32Arg g, F32Arg u) : OpWorker(env, 0), g_(std::move(g)), u_(std::move(u)) {}
+    void Execute() override { guarded([&] { host_parallel_rows((int64_t)g_.n, [&](int64_t i0, int64_t i1, std::string *) {
+        float * g = const_cast<float *>(g_.data);
+        for (int64_t i = i0; i < i1; i++) {
+            const double x = g[i];
+            g[i] = (float)((x / (1.0 + std::exp(-x))) * (double)u_.data[i]);
+        }
+        return true;
+    }); }); }
+
+protected:
+    void run(shoal::Backend &) override {}
+
+private:
+    F32Arg g_, u_;
+};
+
+// ops.siluMul(gate, up) → Promise<void>; gate holds silu(gate)·up afterwards.
+Napi::Value SiluMul(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg g = f32_arg(env, info[0], "gate");
+    F32Arg u = f32_arg(env, info[1], "up");
+    if (g.n != u.n) throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.siluMul: gate and up differ in length");
+    auto * wk = new SiluMulWorker(env, std::move(g), std::move(u));
+    Napi::Promise p = wk->promise();
+    wk->Queue();
+    return p;
+}
+
+// ops.fakeQuant(w, rows, cols, group, bits, colScale | null) → Promise<Float32Array [rows, cols]>
+Napi::Value FakeQuant(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg w = f32_arg(env, info[0], "w");
+    const int64_t rows = int_arg(env, info, 1, "rows", 1);
+    const int64_t cols = int_arg(env, info, 2, "cols", 1);
+    const int64_t group = int_arg(env, info, 3, "group", 1);
+    const int64_t bits = int_arg(env, info, 4, "bits", 2);
+    const bool has_s = info.Length() > 5 && !info[5].IsNull() && !info[5].IsUndefined();
+    F64Arg s = has_s ? f64_arg(env, info[5], "colScale") : F64Arg{};
+    if (bits > 8 || group > 1024 || cols % group != 0 || (int64_t)w.n != rows * cols || (has_s && (int64_t)s.n != cols))
+        throw make_error(env, SHOAL_ERR_INVALID_ARG,
+                         "ops.fakeQuant: w must be [rows, cols], group (<= 1024) must divide cols, bits 2..8, colScale [cols]");
+    auto * wk = new FakeQuantWorker(env, std::move(w), std::move(s), has_s, rows, cols, (int)group, (int)bits);
+    Napi::Promise p = wk->promise();
+    wk->Queue();
+    return p;
+}
+
+// ops.clipDeltas(w, rows, cols, group, g, bits, steps, nGrid) → Promise<Float32Array [rows, steps, group]>
+Napi::Value ClipDeltas(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg w = f32_arg(env, info[0], "w");
+    const int64_t rows = int_arg(env, info, 1, "rows", 1);
+    const int64_t cols = int_arg(env, info, 2, "cols", 1);
+    const int64_t group = int_arg(env, info, 3, "group", 1);
+    const int64_t g = int_arg(env, info, 4, "g", 0);
+    const int64_t bits = int_arg(env, info, 5, "bits", 2);
+    const int64_t steps = int_arg(env, info, 6, "steps", 1);
+    const int64_t n_grid = int_arg(env, info, 7, "nGrid", 1);
+    if (bits > 8 || group > 1024 || cols % group != 0 || g >= cols / group || steps > n_grid || (int64_t)w.n != rows * cols)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG,
+                         "ops.clipDeltas: w must be [rows, cols], group (<= 1024) must divide cols, g < cols/group, steps <= nGrid, bits 2..8");
+    auto * wk = new ClipDeltasWorker(env, std::move(w), rows, cols, (int)group, (int)g, (int)bits, (int)steps, (int)n_grid);
+    Napi::Promise p = wk->promise();
+    wk->Queue();
+    return p;
+}
+
 Napi::Value Matmul(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     F32Arg x = f32_arg(env, info[0], "x");
@@ -232,15 +391,43 @@ Napi::Value Attention(const Napi::CallbackInfo & info) {
     return p;
 }
 
-Napi::Value Info(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    std::lock_guard<std::mutex> lk(g_mu);
-    shoal::Backend & be = backend_locked();
+Napi::Object info_object(Napi::Env env, shoal::Backend & be) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("backend", be.name());
     o.Set("isa", be.isa());
     o.Set("threads", be.n_threads());
     return o;
+}
+
+Napi::Value Info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    std::lock_guard<std::mutex> lk(g_mu);
+    try {
+        return info_object(env, backend_locked());
+    } catch (const shoal::Error & e) {
+        throw make_error(env, e.status, e.what());
+    }
+}
+
+// ops.init("auto" | "cpu" | "cuda") → info. Waits for running ops (the mutex).
+Napi::Value Init(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "backend must be a string: auto, cpu or cuda");
+    const std::string kind = info[0].As<Napi::String>().Utf8Value();
+    if (kind != "auto" && kind != "cpu" && kind != "cuda")
+        throw make_error(env, SHOAL_ERR_BACKEND, "unknown backend '" + kind + "' (expected auto, cpu or cuda)");
+    std::lock_guard<std::mutex> lk(g_mu);
+    try {
+        if (!g_backend || kind != g_kind) {
+            g_backend.reset();
+            g_kind = kind;
+            g_backend = shoal::make_backend(kind, "auto", 0);
+        }
+        return info_object(env, *g_backend);
+    } catch (const shoal::Error & e) {
+        g_kind = "auto";
+        throw make_error(env, e.status, e.what());
+    }
 }
 
 } // namespace
@@ -250,6 +437,10 @@ Napi::Object OpsInit(Napi::Env env) {
     o.Set("matmul", Napi::Function::New(env, Matmul));
     o.Set("attention", Napi::Function::New(env, Attention));
     o.Set("info", Napi::Function::New(env, Info));
+    o.Set("init", Napi::Function::New(env, Init));
+    o.Set("fakeQuant", Napi::Function::New(env, FakeQuant));
+    o.Set("clipDeltas", Napi::Function::New(env, ClipDeltas));
+    o.Set("siluMul", Napi::Function::New(env, SiluMul));
     return o;
 }
 

@@ -68,6 +68,10 @@ struct LinearSource {
     // Optional bias [out] (Qwen2 q/k/v), any float dtype.
     bool        has_bias = false;
     TensorView  bias;
+    // The bytes belong to the caller (e.g. a JavaScript array of the quantizer) and
+    // stay valid only while the Linear lives; they may be reused at the same address
+    // for other weights: the backend must not cache by address nor release pages.
+    bool        transient = false;
 };
 
 // AutoAWQ nibble order: nibble i of a packed word holds column 8c + AWQ_ORDER[i].

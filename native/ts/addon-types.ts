@@ -63,4 +63,12 @@ export interface AddonOps {
   attention(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, seqlen: number, heads: number,
     kvHeads: number, headDim: number, invFreq: Float32Array): Promise<Float32Array>;
   info(): { backend: string; isa: string; threads: number };
+  /** Q(w·diag(s))·diag(s)⁻¹ per group of `group` along cols (AutoAWQ asymmetric, f16 scales), on the host's cores. */
+  fakeQuant(w: Float32Array, rows: number, cols: number, group: number, bits: number, colScale: Float64Array | null): Promise<Float32Array>;
+  /** llm-awq clip candidates of group g: Q(clamp(w, ±max|w|·(1 − i/nGrid))) − w, [rows, steps, group]. */
+  clipDeltas(w: Float32Array, rows: number, cols: number, group: number, g: number, bits: number, steps: number, nGrid: number): Promise<Float32Array>;
+  /** gate ← silu(gate)·up in place, on the host's cores. */
+  siluMul(gate: Float32Array, up: Float32Array): Promise<unknown>;
+  /** Chooses the backend for the ops (default auto: CUDA when usable, else CPU); throws SHOAL_ERR_BACKEND. */
+  init(backend: 'auto' | 'cpu' | 'cuda'): { backend: string; isa: string; threads: number };
 }

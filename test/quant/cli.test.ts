@@ -4,6 +4,7 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { addon } from '../../native/ts/addon.js';
 import { runToolCli } from '../helpers/cli.js';
 import { calibDocs, skipStories, STORIES } from './helpers.js';
 
@@ -39,5 +40,28 @@ t.test('quantize --method awq --pad-ffn --json, then eval ppl', { skip: skipStor
 t.test('quantize --method awq without --calib fails with a code', { skip: skipStories }, async (t) => {
   await t.rejects(run(['quantize', '--method', 'awq', '--model', STORIES, '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
   await t.rejects(run(['quantize', '--method', 'awq', '--bits', '5', '--model', STORIES, '--calib', 'x', '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_UNSUPPORTED_QUANT' });
+  await t.rejects(run(['quantize', '--method', 'awq', '--clip-linears', 'q_proj', '--model', STORIES, '--calib', 'x', '--out', path.join(root, 'x')]),
+    { code: 'SHOAL_ERR_INVALID_ARG', message: /q_proj is not one of v_proj, o_proj/ });
   t.notOk(existsSync(path.join(root, 'x')), 'no output folder left behind');
+});
+
+t.test('quantize --backend: cuda without a usable GPU is a clear error; cpu names the backend in the summary', { skip: skipStories }, async (t) => {
+  const calib = path.join(root, 'calib-b.txt');
+  writeFileSync(calib, calibDocs(20).join('\n\n'));
+  const args = ['quantize', '--method', 'awq', '--bits', '4', '--group', '32', '--model', STORIES, '--calib', calib, '--samples', '2', '--seqlen', '64', '--fake-quant'];
+  let cuda = false;
+  try {
+    cuda = addon().ops.init('cuda').backend === 'cuda';
+  } catch (err) {
+    t.equal((err as { code?: string }).code, 'SHOAL_ERR_BACKEND');
+  }
+  if (!cuda) {
+    await t.rejects(run([...args, '--backend', 'cuda', '--out', path.join(root, 'b-cuda')]), { code: 'SHOAL_ERR_BACKEND', message: /cuda/ });
+    t.notOk(existsSync(path.join(root, 'b-cuda')), 'no output folder left behind');
+  }
+  const j = JSON.parse(await run([...args, '--backend', 'cpu', '--clip-linears', 'gate_proj,up_proj', '--out', path.join(root, 'b-cpu'), '--json'])) as {
+    backend: { backend: string }; layers: Array<{ clip: Record<string, number> }>;
+  };
+  t.equal(j.backend.backend, 'cpu');
+  t.same(Object.keys(j.layers[0]!.clip).sort(), ['gate_proj', 'up_proj'], 'only the listed linears were clipped');
 });

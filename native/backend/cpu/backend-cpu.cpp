@@ -53,6 +53,7 @@ constexpr int64_t kGemmMinRows = 4;
 // Output rows per prefill task: a multiple of every GEMM column block (NR =
 // 2 registers: 32/16/8 floats); the f32 panel [32][K] stays in L2.
 constexpr int64_t kPanelRows = 32;
+constexpr int64_t kGemmRowBlock = 512; // > the engine's prefill chunk (128): one block there
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
@@ -278,7 +279,13 @@ public:
             }
         } else {
             // Prefill: panels of 32 output rows → f32 [32][K] in thread-local
-            // scratch, then the register-blocked f32 GEMM over all M rows.
+            // scratch, then the register-blocked f32 GEMM over a block of rows
+            // of x. Blocks of kGemmRowBlock rows keep x in cache while every
+            // panel passes over it (the quantizer multiplies tens of thousands
+            // of rows at once; one pass over all of them per panel ran at the
+            // speed of memory).
+            for (int64_t m0 = 0; m0 < M; m0 += kGemmRowBlock) {
+            const int64_t mb = std::min(kGemmRowBlock, M - m0);
             pool_.parallel_for((N + kPanelRows - 1) / kPanelRows, [&](int64_t t, int) {
                 const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
                 thread_local std::vector<float> panel; // [32][K]
@@ -298,8 +305,9 @@ public:
                     k_.to_f32(w.dt, static_cast<const uint8_t *>(w.w) + (size_t)(n0 * K) * 2, (n1 - n0) * K, panel.data());
                     wp = panel.data();
                 }
-                k_.gemm_f32(xp, K, M, wp, n1 - n0, K, yp + n0, N);
+                k_.gemm_f32(xp + m0 * K, K, mb, wp, n1 - n0, K, yp + m0 * N + n0, N);
             });
+            }
         }
         if (!w.bias.empty())
             for (int64_t m = 0; m < M; m++) k_.add(yp + m * N, w.bias.data(), N);

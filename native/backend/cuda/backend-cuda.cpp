@@ -217,23 +217,27 @@ public:
                                 reinterpret_cast<const __half *>(base + oc), K, N, G, l->qs.as<uint32_t>(),
                                 l->sz.as<__half2>(), s_);
             CUDA_CHECK(cudaStreamSynchronize(s_)); // the scratch is reused by the next tensor
-            release_pages(src.qweight.data, a);
-            release_pages(src.qzeros.data, b);
-            release_pages(src.scales.data, c);
+            if (!src.transient) {
+                release_pages(src.qweight.data, a);
+                release_pages(src.qzeros.data, b);
+                release_pages(src.scales.data, c);
+            }
         } else {
             const TensorView & w = src.weight;
             l->wt = wtype_of(w.dtype, "linear '" + src.name + "'");
             SHOAL_CHECK(w.numel() == K * N, SHOAL_ERR_SHAPE,
                         "linear '" + src.name + "': weight has " + std::to_string(w.numel()) + " elements, expected " +
                             std::to_string(N) + " x " + std::to_string(K));
-            auto it = shared_.find(w.data); // tied lm_head: reuse the embedding's device copy
+            auto it = src.transient ? shared_.end() : shared_.find(w.data); // tied lm_head: reuse the embedding's copy
             if (it != shared_.end() && it->second->n == w.nbytes) {
                 l->w = it->second;
             } else {
                 l->w = std::make_shared<DevBuf>(w.nbytes, "weight " + src.name);
                 upload(w.data, w.nbytes, l->w->p);
-                shared_[w.data] = l->w;
-                release_pages(w.data, w.nbytes);
+                if (!src.transient) { // upload() has copied the bytes to pinned staging: the caller may reuse them
+                    shared_[w.data] = l->w;
+                    release_pages(w.data, w.nbytes);
+                }
             }
         }
         if (src.has_bias) {

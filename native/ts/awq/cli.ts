@@ -2,7 +2,7 @@
 // with per-layer timings and losses, and the summary. cli-tools.ts adds the
 // options to its `quantize` command and hands over when --method awq, --bits 2/3
 // or --pad-ffn is asked for (RTN w4 without padding stays in quantize-rtn.ts).
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { ToolError } from '../safetensors.js';
 import type { FloatDType } from '../model-shapes.js';
@@ -11,7 +11,7 @@ import { quantizeAwqModel, type AwqQuantizeResult, type LayerReport } from './qu
 export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
   calib?: string[]; calibSep?: string; samples: number; seqlen: number; duoScaling?: boolean; padFfn?: boolean;
-  clip: boolean; fakeQuant?: boolean;
+  clip: boolean; fakeQuant?: boolean; backend: 'auto' | 'cpu' | 'cuda'; clipLinears?: string;
 }
 
 function posInt(v: string): number {
@@ -28,6 +28,8 @@ export function addAwqQuantizeOptions(cmd: Command): Command {
     .option('--seqlen <n>', 'tokens per calibration block (AWQ)', posInt, 512)
     .option('--duo-scaling', 'AutoAWQ duo scaling: s = mean|x|^a / mean|w|^(1-a)')
     .option('--no-clip', 'skip the AWQ clipping search')
+    .option('--clip-linears <names>', 'comma list of linears to clip (default v_proj,o_proj,gate_proj,up_proj,down_proj; see docs/quantization.md)')
+    .addOption(new Option('--backend <b>', 'backend of the AWQ products: auto (CUDA when usable), cpu or cuda').choices(['auto', 'cpu', 'cuda']).default('auto'))
     .option('--pad-ffn', 'zero-pad the FFN intermediate size to a multiple of the group so down_proj can be quantized')
     .option('--fake-quant', 'write the quantize-dequantize weights as F32 (always so for --bits 2 and 3)');
 }
@@ -67,7 +69,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
       model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, force: o.force ?? false,
       ...(o.calib ? { calib: o.calib } : {}), ...(sep ? { calibSep: sep } : {}),
       samples: o.samples, seqlen: o.seqlen, duoScaling: o.duoScaling ?? false, padFfn: o.padFfn ?? false,
-      clip: o.clip, fakeQuant: o.fakeQuant ?? false,
+      clip: o.clip, ...(o.clipLinears ? { clipLinears: o.clipLinears.split(',').map((x) => x.trim()) } : {}), fakeQuant: o.fakeQuant ?? false, backend: o.backend,
       onStage: (l, stage) => {
         if (!bar) return;
         if (!started) {

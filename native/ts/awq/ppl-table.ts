@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       model: { type: 'string' }, stories: { type: 'string' }, wiki: { type: 'string' }, work: { type: 'string' },
       samples: { type: 'string', default: '64' }, seqlen: { type: 'string', default: '512' },
       bits: { type: 'string', default: '4,3' }, groups: { type: 'string', default: '32,64' },
-      json: { type: 'string' }, 'wiki-limit': { type: 'string' },
+      json: { type: 'string' }, 'no-clip': { type: 'boolean' }, methods: { type: 'string', default: 'rtn,awq' }, pads: { type: 'string', default: '0,1' }, 'wiki-limit': { type: 'string' },
     },
   });
   const model = values.model!;
@@ -72,16 +72,19 @@ async function main(): Promise<void> {
   process.stderr.write(`fp32: ${JSON.stringify(fp)}\n`);
   for (const bits of values.bits!.split(',').map(Number)) {
     for (const G of values.groups!.split(',').map(Number)) {
-      for (const pad of [false, true]) {
-        for (const method of ['rtn', 'awq'] as const) {
-          const out = path.join(work, `${method}-w${bits}g${G}${pad ? '-pad' : ''}`);
+      for (const pad of values.pads!.split(',').map((p) => p === '1')) {
+        for (const variant of values.methods!.split(',')) {
+          const method = variant === 'rtn' ? 'rtn' : 'awq';
+          const mlpClip = variant === 'awq-mlpclip';
+          const out = path.join(work, `${variant}-w${bits}g${G}${pad ? '-pad' : ''}`);
           const r: AwqQuantizeResult = await quantizeAwqModel({
             model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
             calibDocs, samples, seqlen,
+            clip: !values['no-clip'], ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : {}),
           });
           const e = await evaluate(out);
           const row = {
-            name: `${method} w${bits}g${G}${pad ? ' pad' : ''}`, method, bits, G, pad, ...e, seconds: r.seconds,
+            name: `${variant} w${bits}g${G}${pad ? ' pad' : ''}`, method: variant, bits, G, pad, ...e, seconds: r.seconds,
             notConverted: r.modulesToNotConvert, alphas: r.layers.map((l) => l.scales.map((s) => s.alpha)),
             clip: r.layers.map((l) => l.clip), outputMse: r.layers.map((l) => l.outputMse),
           };

@@ -46,9 +46,9 @@ import {
 } from '../safetensors.js';
 import { HfModelTokenizer } from '../tokenizer.js';
 import { buildCalibration, readCalibDocuments } from './calib.js';
-import { fakeQuantGroup, fakeQuantize, SUPPORTED_BITS } from './fake-quant.js';
+import { SUPPORTED_BITS } from './fake-quant.js';
 import {
-  add, backendOps, divColumnsInPlace, divRowsInPlace, linear, meanAbsColumns, mse, rmsnorm, scaleColumns, siluMul,
+  add, backendOps, divColumnsInPlace, divRowsInPlace, linear, meanAbsColumns, mse, rmsnorm,
 } from './ops.js';
 
 export interface AwqQuantizeOptions {
@@ -72,6 +72,13 @@ export interface AwqQuantizeOptions {
   clip?: boolean;
   /** Calibration tokens sub-sampled for the clip search (llm-awq n_sample_token). */
   clipTokens?: number;
+  /**
+   * Linears the clip search runs on (default v_proj, o_proj, gate_proj,
+   * up_proj, down_proj, as llm-awq; q_proj and k_proj are never clipped).
+   */
+  clipLinears?: string[];
+  /** Backend of the products (default auto: CUDA when usable, else CPU). */
+  backend?: 'auto' | 'cpu' | 'cuda';
   /** Zero-pad the FFN intermediate size to a multiple of the group so down_proj can be quantized. */
   padFfn?: boolean;
   /** Write the quantize-dequantize weights as an F32 checkpoint even at 4 bits. */
@@ -135,6 +142,8 @@ export interface AwqQuantizeResult {
 }
 
 const N_GRID = 20;
+/** Linears the clip search may touch (llm-awq skips q and k: their error acts through the attention scores). */
+const CLIPPABLE: readonly string[] = ['v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const CLIP_STEPS = 10; // i = 0..9: shrink up to 45 % (llm-awq max_shrink 0.5, n_grid 20)
 
 interface LayerWeights {
@@ -191,6 +200,12 @@ export function checkAwqOptions(o: AwqQuantizeOptions): { method: 'awq' | 'rtn';
   if (o.clipTokens !== undefined && (!Number.isSafeInteger(o.clipTokens) || o.clipTokens < 1)) {
     throw new ToolError('SHOAL_ERR_INVALID_ARG', `clipTokens ${o.clipTokens} must be a positive integer`);
   }
+  for (const c of o.clipLinears ?? []) {
+    if (!CLIPPABLE.includes(c)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--clip-linears: ${c} is not one of ${CLIPPABLE.join(', ')}`);
+  }
+  if (o.backend !== undefined && !['auto', 'cpu', 'cuda'].includes(o.backend)) {
+    throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --backend ${String(o.backend)}; use auto, cpu or cuda`);
+  }
   if (o.foldOnly && method !== 'awq') throw new ToolError('SHOAL_ERR_INVALID_ARG', 'foldOnly needs method awq');
   return { method, bits, G, samples, seqlen };
 }
@@ -218,7 +233,8 @@ async function mlpBlock(ctx: Ctx, h2: Float32Array, wg: Float32Array, wu: Float3
   const D = ctx.shape.hiddenSize;
   const g = await linear(h2, ctx.T, wg, ctx.F, D);
   const u = await linear(h2, ctx.T, wu, ctx.F, D);
-  const m = siluMul(g, u);
+  await backendOps().siluMul(g, u);
+  const m = g; // silu(gate)·up
   const out = await linear(m, ctx.T, wd, D, ctx.F);
   return { m, out };
 }
@@ -250,12 +266,9 @@ async function forwardLayer(ctx: Ctx, lw: LayerWeights, x: Float32Array): Promis
 
 interface ScaleTarget { kind: LinearKind; w: Float32Array; N: number }
 
-/** Q(W·diag(s))·diag(s)⁻¹ */
-function qdqScaled(ctx: Ctx, w: Float32Array, N: number, K: number, s: Float64Array): Float32Array {
-  const ws = scaleColumns(w, N, K, s);
-  fakeQuantize(ws, N, K, ctx.G, ctx.bits, ws);
-  divColumnsInPlace(ws, N, K, s);
-  return ws;
+/** Q(W·diag(s))·diag(s)⁻¹, on the host's cores (bit-identical to fake-quant.ts). */
+function qdqScaled(ctx: Ctx, w: Float32Array, N: number, K: number, s: Float64Array | null): Promise<Float32Array> {
+  return backendOps().fakeQuant(w, N, K, ctx.G, ctx.bits, s);
 }
 
 async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: number, targets: ScaleTarget[],
@@ -297,7 +310,8 @@ async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: number, t
     }
     const norm = Math.sqrt(mx * mn);
     for (let k = 0; k < K; k++) s[k] = s[k]! / norm;
-    const ws = targets.map((t) => (ctx.quantized.has(t.kind) ? qdqScaled(ctx, t.w, t.N, K, s) : t.w));
+    const ws: Float32Array[] = [];
+    for (const t of targets) ws.push(ctx.quantized.has(t.kind) ? await qdqScaled(ctx, t.w, t.N, K, s) : t.w);
     const out = await block(ws);
     const loss = mse(out, ref);
     if (i === 0) loss0 = loss;
@@ -341,8 +355,6 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Fl
     }
   }
   let shrinkSum = 0;
-  const orig = new Float32Array(G);
-  const clamped = new Float32Array(G);
   for (let g = 0; g < ng; g++) {
     const C = new Float32Array(G * G);
     const cb = g * G * G;
@@ -353,24 +365,14 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Fl
         C[b * G + a] = v;
       }
     }
-    // deltas d = Q(clamp(w)) − w for every (row, shrink)
-    const Dm = new Float32Array(N * CLIP_STEPS * G);
+    // deltas d = Q(clamp(w)) − w for every (row, shrink): [N, CLIP_STEPS, G]
+    const Dm = await backendOps().clipDeltas(w, N, K, G, g, ctx.bits, CLIP_STEPS, N_GRID);
     const orgMax = new Float32Array(N);
     for (let n = 0; n < N; n++) {
       const wo = n * K + g * G;
       let m = 0;
-      for (let j = 0; j < G; j++) {
-        orig[j] = w[wo + j]!;
-        m = Math.max(m, Math.abs(orig[j]!));
-      }
+      for (let j = 0; j < G; j++) m = Math.max(m, Math.abs(w[wo + j]!));
       orgMax[n] = m;
-      for (let i = 0; i < CLIP_STEPS; i++) {
-        const mv = m * (1 - i / N_GRID);
-        for (let j = 0; j < G; j++) clamped[j] = Math.min(mv, Math.max(-mv, orig[j]!));
-        const dOff = (n * CLIP_STEPS + i) * G;
-        fakeQuantGroup(clamped, 0, G, qmax, clamped);
-        for (let j = 0; j < G; j++) Dm[dOff + j] = clamped[j]! - orig[j]!;
-      }
     }
     const E = await backendOps().matmul(Dm, N * CLIP_STEPS, C, G, G); // D · C (C symmetric)
     for (let n = 0; n < N; n++) {
@@ -421,12 +423,12 @@ function divActs(x: Float32Array, T: number, K: number, s: Float64Array): void {
 }
 
 /** Quantize-dequantize weights of the quantized linears (RTN on the given weights). */
-function rtnWeights(ctx: Ctx, lw: LayerWeights): LayerWeights {
+async function rtnWeights(ctx: Ctx, lw: LayerWeights): Promise<LayerWeights> {
   const w = { ...lw.w };
   for (const kind of LINEAR_KINDS) {
     if (!ctx.quantized.has(kind)) continue;
     const d = dims(ctx, kind);
-    w[kind] = fakeQuantize(lw.w[kind], d.out, d.in, ctx.G, ctx.bits);
+    w[kind] = await qdqScaled(ctx, lw.w[kind], d.out, d.in, null);
   }
   return { ...lw, w };
 }
@@ -518,7 +520,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
       'self_attn.v_proj': fp.h, 'self_attn.o_proj': fp.a, 'mlp.gate_proj': fp.h2, 'mlp.up_proj': fp.h2, 'mlp.down_proj': fp.m,
     };
     for (const kind of ['self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'] as const) {
-      if (!q(kind)) continue;
+      if (!q(kind) || (opts.clipLinears && !opts.clipLinears.includes(kind.split('.')[1]!))) continue;
       stage(`clip ${kind.split('.')[1]}`);
       const d = dims(ctx, kind);
       clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, inputs[kind]!);
@@ -611,6 +613,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         throw new ToolError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: tensor ${t.name} is ${e.dtype}; an unquantized F32/F16/BF16 checkpoint is needed`);
       }
     }
+    if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
     if (method === 'awq' && seqlen > shape0.maxPositionEmbeddings) {
       throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} is longer than the model's context (${shape0.maxPositionEmbeddings}); use --seqlen ${shape0.maxPositionEmbeddings} or less`);
     }
@@ -686,7 +689,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         if (opts.compareRtn) {
           stage('rtn reference');
           const fpRef = await forwardLayer(ctx, lw, x!);
-          const rtn = await forwardLayer(ctx, rtnWeights(ctx, lw), x!);
+          const rtn = await forwardLayer(ctx, await rtnWeights(ctx, lw), x!);
           rtnOutputMse = mse(rtn.out, fpRef.out);
         }
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
@@ -713,7 +716,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
             deq[kind] = wt;
             putFloat(t.name, wt);
           } else if (fake) {
-            deq[kind] = fakeQuantize(wt, N, K, G, bits);
+            deq[kind] = await backendOps().fakeQuant(wt, N, K, G, bits, null);
             putFloat(t.name, deq[kind]);
             nQuantized++;
           } else {
