@@ -27,6 +27,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace shoal_addon {
@@ -50,22 +51,30 @@ shoal::Backend & backend_locked() {
 // Rows per backend call: bounds the activation copies the backend holds.
 constexpr int64_t kChunkRows = 8192;
 
-struct F32Arg {
-    const float * data = nullptr;
+// A typed-array argument, referenced (not copied) until the worker settles.
+template <class T, napi_typedarray_type kType> struct TypedArg {
+    static constexpr napi_typedarray_type kind = kType;
+    const T * data = nullptr;
     size_t n = 0;
     Napi::Reference<Napi::Value> ref;
 };
+using F32Arg = TypedArg<float, napi_float32_array>;
+using F64Arg = TypedArg<double, napi_float64_array>;
 
-F32Arg f32_arg(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        throw_type(env, std::string(what) + " must be a Float32Array");
-    Napi::Float32Array a = v.As<Napi::Float32Array>();
-    F32Arg r;
+template <class Arg> Arg typed_arg(Napi::Env env, const Napi::Value & v, const char * what, const char * type_name) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(Arg::data)>>;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Arg::kind)
+        throw_type(env, std::string(what) + " must be a " + type_name);
+    Napi::TypedArrayOf<T> a = v.As<Napi::TypedArrayOf<T>>();
+    Arg r;
     r.data = a.Data();
     r.n = a.ElementLength();
     r.ref = Napi::Persistent(v);
     return r;
 }
+
+F32Arg f32_arg(Napi::Env env, const Napi::Value & v, const char * what) { return typed_arg<F32Arg>(env, v, what, "Float32Array"); }
+F64Arg f64_arg(Napi::Env env, const Napi::Value & v, const char * what) { return typed_arg<F64Arg>(env, v, what, "Float64Array"); }
 
 int64_t int_arg(Napi::Env env, const Napi::CallbackInfo & info, size_t i, const char * what, int64_t min) {
     if (info.Length() <= i || !info[i].IsNumber()) throw_type(env, std::string(what) + " must be a number");
@@ -208,23 +217,6 @@ private:
     int64_t rows_;
     int seqlen_, heads_, kv_heads_, hd_;
 };
-
-struct F64Arg {
-    const double * data = nullptr;
-    size_t n = 0;
-    Napi::Reference<Napi::Value> ref;
-};
-
-F64Arg f64_arg(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-        throw_type(env, std::string(what) + " must be a Float64Array");
-    Napi::Float64Array a = v.As<Napi::Float64Array>();
-    F64Arg r;
-    r.data = a.Data();
-    r.n = a.ElementLength();
-    r.ref = Napi::Persistent(v);
-    return r;
-}
 
 // Rows [0, n) split over the host's cores; fn(n0, n1, &err) → ok. Host-side
 // element-wise work: it does not touch the backend (no lock needed).

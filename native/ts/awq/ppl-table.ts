@@ -51,17 +51,22 @@ async function main(): Promise<void> {
   process.stderr.write(`${stories.length} stories; calibration: first 200, evaluation: last 500\n`);
 
   const rows: Array<Record<string, unknown>> = [];
+  // Every checkpoint keeps the FP model's tokenizer: tokenize the evaluation texts once.
+  let tokens: { stories: number[]; wiki: number[] } | null = null;
   async function evaluate(dir: string): Promise<{ stories: number; wiki: number; storyTokens: number; wikiTokens: number }> {
     const m = await loadModel(dir);
     try {
-      const tok = m.tokenizer!;
-      const bos = m.info.bosTokenId!;
-      const ids: number[] = [];
-      for (const s of evalStories) ids.push(bos, ...tok.encode(s, { addSpecialTokens: false }));
-      const st = await evaluatePerplexity(m, ids, { ctx: 512, bos: null });
-      let wikiIds = tok.encode(wikiText, { addSpecialTokens: false });
-      if (values['wiki-limit']) wikiIds = wikiIds.slice(0, Number(values['wiki-limit']));
-      const wk = await evaluatePerplexity(m, wikiIds, { ctx: 512 });
+      if (!tokens) {
+        const tok = m.tokenizer!;
+        const bos = m.info.bosTokenId!;
+        const ids: number[] = [];
+        for (const s of evalStories) ids.push(bos, ...tok.encode(s, { addSpecialTokens: false }));
+        let wikiIds = tok.encode(wikiText, { addSpecialTokens: false });
+        if (values['wiki-limit']) wikiIds = wikiIds.slice(0, Number(values['wiki-limit']));
+        tokens = { stories: ids, wiki: wikiIds };
+      }
+      const st = await evaluatePerplexity(m, tokens.stories, { ctx: 512, bos: null });
+      const wk = await evaluatePerplexity(m, tokens.wiki, { ctx: 512 });
       return { stories: st.ppl, wiki: wk.ppl, storyTokens: st.tokens, wikiTokens: wk.tokens };
     } finally {
       m.dispose();
