@@ -11,18 +11,18 @@
 // group | in_features, 32 | group (4-bit: group 32 or a multiple of 64). Others
 // stay floating point (.weight) and are listed in modules_to_not_convert.
 // g_idx is written as k / G (no act-order).
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeModelMetadata } from './gen-model.js';
-import { relativeError } from './quantize-rtn.js';
+import { readModelFolder, relativeError } from './quantize-rtn.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
 } from './gptq-pack.js';
-import { ST_DTYPE, LINEAR_KINDS, linearDims, parseModelConfig, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from './model-shapes.js';
+import { ST_DTYPE, LINEAR_KINDS, linearDims, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from './model-shapes.js';
 import {
   abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
-  encodeFloats, ToolError, writeFileAtomic, type StDType, type TensorSpec,
+  encodeFloats, ToolError, writeFileAtomic, type TensorSpec,
 } from './safetensors.js';
 
 export type GptqCheckpointFormat = 'gptq' | 'gptq_v2';
@@ -100,14 +100,6 @@ export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' 
   return { bits, groupSize };
 }
 
-function readJson(file: string): unknown {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ToolError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; --model must be a Hugging Face model folder`);
-  }
-}
-
 /** Folds AWQ scales into a temporary F32 copy of the model (native/ts/awq); returns its folder. */
 async function awqFold(opts: GptqQuantizeOptions, bits: number, groupSize: number, tmpRoot: string): Promise<string> {
   let mod: { quantizeAwqModel?: (o: Record<string, unknown>) => Promise<unknown> };
@@ -157,12 +149,7 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
   const fmt: GptqCheckpointFormat = opts.checkpointFormat ?? 'gptq_v2';
   const layout: LowbitLayout = opts.layout ?? 'gptq';
   const dtype: FloatDType = opts.dtype ?? 'f16';
-  const cfgPath = path.join(opts.model, 'config.json');
-  if (!existsSync(cfgPath)) throw new ToolError('SHOAL_ERR_CONFIG', `${opts.model} has no config.json; --model must be a Hugging Face model folder`);
-  const config = readJson(cfgPath) as Record<string, unknown>;
-  const genPath = path.join(opts.model, 'generation_config.json');
-  const gen = existsSync(genPath) ? readJson(genPath) : null;
-  const { shape, quant: srcQuant } = parseModelConfig(config, gen, cfgPath);
+  const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant || config.quantization_config) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
   const skip = lowbitUnquantizableKinds(shape, bits, groupSize);
   const fdt = ST_DTYPE[dtype];

@@ -23,7 +23,7 @@ import { ST_DTYPE,
 } from './model-shapes.js';
 import {
   abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
-  encodeFloats, ToolError, writeFileAtomic, type StDType, type TensorSpec,
+  encodeFloats, ToolError, type StDType, type TensorSpec,
 } from './safetensors.js';
 
 export type QuantMethodName = 'rtn' | 'awq';
@@ -65,6 +65,16 @@ function readJson(file: string): unknown {
   } catch (err) {
     throw new ToolError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; --model must be a Hugging Face model folder`);
   }
+}
+
+/** config.json (+ generation_config.json) of a Hugging Face model folder, parsed. */
+export function readModelFolder(dir: string): { config: Record<string, unknown>; gen: unknown } & ReturnType<typeof parseModelConfig> {
+  const cfgPath = path.join(dir, 'config.json');
+  if (!existsSync(cfgPath)) throw new ToolError('SHOAL_ERR_CONFIG', `${dir} has no config.json; --model must be a Hugging Face model folder`);
+  const config = readJson(cfgPath) as Record<string, unknown>;
+  const genPath = path.join(dir, 'generation_config.json');
+  const gen = existsSync(genPath) ? readJson(genPath) : null;
+  return { config, gen, ...parseModelConfig(config, gen, cfgPath) };
 }
 
 /** Checks options; returns the validated method/bits/group. */
@@ -109,12 +119,7 @@ export function relativeError(w: ArrayLike<number>, approx: ArrayLike<number>): 
 export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
   const t0 = performance.now();
   const { bits, groupSize: G, dtype } = checkQuantizeOptions(opts);
-  const cfgPath = path.join(opts.model, 'config.json');
-  if (!existsSync(cfgPath)) throw new ToolError('SHOAL_ERR_CONFIG', `${opts.model} has no config.json; --model must be a Hugging Face model folder`);
-  const config = readJson(cfgPath) as Record<string, unknown>;
-  const genPath = path.join(opts.model, 'generation_config.json');
-  const gen = existsSync(genPath) ? readJson(genPath) : null;
-  const { shape, quant: srcQuant } = parseModelConfig(config, gen, cfgPath);
+  const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant) {
     throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
   }

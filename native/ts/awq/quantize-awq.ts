@@ -31,18 +31,18 @@
 // weights as an F32 checkpoint, so quality can be measured before the runtime
 // runs those widths. Memory: the weights of one layer plus that layer's
 // calibration activations (and the embedding table for the first lookup).
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../awq-pack.js';
 import { writeModelMetadata } from '../gen-model.js';
 import { ST_DTYPE,
-  LINEAR_KINDS, linearDims, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE,
+  LINEAR_KINDS, linearDims, planTensors, quantConfigJson, TORCH_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
 } from '../model-shapes.js';
+import { readModelFolder } from '../quantize-rtn.js';
 import { ropeInvFreq } from '../reference-forward.js';
 import {
   abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
-  encodeFloats, ToolError, writeFileAtomic, type StDType, type TensorSpec,
+  encodeFloats, ToolError, type TensorSpec,
 } from '../safetensors.js';
 import { HfModelTokenizer } from '../tokenizer.js';
 import { buildCalibration, readCalibDocuments } from './calib.js';
@@ -165,14 +165,6 @@ interface Ctx {
   quantized: Set<LinearKind>;
   duo: boolean;
   clipTokens: number;
-}
-
-function readJson(file: string): unknown {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ToolError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; --model must be a Hugging Face model folder`);
-  }
 }
 
 function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): { out: number; in: number } {
@@ -335,7 +327,6 @@ async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: number, t
 async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Float32Array): Promise<number> {
   const G = ctx.G;
   const ng = K / G;
-  const qmax = (1 << ctx.bits) - 1;
   const step = Math.max(1, Math.floor(ctx.T / ctx.clipTokens));
   let Ts = 0;
   // C_g = Σ_t x_tg x_tgᵀ / Ts for every group (upper triangle, then mirrored)
@@ -401,10 +392,6 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Fl
 // ---------------------------------------------------------------------------
 // one layer
 // ---------------------------------------------------------------------------
-
-function vec(x: ArrayLike<number>): Float64Array {
-  return Float64Array.from(x);
-}
 
 function divInPlace(v: Float32Array, s: Float64Array): void {
   for (let i = 0; i < v.length; i++) v[i] = v[i]! / s[i]!;
@@ -571,12 +558,7 @@ function loadLayer(ck: Checkpoint, l: number, shape0: ModelShape, F: number): La
 export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQuantizeResult> {
   const t0 = performance.now();
   const { method, bits, G, samples, seqlen } = checkAwqOptions(opts);
-  const cfgPath = path.join(opts.model, 'config.json');
-  if (!existsSync(cfgPath)) throw new ToolError('SHOAL_ERR_CONFIG', `${opts.model} has no config.json; --model must be a Hugging Face model folder`);
-  const config = readJson(cfgPath) as Record<string, unknown>;
-  const genPath = path.join(opts.model, 'generation_config.json');
-  const gen = existsSync(genPath) ? readJson(genPath) : null;
-  const { shape: shape0, quant: srcQuant } = parseModelConfig(config, gen, cfgPath);
+  const { config, gen, shape: shape0, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant) {
     throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
   }
