@@ -292,55 +292,61 @@ private:
     F32Arg g_, u_;
 };
 
+// Queues a worker; its promise settles with the result.
+Napi::Value queue(OpWorker * wk) {
+    Napi::Promise p = wk->promise();
+    wk->Queue();
+    return p;
+}
+
+// The leading (w, rows, cols, group) arguments of the quantize-dequantize ops.
+struct GroupedWeight {
+    F32Arg w;
+    int64_t rows, cols, group;
+};
+
+GroupedWeight grouped_weight(Napi::Env env, const Napi::CallbackInfo & info, const char * op) {
+    GroupedWeight a{f32_arg(env, info[0], "w"), int_arg(env, info, 1, "rows", 1), int_arg(env, info, 2, "cols", 1),
+                    int_arg(env, info, 3, "group", 1)};
+    if (a.group > 1024 || a.cols % a.group != 0 || (int64_t)a.w.n != a.rows * a.cols)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG,
+                         std::string(op) + ": w must be [rows, cols] and group (<= 1024) must divide cols");
+    return a;
+}
+
 // ops.siluMul(gate, up) → Promise<void>; gate holds silu(gate)·up afterwards.
 Napi::Value SiluMul(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     F32Arg g = f32_arg(env, info[0], "gate");
     F32Arg u = f32_arg(env, info[1], "up");
     if (g.n != u.n) throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.siluMul: gate and up differ in length");
-    auto * wk = new SiluMulWorker(env, std::move(g), std::move(u));
-    Napi::Promise p = wk->promise();
-    wk->Queue();
-    return p;
+    return queue(new SiluMulWorker(env, std::move(g), std::move(u)));
 }
 
 // ops.fakeQuant(w, rows, cols, group, bits, colScale | null) → Promise<Float32Array [rows, cols]>
 Napi::Value FakeQuant(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    F32Arg w = f32_arg(env, info[0], "w");
-    const int64_t rows = int_arg(env, info, 1, "rows", 1);
-    const int64_t cols = int_arg(env, info, 2, "cols", 1);
-    const int64_t group = int_arg(env, info, 3, "group", 1);
+    GroupedWeight a = grouped_weight(env, info, "ops.fakeQuant");
     const int64_t bits = int_arg(env, info, 4, "bits", 2);
     const bool has_s = info.Length() > 5 && !info[5].IsNull() && !info[5].IsUndefined();
     F64Arg s = has_s ? f64_arg(env, info[5], "colScale") : F64Arg{};
-    if (bits > 8 || group > 1024 || cols % group != 0 || (int64_t)w.n != rows * cols || (has_s && (int64_t)s.n != cols))
-        throw make_error(env, SHOAL_ERR_INVALID_ARG,
-                         "ops.fakeQuant: w must be [rows, cols], group (<= 1024) must divide cols, bits 2..8, colScale [cols]");
-    auto * wk = new FakeQuantWorker(env, std::move(w), std::move(s), has_s, rows, cols, (int)group, (int)bits);
-    Napi::Promise p = wk->promise();
-    wk->Queue();
-    return p;
+    if (bits > 8 || (has_s && (int64_t)s.n != a.cols))
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.fakeQuant: bits must be 2..8 and colScale [cols]");
+    return queue(new FakeQuantWorker(env, std::move(a.w), std::move(s), has_s, a.rows, a.cols, (int)a.group, (int)bits));
 }
 
 // ops.clipDeltas(w, rows, cols, group, g, bits, steps, nGrid) → Promise<Float32Array [rows, steps, group]>
 Napi::Value ClipDeltas(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    F32Arg w = f32_arg(env, info[0], "w");
-    const int64_t rows = int_arg(env, info, 1, "rows", 1);
-    const int64_t cols = int_arg(env, info, 2, "cols", 1);
-    const int64_t group = int_arg(env, info, 3, "group", 1);
+    GroupedWeight a = grouped_weight(env, info, "ops.clipDeltas");
     const int64_t g = int_arg(env, info, 4, "g", 0);
     const int64_t bits = int_arg(env, info, 5, "bits", 2);
     const int64_t steps = int_arg(env, info, 6, "steps", 1);
     const int64_t n_grid = int_arg(env, info, 7, "nGrid", 1);
-    if (bits > 8 || group > 1024 || cols % group != 0 || g >= cols / group || steps > n_grid || (int64_t)w.n != rows * cols)
-        throw make_error(env, SHOAL_ERR_INVALID_ARG,
-                         "ops.clipDeltas: w must be [rows, cols], group (<= 1024) must divide cols, g < cols/group, steps <= nGrid, bits 2..8");
-    auto * wk = new ClipDeltasWorker(env, std::move(w), rows, cols, (int)group, (int)g, (int)bits, (int)steps, (int)n_grid);
-    Napi::Promise p = wk->promise();
-    wk->Queue();
-    return p;
+    if (bits > 8 || g >= a.cols / a.group || steps > n_grid)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.clipDeltas: g must be < cols/group, steps <= nGrid, bits 2..8");
+    return queue(new ClipDeltasWorker(env, std::move(a.w), a.rows, a.cols, (int)a.group, (int)g, (int)bits, (int)steps,
+                                      (int)n_grid));
 }
 
 Napi::Value Matmul(const Napi::CallbackInfo & info) {
