@@ -19,10 +19,10 @@ t.test('quantize --method awq --pad-ffn --json, then eval ppl', { skip: skipStor
   const out = path.join(root, 'awq');
   const j = JSON.parse(await run(['quantize', '--method', 'awq', '--bits', '4', '--group', '32', '--model', STORIES, '--calib', calib,
     '--calib-sep', '\\n\\n', '--samples', '3', '--seqlen', '128', '--pad-ffn', '--out', out, '--json'])) as {
-    method: string; bits: number; fakeQuant: boolean; paddedIntermediateSize: number; calibration: { samples: number; seqlen: number; documents: number };
+    method: string; bits: number; fakeQuant: boolean; paddedIntermediateSize: number; vClipError: string; calibration: { samples: number; seqlen: number; documents: number };
     layers: Array<{ seconds: number; outputMse: number; scales: unknown[] }>;
   };
-  t.match(j, { method: 'awq', bits: 4, fakeQuant: false, paddedIntermediateSize: 192, calibration: { samples: 3, seqlen: 128 } });
+  t.match(j, { method: 'awq', bits: 4, fakeQuant: false, paddedIntermediateSize: 192, vClipError: 'attention', calibration: { samples: 3, seqlen: 128 } });
   t.ok(j.calibration.documents > 1, 'the file was split into documents');
   t.equal(j.layers.length, 5);
   t.ok(j.layers.every((l) => l.seconds > 0 && l.outputMse > 0 && l.scales.length === 3));
@@ -63,5 +63,9 @@ t.test('quantize --backend: cuda without a usable GPU is a clear error; cpu name
     backend: { backend: string }; layers: Array<{ clip: Record<string, number> }>;
   };
   t.equal(j.backend.backend, 'cpu');
+  const jt = JSON.parse(await run([...args, '--v-clip-error', 'token', '--out', path.join(root, 'b-token'), '--json'])) as { vClipError: string; layers: Array<{ clip: Record<string, number> }> };
+  t.equal(jt.vClipError, 'token', '--v-clip-error token: the per-token objective of llm-awq');
+  t.ok('v_proj' in jt.layers[0]!.clip);
+  await t.rejects(run([...args, '--v-clip-error', 'heads', '--out', path.join(root, 'b-bad')]), /heads.*attention, token|Allowed choices/);
   t.same(Object.keys(j.layers[0]!.clip).sort(), ['gate_proj', 'up_proj'], 'only the listed linears were clipped');
 });

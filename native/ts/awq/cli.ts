@@ -11,7 +11,7 @@ import { quantizeAwqModel, type AwqQuantizeResult, type LayerReport } from './qu
 export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
   calib?: string[]; calibSep?: string; samples: number; seqlen: number; duoScaling?: boolean; padFfn?: boolean;
-  clip: boolean; fakeQuant?: boolean; backend: 'auto' | 'cpu' | 'cuda'; clipLinears?: string;
+  clip: boolean; fakeQuant?: boolean; backend: 'auto' | 'cpu' | 'cuda'; clipLinears?: string; vClipError: 'attention' | 'token';
 }
 
 function posInt(v: string): number {
@@ -29,6 +29,7 @@ export function addAwqQuantizeOptions(cmd: Command): Command {
     .option('--duo-scaling', 'AutoAWQ duo scaling: s = mean|x|^a / mean|w|^(1-a)')
     .option('--no-clip', 'skip the AWQ clipping search')
     .option('--clip-linears <names>', 'comma list of linears to clip (default v_proj,o_proj,gate_proj,up_proj,down_proj; see docs/quantization.md)')
+    .addOption(new Option('--v-clip-error <where>', "where v_proj's clip error is measured: after attention averaging (what o_proj sees) or per token (llm-awq)").choices(['attention', 'token']).default('attention'))
     .addOption(new Option('--backend <b>', 'backend of the AWQ products: auto (CUDA when usable), cpu or cuda').choices(['auto', 'cpu', 'cuda']).default('auto'))
     .option('--pad-ffn', 'zero-pad the FFN intermediate size to a multiple of the group so down_proj can be quantized')
     .option('--fake-quant', 'write the quantize-dequantize weights as F32 (always so for --bits 2 and 3)');
@@ -70,6 +71,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
       ...(o.calib ? { calib: o.calib } : {}), ...(sep ? { calibSep: sep } : {}),
       samples: o.samples, seqlen: o.seqlen, duoScaling: o.duoScaling ?? false, padFfn: o.padFfn ?? false,
       clip: o.clip, ...(o.clipLinears ? { clipLinears: o.clipLinears.split(',').map((x) => x.trim()) } : {}), fakeQuant: o.fakeQuant ?? false, backend: o.backend,
+      clipVAttention: o.vClipError === 'attention',
       onStage: (l, stage) => {
         if (!bar) return;
         if (!started) {

@@ -4,6 +4,12 @@
 // and WikiText-2.
 //
 //   node dist/native/ts/awq/ppl-table.js --model M --stories TXT --wiki RAW --work DIR [--samples 64 --seqlen 512]
+//     [--methods rtn,awq-token,awq,awq-mlpclip] [--bits 4,3] [--groups 32,64] [--pads 0,1]
+//     [--calib-seed N] [--clip-tokens N] [--clip-linears LIST] [--no-clip] [--wiki-limit N] [--json FILE]
+//
+// Methods: rtn; awq (Shoal's default: v_proj's clip error after attention
+// averaging); awq-token (llm-awq's per-token v clip error); awq-mlpclip (clip
+// search on gate/up/down only).
 //
 // TinyStories protocol: the file separates stories and paragraphs alike by
 // blank lines, so a story is taken to start at a paragraph beginning with
@@ -30,6 +36,25 @@ export function splitStories(text: string): string[] {
   return text.split(/\n\s*\n(?=Once\b)/).map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
+/** Fisher–Yates with a small seeded generator (mulberry32); seed 0 keeps the order. */
+export function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  if (seed === 0) return out;
+  let a = seed >>> 0;
+  const rand = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -37,6 +62,7 @@ async function main(): Promise<void> {
       samples: { type: 'string', default: '64' }, seqlen: { type: 'string', default: '512' },
       bits: { type: 'string', default: '4,3' }, groups: { type: 'string', default: '32,64' },
       json: { type: 'string' }, 'no-clip': { type: 'boolean' }, methods: { type: 'string', default: 'rtn,awq' }, pads: { type: 'string', default: '0,1' }, 'wiki-limit': { type: 'string' },
+      'clip-tokens': { type: 'string' }, 'clip-linears': { type: 'string' }, 'calib-seed': { type: 'string', default: '0' },
     },
   });
   const model = values.model!;
@@ -44,7 +70,9 @@ async function main(): Promise<void> {
   const storiesText = readFileSync(values.stories!, 'utf8');
   const wikiText = readFileSync(values.wiki!, 'utf8');
   const stories = splitStories(storiesText);
-  const calibDocs = stories.slice(0, 200);
+  // --calib-seed N > 0: the same 200 stories in a seeded random order, so the
+  // calibration blocks are another draw from them (measures the spread between draws).
+  const calibDocs = shuffled(stories.slice(0, 200), Number(values['calib-seed']));
   const evalStories = stories.slice(-500);
   const samples = Number(values.samples);
   const seqlen = Number(values.seqlen);
@@ -81,11 +109,12 @@ async function main(): Promise<void> {
         for (const variant of values.methods!.split(',')) {
           const method = variant === 'rtn' ? 'rtn' : 'awq';
           const mlpClip = variant === 'awq-mlpclip';
+          if (!['rtn', 'awq', 'awq-token', 'awq-mlpclip'].includes(variant)) throw new Error(`unknown method ${variant}: rtn, awq, awq-token or awq-mlpclip`);
           const out = path.join(work, `${variant}-w${bits}g${G}${pad ? '-pad' : ''}`);
           const r: AwqQuantizeResult = await quantizeAwqModel({
             model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
             calibDocs, samples, seqlen,
-            clip: !values['no-clip'], ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : {}),
+            clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...(values['clip-tokens'] ? { clipTokens: Number(values['clip-tokens']) } : {}), ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : values['clip-linears'] ? { clipLinears: values['clip-linears'].split(',') } : {}),
           });
           const e = await evaluate(out);
           const row = {

@@ -22,7 +22,10 @@
 //      group's output error over ~512 sub-sampled calibration tokens (llm-awq
 //      auto_clip). The error E = mean_t (x_t·(Q(clamp(w)) − w))² is evaluated
 //      exactly as dᵀ C d with the group's input second-moment matrix C, so the
-//      candidate errors are one backend GEMM per group.
+//      candidate errors are one backend GEMM per group. For v_proj the error is
+//      measured where it acts, at o_proj's input after each query head's
+//      attention averaging (x_t replaced by ā^q_t = Σ_s p^q_ts x_s, per kv head);
+//      clipVAttention: false keeps llm-awq's per-token x_t.
 //   4. Quantization (AutoAWQ pseudo_quantize: asymmetric, zero point, f16
 //      scales), then the quantized layer is run on X to give the next layer's X.
 //
@@ -72,6 +75,11 @@ export interface AwqQuantizeOptions {
   clip?: boolean;
   /** Calibration tokens sub-sampled for the clip search (llm-awq n_sample_token). */
   clipTokens?: number;
+  /**
+   * v_proj's clip error measured after attention averaging, where o_proj sees it
+   * (default true; false: per token, as llm-awq). See docs/quantization.md.
+   */
+  clipVAttention?: boolean;
   /**
    * Linears the clip search runs on (default v_proj, o_proj, gate_proj,
    * up_proj, down_proj, as llm-awq; q_proj and k_proj are never clipped).
@@ -126,6 +134,8 @@ export interface AwqQuantizeResult {
   fakeQuant: boolean;
   duoScaling: boolean;
   clip: boolean;
+  /** where v_proj's clip error was measured (null: no clip search) */
+  vClipError: 'attention' | 'token' | null;
   intermediateSize: number;
   paddedIntermediateSize: number | null;
   quantizedLinears: number;
@@ -146,7 +156,7 @@ const N_GRID = 20;
 const CLIPPABLE: readonly string[] = ['v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const CLIP_STEPS = 10; // i = 0..9: shrink up to 45 % (llm-awq max_shrink 0.5, n_grid 20)
 
-interface LayerWeights {
+export interface LayerWeights {
   attnNorm: Float32Array;
   ffnNorm: Float32Array;
   w: Record<LinearKind, Float32Array>;
@@ -165,6 +175,8 @@ interface Ctx {
   quantized: Set<LinearKind>;
   duo: boolean;
   clipTokens: number;
+  /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */
+  clipVAttention: boolean;
 }
 
 function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): { out: number; in: number } {
@@ -319,20 +331,22 @@ async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: number, t
 // clip search
 // ---------------------------------------------------------------------------
 
-/**
- * Per output row and group of w [N, K], the clamp max(|w|)·(1 − i/20) that
- * minimises mean_t (x_t · (Q(clamp(w)) − w))² over sub-sampled tokens of x;
- * clamps w in place and returns the mean shrink.
- */
-async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Float32Array): Promise<number> {
-  const G = ctx.G;
-  const ng = K / G;
+/** Indices of the calibration tokens the clip search uses: every ⌊T / clipTokens⌋-th (llm-awq's stride). */
+function clipSampleRows(ctx: Ctx): number[] {
   const step = Math.max(1, Math.floor(ctx.T / ctx.clipTokens));
-  let Ts = 0;
-  // C_g = Σ_t x_tg x_tgᵀ / Ts for every group (upper triangle, then mirrored)
+  const rows: number[] = [];
+  for (let t = 0; t < ctx.T; t += step) rows.push(t);
+  return rows;
+}
+
+/**
+ * Second-moment matrix C_g = Σ_r x_rg x_rgᵀ / |rows| of every input group g
+ * (G columns) over the given rows of x [*, K]: [K/G] × [G, G].
+ */
+function groupGrams(x: Float32Array, K: number, G: number, rows: readonly number[]): Float32Array[] {
+  const ng = K / G;
   const C64 = new Float64Array(ng * G * G);
-  for (let t = 0; t < ctx.T; t += step) {
-    Ts++;
+  for (const t of rows) {
     const o = t * K;
     for (let g = 0; g < ng; g++) {
       const cb = g * G * G;
@@ -345,17 +359,33 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Fl
       }
     }
   }
-  let shrinkSum = 0;
+  const grams: Float32Array[] = [];
   for (let g = 0; g < ng; g++) {
     const C = new Float32Array(G * G);
     const cb = g * G * G;
     for (let a = 0; a < G; a++) {
       for (let b = a; b < G; b++) {
-        const v = C64[cb + a * G + b]! / Ts;
+        const v = C64[cb + a * G + b]! / rows.length;
         C[a * G + b] = v;
         C[b * G + a] = v;
       }
     }
+    grams.push(C);
+  }
+  return grams;
+}
+
+/**
+ * Per output row and group of w [N, K], the clamp max(|w|)·(1 − i/20) that
+ * minimises dᵀ C_g d (d = Q(clamp(w)) − w; C_g from groupGrams); clamps w in
+ * place and returns the mean shrink.
+ */
+async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, grams: readonly Float32Array[]): Promise<number> {
+  const G = ctx.G;
+  const ng = K / G;
+  let shrinkSum = 0;
+  for (let g = 0; g < ng; g++) {
+    const C = grams[g]!;
     // deltas d = Q(clamp(w)) − w for every (row, shrink): [N, CLIP_STEPS, G]
     const Dm = await backendOps().clipDeltas(w, N, K, G, g, ctx.bits, CLIP_STEPS, N_GRID);
     const orgMax = new Float32Array(N);
@@ -387,6 +417,45 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, x: Fl
     }
   }
   return shrinkSum / (N * ng);
+}
+
+/**
+ * The inputs of v_proj as o_proj sees them: v's error reaches o_proj only after
+ * each query head's attention averaging, ā^q_t = Σ_s p^q_ts x_s. Returns, per kv
+ * head, these averaged inputs for the sampled tokens and every query head that
+ * reads that kv head: [kvHeads] × [rows.length · heads/kvHeads, D].
+ * Computed with the backend's attention by passing D/headDim column chunks of
+ * x as v (each chunk repeated in every kv-head slot).
+ */
+export async function attentionAveragedInputs(ctx: Pick<Ctx, 'shape' | 'T' | 'seqlen' | 'invFreq'>, h: Float32Array,
+  qk: Pick<LayerWeights, 'w' | 'bias'>, rows: readonly number[]): Promise<Float32Array[]> {
+  const s = ctx.shape;
+  const D = s.hiddenSize;
+  const hd = s.headDim;
+  const qd = s.heads * hd;
+  const kvd = s.kvHeads * hd;
+  const T = ctx.T;
+  const perKv = s.heads / s.kvHeads;
+  const q = await linear(h, T, qk.w['self_attn.q_proj'], qd, D, qk.bias['self_attn.q_proj'] ?? null);
+  const k = await linear(h, T, qk.w['self_attn.k_proj'], kvd, D, qk.bias['self_attn.k_proj'] ?? null);
+  const out = Array.from({ length: s.kvHeads }, () => new Float32Array(rows.length * perKv * D));
+  const vc = new Float32Array(T * kvd);
+  for (let c0 = 0; c0 < D; c0 += hd) {
+    const width = Math.min(hd, D - c0);
+    vc.fill(0);
+    for (let t = 0; t < T; t++) {
+      for (let kh = 0; kh < s.kvHeads; kh++) vc.set(h.subarray(t * D + c0, t * D + c0 + width), t * kvd + kh * hd);
+    }
+    const a = await backendOps().attention(q, k, vc, T, ctx.seqlen, s.heads, s.kvHeads, hd, ctx.invFreq);
+    rows.forEach((t, i) => {
+      for (let qh = 0; qh < s.heads; qh++) {
+        const dst = out[Math.floor(qh / perKv)]!;
+        const r = i * perKv + (qh % perKv);
+        dst.set(a.subarray(t * qd + qh * hd, t * qd + qh * hd + width), r * D + c0);
+      }
+    });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -506,11 +575,25 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
     const inputs: Partial<Record<LinearKind, Float32Array>> = {
       'self_attn.v_proj': fp.h, 'self_attn.o_proj': fp.a, 'mlp.gate_proj': fp.h2, 'mlp.up_proj': fp.h2, 'mlp.down_proj': fp.m,
     };
+    const rows = clipSampleRows(ctx);
     for (const kind of ['self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'] as const) {
       if (!q(kind) || (opts.clipLinears && !opts.clipLinears.includes(kind.split('.')[1]!))) continue;
       stage(`clip ${kind.split('.')[1]}`);
       const d = dims(ctx, kind);
-      clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, inputs[kind]!);
+      if (kind === 'self_attn.v_proj' && ctx.clipVAttention) {
+        // each kv head's rows against the inputs averaged by the query heads that read it
+        const hd = s.headDim;
+        const avg = await attentionAveragedInputs(ctx, fp.h, lw, rows);
+        let shrink = 0;
+        for (let kh = 0; kh < s.kvHeads; kh++) {
+          const xs = avg[kh]!;
+          const grams = groupGrams(xs, D, ctx.G, Array.from({ length: xs.length / D }, (_, i) => i));
+          shrink += await searchClip(ctx, W[kind].subarray(kh * hd * D, (kh + 1) * hd * D), hd, D, grams);
+        }
+        clip[kind.split('.')[1]!] = shrink / s.kvHeads;
+        continue;
+      }
+      clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, groupGrams(inputs[kind]!, d.in, ctx.G, rows));
     }
   }
   return { report: { layer: l, scales: reports, clip }, fpOut: fp.out };
@@ -650,7 +733,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     const D = shape.hiddenSize;
     const ctx: Ctx = {
       shape, F, T: calib ? calib.samples * calib.seqlen : 0, seqlen, bits, G,
-      invFreq: Float32Array.from(ropeInvFreq(shape)), quantized: quantizable, duo: opts.duoScaling ?? false, clipTokens: opts.clipTokens ?? 512,
+      invFreq: Float32Array.from(ropeInvFreq(shape)), quantized: quantizable, duo: opts.duoScaling ?? false, clipTokens: opts.clipTokens ?? 512, clipVAttention: opts.clipVAttention ?? true,
     };
     let x: Float32Array | null = null;
     if (calib) {
@@ -752,6 +835,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       fakeQuant: fake,
       duoScaling: ctx.duo,
       clip: method === 'awq' && !opts.foldOnly && opts.clip !== false,
+      vClipError: method === 'awq' && !opts.foldOnly && opts.clip !== false ? (ctx.clipVAttention ? 'attention' : 'token') : null,
       intermediateSize: F0,
       paddedIntermediateSize: F !== F0 ? F : null,
       quantizedLinears: nQuantized,
