@@ -341,36 +341,21 @@ function clipSampleRows(ctx: Ctx): number[] {
 
 /**
  * Second-moment matrix C_g = Σ_r x_rg x_rgᵀ / |rows| of every input group g
- * (G columns) over the given rows of x [*, K]: [K/G] × [G, G].
+ * (G columns) over the given rows of x [*, K]: [K/G] × [G, G]. One backend
+ * GEMM per group (X_gᵀ·X_g, inputs pre-scaled by 1/√|rows| so that an f16
+ * backend holds the mean, not the sum).
  */
-function groupGrams(x: Float32Array, K: number, G: number, rows: readonly number[]): Float32Array[] {
-  const ng = K / G;
-  const C64 = new Float64Array(ng * G * G);
-  for (const t of rows) {
-    const o = t * K;
-    for (let g = 0; g < ng; g++) {
-      const cb = g * G * G;
-      const xb = o + g * G;
-      for (let a = 0; a < G; a++) {
-        const xa = x[xb + a]!;
-        if (xa === 0) continue;
-        const row = cb + a * G;
-        for (let b = a; b < G; b++) C64[row + b] = C64[row + b]! + xa * x[xb + b]!;
-      }
-    }
-  }
+async function groupGrams(x: Float32Array, K: number, G: number, rows: readonly number[]): Promise<Float32Array[]> {
+  const S = rows.length;
+  const r = 1 / Math.sqrt(S);
+  const xgT = new Float32Array(G * S); // X_gᵀ [G, S]
   const grams: Float32Array[] = [];
-  for (let g = 0; g < ng; g++) {
-    const C = new Float32Array(G * G);
-    const cb = g * G * G;
-    for (let a = 0; a < G; a++) {
-      for (let b = a; b < G; b++) {
-        const v = C64[cb + a * G + b]! / rows.length;
-        C[a * G + b] = v;
-        C[b * G + a] = v;
-      }
-    }
-    grams.push(C);
+  for (let g = 0; g < K / G; g++) {
+    rows.forEach((t, i) => {
+      const o = t * K + g * G;
+      for (let a = 0; a < G; a++) xgT[a * S + i] = x[o + a]! * r;
+    });
+    grams.push(await backendOps().matmul(xgT, G, xgT, G, S));
   }
   return grams;
 }
@@ -419,41 +404,105 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, grams
   return shrinkSum / (N * ng);
 }
 
+/** Rotates each head of the rows of v [rows, heads·hd] in place (HF rotate_half RoPE), row r at position pos(r). */
+function ropeRows(v: Float32Array, nRows: number, heads: number, hd: number, pos: (r: number) => number,
+  cos: Float64Array, sin: Float64Array): void {
+  const half = hd / 2;
+  for (let r = 0; r < nRows; r++) {
+    const cb = pos(r) * half;
+    for (let hh = 0; hh < heads; hh++) {
+      const o = (r * heads + hh) * hd;
+      for (let i = 0; i < half; i++) {
+        const x0 = v[o + i]!;
+        const x1 = v[o + i + half]!;
+        v[o + i] = x0 * cos[cb + i]! - x1 * sin[cb + i]!;
+        v[o + i + half] = x1 * cos[cb + i]! + x0 * sin[cb + i]!;
+      }
+    }
+  }
+}
+
 /**
  * The inputs of v_proj as o_proj sees them: v's error reaches o_proj only after
- * each query head's attention averaging, ā^q_t = Σ_s p^q_ts x_s. Returns, per kv
- * head, these averaged inputs for the sampled tokens and every query head that
- * reads that kv head: [kvHeads] × [rows.length · heads/kvHeads, D].
- * Computed with the backend's attention by passing D/headDim column chunks of
- * x as v (each chunk repeated in every kv-head slot).
+ * each query head's attention averaging, ā^q_t = Σ_s p^q_ts x_s (causal, within
+ * the token's block of seqlen, RoPE scores scaled by 1/√hd). Returns, per kv head,
+ * ā for the given rows and every query head that reads that kv head:
+ * [kvHeads] × [rows.length · heads/kvHeads, D].
+ * Only the sampled rows' probabilities are formed; each block's P [rows·heads, seqlen]
+ * times its inputs X_b [seqlen, D] is one backend GEMM.
  */
 export async function attentionAveragedInputs(ctx: Pick<Ctx, 'shape' | 'T' | 'seqlen' | 'invFreq'>, h: Float32Array,
   qk: Pick<LayerWeights, 'w' | 'bias'>, rows: readonly number[]): Promise<Float32Array[]> {
   const s = ctx.shape;
   const D = s.hiddenSize;
   const hd = s.headDim;
+  const half = hd / 2;
+  const L = ctx.seqlen;
   const qd = s.heads * hd;
   const kvd = s.kvHeads * hd;
-  const T = ctx.T;
   const perKv = s.heads / s.kvHeads;
-  const q = await linear(h, T, qk.w['self_attn.q_proj'], qd, D, qk.bias['self_attn.q_proj'] ?? null);
-  const k = await linear(h, T, qk.w['self_attn.k_proj'], kvd, D, qk.bias['self_attn.k_proj'] ?? null);
-  const out = Array.from({ length: s.kvHeads }, () => new Float32Array(rows.length * perKv * D));
-  const vc = new Float32Array(T * kvd);
-  for (let c0 = 0; c0 < D; c0 += hd) {
-    const width = Math.min(hd, D - c0);
-    vc.fill(0);
-    for (let t = 0; t < T; t++) {
-      for (let kh = 0; kh < s.kvHeads; kh++) vc.set(h.subarray(t * D + c0, t * D + c0 + width), t * kvd + kh * hd);
+  const scale = 1 / Math.sqrt(hd);
+  const cos = new Float64Array(L * half);
+  const sin = new Float64Array(L * half);
+  for (let p = 0; p < L; p++) {
+    for (let i = 0; i < half; i++) {
+      cos[p * half + i] = Math.cos(p * ctx.invFreq[i]!);
+      sin[p * half + i] = Math.sin(p * ctx.invFreq[i]!);
     }
-    const a = await backendOps().attention(q, k, vc, T, ctx.seqlen, s.heads, s.kvHeads, hd, ctx.invFreq);
-    rows.forEach((t, i) => {
+  }
+  // q of the sampled rows [rows, qd]; k of every row [T, kvd]; both rotated
+  const hs = new Float32Array(rows.length * D);
+  rows.forEach((t, i) => hs.set(h.subarray(t * D, (t + 1) * D), i * D));
+  const q = await linear(hs, rows.length, qk.w['self_attn.q_proj'], qd, D, qk.bias['self_attn.q_proj'] ?? null);
+  ropeRows(q, rows.length, s.heads, hd, (i) => rows[i]! % L, cos, sin);
+  const k = await linear(h, ctx.T, qk.w['self_attn.k_proj'], kvd, D, qk.bias['self_attn.k_proj'] ?? null);
+  ropeRows(k, ctx.T, s.kvHeads, hd, (t) => t % L, cos, sin);
+
+  const out = Array.from({ length: s.kvHeads }, () => new Float32Array(rows.length * perKv * D));
+  const xT = new Float32Array(D * L);
+  for (let i0 = 0; i0 < rows.length;) {
+    // the sampled rows of one block
+    const b = Math.floor(rows[i0]! / L);
+    let i1 = i0;
+    while (i1 < rows.length && Math.floor(rows[i1]! / L) === b) i1++;
+    const n = i1 - i0;
+    const P = new Float32Array(n * s.heads * L);
+    for (let i = i0; i < i1; i++) {
+      const pos = rows[i]! % L;
       for (let qh = 0; qh < s.heads; qh++) {
-        const dst = out[Math.floor(qh / perKv)]!;
-        const r = i * perKv + (qh % perKv);
-        dst.set(a.subarray(t * qd + qh * hd, t * qd + qh * hd + width), r * D + c0);
+        const pr = ((i - i0) * s.heads + qh) * L;
+        const qo = i * qd + qh * hd;
+        const ko = Math.floor(qh / perKv) * hd;
+        let mx = -Infinity;
+        for (let j = 0; j <= pos; j++) {
+          const kr = (b * L + j) * kvd + ko;
+          let dot = 0;
+          for (let c = 0; c < hd; c++) dot += q[qo + c]! * k[kr + c]!;
+          P[pr + j] = dot * scale;
+          if (P[pr + j]! > mx) mx = P[pr + j]!;
+        }
+        let z = 0;
+        for (let j = 0; j <= pos; j++) {
+          const e = Math.exp(P[pr + j]! - mx);
+          P[pr + j] = e;
+          z += e;
+        }
+        for (let j = 0; j <= pos; j++) P[pr + j] = P[pr + j]! / z;
       }
-    });
+    }
+    // X_bᵀ [D, L] so that ops.matmul (x·wᵀ) gives P·X_b
+    for (let j = 0; j < L; j++) {
+      const xo = (b * L + j) * D;
+      for (let c = 0; c < D; c++) xT[c * L + j] = h[xo + c]!;
+    }
+    const M = await backendOps().matmul(P, n * s.heads, xT, D, L); // [n·heads, D]
+    for (let i = i0; i < i1; i++) {
+      for (let qh = 0; qh < s.heads; qh++) {
+        const src = ((i - i0) * s.heads + qh) * D;
+        out[Math.floor(qh / perKv)]!.set(M.subarray(src, src + D), (i * perKv + (qh % perKv)) * D);
+      }
+    }
+    i0 = i1;
   }
   return out;
 }
@@ -587,13 +636,13 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
         let shrink = 0;
         for (let kh = 0; kh < s.kvHeads; kh++) {
           const xs = avg[kh]!;
-          const grams = groupGrams(xs, D, ctx.G, Array.from({ length: xs.length / D }, (_, i) => i));
+          const grams = await groupGrams(xs, D, ctx.G, Array.from({ length: xs.length / D }, (_, i) => i));
           shrink += await searchClip(ctx, W[kind].subarray(kh * hd * D, (kh + 1) * hd * D), hd, D, grams);
         }
         clip[kind.split('.')[1]!] = shrink / s.kvHeads;
         continue;
       }
-      clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, groupGrams(inputs[kind]!, d.in, ctx.G, rows));
+      clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, await groupGrams(inputs[kind]!, d.in, ctx.G, rows));
     }
   }
   return { report: { layer: l, scales: reports, clip }, fpOut: fp.out };
