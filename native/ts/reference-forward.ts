@@ -246,7 +246,7 @@ function matvec(l: RefLinear, x: Float64Array): Float64Array {
 }
 
 /** Applies HF rotate_half RoPE in place to each head of vec (heads * hd). */
-function applyRope(vec: Float64Array, heads: number, hd: number, pos: number, invFreq: Float64Array): void {
+export function applyRope(vec: Float32Array | Float64Array, heads: number, hd: number, pos: number, invFreq: ArrayLike<number>): void {
   const half = hd / 2;
   for (let i = 0; i < half; i++) {
     const a = pos * invFreq[i]!;

@@ -1,18 +1,11 @@
-// The attention-averaged inputs behind `--clip-v-attention`: v_proj's weight
+// The attention-averaged inputs behind `--v-clip-error attention`: v_proj's weight
 // error d reaches o_proj's input as ā^q_t·d, so a change Δ of v_proj's rows must
 // move every query head's attention output by exactly the averaged inputs · Δ.
 import t from 'tap';
 import { addon } from '../../native/ts/addon.js';
-import { Rng } from '../../native/ts/gen-model.js';
 import type { LinearKind, ModelShape } from '../../native/ts/model-shapes.js';
 import { attentionAveragedInputs, type LayerWeights } from '../../native/ts/awq/quantize-awq.js';
-
-function rand(n: number, seed: number): Float32Array {
-  const rng = new Rng(seed);
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.nextU32() / 2 ** 32 - 0.5;
-  return a;
-}
+import { rand } from './helpers.js';
 
 function xwT(x: Float32Array, M: number, w: Float32Array, N: number, K: number): Float32Array {
   const y = new Float32Array(M * N);

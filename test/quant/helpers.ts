@@ -2,6 +2,7 @@
 // text and engine logits.
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../../native/ts/engine.js';
+import { Rng } from '../../native/ts/gen-model.js';
 import { hasShared, sharedPath } from '../helpers/shared.js';
 
 export const STORIES = sharedPath('models', 'stories260K');
@@ -42,4 +43,12 @@ export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
+}
+
+/** n uniform values in [-0.5, 0.5) from a seeded generator. */
+export function rand(n: number, seed: number): Float32Array {
+  const rng = new Rng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.nextU32() / 2 ** 32 - 0.5;
+  return a;
 }

@@ -2,14 +2,7 @@
 // TypeScript: matmul y = x·wᵀ, and causal RoPE attention over blocks.
 import t from 'tap';
 import { addon } from '../../native/ts/addon.js';
-import { Rng } from '../../native/ts/gen-model.js';
-
-function rand(n: number, seed: number): Float32Array {
-  const rng = new Rng(seed);
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.nextU32() / 2 ** 32 - 0.5;
-  return a;
-}
+import { rand } from './helpers.js';
 
 t.test('ops.matmul equals x·wᵀ (odd shapes, several row chunks)', async (t) => {
   for (const [M, K, N] of [[3, 5, 7], [37, 64, 24], [9000, 16, 12]] as const) {

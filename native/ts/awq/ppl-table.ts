@@ -76,6 +76,12 @@ async function main(): Promise<void> {
   const evalStories = stories.slice(-500);
   const samples = Number(values.samples);
   const seqlen = Number(values.seqlen);
+  const methods = values.methods!.split(',');
+  for (const m of methods) {
+    if (!['rtn', 'awq', 'awq-token', 'awq-mlpclip'].includes(m)) throw new Error(`unknown method ${m}: rtn, awq, awq-token or awq-mlpclip`);
+  }
+  const clipTokens = values['clip-tokens'] ? { clipTokens: Number(values['clip-tokens']) } : {};
+  const clipLinears = values['clip-linears'] ? { clipLinears: values['clip-linears'].split(',') } : {};
   process.stderr.write(`${stories.length} stories; calibration: first 200, evaluation: last 500\n`);
 
   const rows: Array<Record<string, unknown>> = [];
@@ -106,15 +112,15 @@ async function main(): Promise<void> {
   for (const bits of values.bits!.split(',').map(Number)) {
     for (const G of values.groups!.split(',').map(Number)) {
       for (const pad of values.pads!.split(',').map((p) => p === '1')) {
-        for (const variant of values.methods!.split(',')) {
+        for (const variant of methods) {
           const method = variant === 'rtn' ? 'rtn' : 'awq';
           const mlpClip = variant === 'awq-mlpclip';
-          if (!['rtn', 'awq', 'awq-token', 'awq-mlpclip'].includes(variant)) throw new Error(`unknown method ${variant}: rtn, awq, awq-token or awq-mlpclip`);
           const out = path.join(work, `${variant}-w${bits}g${G}${pad ? '-pad' : ''}`);
           const r: AwqQuantizeResult = await quantizeAwqModel({
             model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
             calibDocs, samples, seqlen,
-            clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...(values['clip-tokens'] ? { clipTokens: Number(values['clip-tokens']) } : {}), ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : values['clip-linears'] ? { clipLinears: values['clip-linears'].split(',') } : {}),
+            clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens,
+            ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : clipLinears),
           });
           const e = await evaluate(out);
           const row = {

@@ -42,7 +42,7 @@ import { ST_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
 } from '../model-shapes.js';
 import { readModelFolder } from '../quantize-rtn.js';
-import { ropeInvFreq } from '../reference-forward.js';
+import { applyRope, ropeInvFreq } from '../reference-forward.js';
 import {
   abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
   encodeFloats, ToolError, type TensorSpec,
@@ -404,24 +404,6 @@ async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, grams
   return shrinkSum / (N * ng);
 }
 
-/** Rotates each head of the rows of v [rows, heads·hd] in place (HF rotate_half RoPE), row r at position pos(r). */
-function ropeRows(v: Float32Array, nRows: number, heads: number, hd: number, pos: (r: number) => number,
-  cos: Float64Array, sin: Float64Array): void {
-  const half = hd / 2;
-  for (let r = 0; r < nRows; r++) {
-    const cb = pos(r) * half;
-    for (let hh = 0; hh < heads; hh++) {
-      const o = (r * heads + hh) * hd;
-      for (let i = 0; i < half; i++) {
-        const x0 = v[o + i]!;
-        const x1 = v[o + i + half]!;
-        v[o + i] = x0 * cos[cb + i]! - x1 * sin[cb + i]!;
-        v[o + i + half] = x1 * cos[cb + i]! + x0 * sin[cb + i]!;
-      }
-    }
-  }
-}
-
 /**
  * The inputs of v_proj as o_proj sees them: v's error reaches o_proj only after
  * each query head's attention averaging, ā^q_t = Σ_s p^q_ts x_s (causal, within
@@ -436,27 +418,18 @@ export async function attentionAveragedInputs(ctx: Pick<Ctx, 'shape' | 'T' | 'se
   const s = ctx.shape;
   const D = s.hiddenSize;
   const hd = s.headDim;
-  const half = hd / 2;
   const L = ctx.seqlen;
   const qd = s.heads * hd;
   const kvd = s.kvHeads * hd;
   const perKv = s.heads / s.kvHeads;
   const scale = 1 / Math.sqrt(hd);
-  const cos = new Float64Array(L * half);
-  const sin = new Float64Array(L * half);
-  for (let p = 0; p < L; p++) {
-    for (let i = 0; i < half; i++) {
-      cos[p * half + i] = Math.cos(p * ctx.invFreq[i]!);
-      sin[p * half + i] = Math.sin(p * ctx.invFreq[i]!);
-    }
-  }
   // q of the sampled rows [rows, qd]; k of every row [T, kvd]; both rotated
   const hs = new Float32Array(rows.length * D);
   rows.forEach((t, i) => hs.set(h.subarray(t * D, (t + 1) * D), i * D));
   const q = await linear(hs, rows.length, qk.w['self_attn.q_proj'], qd, D, qk.bias['self_attn.q_proj'] ?? null);
-  ropeRows(q, rows.length, s.heads, hd, (i) => rows[i]! % L, cos, sin);
+  rows.forEach((t, i) => applyRope(q.subarray(i * qd, (i + 1) * qd), s.heads, hd, t % L, ctx.invFreq));
   const k = await linear(h, ctx.T, qk.w['self_attn.k_proj'], kvd, D, qk.bias['self_attn.k_proj'] ?? null);
-  ropeRows(k, ctx.T, s.kvHeads, hd, (t) => t % L, cos, sin);
+  for (let t = 0; t < ctx.T; t++) applyRope(k.subarray(t * kvd, (t + 1) * kvd), s.kvHeads, hd, t % L, ctx.invFreq);
 
   const out = Array.from({ length: s.kvHeads }, () => new Float32Array(rows.length * perKv * D));
   const xT = new Float32Array(D * L);
@@ -876,6 +849,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     commitOutputDir(tmp, opts.out);
     tmp = null;
     const linears = shape.layers * LINEAR_KINDS.length;
+    const clipped = method === 'awq' && !opts.foldOnly && opts.clip !== false;
     return {
       dir: path.resolve(opts.out),
       method,
@@ -883,8 +857,8 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       groupSize: G,
       fakeQuant: fake,
       duoScaling: ctx.duo,
-      clip: method === 'awq' && !opts.foldOnly && opts.clip !== false,
-      vClipError: method === 'awq' && !opts.foldOnly && opts.clip !== false ? (ctx.clipVAttention ? 'attention' : 'token') : null,
+      clip: clipped,
+      vClipError: clipped ? (ctx.clipVAttention ? 'attention' : 'token') : null,
       intermediateSize: F0,
       paddedIntermediateSize: F !== F0 ? F : null,
       quantizedLinears: nQuantized,
