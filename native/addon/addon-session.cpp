@@ -117,12 +117,91 @@ double num(Napi::Object o, const char * key, double def) {
     return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
 }
 
+shoal_sampling_params sampling_params(Napi::Object o) {
+    shoal_sampling_params sp = shoal_sampling_default_params();
+    sp.temperature = (float)num(o, "temperature", sp.temperature);
+    sp.top_k = (int)num(o, "topK", sp.top_k);
+    sp.top_p = (float)num(o, "topP", sp.top_p);
+    sp.min_p = (float)num(o, "minP", sp.min_p);
+    sp.repeat_penalty = (float)num(o, "repeatPenalty", sp.repeat_penalty);
+    sp.repeat_last_n = (int)num(o, "repeatLastN", sp.repeat_last_n);
+    sp.seed = (uint64_t)num(o, "seed", 0);
+    return sp;
+}
+
+// One step: eval the fed tokens, draw with controls (everything copied, so the
+// JS arrays may change while the worker runs).
+class StepWorker : public Napi::AsyncWorker {
+public:
+    StepWorker(Napi::Env env, std::shared_ptr<SessionHolder> h)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), h_(std::move(h)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+
+    std::vector<int32_t> tokens, history, counted, bias_ids;
+    std::vector<float> bias_values;
+    std::vector<uint32_t> allowed;
+    bool has_mask = false;
+    shoal_sample_controls ctl = shoal_sample_controls_default();
+
+    void Execute() override {
+        ctl.counted = counted.data();
+        ctl.n_counted = (int)counted.size();
+        ctl.bias_ids = bias_ids.data();
+        ctl.bias_values = bias_values.data();
+        ctl.n_bias = (int)bias_ids.size();
+        ctl.allowed = has_mask ? allowed.data() : nullptr;
+        char err[kErrLen];
+        status_ = shoal_session_step(h_->session, tokens.data(), (int)tokens.size(), h_->sampler, history.data(),
+                                     (int)history.size(), &ctl, &r_, err, sizeof err);
+        if (status_ != SHOAL_OK) message_ = err;
+    }
+    void OnOK() override {
+        h_->busy = false;
+        Napi::Env env = Env();
+        if (status_ != SHOAL_OK) return deferred_.Reject(make_error(env, status_, message_).Value());
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("token", r_.token);
+        o.Set("logprob", r_.logprob);
+        Napi::Int32Array ids = Napi::Int32Array::New(env, r_.n_top);
+        Napi::Float32Array lps = Napi::Float32Array::New(env, r_.n_top);
+        for (int i = 0; i < r_.n_top; i++) {
+            ids[i] = r_.top[i].token;
+            lps[i] = r_.top[i].logprob;
+        }
+        o.Set("topIds", ids);
+        o.Set("topLogprobs", lps);
+        deferred_.Resolve(o);
+    }
+    void OnError(const Napi::Error & e) override {
+        h_->busy = false;
+        deferred_.Reject(e.Value());
+    }
+
+private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<SessionHolder> h_;
+    shoal_sample_result r_{};
+    shoal_status status_ = SHOAL_OK;
+    std::string message_;
+};
+
+template <typename T, typename A> std::vector<T> typed(Napi::Env env, Napi::Object o, const char * key, napi_typedarray_type type) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) return {};
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+        throw_type(env, std::string("step controls: ") + key + " has the wrong array type");
+    A a = v.As<A>();
+    return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
 } // namespace
 
 Napi::Function AddonSession::Init(Napi::Env env) {
     return DefineClass(env, "AddonSession",
                        {InstanceMethod("eval", &AddonSession::Eval),
                         InstanceMethod("generate", &AddonSession::Generate),
+                        InstanceMethod("setSampler", &AddonSession::SetSampler),
+                        InstanceMethod("step", &AddonSession::Step),
                         InstanceMethod("cancel", &AddonSession::Cancel),
                         InstanceMethod("truncate", &AddonSession::Truncate),
                         InstanceMethod("position", &AddonSession::Position),
@@ -171,19 +250,62 @@ Napi::Value AddonSession::Generate(const Napi::CallbackInfo & info) {
         throw_type(env, "generate(prompt, sampling, maxTokens, stopIds, onToken)");
     std::vector<int32_t> prompt = int32_array(env, info[0], "prompt");
     std::vector<int32_t> stop = int32_array(env, info[3], "stopIds");
-    Napi::Object o = info[1].As<Napi::Object>();
-    shoal_sampling_params sp = shoal_sampling_default_params();
-    sp.temperature = (float)num(o, "temperature", sp.temperature);
-    sp.top_k = (int)num(o, "topK", sp.top_k);
-    sp.top_p = (float)num(o, "topP", sp.top_p);
-    sp.min_p = (float)num(o, "minP", sp.min_p);
-    sp.repeat_penalty = (float)num(o, "repeatPenalty", sp.repeat_penalty);
-    sp.repeat_last_n = (int)num(o, "repeatLastN", sp.repeat_last_n);
-    sp.seed = (uint64_t)num(o, "seed", 0);
+    shoal_sampling_params sp = sampling_params(info[1].As<Napi::Object>());
     auto h = acquire(env);
     h->cancel = 0;
     auto * w = new GenerateWorker(env, info[4].As<Napi::Function>(), h, std::move(prompt), sp,
                                   info[2].As<Napi::Number>().Int32Value(), std::move(stop));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+}
+
+// setSampler(sampling): a fresh sampler (seeded RNG) for the following step() calls.
+Napi::Value AddonSession::SetSampler(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "setSampler(sampling)");
+    if (!h_) throw make_error(env, SHOAL_ERR_INVALID_ARG, "session is disposed");
+    if (h_->busy) throw make_error(env, SHOAL_ERR_INVALID_ARG, "session is busy");
+    shoal_sampling_params sp = sampling_params(info[0].As<Napi::Object>());
+    shoal_sampler * smp = shoal_sampler_new(&sp);
+    if (!smp) throw make_error(env, SHOAL_ERR_OOM, "cannot allocate a sampler");
+    shoal_sampler_free(h_->sampler);
+    h_->sampler = smp;
+    return env.Undefined();
+}
+
+// step(tokens: Int32Array, history: Int32Array, controls) -> Promise<{token, logprob, topIds, topLogprobs}>
+Napi::Value AddonSession::Step(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[2].IsObject()) throw_type(env, "step(tokens, history, controls)");
+    std::vector<int32_t> tokens = int32_array(env, info[0], "tokens");
+    std::vector<int32_t> history = int32_array(env, info[1], "history");
+    Napi::Object o = info[2].As<Napi::Object>();
+    if (h_ && !h_->sampler) throw make_error(env, SHOAL_ERR_INVALID_ARG, "step: call setSampler() first");
+    auto h = acquire(env);
+    auto * w = new StepWorker(env, h);
+    try {
+        w->tokens = std::move(tokens);
+        w->history = std::move(history);
+        w->counted = typed<int32_t, Napi::Int32Array>(env, o, "counted", napi_int32_array);
+        w->bias_ids = typed<int32_t, Napi::Int32Array>(env, o, "biasIds", napi_int32_array);
+        w->bias_values = typed<float, Napi::Float32Array>(env, o, "biasValues", napi_float32_array);
+        Napi::Value m = o.Get("allowed");
+        w->has_mask = !(m.IsUndefined() || m.IsNull());
+        w->allowed = typed<uint32_t, Napi::Uint32Array>(env, o, "allowed", napi_uint32_array);
+        if (w->bias_ids.size() != w->bias_values.size()) throw_type(env, "step controls: biasIds and biasValues differ in length");
+        shoal_model_info mi;
+        shoal_model_get_info(h->model.get(), &mi);
+        if (w->has_mask && w->allowed.size() * 32 < (size_t)mi.vocab_size)
+            throw_type(env, "step controls: allowed needs ceil(vocab / 32) words");
+        w->ctl.presence_penalty = (float)num(o, "presencePenalty", 0);
+        w->ctl.frequency_penalty = (float)num(o, "frequencyPenalty", 0);
+        w->ctl.n_top_logprobs = (int)num(o, "topLogprobs", 0);
+    } catch (...) {
+        h->busy = false;
+        delete w;
+        throw;
+    }
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

@@ -13,7 +13,11 @@ struct SessionHolder {
     shoal_session * session = nullptr;
     std::atomic<bool> busy{false};
     volatile int    cancel = 0;
-    ~SessionHolder() { shoal_session_free(session); }
+    shoal_sampler * sampler = nullptr; // for step(); replaced by setSampler()
+    ~SessionHolder() {
+        shoal_sampler_free(sampler);
+        shoal_session_free(session);
+    }
 };
 
 class AddonSession : public Napi::ObjectWrap<AddonSession> {
@@ -25,6 +29,8 @@ private:
     std::shared_ptr<SessionHolder> acquire(Napi::Env env); // marks busy or throws
     Napi::Value Eval(const Napi::CallbackInfo & info);
     Napi::Value Generate(const Napi::CallbackInfo & info);
+    Napi::Value SetSampler(const Napi::CallbackInfo & info);
+    Napi::Value Step(const Napi::CallbackInfo & info);
     Napi::Value Cancel(const Napi::CallbackInfo & info);
     Napi::Value Truncate(const Napi::CallbackInfo & info);
     Napi::Value Position(const Napi::CallbackInfo & info);

@@ -126,6 +126,52 @@ void shoal_sampler_free(shoal_sampler * smp);
 int32_t shoal_sampler_sample(shoal_sampler * smp, const float * logits, int vocab,
                              const int32_t * history, int n_history);
 
+// OpenAI-style controls for one draw, on top of shoal_sampling_params. Order:
+// repetition penalty -> presence/frequency penalties -> logit bias -> allowed
+// mask -> top-k / top-p / min-p / temperature -> draw (greedy: argmax of what
+// is left). Logprobs are of the model itself: log-softmax of the raw logits,
+// before any penalty, bias, mask or temperature (as OpenAI reports them).
+#define SHOAL_MAX_TOP_LOGPROBS 20
+typedef struct shoal_sample_controls {
+    float           presence_penalty;  // subtracted once from each token in `counted`
+    float           frequency_penalty; // subtracted per occurrence in `counted`
+    const int32_t * counted;           // tokens the two penalties count (the generated ones), may be NULL
+    int             n_counted;
+    const int32_t * bias_ids;          // logit_bias: added to the logits of these ids
+    const float *   bias_values;
+    int             n_bias;
+    const uint32_t * allowed;          // NULL, or a bit per token (bit t%32 of word t/32): only set bits may be drawn
+    int             n_top_logprobs;    // 0..SHOAL_MAX_TOP_LOGPROBS most likely tokens to report
+} shoal_sample_controls;
+
+typedef struct shoal_token_logprob {
+    int32_t token;
+    float   logprob;
+} shoal_token_logprob;
+
+typedef struct shoal_sample_result {
+    int32_t             token;    // the drawn token
+    float               logprob;  // its log-softmax under the raw logits
+    int                 n_top;    // entries filled in top, most likely first (ties: lower id first)
+    shoal_token_logprob top[SHOAL_MAX_TOP_LOGPROBS];
+} shoal_sample_result;
+
+shoal_sample_controls shoal_sample_controls_default(void);
+
+// Draws one token with controls. SHOAL_ERR_INVALID_ARG for a bias id outside
+// the vocabulary, n_top_logprobs out of range, or a mask that allows nothing.
+shoal_status shoal_sampler_sample_ex(shoal_sampler * smp, const float * logits, int vocab, const int32_t * history,
+                                     int n_history, const shoal_sample_controls * ctl, shoal_sample_result * out,
+                                     char * err, size_t err_len);
+
+// One decode step for hosts that drive generation themselves (constrained
+// decoding, logprobs, stop strings): evaluates `tokens` (n may be 0 to draw
+// again from the last logits), then draws from the new last logits.
+// SHOAL_ERR_CONTEXT_FULL when the tokens do not fit.
+shoal_status shoal_session_step(shoal_session * s, const int32_t * tokens, int n, shoal_sampler * smp,
+                                const int32_t * history, int n_history, const shoal_sample_controls * ctl,
+                                shoal_sample_result * out, char * err, size_t err_len);
+
 // Callback for shoal_generate: return non-zero to stop.
 typedef int (*shoal_token_cb)(int32_t token, void * user);
 

@@ -237,6 +237,37 @@ shoal_status shoal_generate(shoal_session * s, const int32_t * prompt, int n_pro
     return st;
 }
 
+shoal_sample_controls shoal_sample_controls_default(void) {
+    shoal_sample_controls c;
+    std::memset(&c, 0, sizeof c);
+    return c;
+}
+
+shoal_status shoal_sampler_sample_ex(shoal_sampler * smp, const float * logits, int vocab, const int32_t * history,
+                                     int n_history, const shoal_sample_controls * ctl, shoal_sample_result * out,
+                                     char * err, size_t err_len) {
+    return guarded(err, err_len, [&] {
+        SHOAL_CHECK(smp && logits && vocab > 0 && out && n_history >= 0 && (history || n_history == 0),
+                    SHOAL_ERR_INVALID_ARG, "shoal_sampler_sample_ex: sampler, logits, vocab and out are required");
+        const shoal_sample_controls c = ctl ? *ctl : shoal_sample_controls_default();
+        smp->s->sample_ex(logits, vocab, history, n_history, c, *out);
+    });
+}
+
+shoal_status shoal_session_step(shoal_session * s, const int32_t * tokens, int n, shoal_sampler * smp,
+                                const int32_t * history, int n_history, const shoal_sample_controls * ctl,
+                                shoal_sample_result * out, char * err, size_t err_len) {
+    return guarded(err, err_len, [&] {
+        SHOAL_CHECK(s && smp && out && n >= 0 && (tokens || n == 0) && n_history >= 0 && (history || n_history == 0),
+                    SHOAL_ERR_INVALID_ARG, "shoal_session_step: session, sampler and out are required");
+        shoal::Session & ss = *s->s;
+        if (n > 0) ss.eval(tokens, n, nullptr, false);
+        SHOAL_CHECK(ss.has_logits, SHOAL_ERR_INVALID_ARG, "shoal_session_step: no tokens evaluated yet to draw from");
+        const shoal_sample_controls c = ctl ? *ctl : shoal_sample_controls_default();
+        smp->s->sample_ex(ss.logits.data(), ss.model->cfg.vocab_size, history, n_history, c, *out);
+    });
+}
+
 const char * shoal_cpu_features(void) {
     static const std::string s = shoal::cpu_isas();
     return s.c_str();
