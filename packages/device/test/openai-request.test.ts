@@ -1,11 +1,10 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parseChatRequest, parseCompletionRequest, paramPath } from '../src/http/openai-request.js';
 import { OpenAIError, contextLengthExceeded, fromDeviceCode } from '../src/http/openai-errors.js';
 
 const chat = (extra: Record<string, unknown>) => ({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...extra });
 
-type T = { fail(m: string): void; ok(v: unknown, m?: string): void; equal(a: unknown, b: unknown, m?: string): void; match(a: string, re: RegExp): void };
-function rejects(t: T, f: () => unknown, param: string, re?: RegExp): void {
+function rejects(t: Test, f: () => unknown, param: string, re?: RegExp): void {
   try {
     f();
     t.fail(`expected a 400 for ${param}`);
