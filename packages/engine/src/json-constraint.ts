@@ -176,6 +176,19 @@ export class JsonConstraint {
     return push(push(null, { t: 'end', ws: false }), { t: 'value', node: this.root, ws: false });
   }
 
+  /**
+   * Inside free string text (no pending escape, no listed keys to match): how
+   * many more plain characters fit (Infinity without maxLength); null
+   * otherwise. Any text without '"', '\\' or control characters of at most
+   * that length is then accepted without changing anything but the length.
+   */
+  freeStringRoom(s: State): number | null {
+    const f = s.f;
+    if (f.t !== 'str' || f.esc !== 0) return null;
+    if (f.key) return (f as unknown as KeyFrame).keys === null ? Infinity : null;
+    return f.node?.maxLength !== undefined ? f.node.maxLength - f.len : Infinity;
+  }
+
   /** True when the text so far is a complete document (only EOS may follow). */
   isComplete(s: State): boolean {
     // a trailing number or literal-prefix may still be complete

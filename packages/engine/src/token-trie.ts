@@ -92,10 +92,17 @@ export class TokenTrie {
 
 export interface MaskStats { computed: number; cached: number; nodesVisited: number }
 
+/** Text that can sit inside a JSON string as is. */
+const PLAIN = /^[^"\\\u0000-\u001f]+$/;
+
 /** Allowed-token masks (bit per token, as shoal_sample_controls.allowed) for a recognizer state. */
 export class ConstraintMasker {
   private readonly cache = new Map<string, Uint32Array>();
   readonly stats: MaskStats = { computed: 0, cached: 0, nodesVisited: 0 };
+  /** Tokens that are not plain string text (quotes, backslashes, control characters): walked inside strings. */
+  private readonly specialTrie: TokenTrie;
+  /** plainUpTo[L]: plain tokens of at most L characters (L = the longest plain token: all of them). */
+  private readonly plainUpTo: Uint32Array[];
 
   constructor(
     readonly constraint: JsonConstraint,
@@ -104,7 +111,20 @@ export class ConstraintMasker {
     readonly vocabSize: number,
     private readonly eosIds: readonly number[],
     private readonly maxCached = 2048,
-  ) {}
+  ) {
+    // Inside a string nearly every token is plain text; walking all of them
+    // per state would cost tens of ms on a 32k vocabulary. They are accepted
+    // or not by length alone, so their masks are precomputed by length.
+    const words = Math.ceil(vocabSize / 32);
+    const lens: number[] = [];
+    let longest = 0;
+    texts.forEach((t, id) => {
+      if (t !== null && PLAIN.test(t)) { const n = [...t].length; lens[id] = n; longest = Math.max(longest, n); }
+    });
+    this.plainUpTo = Array.from({ length: longest + 1 }, () => new Uint32Array(words));
+    lens.forEach((n, id) => { if (n !== undefined) for (let L = n; L <= longest; L++) this.plainUpTo[L]![id >>> 5]! |= 1 << (id & 31); });
+    this.specialTrie = new TokenTrie(texts.map((t) => (t !== null && !PLAIN.test(t) ? t : null)));
+  }
 
   mask(state: State): Uint32Array {
     const key = this.constraint.key(state);
@@ -116,22 +136,24 @@ export class ConstraintMasker {
       this.cache.set(key, hit);
       return hit;
     }
-    const m = new Uint32Array(Math.ceil(this.vocabSize / 32));
+    const c = this.constraint;
+    const room = c.freeStringRoom(state);
+    const trie = room === null ? this.trie : this.specialTrie;
+    const m = room === null ? new Uint32Array(Math.ceil(this.vocabSize / 32)) : this.plainUpTo[Math.min(room, this.plainUpTo.length - 1)]!.slice();
     const set = (id: number) => { m[id >>> 5]! |= 1 << (id & 31); };
     // depth-first over the trie; each stack entry is a node and the state before its edges
     const nodes: number[] = [0];
     const states: State[] = [state];
     let visited = 0;
-    const c = this.constraint;
     while (nodes.length) {
       const node = nodes.pop()!;
       const st = states.pop()!;
-      for (const [ch, child] of this.trie.edges[node]!) {
+      for (const [ch, child] of trie.edges[node]!) {
         const next = c.feed(st, ch);
         visited++;
         if (!next) continue;
-        for (const id of this.trie.ends[child]!) set(id);
-        if (this.trie.edges[child]!.size) { nodes.push(child); states.push(next); }
+        for (const id of trie.ends[child]!) set(id);
+        if (trie.edges[child]!.size) { nodes.push(child); states.push(next); }
       }
     }
     if (c.isComplete(state)) for (const e of this.eosIds) if (e >= 0 && e < this.vocabSize) set(e);
