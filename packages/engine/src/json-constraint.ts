@@ -150,7 +150,8 @@ const MAX_EXP_DIGITS = 3;
 /** One frame; `done` frames may still take characters (numbers, literals that prefix others). */
 type Frame =
   | { t: 'value'; node: Node; ws: boolean }
-  | { t: 'lit'; opts: string[]; pos: number }
+  | { t: 'lit'; opts: string[]; pos: number; next?: Record<string, Node> } // next: the value that follows each option (tool-call names)
+  | { t: 'then'; f: Frame } // activated once the frame above it completes (a fixed suffix)
   | { t: 'str'; node: Node | null; len: number; esc: number; key: boolean } // esc: 0 none, 1 after '\', 2..5 in \uXXXX
   | { t: 'num'; int: boolean; part: 0 | 1 | 2 | 3 | 4 | 5 | 6; digits: number } // 0 start, 1 after '-', 2 int digits (leading 0: digits=-1), 3 after '.', 4 frac, 5 after e/E(+/-), 6 exp digits
   | { t: 'obj'; node: Node; st: 0 | 1 | 2 | 3 | 4; seen: string[]; key: string; ws: boolean } // 0 after '{', 1 in key (child), 2 after key (expect ':'), 3 after value (expect , or }), 4 after ',' (expect key)
@@ -166,14 +167,36 @@ export interface State {
 
 const push = (up: State | null, f: Frame): State => ({ f, up });
 
+export interface ToolSpec { name: string; parameters?: Record<string, unknown> }
+
 export class JsonConstraint {
   readonly root: Node;
+  private start: State;
   constructor(schema: Record<string, unknown> | null) {
     this.root = compileSchema(schema);
+    this.start = push(push(null, { t: 'end', ws: false }), { t: 'value', node: this.root, ws: false });
+  }
+
+  /**
+   * One tool call as `prefix{"name": "<tool>", "<argsKey>": <arguments>}suffix`:
+   * the name is one of the tools and the arguments match that tool's
+   * parameters schema.
+   */
+  static toolCall(tools: ToolSpec[], format: { prefix: string; suffix: string; argsKey: string }): JsonConstraint {
+    const c = new JsonConstraint(null);
+    const next: Record<string, Node> = {};
+    for (const t of tools) {
+      const params = t.parameters && Object.keys(t.parameters).length ? t.parameters : { type: 'object' };
+      next[`${format.prefix}{"name": ${JSON.stringify(t.name)}, ${JSON.stringify(format.argsKey)}: `] = compileSchema(params);
+    }
+    let st = push(null, { t: 'end', ws: false });
+    st = push(st, { t: 'then', f: { t: 'lit', opts: [`}${format.suffix}`], pos: 0 } });
+    c.start = push(st, { t: 'lit', opts: Object.keys(next), pos: 0, next });
+    return c;
   }
 
   initial(): State {
-    return push(push(null, { t: 'end', ws: false }), { t: 'value', node: this.root, ws: false });
+    return this.start;
   }
 
   /**
@@ -210,10 +233,11 @@ export class JsonConstraint {
     let own: string;
     switch (f.t) {
       case 'value': own = `v${nodeId(f.node)}${f.ws ? 'w' : ''}`; break;
-      case 'lit': own = `l${f.opts.join('\u0001')}@${f.pos}`; break;
-      case 'str': own = f.key ? `k${(f as unknown as KeyFrame).keyText}e${f.esc}` : `s${f.node ? nodeId(f.node) : ''}${f.node?.maxLength !== undefined || f.node?.minLength !== undefined ? `:${f.len}` : ''}e${f.esc}${f.key ? 'k' : ''}`; break;
+      case 'lit': own = `l${JSON.stringify(f.opts)}@${f.pos}`; break;
+      case 'then': own = `t${f.f.t === 'lit' ? JSON.stringify(f.f.opts) : ''}`; break;
+      case 'str': own = f.key ? `k${JSON.stringify((f as unknown as KeyFrame).keyText)}e${f.esc}` : `s${f.node ? nodeId(f.node) : ''}${f.node?.maxLength !== undefined || f.node?.minLength !== undefined ? `:${f.len}` : ''}e${f.esc}${f.key ? 'k' : ''}`; break;
       case 'num': own = `n${f.int ? 'i' : ''}${f.part}:${f.digits}`; break;
-      case 'obj': own = `o${nodeId(f.node)}${f.st}${f.ws ? 'w' : ''}[${f.seen.join(',')}]${f.st === 2 || f.st === 3 ? f.key : ''}`; break;
+      case 'obj': own = `o${nodeId(f.node)}${f.st}${f.ws ? 'w' : ''}${JSON.stringify(f.seen)}${f.st === 2 ? JSON.stringify(f.key) : ''}`; break;
       case 'arr': own = `a${nodeId(f.node)}${f.st}${f.ws ? 'w' : ''}${f.node.maxItems !== undefined || f.node.minItems !== undefined ? `:${f.n}` : ''}`; break;
       case 'end': own = `e${f.ws ? 'w' : ''}`; break;
     }
@@ -255,8 +279,13 @@ function frameDone(f: Frame): boolean {
 
 /** The parent after child frame f completed, or null when the parent cannot accept it. */
 function completeInto(up: State, f: Frame): State | null {
+  if (f.t === 'lit' && f.next) {
+    const opt = f.opts.find((o) => o.length === f.pos)!;
+    return push(up, { t: 'value', node: f.next[opt]!, ws: false });
+  }
   const p = up.f;
   if (p.t === 'end') return up;
+  if (p.t === 'then') return push(up.up, p.f);
   if (p.t === 'arr') return push(up.up, { ...p, st: 1, n: p.n + 1, ws: false });
   if (p.t === 'obj' && p.st === 2) return push(up.up, { ...p, st: 3, seen: [...p.seen, p.key], ws: false });
   void f;
@@ -287,10 +316,11 @@ function startValue(up: State, node: Node, c: string): State | null {
   return opts.length ? afterLit(up, opts, 1) : null;
 }
 
-function afterLit(up: State, opts: string[], pos: number): State | null {
+function afterLit(up: State, opts: string[], pos: number, next?: Record<string, Node>): State | null {
+  const f: Frame = next ? { t: 'lit', opts, pos, next } : { t: 'lit', opts, pos };
   // a literal that is complete and prefixes no other option finishes at once
-  if (opts.length === 1 && opts[0]!.length === pos) return completeInto(up, { t: 'lit', opts, pos });
-  return push(up, { t: 'lit', opts, pos });
+  if (opts.length === 1 && opts[0]!.length === pos) return completeInto(up, f);
+  return push(up, f);
 }
 
 function step(s: State, c: string): State | null {
@@ -299,12 +329,14 @@ function step(s: State, c: string): State | null {
   switch (f.t) {
     case 'end':
       return !f.ws && isWs(c) ? push(up, { t: 'end', ws: true }) : null;
+    case 'then':
+      return null; // never on top
     case 'value':
       if (isWs(c)) return f.ws ? null : push(up, { ...f, ws: true });
       return startValue(up!, f.node, c);
     case 'lit': {
       const opts = f.opts.filter((o) => o.length > f.pos && o[f.pos] === c);
-      if (opts.length) return afterLit(up!, opts, f.pos + 1);
+      if (opts.length) return afterLit(up!, opts, f.pos + 1, f.next);
       if (f.opts.some((o) => o.length === f.pos)) {
         const parent = completeInto(up!, f);
         return parent ? step(parent, c) : null;

@@ -131,3 +131,38 @@ t.test('mask cache and cost on the 32k vocabulary', { skip: existsSync(vocabs[1]
   t.ok(k > 0 && k < 200, `${k} tokens allowed after '{'`);
   t.ok(trie.nodes < 200000, `${trie.nodes} trie nodes`);
 });
+
+t.test('tool-call recognizer: name among the tools, arguments by that tool\'s schema, fixed wrapper', async (t) => {
+  const tools = [
+    { name: 'move', parameters: { type: 'object', properties: { x: { type: 'number' } }, required: ['x'], additionalProperties: false } },
+    { name: 'move_to', parameters: { type: 'object', properties: { dock: { type: 'integer' } }, required: ['dock'] } },
+    { name: 'stop' },
+  ];
+  const c = JsonConstraint.toolCall(tools, { prefix: '<tool_call>\n', suffix: '\n</tool_call>', argsKey: 'arguments' });
+  const done = (s: string) => { const st = c.feedText(c.initial(), s); return st !== null && c.isComplete(st); };
+  t.ok(done('<tool_call>\n{"name": "move", "arguments": {"x":1.5}}\n</tool_call>'));
+  t.ok(done('<tool_call>\n{"name": "move_to", "arguments": {"dock": 3}}\n</tool_call>'));
+  t.ok(done('<tool_call>\n{"name": "stop", "arguments": {}}\n</tool_call>'));
+  t.notOk(c.feedText(c.initial(), '<tool_call>\n{"name": "move", "arguments": {"dock"'), 'arguments follow the named tool');
+  t.notOk(c.feedText(c.initial(), '<tool_call>\n{"name": "fly"'), 'unknown tool');
+  t.notOk(done('<tool_call>\n{"name": "move", "arguments": {"x":1}}'), 'suffix required');
+  const l = JsonConstraint.toolCall(tools, { prefix: '', suffix: '', argsKey: 'parameters' });
+  t.ok(l.isComplete(l.feedText(l.initial(), '{"name": "move", "parameters": {"x": 2}}')!));
+  // random walks: every finished call parses into a known tool with valid arguments
+  const file = path.join(shared, 'models/stories260K/tokenizer.json');
+  if (!existsSync(file)) return;
+  const texts = vocabTexts(JSON.parse(readFileSync(file, 'utf8')), 512);
+  const masker = new ConstraintMasker(c, new TokenTrie(texts), texts, 512, [2]);
+  const ajv = new Ajv({ strict: false });
+  let finished = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = walk(masker, texts, 2, seed, 400);
+    if (!r.done) continue;
+    finished++;
+    const m = /^<tool_call>\n(.*)\n<\/tool_call>\s?$/s.exec(r.text);
+    const call = JSON.parse(m![1]!) as { name: string; arguments: unknown };
+    const tool = tools.find((x) => x.name === call.name)!;
+    t.ok(ajv.validate(tool.parameters ?? { type: 'object' }, call.arguments), `${call.name} arguments valid`);
+  }
+  t.ok(finished >= 30, `${finished}/40 finished`);
+});
