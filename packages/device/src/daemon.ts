@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { Desired, PROTOCOL_VERSION, type EventType, type State, type StoreEntry, type Event } from '@shoal/protocol';
+import { Desired, PROTOCOL_VERSION, type EventType, type State, type StoreEntry, type Event, type TokenLogprob } from '@shoal/protocol';
 import type { DeviceConfig } from './config/load.js';
 import { createLogger, type Logger } from '@shoal/common';
 import { ModelStore } from './store.js';
@@ -111,7 +111,10 @@ export class DeviceDaemon {
     const loadModel = this.opts.loadModel ?? (await loadRealEngine());
     this.outbox = new Outbox(path.join(cfg.store.dir, '.state', 'outbox.sqlite'), cfg.outbox.maxEvents);
     this.host = new EngineHost(loadModel, { threads: cfg.engine.threads, backend: cfg.engine.backend, contextSize: cfg.engine.contextSize, health: cfg.health });
-    this.scheduler = new Scheduler(this.host, { maxDepth: cfg.queue.maxDepth, maxConcurrent: cfg.queue.maxConcurrent, maxTokens: cfg.engine.maxTokens }, {
+    this.scheduler = new Scheduler(this.host, {
+      maxDepth: cfg.queue.maxDepth, maxConcurrent: cfg.queue.maxConcurrent, maxTokens: cfg.engine.maxTokens,
+      kvSlots: cfg.engine.kvSlots, kvMemoryBytes: cfg.engine.kvMemoryMB * 1024 * 1024, prefixCache: cfg.engine.prefixCache,
+    }, {
       onFinished: ({ source, outcome, result }) => {
         this.metrics.requests.inc({ source, outcome });
         if (result) {
@@ -235,7 +238,9 @@ export class DeviceDaemon {
         delete input.stream;
         return this.scheduler.submit({
           id: ctx.id, source: 'mqtt', priority: PRIORITY_REMOTE, input, deadline: ctx.deadline, signal: ctx.signal,
-          ...(args.stream === false ? {} : { onChunk: (text: string, tokens: number) => ctx.chunk({ text, tokens }) }),
+          ...(args.stream === false ? {} : {
+            onChunk: (text: string, tokens: number, logprobs?: TokenLogprob[]) => ctx.chunk({ text, tokens, ...(logprobs ? { logprobs } : {}) }),
+          }),
         });
       },
       cancel: async ({ requestId }) => {

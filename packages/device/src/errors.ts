@@ -23,6 +23,7 @@ export const DEVICE_ERRORS = {
   SHUTTING_DOWN: 'the daemon is shutting down',
   NO_ACTIVE_MODEL: 'no model is active',
   GENERATION_FAILED: 'the engine failed during generation',
+  CONTEXT_LENGTH_EXCEEDED: 'the prompt (plus the requested tokens) does not fit the context',
   // OTA / store
   MANIFEST_FETCH_FAILED: 'could not fetch the manifest',
   MANIFEST_HASH_MISMATCH: 'manifest sha256 differs from the desired manifestSha256',

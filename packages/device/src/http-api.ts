@@ -5,36 +5,17 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { z } from 'zod';
-import { ChatMessage, MAX_PROMPT_CHARS, formatIssues, type GenerateResult } from '@shoal/protocol';
+import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
 import { DeviceError, toErrorInfo } from './errors.js';
+import { OpenAIError, contextLengthExceeded, fromDeviceCode, modelNotFound } from './http/openai-errors.js';
+import { parseChatRequest, parseCompletionRequest, type ParsedRequest } from './http/openai-request.js';
+import { parseResponsesRequest, ResponsesWriter } from './http/responses.js';
 import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from './scheduler.js';
 import type { EngineHost } from './engine-host.js';
 import type { DeviceMetrics } from './metrics.js';
 import type { Logger } from '@shoal/common';
 
 const MAX_BODY = 1024 * 1024;
-
-const Common = {
-  model: z.string().optional(),
-  max_tokens: z.number().int().min(1).max(8192).optional(),
-  max_completion_tokens: z.number().int().min(1).max(8192).optional(),
-  temperature: z.number().min(0).max(5).optional(),
-  top_p: z.number().gt(0).max(1).optional(),
-  top_k: z.number().int().min(0).optional(),
-  seed: z.number().int().nonnegative().optional(),
-  stream: z.boolean().optional(),
-  user: z.string().optional(),
-  n: z.literal(1).optional(),
-};
-const ChatBody = z.object({ ...Common, messages: z.array(ChatMessage).min(1).max(256) });
-const CompletionBody = z.object({ ...Common, prompt: z.string().max(MAX_PROMPT_CHARS) });
-
-const STATUS: Record<string, number> = {
-  INVALID_JSON: 400, INVALID_MESSAGE: 400, INVALID_ARGS: 400, PAYLOAD_TOO_LARGE: 413, NOT_FOUND: 404,
-  QUEUE_FULL: 429, METHOD_NOT_ALLOWED: 405, NO_ACTIVE_MODEL: 503, SHUTTING_DOWN: 503, DEADLINE_EXCEEDED: 504, CANCELLED: 499,
-};
-
 export interface HttpApiDeps {
   scheduler: Scheduler;
   host: EngineHost;
@@ -76,14 +57,34 @@ export class HttpApi {
     res.end(data);
   }
 
-  private sendError(res: http.ServerResponse, err: unknown): void {
+  /** Any error → OpenAI's error shape with the status the SDKs act on (never a 5xx for a client's mistake). */
+  private toOpenAI(err: unknown): OpenAIError {
+    if (err instanceof OpenAIError) return err;
     const info = toErrorInfo(err);
+    const d = (err as DeviceError).details ?? {};
+    if (info.code === 'CONTEXT_LENGTH_EXCEEDED')
+      return contextLengthExceeded(Number(d.promptTokens ?? 0), Number(d.maxTokens ?? 0), Number(d.contextSize ?? 0), 'messages');
+    const e = fromDeviceCode(info.code, info.message, { retryAfterSec: this.retryAfterSec() });
+    if (info.code === 'INVALID_ARGS' && typeof d.param === 'string') return new OpenAIError(400, info.message, 'invalid_request_error', 'invalid_value', d.param);
+    return e;
+  }
+
+  /** Seconds until a queue slot is likely free: queue depth × the last request's duration, at least 1. */
+  private retryAfterSec(): number {
+    return Math.max(1, Math.ceil((this.d.scheduler.depth + 1) * (this.lastRequestMs / 1000)));
+  }
+  private lastRequestMs = 1000;
+
+  private sendError(res: http.ServerResponse, err: unknown): void {
+    const e = this.toOpenAI(err);
+    if (e.status >= 500) this.d.log.warn({ code: e.code, err: e.message }, 'request failed');
     if (res.headersSent) {
-      if (!res.writableEnded) { res.write(`data: ${JSON.stringify({ error: { message: info.message, code: info.code } })}\n\n`); res.end(); }
+      if (!res.writableEnded) { res.write(`data: ${JSON.stringify(e.body())}\n\n`); res.end(); }
       return;
     }
-    const status = STATUS[info.code] ?? 500;
-    this.json(res, status, { error: { message: info.message, type: status < 500 ? 'invalid_request_error' : 'server_error', code: info.code } });
+    const data = JSON.stringify(e.body());
+    res.writeHead(e.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...e.headers });
+    res.end(data);
   }
 
   private async readBody(req: http.IncomingMessage): Promise<unknown> {
@@ -95,7 +96,7 @@ export class HttpApi {
       chunks.push(c);
     }
     try { return JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch (e) {
-      throw new DeviceError('INVALID_JSON', `request body is not JSON: ${(e as Error).message}`);
+      throw new OpenAIError(400, `We could not parse the JSON body of your request: ${(e as Error).message}`, 'invalid_request_error', 'invalid_json');
     }
   }
 
@@ -116,72 +117,124 @@ export class HttpApi {
     }
     if (req.method === 'GET' && p === '/v1/models') {
       const cur = this.d.host.current;
-      return this.json(res, 200, {
-        object: 'list',
-        data: cur ? [{ id: cur.ref.name, object: 'model', created: 0, owned_by: 'shoal', version: cur.ref.version }] : [],
-      });
+      return this.json(res, 200, { object: 'list', data: cur ? [this.modelObject()] : [] });
     }
-    if (req.method === 'POST' && (p === '/v1/chat/completions' || p === '/v1/completions')) {
-      return this.completions(req, res, p === '/v1/chat/completions');
+    if (req.method === 'GET' && p.startsWith('/v1/models/')) {
+      const id = decodeURIComponent(p.slice('/v1/models/'.length));
+      if (!this.modelMatches(id)) throw modelNotFound(id, this.modelIds());
+      return this.json(res, 200, this.modelObject());
     }
-    if (['/healthz', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions'].includes(p)) {
+    if (req.method === 'POST' && p === '/v1/chat/completions') return this.serve(req, res, 'chat');
+    if (req.method === 'POST' && p === '/v1/completions') return this.serve(req, res, 'completion');
+    if (req.method === 'POST' && p === '/v1/responses') return this.serve(req, res, 'responses');
+    if (['/healthz', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions', '/v1/responses'].includes(p)) {
       throw new DeviceError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${p}`);
     }
     throw new DeviceError('NOT_FOUND', `no route ${req.method} ${p}`);
   }
 
-  private async completions(req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> {
+  private modelObject(): Record<string, unknown> {
+    const cur = this.d.host.current!;
+    return { id: cur.ref.name, object: 'model', created: 0, owned_by: 'shoal', version: cur.ref.version,
+      context_length: this.d.host.contextSizeFor(cur.model) };
+  }
+
+  /** The active model answers to its name and to name@version. */
+  private modelIds(): string[] {
+    const cur = this.d.host.current;
+    return cur ? [cur.ref.name, `${cur.ref.name}@${cur.ref.version}`] : [];
+  }
+  private modelMatches(id: string): boolean { return this.modelIds().includes(id); }
+
+  private async serve(req: http.IncomingMessage, res: http.ServerResponse, kind: 'chat' | 'completion' | 'responses'): Promise<void> {
     const raw = await this.readBody(req);
-    const parsed = (chat ? ChatBody : CompletionBody).safeParse(raw);
-    if (!parsed.success) throw new DeviceError('INVALID_ARGS', `invalid request body: ${formatIssues(parsed.error)}`);
-    const b = parsed.data as z.infer<typeof ChatBody> & z.infer<typeof CompletionBody>;
-    const input: GenerateInput = chat ? { messages: b.messages } : { prompt: b.prompt };
-    const maxTokens = b.max_completion_tokens ?? b.max_tokens;
-    if (maxTokens !== undefined) input.maxTokens = maxTokens;
-    if (b.temperature !== undefined) input.temperature = b.temperature;
-    if (b.top_p !== undefined) input.topP = b.top_p;
-    if (b.top_k !== undefined) input.topK = b.top_k;
-    if (b.seed !== undefined) input.seed = b.seed;
-    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
+    const parsed: ParsedRequest = kind === 'chat' ? parseChatRequest(raw) : kind === 'completion' ? parseCompletionRequest(raw) : parseResponsesRequest(raw);
+    if (!this.d.host.current && !this.d.scheduler.swapping) throw new DeviceError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
+    if (this.d.host.current && parsed.model !== undefined && !this.modelMatches(parsed.model)) throw modelNotFound(parsed.model, this.modelIds());
+    const input: GenerateInput = { ...parsed.options };
+    if (parsed.messages) input.messages = parsed.messages; else input.prompt = parsed.prompt!;
+    const chat = kind === 'chat';
+    const id = `${chat ? 'chatcmpl' : kind === 'completion' ? 'cmpl' : 'resp'}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const modelName = this.d.host.current?.ref.name ?? 'none';
+    const modelName = this.d.host.current?.ref.name ?? parsed.model ?? 'none';
     // client gone → abort
     const ctl = new AbortController();
     res.on('close', () => { if (!res.writableFinished) ctl.abort(new DeviceError('CANCELLED', `HTTP client of ${id} disconnected`)); });
-    const stream = b.stream === true;
+    const stream = parsed.stream;
+    const t0 = Date.now();
+    const chatLp = (lp: TokenLogprob[]) => lp.map((x) => ({
+      token: x.text, logprob: x.logprob, bytes: [...Buffer.from(x.text, 'utf8')],
+      top_logprobs: x.top.map((y) => ({ token: y.text, logprob: y.logprob, bytes: [...Buffer.from(y.text, 'utf8')] })),
+    }));
+    const complLp = (lp: TokenLogprob[]) => ({
+      tokens: lp.map((x) => x.text), token_logprobs: lp.map((x) => x.logprob),
+      top_logprobs: lp.map((x) => Object.fromEntries(x.top.map((y) => [y.text, y.logprob]))), text_offset: [] as number[],
+    });
+    const responses = kind === 'responses' ? new ResponsesWriter(id, created, modelName, parsed, stream ? (ev) => sseEvent(res, ev) : null) : null;
     let started = false;
     const startStream = () => {
       if (started) return;
       started = true;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      if (chat) sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
+      if (chat) sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+      responses?.start();
     };
+    // Tool calls are streamed whole once known; content text as it comes.
+    const holdText = chat && !!parsed.options.tools?.length && parsed.options.toolChoice !== 'none';
     const result: GenerateResult = await this.d.scheduler.submit({
       id, source: 'http', priority: PRIORITY_LOCAL, input, deadline: Date.now() + this.d.defaultDeadlineMs, signal: ctl.signal,
-      onChunk: stream ? (text) => {
+      onChunk: stream ? (text, _n, lp) => {
         startStream();
+        if (kind === 'responses') return responses!.delta(text);
+        if (holdText && !text && !lp) return;
         sse(res, chat
-          ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { content: text }, finish_reason: null }] }
-          : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text, finish_reason: null }] });
+          ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { content: text }, logprobs: lp ? { content: chatLp(lp) } : null, finish_reason: null }] }
+          : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text, logprobs: lp ? complLp(lp) : null, finish_reason: null }] });
       } : undefined,
     });
-    const finish = result.stopReason === 'eos' ? 'stop' : 'length';
-    const usage = { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens, total_tokens: result.usage.totalTokens };
+    this.lastRequestMs = Date.now() - t0;
+    const finish = result.stopReason === 'tool_calls' ? 'tool_calls' : result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : 'length';
+    const usage = {
+      prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens, total_tokens: result.usage.totalTokens,
+      prompt_tokens_details: { cached_tokens: result.usage.cachedTokens ?? 0 },
+    };
+    const toolCalls = (result.toolCalls ?? []).map((c, index) => ({ index, id: c.id, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
+    if (kind === 'responses') {
+      if (stream) { startStream(); responses!.finish(result); res.end(); return; }
+      return this.json(res, 200, responses!.finish(result));
+    }
     if (stream) {
       startStream();
+      if (chat && toolCalls.length) sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { tool_calls: toolCalls }, logprobs: null, finish_reason: null }] });
       sse(res, chat
-        ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: {}, finish_reason: finish }], usage, timings: result.timings }
-        : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text: '', finish_reason: finish }], usage, timings: result.timings });
+        ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finish }], usage, timings: result.timings }
+        : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text: '', logprobs: null, finish_reason: finish }], usage, timings: result.timings });
+      // usage: in its own chunk with empty choices when asked for (stream_options.include_usage), as OpenAI does
+      if (parsed.includeUsage) sse(res, { id, object: chat ? 'chat.completion.chunk' : 'text_completion', created, model: modelName, choices: [], usage });
       res.write('data: [DONE]\n\n');
       res.end();
       return;
     }
+    const lp = result.logprobs;
     this.json(res, 200, chat
-      ? { id, object: 'chat.completion', created, model: modelName, choices: [{ index: 0, message: { role: 'assistant', content: result.text }, finish_reason: finish }], usage, timings: result.timings }
-      : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text: result.text, finish_reason: finish }], usage, timings: result.timings });
+      ? {
+          id, object: 'chat.completion', created, model: modelName,
+          choices: [{
+            index: 0,
+            message: { role: 'assistant', content: toolCalls.length && !result.text ? null : result.text, refusal: null, ...(toolCalls.length ? { tool_calls: toolCalls.map(({ index: _i, ...c }) => c) } : {}) },
+            logprobs: lp ? { content: chatLp(lp) } : null, finish_reason: finish,
+          }],
+          usage, timings: result.timings,
+        }
+      : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text: result.text, logprobs: lp ? complLp(lp) : null, finish_reason: finish }], usage, timings: result.timings });
   }
 }
 
 function sse(res: http.ServerResponse, obj: unknown): void {
   if (!res.writableEnded) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+}
+
+/** A Responses API event: `event: <type>` + data. */
+function sseEvent(res: http.ServerResponse, ev: { type: string }): void {
+  if (!res.writableEnded) res.write(`event: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`);
 }

@@ -1,22 +1,21 @@
 // One generation queue for local HTTP and remote MQTT requests: priorities
 // (HTTP first), bounded depth, per-request deadlines and cancellation through
 // AbortSignal, pause/resume around a model swap (queued requests wait).
-import type { ChatMessage } from '@shoal/engine';
-import type { GenerateResult } from '@shoal/protocol';
+import {
+  KvSlotPool, PromptError, slotsWithinBudget, toolFormat, toolSystemPrompt,
+  type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session,
+} from '@shoal/engine';
+import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
 import { DeviceError } from './errors.js';
-import type { EngineHost } from './engine-host.js';
+import type { EngineHost, LoadedModel } from './engine-host.js';
 
 export const PRIORITY_LOCAL = 0;
 export const PRIORITY_REMOTE = 1;
 
-export interface GenerateInput {
-  prompt?: string;
-  messages?: ChatMessage[];
-  maxTokens?: number;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  seed?: number;
+/** One request, whatever the transport: a prompt (text or token ids) or chat messages, and the options. */
+export interface GenerateInput extends ServeOptions {
+  prompt?: string | number[];
+  messages?: Array<ChatMessage | ApiChatMessage>;
 }
 
 export interface JobSpec {
@@ -28,7 +27,7 @@ export interface JobSpec {
   deadline: number;
   /** Aborted by the caller: cancel op, HTTP client gone. */
   signal?: AbortSignal;
-  onChunk?: (text: string, tokens: number) => void;
+  onChunk?: (text: string, tokens: number, logprobs?: TokenLogprob[]) => void;
 }
 
 interface Job extends JobSpec {
@@ -40,9 +39,26 @@ interface Job extends JobSpec {
   cleanup?: () => void;
 }
 
+export interface KvCacheStats {
+  slots: number; inUse: number; bytesPerSlot: number; hits: number; reusedTokens: number; evaluatedTokens: number; evictions: number;
+}
+
 export interface SchedulerStats {
   requests: number; errors: number; rejected: number; queueDepth: number; active: number;
   ttftMs: number | null; decodeTokPerSec: number | null;
+  kvCache?: KvCacheStats;
+}
+
+export interface SchedulerOptions {
+  maxDepth: number;
+  maxConcurrent: number;
+  maxTokens: number;
+  /** KV slots of the prefix cache (default: maxConcurrent). */
+  kvSlots?: number;
+  /** Memory for all KV slots; fewer slots are kept when they would not fit. */
+  kvMemoryBytes?: number;
+  /** false: every request starts from an empty KV cache (A/B tests). */
+  prefixCache?: boolean;
 }
 
 export interface SchedulerHooks {
@@ -60,7 +76,37 @@ export class Scheduler {
   swapping = false;
   readonly stats: SchedulerStats = { requests: 0, errors: 0, rejected: 0, queueDepth: 0, active: 0, ttftMs: null, decodeTokPerSec: null };
 
-  constructor(private readonly host: EngineHost, private readonly opts: { maxDepth: number; maxConcurrent: number; maxTokens: number }, private readonly hooks: SchedulerHooks = {}) {}
+  private pool: KvSlotPool<Session> | null = null;
+  private poolOwner: LoadedModel | null = null;
+  private bytesPerSlot = 0;
+
+  constructor(private readonly host: EngineHost, private readonly opts: SchedulerOptions, private readonly hooks: SchedulerHooks = {}) {}
+
+  /** The KV slot pool of the active model (re-created after a model swap). */
+  private slots(loaded: LoadedModel): KvSlotPool<Session> {
+    if (this.pool && this.poolOwner === loaded) return this.pool;
+    this.pool?.dispose();
+    const model = loaded.model;
+    const ctx = this.host.contextSizeFor(model);
+    this.bytesPerSlot = model.kvBytes?.(ctx) ?? 0;
+    const wanted = Math.max(this.opts.kvSlots ?? this.opts.maxConcurrent, this.opts.maxConcurrent);
+    const n = this.opts.kvMemoryBytes ? slotsWithinBudget(wanted, this.bytesPerSlot, this.opts.kvMemoryBytes) : wanted;
+    this.pool = new KvSlotPool<Session>(n, () => model.createSession({ contextSize: ctx }), this.opts.prefixCache !== false);
+    this.poolOwner = loaded;
+    this.updateKvStats();
+    return this.pool;
+  }
+
+  private updateKvStats(): void {
+    if (!this.pool) return;
+    const s = this.pool.stats();
+    this.stats.kvCache = { slots: s.slots, inUse: s.inUse, bytesPerSlot: this.bytesPerSlot, hits: s.hits, reusedTokens: s.reusedTokens, evaluatedTokens: s.evaluatedTokens, evictions: s.evictions };
+  }
+
+  /** Concurrent generations: never more than there are KV slots. */
+  private get concurrency(): number {
+    return this.pool ? Math.min(this.opts.maxConcurrent, this.pool.size) : this.opts.maxConcurrent;
+  }
 
   get depth(): number { return this.queue.length; }
   get activeCount(): number { return this.running.size; }
@@ -113,7 +159,7 @@ export class Scheduler {
   }
 
   private pump(): void {
-    while (!this.paused && this.running.size < this.opts.maxConcurrent && this.queue.length > 0) {
+    while (!this.paused && this.running.size < this.concurrency && this.queue.length > 0) {
       if (!this.host.current) {
         if (this.swapping) return;
         // no model and nothing coming: fail what waits
@@ -138,6 +184,30 @@ export class Scheduler {
     }
   }
 
+  /** Prompt token ids: chat messages through the model's template (BOS once), text through the tokenizer, or ids as given. */
+  private promptIds(model: Model, input: GenerateInput): number[] {
+    const tok = model.tokenizer;
+    if (Array.isArray(input.prompt)) {
+      const bad = input.prompt.find((id) => !Number.isInteger(id) || id < 0 || id >= model.info.vocabSize);
+      if (bad !== undefined) throw new DeviceError('INVALID_ARGS', `prompt token ${bad} is outside the vocabulary of ${model.info.vocabSize}`, { param: 'prompt' });
+      return input.prompt;
+    }
+    if (!tok) throw new DeviceError('GENERATION_FAILED', 'the active model has no tokenizer.json; send token ids');
+    if (input.messages) {
+      try {
+        const tools = input.tools?.length && input.toolChoice !== 'none' ? input.tools : undefined;
+        const fmt = toolFormat(tok.chatTemplateText ?? '');
+        let messages = input.messages as ApiChatMessage[];
+        if (tools && !fmt.native) messages = [{ role: 'system', content: toolSystemPrompt(tools, fmt) }, ...messages];
+        return tok.encodeChat(messages, { addGenerationPrompt: true, ...(tools && fmt.native ? { tools } : {}) });
+      } catch (e) {
+        if (e instanceof PromptError) throw new DeviceError('INVALID_ARGS', e.message, { param: e.param });
+        throw e;
+      }
+    }
+    return tok.encode(input.prompt ?? '');
+  }
+
   private async run(job: Job): Promise<void> {
     const loaded = this.host.current!;
     const started = Date.now();
@@ -145,53 +215,68 @@ export class Scheduler {
     const dl = setTimeout(() => deadlineCtl.abort(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
     const signals = [deadlineCtl.signal, ...(job.signal ? [job.signal] : [])];
     const signal = AbortSignal.any(signals);
-    let session: ReturnType<typeof loaded.model.createSession> | null = null;
+    const pool = this.slots(loaded);
+    let lease: ReturnType<typeof pool.acquire> | null = null;
+    let tokens: number[] = [];
+    let ok = false;
     try {
       const model = loaded.model;
-      let prompt: string;
-      if (job.input.messages) {
-        if (!model.tokenizer) throw new DeviceError('GENERATION_FAILED', 'the active model has no tokenizer; chat messages need one');
-        prompt = model.tokenizer.applyChatTemplate(job.input.messages, { addGenerationPrompt: true });
-      } else {
-        prompt = job.input.prompt ?? '';
-      }
+      const { prompt: _p, messages: _m, ...options } = job.input;
+      const ids = this.promptIds(model, job.input);
+      if (ids.length === 0) throw new DeviceError('INVALID_ARGS', 'the prompt is empty', { param: 'prompt' });
       const ctx = this.host.contextSizeFor(model);
-      session = model.createSession({ contextSize: ctx });
-      const gen = session.generate(prompt, {
-        maxTokens: job.input.maxTokens ?? this.opts.maxTokens,
-        temperature: job.input.temperature ?? 0,
-        ...(job.input.topK !== undefined ? { topK: job.input.topK } : {}),
-        ...(job.input.topP !== undefined ? { topP: job.input.topP } : {}),
-        ...(job.input.seed !== undefined ? { seed: job.input.seed } : {}),
-        signal,
-      });
+      const maxTokens = options.maxTokens ?? this.opts.maxTokens;
+      if (ids.length >= ctx || (options.maxTokens !== undefined && ids.length + options.maxTokens > ctx)) {
+        throw new DeviceError('CONTEXT_LENGTH_EXCEEDED',
+          `the prompt has ${ids.length} tokens${options.maxTokens !== undefined ? ` and ${options.maxTokens} more were requested` : ''}, but the context holds ${ctx}; shorten the messages or lower max_tokens`,
+          { promptTokens: ids.length, maxTokens: options.maxTokens ?? 0, contextSize: ctx });
+      }
+      lease = pool.acquire(ids);
+      this.updateKvStats();
+      tokens = ids;
+      const texts = model.tokenizer?.vocabTexts?.(model.info.vocabSize);
+      const tokenText = (id: number) => texts?.[id] ?? model.tokenizer?.decode([id], { skipSpecialTokens: false }) ?? '';
+      const gen = lease.session.serve(ids, { ...options, maxTokens, signal });
       let text = '';
-      let tokens = 0;
-      let stats;
+      let n = 0;
+      let stats: ServeStats;
+      const logprobs: TokenLogprob[] = [];
       for (;;) {
         const r = await gen.next();
         if (r.done) { stats = r.value; break; }
-        tokens++;
+        let lp: TokenLogprob[] | undefined;
+        if (r.value.token >= 0) {
+          n++;
+          if (r.value.logprob !== undefined) {
+            lp = [{ token: r.value.token, text: tokenText(r.value.token), logprob: r.value.logprob, top: (r.value.top ?? []).map((x) => ({ token: x.token, text: tokenText(x.token), logprob: x.logprob })) }];
+            logprobs.push(...lp);
+          }
+        }
         text += r.value.text;
-        if (r.value.text) job.onChunk?.(r.value.text, tokens);
+        if (r.value.text || lp) job.onChunk?.(r.value.text, n, lp);
       }
-      if (signal.aborted || stats.stopReason === 'aborted') {
+      tokens = stats.tokens;
+      if (signal.aborted) {
         throw signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
       }
       const totalMs = Date.now() - started;
+      const STOP = { eos: 'eos', stop_string: 'stop', max_tokens: 'max_tokens', context_full: 'context_full', tool_calls: 'tool_calls' } as const;
       const result: GenerateResult = {
         text,
-        stopReason: stats.stopReason,
+        stopReason: STOP[stats.reason],
+        ...(stats.toolCalls.length ? { toolCalls: stats.toolCalls } : {}),
+        ...(options.logprobs ? { logprobs } : {}),
         model: loaded.ref,
-        usage: { promptTokens: stats.promptTokens, completionTokens: stats.generatedTokens, totalTokens: stats.promptTokens + stats.generatedTokens },
+        usage: { promptTokens: stats.promptTokens, completionTokens: stats.completionTokens, totalTokens: stats.promptTokens + stats.completionTokens, cachedTokens: stats.cachedTokens },
         timings: {
           queueMs: started - job.enqueuedAt,
-          ttftMs: stats.generatedTokens > 0 ? stats.timeToFirstToken * 1000 : null,
+          ttftMs: stats.completionTokens > 0 ? stats.timeToFirstToken * 1000 : null,
           totalMs,
           prefillTokPerSec: Number.isFinite(stats.prefillTokensPerSecond) ? stats.prefillTokensPerSecond : null,
           decodeTokPerSec: Number.isFinite(stats.decodeTokensPerSecond) ? stats.decodeTokensPerSecond : null,
         },
       };
+      ok = true;
       this.stats.requests++;
       this.stats.ttftMs = result.timings.ttftMs;
       this.stats.decodeTokPerSec = result.timings.decodeTokPerSec;
@@ -199,7 +284,10 @@ export class Scheduler {
       job.resolve(result);
     } catch (e) {
       let err: unknown = e;
+      const code0 = (e as { code?: string })?.code;
       if (signal.aborted) err = signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
+      else if (code0 === 'SHOAL_ERR_INVALID_ARG') err = new DeviceError('INVALID_ARGS', (e as Error).message);
+      else if (code0 === 'SHOAL_ERR_CONTEXT_FULL') err = new DeviceError('CONTEXT_LENGTH_EXCEEDED', (e as Error).message);
       else if (!(e instanceof DeviceError)) err = new DeviceError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
       const code = (err as DeviceError).code;
       if (code === 'CANCELLED' || code === 'DEADLINE_EXCEEDED') this.stats.rejected++; else this.stats.errors++;
@@ -207,7 +295,11 @@ export class Scheduler {
       job.reject(err);
     } finally {
       clearTimeout(dl);
-      try { session?.dispose(); } catch { /* ignore */ }
+      if (lease) {
+        // what the KV cache holds is known exactly after a finished or cancelled run; after an engine error, forget it
+        if (ok || signal.aborted) pool.release(lease, tokens); else pool.discard(lease);
+      }
+      this.updateKvStats();
     }
   }
 
@@ -226,6 +318,10 @@ export class Scheduler {
     this.pause();
     try {
       await this.idle();
+      // the KV slots belong to the model being replaced
+      this.pool?.dispose();
+      this.pool = null;
+      this.poolOwner = null;
       return await fn();
     } finally {
       this.resume();

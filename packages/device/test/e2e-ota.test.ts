@@ -90,7 +90,7 @@ t.test('OTA lifecycle over mosquitto with the real engine', { skip, timeout: 90_
   t.match(metrics, /shoal_active_model_info\{name="stories",version="1.0.0"\} 1/);
   const badBody = await fetch(`${base}/v1/chat/completions`, { method: 'POST', body: '{"messages": 5}' });
   t.equal(badBody.status, 400);
-  t.match((await badBody.json() as { error: { code: string } }).error.code, 'INVALID_ARGS');
+  t.match((await badBody.json() as { error: { code: string; param: string } }).error, { code: 'invalid_value', param: 'messages' });
 
   // 4. a second version: previous kept; rollback and activate commands
   await fleet.setDesired(desiredFor(srv, v11));

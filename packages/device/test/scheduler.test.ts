@@ -3,7 +3,7 @@
 import t from 'tap';
 import { Scheduler, PRIORITY_LOCAL, PRIORITY_REMOTE } from '../src/scheduler.js';
 import { EngineHost } from '../src/engine-host.js';
-import type { Model, GenerateOptions, GenerateStats, GeneratedChunk } from '@shoal/engine';
+import type { Model, GenerateOptions, GenerateStats, GeneratedChunk, ServeChunk, ServeOptions, ServeStats } from '@shoal/engine';
 import { DeviceError } from '../src/errors.js';
 import { HttpApi } from '../src/http-api.js';
 import { DeviceMetrics } from '../src/metrics.js';
@@ -14,7 +14,12 @@ import { jitteredBackoff } from '../src/mqtt-agent.js';
 function scriptedModel(stepMs: number, log: string[] = []): Model {
   return {
     info: { contextLength: 512, backend: 'cpu', isa: 'scalar', threads: 1 } as Model['info'],
-    tokenizer: { applyChatTemplate: (m: Array<{ content: string }>) => m.map((x) => x.content).join('|') } as unknown as Model['tokenizer'],
+    tokenizer: {
+      applyChatTemplate: (m: Array<{ content: string }>) => m.map((x) => x.content).join('|'),
+      encodeChat: (m: Array<{ content: string }>) => [...m.map((x) => x.content).join('|')].map((c) => c.codePointAt(0)!),
+      encode: (text: string) => [...text].map((c) => c.codePointAt(0)!),
+      decode: (ids: number[]) => String.fromCodePoint(...ids),
+    } as unknown as Model['tokenizer'],
     createSession: () => ({
       contextSize: 512, position: 0,
       async eval() { return new Float32Array(); }, truncate() {}, reset() {}, dispose() {},
@@ -27,6 +32,20 @@ function scriptedModel(stepMs: number, log: string[] = []): Model {
           yield { token: i, text: `${i}` };
         }
         return { promptTokens: 1, generatedTokens: n, stopReason: 'max_tokens', timeToFirstToken: stepMs / 1000, prefillTokensPerSecond: 1000, decodeTokensPerSecond: 1000 / stepMs };
+      },
+      async *serve(prompt: number[], o: ServeOptions & { signal?: AbortSignal } = {}): AsyncGenerator<ServeChunk, ServeStats, void> {
+        log.push(String.fromCodePoint(...prompt));
+        const n = o.maxTokens ?? 4;
+        const stats = (i: number): ServeStats => ({
+          promptTokens: prompt.length, cachedTokens: 0, completionTokens: i, finishReason: 'length', reason: 'max_tokens', text: '', toolCalls: [],
+          tokens: prompt, timeToFirstToken: stepMs / 1000, prefillTokensPerSecond: 1000, decodeTokensPerSecond: 1000 / stepMs,
+        });
+        for (let i = 0; i < n; i++) {
+          await new Promise((r) => setTimeout(r, stepMs));
+          if (o.signal?.aborted) return stats(i);
+          yield { token: i, text: `${i}` };
+        }
+        return stats(n);
       },
     }),
     dispose() {},
@@ -150,7 +169,8 @@ t.test('HTTP API: SSE stream, client disconnect cancels, 429 when the queue is f
   await waitUntil(() => sched.depth === 1, 'second queued');
   const c = await post('/v1/completions', { prompt: 'x', max_tokens: 5 });
   t.equal(c.status, 429);
-  t.match(await c.json(), { error: { code: 'QUEUE_FULL' } });
+  t.match(await c.json(), { error: { code: 'rate_limit_exceeded', type: 'rate_limit_error', message: /queue is full/ } });
+  t.ok(Number(c.headers.get('retry-after')) >= 1, 'Retry-After tells the SDK when to retry');
   t.equal((await a).status, 200);
   const chat = await (await b).json() as { object: string; choices: Array<{ message: { content: string } }> };
   t.equal(chat.object, 'chat.completion');

@@ -36,6 +36,13 @@ export interface AddonSession {
   eval(tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
   generate(prompt: Int32Array, sampling: AddonSamplingParams, maxTokens: number, stopIds: Int32Array,
     onToken: (ids: number[]) => void): Promise<AddonGenerateResult>;
+  /** A fresh seeded sampler for step(). */
+  setSampler(sampling: AddonSamplingParams): void;
+  /** Evaluates tokens, then draws one token with controls (shoal_session_step). */
+  step(tokens: Int32Array, history: Int32Array, controls: {
+    presencePenalty?: number; frequencyPenalty?: number; counted?: Int32Array; biasIds?: Int32Array; biasValues?: Float32Array;
+    allowed?: Uint32Array | null; topLogprobs?: number;
+  }): Promise<{ token: number; logprob: number; topIds: Int32Array; topLogprobs: Float32Array }>;
   cancel(): void;
   truncate(keep: number): void;
   position(): number;

@@ -7,6 +7,8 @@ import { addon } from './addon.js';
 import { EngineError, EngineErrorCode } from './errors.js';
 import { HfModelTokenizer } from './tokenizer.js';
 import type { AddonModel, AddonSession } from './addon-types.js';
+import { ConstraintCache, serveLoop, toolFormat, type ServeChunk, type ServeStats } from './serve.js';
+import type { ServeOptions } from './serve-options.js';
 import type {
   GenerateOptions, GenerateStats, GeneratedChunk, LoadOptions, Model, ModelInfo, Session, Tokenizer,
 } from './types.js';
@@ -56,7 +58,17 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
 
 class EngineModel implements Model {
   private disposed = false;
-  constructor(private readonly native: AddonModel, readonly info: ModelInfo, readonly tokenizer: Tokenizer | null) {}
+  /** Vocabulary trie and constraint masks, shared by the model's sessions. */
+  readonly constraints: ConstraintCache | null;
+  constructor(private readonly native: AddonModel, readonly info: ModelInfo, readonly tokenizer: Tokenizer | null) {
+    const tok = tokenizer;
+    this.constraints = tok?.vocabTexts ? new ConstraintCache(() => tok.vocabTexts!(info.vocabSize), info.vocabSize, info.eosTokenIds) : null;
+  }
+
+  /** f32 K and V per layer and position (docs/engine.md). */
+  kvBytes(contextSize: number): number {
+    return 2 * this.info.layers * contextSize * this.info.kvHeads * this.info.headDim * 4;
+  }
 
   createSession(opts: { contextSize?: number } = {}): Session {
     if (this.disposed) throw new EngineError(EngineErrorCode.DISPOSED, 'model is disposed');
@@ -161,6 +173,24 @@ class EngineSession implements Session {
         this.native.cancel();
         await finished.catch(() => {});
       }
+      this.busy = false;
+    }
+  }
+
+  async *serve(prompt: number[], opts: ServeOptions & { signal?: AbortSignal }): AsyncGenerator<ServeChunk, ServeStats, void> {
+    validateGenerateOptions(opts);
+    const tok = this.model.tokenizer;
+    if (!tok || !this.model.constraints) throw new EngineError(EngineErrorCode.TOKENIZER, `${this.model.info.dir} has no tokenizer.json: serving needs one`);
+    this.enter();
+    try {
+      const native = this.native;
+      return yield* serveLoop({
+        stepper: { setSampler: (p) => native.setSampler(p), step: (a, b, c) => native.step(a, b, c), cancel: () => native.cancel(),
+          position: () => native.position(), contextSize: () => native.contextSize() },
+        tokenizer: tok, eosIds: this.model.info.eosTokenIds, vocabSize: this.model.info.vocabSize,
+        constraints: this.model.constraints, toolFormat: toolFormat(tok.chatTemplateText ?? ''),
+      }, prompt, opts);
+    } finally {
       this.busy = false;
     }
   }

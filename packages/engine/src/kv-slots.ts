@@ -83,13 +83,15 @@ export class KvSlotPool<S extends SlotSession> {
     // A short shared prefix (say a common system prompt) is not worth
     // overwriting a slot that caches much more: use an empty or the LRU slot.
     const empty = free.find((s) => s.tokens.length === 0);
-    if (best && bestLcp * 2 < best.tokens.length && (empty || free.length > 1)) {
+    // (A prompt the slot caches entirely, e.g. a regenerated answer, always reuses it.)
+    if (best && bestLcp * 2 < best.tokens.length && bestLcp < prompt.length && (empty || free.length > 1)) {
       const other = empty ?? lru(free.filter((s) => s !== best));
       const otherLcp = commonPrefix(other.tokens, prompt);
       if (!empty || otherLcp === 0) { best = other; bestLcp = this.enabled ? otherLcp : 0; }
     }
     if (!best) { best = empty ?? lru(free); bestLcp = 0; }
-    if (bestLcp === 0 && best.tokens.length > 0) this.counters.evictions++;
+    // an eviction: most of what the slot cached is thrown away
+    if (best.tokens.length > 0 && bestLcp * 2 < best.tokens.length && bestLcp < prompt.length) this.counters.evictions++;
     // at least one prompt token must be evaluated to get the next-token logits
     const reused = Math.min(bestLcp, prompt.length - 1);
     best.busy = true;

@@ -2,14 +2,9 @@
 // the transport (OpenAI HTTP, MQTT generate, CLI). Transports validate and
 // translate their own wire names into this.
 import type { FunctionTool } from './chat-prompt.js';
+import type { SamplingOptions } from './types.js';
 
-export interface SamplingOptions {
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
-  seed?: number;
-  repeatPenalty?: number;
+export interface ServeSampling extends SamplingOptions {
   /** OpenAI: subtracted once from the logit of every token generated so far. */
   presencePenalty?: number;
   /** OpenAI: subtracted per occurrence of a token generated so far. */
@@ -25,7 +20,7 @@ export type ResponseFormat =
 
 export type ToolChoice = 'auto' | 'none' | 'required' | { name: string };
 
-export interface ServeOptions extends SamplingOptions {
+export interface ServeOptions extends ServeSampling {
   maxTokens?: number;
   /** Up to 4 strings; generation ends before the first one, which is not returned. */
   stop?: string[];

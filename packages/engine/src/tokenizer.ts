@@ -4,8 +4,9 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
+import { ChatPrompt, normalizeMessages, type ApiChatMessage, type FunctionTool } from './chat-prompt.js';
 import { EngineError, EngineErrorCode } from './errors.js';
+import { vocabTexts } from './token-trie.js';
 import type { ChatMessage, Tokenizer } from './types.js';
 
 interface TokenizerConfig {
@@ -24,20 +25,33 @@ const REPLACEMENT = '\uFFFD';
 export class HfModelTokenizer implements Tokenizer {
   readonly bosTokenId: number | null;
   readonly eosTokenIds: number[];
-  private readonly template: Template | null;
+  /** The one path from chat messages to ids (chat-prompt.ts). */
+  readonly chat: ChatPrompt;
+  /** The chat template's source ('' when none): tells which tool-call format the model was trained on. */
+  readonly chatTemplateText: string;
+  private texts: Array<string | null> | null = null;
 
   private constructor(
     private readonly hf: HfTokenizer,
     private readonly config: TokenizerConfig,
     bosTokenId: number | null,
     eosTokenIds: number[],
+    private readonly json: object,
   ) {
     this.bosTokenId = bosTokenId;
     this.eosTokenIds = eosTokenIds;
-    const tpl = Array.isArray(config.chat_template)
-      ? config.chat_template.find((t) => t.name === 'default')?.template
-      : config.chat_template;
-    this.template = tpl ? new Template(tpl) : null;
+    const t = config.chat_template;
+    this.chatTemplateText = typeof t === 'string' ? t : Array.isArray(t) ? t.map((x) => x.template).join('\n') : '';
+    this.chat = new ChatPrompt(
+      { chatTemplate: t ?? null, bosToken: tokenText(config.bos_token) || (bosTokenId !== null ? '<s>' : ''), eosToken: tokenText(config.eos_token) },
+      { bosTokenId, encode: (text, o) => this.encode(text, o) },
+    );
+  }
+
+  /** Text of every token id as generated (null: special or not text alone); for constrained decoding. */
+  vocabTexts(vocabSize: number): Array<string | null> {
+    this.texts ??= vocabTexts(this.json as Parameters<typeof vocabTexts>[0], vocabSize);
+    return this.texts;
   }
 
   /** Loads dir/tokenizer.json (+ tokenizer_config.json); null when there is no tokenizer.json. */
@@ -59,7 +73,7 @@ export class HfModelTokenizer implements Tokenizer {
     }
     try {
       const hf = new HfTokenizer(json as object, config);
-      return new HfModelTokenizer(hf, config, ids.bos, ids.eos);
+      return new HfModelTokenizer(hf, config, ids.bos, ids.eos, json as object);
     } catch (err) {
       throw new EngineError(EngineErrorCode.TOKENIZER, `${file} is not a supported tokenizer: ${(err as Error).message}`, { cause: err });
     }
@@ -74,24 +88,12 @@ export class HfModelTokenizer implements Tokenizer {
     return this.hf.decode(ids, { skip_special_tokens: opts.skipSpecialTokens ?? true });
   }
 
-  applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
-    const addGenerationPrompt = opts.addGenerationPrompt ?? true;
-    if (!this.template) {
-      // No template (base models such as stories260K): the turns as plain text,
-      // BOS first, so a completion model simply continues the conversation.
-      const bos = this.bosTokenId !== null ? tokenText(this.config.bos_token) || '<s>' : '';
-      return bos + messages.map((m) => m.content.trim()).join('\n') + (addGenerationPrompt ? '\n' : '');
-    }
-    return this.template.render({
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-      bos_token: tokenText(this.config.bos_token),
-      eos_token: tokenText(this.config.eos_token),
-    });
+  applyChatTemplate(messages: Array<ChatMessage | ApiChatMessage>, opts: { addGenerationPrompt?: boolean; tools?: FunctionTool[] } = {}): string {
+    return this.chat.render(normalizeMessages(messages as ApiChatMessage[]), opts);
   }
 
-  encodeChat(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
-    return this.encode(this.applyChatTemplate(messages, opts), { addSpecialTokens: false });
+  encodeChat(messages: Array<ChatMessage | ApiChatMessage>, opts: { addGenerationPrompt?: boolean; tools?: FunctionTool[] } = {}): number[] {
+    return this.chat.encode(normalizeMessages(messages as ApiChatMessage[]), opts);
   }
 
   createStreamDecoder(context: number[] = []): { push(token: number): string; flush(): string } {

@@ -1,6 +1,9 @@
 // types.ts — the engine's public TypeScript API (implemented in engine.ts).
 // Everything above the engine (device daemon, controller demo, quantizer,
 // evaluation) depends only on these types.
+import type { ApiChatMessage, FunctionTool } from './chat-prompt.js';
+import type { ServeOptions } from './serve-options.js';
+import type { ServeChunk, ServeStats } from './serve.js';
 
 export type Backend = 'auto' | 'cpu' | 'cuda';
 export type Isa = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'neon' | 'neon-dotprod';
@@ -83,10 +86,14 @@ export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: s
 export interface Tokenizer {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
-  /** Applies tokenizer_config.json's chat_template (falls back to a plain format). */
-  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
-  /** Chat template rendered and tokenized (special tokens come from the template, none added). */
-  encodeChat(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): number[];
+  /** Applies tokenizer_config.json's chat_template (falls back to a plain format); OpenAI messages accepted. */
+  applyChatTemplate(messages: Array<ChatMessage | ApiChatMessage>, opts?: { addGenerationPrompt?: boolean; tools?: FunctionTool[] }): string;
+  /** Chat template rendered and tokenized (special tokens come from the template, none added): BOS exactly once. */
+  encodeChat(messages: Array<ChatMessage | ApiChatMessage>, opts?: { addGenerationPrompt?: boolean; tools?: FunctionTool[] }): number[];
+  /** Text each token id adds when generated (null: special / not text on its own). */
+  vocabTexts?(vocabSize: number): Array<string | null>;
+  /** Source of the chat template ('' without one). */
+  readonly chatTemplateText?: string;
   /** A decoder that turns a token stream into text without broken UTF-8; context = the tokens before the stream. */
   createStreamDecoder(context?: number[]): { push(token: number): string; flush(): string };
   readonly bosTokenId: number | null;
@@ -101,6 +108,13 @@ export interface Session {
   eval(tokens: ArrayLike<number>, opts?: { allLogits?: boolean }): Promise<Float32Array>;
   /** Prompt as text (tokenized with BOS per the tokenizer) or ids; streams generated tokens. */
   generate(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<GeneratedChunk, GenerateStats, void>;
+  /**
+   * One application request: the KV cache must already hold
+   * prompt[0..position) (prefix cache); the rest is evaluated, then tokens are
+   * drawn one step at a time with stop strings, penalties, logit bias,
+   * logprobs and JSON / tool-call constraints (serve.ts).
+   */
+  serve(prompt: number[], opts: ServeOptions & { signal?: AbortSignal }): AsyncGenerator<ServeChunk, ServeStats, void>;
   /** Drops cache positions >= keep. */
   truncate(keep: number): void;
   reset(): void;
@@ -111,6 +125,8 @@ export interface Model {
   readonly info: ModelInfo;
   readonly tokenizer: Tokenizer | null;
   createSession(opts?: { contextSize?: number }): Session;
+  /** KV-cache bytes of one session of `contextSize` positions. */
+  kvBytes?(contextSize: number): number;
   dispose(): void;
 }
 

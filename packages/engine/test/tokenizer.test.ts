@@ -69,6 +69,8 @@ t.test('chat template renders and falls back', { skip: skipUnlessShared(...LLAMA
   t.not(ids[1], 1, 'and is not added twice');
   if (!skipUnlessShared(...STORIES)) {
     const stories = (await HfModelTokenizer.load(sharedPath(...STORIES), { bos: 1, eos: [2] }))!;
-    t.equal(stories.applyChatTemplate([{ role: 'user', content: 'Once upon a time' }]), '<s>Once upon a time\n', 'plain fallback without a template');
+    t.equal(stories.applyChatTemplate([{ role: 'user', content: 'Once upon a time' }]), 'Once upon a time\n', 'plain fallback without a template');
+    const sids = stories.encodeChat([{ role: 'user', content: 'Once upon a time' }]);
+    t.ok(sids[0] === 1 && sids[1] !== 1, 'BOS once, as an id');
   }
 });

@@ -85,6 +85,12 @@ export const InferenceStats = z.object({
   active: z.number().int().nonnegative(),
   ttftMs: z.number().nonnegative().nullable(),   // last request
   decodeTokPerSec: z.number().nonnegative().nullable(),
+  /** Prefix cache: KV slots, their memory and what they saved. */
+  kvCache: z.object({
+    slots: z.number().int().nonnegative(), inUse: z.number().int().nonnegative(), bytesPerSlot: z.number().nonnegative(),
+    hits: z.number().int().nonnegative(), reusedTokens: z.number().int().nonnegative(), evaluatedTokens: z.number().int().nonnegative(),
+    evictions: z.number().int().nonnegative(),
+  }).optional(),
 });
 export type InferenceStats = z.infer<typeof InferenceStats>;
 
@@ -159,7 +165,37 @@ export const OPS = ['ping', 'info', 'generate', 'cancel', 'activate', 'rollback'
 export const Op = z.enum(OPS);
 export type Op = z.infer<typeof Op>;
 
-export const ChatMessage = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string().max(MAX_PROMPT_CHARS) });
+const TextPart = z.object({ type: z.literal('text'), text: z.string().max(MAX_PROMPT_CHARS) }).strict();
+const ToolCall = z.object({
+  id: z.string().min(1).max(128),
+  type: z.literal('function'),
+  function: z.object({ name: z.string().min(1).max(64), arguments: z.string().max(MAX_PROMPT_CHARS) }).strict(),
+}).strict();
+const MessageContent = z.union([z.string().max(MAX_PROMPT_CHARS), z.array(TextPart).max(64)]);
+/** A chat message as in OpenAI's API: text parts, developer (= system), tool results, assistant tool calls. */
+export const ChatMessage = z.discriminatedUnion('role', [
+  z.object({ role: z.enum(['system', 'developer', 'user']), content: MessageContent, name: z.string().max(64).optional() }).strict(),
+  z.object({
+    role: z.literal('assistant'), content: MessageContent.nullable(), name: z.string().max(64).optional(),
+    tool_calls: z.array(ToolCall).min(1).max(16).optional(),
+  }).strict().refine((m) => m.content !== null || m.tool_calls !== undefined, 'content may be null only with tool_calls'),
+  z.object({ role: z.literal('tool'), content: MessageContent, tool_call_id: z.string().min(1).max(128) }).strict(),
+]);
+const FunctionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/);
+const JsonSchemaObject = z.record(z.string(), z.unknown());
+export const FunctionTool = z.object({
+  type: z.literal('function'),
+  function: z.object({
+    name: FunctionName, description: z.string().max(MAX_PROMPT_CHARS).optional(),
+    parameters: JsonSchemaObject.optional(), strict: z.boolean().optional(),
+  }).strict(),
+}).strict();
+export const ResponseFormat = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('text') }).strict(),
+  z.object({ type: z.literal('json_object') }).strict(),
+  z.object({ type: z.literal('json_schema'), name: FunctionName, schema: JsonSchemaObject, strict: z.boolean() }).strict(),
+]);
+export const ToolChoice = z.union([z.enum(['auto', 'none', 'required']), z.object({ name: FunctionName }).strict()]);
 
 export const GenerateArgs = z.object({
   /** Raw prompt, or chat messages (rendered with the model's chat template). Exactly one. */
@@ -169,10 +205,32 @@ export const GenerateArgs = z.object({
   temperature: z.number().min(0).max(5).optional(),
   topK: z.number().int().min(0).optional(),
   topP: z.number().gt(0).max(1).optional(),
+  minP: z.number().min(0).max(1).optional(),
+  repeatPenalty: z.number().min(0.01).max(100).optional(),
   seed: z.number().int().nonnegative().optional(),
+  /** OpenAI penalties on tokens generated so far. */
+  presencePenalty: z.number().min(-2).max(2).optional(),
+  frequencyPenalty: z.number().min(-2).max(2).optional(),
+  /** Token id (as a string key) → bias in [-100, 100]. */
+  logitBias: z.record(z.string().regex(/^\d{1,7}$/), z.number().min(-100).max(100)).optional(),
+  /** Up to 4 strings; the text ends before the first one. */
+  stop: z.array(z.string().min(1).max(256)).min(1).max(4).optional(),
+  /** Report each token's logprob and topLogprobs alternatives. */
+  logprobs: z.boolean().optional(),
+  topLogprobs: z.number().int().min(0).max(20).optional(),
+  /** Structured output by constrained decoding. */
+  responseFormat: ResponseFormat.optional(),
+  tools: z.array(FunctionTool).min(1).max(64).optional(),
+  toolChoice: ToolChoice.optional(),
   /** Stream chunk replies (default true); false = one final reply with the whole text. */
   stream: z.boolean().optional(),
-}).strict().refine((a) => (a.prompt === undefined) !== (a.messages === undefined), 'exactly one of prompt or messages');
+}).strict()
+  .refine((a) => (a.prompt === undefined) !== (a.messages === undefined), 'exactly one of prompt or messages')
+  .refine((a) => a.topLogprobs === undefined || a.logprobs === true, { message: 'topLogprobs needs logprobs: true', path: ['topLogprobs'] })
+  .refine((a) => a.tools === undefined || a.messages !== undefined, { message: 'tools need messages', path: ['tools'] })
+  .refine((a) => a.toolChoice === undefined || a.toolChoice === 'none' || a.toolChoice === 'auto' || a.tools !== undefined, { message: 'toolChoice needs tools', path: ['toolChoice'] })
+  .refine((a) => typeof a.toolChoice !== 'object' || (a.tools ?? []).some((t) => t.function.name === (a.toolChoice as { name: string }).name),
+    { message: 'toolChoice names no tool in tools', path: ['toolChoice'] });
 export type GenerateArgs = z.infer<typeof GenerateArgs>;
 
 export const OP_ARGS = {
@@ -201,7 +259,11 @@ export const Request = z.object({
 export type Request = z.infer<typeof Request>;
 
 // ---------------------------------------------------------------- replies
-export const Usage = z.object({ promptTokens: z.number().int(), completionTokens: z.number().int(), totalTokens: z.number().int() });
+export const Usage = z.object({
+  promptTokens: z.number().int(), completionTokens: z.number().int(), totalTokens: z.number().int(),
+  /** Prompt tokens found in the device's prefix cache (not evaluated again). */
+  cachedTokens: z.number().int().nonnegative().optional(),
+});
 export type Usage = z.infer<typeof Usage>;
 export const Timings = z.object({
   queueMs: z.number(), ttftMs: z.number().nullable(), totalMs: z.number(),
@@ -210,9 +272,20 @@ export const Timings = z.object({
 export type Timings = z.infer<typeof Timings>;
 
 /** Final result of generate. */
+export const TokenLogprob = z.object({
+  token: z.number().int(), text: z.string(), logprob: z.number(),
+  top: z.array(z.object({ token: z.number().int(), text: z.string(), logprob: z.number() }).strict()),
+}).strict();
+export type TokenLogprob = z.infer<typeof TokenLogprob>;
+
 export const GenerateResult = z.object({
+  /** Content text (stop strings and tool calls removed). */
   text: z.string(),
-  stopReason: z.enum(['eos', 'max_tokens', 'aborted', 'context_full']),
+  /** eos, max_tokens or context_full; stop: a stop string; tool_calls: the answer is toolCalls. */
+  stopReason: z.enum(['eos', 'max_tokens', 'aborted', 'context_full', 'stop', 'tool_calls']),
+  toolCalls: z.array(z.object({ id: z.string(), name: z.string(), arguments: z.string() }).strict()).optional(),
+  /** Per generated token, when logprobs was asked for. */
+  logprobs: z.array(TokenLogprob).optional(),
   model: ModelRef,
   usage: Usage,
   timings: Timings,
@@ -220,7 +293,7 @@ export const GenerateResult = z.object({
 export type GenerateResult = z.infer<typeof GenerateResult>;
 
 /** A streamed piece of a generate reply. */
-export const GenerateChunk = z.object({ text: z.string(), tokens: z.number().int().nonnegative() });
+export const GenerateChunk = z.object({ text: z.string(), tokens: z.number().int().nonnegative(), logprobs: z.array(TokenLogprob).optional() });
 export type GenerateChunk = z.infer<typeof GenerateChunk>;
 
 /**

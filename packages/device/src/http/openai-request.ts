@@ -4,8 +4,8 @@
 // parameter as OpenAI does (`messages[1].content[0].type`), unknown arguments
 // included; accepted-but-irrelevant ones (user, metadata, store, ...) pass.
 import { z } from 'zod';
-import type { ApiChatMessage, FunctionTool } from '../../../engine/src/chat-prompt.js';
-import { MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, type ResponseFormat, type ServeOptions, type ToolChoice } from '../../../engine/src/serve-options.js';
+import type { ApiChatMessage, FunctionTool } from '@shoal/engine';
+import { MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, type ResponseFormat, type ServeOptions, type ToolChoice } from '@shoal/engine';
 import { OpenAIError, badParam } from './openai-errors.js';
 
 export const MAX_TEXT_CHARS = 256 * 1024;
@@ -62,7 +62,8 @@ const Stop = z.union([z.string().min(1).max(256), z.array(z.string().min(1).max(
 const LogitBias = z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).refine((r) => Object.keys(r).length <= 1024, 'at most 1024 entries');
 
 const Sampling = {
-  model: z.string().min(1).max(256),
+  /** Optional here (the active model is used); the SDKs always send it. */
+  model: z.string().min(1).max(256).optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
   top_k: z.number().int().min(0).max(1 << 20).optional(),
@@ -109,7 +110,7 @@ const CompletionBody = z.strictObject({
 });
 
 export interface ParsedRequest {
-  model: string;
+  model?: string;
   stream: boolean;
   includeUsage: boolean;
   /** Chat: messages; completions: prompt text or token ids. */

@@ -1,0 +1,259 @@
+// serve.ts — one generation for an application: the step loop behind
+// Session.serve(). Each step evaluates the fed tokens and draws one token in
+// native code (shoal_session_step) with penalties, logit bias, an allowed-token
+// mask and logprobs; this loop adds what needs text: stop strings, JSON /
+// tool-call constraints (json-constraint.ts + token-trie.ts) and tool-call
+// detection for tool_choice "auto".
+import { randomBytes } from 'node:crypto';
+import { EngineError, EngineErrorCode } from './errors.js';
+import { JsonConstraint, SchemaError, type State } from './json-constraint.js';
+import { ConstraintMasker, TokenTrie } from './token-trie.js';
+import { StopMatcher } from './stop-matcher.js';
+import type { FunctionTool } from './chat-prompt.js';
+import type { ServeOptions } from './serve-options.js';
+import type { Tokenizer } from './types.js';
+
+export interface StepControls {
+  presencePenalty?: number; frequencyPenalty?: number; counted?: Int32Array;
+  biasIds?: Int32Array; biasValues?: Float32Array; allowed?: Uint32Array | null; topLogprobs?: number;
+}
+export interface StepResult { token: number; logprob: number; topIds: Int32Array; topLogprobs: Float32Array }
+
+/** What the loop needs from a native session. */
+export interface Stepper {
+  setSampler(p: { temperature?: number; topK?: number; topP?: number; minP?: number; repeatPenalty?: number; repeatLastN?: number; seed?: number }): void;
+  step(tokens: Int32Array, history: Int32Array, controls: StepControls): Promise<StepResult>;
+  cancel(): void;
+  position(): number;
+  contextSize(): number;
+}
+
+export interface TokenLogprob { token: number; logprob: number }
+
+export interface ServeChunk {
+  token: number;
+  /** Content text released by this token ('' while held back by a stop string, a UTF-8 tail or a possible tool call). */
+  text: string;
+  logprob?: number;
+  top?: TokenLogprob[];
+}
+
+export interface ToolCallOut { id: string; name: string; arguments: string }
+
+export interface ServeStats {
+  promptTokens: number;
+  /** Prompt tokens that were already in the KV cache. */
+  cachedTokens: number;
+  completionTokens: number;
+  finishReason: 'stop' | 'length' | 'tool_calls';
+  /** Why it ended, in detail. */
+  reason: 'eos' | 'stop_string' | 'max_tokens' | 'context_full' | 'tool_calls';
+  /** Content text (without stop strings and tool calls). */
+  text: string;
+  toolCalls: ToolCallOut[];
+  /** prompt + generated ids; the KV cache holds the first position() of them. */
+  tokens: number[];
+  timeToFirstToken: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+}
+
+/** How a chat template writes a tool call, read from its source. */
+export interface ToolFormat { prefix: string; suffix: string; argsKey: string; trigger: string; native: boolean }
+
+export function toolFormat(templateText: string): ToolFormat {
+  if (templateText.includes('<tool_call>')) return { prefix: '<tool_call>\n', suffix: '\n</tool_call>', argsKey: 'arguments', trigger: '<tool_call>', native: true };
+  if (templateText.includes('[TOOL_CALLS]')) return { prefix: '[', suffix: ']', argsKey: 'arguments', trigger: '[{"name"', native: true };
+  if (templateText.includes('"parameters": ') && /ipython|python_tag/.test(templateText)) return { prefix: '', suffix: '', argsKey: 'parameters', trigger: '{"name"', native: true };
+  return { prefix: '', suffix: '', argsKey: 'arguments', trigger: '{"name"', native: false };
+}
+
+/** For templates without a tool format: the tools and the answer format as a system message. */
+export function toolSystemPrompt(tools: FunctionTool[], fmt: ToolFormat): string {
+  return 'You can call these functions:\n' + tools.map((t) => JSON.stringify(t.function)).join('\n') +
+    `\nTo call one, answer only with ${fmt.prefix}{"name": <function name>, "${fmt.argsKey}": <arguments object>}${fmt.suffix}`;
+}
+
+/** 9 alphanumeric characters: accepted by every template (Mistral insists on exactly that). */
+export function toolCallId(): string {
+  const a = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+  return [...randomBytes(9)].map((b) => a[b % a.length]).join('');
+}
+
+/** Per-model caches: the vocabulary trie is built once (≈ 0.1 s for 32k tokens). */
+export class ConstraintCache {
+  private trie: TokenTrie | null = null;
+  private readonly maskers = new Map<string, ConstraintMasker>();
+  constructor(private readonly texts: () => Array<string | null>, private readonly vocabSize: number, private readonly eos: number[]) {}
+
+  masker(key: string, make: () => JsonConstraint): ConstraintMasker {
+    let m = this.maskers.get(key);
+    if (!m) {
+      this.trie ??= new TokenTrie(this.texts());
+      m = new ConstraintMasker(make(), this.trie, this.texts(), this.vocabSize, this.eos);
+      this.maskers.set(key, m);
+      if (this.maskers.size > 64) this.maskers.delete(this.maskers.keys().next().value!);
+    }
+    return m;
+  }
+}
+
+export interface ServeContext {
+  stepper: Stepper;
+  tokenizer: Tokenizer;
+  eosIds: number[];
+  vocabSize: number;
+  constraints: ConstraintCache;
+  /** Tool-call format of the model's template. */
+  toolFormat: ToolFormat;
+}
+
+function constraintFor(ctx: ServeContext, o: ServeOptions): { masker: ConstraintMasker; mode: 'json' | 'tool' | 'tool-auto' } | null {
+  const tools = o.tools ?? [];
+  const choice = o.toolChoice ?? 'auto';
+  try {
+    if (tools.length && choice !== 'none') {
+      const pick = typeof choice === 'object' ? tools.filter((t) => t.function.name === choice.name) : tools;
+      const specs = pick.map((t) => ({ name: t.function.name, ...(t.function.parameters ? { parameters: t.function.parameters } : {}) }));
+      const key = `tool:${JSON.stringify(ctx.toolFormat)}:${JSON.stringify(specs)}`;
+      const masker = ctx.constraints.masker(key, () => JsonConstraint.toolCall(specs, ctx.toolFormat));
+      return { masker, mode: choice === 'auto' ? 'tool-auto' : 'tool' };
+    }
+    const rf = o.responseFormat;
+    if (rf && rf.type !== 'text') {
+      const schema = rf.type === 'json_schema' ? rf.schema : null;
+      return { masker: ctx.constraints.masker(`json:${JSON.stringify(schema)}`, () => new JsonConstraint(schema)), mode: 'json' };
+    }
+  } catch (e) {
+    if (e instanceof SchemaError)
+      throw new EngineError(EngineErrorCode.INVALID_ARG, `schema not supported for constrained decoding at ${e.path}: ${e.message}`, { cause: e });
+    throw e;
+  }
+  return null;
+}
+
+/**
+ * Generates from `prompt` (ids); the session's KV cache must hold
+ * prompt[0..position()) already (prefix cache) — the rest is evaluated.
+ */
+export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOptions & { signal?: AbortSignal }): AsyncGenerator<ServeChunk, ServeStats, void> {
+  const { stepper, tokenizer } = ctx;
+  const cached = stepper.position();
+  if (cached >= prompt.length) throw new EngineError(EngineErrorCode.INVALID_ARG, 'serve: at least one prompt token must be evaluated');
+  const room = stepper.contextSize() - cached;
+  if (prompt.length - cached > room)
+    throw new EngineError(EngineErrorCode.CONTEXT_FULL, `the prompt has ${prompt.length} tokens but the context holds ${stepper.contextSize()}`);
+  const c = constraintFor(ctx, o);
+  stepper.setSampler({
+    temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0,
+    repeatPenalty: o.repeatPenalty ?? 1, repeatLastN: o.repeatLastN ?? 64, seed: o.seed ?? 0,
+  });
+  const biasIds = Int32Array.from(Object.keys(o.logitBias ?? {}).map(Number));
+  const biasValues = Float32Array.from(Object.values(o.logitBias ?? {}));
+  for (const id of biasIds) if (id < 0 || id >= ctx.vocabSize) throw new EngineError(EngineErrorCode.INVALID_ARG, `logit_bias names token ${id}, outside the vocabulary of ${ctx.vocabSize}`);
+  const maxTokens = o.maxTokens ?? Infinity;
+  const stop = new StopMatcher(o.stop ?? []);
+  const decoder = tokenizer.createStreamDecoder(prompt);
+  const history = prompt.slice();
+  const generated: number[] = [];
+  let feed = prompt.slice(cached);
+  // constraint state: json/tool from the start; tool-auto once the text starts like a call
+  let mode: 'free' | 'detect' | 'constrained' = c && c.mode !== 'tool-auto' ? 'constrained' : c ? 'detect' : 'free';
+  let state: State | null = c && mode === 'constrained' ? c.masker.constraint.initial() : null;
+  let held = ''; // detect mode: text that may be the start of a tool call
+  let content = '';
+  let callText = '';
+  let finish: ServeStats['finishReason'] = 'length';
+  let stoppedByString = false;
+  let contextFull = false;
+  const started = performance.now();
+  let firstAt = 0;
+  let lastAt = 0;
+  const onAbort = () => stepper.cancel();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    while (generated.length < maxTokens) {
+      if (o.signal?.aborted) throw new EngineError(EngineErrorCode.CANCELLED, 'generation cancelled');
+      if (stepper.position() + feed.length > stepper.contextSize()) { contextFull = true; break; } // 'length'
+      const r = await stepper.step(Int32Array.from(feed), Int32Array.from(history), {
+        presencePenalty: o.presencePenalty ?? 0, frequencyPenalty: o.frequencyPenalty ?? 0, counted: Int32Array.from(generated),
+        biasIds, biasValues, allowed: state ? c!.masker.mask(state) : null, topLogprobs: o.logprobs ? o.topLogprobs ?? 0 : 0,
+      });
+      const now = performance.now();
+      if (!firstAt) firstAt = now;
+      lastAt = now;
+      if (ctx.eosIds.includes(r.token)) { finish = 'stop'; break; }
+      generated.push(r.token);
+      history.push(r.token);
+      feed = [r.token];
+      let piece = decoder.push(r.token);
+      const lp = o.logprobs ? { logprob: r.logprob, top: Array.from(r.topIds, (token, i) => ({ token, logprob: r.topLogprobs[i]! })) } : {};
+      if (state) {
+        state = c!.masker.advance(state, r.token);
+        if (!state) throw new EngineError(EngineErrorCode.INTERNAL, `constrained decoding drew token ${r.token}, which its mask did not allow`);
+      }
+      if (mode === 'detect') {
+        held += piece;
+        piece = '';
+        const lead = held.trimStart();
+        const trig = ctx.toolFormat.trigger;
+        if (lead.length >= trig.length ? lead.startsWith(trig) : trig.startsWith(lead)) {
+          if (lead.length >= trig.length) {
+            // a tool call: constrain the rest; the text so far must fit the call's format
+            const s = c!.masker.constraint.feedText(c!.masker.constraint.initial(), lead);
+            if (s) { mode = 'constrained'; state = s; callText = lead; held = ''; }
+            else { mode = 'free'; piece = held; held = ''; }
+          }
+        } else { mode = 'free'; piece = held; held = ''; }
+      } else if (mode === 'constrained' && c!.mode !== 'json') {
+        callText += piece;
+        piece = '';
+      }
+      if (piece) {
+        const s = stop.push(piece);
+        content += s.text;
+        yield { token: r.token, text: s.text, ...lp };
+        if (s.stopped) { finish = 'stop'; stoppedByString = true; break; }
+      } else {
+        yield { token: r.token, text: '', ...lp };
+      }
+    }
+    if (!stoppedByString) {
+      // release what was held back (a UTF-8 tail, a partial stop string, an undecided tool-call start)
+      let tail = decoder.flush();
+      if (mode === 'constrained' && c!.mode !== 'json') { callText += tail; tail = ''; }
+      if (mode === 'detect') { tail = held + tail; held = ''; }
+      const s = stop.push(tail);
+      const rest = s.stopped ? s.text : s.text + stop.flush();
+      if (rest) { content += rest; yield { token: -1, text: rest }; }
+    }
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+  if (o.signal?.aborted) throw new EngineError(EngineErrorCode.CANCELLED, 'generation cancelled');
+  const toolCalls: ToolCallOut[] = [];
+  if (callText && c && c.mode !== 'json' && state && c.masker.constraint.isComplete(state)) {
+    const f = ctx.toolFormat;
+    let body = callText.trim();
+    if (f.prefix && body.startsWith(f.prefix.trim())) body = body.slice(f.prefix.trim().length);
+    if (f.suffix && body.endsWith(f.suffix.trim())) body = body.slice(0, body.length - f.suffix.trim().length);
+    const call = JSON.parse(body) as Record<string, unknown>;
+    toolCalls.push({ id: toolCallId(), name: String(call.name), arguments: JSON.stringify(call[f.argsKey] ?? {}) });
+    finish = 'tool_calls';
+  }
+  const span = (lastAt - firstAt) / 1000;
+  const ttft = firstAt ? (firstAt - started) / 1000 : 0;
+  return {
+    promptTokens: prompt.length,
+    cachedTokens: cached,
+    completionTokens: generated.length,
+    finishReason: finish,
+    reason: finish === 'tool_calls' ? 'tool_calls' : stoppedByString ? 'stop_string' : finish === 'stop' ? 'eos' : contextFull ? 'context_full' : 'max_tokens',
+    text: content,
+    toolCalls,
+    tokens: [...prompt, ...generated],
+    timeToFirstToken: ttft,
+    prefillTokensPerSecond: ttft > 0 ? (prompt.length - cached) / ttft : 0,
+    decodeTokensPerSecond: generated.length > 1 && span > 0 ? (generated.length - 1) / span : 0,
+  };
+}
