@@ -1,9 +1,10 @@
 // cli.ts — the engine's commands: `shoal run` and `shoal bench`.
-import { createInterface } from 'node:readline/promises';
+import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import Table from 'cli-table3';
 import { loadModel } from './engine.js';
 import { runBench } from './bench.js';
+import { runChatBench } from './bench-serve.js';
 import {
   addLoadOptions, addSamplingOptions, generateOptions, intArg, loadOptions, type LoadFlags, type SamplingFlags,
 } from './cli-options.js';
@@ -31,9 +32,10 @@ export function registerEngineCommands(program: Command): void {
   const run = program.command('run').description('generate text with a local model (streams to stdout)');
   addSamplingOptions(addLoadOptions(run))
     .option('-p, --prompt <text>', 'prompt text', '')
-    .option('--chat', 'interactive chat using the model\'s chat template')
+    .option('--chat', 'interactive chat using the model\'s chat template (oldest turns are dropped when the context is full)')
+    .option('--system <text>', 'system prompt for --chat (always kept)')
     .option('--ctx <n>', 'context size (default: the model\'s)', intArg('--ctx', 1))
-    .action(async (f: LoadFlags & SamplingFlags & { prompt: string; chat?: boolean; ctx?: number }) => {
+    .action(async (f: LoadFlags & SamplingFlags & { prompt: string; chat?: boolean; system?: string; ctx?: number }) => {
       const model = await loadModel(f.model, loadOptions(f));
       const ac = new AbortController();
       const onSigint = () => ac.abort();
@@ -46,10 +48,34 @@ export function registerEngineCommands(program: Command): void {
           printStats(await streamTo(process.stdout, session.generate(f.prompt, opts)));
           return;
         }
-        await chatLoop(session, model.tokenizer, opts);
+        await chatLoop(session, model.tokenizer, opts, f.system);
       } finally {
         process.off('SIGINT', onSigint);
         model.dispose();
+      }
+    });
+
+  const chatBench = program.command('bench-serve').description('serving benchmark: TTFT per chat turn with and without the prefix cache; decode cost of a JSON schema');
+  addLoadOptions(chatBench)
+    .option('--turns <n>', 'chat turns', intArg('--turns', 1), 10)
+    .option('--reply-tokens <n>', 'tokens per assistant reply', intArg('--reply-tokens', 1), 24)
+    .option('--ctx <n>', 'context size', intArg('--ctx', 16))
+    .option('--constrained-runs <n>', 'A/B pairs for the schema cost (0 = skip)', intArg('--constrained-runs', 0), 3)
+    .option('--json', 'print the result as JSON')
+    .action(async (f: LoadFlags & { turns: number; replyTokens: number; ctx?: number; constrainedRuns: number; json?: boolean }) => {
+      const r = await runChatBench(f.model, {
+        ...loadOptions(f), turns: f.turns, replyTokens: f.replyTokens, constrainedRuns: f.constrainedRuns,
+        ...(f.ctx ? { contextSize: f.ctx } : {}), onPhase: f.json ? undefined : (p) => process.stderr.write(`… ${p}\n`),
+      });
+      if (f.json) { process.stdout.write(JSON.stringify(r, null, 2) + '\n'); return; }
+      const t = new Table({ head: ['turn', 'prompt tokens', 'reused (cache)', 'TTFT cache', 'TTFT no cache'] });
+      r.cached.forEach((c, i) => t.push([i + 1, c.promptTokens, c.cachedTokens, `${c.ttftMs.toFixed(0)} ms`, `${r.uncached[i]!.ttftMs.toFixed(0)} ms`]));
+      process.stdout.write(`${r.model.arch} ${r.model.quant}, vocab ${r.model.vocabSize}, ${r.model.isa} × ${r.model.threads}\n${t.toString()}\n`);
+      process.stdout.write(`turn ${r.turns} TTFT / turn 1 TTFT with the prefix cache: ${r.lastOverFirst.toFixed(2)}\n`);
+      if (r.constrained) {
+        const c = r.constrained;
+        process.stdout.write(`JSON schema decode: ${c.schemaMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token vs plain ${c.plainMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token → ` +
+          `ratio median ${c.ratioMedian.toFixed(3)} (${c.ratioSpread[0].toFixed(3)}–${c.ratioSpread[1].toFixed(3)})\n`);
       }
     });
 
@@ -85,18 +111,52 @@ export function registerEngineCommands(program: Command): void {
     });
 }
 
-async function chatLoop(session: Session, tokenizer: import('./types.js').Tokenizer | null, opts: Parameters<Session['generate']>[1]): Promise<void> {
+/** Tokens kept free for the reply: --max-tokens, else a quarter of the context (at least 16). */
+function reserveTokens(opts: Parameters<Session['generate']>[1], ctx: number): number {
+  return Math.min(ctx - 1, opts?.maxTokens ?? Math.max(16, Math.floor(ctx / 4)));
+}
+
+/**
+ * Drops the oldest turns (never a leading system message, never the new user
+ * message) until the rendered prompt plus the reply reserve fits; mutates
+ * history. ids null: even the system prompt and the last message do not fit.
+ */
+export function fitHistory(tokenizer: import('./types.js').Tokenizer, history: ChatMessage[], ctx: number, reserve: number): { ids: number[] | null; dropped: number } {
+  let dropped = 0;
+  for (;;) {
+    const ids = tokenizer.encodeChat(history, { addGenerationPrompt: true });
+    if (ids.length + reserve <= ctx) return { ids, dropped };
+    const first = history[0]?.role === 'system' ? 1 : 0;
+    if (history.length - first <= 1) return { ids: null, dropped };
+    // drop a whole exchange (user + assistant) so roles keep alternating
+    const n = history[first + 1]?.role === 'assistant' && history.length - first > 2 ? 2 : 1;
+    history.splice(first, n);
+    dropped += n;
+  }
+}
+
+async function chatLoop(session: Session, tokenizer: import('./types.js').Tokenizer | null, opts: Parameters<Session['generate']>[1], system?: string): Promise<void> {
   if (!tokenizer) throw new Error('--chat needs tokenizer.json in the model directory');
   const rl = createInterface({ input: process.stdin, output: process.stderr });
-  const history: ChatMessage[] = [];
+  const history: ChatMessage[] = system ? [{ role: 'system', content: system }] : [];
   const cached: number[] = []; // tokens in the KV cache, prompt and generated
   try {
-    for (;;) {
-      const line = await rl.question('\n> ').catch(() => null);
-      if (line === null || line.trim() === '/exit') break;
-      if (!line.trim()) continue;
+    // lines through the async iterator: piped input arrives all at once and
+    // rl.question() would lose every line that came before it was asked
+    rl.setPrompt('\n> ');
+    rl.prompt();
+    for await (const line of rl) {
+      if (line.trim() === '/exit') break;
+      if (!line.trim()) { rl.prompt(); continue; }
       history.push({ role: 'user', content: line });
-      const ids = tokenizer.encodeChat(history, { addGenerationPrompt: true });
+      const { ids, dropped } = fitHistory(tokenizer, history, session.contextSize, reserveTokens(opts, session.contextSize));
+      if (dropped > 0) process.stderr.write(`(history trimmed: the ${dropped} oldest message${dropped > 1 ? 's were' : ' was'} dropped to fit the ${session.contextSize}-token context; the system prompt is kept)\n`);
+      if (ids === null) {
+        process.stderr.write(`(this message alone does not fit the ${session.contextSize}-token context; say less)\n`);
+        history.pop();
+        rl.prompt();
+        continue;
+      }
       // Keep the longest cached prefix the new rendering shares; feed the rest.
       let keep = 0;
       while (keep < cached.length && keep < ids.length - 1 && cached[keep] === ids[keep]) keep++;
@@ -115,6 +175,7 @@ async function chatLoop(session: Session, tokenizer: import('./types.js').Tokeni
       }
       cached.length = Math.min(cached.length, session.position);
       history.push({ role: 'assistant', content: reply });
+      rl.prompt();
     }
   } finally {
     rl.close();
