@@ -1,7 +1,7 @@
 import t from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
 import { topics, filters, parseTopic, topicMatches, isValidReplyTopic, deviceTopic } from '../src/topics.js';
-import { Request, Reply, Desired, State, Event, parsePayload, MAX_PAYLOAD_BYTES, OP_ARGS, OPS, EVENT_TYPES, PHASES } from '../src/messages.js';
+import { Request, Reply, Desired, State, Event, parsePayload, MAX_PAYLOAD_BYTES, OP_ARGS, OPS, EVENT_TYPES, PHASES, GenerateArgs } from '../src/messages.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -82,4 +82,42 @@ t.test('AsyncAPI document matches the TypeScript contract', async (t) => {
   t.same(doc.components.messages.Request.payload.properties.op.enum, [...OPS]);
   t.same(doc.components.messages.Event.payload.properties.type.enum, [...EVENT_TYPES]);
   t.same(doc.components.schemas.Phase.enum, [...PHASES]);
+});
+
+t.test('generate args: the AsyncAPI schema and the zod schema accept and reject the same payloads', async (t) => {
+  const YAML = createRequire(import.meta.url)('yaml') as { parse(s: string): any };
+  const doc = YAML.parse(readFileSync(path.join(repoRoot, 'docs', 'protocol.asyncapi.yaml'), 'utf8'));
+  const { Ajv } = await import('ajv');
+  const ajv = new Ajv({ strict: false });
+  for (const [name, schema] of Object.entries(doc.components.schemas as Record<string, object>)) ajv.addSchema(schema, `#/components/schemas/${name}`);
+  const check = ajv.getSchema('#/components/schemas/GenerateArgs')!;
+  const msg = [{ role: 'user', content: 'hi' }];
+  const tool = { type: 'function', function: { name: 'move', parameters: { type: 'object' } } };
+  const cases: Array<[string, unknown, boolean]> = [
+    ['prompt', { prompt: 'x' }, true],
+    ['messages, all options', {
+      messages: [{ role: 'developer', content: [{ type: 'text', text: 'x' }] }, ...msg,
+        { role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'move', arguments: '{}' } }] },
+        { role: 'tool', tool_call_id: 'a', content: 'ok' }],
+      maxTokens: 8, temperature: 0.5, topK: 4, topP: 0.9, minP: 0.1, repeatPenalty: 1.1, seed: 1, presencePenalty: 1, frequencyPenalty: -1,
+      logitBias: { 42: -100 }, stop: ['\n'], logprobs: true, topLogprobs: 3, tools: [tool], toolChoice: { name: 'move' }, stream: false,
+    }, true],
+    ['json schema', { messages: msg, responseFormat: { type: 'json_schema', name: 'x', schema: { type: 'object' }, strict: true } }, true],
+    ['both prompt and messages', { prompt: 'x', messages: msg }, false],
+    ['unknown option', { prompt: 'x', bogus: 1 }, false],
+    ['five stop strings', { prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] }, false],
+    ['logit bias out of range', { prompt: 'x', logitBias: { 1: 200 } }, false],
+    ['logit bias key not an id', { prompt: 'x', logitBias: { a: 1 } }, false],
+    ['assistant null content without tool calls', { messages: [{ role: 'assistant', content: null }] }, false],
+    ['image part', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: 'x' }] }] }, false],
+    ['bad tool name', { messages: msg, tools: [{ type: 'function', function: { name: 'a b' } }] }, false],
+    ['top logprobs > 20', { prompt: 'x', logprobs: true, topLogprobs: 21 }, false],
+    ['json schema without strict', { prompt: 'x', responseFormat: { type: 'json_schema', name: 'x', schema: {} } }, false],
+  ];
+  for (const [name, payload, ok] of cases) {
+    t.equal(GenerateArgs.safeParse(payload).success, ok, `zod: ${name}`);
+    t.equal(check(payload), ok, `AsyncAPI: ${name}`);
+  }
+  t.notOk(GenerateArgs.safeParse({ prompt: 'x', topLogprobs: 2 }).success, 'zod: topLogprobs needs logprobs');
+  t.notOk(GenerateArgs.safeParse({ messages: msg, toolChoice: 'required' }).success, 'zod: toolChoice needs tools');
 });
