@@ -97,6 +97,24 @@ t.test('malformed input, duplicates, cancel, queue limit', { skip: engineAvailab
   t.equal(daemon.proc.exitCode, null, 'daemon still running');
   const ping = await fleet.request('ping');
   t.ok(ping.final.ok);
+
+  // -- generate over MQTT with the OpenAI-style options: stop, logprobs, structured output, tools
+  const lp = await fleet.request('generate', { prompt: 'Once upon a time', maxTokens: 12, logprobs: true, topLogprobs: 2, stop: ['zzzq'] });
+  const lpr = lp.final.result as { logprobs: Array<{ logprob: number; top: unknown[] }>; stopReason: string; usage: { cachedTokens: number } };
+  t.equal(lpr.logprobs.length, 12, 'a logprob per token');
+  t.ok(lpr.logprobs.every((x) => x.logprob <= 0 && x.top.length === 2));
+  t.ok(lp.all.filter((r) => !r.done).every((r) => Array.isArray((r.chunk as { logprobs?: unknown[] }).logprobs)), 'chunks carry logprobs');
+  const js = await fleet.request('generate', {
+    messages: [{ role: 'user', content: 'A cat' }], maxTokens: 120, temperature: 1, seed: 5,
+    responseFormat: { type: 'json_schema', name: 'cat', strict: true, schema: { type: 'object', properties: { name: { type: 'string', maxLength: 8 }, age: { type: 'integer' } }, required: ['name', 'age'], additionalProperties: false } },
+  });
+  t.type((JSON.parse((js.final.result as { text: string }).text) as { age: number }).age, 'number', 'schema output over MQTT parses');
+  const tc = await fleet.request('generate', {
+    messages: [{ role: 'user', content: 'Go' }], maxTokens: 80, toolChoice: { name: 'go' },
+    tools: [{ type: 'function', function: { name: 'go', parameters: { type: 'object', properties: { dock: { type: 'integer' } }, required: ['dock'] } } }],
+  });
+  t.match(tc.final.result, { stopReason: 'tool_calls', toolCalls: [{ name: 'go', arguments: /^\{"dock":-?\d+\}$/ }] });
+  t.match((await fleet.request('generate', { prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] })).final, { ok: false, error: { code: 'INVALID_ARGS' } });
   t.equal((await fleet.request('set-telemetry-interval', { seconds: 5 })).final.ok, true);
   await fleet.waitState((s) => s.telemetryIntervalSec === 5, 5_000, 'interval in state');
 
