@@ -1,0 +1,105 @@
+// The serve loop without a model: a scripted stepper "samples" a fixed text one
+// character-token at a time (and checks each one against the mask it was
+// given), so stop strings, tool-call detection for tool_choice "auto",
+// constrained tool calls and JSON output are tested exactly.
+import t from 'tap';
+import { ConstraintCache, serveLoop, toolFormat, type Stepper, type StepControls, type ServeStats, type ServeChunk } from '../src/serve.js';
+import type { Tokenizer } from '../src/types.js';
+import type { ServeOptions } from '../src/serve-options.js';
+
+// vocabulary: id 0 = EOS, ids 1..95 = the printable ASCII characters, 96 = '\n'
+const texts: Array<string | null> = [null, ...Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)), '\n'];
+const idOf = (c: string) => texts.indexOf(c);
+const tokenizer = {
+  encode: (s: string) => [...s].map(idOf), decode: (ids: number[]) => ids.map((i) => texts[i] ?? '').join(''),
+  createStreamDecoder: () => ({ push: (id: number) => texts[id] ?? '', flush: () => '' }),
+  vocabTexts: () => texts, bosTokenId: null, eosTokenIds: [0],
+} as unknown as Tokenizer;
+
+/** Emits `script` then EOS; fails the test if the mask forbids what it emits. */
+function stepper(t: Tap, script: string, ctx = 4096): Stepper & { masked: number } {
+  let pos = 0;
+  let i = 0;
+  const s = {
+    masked: 0,
+    setSampler() {},
+    cancel() {},
+    position: () => pos,
+    contextSize: () => ctx,
+    async step(tokens: Int32Array, _h: Int32Array, c: StepControls) {
+      pos += tokens.length;
+      const id = i < script.length ? idOf(script[i]!) : 0;
+      i++;
+      if (c.allowed) {
+        s.masked++;
+        if (!((c.allowed[id >>> 5]! >>> (id & 31)) & 1)) t.fail(`token ${JSON.stringify(texts[id])} at ${i - 1} not allowed by the mask`);
+      }
+      return { token: id, logprob: -0.5, topIds: new Int32Array([id]), topLogprobs: new Float32Array([-0.5]) };
+    },
+  };
+  return s;
+}
+type Tap = { fail(m: string): void };
+
+async function run(st: Stepper, opts: ServeOptions, template = ''): Promise<{ chunks: ServeChunk[]; stats: ServeStats }> {
+  const ctx = { stepper: st, tokenizer, eosIds: [0], vocabSize: texts.length, constraints: new ConstraintCache(() => texts, texts.length, [0]), toolFormat: toolFormat(template) };
+  const gen = serveLoop(ctx, [idOf('>')], opts);
+  const chunks: ServeChunk[] = [];
+  for (;;) { const r = await gen.next(); if (r.done) return { chunks, stats: r.value }; chunks.push(r.value); }
+}
+
+const QWEN = '{%- if tools %}<tool_call>{% endif %}';
+const tools = [{ type: 'function' as const, function: { name: 'move', parameters: { type: 'object', properties: { x: { type: 'integer' } }, required: ['x'] } } }];
+
+t.test('plain text, stop string across tokens, logprobs', async (t) => {
+  const { chunks, stats } = await run(stepper(t, 'Hello world. END more'), { stop: ['END'], logprobs: true, topLogprobs: 1 });
+  t.equal(stats.text, 'Hello world. ');
+  t.equal(chunks.map((c) => c.text).join(''), 'Hello world. ');
+  t.equal(stats.reason, 'stop_string');
+  t.ok(chunks.every((c) => c.token < 0 || (c.logprob === -0.5 && c.top!.length === 1)));
+  const m = await run(stepper(t, 'abc'), { maxTokens: 2 });
+  t.equal(m.stats.text, 'ab');
+  t.equal(m.stats.reason, 'max_tokens');
+});
+
+t.test('tool_choice auto: a call in the template format is detected, constrained and returned as tool_calls', async (t) => {
+  const st = stepper(t, '<tool_call>\n{"name": "move", "arguments": {"x":3}}\n</tool_call>');
+  const { chunks, stats } = await run(st, { tools, toolChoice: 'auto' }, QWEN);
+  t.equal(stats.finishReason, 'tool_calls');
+  t.same(stats.toolCalls.map((c) => [c.name, c.arguments]), [['move', '{"x":3}']]);
+  t.match(stats.toolCalls[0]!.id, /^[A-Za-z0-9]{9}$/);
+  t.equal(chunks.map((c) => c.text).join(''), '', 'no call text streamed as content');
+  t.ok(st.masked > 20, 'constrained once the call started');
+});
+
+t.test('tool_choice auto: plain text that is not a call is released', async (t) => {
+  const st = stepper(t, '<b>bold</b>');
+  const { chunks, stats } = await run(st, { tools, toolChoice: 'auto' }, QWEN);
+  t.equal(stats.finishReason, 'stop');
+  t.equal(stats.text, '<b>bold</b>');
+  t.equal(chunks.map((c) => c.text).join(''), '<b>bold</b>');
+  t.equal(st.masked, 0, 'never constrained');
+});
+
+t.test('tool_choice required / named: constrained from the first token (Llama-3.1 format)', async (t) => {
+  const llama = '"parameters": ... <|python_tag|>';
+  const st = stepper(t, '{"name": "move", "parameters": {"x": -12}}');
+  const { stats } = await run(st, { tools, toolChoice: { name: 'move' } }, llama);
+  t.same(stats.toolCalls.map((c) => [c.name, JSON.parse(c.arguments)]), [['move', { x: -12 }]]);
+  t.equal(st.masked, 43, 'every token masked');
+});
+
+t.test('json_schema output; a schema it cannot enforce is an error', async (t) => {
+  const schema = { type: 'object', properties: { a: { type: 'string' } }, required: ['a'], additionalProperties: false };
+  const { stats } = await run(stepper(t, '{"a": "x\\"y"}'), { responseFormat: { type: 'json_schema', name: 's', schema, strict: true } });
+  t.same(JSON.parse(stats.text), { a: 'x"y' });
+  t.equal(stats.reason, 'eos');
+  await t.rejects(run(stepper(t, '{}'), { responseFormat: { type: 'json_schema', name: 's', schema: { type: 'string', format: 'email' }, strict: true } }), { code: 'SHOAL_ERR_INVALID_ARG' });
+});
+
+t.test('context full ends with length; a prompt that does not fit is an error', async (t) => {
+  const r = await run(stepper(t, 'abcdefgh', 4), {});
+  t.equal(r.stats.reason, 'context_full');
+  t.equal(r.stats.finishReason, 'length');
+  await t.rejects(run(stepper(t, 'a', 0), {}), { code: 'SHOAL_ERR_CONTEXT_FULL' });
+});
