@@ -6,7 +6,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
-import { DeviceError, toErrorInfo } from './errors.js';
+import { toErrorInfo } from './errors.js';
 import { OpenAIError, contextLengthExceeded, fromDeviceCode, modelNotFound } from './http/openai-errors.js';
 import { parseChatRequest, parseCompletionRequest, type ParsedRequest } from './http/openai-request.js';
 import { parseResponsesRequest, ResponsesWriter } from './http/responses.js';
@@ -14,6 +14,7 @@ import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from './scheduler.
 import type { EngineHost } from './engine-host.js';
 import type { DeviceMetrics } from './metrics.js';
 import type { Logger } from '@shoal/common';
+import { ShoalError } from '@shoal/common';
 
 const MAX_BODY = 1024 * 1024;
 export interface HttpApiDeps {
@@ -61,7 +62,7 @@ export class HttpApi {
   private toOpenAI(err: unknown): OpenAIError {
     if (err instanceof OpenAIError) return err;
     const info = toErrorInfo(err);
-    const d = (err as DeviceError).details ?? {};
+    const d = ((err as ShoalError).details ?? {}) as Record<string, unknown>;
     if (info.code === 'CONTEXT_LENGTH_EXCEEDED')
       return contextLengthExceeded(Number(d.promptTokens ?? 0), Number(d.maxTokens ?? 0), Number(d.contextSize ?? 0), 'messages');
     const e = fromDeviceCode(info.code, info.message, { retryAfterSec: this.retryAfterSec() });
@@ -92,7 +93,7 @@ export class HttpApi {
     let n = 0;
     for await (const c of req as AsyncIterable<Buffer>) {
       n += c.length;
-      if (n > MAX_BODY) throw new DeviceError('PAYLOAD_TOO_LARGE', `request body exceeds ${MAX_BODY} bytes`);
+      if (n > MAX_BODY) throw new ShoalError('PAYLOAD_TOO_LARGE', `request body exceeds ${MAX_BODY} bytes`);
       chunks.push(c);
     }
     try { return JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch (e) {
@@ -128,9 +129,9 @@ export class HttpApi {
     if (req.method === 'POST' && p === '/v1/completions') return this.serve(req, res, 'completion');
     if (req.method === 'POST' && p === '/v1/responses') return this.serve(req, res, 'responses');
     if (['/healthz', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions', '/v1/responses'].includes(p)) {
-      throw new DeviceError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${p}`);
+      throw new ShoalError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${p}`);
     }
-    throw new DeviceError('NOT_FOUND', `no route ${req.method} ${p}`);
+    throw new ShoalError('NOT_FOUND', `no route ${req.method} ${p}`);
   }
 
   private modelObject(): Record<string, unknown> {
@@ -149,7 +150,7 @@ export class HttpApi {
   private async serve(req: http.IncomingMessage, res: http.ServerResponse, kind: 'chat' | 'completion' | 'responses'): Promise<void> {
     const raw = await this.readBody(req);
     const parsed: ParsedRequest = kind === 'chat' ? parseChatRequest(raw) : kind === 'completion' ? parseCompletionRequest(raw) : parseResponsesRequest(raw);
-    if (!this.d.host.current && !this.d.scheduler.swapping) throw new DeviceError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
+    if (!this.d.host.current && !this.d.scheduler.swapping) throw new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
     if (this.d.host.current && parsed.model !== undefined && !this.modelMatches(parsed.model)) throw modelNotFound(parsed.model, this.modelIds());
     const input: GenerateInput = { ...parsed.options };
     if (parsed.messages) input.messages = parsed.messages; else input.prompt = parsed.prompt!;
@@ -159,7 +160,7 @@ export class HttpApi {
     const modelName = this.d.host.current?.ref.name ?? parsed.model ?? 'none';
     // client gone → abort
     const ctl = new AbortController();
-    res.on('close', () => { if (!res.writableFinished) ctl.abort(new DeviceError('CANCELLED', `HTTP client of ${id} disconnected`)); });
+    res.on('close', () => { if (!res.writableFinished) ctl.abort(new ShoalError('CANCELLED', `HTTP client of ${id} disconnected`)); });
     const stream = parsed.stream;
     const t0 = Date.now();
     const chatLp = (lp: TokenLogprob[]) => lp.map((x) => ({

@@ -1,12 +1,12 @@
 // One generation queue for local HTTP and remote MQTT requests: priorities
 // (HTTP first), bounded depth, per-request deadlines and cancellation through
 // AbortSignal, pause/resume around a model swap (queued requests wait).
+import { ShoalError, isDeviceErrorCode } from '@shoal/common';
 import {
   KvSlotPool, PromptError, slotsWithinBudget, toolFormat, toolSystemPrompt,
   type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session,
 } from '@shoal/engine';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
-import { DeviceError } from './errors.js';
 import type { EngineHost, LoadedModel } from './engine-host.js';
 
 export const PRIORITY_LOCAL = 0;
@@ -115,7 +115,7 @@ export class Scheduler {
     const reject = (code: 'SHUTTING_DOWN' | 'QUEUE_FULL' | 'NO_ACTIVE_MODEL' | 'DEADLINE_EXCEEDED' | 'CANCELLED', msg: string) => {
       this.stats.rejected++;
       this.hooks.onFinished?.({ source: spec.source, outcome: 'rejected', code });
-      return Promise.reject(new DeviceError(code, msg));
+      return Promise.reject(new ShoalError(code, msg));
     };
     if (!this.accepting) return reject('SHUTTING_DOWN', 'the daemon is shutting down and accepts no new requests');
     if (spec.signal?.aborted) return reject('CANCELLED', `request ${spec.id} was cancelled`);
@@ -126,7 +126,7 @@ export class Scheduler {
     }
     return new Promise<GenerateResult>((resolve, rejectP) => {
       const job: Job = { ...spec, seq: this.seq++, enqueuedAt: Date.now(), resolve, reject: rejectP };
-      const drop = (err: DeviceError) => {
+      const drop = (err: ShoalError) => {
         const i = this.queue.indexOf(job);
         if (i < 0) return;
         this.queue.splice(i, 1);
@@ -136,8 +136,8 @@ export class Scheduler {
         this.hooks.onFinished?.({ source: job.source, outcome: err.code === 'CANCELLED' ? 'cancelled' : 'rejected', code: err.code });
         rejectP(err);
       };
-      job.timer = setTimeout(() => drop(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
-      const onAbort = () => drop(new DeviceError('CANCELLED', `request ${job.id} was cancelled while queued`));
+      job.timer = setTimeout(() => drop(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
+      const onAbort = () => drop(new ShoalError('CANCELLED', `request ${job.id} was cancelled while queued`));
       spec.signal?.addEventListener('abort', onAbort, { once: true });
       job.cleanup = () => { clearTimeout(job.timer); spec.signal?.removeEventListener('abort', onAbort); };
       // insert by priority, FIFO within a priority
@@ -166,7 +166,7 @@ export class Scheduler {
         for (const j of this.queue.splice(0)) {
           j.cleanup?.();
           this.stats.rejected++;
-          j.reject(new DeviceError('NO_ACTIVE_MODEL', 'no model is active on this device'));
+          j.reject(new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device'));
         }
         this.updateDepth();
         return;
@@ -189,10 +189,10 @@ export class Scheduler {
     const tok = model.tokenizer;
     if (Array.isArray(input.prompt)) {
       const bad = input.prompt.find((id) => !Number.isInteger(id) || id < 0 || id >= model.info.vocabSize);
-      if (bad !== undefined) throw new DeviceError('INVALID_ARGS', `prompt token ${bad} is outside the vocabulary of ${model.info.vocabSize}`, { param: 'prompt' });
+      if (bad !== undefined) throw new ShoalError('INVALID_ARGS', `prompt token ${bad} is outside the vocabulary of ${model.info.vocabSize}`, { param: 'prompt' });
       return input.prompt;
     }
-    if (!tok) throw new DeviceError('GENERATION_FAILED', 'the active model has no tokenizer.json; send token ids');
+    if (!tok) throw new ShoalError('GENERATION_FAILED', 'the active model has no tokenizer.json; send token ids');
     if (input.messages) {
       try {
         const tools = input.tools?.length && input.toolChoice !== 'none' ? input.tools : undefined;
@@ -201,7 +201,7 @@ export class Scheduler {
         if (tools && !fmt.native) messages = [{ role: 'system', content: toolSystemPrompt(tools, fmt) }, ...messages];
         return tok.encodeChat(messages, { addGenerationPrompt: true, ...(tools && fmt.native ? { tools } : {}) });
       } catch (e) {
-        if (e instanceof PromptError) throw new DeviceError('INVALID_ARGS', e.message, { param: e.param });
+        if (e instanceof PromptError) throw new ShoalError('INVALID_ARGS', e.message, { param: e.param });
         throw e;
       }
     }
@@ -212,7 +212,7 @@ export class Scheduler {
     const loaded = this.host.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
-    const dl = setTimeout(() => deadlineCtl.abort(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
+    const dl = setTimeout(() => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
     const signals = [deadlineCtl.signal, ...(job.signal ? [job.signal] : [])];
     const signal = AbortSignal.any(signals);
     const pool = this.slots(loaded);
@@ -223,11 +223,11 @@ export class Scheduler {
       const model = loaded.model;
       const { prompt: _p, messages: _m, ...options } = job.input;
       const ids = this.promptIds(model, job.input);
-      if (ids.length === 0) throw new DeviceError('INVALID_ARGS', 'the prompt is empty', { param: 'prompt' });
+      if (ids.length === 0) throw new ShoalError('INVALID_ARGS', 'the prompt is empty', { param: 'prompt' });
       const ctx = this.host.contextSizeFor(model);
       const maxTokens = options.maxTokens ?? this.opts.maxTokens;
       if (ids.length >= ctx || (options.maxTokens !== undefined && ids.length + options.maxTokens > ctx)) {
-        throw new DeviceError('CONTEXT_LENGTH_EXCEEDED',
+        throw new ShoalError('CONTEXT_LENGTH_EXCEEDED',
           `the prompt has ${ids.length} tokens${options.maxTokens !== undefined ? ` and ${options.maxTokens} more were requested` : ''}, but the context holds ${ctx}; shorten the messages or lower max_tokens`,
           { promptTokens: ids.length, maxTokens: options.maxTokens ?? 0, contextSize: ctx });
       }
@@ -257,7 +257,7 @@ export class Scheduler {
       }
       tokens = stats.tokens;
       if (signal.aborted) {
-        throw signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
+        throw signal.reason instanceof ShoalError ? signal.reason : new ShoalError('CANCELLED', `request ${job.id} was cancelled`);
       }
       const totalMs = Date.now() - started;
       const STOP = { eos: 'eos', stop_string: 'stop', max_tokens: 'max_tokens', context_full: 'context_full', tool_calls: 'tool_calls' } as const;
@@ -285,11 +285,11 @@ export class Scheduler {
     } catch (e) {
       let err: unknown = e;
       const code0 = (e as { code?: string })?.code;
-      if (signal.aborted) err = signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
-      else if (code0 === 'SHOAL_ERR_INVALID_ARG') err = new DeviceError('INVALID_ARGS', (e as Error).message);
-      else if (code0 === 'SHOAL_ERR_CONTEXT_FULL') err = new DeviceError('CONTEXT_LENGTH_EXCEEDED', (e as Error).message);
-      else if (!(e instanceof DeviceError)) err = new DeviceError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
-      const code = (err as DeviceError).code;
+      if (signal.aborted) err = signal.reason instanceof ShoalError ? signal.reason : new ShoalError('CANCELLED', `request ${job.id} was cancelled`);
+      else if (code0 === 'SHOAL_ERR_INVALID_ARG') err = new ShoalError('INVALID_ARGS', (e as Error).message);
+      else if (code0 === 'SHOAL_ERR_CONTEXT_FULL') err = new ShoalError('CONTEXT_LENGTH_EXCEEDED', (e as Error).message);
+      else if (!(e instanceof ShoalError) || !isDeviceErrorCode(e.code)) err = new ShoalError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
+      const code = (err as ShoalError).code;
       if (code === 'CANCELLED' || code === 'DEADLINE_EXCEEDED') this.stats.rejected++; else this.stats.errors++;
       this.hooks.onFinished?.({ source: job.source, outcome: code === 'CANCELLED' ? 'cancelled' : 'error', code });
       job.reject(err);
@@ -338,7 +338,7 @@ export class Scheduler {
     const clean = this.queue.length === 0 && this.running.size === 0;
     for (const j of this.queue.splice(0)) {
       j.cleanup?.();
-      j.reject(new DeviceError('SHUTTING_DOWN', 'the daemon shut down before this request ran'));
+      j.reject(new ShoalError('SHUTTING_DOWN', 'the daemon shut down before this request ran'));
     }
     this.updateDepth();
     return clean;

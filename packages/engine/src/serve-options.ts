@@ -2,7 +2,16 @@
 // the transport (OpenAI HTTP, MQTT generate, CLI). Transports validate and
 // translate their own wire names into this.
 import type { FunctionTool } from './chat-prompt.js';
-import type { SamplingOptions } from './types.js';
+
+export interface SamplingOptions {
+  temperature?: number;     // 0 = greedy (the default)
+  topK?: number;            // 0 = off
+  topP?: number;            // 1 = off
+  minP?: number;            // 0 = off
+  repeatPenalty?: number;   // 1 = off
+  repeatLastN?: number;     // -1 = whole history
+  seed?: number;
+}
 
 export interface ServeSampling extends SamplingOptions {
   /** OpenAI: subtracted once from the logit of every token generated so far. */
@@ -35,3 +44,34 @@ export interface ServeOptions extends ServeSampling {
 
 export const MAX_STOP_STRINGS = 4;
 export const MAX_TOP_LOGPROBS = 20;
+
+export interface TokenLogprob { token: number; logprob: number }
+
+export interface ServeChunk {
+  token: number;
+  /** Content text released by this token ('' while held back by a stop string, a UTF-8 tail or a possible tool call). */
+  text: string;
+  logprob?: number;
+  top?: TokenLogprob[];
+}
+
+export interface ToolCallOut { id: string; name: string; arguments: string }
+
+export interface ServeStats {
+  promptTokens: number;
+  /** Prompt tokens that were already in the KV cache. */
+  cachedTokens: number;
+  completionTokens: number;
+  finishReason: 'stop' | 'length' | 'tool_calls';
+  /** Why it ended, in detail. */
+  reason: 'eos' | 'stop_string' | 'max_tokens' | 'context_full' | 'tool_calls';
+  /** Content text (without stop strings and tool calls). */
+  text: string;
+  toolCalls: ToolCallOut[];
+  /** prompt + generated ids; the KV cache holds the first position() of them. */
+  tokens: number[];
+  timeToFirstToken: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+}
+

@@ -5,12 +5,12 @@
 // tool-call constraints (json-constraint.ts + token-trie.ts) and tool-call
 // detection for tool_choice "auto".
 import { randomBytes } from 'node:crypto';
-import { EngineError, EngineErrorCode } from './errors.js';
+import { ShoalError } from '@shoal/common';
 import { JsonConstraint, SchemaError, type State } from './json-constraint.js';
 import { ConstraintMasker, TokenTrie } from './token-trie.js';
 import { StopMatcher } from './stop-matcher.js';
 import type { FunctionTool } from './chat-prompt.js';
-import type { ServeOptions } from './serve-options.js';
+import type { ServeChunk, ServeOptions, ServeStats, ToolCallOut } from './serve-options.js';
 import type { Tokenizer } from './types.js';
 
 export interface StepControls {
@@ -26,36 +26,6 @@ export interface Stepper {
   cancel(): void;
   position(): number;
   contextSize(): number;
-}
-
-export interface TokenLogprob { token: number; logprob: number }
-
-export interface ServeChunk {
-  token: number;
-  /** Content text released by this token ('' while held back by a stop string, a UTF-8 tail or a possible tool call). */
-  text: string;
-  logprob?: number;
-  top?: TokenLogprob[];
-}
-
-export interface ToolCallOut { id: string; name: string; arguments: string }
-
-export interface ServeStats {
-  promptTokens: number;
-  /** Prompt tokens that were already in the KV cache. */
-  cachedTokens: number;
-  completionTokens: number;
-  finishReason: 'stop' | 'length' | 'tool_calls';
-  /** Why it ended, in detail. */
-  reason: 'eos' | 'stop_string' | 'max_tokens' | 'context_full' | 'tool_calls';
-  /** Content text (without stop strings and tool calls). */
-  text: string;
-  toolCalls: ToolCallOut[];
-  /** prompt + generated ids; the KV cache holds the first position() of them. */
-  tokens: number[];
-  timeToFirstToken: number;
-  prefillTokensPerSecond: number;
-  decodeTokensPerSecond: number;
 }
 
 /** How a chat template writes a tool call, read from its source. */
@@ -126,7 +96,7 @@ function constraintFor(ctx: ServeContext, o: ServeOptions): { masker: Constraint
     }
   } catch (e) {
     if (e instanceof SchemaError)
-      throw new EngineError(EngineErrorCode.INVALID_ARG, `schema not supported for constrained decoding at ${e.path}: ${e.message}`, { cause: e });
+      throw new ShoalError('SHOAL_ERR_INVALID_ARG', `schema not supported for constrained decoding at ${e.path}: ${e.message}`, undefined, { cause: e });
     throw e;
   }
   return null;
@@ -139,10 +109,10 @@ function constraintFor(ctx: ServeContext, o: ServeOptions): { masker: Constraint
 export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOptions & { signal?: AbortSignal }): AsyncGenerator<ServeChunk, ServeStats, void> {
   const { stepper, tokenizer } = ctx;
   const cached = stepper.position();
-  if (cached >= prompt.length) throw new EngineError(EngineErrorCode.INVALID_ARG, 'serve: at least one prompt token must be evaluated');
+  if (cached >= prompt.length) throw new ShoalError('SHOAL_ERR_INVALID_ARG', 'serve: at least one prompt token must be evaluated');
   const room = stepper.contextSize() - cached;
   if (prompt.length - cached > room)
-    throw new EngineError(EngineErrorCode.CONTEXT_FULL, `the prompt has ${prompt.length} tokens but the context holds ${stepper.contextSize()}`);
+    throw new ShoalError('SHOAL_ERR_CONTEXT_FULL', `the prompt has ${prompt.length} tokens but the context holds ${stepper.contextSize()}`);
   const c = constraintFor(ctx, o);
   stepper.setSampler({
     temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, minP: o.minP ?? 0,
@@ -150,7 +120,7 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
   });
   const biasIds = Int32Array.from(Object.keys(o.logitBias ?? {}).map(Number));
   const biasValues = Float32Array.from(Object.values(o.logitBias ?? {}));
-  for (const id of biasIds) if (id < 0 || id >= ctx.vocabSize) throw new EngineError(EngineErrorCode.INVALID_ARG, `logit_bias names token ${id}, outside the vocabulary of ${ctx.vocabSize}`);
+  for (const id of biasIds) if (id < 0 || id >= ctx.vocabSize) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `logit_bias names token ${id}, outside the vocabulary of ${ctx.vocabSize}`);
   const maxTokens = o.maxTokens ?? Infinity;
   const stop = new StopMatcher(o.stop ?? []);
   const decoder = tokenizer.createStreamDecoder(prompt);
@@ -173,7 +143,7 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
   o.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     while (generated.length < maxTokens) {
-      if (o.signal?.aborted) throw new EngineError(EngineErrorCode.CANCELLED, 'generation cancelled');
+      if (o.signal?.aborted) throw new ShoalError('SHOAL_ERR_CANCELLED', 'generation cancelled');
       if (stepper.position() + feed.length > stepper.contextSize()) { contextFull = true; break; } // 'length'
       const r = await stepper.step(Int32Array.from(feed), Int32Array.from(history), {
         presencePenalty: o.presencePenalty ?? 0, frequencyPenalty: o.frequencyPenalty ?? 0, counted: Int32Array.from(generated),
@@ -190,7 +160,7 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
       const lp = o.logprobs ? { logprob: r.logprob, top: Array.from(r.topIds, (token, i) => ({ token, logprob: r.topLogprobs[i]! })) } : {};
       if (state) {
         state = c!.masker.advance(state, r.token);
-        if (!state) throw new EngineError(EngineErrorCode.INTERNAL, `constrained decoding drew token ${r.token}, which its mask did not allow`);
+        if (!state) throw new ShoalError('SHOAL_ERR_INTERNAL', `constrained decoding drew token ${r.token}, which its mask did not allow`);
       }
       if (mode === 'detect') {
         held += piece;
@@ -230,7 +200,7 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
   }
-  if (o.signal?.aborted) throw new EngineError(EngineErrorCode.CANCELLED, 'generation cancelled');
+  if (o.signal?.aborted) throw new ShoalError('SHOAL_ERR_CANCELLED', 'generation cancelled');
   const toolCalls: ToolCallOut[] = [];
   if (callText && c && c.mode !== 'json' && state && c.masker.constraint.isComplete(state)) {
     const f = ctx.toolFormat;

@@ -5,9 +5,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { ChatPrompt, normalizeMessages, type ApiChatMessage, type FunctionTool } from './chat-prompt.js';
-import { EngineError, EngineErrorCode } from './errors.js';
 import { vocabTexts } from './token-trie.js';
 import type { ChatMessage, Tokenizer } from './types.js';
+import { ShoalError } from '@shoal/common';
 
 interface TokenizerConfig {
   chat_template?: string | Array<{ name: string; template: string }>;
@@ -33,7 +33,7 @@ export class HfModelTokenizer implements Tokenizer {
 
   private constructor(
     private readonly hf: HfTokenizer,
-    private readonly config: TokenizerConfig,
+    config: TokenizerConfig,
     bosTokenId: number | null,
     eosTokenIds: number[],
     private readonly json: object,
@@ -62,20 +62,20 @@ export class HfModelTokenizer implements Tokenizer {
       json = JSON.parse(await readFile(file, 'utf8'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new EngineError(EngineErrorCode.TOKENIZER, `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+      throw new ShoalError('SHOAL_ERR_TOKENIZER', `cannot read ${file}: ${(err as Error).message}`, undefined, { cause: err });
     }
     let config: TokenizerConfig = {};
     try {
       config = JSON.parse(await readFile(path.join(dir, 'tokenizer_config.json'), 'utf8')) as TokenizerConfig;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
-        throw new EngineError(EngineErrorCode.TOKENIZER, `cannot read ${path.join(dir, 'tokenizer_config.json')}: ${(err as Error).message}`);
+        throw new ShoalError('SHOAL_ERR_TOKENIZER', `cannot read ${path.join(dir, 'tokenizer_config.json')}: ${(err as Error).message}`);
     }
     try {
       const hf = new HfTokenizer(json as object, config);
       return new HfModelTokenizer(hf, config, ids.bos, ids.eos, json as object);
     } catch (err) {
-      throw new EngineError(EngineErrorCode.TOKENIZER, `${file} is not a supported tokenizer: ${(err as Error).message}`, { cause: err });
+      throw new ShoalError('SHOAL_ERR_TOKENIZER', `${file} is not a supported tokenizer: ${(err as Error).message}`, undefined, { cause: err });
     }
   }
 

@@ -3,7 +3,7 @@
 // evaluation) depends only on these types.
 import type { ApiChatMessage, FunctionTool } from './chat-prompt.js';
 import type { ServeOptions } from './serve-options.js';
-import type { ServeChunk, ServeStats } from './serve.js';
+import type { ServeChunk, ServeStats } from './serve-options.js';
 
 export type Backend = 'auto' | 'cpu' | 'cuda';
 export type Isa = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'neon' | 'neon-dotprod';
@@ -46,15 +46,8 @@ export interface ModelInfo {
   repackSeconds: number;
 }
 
-export interface SamplingOptions {
-  temperature?: number;     // 0 = greedy (the default)
-  topK?: number;            // 0 = off
-  topP?: number;            // 1 = off
-  minP?: number;            // 0 = off
-  repeatPenalty?: number;   // 1 = off
-  repeatLastN?: number;     // -1 = whole history
-  seed?: number;
-}
+export type { SamplingOptions } from './serve-options.js';
+import type { SamplingOptions } from './serve-options.js';
 
 export interface GenerateOptions extends SamplingOptions {
   maxTokens?: number;       // default: until EOS or the context is full
@@ -130,5 +123,3 @@ export interface Model {
   dispose(): void;
 }
 
-/** Errors from the engine carry a stable code (see packages/engine/src/errors.ts). */
-export interface EngineError extends Error { code: string }

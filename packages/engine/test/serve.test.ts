@@ -3,9 +3,9 @@
 // given), so stop strings, tool-call detection for tool_choice "auto",
 // constrained tool calls and JSON output are tested exactly.
 import t from 'tap';
-import { ConstraintCache, serveLoop, toolFormat, type Stepper, type StepControls, type ServeStats, type ServeChunk } from '../src/serve.js';
+import { ConstraintCache, serveLoop, toolFormat, type Stepper, type StepControls } from '../src/serve.js';
 import type { Tokenizer } from '../src/types.js';
-import type { ServeOptions } from '../src/serve-options.js';
+import type { ServeChunk, ServeOptions, ServeStats } from '../src/serve-options.js';
 
 // vocabulary: id 0 = EOS, ids 1..95 = the printable ASCII characters, 96 = '\n'
 const texts: Array<string | null> = [null, ...Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)), '\n'];
