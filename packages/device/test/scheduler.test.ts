@@ -38,7 +38,7 @@ function scriptedModel(stepMs: number, log: string[] = []): Model {
         const n = o.maxTokens ?? 4;
         const stats = (i: number): ServeStats => ({
           promptTokens: prompt.length, cachedTokens: 0, completionTokens: i, finishReason: 'length', reason: 'max_tokens', text: '', toolCalls: [],
-          tokens: prompt, timeToFirstToken: stepMs / 1000, prefillTokensPerSecond: 1000, decodeTokensPerSecond: 1000 / stepMs,
+          tokens: prompt, timeToFirstToken: stepMs / 1000, constraintSeconds: 0, prefillTokensPerSecond: 1000, decodeTokensPerSecond: 1000 / stepMs,
         });
         for (let i = 0; i < n; i++) {
           await new Promise((r) => setTimeout(r, stepMs));

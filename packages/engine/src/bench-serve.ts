@@ -19,7 +19,13 @@ export interface ChatBenchResult {
   uncached: Array<{ promptTokens: number; cachedTokens: number; ttftMs: number }>;
   /** TTFT of the last turn over the first, with the cache. */
   lastOverFirst: number;
-  constrained?: { runs: number; tokens: number; plainMsPerToken: number[]; schemaMsPerToken: number[]; ratioMedian: number; ratioSpread: [number, number] };
+  constrained?: {
+    runs: number; tokens: number; plainMsPerToken: number[]; schemaMsPerToken: number[]; ratioMedian: number; ratioSpread: [number, number];
+    /** Mask + recognizer time per generated token, measured inside the loop (independent of the decode's noise). */
+    constraintMsPerToken: number[];
+    /** (median plain decode + median constraint time) / median plain decode. */
+    costRatio: number;
+  };
 }
 
 const USER_TURNS = [
@@ -49,7 +55,7 @@ async function chat(model: Model, pool: KvSlotPool<Session>, turns: number, repl
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 
-async function decodeMsPerToken(session: Session, ids: number[], o: ServeOptions): Promise<{ ms: number; tokens: number }> {
+async function decodeMsPerToken(session: Session, ids: number[], o: ServeOptions): Promise<{ ms: number; tokens: number; constraintMs: number }> {
   session.reset();
   const gen = session.serve(ids, { ...o, temperature: 0 });
   let first = 0;
@@ -57,7 +63,7 @@ async function decodeMsPerToken(session: Session, ids: number[], o: ServeOptions
   let r;
   while (!(r = await gen.next()).done) { if (r.value.token >= 0) { n++; if (n === 1) first = performance.now(); } }
   const last = performance.now();
-  return { ms: n > 1 ? (last - first) / (n - 1) : NaN, tokens: n };
+  return { ms: n > 1 ? (last - first) / (n - 1) : NaN, tokens: n, constraintMs: n > 0 ? (r.value.constraintSeconds * 1000) / n : 0 };
 }
 
 export async function runChatBench(dir: string, opts: LoadOptions & { turns?: number; replyTokens?: number; contextSize?: number; constrainedRuns?: number; constrainedTokens?: number; onPhase?: (p: string) => void } = {}): Promise<ChatBenchResult> {
@@ -67,36 +73,54 @@ export async function runChatBench(dir: string, opts: LoadOptions & { turns?: nu
     const turns = opts.turns ?? 10;
     const replyTokens = opts.replyTokens ?? 24;
     const ctx = opts.contextSize ?? Math.min(model.info.contextLength, 2048);
-    opts.onPhase?.(`chat, ${turns} turns with the prefix cache`);
-    const on = new KvSlotPool<Session>(1, () => model.createSession({ contextSize: ctx }));
-    const cached = await chat(model, on, turns, replyTokens);
-    on.dispose();
-    opts.onPhase?.(`chat, ${turns} turns without it`);
-    const off = new KvSlotPool<Session>(1, () => model.createSession({ contextSize: ctx }), false);
-    const uncached = await chat(model, off, turns, replyTokens);
-    off.dispose();
+    let cached: ChatBenchResult['cached'] = [];
+    let uncached: ChatBenchResult['cached'] = [];
+    if (turns > 0) {
+      opts.onPhase?.(`chat, ${turns} turns with the prefix cache`);
+      const on = new KvSlotPool<Session>(1, () => model.createSession({ contextSize: ctx }));
+      cached = await chat(model, on, turns, replyTokens);
+      on.dispose();
+      opts.onPhase?.(`chat, ${turns} turns without it`);
+      const off = new KvSlotPool<Session>(1, () => model.createSession({ contextSize: ctx }), false);
+      uncached = await chat(model, off, turns, replyTokens);
+      off.dispose();
+    }
     const result: ChatBenchResult = {
       model: { arch: model.info.arch, quant: model.info.quant, vocabSize: model.info.vocabSize, isa: model.info.isa, threads: model.info.threads },
-      turns, replyTokens, cached, uncached, lastOverFirst: cached[turns - 1]!.ttftMs / cached[0]!.ttftMs,
+      turns, replyTokens, cached, uncached, lastOverFirst: turns > 0 ? cached[turns - 1]!.ttftMs / cached[0]!.ttftMs : NaN,
     };
     const runs = opts.constrainedRuns ?? 3;
     if (runs > 0) {
       const n = opts.constrainedTokens ?? 48;
       opts.onPhase?.(`constrained decoding, ${runs} × (plain, schema), ${n} tokens each`);
-      const schema = { type: 'object', properties: { action: { type: 'string', enum: ['move', 'wait', 'charge'] }, dock: { type: 'integer' }, note: { type: 'string' }, items: { type: 'array', items: { type: 'string' } } }, required: ['action', 'dock', 'note', 'items'] };
+      // bounded strings and arrays: the string length is part of the recognizer state, so
+      // nearly every step meets a new state and computes its mask (no cache hits)
+      const schema = {
+        type: 'object', additionalProperties: false, required: ['action', 'dock', 'note', 'items'],
+        properties: {
+          action: { type: 'string', enum: ['move', 'wait', 'charge'] }, dock: { type: 'integer' },
+          note: { type: 'string', maxLength: 24 }, items: { type: 'array', items: { type: 'string', maxLength: 12 }, maxItems: 4 },
+        },
+      };
       const ids = model.tokenizer.encodeChat([{ role: 'user', content: 'Plan the next move as JSON.' }], { addGenerationPrompt: true });
       const s = model.createSession({ contextSize: ctx });
       const plain: number[] = [];
       const withSchema: number[] = [];
+      const constraintMs: number[] = [];
       // warm-up: builds the vocabulary trie once (per model, not per request)
       await decodeMsPerToken(s, ids, { maxTokens: 4, responseFormat: { type: 'json_schema', name: 'plan', schema, strict: true } });
       for (let i = 0; i < runs; i++) {
         plain.push((await decodeMsPerToken(s, ids, { maxTokens: n, logitBias: {} })).ms);
-        withSchema.push((await decodeMsPerToken(s, ids, { maxTokens: n, responseFormat: { type: 'json_schema', name: 'plan', schema, strict: true } })).ms);
+        const w = await decodeMsPerToken(s, ids, { maxTokens: n, responseFormat: { type: 'json_schema', name: 'plan', schema, strict: true } });
+        withSchema.push(w.ms);
+        constraintMs.push(w.constraintMs);
       }
       s.dispose();
       const ratios = withSchema.map((w, i) => w / plain[i]!);
-      result.constrained = { runs, tokens: n, plainMsPerToken: plain, schemaMsPerToken: withSchema, ratioMedian: median(ratios), ratioSpread: [Math.min(...ratios), Math.max(...ratios)] };
+      result.constrained = {
+        runs, tokens: n, plainMsPerToken: plain, schemaMsPerToken: withSchema, ratioMedian: median(ratios), ratioSpread: [Math.min(...ratios), Math.max(...ratios)],
+        constraintMsPerToken: constraintMs, costRatio: (median(plain) + median(constraintMs)) / median(plain),
+      };
     }
     return result;
   } finally {

@@ -57,7 +57,7 @@ export function registerEngineCommands(program: Command): void {
 
   const chatBench = program.command('bench-serve').description('serving benchmark: TTFT per chat turn with and without the prefix cache; decode cost of a JSON schema');
   addLoadOptions(chatBench)
-    .option('--turns <n>', 'chat turns', intArg('--turns', 1), 10)
+    .option('--turns <n>', 'chat turns (0 = skip the chat)', intArg('--turns', 0), 10)
     .option('--reply-tokens <n>', 'tokens per assistant reply', intArg('--reply-tokens', 1), 24)
     .option('--ctx <n>', 'context size', intArg('--ctx', 16))
     .option('--constrained-runs <n>', 'A/B pairs for the schema cost (0 = skip)', intArg('--constrained-runs', 0), 3)
@@ -68,14 +68,17 @@ export function registerEngineCommands(program: Command): void {
         ...(f.ctx ? { contextSize: f.ctx } : {}), onPhase: f.json ? undefined : (p) => process.stderr.write(`… ${p}\n`),
       });
       if (f.json) { process.stdout.write(JSON.stringify(r, null, 2) + '\n'); return; }
-      const t = new Table({ head: ['turn', 'prompt tokens', 'reused (cache)', 'TTFT cache', 'TTFT no cache'] });
-      r.cached.forEach((c, i) => t.push([i + 1, c.promptTokens, c.cachedTokens, `${c.ttftMs.toFixed(0)} ms`, `${r.uncached[i]!.ttftMs.toFixed(0)} ms`]));
-      process.stdout.write(`${r.model.arch} ${r.model.quant}, vocab ${r.model.vocabSize}, ${r.model.isa} × ${r.model.threads}\n${t.toString()}\n`);
-      process.stdout.write(`turn ${r.turns} TTFT / turn 1 TTFT with the prefix cache: ${r.lastOverFirst.toFixed(2)}\n`);
+      process.stdout.write(`${r.model.arch} ${r.model.quant}, vocab ${r.model.vocabSize}, ${r.model.isa} × ${r.model.threads}\n`);
+      if (r.turns > 0) {
+        const t = new Table({ head: ['turn', 'prompt tokens', 'reused (cache)', 'TTFT cache', 'TTFT no cache'] });
+        r.cached.forEach((c, i) => t.push([i + 1, c.promptTokens, c.cachedTokens, `${c.ttftMs.toFixed(0)} ms`, `${r.uncached[i]!.ttftMs.toFixed(0)} ms`]));
+        process.stdout.write(`${t.toString()}\nturn ${r.turns} TTFT / turn 1 TTFT with the prefix cache: ${r.lastOverFirst.toFixed(2)}\n`);
+      }
       if (r.constrained) {
         const c = r.constrained;
         process.stdout.write(`JSON schema decode: ${c.schemaMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token vs plain ${c.plainMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token → ` +
-          `ratio median ${c.ratioMedian.toFixed(3)} (${c.ratioSpread[0].toFixed(3)}–${c.ratioSpread[1].toFixed(3)})\n`);
+          `ratio median ${c.ratioMedian.toFixed(3)} (${c.ratioSpread[0].toFixed(3)}–${c.ratioSpread[1].toFixed(3)})\n` +
+          `constraint work measured in the loop: ${c.constraintMsPerToken.map((x) => x.toFixed(2)).join(', ')} ms/token → cost ratio ${c.costRatio.toFixed(3)}\n`);
       }
     });
 

@@ -71,6 +71,8 @@ export interface ServeStats {
   /** prompt + generated ids; the KV cache holds the first position() of them. */
   tokens: number[];
   timeToFirstToken: number;
+  /** Seconds spent computing allowed-token masks and advancing the JSON/tool recognizer (0 without a constraint). */
+  constraintSeconds: number;
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
 }

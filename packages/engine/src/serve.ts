@@ -139,15 +139,19 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
   const started = performance.now();
   let firstAt = 0;
   let lastAt = 0;
+  let constraintMs = 0;
   const onAbort = () => stepper.cancel();
   o.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     while (generated.length < maxTokens) {
       if (o.signal?.aborted) throw new ShoalError('SHOAL_ERR_CANCELLED', 'generation cancelled');
       if (stepper.position() + feed.length > stepper.contextSize()) { contextFull = true; break; } // 'length'
+      const m0 = performance.now();
+      const allowed = state ? c!.masker.mask(state) : null;
+      constraintMs += performance.now() - m0;
       const r = await stepper.step(Int32Array.from(feed), Int32Array.from(history), {
         presencePenalty: o.presencePenalty ?? 0, frequencyPenalty: o.frequencyPenalty ?? 0, counted: Int32Array.from(generated),
-        biasIds, biasValues, allowed: state ? c!.masker.mask(state) : null, topLogprobs: o.logprobs ? o.topLogprobs ?? 0 : 0,
+        biasIds, biasValues, allowed, topLogprobs: o.logprobs ? o.topLogprobs ?? 0 : 0,
       });
       const now = performance.now();
       if (!firstAt) firstAt = now;
@@ -159,7 +163,9 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
       let piece = decoder.push(r.token);
       const lp = o.logprobs ? { logprob: r.logprob, top: Array.from(r.topIds, (token, i) => ({ token, logprob: r.topLogprobs[i]! })) } : {};
       if (state) {
+        const a0 = performance.now();
         state = c!.masker.advance(state, r.token);
+        constraintMs += performance.now() - a0;
         if (!state) throw new ShoalError('SHOAL_ERR_INTERNAL', `constrained decoding drew token ${r.token}, which its mask did not allow`);
       }
       if (mode === 'detect') {
@@ -223,6 +229,7 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
     toolCalls,
     tokens: [...prompt, ...generated],
     timeToFirstToken: ttft,
+    constraintSeconds: constraintMs / 1000,
     prefillTokensPerSecond: ttft > 0 ? (prompt.length - cached) / ttft : 0,
     decodeTokensPerSecond: generated.length > 1 && span > 0 ? (generated.length - 1) / span : 0,
   };
