@@ -26,8 +26,8 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
     load: async () => (await import('@shoal/engine/commands')).registerEngineCommands,
     commands: [
       c('run', 'generate text with a local model (streams to stdout)'),
-      c('bench', 'benchmark a model: load, prefill, decode, TTFT, peak RSS, % of memory roofline'),
       c('bench-serve', 'serving benchmark: TTFT per chat turn with and without the prefix cache; decode cost of a JSON schema'),
+      c('bench', 'benchmark a model: load, prefill, decode, TTFT, peak RSS, % of memory roofline'),
     ],
   },
   {

@@ -226,10 +226,12 @@ export class Scheduler {
       if (ids.length === 0) throw new ShoalError('INVALID_ARGS', 'the prompt is empty', { param: 'prompt' });
       const ctx = this.host.contextSizeFor(model);
       const maxTokens = options.maxTokens ?? this.opts.maxTokens;
-      if (ids.length >= ctx || (options.maxTokens !== undefined && ids.length + options.maxTokens > ctx)) {
+      // A prompt that leaves no room is the client's mistake (400); a max_tokens
+      // past the context just ends the generation there (finish_reason "length").
+      if (ids.length >= ctx) {
         throw new ShoalError('CONTEXT_LENGTH_EXCEEDED',
-          `the prompt has ${ids.length} tokens${options.maxTokens !== undefined ? ` and ${options.maxTokens} more were requested` : ''}, but the context holds ${ctx}; shorten the messages or lower max_tokens`,
-          { promptTokens: ids.length, maxTokens: options.maxTokens ?? 0, contextSize: ctx });
+          `the prompt has ${ids.length} tokens but the context holds ${ctx} (at least one must stay free for the answer); shorten the messages`,
+          { promptTokens: ids.length, maxTokens: 0, contextSize: ctx });
       }
       lease = pool.acquire(ids);
       this.updateKvStats();

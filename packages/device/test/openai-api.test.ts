@@ -103,7 +103,10 @@ t.test('OpenAI client against the device', { skip, timeout: 240_000 }, async (t)
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, temperature: 7 }), { status: 400, param: 'temperature' });
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, stop: ['a', 'b', 'c', 'd', 'e'] }), { status: 400, param: 'stop' });
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, logit_bias: { 99999: 5 } }), { status: 400 });
-    await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, max_tokens: 600 }), { status: 400, code: 'context_length_exceeded' });
+    const past = await client.chat.completions.create({ model: 'stories', messages: USER, max_tokens: 600, temperature: 0, logit_bias: { 2: -100 } });
+    t.equal(past.choices[0]!.finish_reason, 'length', 'max_tokens past the context: generation ends at the context');
+    // every position filled; the last token is drawn from the full cache (and never stored)
+    t.equal(past.usage!.completion_tokens, 512 - past.usage!.prompt_tokens + 1, 'the whole context used');
   });
 
   t.test('stop strings across token boundaries, never streamed in part', async (t) => {
