@@ -58,7 +58,7 @@ export class DeviceDaemon {
   private otaSeen = 0;
 
   constructor(readonly cfg: DeviceConfig, private readonly opts: DaemonOptions = {}) {
-    this.log = opts.logger ?? createLogger(cfg.logLevel, cfg.deviceId);
+    this.log = opts.logger ?? createLogger(cfg.logLevel, { deviceId: cfg.deviceId });
     this.store = new ModelStore(cfg.store.dir);
   }
 

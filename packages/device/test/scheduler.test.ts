@@ -6,7 +6,7 @@ import { ModelLoader, type LoadedModel } from '../src/model/loader.js';
 import type { Model, GenerateOptions, GenerateStats, GeneratedChunk } from '@shoal/engine';
 import { HttpApi } from '../src/http/api.js';
 import { DeviceMetrics } from '../src/metrics.js';
-import { pino } from 'pino';
+import { createLogger } from '@shoal/common';
 import { jitteredBackoff } from '../src/mqtt/agent.js';
 import { ShoalError } from '@shoal/common';
 
@@ -129,7 +129,7 @@ t.test('health check: a model that produces no tokens fails with HEALTH_CHECK_FA
 t.test('HTTP API: SSE stream, client disconnect cancels, 429 when the queue is full, 400/404/405', async (t) => {
   const { host, sched } = setup(20, 1);
   const metrics = new DeviceMetrics();
-  const api = new HttpApi({ scheduler: sched, models: host, metrics, log: pino({ level: 'silent' }), defaultDeadlineMs: 60_000, healthy: () => ({ ok: true, detail: {} }) });
+  const api = new HttpApi({ scheduler: sched, models: host, metrics, log: createLogger('silent'), defaultDeadlineMs: 60_000, healthy: () => ({ ok: true, detail: {} }) });
   const addr = await api.listen(0, '127.0.0.1');
   t.equal(addr.address, '127.0.0.1');
   t.teardown(() => api.close());
