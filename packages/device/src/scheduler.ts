@@ -7,7 +7,7 @@ import {
   type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session,
 } from '@shoal/engine';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
-import type { EngineHost, LoadedModel } from './engine-host.js';
+import type { LoadedModel, ServingModel } from './model/loader.js';
 
 export const PRIORITY_LOCAL = 0;
 export const PRIORITY_REMOTE = 1;
@@ -80,14 +80,14 @@ export class Scheduler {
   private poolOwner: LoadedModel | null = null;
   private bytesPerSlot = 0;
 
-  constructor(private readonly host: EngineHost, private readonly opts: SchedulerOptions, private readonly hooks: SchedulerHooks = {}) {}
+  constructor(private readonly models: ServingModel, private readonly opts: SchedulerOptions, private readonly hooks: SchedulerHooks = {}) {}
 
   /** The KV slot pool of the active model (re-created after a model swap). */
   private slots(loaded: LoadedModel): KvSlotPool<Session> {
     if (this.pool && this.poolOwner === loaded) return this.pool;
     this.pool?.dispose();
     const model = loaded.model;
-    const ctx = this.host.contextSizeFor(model);
+    const ctx = this.models.contextSizeFor(model);
     this.bytesPerSlot = model.kvBytes?.(ctx) ?? 0;
     const wanted = Math.max(this.opts.kvSlots ?? this.opts.maxConcurrent, this.opts.maxConcurrent);
     const n = this.opts.kvMemoryBytes ? slotsWithinBudget(wanted, this.bytesPerSlot, this.opts.kvMemoryBytes) : wanted;
@@ -120,7 +120,7 @@ export class Scheduler {
     if (!this.accepting) return reject('SHUTTING_DOWN', 'the daemon is shutting down and accepts no new requests');
     if (spec.signal?.aborted) return reject('CANCELLED', `request ${spec.id} was cancelled`);
     if (spec.deadline <= Date.now()) return reject('DEADLINE_EXCEEDED', `request ${spec.id} arrived after its deadline`);
-    if (!this.host.current && !this.swapping && !this.paused) return reject('NO_ACTIVE_MODEL', 'no model is active on this device yet');
+    if (!this.models.current && !this.swapping && !this.paused) return reject('NO_ACTIVE_MODEL', 'no model is active on this device yet');
     if (this.queue.length >= this.opts.maxDepth) {
       return reject('QUEUE_FULL', `the request queue is full (${this.queue.length} of ${this.opts.maxDepth} waiting); retry later`);
     }
@@ -160,7 +160,7 @@ export class Scheduler {
 
   private pump(): void {
     while (!this.paused && this.running.size < this.concurrency && this.queue.length > 0) {
-      if (!this.host.current) {
+      if (!this.models.current) {
         if (this.swapping) return;
         // no model and nothing coming: fail what waits
         for (const j of this.queue.splice(0)) {
@@ -209,7 +209,7 @@ export class Scheduler {
   }
 
   private async run(job: Job): Promise<void> {
-    const loaded = this.host.current!;
+    const loaded = this.models.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
     const dl = setTimeout(() => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
@@ -224,7 +224,7 @@ export class Scheduler {
       const { prompt: _p, messages: _m, ...options } = job.input;
       const ids = this.promptIds(model, job.input);
       if (ids.length === 0) throw new ShoalError('INVALID_ARGS', 'the prompt is empty', { param: 'prompt' });
-      const ctx = this.host.contextSizeFor(model);
+      const ctx = this.models.contextSizeFor(model);
       const maxTokens = options.maxTokens ?? this.opts.maxTokens;
       // A prompt that leaves no room is the client's mistake (400); a max_tokens
       // past the context just ends the generation there (finish_reason "length").

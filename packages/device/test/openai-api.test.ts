@@ -9,12 +9,12 @@ import t, { type Test } from 'tap';
 import { existsSync } from 'node:fs';
 import OpenAI from 'openai';
 import { Ajv } from 'ajv';
-import { pino } from 'pino';
+import { createLogger } from '@shoal/common';
 import { loadModel, type Model } from '@shoal/engine';
 import { sharedPath } from '@shoal/testkit';
-import { EngineHost } from '../src/engine-host.js';
+import type { ServingModel } from '../src/model/loader.js';
 import { Scheduler, type SchedulerOptions } from '../src/scheduler.js';
-import { HttpApi } from '../src/http-api.js';
+import { HttpApi } from '../src/http/api.js';
 import { DeviceMetrics } from '../src/metrics.js';
 import { engineAvailable } from './helpers.js';
 
@@ -26,10 +26,10 @@ interface Served { client: OpenAI; base: string; sched: Scheduler; model: Model;
 /** The daemon's engine host, scheduler and HTTP API around the real engine, on 127.0.0.1. */
 async function serve(opts: Partial<SchedulerOptions> = {}, contextSize = 512): Promise<Served> {
   const model = await loadModel(MODEL, { threads: 1 });
-  const host = new EngineHost(async () => model, { threads: 1, backend: 'cpu', contextSize, health: { timeoutSec: 10, tokens: 2, prompt: 'x' } });
-  host.current = { ref: { name: 'stories', version: '1.0.0' }, dir: MODEL, model };
-  const sched = new Scheduler(host, { maxDepth: 8, maxConcurrent: 1, maxTokens: 64, ...opts });
-  const api = new HttpApi({ scheduler: sched, host, metrics: new DeviceMetrics(), log: pino({ level: 'silent' }), defaultDeadlineMs: 60_000, healthy: () => ({ ok: true, detail: {} }) });
+  // the daemon's active model, reduced to what the scheduler and the API read
+  const models: ServingModel = { current: { ref: { name: 'stories', version: '1.0.0' }, dir: MODEL, model }, contextSizeFor: () => contextSize };
+  const sched = new Scheduler(models, { maxDepth: 8, maxConcurrent: 1, maxTokens: 64, ...opts });
+  const api = new HttpApi({ scheduler: sched, models, metrics: new DeviceMetrics(), log: createLogger('silent'), defaultDeadlineMs: 60_000, healthy: () => ({ ok: true, detail: {} }) });
   const addr = await api.listen(0, '127.0.0.1');
   const base = `http://127.0.0.1:${addr.port}`;
   let n = 0;

@@ -6,20 +6,20 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
-import { toErrorInfo } from './errors.js';
-import { OpenAIError, contextLengthExceeded, fromDeviceCode, modelNotFound } from './http/openai-errors.js';
-import { parseChatRequest, parseCompletionRequest, type ParsedRequest } from './http/openai-request.js';
-import { parseResponsesRequest, ResponsesWriter } from './http/responses.js';
-import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from './scheduler.js';
-import type { EngineHost } from './engine-host.js';
-import type { DeviceMetrics } from './metrics.js';
+import { toErrorInfo } from '../errors.js';
+import { OpenAIError, contextLengthExceeded, fromDeviceCode, modelNotFound } from './openai-errors.js';
+import { parseChatRequest, parseCompletionRequest, type ParsedRequest } from './openai-request.js';
+import { parseResponsesRequest, ResponsesWriter } from './responses.js';
+import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from '../scheduler.js';
+import type { ServingModel } from '../model/loader.js';
+import type { DeviceMetrics } from '../metrics.js';
 import type { Logger } from '@shoal/common';
 import { ShoalError } from '@shoal/common';
 
 const MAX_BODY = 1024 * 1024;
 export interface HttpApiDeps {
   scheduler: Scheduler;
-  host: EngineHost;
+  models: Pick<ServingModel, 'current' | 'contextSizeFor'>;
   metrics: DeviceMetrics;
   log: Logger;
   defaultDeadlineMs: number;
@@ -117,7 +117,7 @@ export class HttpApi {
       return;
     }
     if (req.method === 'GET' && p === '/v1/models') {
-      const cur = this.d.host.current;
+      const cur = this.d.models.current;
       return this.json(res, 200, { object: 'list', data: cur ? [this.modelObject()] : [] });
     }
     if (req.method === 'GET' && p.startsWith('/v1/models/')) {
@@ -135,14 +135,14 @@ export class HttpApi {
   }
 
   private modelObject(): Record<string, unknown> {
-    const cur = this.d.host.current!;
+    const cur = this.d.models.current!;
     return { id: cur.ref.name, object: 'model', created: 0, owned_by: 'shoal', version: cur.ref.version,
-      context_length: this.d.host.contextSizeFor(cur.model) };
+      context_length: this.d.models.contextSizeFor(cur.model) };
   }
 
   /** The active model answers to its name and to name@version. */
   private modelIds(): string[] {
-    const cur = this.d.host.current;
+    const cur = this.d.models.current;
     return cur ? [cur.ref.name, `${cur.ref.name}@${cur.ref.version}`] : [];
   }
   private modelMatches(id: string): boolean { return this.modelIds().includes(id); }
@@ -150,14 +150,14 @@ export class HttpApi {
   private async serve(req: http.IncomingMessage, res: http.ServerResponse, kind: 'chat' | 'completion' | 'responses'): Promise<void> {
     const raw = await this.readBody(req);
     const parsed: ParsedRequest = kind === 'chat' ? parseChatRequest(raw) : kind === 'completion' ? parseCompletionRequest(raw) : parseResponsesRequest(raw);
-    if (!this.d.host.current && !this.d.scheduler.swapping) throw new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
-    if (this.d.host.current && parsed.model !== undefined && !this.modelMatches(parsed.model)) throw modelNotFound(parsed.model, this.modelIds());
+    if (!this.d.models.current && !this.d.scheduler.swapping) throw new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
+    if (this.d.models.current && parsed.model !== undefined && !this.modelMatches(parsed.model)) throw modelNotFound(parsed.model, this.modelIds());
     const input: GenerateInput = { ...parsed.options };
     if (parsed.messages) input.messages = parsed.messages; else input.prompt = parsed.prompt!;
     const chat = kind === 'chat';
     const id = `${chat ? 'chatcmpl' : kind === 'completion' ? 'cmpl' : 'resp'}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const modelName = this.d.host.current?.ref.name ?? parsed.model ?? 'none';
+    const modelName = this.d.models.current?.ref.name ?? parsed.model ?? 'none';
     // client gone → abort
     const ctl = new AbortController();
     res.on('close', () => { if (!res.writableFinished) ctl.abort(new ShoalError('CANCELLED', `HTTP client of ${id} disconnected`)); });
