@@ -86,7 +86,7 @@ t.test('AsyncAPI document matches the TypeScript contract', async (t) => {
 
 t.test('generate args: the AsyncAPI schema and the zod schema accept and reject the same payloads', async (t) => {
   const YAML = createRequire(import.meta.url)('yaml') as { parse(s: string): any };
-  const doc = YAML.parse(readFileSync(path.join(repoRoot, 'docs', 'protocol.asyncapi.yaml'), 'utf8'));
+  const doc = YAML.parse(readFileSync(path.join(repoRoot, 'packages', 'protocol', 'asyncapi.yaml'), 'utf8'));
   const { Ajv } = await import('ajv');
   const ajv = new Ajv({ strict: false });
   for (const [name, schema] of Object.entries(doc.components.schemas as Record<string, object>)) ajv.addSchema(schema, `#/components/schemas/${name}`);
