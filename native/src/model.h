@@ -14,6 +14,7 @@ namespace shoal {
 struct LayerWeights {
     std::unique_ptr<Vec>    attn_norm;          // [D]
     std::unique_ptr<Linear> q, k, v, o;         // q [H*hd ← D], k/v [Hkv*hd ← D], o [D ← H*hd]
+    std::unique_ptr<Vec>    q_norm, k_norm;     // [hd] each, Qwen3 only
     std::unique_ptr<Vec>    ffn_norm;           // [D]
     std::unique_ptr<Linear> gate, up, down;     // gate/up [F ← D], down [D ← F]
 };

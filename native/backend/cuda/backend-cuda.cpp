@@ -376,6 +376,15 @@ public:
         cuda::rmsnorm(hp(x), v.w.as<float>(), x.rows, x.cols, eps, hp(out), s_);
     }
 
+    void head_rmsnorm(Act & x, const Vec & w, int n_heads, float eps) override {
+        bind();
+        const auto & v = static_cast<const CudaVec &>(w);
+        SHOAL_CHECK(n_heads > 0 && v.n > 0 && x.cols == (int64_t)n_heads * v.n, SHOAL_ERR_INVALID_ARG, "head_rmsnorm: shapes");
+        if (x.rows == 0) return;
+        // [M, H·hd] is [M·H, hd] contiguous: the row kernel, in place (out may alias x)
+        cuda::rmsnorm(hp(x), v.w.as<float>(), x.rows * n_heads, v.n, eps, hp(x), s_);
+    }
+
     void matmul(const Linear & wl, const Act & x, Act & y) override {
         bind();
         const auto & w = static_cast<const CudaLinear &>(wl);
