@@ -21,6 +21,12 @@ function intArg(min: number) {
   };
 }
 
+/** A group size: a positive integer, or -1 (one group over all inputs: GPTQ group -1, compressed-tensors channel). */
+function groupArg(v: string): number {
+  if (v.trim() === '-1') return -1;
+  return intArg(1)(v);
+}
+
 /** A progress bar on stderr when it is a terminal and output is not JSON. */
 function progressBar(enabled: boolean, format: string): { update(done: number, total: number): void; stop(): void } {
   if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
@@ -120,23 +126,27 @@ export function registerToolCommands(program: Command): void {
     .description('quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout')
     .option('--method <m>', 'rtn (round to nearest) or awq (activation-aware; needs --calib)', 'rtn')
     .option('--bits <n>', 'bits per weight: 4 (AutoAWQ gemm); 2 or 3 write a fake-quantized F32 checkpoint (packed low-bit: --format)', intArg(1), 4)
-    .option('--group <n>', 'group size (input channels per scale)', intArg(1), 128)
+    .option('--group <n>', 'group size (input channels per scale); -1 for low-bit formats: one scale per output row (compressed-tensors channel)', groupArg, 128)
     .requiredOption('--model <dir>', 'unquantized Hugging Face model folder')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
     .addOption(new Option('--dtype <t>', 'storage dtype of tensors left unquantized').choices(['f16', 'f32', 'bf16']).default('f16'))
     .option('--force', 'replace a non-empty output folder')
     .option('--json', 'print the result as JSON')
-    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit) or a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat').choices(['awq', 'gptq', 'gptq-v1', 'eqat']).default('awq'))
-    .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True)')
+    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit), a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat; or compressed-tensors (llm-compressor pack-quantized, --bits 4|8, docs/formats.md)').choices(['awq', 'gptq', 'gptq-v1', 'eqat', 'compressed-tensors']).default('awq'))
+    .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True; compressed-tensors symmetric: no zero points stored)')
     .action(async (o: QuantizeCliOpts) => {
       if (o.format && o.format !== 'awq') {
-        checkGptqOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });
+        checkGptqOptions({
+          method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype,
+          layout: o.format === 'eqat' ? 'eqat' : o.format === 'compressed-tensors' ? 'ct' : 'gptq',
+        });
         const gbar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
         let g;
         try {
           g = await quantizeModelGptq({
             model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, sym: o.sym ?? false,
-            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2', layout: o.format === 'eqat' ? 'eqat' : 'gptq',
+            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2',
+            layout: o.format === 'eqat' ? 'eqat' : o.format === 'compressed-tensors' ? 'ct' : 'gptq',
             ...((o as { calib?: string[] }).calib ? { calib: (o as { calib?: string[] }).calib } : {}),
             ...((o as { samples?: number }).samples ? { awqSamples: (o as { samples?: number }).samples } : {}),
             ...((o as { seqlen?: number }).seqlen ? { awqSeqlen: (o as { seqlen?: number }).seqlen } : {}),
@@ -147,7 +157,8 @@ export function registerToolCommands(program: Command): void {
         }
         if (o.json) process.stdout.write(JSON.stringify(g) + '\n');
         else {
-          process.stdout.write(`${g.method} ${g.layout === 'eqat' ? 'efficientqat' : g.checkpointFormat} w${g.bits}g${g.groupSize}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
+          const fmtName = g.layout === 'eqat' ? 'efficientqat' : g.layout === 'ct' ? `compressed-tensors ${g.sym ? 'sym' : 'asym'}` : g.checkpointFormat;
+          process.stdout.write(`${g.method} ${fmtName} w${g.bits}${g.groupSize === -1 ? (g.layout === 'ct' ? ' channel' : 'g-1') : `g${g.groupSize}`}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
             + (g.modulesToNotConvert.length ? ` (not quantized: ${g.modulesToNotConvert.join(', ')})` : '') + '\n'
             + `mean relative weight error ${g.meanRelativeError.toFixed(4)}\n`
             + `wrote ${g.files.join(', ')} (${formatBytes(g.bytesOut)}, source ${formatBytes(g.bytesIn)}) to ${g.dir} in ${g.seconds.toFixed(1)} s\n`);
