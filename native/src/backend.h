@@ -120,7 +120,7 @@ std::unique_ptr<Backend> make_backend(const std::string & name, const std::strin
 bool cuda_backend_usable(std::string * why);
 struct BackendCaps; // backend-choice.h
 // The GPU backend's capability table (its free memory measured now) when one is compiled
-// in and usable; otherwise false with the reason in *why.
+// in and usable; otherwise false with the reason in *why ("" in a build without CUDA).
 bool gpu_backend_caps(BackendCaps * caps, std::string * why);
 
 } // namespace shoal

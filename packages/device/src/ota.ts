@@ -76,7 +76,7 @@ export class OtaManager {
         this.d.host.current = loaded;
         if (!sameRef(ref, current)) await this.d.store.setActive(ref, null);
         this.setPhase('active');
-        this.d.log.info({ model: ref }, 'active model loaded');
+        this.d.log.info({ model: ref, backend: loaded.model.info.backend, ...(loaded.model.info.backendNote ? { backendNote: loaded.model.info.backendNote } : {}) }, 'active model loaded');
         return;
       } catch (e) {
         this.d.log.error({ model: ref, err: (e as Error).message }, 'could not load stored model');
@@ -264,6 +264,8 @@ export class OtaManager {
     let checked: { loaded: LoadedModel; tokens: number; ms: number };
     try {
       checked = await host.loadAndCheck(ref, store.versionDir(ref));
+      const note = checked.loaded.model.info.backendNote;
+      if (note) this.d.log.info({ model: ref, backend: checked.loaded.model.info.backend }, note);
     } catch (e) {
       scheduler.swapping = false;
       const info = toErrorInfo(e, 'HEALTH_CHECK_FAILED');

@@ -35,6 +35,7 @@ export function registerEngineCommands(program: Command): void {
     .option('--ctx <n>', 'context size (default: the model\'s)', intArg('--ctx', 1))
     .action(async (f: LoadFlags & SamplingFlags & { prompt: string; chat?: boolean; ctx?: number }) => {
       const model = await loadModel(f.model, loadOptions(f));
+      if (model.info.backendNote) process.stderr.write(model.info.backendNote + '\n');
       const ac = new AbortController();
       const onSigint = () => ac.abort();
       process.on('SIGINT', onSigint);
