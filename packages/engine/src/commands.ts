@@ -1,4 +1,5 @@
 // cli.ts — the engine's commands: `shoal run` and `shoal bench`.
+import { resolveModelArg } from '@shoal/common';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import Table from 'cli-table3';
@@ -34,7 +35,7 @@ export function registerEngineCommands(program: Command): void {
     .option('--chat', 'interactive chat using the model\'s chat template')
     .option('--ctx <n>', 'context size (default: the model\'s)', intArg('--ctx', 1))
     .action(async (f: LoadFlags & SamplingFlags & { prompt: string; chat?: boolean; ctx?: number }) => {
-      const model = await loadModel(f.model, loadOptions(f));
+      const model = await loadModel(resolveModelArg(f.model), loadOptions(f));
       if (model.info.backendNote) process.stderr.write(model.info.backendNote + '\n');
       const ac = new AbortController();
       const onSigint = () => ac.abort();
@@ -60,7 +61,7 @@ export function registerEngineCommands(program: Command): void {
     .option('--decode-tokens <n>', 'tokens to decode', intArg('--decode-tokens', 1), 128)
     .option('--json', 'print the result as JSON')
     .action(async (f: LoadFlags & { promptTokens: number; decodeTokens: number; json?: boolean }) => {
-      const r = await runBench(f.model, {
+      const r = await runBench(resolveModelArg(f.model), {
         ...loadOptions(f), promptTokens: f.promptTokens, decodeTokens: f.decodeTokens,
         onPhase: f.json ? undefined : (p) => process.stderr.write(`… ${p}\n`),
       });
