@@ -21,6 +21,8 @@ import { ToolError, writeFileAtomic } from '../io/safetensors.js';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
+const backoff = (failures: number) => new Promise((r) => setTimeout(r, Math.min(4000, 100 * 2 ** failures)));
+
 export interface PullOptions {
   /** "org/name" or "org/name@revision" (branch, tag or commit; default main) */
   spec: string;
@@ -190,6 +192,7 @@ class Downloader {
         res = await this.o.fetch(url, { headers, redirect: 'follow' });
       } catch (err) {
         if (++failures > this.o.retries) throw hubError(err, `${this.o.repo}/${e.path}`, this.o.token);
+        await backoff(failures);
         continue;
       }
       if (res.status === 416 && have > 0) { // the range starts at the end: nothing left
@@ -227,6 +230,7 @@ class Downloader {
         if (++failures > this.o.retries) {
           throw new ToolError('SHOAL_ERR_HUB', `${e.path}: the connection dropped ${failures} times (${have} of ${e.size} bytes kept in the cache); run shoal pull again to resume`);
         }
+        await backoff(failures);
         continue;
       } finally {
         closeSync(fd);
