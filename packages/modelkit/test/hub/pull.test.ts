@@ -32,7 +32,10 @@ const big = Buffer.alloc(300_000);
 for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
 const big2 = Buffer.from(big.map((v) => v ^ 0x5a));
 const files1: RepoFile[] = [
-  { path: 'config.json', data: Buffer.from('{"architectures": ["LlamaForCausalLM"]}\n'), lfs: false },
+  { path: 'config.json', data: Buffer.from(JSON.stringify({
+    architectures: ['Qwen3ForCausalLM'],
+    quantization_config: { quant_method: 'compressed-tensors', format: 'pack-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 4, group_size: 128, strategy: 'group', symmetric: true } } }, ignore: ['lm_head'] },
+  }) + '\n'), lfs: false },
   { path: 'model.safetensors', data: big, lfs: true },
   { path: 'tokenizer.json', data: Buffer.from('{"model": {}}\n'), lfs: false },
   { path: 'original/consolidated.bin', data: Buffer.alloc(5000, 7), lfs: true },
@@ -253,6 +256,17 @@ t.test('shoal pull on the command line; --model org/name resolves from the cache
   t.match(stdout, new RegExp(`snapshots/${C1}`));
   const j = JSON.parse((await run(process.execPath, [CLI_MAIN, 'pull', 'org/tiny', '--exclude', 'original/*', '--json'], { env: e })).stdout) as { files: { status: string }[] };
   t.same(j.files.map((f) => f.status), ['cached', 'cached', 'cached']);
+  // pull → package: shoal package takes the repo name; the package holds the files, not the links
+  const keys = path.join(root, 'keys');
+  await run(process.execPath, [CLI_MAIN, 'keygen', '--out', keys], { env: e });
+  const pkg = path.join(root, 'pkg');
+  await run(process.execPath, [CLI_MAIN, 'package', '--model', 'org/tiny', '--name', 'tiny', '--version', '1', '--key', path.join(keys, 'fleet.key'), '--out', pkg], { env: e });
+  const manifest = JSON.parse(readFileSync(path.join(pkg, 'manifest.json'), 'utf8')) as { architecture: string; quantization: string; files: { path: string; sha256: string }[] };
+  t.equal(manifest.architecture, 'Qwen3ForCausalLM');
+  t.equal(manifest.quantization, 'ct-w4g128', 'compressed-tensors named as the engine names it');
+  t.same(manifest.files.map((f) => f.path).sort(), ['config.json', 'model.safetensors', 'tokenizer.json']);
+  t.equal(manifest.files.find((f) => f.path === 'model.safetensors')!.sha256, sha256(big));
+  t.notOk(lstatSync(path.join(pkg, 'model.safetensors')).isSymbolicLink(), 'a real file in the package');
   // a repo name that is not in the cache: the error says what to run
   const err = await run(process.execPath, [CLI_MAIN, 'run', '-m', 'org/other', '-p', 'x'], { env: e }).catch((x: { stderr: string }) => x);
   t.match((err as { stderr: string }).stderr, /org\/other is not a directory and not in the Hugging Face cache .*; download it with: shoal pull org\/other/);
