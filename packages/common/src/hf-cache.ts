@@ -68,13 +68,15 @@ export function cachedSnapshot(cacheDir: string, spec: RepoSpec): string | null 
 }
 
 /**
- * A `--model` argument: an existing directory as it is; otherwise "org/name[@revision]"
- * from the Hugging Face cache. Throws ModelRefError (SHOAL_ERR_IO) saying what to run.
+ * A `--model` argument: an existing path, or anything that is not of the form
+ * "org/name[@revision]", as it is (the command reports a missing folder its own way);
+ * otherwise the snapshot from the Hugging Face cache. Throws ModelRefError
+ * (SHOAL_ERR_IO) saying what to run when the repository is not in the cache.
  */
 export function resolveModelArg(arg: string, opts: { cacheDir?: string; env?: NodeJS.ProcessEnv } = {}): string {
-  if (existsSync(arg) && statSync(arg).isDirectory()) return arg;
+  if (existsSync(arg)) return arg;
   const spec = parseRepoSpec(arg);
-  if (!spec) throw new ModelRefError('SHOAL_ERR_IO', `${arg}: no such model directory (a Hub model is written org/name or org/name@revision)`);
+  if (!spec) return arg;
   const cacheDir = opts.cacheDir ?? hfHubCacheDir(opts.env);
   const snap = cachedSnapshot(cacheDir, spec);
   if (!snap) {
