@@ -243,7 +243,15 @@ struct Builder {
                 fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + prefix + ".weight_zero_point is missing but " + fmt +
                                                    " needs zero points (looked in " + file_list + ")");
             }
-            l.qzeros = qtensor(prefix + ".weight_zero_point", {cdiv(out, pf), ng}, DType::I32, fmt);
+            const std::string zn = prefix + ".weight_zero_point";
+            Found zf = find(zn);
+            if (zf.file->view(*zf.tensor).dtype == DType::I8) {
+                // compressed-tensors < 0.10: the int8 zero points as they were, [out, in/G]
+                l.qzeros = qtensor(zn, {out, ng}, DType::I8, fmt);
+                l.ct_zp_unpacked = true;
+            } else {
+                l.qzeros = qtensor(zn, {cdiv(out, pf), ng}, DType::I32, fmt);
+            }
         }
         // weight_shape: what decompress_weight unpacks to
         const std::string ws = prefix + ".weight_shape";

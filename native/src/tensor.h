@@ -72,6 +72,9 @@ struct LinearSource {
     // CtPacked: group_size is the scales' group (in for strategy channel); symmetric schemes
     // have no zero tensor (z = 2^(b−1) in stored units), asymmetric ones keep it in qzeros.
     bool        ct_symmetric = false;
+    // compressed-tensors before 0.10 (PR #296, Apr 2025) saved asymmetric zero points
+    // unpacked: I8 [out, in/G], signed. Otherwise qzeros is the packed I32 tensor.
+    bool        ct_zp_unpacked = false;
     // Optional bias [out] (Qwen2 q/k/v), any float dtype.
     bool        has_bias = false;
     TensorView  bias;

@@ -163,11 +163,13 @@ struct LowbitCase {
     bool act_order;        // g_idx a permutation of groups
     bool sym = false;      // compressed-tensors: no zero points (z = 0 in signed units)
     bool channel = false;  // compressed-tensors strategy channel: G = K, scales [N, 1]
+    bool zp_i8 = false;    // compressed-tensors < 0.10: zero points unpacked, I8 [N, ng] signed
 };
 
 struct LowbitTensors {
     std::vector<int32_t> qweight, qzeros, g_idx;
     std::vector<int16_t> qweight16;
+    std::vector<int8_t> zp8;
     std::vector<uint16_t> scales, szeros; // f16
     std::vector<double> w;                // [K][N] dequantized, double
     LinearSource src;
@@ -272,7 +274,15 @@ std::unique_ptr<LowbitTensors> make_lowbit(const LowbitCase & c) {
             }
         src.ct_symmetric = c.sym;
         src.qweight = view("weight_packed", DType::I32, {N, W}, t->qweight.data(), t->qweight.size() * 4);
-        if (!c.sym) src.qzeros = view("weight_zero_point", DType::I32, {ZR, ng}, t->qzeros.data(), t->qzeros.size() * 4);
+        if (!c.sym && c.zp_i8) {
+            t->zp8.resize(N * ng);
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t g = 0; g < ng; g++) t->zp8[n * ng + g] = (int8_t)zp[g * N + n];
+            src.qzeros = view("weight_zero_point", DType::I8, {N, ng}, t->zp8.data(), t->zp8.size());
+            src.ct_zp_unpacked = true;
+        } else if (!c.sym) {
+            src.qzeros = view("weight_zero_point", DType::I32, {ZR, ng}, t->qzeros.data(), t->qzeros.size() * 4);
+        }
         src.scales = view("weight_scale", DType::F16, {N, ng}, t->scales.data(), t->scales.size() * 2);
         if (c.act_order) {
             src.has_g_idx = true;
@@ -350,6 +360,9 @@ std::unique_ptr<LowbitTensors> clone(const LowbitTensors & t) {
     if (s.qfmt == QFormat::AwqGemvFast) {
         repoint(s.qweight, c->qweight16.data());
         repoint(s.qzeros, c->szeros.data());
+    } else if (s.ct_zp_unpacked) {
+        repoint(s.qweight, c->qweight.data());
+        repoint(s.qzeros, c->zp8.data());
     } else {
         repoint(s.qweight, c->qweight.data());
         repoint(s.qzeros, c->qzeros.data());
@@ -397,6 +410,11 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
             for (const S & sh : {S{32, 128, 128}, S{40, 96, 96}, S{8, 160, 160}, S{16, 512, 512}})
                 cases.push_back({QFormat::CtPacked, bits, sh.N, sh.K, sh.G, 0, false, sym, true});
         }
+    // compressed-tensors < 0.10: asymmetric zero points saved unpacked (I8 [N, ng], signed)
+    for (int bits : {4, 8}) {
+        cases.push_back({QFormat::CtPacked, bits, 40, 256, 64, 0, false, false, false, true});
+        cases.push_back({QFormat::CtPacked, bits, 24, 160, 160, 0, false, false, true, true});
+    }
     for (const LowbitCase & c : cases) {
         auto t = make_lowbit(c);
         for (int64_t M : {1, 3, 17}) {
@@ -436,7 +454,7 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
             }
             std::ostringstream tag;
             tag << fmt_name(c.fmt) << (c.zero_offset ? "-v1" : "") << (c.act_order ? "-act" : "") << (c.sym ? "-sym" : "")
-                << (c.channel ? "-channel" : "") << " w" << c.bits << " N=" << c.N
+                << (c.channel ? "-channel" : "") << (c.zp_i8 ? "-zp-i8" : "") << " w" << c.bits << " N=" << c.N
                 << " K=" << c.K << " G=" << c.G << " M=" << M;
             const std::vector<float> yref = run_matmul(ref, clone(*t)->src, x, M);
             check_close("scalar: " + tag.str() + " vs double", yref, want, tol_dbl);

@@ -849,6 +849,23 @@ static void test_ct_models() {
         std::string d3 = write_model(c, st_image(bad), "ct-zp-axis");
         expect_status("ct zero point packed along in", SHOAL_ERR_SHAPE, [&] { load_model_source(d3); },
                       "model.layers.0.mlp.up_proj.weight_zero_point has shape [64, 1] but compressed-tensors group group_0 (4 bits, group 32, asymmetric) implies [8, 1]");
+        // compressed-tensors < 0.10 saved asymmetric zero points unpacked: I8 [N, ng]
+        bad = es;
+        for (Entry & e : bad) {
+            if (e.name.size() > 18 && e.name.compare(e.name.size() - 18, 18, ".weight_zero_point") == 0) {
+                const int64_t N = e.shape[0] * 8, ng = e.shape[1];
+                e = entry(e.name, "I8", {N, ng});
+            }
+        }
+        std::string d3b = write_model(c, st_image(bad), "ct-zp-i8");
+        expect_ok("ct zero points unpacked I8 (compressed-tensors < 0.10)", [&] {
+            ModelSource ms = load_model_source(d3b);
+            CHECK(ms.layers[0].k.ct_zp_unpacked && ms.layers[0].k.qzeros.shape[0] == 16 && ms.layers[1].up.qzeros.dtype == DType::I8);
+        });
+        *find_entry(bad, "model.layers.1.mlp.gate_proj.weight_zero_point") = entry("model.layers.1.mlp.gate_proj.weight_zero_point", "I8", {8, 1});
+        std::string d3c = write_model(c, st_image(bad), "ct-zp-i8-shape");
+        expect_status("ct unpacked I8 zero points of the wrong shape", SHOAL_ERR_SHAPE, [&] { load_model_source(d3c); },
+                      "model.layers.1.mlp.gate_proj.weight_zero_point has shape [8, 1] but compressed-tensors group group_0 (4 bits, group 32, asymmetric) implies [64, 1]");
         // g_idx: out of range, mixed with −1, missing under actorder group
         bad = es;
         std::vector<int32_t> gi(32, 0);

@@ -119,15 +119,18 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
         const uint32_t * qw = static_cast<const uint32_t *>(src.qweight.data); // [N][W]
         const uint32_t * qz = static_cast<const uint32_t *>(src.qzeros.data);  // [ceil(N/pf)][ng] or null
         const uint32_t zsym = 1u << (b - 1);
+        const int8_t * qz8 = static_cast<const int8_t *>(src.qzeros.data); // [N][ng] when ct_zp_unpacked
         for (int64_t n = n0; n < n1; n++) {
             uint8_t * qn = q + (n - n0) * K;
             const uint32_t * rw = qw + n * W;
             for (int64_t k = 0; k < K; k++) qn[k] = (uint8_t)((rw[k / pf] >> (b * (k % pf))) & mask);
             for (int64_t g = 0; g < ng; g++) {
-                const uint32_t zu = src.ct_symmetric ? zsym : (qz[(n / pf) * ng + g] >> (b * (n % pf))) & mask;
+                const float zu = src.ct_symmetric     ? (float)zsym
+                                 : src.ct_zp_unpacked ? (float)((int)qz8[n * ng + g] + (int)zsym)
+                                                      : (float)((qz[(n / pf) * ng + g] >> (b * (n % pf))) & mask);
                 const float sc = fval(src.scales, n * ng + g);
                 s[(n - n0) * ng + g] = sc;
-                sz[(n - n0) * ng + g] = -sc * (float)zu;
+                sz[(n - n0) * ng + g] = -sc * zu;
             }
         }
         break;
