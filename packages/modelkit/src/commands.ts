@@ -11,7 +11,6 @@ import { checkQuantizeOptions, quantizeModel } from './quant/rtn.js';
 import { addAwqQuantizeOptions, needsAwqQuantizer, runAwqQuantize, type AwqCliOpts } from './quant/awq/cli.js';
 import { checkGptqOptions, quantizeModelGptq } from './quant/gptq.js';
 import { ToolError } from './io/safetensors.js';
-import { pullModel } from './hub/pull.js';
 import { resolveModelArg } from '@shoal/common';
 import type { Isa, LoadOptions, Model } from '@shoal/engine';
 
@@ -258,6 +257,8 @@ export function registerToolCommands(program: Command): void {
       + 'The snapshot folder it prints works as --model, and so does the repo name: shoal run -m org/name.')
     .action(async (repo: string, o: { include?: string[]; exclude?: string[]; cacheDir?: string; jobs: number; json?: boolean }) => {
       const bar = progressBar(!o.json, 'pull [{bar}] {percentage}% | {value}/{total} bytes | {files} | ETA {eta}s');
+      // imported here: @huggingface/hub is large, and every other shoal command starts without it
+      const { pullModel } = await import('./hub/pull.js');
       let r;
       try {
         r = await pullModel({
