@@ -84,6 +84,7 @@ typedef struct shoal_model_info {
     int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1)
     double       load_seconds;
     double       repack_seconds;
+    const char * backend_note;  // why `auto` chose the CPU over a GPU ("" otherwise)
 } shoal_model_info;
 
 void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);

@@ -85,6 +85,9 @@ public:
     virtual void embed(const Embedding & table, const int32_t * tokens, int64_t n, Act & out) = 0;
     // out = x / rms(x) * w, per row
     virtual void rmsnorm(const Act & x, const Vec & w, float eps, Act & out) = 0;
+    // Qwen3 q/k norm: x [M, n_heads·hd] in place, each head's hd values divided by their
+    // rms and multiplied by w [hd] (the same gains for every head).
+    virtual void head_rmsnorm(Act & x, const Vec & w, int n_heads, float eps) = 0;
     // y[M, N] = x[M, K] · Wᵀ (+ bias)
     virtual void matmul(const Linear & w, const Act & x, Act & y) = 0;
     // Rotates q [M, n_heads*head_dim] and k [M, n_kv_heads*head_dim] in place
@@ -115,5 +118,9 @@ std::string cpu_isas();
 std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads);
 // Whether the CUDA backend is compiled in and usable here; otherwise why not.
 bool cuda_backend_usable(std::string * why);
+struct BackendCaps; // backend-choice.h
+// The GPU backend's capability table (its free memory measured now) when one is compiled
+// in and usable; otherwise false with the reason in *why ("" in a build without CUDA).
+bool gpu_backend_caps(BackendCaps * caps, std::string * why);
 
 } // namespace shoal

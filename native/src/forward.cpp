@@ -79,6 +79,10 @@ void Session::forward_chunk(const int32_t * tokens, int n, float * dst_rows, boo
         be.matmul(*w.q, Hn, Q);
         be.matmul(*w.k, Hn, K);
         be.matmul(*w.v, Hn, Vv);
+        if (c.qk_norm) {                                                // Qwen3: RMSNorm per head, before RoPE
+            be.head_rmsnorm(Q, *w.q_norm, c.n_heads, c.rms_norm_eps);   // Q [n, H*hd], gains [hd]
+            be.head_rmsnorm(K, *w.k_norm, c.n_kv_heads, c.rms_norm_eps); // K [n, Hkv*hd]
+        }
         be.rope(Q, K, c.n_heads, c.n_kv_heads, pos0, model->rope);
         be.kv_store(*kv, l, pos0, K, Vv);
         be.attention(Q, *kv, l, pos0, c.n_heads, c.n_kv_heads, c.head_dim, attn_scale, A);

@@ -13,7 +13,7 @@ namespace shoal {
 
 namespace {
 
-const char * const SUPPORTED_ARCHS[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+const char * const SUPPORTED_ARCHS[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
 
 struct Reader {
     const json::Value & root;
@@ -192,8 +192,11 @@ void parse_quant(const Reader & r, const json::Value & q, ModelConfig & c) {
     if (lower == "awq") parse_awq(r, q, c);
     else if (lower == "gptq") parse_gptq(r, q, c);
     else if (lower == "efficientqat" || lower == "eqat") parse_eqat(r, q, c);
-    else {
-        r.bad("quantization method \"" + json::printable(method) + "\" is not supported (awq, gptq, efficientqat)",
+    else if (lower == "compressed-tensors") {
+        parse_compressed_tensors(q, c, r.where);
+        return; // its own ignore list; modules_to_not_convert is AutoAWQ's
+    } else {
+        r.bad("quantization method \"" + json::printable(method) + "\" is not supported (awq, gptq, efficientqat, compressed-tensors)",
               SHOAL_ERR_UNSUPPORTED_QUANT);
     }
     if (const json::Value * mn = r.opt(q, "modules_to_not_convert")) {
@@ -231,6 +234,8 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
               SHOAL_ERR_UNSUPPORTED_ARCH);
     }
     const bool qwen2 = c.arch == "Qwen2ForCausalLM";
+    const bool qwen3 = c.arch == "Qwen3ForCausalLM";
+    c.qk_norm = qwen3; // Qwen3Attention: q_norm / k_norm over head_dim, before RoPE
 
     c.hidden_size = r.required_int("hidden_size", 1 << 20);
     c.intermediate_size = r.required_int("intermediate_size", 1 << 22);
@@ -266,12 +271,15 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
         if (act != "silu") r.bad("hidden_act \"" + json::printable(act) + "\" is not supported (only silu)");
     }
     if (const json::Value * v = r.opt(root, "tie_word_embeddings")) c.tie_word_embeddings = r.boolean(*v, "tie_word_embeddings");
-    if (qwen2) {
-        c.qkv_bias = true; // Qwen2 always has q/k/v biases
+    if (qwen2 || qwen3) {
         if (const json::Value * v = r.opt(root, "use_sliding_window")) {
             if (r.boolean(*v, "use_sliding_window")) r.bad("use_sliding_window true is not supported");
         }
+    }
+    if (qwen2) {
+        c.qkv_bias = true; // Qwen2 always has q/k/v biases
     } else {
+        // Llama/Mistral/Qwen3 attention_bias: q/k/v and o_proj biases together
         if (const json::Value * v = r.opt(root, "attention_bias")) {
             c.qkv_bias = c.o_bias = r.boolean(*v, "attention_bias");
         }
@@ -322,6 +330,15 @@ std::string quant_name(const ModelConfig & c) {
     case QFormat::AwqGemvFast: return "awq-gemv-fast" + wg;
     case QFormat::Gptq: return std::string(c.zero_offset ? "gptq" : "gptq-v2") + wg + (c.desc_act ? "-act" : "");
     case QFormat::EqatNative: return "eqat" + wg;
+    case QFormat::CtPacked: {
+        // "ct-w4g128", "ct-w4g128-asym-act", "ct-w8ch"; several groups: the first, then "+N"
+        const CtScheme & s = c.ct_schemes.front();
+        std::string n = "ct-w" + std::to_string(s.bits) + (s.channel ? std::string("ch") : "g" + std::to_string(s.group_size));
+        if (!s.symmetric) n += "-asym";
+        if (s.actorder_group) n += "-act";
+        if (c.ct_schemes.size() > 1) n += "+" + std::to_string(c.ct_schemes.size() - 1);
+        return n;
+    }
     }
     return "?";
 }

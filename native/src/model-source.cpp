@@ -6,6 +6,7 @@
 #include "model-source.h"
 #include "safetensors.h"
 
+#include <cctype>
 #include <map>
 #include <sys/stat.h>
 #include <unordered_map>
@@ -206,7 +207,94 @@ struct Builder {
             }
             break;
         }
+        case QFormat::CtPacked: fail(SHOAL_ERR_INTERNAL, prefix + ": compressed-tensors goes through ct_quantized");
         case QFormat::None: fail(SHOAL_ERR_INTERNAL, prefix + ": no quantization format");
+        }
+        ms.n_params += in * out;
+    }
+
+    // compressed-tensors pack-quantized (compressors/quantized_compressors/pack_quantized.py):
+    // weight_packed i32 [out, ceil(in/pf)], pf = 32/b, value k at bits b·(k mod pf) of word
+    // k/pf, stored q + 2^(b−1); weight_scale [out, in/G] ([out, 1] for channel) in the
+    // model's float dtype; weight_zero_point i32 [ceil(out/pf), in/G] packed along out
+    // (pack_to_int32 packed_dim=0), asymmetric only; weight_g_idx i32 [in] (actorder
+    // group); weight_shape [2] = [out, in] (I64 as torch.tensor(shape) saves it, or I32).
+    void ct_quantized(LinearSource & l, const std::string & prefix, int64_t out, int64_t in, const CtScheme & s) {
+        const std::string file = find(prefix + ".weight_packed").file->path;
+        const int b = s.bits;
+        const int64_t pf = 32 / b;
+        const int64_t G = s.channel ? in : s.group_size;
+        const std::string fmt = "compressed-tensors group " + json::printable(s.name) + " (" + std::to_string(b) + " bits, " +
+                                (s.channel ? std::string("channel") : "group " + std::to_string(G)) +
+                                (s.symmetric ? ", symmetric" : ", asymmetric") + ")";
+        if (in % G != 0) {
+            fail(SHOAL_ERR_GROUP_SIZE, prefix + ": group_size " + std::to_string(G) + " of " + fmt + " does not divide in_features " +
+                                           std::to_string(in) + " (in " + file + ")");
+        }
+        const int64_t ng = in / G;
+        l.qfmt = QFormat::CtPacked;
+        l.bits = b;
+        l.group_size = int(G);
+        l.ct_symmetric = s.symmetric;
+        l.qweight = qtensor(prefix + ".weight_packed", {out, cdiv(in, pf)}, DType::I32, fmt);
+        l.scales = qtensor(prefix + ".weight_scale", {out, ng}, DType::F16, fmt);
+        if (!s.symmetric) {
+            if (!has(prefix + ".weight_zero_point")) {
+                fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + prefix + ".weight_zero_point is missing but " + fmt +
+                                                   " needs zero points (looked in " + file_list + ")");
+            }
+            const std::string zn = prefix + ".weight_zero_point";
+            Found zf = find(zn);
+            if (zf.file->view(*zf.tensor).dtype == DType::I8) {
+                // compressed-tensors < 0.10: the int8 zero points as they were, [out, in/G]
+                l.qzeros = qtensor(zn, {out, ng}, DType::I8, fmt);
+                l.ct_zp_unpacked = true;
+            } else {
+                l.qzeros = qtensor(zn, {cdiv(out, pf), ng}, DType::I32, fmt);
+            }
+        }
+        // weight_shape: what decompress_weight unpacks to
+        const std::string ws = prefix + ".weight_shape";
+        if (!has(ws)) fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + ws + " is missing (looked in " + file_list + ")");
+        {
+            Found f = find(ws);
+            TensorView v = f.file->view(*f.tensor);
+            if (v.n_dims != 1 || v.shape[0] != 2 || (v.dtype != DType::I64 && v.dtype != DType::I32)) {
+                fail(SHOAL_ERR_SHAPE, ws + " must be I64 or I32 [2], got " + dtype_name(v.dtype) + " " + shape_str(v.shape, v.n_dims) +
+                                          " (in " + f.file->path + ")");
+            }
+            int64_t d[2];
+            for (int i = 0; i < 2; i++) {
+                d[i] = v.dtype == DType::I64 ? static_cast<const int64_t *>(v.data)[i] : static_cast<const int32_t *>(v.data)[i];
+            }
+            if (d[0] != out || d[1] != in) {
+                fail(SHOAL_ERR_SHAPE, ws + " is [" + std::to_string(d[0]) + ", " + std::to_string(d[1]) + "] but config implies [" +
+                                          std::to_string(out) + ", " + std::to_string(in) + "] (in " + f.file->path + ")");
+            }
+        }
+        const std::string gn = prefix + ".weight_g_idx";
+        if (has(gn)) {
+            TensorView gv = qtensor(gn, {in}, DType::I32, fmt);
+            const int32_t * gi = static_cast<const int32_t *>(gv.data);
+            // forward.py: "-1 in g_idx" means column order (g_idx initialised, never filled)
+            int64_t unset = 0;
+            for (int64_t k = 0; k < in; k++) unset += gi[k] == -1;
+            if (unset != 0 && unset != in) {
+                fail(SHOAL_ERR_QUANT_METADATA, gn + " mixes −1 (column order) with group indices: " + std::to_string(unset) + " of " +
+                                                   std::to_string(in) + " entries are −1 (in " + find(gn).file->path + ")");
+            }
+            if (unset == 0) {
+                for (int64_t k = 0; k < in; k++) {
+                    if (gi[k] < 0 || gi[k] >= ng) {
+                        fail(SHOAL_ERR_QUANT_METADATA, gn + "[" + std::to_string(k) + "] = " + std::to_string(gi[k]) + " is outside [0, " +
+                                                           std::to_string(ng) + ") for " + fmt + " (in " + find(gn).file->path + ")");
+                    }
+                }
+                l.g_idx = gv;
+                l.has_g_idx = true;
+            }
+        } else if (s.actorder_group) {
+            fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + gn + " is missing but " + fmt + " has actorder group (looked in " + file_list + ")");
         }
         ms.n_params += in * out;
     }
@@ -217,6 +305,30 @@ struct Builder {
         l.name = prefix;
         l.in = in;
         l.out = out;
+        if (c.quant == QuantMethod::CompressedTensors) {
+            // the config decides, not the tensors present: targeted and not ignored → quantized
+            if (const CtScheme * s = ct_scheme_for(c, prefix)) {
+                if (!has(prefix + ".weight_packed")) {
+                    fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + prefix + ".weight_packed is missing: quantization_config group " +
+                                                       json::printable(s->name) + " targets " + prefix +
+                                                       (has(prefix + ".weight") ? " but the checkpoint stores it unquantized (.weight); add it to ignore" : "") +
+                                                       " (looked in " + file_list + ")");
+                }
+                ct_quantized(l, prefix, out, in, *s);
+            } else {
+                if (!has(prefix + ".weight") && has(prefix + ".weight_packed")) {
+                    fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + prefix + ".weight is missing: " + prefix +
+                                                       " is ignored or matches no config_groups target, but the checkpoint stores it quantized (" +
+                                                       prefix + ".weight_packed)");
+                }
+                l.weight = floats(prefix + ".weight", {out, in});
+            }
+            if (bias) {
+                l.has_bias = true;
+                l.bias = floats(prefix + ".bias", {out});
+            }
+            return l;
+        }
         const bool has_q = has(prefix + ".qweight");
         const bool has_w = has(prefix + ".weight");
         // AutoAWQ leaves modules_to_not_convert as plain .weight (GPTQModel likewise for
@@ -295,6 +407,41 @@ std::vector<SafetensorsFile> open_sharded(const std::string & dir, const std::st
     return shards;
 }
 
+// compressed-tensors: a plain name in ignore or targets must name a linear module of this
+// model (a typo or a config written for another model would otherwise pass silently);
+// "re:" patterns are rules and may match nothing; "Linear" is the class of them all.
+void check_ct_names(const ModelConfig & c) {
+    auto known = [&](const std::string & n) {
+        if (n == "lm_head") return true;
+        static const char * const mods[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                            "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+        const std::string pre = "model.layers.";
+        if (n.compare(0, pre.size(), pre) != 0) return false;
+        size_t i = pre.size(), j = i;
+        while (j < n.size() && std::isdigit((unsigned char)n[j])) j++;
+        if (j == i || j - i > 6 || j >= n.size() || n[j] != '.' || (n[i] == '0' && j - i > 1)) return false;
+        if (std::stol(n.substr(i, j - i)) >= c.n_layers) return false;
+        const std::string rest = n.substr(j + 1);
+        for (const char * m : mods) if (rest == m) return true;
+        return false;
+    };
+    const std::string range = "model.layers.0.." + std::to_string(c.n_layers - 1) +
+                              ".{self_attn.q/k/v/o_proj, mlp.gate/up/down_proj} and lm_head";
+    for (const std::string & n : c.ct_ignore) {
+        if (n.compare(0, 3, "re:") == 0 || n == "Linear" || known(n)) continue;
+        fail(SHOAL_ERR_QUANT_METADATA, "quantization_config.ignore names \"" + json::printable(n) +
+                                           "\", which is not a linear module of this " + c.arch + " (" + range + ")");
+    }
+    for (const CtScheme & s : c.ct_schemes) {
+        for (const std::string & n : s.targets) {
+            if (n.compare(0, 3, "re:") == 0 || n == "Linear" || known(n)) continue;
+            fail(SHOAL_ERR_QUANT_METADATA, "quantization_config group " + json::printable(s.name) + " targets \"" + json::printable(n) +
+                                               "\", which is not a linear module of this " + c.arch + " (" + range +
+                                               "; Shoal quantizes Linear modules only)");
+        }
+    }
+}
+
 } // namespace
 
 ModelSource build_model_source(const ModelConfig & c, const std::vector<const SafetensorsFile *> & files) {
@@ -304,6 +451,7 @@ ModelSource build_model_source(const ModelConfig & c, const std::vector<const Sa
     const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
     const int64_t q_dim = int64_t(c.n_heads) * c.head_dim, kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
 
+    if (c.quant == QuantMethod::CompressedTensors) check_ct_names(c);
     ms.embed = b.floats("model.embed_tokens.weight", {V, D});
     ms.layers.resize(size_t(c.n_layers));
     for (int i = 0; i < c.n_layers; i++) {
@@ -314,6 +462,10 @@ ModelSource build_model_source(const ModelConfig & c, const std::vector<const Sa
         L.k = b.linear(p + ".self_attn.k_proj", kv_dim, D, c.qkv_bias);
         L.v = b.linear(p + ".self_attn.v_proj", kv_dim, D, c.qkv_bias);
         L.o = b.linear(p + ".self_attn.o_proj", D, q_dim, c.o_bias);
+        if (c.qk_norm) { // Qwen3: RMSNorm over each head of q and k, gains [hd] shared by the heads
+            L.q_norm = b.floats(p + ".self_attn.q_norm.weight", {c.head_dim});
+            L.k_norm = b.floats(p + ".self_attn.k_norm.weight", {c.head_dim});
+        }
         L.ffn_norm = b.floats(p + ".post_attention_layernorm.weight", {D});
         L.gate = b.linear(p + ".mlp.gate_proj", F, D, c.mlp_bias);
         L.up = b.linear(p + ".mlp.up_proj", F, D, c.mlp_bias);

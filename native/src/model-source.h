@@ -11,7 +11,19 @@
 namespace shoal {
 
 enum class RopeScaling { None, Linear, Llama3 };
-enum class QuantMethod { None, Awq, Gptq, EfficientQat };
+enum class QuantMethod { None, Awq, Gptq, EfficientQat, CompressedTensors };
+
+// One compressed-tensors config group (quantization_config.config_groups), weight-only
+// int, format pack-quantized. docs/formats.md has the layout and the matching rules.
+struct CtScheme {
+    std::string name;                    // the group's key, e.g. "group_0" or "W4A16"
+    std::vector<std::string> targets;    // module names, "re:" patterns, or the class "Linear"
+    int  bits = 0;                       // 4 or 8
+    bool channel = false;                // strategy channel (one scale per output row) or group
+    int  group_size = 0;                 // strategy group: inputs per scale (> 0)
+    bool symmetric = true;               // false: packed weight_zero_point
+    bool actorder_group = false;         // actorder group/dynamic: weight_g_idx is saved
+};
 
 struct ModelConfig {
     std::string arch;                // architectures[0]
@@ -34,6 +46,7 @@ struct ModelConfig {
     bool    qkv_bias = false;                    // Qwen2 (always), Llama with attention_bias
     bool    o_bias = false;                      // Llama/Mistral attention_bias: o_proj has a bias too
     bool    mlp_bias = false;                    // Llama mlp_bias: gate/up/down have biases
+    bool    qk_norm = false;                     // Qwen3: RMSNorm over each head of q and k before RoPE
     int     bos_token_id = -1;
     std::vector<int> eos_token_ids;              // generation_config.json first, then config.json
     std::string torch_dtype;                     // informational
@@ -46,11 +59,15 @@ struct ModelConfig {
     bool    desc_act = false;             // GPTQ act-order: g_idx permutes the groups
     int     zero_offset = 0;              // 1 for GPTQ checkpoint_format "gptq" (zeros stored − 1)
     std::vector<std::string> modules_to_not_convert; // substring match on linear names
+    // compressed-tensors (quant == CompressedTensors): the weight schemes and the ignore list
+    std::vector<CtScheme> ct_schemes;
+    std::vector<std::string> ct_ignore;          // module names or "re:" patterns (Python re.match)
 };
 
 struct LayerSource {
     TensorView   attn_norm;          // [D]
     LinearSource q, k, v, o;         // q [H*hd, D], k/v [Hkv*hd, D], o [D, H*hd]
+    TensorView   q_norm, k_norm;     // [hd] each, Qwen3 only (cfg.qk_norm)
     TensorView   ffn_norm;           // [D]
     LinearSource gate, up, down;     // gate/up [F, D], down [D, F]
 };
@@ -84,6 +101,18 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
 // {"quant_method": "efficientqat", "bits": 2, "group_size": 64}). path names
 // the file in messages.
 void apply_quant_sidecar(ModelConfig & cfg, const std::string & json_text, const std::string & path);
+
+namespace json { struct Value; }
+// quantization_config with quant_method "compressed-tensors" → cfg.ct_schemes / ct_ignore
+// (compressed-tensors.cpp). where names config.json in messages.
+void parse_compressed_tensors(const json::Value & q, ModelConfig & cfg, const std::string & where);
+
+// The compressed-tensors scheme that quantizes the linear module `name`, or null when
+// no target matches or `ignore` does, resolved as compressed-tensors does: an exact
+// name beats a "re:" pattern (the alphabetically first matching pattern wins), which
+// beats the class target "Linear"; a target listed by several groups belongs to the
+// last. Throws SHOAL_ERR_QUANT_METADATA for a pattern std::regex cannot compile.
+const CtScheme * ct_scheme_for(const ModelConfig & cfg, const std::string & name);
 
 // Short name of cfg's quantization for model info: "none", "awq-w4g128",
 // "awq-gemv-w4g128", "gptq-w3g128", "gptq-w4g-1", "eqat-w2g64", ...

@@ -39,6 +39,10 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
         lw.k = load(be, ls.k, linear_bytes);
         lw.v = load(be, ls.v, linear_bytes);
         lw.o = load(be, ls.o, linear_bytes);
+        if (c.qk_norm) {
+            lw.q_norm = be.load_vec(ls.q_norm);
+            lw.k_norm = be.load_vec(ls.k_norm);
+        }
         lw.ffn_norm = be.load_vec(ls.ffn_norm);
         lw.gate = load(be, ls.gate, linear_bytes);
         lw.up = load(be, ls.up, linear_bytes);

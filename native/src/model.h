@@ -14,6 +14,7 @@ namespace shoal {
 struct LayerWeights {
     std::unique_ptr<Vec>    attn_norm;          // [D]
     std::unique_ptr<Linear> q, k, v, o;         // q [H*hd ← D], k/v [Hkv*hd ← D], o [D ← H*hd]
+    std::unique_ptr<Vec>    q_norm, k_norm;     // [hd] each, Qwen3 only
     std::unique_ptr<Vec>    ffn_norm;           // [D]
     std::unique_ptr<Linear> gate, up, down;     // gate/up [F ← D], down [D ← F]
 };
@@ -32,6 +33,8 @@ struct Model {
     // Reported by shoal_model_get_info.
     std::string quant_name = "none";
     std::string dtype_name = "f32";
+    std::string backend_note;                   // why `auto` chose the CPU over a GPU, or ""
+
     int64_t n_params = 0, file_bytes = 0, weight_bytes = 0, bytes_per_token = 0;
     double  load_seconds = 0, repack_seconds = 0;
 

@@ -40,6 +40,10 @@ enum class QFormat {
                   // scales [ceil(K/G), N], optional g_idx i32 [K]
     EqatNative,   // EfficientQAT native: like Gptq but 32/b values per word (3-bit: 10, 2 bits
                   // unused): qweight [ceil(K/(32/b)), N], qzeros [ceil(K/G), ceil(N/(32/b))]
+    CtPacked,     // compressed-tensors pack-quantized: weight_packed i32 [N, ceil(K/(32/b))] along K,
+                  // value k at bits b·(k mod 32/b) of word k/(32/b), stored q + 2^(b−1); weight_scale
+                  // [N, K/G] (channel: [N, 1]); weight_zero_point i32 [ceil(N/(32/b)), K/G] packed the
+                  // same way along N (asymmetric only); optional weight_g_idx i32 [K]
 };
 
 // A linear layer y = x·Wᵀ (+ b), W: [out, in], as stored in the checkpoint.
@@ -65,6 +69,12 @@ struct LinearSource {
     int         zero_offset = 0; // GPTQ checkpoint_format "gptq" (v1) stores z − 1: z = stored + 1
     bool        has_g_idx = false;
     TensorView  g_idx;           // i32 [in], validated: every entry in [0, ceil(in/G))
+    // CtPacked: group_size is the scales' group (in for strategy channel); symmetric schemes
+    // have no zero tensor (z = 2^(b−1) in stored units), asymmetric ones keep it in qzeros.
+    bool        ct_symmetric = false;
+    // compressed-tensors before 0.10 (PR #296, Apr 2025) saved asymmetric zero points
+    // unpacked: I8 [out, in/G], signed. Otherwise qzeros is the packed I32 tensor.
+    bool        ct_zp_unpacked = false;
     // Optional bias [out] (Qwen2 q/k/v), any float dtype.
     bool        has_bias = false;
     TensorView  bias;

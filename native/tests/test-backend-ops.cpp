@@ -161,11 +161,15 @@ struct LowbitCase {
     int64_t N, K, G;       // G resolved (GPTQ -1 → K)
     int zero_offset;       // 1 = GPTQ v1
     bool act_order;        // g_idx a permutation of groups
+    bool sym = false;      // compressed-tensors: no zero points (z = 0 in signed units)
+    bool channel = false;  // compressed-tensors strategy channel: G = K, scales [N, 1]
+    bool zp_i8 = false;    // compressed-tensors < 0.10: zero points unpacked, I8 [N, ng] signed
 };
 
 struct LowbitTensors {
     std::vector<int32_t> qweight, qzeros, g_idx;
     std::vector<int16_t> qweight16;
+    std::vector<int8_t> zp8;
     std::vector<uint16_t> scales, szeros; // f16
     std::vector<double> w;                // [K][N] dequantized, double
     LinearSource src;
@@ -237,6 +241,52 @@ std::unique_ptr<LowbitTensors> make_lowbit(const LowbitCase & c) {
         if (gptq) {
             src.has_g_idx = true;
             src.g_idx = view("g_idx", DType::I32, {K}, t->g_idx.data(), K * 4);
+        }
+    } else if (c.fmt == QFormat::CtPacked) {
+        // compressed-tensors pack-quantized, from pack_to_int32 as published: signed codes
+        // q in [−2^(b−1), 2^(b−1)), stored q + 2^(b−1); weight_packed [N][ceil(K/pf)] with
+        // value k at bits b·(k mod pf) of word k/pf; weight_zero_point [ceil(N/pf)][ng] with
+        // row n at bits b·(n mod pf) of word n/pf (packed_dim 0); w = (q − zp)·s.
+        const int64_t pf = 32 / b, off = 1 << (b - 1), W = (K + pf - 1) / pf, ZR = (N + pf - 1) / pf;
+        std::vector<int> qs(K * N), zp(ng * N);
+        for (int64_t i = 0; i < K * N; i++) qs[i] = q[i] - (int)off;
+        for (int64_t i = 0; i < ng * N; i++) zp[i] = c.sym ? 0 : zs[i] - (int)off;
+        t->qweight.assign(N * W, 0);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t k = 0; k < K; k++)
+                t->qweight[n * W + k / pf] = (int32_t)((uint32_t)t->qweight[n * W + k / pf] | ((uint32_t)(qs[k * N + n] + off) << (b * (k % pf))));
+        if (!c.sym) {
+            t->qzeros.assign(ZR * ng, 0);
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t g = 0; g < ng; g++)
+                    t->qzeros[(n / pf) * ng + g] = (int32_t)((uint32_t)t->qzeros[(n / pf) * ng + g] | ((uint32_t)(zp[g * N + n] + off) << (b * (n % pf))));
+        }
+        t->scales.resize(N * ng); // [N][ng], the row's groups together
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t g = 0; g < ng; g++) {
+                t->scales[n * ng + g] = f32_to_f16(urand(0.002f, 0.05f));
+                sc[g * N + n] = f16_to_f32(t->scales[n * ng + g]);
+            }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t g = t->g_idx[k];
+                t->w[k * N + n] = (double)(qs[k * N + n] - zp[g * N + n]) * sc[g * N + n];
+            }
+        src.ct_symmetric = c.sym;
+        src.qweight = view("weight_packed", DType::I32, {N, W}, t->qweight.data(), t->qweight.size() * 4);
+        if (!c.sym && c.zp_i8) {
+            t->zp8.resize(N * ng);
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t g = 0; g < ng; g++) t->zp8[n * ng + g] = (int8_t)zp[g * N + n];
+            src.qzeros = view("weight_zero_point", DType::I8, {N, ng}, t->zp8.data(), t->zp8.size());
+            src.ct_zp_unpacked = true;
+        } else if (!c.sym) {
+            src.qzeros = view("weight_zero_point", DType::I32, {ZR, ng}, t->qzeros.data(), t->qzeros.size() * 4);
+        }
+        src.scales = view("weight_scale", DType::F16, {N, ng}, t->scales.data(), t->scales.size() * 2);
+        if (c.act_order) {
+            src.has_g_idx = true;
+            src.g_idx = view("weight_g_idx", DType::I32, {K}, t->g_idx.data(), K * 4);
         }
     } else if (c.fmt == QFormat::AwqGemv) {
         const int64_t W = awq_w(K, G);
@@ -310,6 +360,9 @@ std::unique_ptr<LowbitTensors> clone(const LowbitTensors & t) {
     if (s.qfmt == QFormat::AwqGemvFast) {
         repoint(s.qweight, c->qweight16.data());
         repoint(s.qzeros, c->szeros.data());
+    } else if (s.ct_zp_unpacked) {
+        repoint(s.qweight, c->qweight.data());
+        repoint(s.qzeros, c->zp8.data());
     } else {
         repoint(s.qweight, c->qweight.data());
         repoint(s.qzeros, c->qzeros.data());
@@ -325,6 +378,7 @@ const char * fmt_name(QFormat f) {
         case QFormat::EqatNative: return "eqat";
         case QFormat::AwqGemv: return "awq-gemv";
         case QFormat::AwqGemvFast: return "awq-gemv-fast";
+        case QFormat::CtPacked: return "compressed-tensors";
         default: return "?";
     }
 }
@@ -343,6 +397,23 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
     for (const S & sh : {S{32, 128, 32}, S{40, 256, 64}, S{64, 512, 128}, S{24, 384, 128}}) {
         cases.push_back({QFormat::AwqGemv, 4, sh.N, sh.K, sh.G, 0, false});
         cases.push_back({QFormat::AwqGemvFast, 4, sh.N, sh.K, sh.G, 0, false});
+    }
+    // compressed-tensors: W4A16 / W8A16, sym and asym, group (with and without act-order)
+    // and channel (K = 96, 160: 4-bit kernels take the row's scale in groups of 32); odd
+    // N (40, 24, 72) leaves the last zero-point word partly empty
+    for (int bits : {4, 8})
+        for (bool sym : {true, false}) {
+            for (const S & sh : {S{32, 128, 32}, S{40, 256, 64}, S{72, 384, 128}, S{24, 512, 128}}) {
+                cases.push_back({QFormat::CtPacked, bits, sh.N, sh.K, sh.G, 0, false, sym, false});
+                cases.push_back({QFormat::CtPacked, bits, sh.N, sh.K, sh.G, 0, true, sym, false});
+            }
+            for (const S & sh : {S{32, 128, 128}, S{40, 96, 96}, S{8, 160, 160}, S{16, 512, 512}})
+                cases.push_back({QFormat::CtPacked, bits, sh.N, sh.K, sh.G, 0, false, sym, true});
+        }
+    // compressed-tensors < 0.10: asymmetric zero points saved unpacked (I8 [N, ng], signed)
+    for (int bits : {4, 8}) {
+        cases.push_back({QFormat::CtPacked, bits, 40, 256, 64, 0, false, false, false, true});
+        cases.push_back({QFormat::CtPacked, bits, 24, 160, 160, 0, false, false, true, true});
     }
     for (const LowbitCase & c : cases) {
         auto t = make_lowbit(c);
@@ -369,7 +440,7 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
                     for (int64_t g = 0; g < (c.K + c.G - 1) / c.G; g++) {
                         double gs = 0, szmax = 0;
                         for (int64_t k = 0; k < c.K; k++) {
-                            const int64_t gk = c.fmt == QFormat::Gptq ? t->g_idx[k] : k / c.G;
+                            const int64_t gk = c.fmt == QFormat::Gptq || c.fmt == QFormat::CtPacked ? t->g_idx[k] : k / c.G;
                             if (gk != g) continue;
                             gs += xm[k];
                         }
@@ -382,7 +453,8 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
                 }
             }
             std::ostringstream tag;
-            tag << fmt_name(c.fmt) << (c.zero_offset ? "-v1" : "") << (c.act_order ? "-act" : "") << " w" << c.bits << " N=" << c.N
+            tag << fmt_name(c.fmt) << (c.zero_offset ? "-v1" : "") << (c.act_order ? "-act" : "") << (c.sym ? "-sym" : "")
+                << (c.channel ? "-channel" : "") << (c.zp_i8 ? "-zp-i8" : "") << " w" << c.bits << " N=" << c.N
                 << " K=" << c.K << " G=" << c.G << " M=" << M;
             const std::vector<float> yref = run_matmul(ref, clone(*t)->src, x, M);
             check_close("scalar: " + tag.str() + " vs double", yref, want, tol_dbl);
@@ -394,7 +466,9 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
             }
         }
         auto lin = ref.load_linear(clone(*t)->src);
-        const size_t ng = (size_t)(c.K / c.G), perm = c.act_order ? (size_t)c.K * 4 : 0;
+        // kernel groups: a 4-bit channel scale over K % 64 != 0 is repeated per 32 inputs
+        const int64_t kg = c.channel && c.bits == 4 && c.K % 64 != 0 ? 32 : c.G;
+        const size_t ng = (size_t)(c.K / kg), perm = c.act_order ? (size_t)c.K * 4 : 0;
         check(lin->bytes() == (size_t)(c.N * c.K * c.bits / 8) + (size_t)c.N * ng * 4 + perm,
               std::string("lowbit Linear::bytes ") + fmt_name(c.fmt) + " w" + std::to_string(c.bits));
         const std::string kind = c.bits == 4 ? "q4" : "q" + std::to_string(c.bits);
@@ -789,6 +863,51 @@ void test_rmsnorm_silu_add_embed(std::vector<Bk> & bks, Backend & ref) {
     check(threw, "embed rejects token id == vocab");
 }
 
+// Qwen3 q/k norm: every head of every row normalised over its hd values, in place.
+void test_head_rmsnorm(std::vector<Bk> & bks, Backend & ref) {
+    for (int64_t M : {1, 3, 17})
+        for (int H : {1, 4, 16})
+            for (int64_t hd : {8, 64, 128}) {
+                const int64_t C = H * hd;
+                const std::vector<float> x = rand_vec(M * C, -3, 3), w = rand_vec(hd, 0.5f, 1.5f);
+                const float eps = 1e-6f;
+                std::vector<double> want(M * C), tol(M * C);
+                for (int64_t m = 0; m < M; m++)
+                    for (int h = 0; h < H; h++) {
+                        const float * xh = &x[m * C + h * hd];
+                        double ss = 0;
+                        for (int64_t i = 0; i < hd; i++) ss += (double)xh[i] * xh[i];
+                        const double r = 1.0 / std::sqrt(ss / hd + eps);
+                        for (int64_t i = 0; i < hd; i++) {
+                            want[m * C + h * hd + i] = xh[i] * r * w[i];
+                            tol[m * C + h * hd + i] = 1e-5 * std::fabs(want[m * C + h * hd + i]) + 1e-6;
+                        }
+                    }
+                std::vector<float> wv = w;
+                compare_all(bks, ref, "head_rmsnorm M=" + std::to_string(M) + " H=" + std::to_string(H) + " hd=" + std::to_string(hd),
+                            [&](Backend & b) {
+                                auto vec = b.load_vec(view("q_norm", DType::F32, {hd}, wv.data(), hd * 4));
+                                Act a = b.new_act(M, C);
+                                b.from_host(a, x.data());
+                                b.head_rmsnorm(a, *vec, H, eps);
+                                std::vector<float> y(M * C);
+                                b.to_host(a, 0, M, y.data());
+                                b.free_act(a);
+                                return y;
+                            }, want, tol);
+            }
+    // a gain vector that does not match the rows' head size is refused
+    bool threw = false;
+    try {
+        std::vector<float> wv(8, 1.0f);
+        auto vec = ref.load_vec(view("q_norm", DType::F32, {8}, wv.data(), 32));
+        Act a = ref.new_act(2, 36);
+        try { ref.head_rmsnorm(a, *vec, 4, 1e-6f); } catch (const Error & e) { threw = e.status == SHOAL_ERR_INVALID_ARG; }
+        ref.free_act(a);
+    } catch (...) {}
+    check(threw, "head_rmsnorm: cols != heads × hd → SHOAL_ERR_INVALID_ARG");
+}
+
 void test_rope(std::vector<Bk> & bks, Backend & ref) {
     struct S { int hd, n_rot; double theta, linear; };
     const S cases[] = {{64, 64, 10000, 1}, {128, 128, 500000, 1}, {64, 64, 10000, 4}, {64, 32, 10000, 1}, {80, 80, 1e6, 2}, {8, 8, 100, 1}};
@@ -972,6 +1091,7 @@ int main() {
     test_lowbit_matmul(bks, *ref);
     test_float_matmul(bks, *ref);
     test_rmsnorm_silu_add_embed(bks, *ref);
+    test_head_rmsnorm(bks, *ref);
     test_rope(bks, *ref);
     test_attention(bks, *ref);
     std::printf("%d passed, %d failed\n", g_pass, g_fail);

@@ -749,6 +749,277 @@ static void test_lowbit_models() {
     }
 }
 
+// ---- compressed-tensors pack-quantized --------------------------------------------------
+
+struct CtSpec {
+    int bits = 4;
+    int64_t G = 32;            // -1: strategy channel
+    bool sym = true;
+    bool g_idx = false;        // weight_g_idx (valid: k / G)
+    std::vector<std::string> keep; // linear names (suffix match) left as .weight
+};
+
+// Replaces every decoder linear's .weight by weight_packed / weight_scale /
+// weight_zero_point / weight_shape (/ weight_g_idx), shapes as pack_quantized.py writes them.
+static std::vector<Entry> ct_tensors(const Tiny & t, const CtSpec & q) {
+    std::vector<Entry> es = tiny_tensors(t), out;
+    auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+    for (const Entry & e : es) {
+        const std::string & n = e.name;
+        const bool lin = n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 && n.find("_proj") != std::string::npos;
+        bool keep = false;
+        for (const std::string & k : q.keep) keep = keep || n.find(k + ".weight") != std::string::npos;
+        if (!lin || keep) { out.push_back(e); continue; }
+        const std::string p = n.substr(0, n.size() - 7);
+        const int64_t N = e.shape[0], K = e.shape[1], G = q.G > 0 ? q.G : K, ng = cdiv(K, G), pf = 32 / q.bits;
+        out.push_back(entry(p + ".weight_packed", "I32", {N, cdiv(K, pf)}));
+        out.push_back(entry(p + ".weight_scale", "F16", {N, ng}));
+        if (!q.sym) out.push_back(entry(p + ".weight_zero_point", "I32", {cdiv(N, pf), ng}));
+        Entry ws{p + ".weight_shape", "I64", {2}, {}};
+        for (int64_t v : {N, K}) ws.bytes.append(reinterpret_cast<const char *>(&v), 8);
+        out.push_back(ws);
+        if (q.g_idx) {
+            Entry gi{p + ".weight_g_idx", "I32", {K}, {}};
+            for (int64_t k = 0; k < K; k++) {
+                const int32_t v = int32_t(k / G);
+                gi.bytes.append(reinterpret_cast<const char *>(&v), 4);
+            }
+            out.push_back(gi);
+        }
+    }
+    return out;
+}
+
+// quantization_config of one group: weights args as JSON (without braces), targets, ignore.
+static std::string ct_config(const std::string & weights, const std::string & targets = "[\"Linear\"]",
+                             const std::string & ignore = "[\"lm_head\"]", const std::string & extra = "") {
+    return "{\"quant_method\": \"compressed-tensors\", \"format\": \"pack-quantized\", \"quantization_status\": \"compressed\","
+           " \"config_groups\": {\"group_0\": {\"targets\": " + targets + ", \"weights\": {" + weights +
+           "}, \"input_activations\": null, \"output_activations\": null, \"format\": \"pack-quantized\"}},"
+           " \"ignore\": " + ignore + ", \"kv_cache_scheme\": null, \"sparsity_config\": {}, \"version\": \"0.12.2\"" + extra + "}";
+}
+
+static const char * const kW4G32 = "\"num_bits\": 4, \"type\": \"int\", \"symmetric\": true, \"group_size\": 32, \"strategy\": \"group\", \"dynamic\": false, \"actorder\": null, \"observer\": \"minmax\", \"observer_kwargs\": {}, \"block_structure\": null";
+
+static void test_ct_models() {
+    Tiny t; // D 32, F 64: q [32, 32], k/v [16, 32], gate/up [64, 32], down [32, 64]
+    t.dtype = "F16";
+    t.tie = false;
+    t.lm_head = true;
+    // W4A16 symmetric g32, lm_head ignored (stored as .weight)
+    {
+        Tiny c = t;
+        c.quant = ct_config(kW4G32);
+        std::vector<Entry> es = ct_tensors(c, {});
+        std::string d = write_model(c, st_image(es), "ct-w4");
+        expect_ok("model compressed-tensors w4a16 sym g32", [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & q = ms.layers[0].q;
+            CHECK(ms.cfg.quant == QuantMethod::CompressedTensors && q.qfmt == QFormat::CtPacked && q.bits == 4 && q.group_size == 32);
+            CHECK(q.ct_symmetric && q.qweight.shape[0] == 32 && q.qweight.shape[1] == 4 && q.scales.shape[1] == 1 && !q.qzeros.data);
+            CHECK(ms.layers[1].down.group_size == 32 && ms.layers[1].down.scales.shape[1] == 2 && ms.layers[1].down.qweight.shape[1] == 8);
+            CHECK(same_bytes(ms.layers[1].up.qweight, *find_entry(es, "model.layers.1.mlp.up_proj.weight_packed")));
+            CHECK(ms.lm_head.qfmt == QFormat::None && ms.lm_head.weight.dtype == DType::F16);
+            CHECK(quant_name(ms.cfg) == "ct-w4g32" && ms.cfg.group_size == 32);
+        });
+    }
+    // asymmetric with act-order g_idx; down_proj ignored by a pattern
+    {
+        Tiny c = t;
+        c.quant = ct_config("\"num_bits\": 4, \"symmetric\": false, \"group_size\": 32, \"strategy\": \"group\", \"actorder\": \"group\"",
+                            "[\"Linear\"]", "[\"lm_head\", \"re:.*mlp\\\\.down_proj$\"]");
+        std::vector<Entry> es = ct_tensors(c, {4, 32, false, true, {"down_proj"}});
+        std::string d = write_model(c, st_image(es), "ct-asym");
+        expect_ok("model compressed-tensors w4a16 asym act-order, down_proj ignored by re:", [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & k = ms.layers[1].k;
+            CHECK(!k.ct_symmetric && k.qzeros.shape[0] == 2 && k.qzeros.shape[1] == 1 && k.has_g_idx);
+            CHECK(ms.layers[0].gate.qzeros.shape[0] == 8 && ms.layers[0].down.qfmt == QFormat::None);
+            CHECK(quant_name(ms.cfg) == "ct-w4g32-asym-act");
+        });
+        // missing zero point
+        std::vector<Entry> bad = es;
+        remove_entry(bad, "model.layers.0.self_attn.v_proj.weight_zero_point");
+        std::string d2 = write_model(c, st_image(bad), "ct-nozp");
+        expect_status("ct asym without zero point", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); },
+                      "model.layers.0.self_attn.v_proj.weight_zero_point is missing but compressed-tensors group group_0 (4 bits, group 32, asymmetric) needs zero points");
+        // zero points packed along the wrong axis ([N, ceil(ng/8)] instead of [ceil(N/8), ng])
+        bad = es;
+        *find_entry(bad, "model.layers.0.mlp.up_proj.weight_zero_point") = entry("model.layers.0.mlp.up_proj.weight_zero_point", "I32", {64, 1});
+        std::string d3 = write_model(c, st_image(bad), "ct-zp-axis");
+        expect_status("ct zero point packed along in", SHOAL_ERR_SHAPE, [&] { load_model_source(d3); },
+                      "model.layers.0.mlp.up_proj.weight_zero_point has shape [64, 1] but compressed-tensors group group_0 (4 bits, group 32, asymmetric) implies [8, 1]");
+        // compressed-tensors < 0.10 saved asymmetric zero points unpacked: I8 [N, ng]
+        bad = es;
+        for (Entry & e : bad) {
+            if (e.name.size() > 18 && e.name.compare(e.name.size() - 18, 18, ".weight_zero_point") == 0) {
+                const int64_t N = e.shape[0] * 8, ng = e.shape[1];
+                e = entry(e.name, "I8", {N, ng});
+            }
+        }
+        std::string d3b = write_model(c, st_image(bad), "ct-zp-i8");
+        expect_ok("ct zero points unpacked I8 (compressed-tensors < 0.10)", [&] {
+            ModelSource ms = load_model_source(d3b);
+            CHECK(ms.layers[0].k.ct_zp_unpacked && ms.layers[0].k.qzeros.shape[0] == 16 && ms.layers[1].up.qzeros.dtype == DType::I8);
+        });
+        *find_entry(bad, "model.layers.1.mlp.gate_proj.weight_zero_point") = entry("model.layers.1.mlp.gate_proj.weight_zero_point", "I8", {8, 1});
+        std::string d3c = write_model(c, st_image(bad), "ct-zp-i8-shape");
+        expect_status("ct unpacked I8 zero points of the wrong shape", SHOAL_ERR_SHAPE, [&] { load_model_source(d3c); },
+                      "model.layers.1.mlp.gate_proj.weight_zero_point has shape [8, 1] but compressed-tensors group group_0 (4 bits, group 32, asymmetric) implies [64, 1]");
+        // g_idx: out of range, mixed with −1, missing under actorder group
+        bad = es;
+        std::vector<int32_t> gi(32, 0);
+        gi[3] = 1;
+        *find_entry(bad, "model.layers.1.self_attn.q_proj.weight_g_idx") = g_idx_entry("model.layers.1.self_attn.q_proj.weight_g_idx", gi);
+        std::string d4 = write_model(c, st_image(bad), "ct-gidx");
+        expect_status("ct g_idx out of range", SHOAL_ERR_QUANT_METADATA, [&] { load_model_source(d4); },
+                      "model.layers.1.self_attn.q_proj.weight_g_idx[3] = 1 is outside [0, 1)");
+        gi.assign(32, -1);
+        gi[0] = 0;
+        *find_entry(bad, "model.layers.1.self_attn.q_proj.weight_g_idx") = g_idx_entry("model.layers.1.self_attn.q_proj.weight_g_idx", gi);
+        std::string d5 = write_model(c, st_image(bad), "ct-gidx-mixed");
+        expect_status("ct g_idx mixing -1", SHOAL_ERR_QUANT_METADATA, [&] { load_model_source(d5); }, "31 of 32 entries are −1");
+        gi.assign(32, -1); // all −1: column order, as forward.py reads it
+        *find_entry(bad, "model.layers.1.self_attn.q_proj.weight_g_idx") = g_idx_entry("model.layers.1.self_attn.q_proj.weight_g_idx", gi);
+        std::string d6 = write_model(c, st_image(bad), "ct-gidx-unset");
+        expect_ok("ct g_idx all -1 is column order", [&] { CHECK(!load_model_source(d6).layers[1].q.has_g_idx); });
+        bad = es;
+        remove_entry(bad, "model.layers.0.mlp.gate_proj.weight_g_idx");
+        std::string d7 = write_model(c, st_image(bad), "ct-gidx-missing");
+        expect_status("ct actorder group without g_idx", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d7); },
+                      "model.layers.0.mlp.gate_proj.weight_g_idx is missing but compressed-tensors group group_0 (4 bits, group 32, asymmetric) has actorder group");
+    }
+    // W8A16 preset (channel, symmetric) given as {"W8A16": ["Linear"]}
+    {
+        Tiny c = t;
+        c.quant = "{\"quant_method\": \"compressed-tensors\", \"format\": \"pack-quantized\", \"config_groups\": {\"W8A16\": [\"Linear\"]}, \"ignore\": [\"lm_head\"]}";
+        std::vector<Entry> es = ct_tensors(c, {8, -1, true, false, {}});
+        std::string d = write_model(c, st_image(es), "ct-w8");
+        expect_ok("model compressed-tensors W8A16 preset (channel)", [&] {
+            ModelSource ms = load_model_source(d);
+            const LinearSource & dn = ms.layers[0].down;
+            CHECK(dn.bits == 8 && dn.group_size == 64 && dn.qweight.shape[1] == 16 && dn.scales.shape[1] == 1);
+            CHECK(quant_name(ms.cfg) == "ct-w8ch" && ms.cfg.group_size == -1);
+        });
+    }
+    // two groups: a pattern beats the class target (mlp 8-bit channel, attention 4-bit g32)
+    {
+        Tiny c = t;
+        c.quant = "{\"quant_method\": \"compressed-tensors\", \"format\": \"mixed-precision\", \"config_groups\": {"
+                  "\"group_0\": {\"targets\": [\"Linear\"], \"weights\": {" + std::string(kW4G32) + "}, \"format\": \"pack-quantized\"},"
+                  "\"group_1\": {\"targets\": [\"re:.*mlp.*\"], \"weights\": {\"num_bits\": 8, \"strategy\": \"channel\"}, \"format\": \"pack-quantized\"}},"
+                  " \"ignore\": [\"lm_head\"]}";
+        std::vector<Entry> es;
+        for (const Entry & e : ct_tensors(c, {4, 32, true, false, {}}))
+            if (e.name.find(".mlp.") == std::string::npos) es.push_back(e);
+        for (const Entry & e : ct_tensors(c, {8, -1, true, false, {}}))
+            if (e.name.find(".mlp.") != std::string::npos) es.push_back(e);
+        std::string d = write_model(c, st_image(es), "ct-mixed");
+        expect_ok("model compressed-tensors two groups, pattern beats Linear", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.layers[0].q.bits == 4 && ms.layers[0].q.group_size == 32);
+            CHECK(ms.layers[1].up.bits == 8 && ms.layers[1].up.group_size == 32 && ms.layers[1].down.group_size == 64);
+            CHECK(quant_name(ms.cfg) == "ct-w4g32+1");
+        });
+    }
+    // bad metadata
+    {
+        Tiny c = t;
+        c.quant = ct_config(kW4G32);
+        std::vector<Entry> es = ct_tensors(c, {});
+        std::vector<Entry> bad = es;
+        *find_entry(bad, "model.layers.0.self_attn.o_proj.weight_packed") = entry("model.layers.0.self_attn.o_proj.weight_packed", "I32", {4, 32});
+        std::string d = write_model(c, st_image(bad), "ct-packed-shape");
+        expect_status("ct wrong packed shape", SHOAL_ERR_SHAPE, [&] { load_model_source(d); },
+                      "model.layers.0.self_attn.o_proj.weight_packed has shape [4, 32] but compressed-tensors group group_0 (4 bits, group 32, symmetric) implies [32, 4]");
+        bad = es;
+        Entry ws{"model.layers.1.mlp.up_proj.weight_shape", "I64", {2}, {}};
+        for (int64_t v : {int64_t(32), int64_t(64)}) ws.bytes.append(reinterpret_cast<const char *>(&v), 8);
+        *find_entry(bad, "model.layers.1.mlp.up_proj.weight_shape") = ws;
+        std::string d1 = write_model(c, st_image(bad), "ct-wshape");
+        expect_status("ct weight_shape transposed", SHOAL_ERR_SHAPE, [&] { load_model_source(d1); },
+                      "model.layers.1.mlp.up_proj.weight_shape is [32, 64] but config implies [64, 32]");
+        bad = es;
+        remove_entry(bad, "model.layers.1.mlp.up_proj.weight_shape");
+        std::string d1b = write_model(c, st_image(bad), "ct-noshape");
+        expect_status("ct weight_shape missing", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d1b); }, "model.layers.1.mlp.up_proj.weight_shape is missing");
+        // a targeted module stored unquantized
+        std::vector<Entry> part = ct_tensors(c, {4, 32, true, false, {"layers.1.self_attn.v_proj"}});
+        std::string d2 = write_model(c, st_image(part), "ct-unquantized-target");
+        expect_status("ct targeted module stored as .weight", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); },
+                      "model.layers.1.self_attn.v_proj.weight_packed is missing: quantization_config group group_0 targets model.layers.1.self_attn.v_proj but the checkpoint stores it unquantized (.weight); add it to ignore");
+        auto cfg_err = [&](const char * what, const std::string & quant, shoal_status st, const std::string & needle) {
+            Tiny b = t;
+            b.quant = quant;
+            std::string dd = write_model(b, st_image(es), "ct-cfg");
+            expect_status(what, st, [&] { load_model_source(dd); }, needle);
+        };
+        cfg_err("ct group not dividing in_features", ct_config("\"num_bits\": 4, \"group_size\": 24, \"strategy\": \"group\""),
+                SHOAL_ERR_GROUP_SIZE, "model.layers.0.self_attn.q_proj: group_size 24 of compressed-tensors group group_0 (4 bits, group 24, symmetric) does not divide in_features 32");
+        cfg_err("ct unknown strategy", ct_config("\"num_bits\": 4, \"group_size\": 32, \"strategy\": \"rowwise\""),
+                SHOAL_ERR_QUANT_METADATA, "config_groups.group_0.weights.strategy \"rowwise\" is not a compressed-tensors strategy");
+        cfg_err("ct tensor strategy", ct_config("\"num_bits\": 4, \"strategy\": \"tensor\""),
+                SHOAL_ERR_UNSUPPORTED_QUANT, "strategy \"tensor\" is not supported for weights (group or channel)");
+        cfg_err("ct group without group_size", ct_config("\"num_bits\": 4, \"strategy\": \"group\""),
+                SHOAL_ERR_QUANT_METADATA, "strategy group needs a positive group_size");
+        cfg_err("ct channel with group_size", ct_config("\"num_bits\": 4, \"strategy\": \"channel\", \"group_size\": 32"),
+                SHOAL_ERR_QUANT_METADATA, "group_size 32 requires strategy group, not channel");
+        cfg_err("ct 3 bits", ct_config("\"num_bits\": 3, \"group_size\": 32"), SHOAL_ERR_UNSUPPORTED_QUANT, "num_bits 3 is not supported (4 or 8)");
+        cfg_err("ct float weights", ct_config("\"num_bits\": 8, \"type\": \"float\", \"strategy\": \"channel\""),
+                SHOAL_ERR_UNSUPPORTED_QUANT, "weights.type \"float\" is not supported");
+        cfg_err("ct ignore names a missing module", ct_config(kW4G32, "[\"Linear\"]", "[\"lm_head\", \"model.layers.7.mlp.down_proj\"]"),
+                SHOAL_ERR_QUANT_METADATA, "ignore names \"model.layers.7.mlp.down_proj\", which is not a linear module of this LlamaForCausalLM (model.layers.0..1");
+        cfg_err("ct target names a missing module", ct_config(kW4G32, "[\"model.embed_tokens\"]"),
+                SHOAL_ERR_QUANT_METADATA, "targets \"model.embed_tokens\", which is not a linear module");
+        cfg_err("ct bad pattern", ct_config(kW4G32, "[\"Linear\"]", "[\"re:(?P<x>lm_head)\"]"),
+                SHOAL_ERR_QUANT_METADATA, "pattern \"re:(?P<x>lm_head)\" cannot be compiled");
+        cfg_err("ct activation quantization", "{\"quant_method\": \"compressed-tensors\", \"format\": \"pack-quantized\", \"config_groups\": {\"g\": {\"targets\": [\"Linear\"], \"weights\": {" +
+                    std::string(kW4G32) + "}, \"input_activations\": {\"num_bits\": 8, \"strategy\": \"token\", \"dynamic\": true}}}}",
+                SHOAL_ERR_UNSUPPORTED_QUANT, "config_groups.g.input_activations: activation quantization is not supported");
+        cfg_err("ct naive-quantized format", "{\"quant_method\": \"compressed-tensors\", \"format\": \"naive-quantized\", \"config_groups\": {\"W8A16\": [\"Linear\"]}}",
+                SHOAL_ERR_UNSUPPORTED_QUANT, "format \"naive-quantized\" is not supported (pack-quantized)");
+        std::string frozen = ct_config(kW4G32);
+        frozen.replace(frozen.find("\"compressed\""), 12, "\"frozen\"");
+        cfg_err("ct not compressed", frozen, SHOAL_ERR_UNSUPPORTED_QUANT, "quantization_status \"frozen\": only compressed checkpoints are supported");
+        cfg_err("ct transform_config", ct_config(kW4G32, "[\"Linear\"]", "[\"lm_head\"]", ", \"transform_config\": {\"config_groups\": {}}"),
+                SHOAL_ERR_UNSUPPORTED_QUANT, "transform_config");
+        cfg_err("ct no config_groups", "{\"quant_method\": \"compressed-tensors\", \"format\": \"pack-quantized\"}",
+                SHOAL_ERR_QUANT_METADATA, "config_groups must be a non-empty object");
+        cfg_err("ct unknown preset", "{\"quant_method\": \"compressed-tensors\", \"format\": \"pack-quantized\", \"config_groups\": {\"FP8\": [\"Linear\"]}}",
+                SHOAL_ERR_UNSUPPORTED_QUANT, "preset \"FP8\" is not supported (W4A16, W4A16_ASYM, W8A16)");
+    }
+    // Qwen3: per-head q/k norms [hd], no q/k/v bias
+    {
+        Tiny q = t;
+        q.arch = "Qwen3ForCausalLM";
+        q.extra = ", \"head_dim\": 16, \"attention_bias\": false, \"use_sliding_window\": false";
+        // head_dim 16 with 4 heads: q_proj [64, 32], o_proj [32, 64]
+        std::vector<Entry> es = tiny_tensors(q);
+        for (Entry & e : es) {
+            if (e.name.find("q_proj.weight") != std::string::npos) e = entry(e.name, e.dtype, {64, 32});
+            if (e.name.find("k_proj.weight") != std::string::npos || e.name.find("v_proj.weight") != std::string::npos) e = entry(e.name, e.dtype, {32, 32});
+            if (e.name.find("o_proj.weight") != std::string::npos) e = entry(e.name, e.dtype, {32, 64});
+        }
+        for (int l = 0; l < 2; l++) {
+            es.push_back(entry("model.layers." + std::to_string(l) + ".self_attn.q_norm.weight", "F16", {16}));
+            es.push_back(entry("model.layers." + std::to_string(l) + ".self_attn.k_norm.weight", "F16", {16}));
+        }
+        std::string d = write_model(q, st_image(es), "qwen3");
+        expect_ok("model qwen3 q/k norms", [&] {
+            ModelSource ms = load_model_source(d);
+            CHECK(ms.cfg.qk_norm && !ms.cfg.qkv_bias && ms.cfg.head_dim == 16 && ms.layers[1].k_norm.shape[0] == 16 && ms.layers[0].q.out == 64);
+        });
+        std::vector<Entry> bad = es;
+        remove_entry(bad, "model.layers.1.self_attn.k_norm.weight");
+        std::string d2 = write_model(q, st_image(bad), "qwen3-nonorm");
+        expect_status("qwen3 without k_norm", SHOAL_ERR_MISSING_TENSOR, [&] { load_model_source(d2); }, "model.layers.1.self_attn.k_norm.weight is missing");
+        bad = es;
+        *find_entry(bad, "model.layers.0.self_attn.q_norm.weight") = entry("model.layers.0.self_attn.q_norm.weight", "F16", {32});
+        std::string d3 = write_model(q, st_image(bad), "qwen3-badnorm");
+        expect_status("qwen3 q_norm of hidden size", SHOAL_ERR_SHAPE, [&] { load_model_source(d3); }, "model.layers.0.self_attn.q_norm.weight has shape [32] but config implies [16]");
+    }
+}
+
 static void test_models() {
     // F32, tied, with a stray rotary inv_freq tensor that must be ignored
     {
@@ -1034,6 +1305,7 @@ int main(int argc, char ** argv) {
     test_config();
     test_models();
     test_lowbit_models();
+    test_ct_models();
     test_stories(shared_dir(argc, argv));
 
     remove_tree(g_tmp);

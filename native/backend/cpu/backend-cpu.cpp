@@ -227,6 +227,16 @@ public:
         });
     }
 
+    void head_rmsnorm(Act & x, const Vec & w, int n_heads, float eps) override {
+        const auto & v = static_cast<const CpuVec &>(w);
+        SHOAL_CHECK(n_heads > 0 && v.n > 0 && x.cols == (int64_t)n_heads * v.n, SHOAL_ERR_INVALID_ARG, "head_rmsnorm: shapes");
+        // [M, H·hd] is [M·H, hd]: one row per head, the rmsnorm kernel in place
+        rows_parallel(x.rows * n_heads, v.n, [&](int64_t r) {
+            float * p = fp(x) + r * v.n;
+            k_.rmsnorm(p, v.w.data(), v.n, eps, p);
+        });
+    }
+
     void matmul(const Linear & wl, const Act & x, Act & y) override {
         const auto & w = static_cast<const CpuLinear &>(wl);
         const int64_t M = x.rows, K = w.in, N = w.out;

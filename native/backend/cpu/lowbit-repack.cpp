@@ -109,6 +109,32 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
         }
         break;
     }
+    case QFormat::CtPacked: {
+        // compressed-tensors pack_to_int32: value k of row n at bits b·(k mod pf) of
+        // weight_packed[n][k / pf], stored q + 2^(b−1) (so the signed codes become 0..2^b−1);
+        // zero points packed the same way along the rows: weight_zero_point[n / pf][g].
+        // w = (q − z)·s in signed units equals (stored q − stored z)·s; symmetric: z = 0,
+        // i.e. stored z = 2^(b−1).
+        const int64_t pf = 32 / b, W = src.qweight.shape[1];
+        const uint32_t * qw = static_cast<const uint32_t *>(src.qweight.data); // [N][W]
+        const uint32_t * qz = static_cast<const uint32_t *>(src.qzeros.data);  // [ceil(N/pf)][ng] or null
+        const uint32_t zsym = 1u << (b - 1);
+        const int8_t * qz8 = static_cast<const int8_t *>(src.qzeros.data); // [N][ng] when ct_zp_unpacked
+        for (int64_t n = n0; n < n1; n++) {
+            uint8_t * qn = q + (n - n0) * K;
+            const uint32_t * rw = qw + n * W;
+            for (int64_t k = 0; k < K; k++) qn[k] = (uint8_t)((rw[k / pf] >> (b * (k % pf))) & mask);
+            for (int64_t g = 0; g < ng; g++) {
+                const float zu = src.ct_symmetric     ? (float)zsym
+                                 : src.ct_zp_unpacked ? (float)((int)qz8[n * ng + g] + (int)zsym)
+                                                      : (float)((qz[(n / pf) * ng + g] >> (b * (n % pf))) & mask);
+                const float sc = fval(src.scales, n * ng + g);
+                s[(n - n0) * ng + g] = sc;
+                sz[(n - n0) * ng + g] = -sc * zu;
+            }
+        }
+        break;
+    }
     default: fail(SHOAL_ERR_INTERNAL, "linear '" + src.name + "': lowbit_decode_rows on an unsupported format");
     }
 }
@@ -137,9 +163,14 @@ void qx_pack_row(const uint8_t * q, int64_t K, int bits, uint8_t * dst) {
 }
 
 LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool) {
-    const int64_t K = src.in, N = src.out, G = src.group_size;
+    const int64_t K = src.in, N = src.out, Gs = src.group_size; // Gs: the checkpoint's group
     const int b = src.bits;
     const std::string where = "quantized linear '" + src.name + "'";
+    // One scale per row (compressed-tensors strategy channel, G = K): when K is not a
+    // group size the kernels take, the row's scale is repeated over groups of 32.
+    int64_t G = Gs;
+    if (src.qfmt == QFormat::CtPacked && Gs == K && K % 32 == 0 && b == 4 && K % 64 != 0) G = 32;
+    SHOAL_CHECK(Gs > 0 && G > 0 && Gs % G == 0, SHOAL_ERR_INTERNAL, where + ": kernel group");
     SHOAL_CHECK(src.qfmt != QFormat::None && src.qfmt != QFormat::AwqGemm, SHOAL_ERR_INTERNAL, where + ": not a low-bit source");
     SHOAL_CHECK(b == 2 || b == 3 || b == 4 || b == 8, SHOAL_ERR_UNSUPPORTED_QUANT, where + ": bits " + std::to_string(b) + " not supported");
     SHOAL_CHECK(G > 0 && K % G == 0, SHOAL_ERR_GROUP_SIZE, where + ": group size " + std::to_string(G) +
@@ -150,8 +181,8 @@ LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool) {
     SHOAL_CHECK(K % 32 == 0 && K / G <= 1024 && N > 0, SHOAL_ERR_SHAPE,
                 where + ": shape [" + std::to_string(N) + ", " + std::to_string(K) +
                 "] not supported by the CPU kernels (in_features % 32 == 0, in_features/group <= 1024)");
-    const int64_t ng = K / G;
-    SHOAL_CHECK(src.scales.numel() >= ng * N, SHOAL_ERR_SHAPE, where + ": scales too small");
+    const int64_t ng = K / G, ngs = K / Gs; // kernel groups, checkpoint groups
+    SHOAL_CHECK(src.scales.numel() >= ngs * N, SHOAL_ERR_SHAPE, where + ": scales too small");
 
     LowbitWeights out;
     out.bits = b;
@@ -160,17 +191,17 @@ LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool) {
         SHOAL_CHECK(src.g_idx.dtype == DType::I32 && src.g_idx.numel() == K, SHOAL_ERR_SHAPE, where + ": g_idx must be I32 [" + std::to_string(K) + "]");
         const int32_t * gi = static_cast<const int32_t *>(src.g_idx.data);
         bool trivial = true;
-        for (int64_t k = 0; k < K && trivial; k++) trivial = gi[k] == k / G;
+        for (int64_t k = 0; k < K && trivial; k++) trivial = gi[k] == k / Gs;
         if (!trivial) {
             out.perm.resize(K);
             std::iota(out.perm.begin(), out.perm.end(), 0);
             for (int64_t k = 0; k < K; k++)
-                SHOAL_CHECK(gi[k] >= 0 && gi[k] < ng, SHOAL_ERR_QUANT_METADATA,
-                            src.name + ".g_idx[" + std::to_string(k) + "] = " + std::to_string(gi[k]) + " is outside [0, " + std::to_string(ng) + ")");
+                SHOAL_CHECK(gi[k] >= 0 && gi[k] < ngs, SHOAL_ERR_QUANT_METADATA,
+                            src.name + ".g_idx[" + std::to_string(k) + "] = " + std::to_string(gi[k]) + " is outside [0, " + std::to_string(ngs) + ")");
             std::stable_sort(out.perm.begin(), out.perm.end(), [&](int32_t a, int32_t c) { return gi[a] < gi[c]; });
             for (int64_t j = 0; j < K; j++) {
-                SHOAL_CHECK(gi[out.perm[j]] == j / G, SHOAL_ERR_QUANT_METADATA,
-                            src.name + ".g_idx: group " + std::to_string(j / G) + " does not hold exactly " + std::to_string(G) +
+                SHOAL_CHECK(gi[out.perm[j]] == j / Gs, SHOAL_ERR_QUANT_METADATA,
+                            src.name + ".g_idx: group " + std::to_string(j / Gs) + " does not hold exactly " + std::to_string(Gs) +
                             " inputs (act-order groups must each be group_size inputs)");
             }
         }
@@ -195,7 +226,7 @@ LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool) {
     pool.parallel_for((N + kTile - 1) / kTile, [&](int64_t tile, int) {
         const int64_t n0 = tile * kTile, n1 = std::min(N, n0 + kTile), rows = n1 - n0;
         std::vector<uint8_t> q((size_t)(rows * K)), qp(permute ? (size_t)K : 0);
-        std::vector<float> s((size_t)(rows * ng)), sz((size_t)(rows * ng));
+        std::vector<float> s((size_t)(rows * ngs)), sz((size_t)(rows * ngs));
         lowbit_decode_rows(src, n0, n1, q.data(), s.data(), sz.data());
         for (int64_t n = n0; n < n1; n++) {
             const uint8_t * qn = &q[(n - n0) * K];
@@ -215,8 +246,9 @@ LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool) {
                 qx_pack_row(qn, K, b, &qx.qs[n * (K * b / 8)]);
             }
             for (int64_t g = 0; g < ng; g++) {
-                scale_out[n * ng + g] = f32_to_f16(s[(n - n0) * ng + g]);
-                szero_out[n * ng + g] = f32_to_f16(sz[(n - n0) * ng + g]);
+                const int64_t gs = g * G / Gs; // the checkpoint group holding kernel group g
+                scale_out[n * ng + g] = f32_to_f16(s[(n - n0) * ngs + gs]);
+                szero_out[n * ng + g] = f32_to_f16(sz[(n - n0) * ngs + gs]);
             }
         }
     });

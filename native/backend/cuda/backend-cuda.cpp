@@ -376,6 +376,15 @@ public:
         cuda::rmsnorm(hp(x), v.w.as<float>(), x.rows, x.cols, eps, hp(out), s_);
     }
 
+    void head_rmsnorm(Act & x, const Vec & w, int n_heads, float eps) override {
+        bind();
+        const auto & v = static_cast<const CudaVec &>(w);
+        SHOAL_CHECK(n_heads > 0 && v.n > 0 && x.cols == (int64_t)n_heads * v.n, SHOAL_ERR_INVALID_ARG, "head_rmsnorm: shapes");
+        if (x.rows == 0) return;
+        // [M, H·hd] is [M·H, hd] contiguous: the row kernel, in place (out may alias x)
+        cuda::rmsnorm(hp(x), v.w.as<float>(), x.rows * n_heads, v.n, eps, hp(x), s_);
+    }
+
     void matmul(const Linear & wl, const Act & x, Act & y) override {
         bind();
         const auto & w = static_cast<const CudaLinear &>(wl);
@@ -551,6 +560,28 @@ bool cuda_usable(std::string * why) {
                   std::to_string(major) + std::to_string(minor) + ")");
     if (pe != cudaSuccess) return no(std::string("CUDA device ") + std::to_string(dev) + " unusable: " + cudaGetErrorString(pe));
     return true;
+}
+
+BackendCaps cuda_caps() {
+    BackendCaps c;
+    c.name = "cuda";
+    // load_linear: AwqGemm 4-bit only, F16 scales, K % 32, G % 32, K % G, N % 8
+    QuantCap awq;
+    awq.fmt = QFormat::AwqGemm;
+    awq.bits = 4;
+    awq.f16_scales_only = true;
+    awq.k_multiple = 32;
+    awq.group_multiple = 32;
+    awq.n_multiple = 8;
+    c.quant.push_back(awq);
+    c.f32 = c.f16 = c.bf16 = true; // wtype_of
+    c.ops = {"head_rmsnorm"};
+    c.max_head_dim = 256;          // attention(): even head_dim <= 256
+    size_t fr = 0, tot = 0;
+    CUDA_CHECK(cudaSetDevice(device_index()));
+    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    c.memory_bytes = (int64_t)fr;
+    return c;
 }
 
 std::unique_ptr<Backend> make_cuda_backend() {

@@ -37,6 +37,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
       c('gen-model', 'write a synthetic random-weight checkpoint with a real LLaMA-family shape (HF layout, optional AutoAWQ INT4)'),
       c('quantize', 'quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout'),
       c('eval', 'evaluate models', false),
+      c('pull', 'download a model from the Hugging Face Hub into the Hugging Face cache (resumable, sha256-checked)'),
     ],
   },
   {

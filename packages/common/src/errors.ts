@@ -44,6 +44,14 @@ const ENGINE = {
   SHOAL_ERR_CALIB_TOO_SHORT: { message: 'calibration text too short' },
   /** A quantizer's search produced a non-finite value. */
   SHOAL_ERR_NUMERIC: { message: 'a numeric search produced a non-finite value' },
+  /** The Hugging Face Hub (or HF_ENDPOINT) failed or answered something unusable. */
+  SHOAL_ERR_HUB: { message: 'the model hub request failed' },
+  /** The Hub refused the request: gated or private model without a valid HF_TOKEN. */
+  SHOAL_ERR_HUB_AUTH: { message: 'the model hub refused the request (gated or private model)' },
+  /** No such repository, revision or file on the Hub. */
+  SHOAL_ERR_HUB_NOT_FOUND: { message: 'not found on the model hub' },
+  /** A downloaded file's hash differs from the one the Hub lists, twice. */
+  SHOAL_ERR_HASH_MISMATCH: { message: 'downloaded file does not match its published hash' },
 } as const satisfies Record<string, CodeInfo>;
 
 /** The device daemon's codes; those in protocol's WIRE_ERROR_CODES travel over MQTT. */

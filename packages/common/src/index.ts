@@ -4,3 +4,4 @@ export * from './log.js';
 export * from './signals.js';
 export * from './checkout.js';
 export * from './errors.js';
+export * from './hf-cache.js';

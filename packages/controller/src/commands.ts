@@ -1,4 +1,5 @@
 // `shoal controller`, `shoal keygen`, `shoal package`, `shoal fleet ...`.
+import { resolveModelArg } from '@shoal/common';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
@@ -56,7 +57,7 @@ export function registerControllerCommands(program: Command): void {
 
   program.command('package')
     .description('build a signed model package: the files plus manifest.json (sizes, sha256, ed25519 signature)')
-    .requiredOption('--model <dir>', 'checkpoint directory')
+    .requiredOption('--model <dir>', 'checkpoint directory, or org/name[@revision] from the Hugging Face cache (shoal pull)')
     .requiredOption('--name <name>', 'package name')
     .requiredOption('--version <version>', 'package version')
     .requiredOption('--key <file>', 'fleet private key (shoal keygen)')
@@ -68,7 +69,7 @@ export function registerControllerCommands(program: Command): void {
     .action(async (o: { model: string; name: string; version: string; key: string; out: string; arch?: string; quant?: string; force?: boolean; json?: boolean }) => {
       const bar = !o.json && isTty() ? new cliProgress.SingleBar({ format: ' hashing {bar} {value}/{total} files | {file}' }, cliProgress.Presets.shades_classic) : null;
       const r = await buildPackage({
-        modelDir: o.model, name: o.name, version: o.version, keyFile: o.key, outDir: o.out, architecture: o.arch, quantization: o.quant, force: o.force,
+        modelDir: resolveModelArg(o.model), name: o.name, version: o.version, keyFile: o.key, outDir: o.out, architecture: o.arch, quantization: o.quant, force: o.force,
         onFile: (file, i, total) => { if (bar) { if (i === 0) bar.start(total, 0, { file }); bar.update(i + 1, { file }); } },
       });
       bar?.stop();

@@ -56,6 +56,18 @@ function listFiles(root: string): string[] {
 }
 
 /** Reads architecture and quantization from a Hugging Face style config.json. */
+/** compressed-tensors: bits, group and symmetry live in the first config group (as the engine's model info names it: ct-w4g128, ct-w8ch-asym). */
+function ctQuantName(q: Record<string, unknown>): string {
+  const groups = q.config_groups && typeof q.config_groups === 'object' ? Object.entries(q.config_groups as Record<string, unknown>) : [];
+  const [name, g] = groups[0] ?? ['', null];
+  const presets: Record<string, string> = { W4A16: 'ct-w4g128', W4A16_ASYM: 'ct-w4g128-asym', W8A16: 'ct-w8ch' };
+  if (Array.isArray(g)) return presets[name.toUpperCase()] ?? `ct-${name.toLowerCase()}`;
+  const w = (g as { weights?: Record<string, unknown> } | null)?.weights ?? {};
+  const bits = typeof w.num_bits === 'number' ? w.num_bits : 8;
+  const channel = w.strategy === 'channel' || w.group_size === -1;
+  return `ct-w${bits}${channel ? 'ch' : `g${String(w.group_size ?? '?')}`}${w.symmetric === false ? '-asym' : ''}`;
+}
+
 export function describeModelDir(dir: string): { architecture: string; quantization: string } {
   let cfg: Record<string, unknown> = {};
   try { cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>; } catch { /* optional */ }
@@ -65,7 +77,7 @@ export function describeModelDir(dir: string): { architecture: string; quantizat
   let quantization = 'none';
   if (q && typeof q === 'object') {
     const method = String(q.quant_method ?? 'quant');
-    quantization = `${method}-w${q.bits ?? q.w_bit ?? 4}g${q.group_size ?? q.q_group_size ?? 128}`;
+    quantization = method === 'compressed-tensors' ? ctQuantName(q) : `${method}-w${q.bits ?? q.w_bit ?? 4}g${q.group_size ?? q.q_group_size ?? 128}`;
   }
   return { architecture, quantization };
 }

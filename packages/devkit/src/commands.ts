@@ -1,7 +1,7 @@
 // devkit's commands: `shoal sim` and `shoal up` (the local harness; production packages never import them).
 import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { onSignals, ShoalError } from '@shoal/common';
+import { onSignals, resolveModelArg, ShoalError } from '@shoal/common';
 import { SimFleet } from './sim.js';
 import { runUp } from './up.js';
 
@@ -39,7 +39,7 @@ export function registerDevkitCommands(program: Command): void {
 
   program.command('up')
     .description('quick start: broker, controller and device daemons on this machine; a signed model rolled out in waves')
-    .option('--model <dir>', 'checkpoint directory (default: a generated tiny model)')
+    .option('--model <dir>', 'checkpoint directory, or org/name[@revision] from the Hugging Face cache (default: a generated tiny model)')
     .option('--devices <n>', 'device daemons to start', (v) => Number(v), 3)
     .option('--dir <dir>', 'working directory for keys, configs and stores', '.shoal-up')
     .option('--broker-port <port>', 'port of the embedded broker (default: a free one)', (v) => Number(v), 0)
@@ -47,6 +47,6 @@ export function registerDevkitCommands(program: Command): void {
     .option('--sim', 'use simulated devices instead of device daemons')
     .option('--exit', 'stop everything after the demo instead of waiting for Ctrl-C')
     .action(async (x: { model?: string; devices: number; dir: string; brokerPort: number; apiPort: number; sim?: boolean; exit?: boolean }) => {
-      await runUp(x);
+      await runUp(x.model ? { ...x, model: resolveModelArg(x.model) } : x);
     });
 }

@@ -6,7 +6,7 @@ export interface AddonModelInfo {
   vocabSize: number; hiddenSize: number; intermediateSize: number; layers: number; heads: number;
   kvHeads: number; headDim: number; contextLength: number; bosTokenId: number | null; eosTokenIds: number[];
   tiedEmbeddings: boolean; groupSize: number; parameters: number; fileBytes: number; weightBytes: number;
-  bytesPerToken: number; loadSeconds: number; repackSeconds: number;
+  bytesPerToken: number; loadSeconds: number; repackSeconds: number; backendNote: string;
 }
 
 /** @internal */

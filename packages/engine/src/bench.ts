@@ -63,6 +63,7 @@ export async function runBench(dir: string, o: BenchOptions = {}): Promise<Bench
   const model = await loadModel(dir, { ...o, tokenizer: false });
   try {
     const info = model.info;
+    if (info.backendNote) o.onPhase?.(info.backendNote);
     const ctx = Math.min(info.contextLength, nPrompt + nDecode + 8);
     const prompt = benchPrompt(nPrompt, info.vocabSize);
 

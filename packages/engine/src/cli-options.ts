@@ -20,7 +20,7 @@ export function numArg(name: string) {
 
 export function addLoadOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('-m, --model <dir>', 'Hugging Face model directory (config.json + safetensors)')
+    .requiredOption('-m, --model <dir>', 'Hugging Face model directory (config.json + safetensors), or org/name[@revision] from the Hugging Face cache (shoal pull)')
     .option('-t, --threads <n>', 'CPU threads (0 = all cores)', intArg('--threads', 0), 0)
     .option('--backend <name>', 'auto | cpu | cuda', 'auto')
     .option('--isa <name>', 'CPU kernels: auto | scalar | avx2 | avx512 | neon | neon-dotprod', 'auto');

@@ -1,4 +1,5 @@
 // cli.ts — the engine's commands: `shoal run` and `shoal bench`.
+import { resolveModelArg } from '@shoal/common';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import Table from 'cli-table3';
@@ -36,7 +37,8 @@ export function registerEngineCommands(program: Command): void {
     .option('--system <text>', 'system prompt for --chat (always kept)')
     .option('--ctx <n>', 'context size (default: the model\'s)', intArg('--ctx', 1))
     .action(async (f: LoadFlags & SamplingFlags & { prompt: string; chat?: boolean; system?: string; ctx?: number }) => {
-      const model = await loadModel(f.model, loadOptions(f));
+      const model = await loadModel(resolveModelArg(f.model), loadOptions(f));
+      if (model.info.backendNote) process.stderr.write(model.info.backendNote + '\n');
       const ac = new AbortController();
       const onSigint = () => ac.abort();
       process.on('SIGINT', onSigint);
@@ -88,7 +90,7 @@ export function registerEngineCommands(program: Command): void {
     .option('--decode-tokens <n>', 'tokens to decode', intArg('--decode-tokens', 1), 128)
     .option('--json', 'print the result as JSON')
     .action(async (f: LoadFlags & { promptTokens: number; decodeTokens: number; json?: boolean }) => {
-      const r = await runBench(f.model, {
+      const r = await runBench(resolveModelArg(f.model), {
         ...loadOptions(f), promptTokens: f.promptTokens, decodeTokens: f.decodeTokens,
         onPhase: f.json ? undefined : (p) => process.stderr.write(`… ${p}\n`),
       });

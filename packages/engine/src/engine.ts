@@ -43,7 +43,9 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const abs = path.resolve(dir);
   const st = await stat(abs).catch(() => null);
   if (!st?.isDirectory()) throw new ShoalError('SHOAL_ERR_IO', `model directory ${abs} does not exist or is not a directory`);
-  const native = await addon().loadModel(abs, { threads: opts.threads ?? 0, backend: opts.backend ?? 'auto', isa: opts.isa ?? 'auto' });
+  // a CPU kernel set names the CPU: tests that compare ISAs must not land on a GPU
+  const backend = opts.backend ?? (opts.isa && opts.isa !== 'auto' ? 'cpu' : 'auto');
+  const native = await addon().loadModel(abs, { threads: opts.threads ?? 0, backend, isa: opts.isa ?? 'auto' });
   try {
     const ni = native.info();
     const info: ModelInfo = { dir: abs, ...ni };

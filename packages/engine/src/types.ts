@@ -11,8 +11,9 @@ export type Isa = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'neon' | 'neon-dotprod
 export interface LoadOptions {
   /** Worker threads for the CPU backend; 0 or absent = all cores. */
   threads?: number;
+  /** Default 'auto': a GPU when its capability table covers the checkpoint (docs/formats.md), else the CPU. */
   backend?: Backend;
-  /** Force a CPU kernel set (tests compare every ISA with the scalar reference). */
+  /** Force a CPU kernel set (tests compare every ISA with the scalar reference); implies backend 'cpu' unless one is given. */
   isa?: Isa;
   /** Load the tokenizer (tokenizer.json) too; default true when present. */
   tokenizer?: boolean;
@@ -20,7 +21,7 @@ export interface LoadOptions {
 
 export interface ModelInfo {
   dir: string;
-  arch: string;              // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM"
+  arch: string;              // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"
   quant: string;             // "none" | "awq-w4g128" ...
   dtype: string;             // unquantized storage dtype: "f32" | "f16" | "bf16"
   backend: string;           // "cpu" | "cuda"
@@ -44,6 +45,8 @@ export interface ModelInfo {
   bytesPerToken: number;     // weight bytes read per decode step at batch 1
   loadSeconds: number;
   repackSeconds: number;
+  /** Why `backend: 'auto'` chose the CPU over a GPU ("" or absent when it did not): log it. */
+  backendNote?: string;
 }
 
 export type { SamplingOptions } from './serve-options.js';

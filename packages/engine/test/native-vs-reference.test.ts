@@ -1,5 +1,5 @@
 // The native engine against the float64 TypeScript reference: synthetic models
-// of several shapes (GQA 1/2/3/4, Qwen2 biases, tied/untied, AWQ g32/64/128,
+// of several shapes (GQA 1/2/3/4, Qwen2 biases, Qwen3 q/k norms, tied/untied, AWQ g32/64/128,
 // dims that are not powers of two, llama3 RoPE scaling, f16/bf16/f32 storage)
 // for every CPU kernel set the engine reports, stories260K F32 and its F16
 // conversion against the published float64 logits, and RTN INT4 perplexity.
@@ -66,6 +66,8 @@ const CASES: Case[] = [
   { name: 'llama MHA h192 ffn320 g64', shape: 'tiny', overrides: { hiddenSize: 192, intermediateSize: 320, heads: 3, kvHeads: 3, vocabSize: 500 }, quant: 64, dtype: 'f16' },
   { name: 'qwen2 GQA 4:1 bias tied h256 g64', shape: 'qwen2-1.5b', overrides: { layers: 2, hiddenSize: 256, intermediateSize: 384, heads: 8, kvHeads: 2, vocabSize: 600 }, quant: 64, dtype: 'f16' },
   { name: 'llama3 rope GQA 4:1 h256 g128', shape: 'llama-3-8b', overrides: { layers: 2, hiddenSize: 256, intermediateSize: 768, heads: 4, kvHeads: 1, vocabSize: 400 }, quant: 128, dtype: 'f16' },
+  { name: 'qwen3 q/k norm GQA 2:1 hd64 g64', shape: 'qwen3-0.6b', overrides: { layers: 2, hiddenSize: 128, intermediateSize: 256, heads: 4, kvHeads: 2, headDim: 64, vocabSize: 300 }, quant: 64, dtype: 'f16' },
+  { name: 'qwen3 bf16 unquantized hd32', shape: 'qwen3-0.6b', overrides: { layers: 2, hiddenSize: 96, intermediateSize: 224, heads: 6, kvHeads: 2, headDim: 32, vocabSize: 280 }, quant: 0, dtype: 'bf16' },
   { name: 'mistral f16 unquantized h160', shape: 'mistral-7b', overrides: { layers: 2, hiddenSize: 160, intermediateSize: 352, heads: 5, kvHeads: 1, vocabSize: 300 }, quant: 0, dtype: 'f16' },
   { name: 'llama bf16 unquantized', shape: 'tiny', overrides: { vocabSize: 256 }, quant: 0, dtype: 'bf16' },
   { name: 'llama f32 unquantized h96', shape: 'tiny', overrides: { hiddenSize: 96, intermediateSize: 200, heads: 6, kvHeads: 2, vocabSize: 256 }, quant: 0, dtype: 'f32' },

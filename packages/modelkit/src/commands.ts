@@ -1,5 +1,6 @@
 // commands.ts — model tooling commands: `shoal gen-model`, `shoal quantize`,
-// `shoal eval ppl`.
+// `shoal eval ppl`, `shoal pull`. --model takes a folder or org/name[@revision] from the
+// Hugging Face cache.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
@@ -9,6 +10,7 @@ import { SHAPE_NAMES, type FloatDType, type ModelShape, type ShapeName } from '.
 import { checkQuantizeOptions, quantizeModel } from './quant/rtn.js';
 import { addAwqQuantizeOptions, needsAwqQuantizer, runAwqQuantize, type AwqCliOpts } from './quant/awq/cli.js';
 import { checkGptqOptions, quantizeModelGptq } from './quant/gptq.js';
+import { resolveModelArg } from '@shoal/common';
 import type { Isa, LoadOptions, Model } from '@shoal/engine';
 import { ShoalError } from '@shoal/common';
 
@@ -21,19 +23,25 @@ function intArg(min: number) {
   };
 }
 
+/** A group size: a positive integer, or -1 (one group over all inputs: GPTQ group -1, compressed-tensors channel). */
+function groupArg(v: string): number {
+  if (v.trim() === '-1') return -1;
+  return intArg(1)(v);
+}
+
 /** A progress bar on stderr when it is a terminal and output is not JSON. */
-function progressBar(enabled: boolean, format: string): { update(done: number, total: number): void; stop(): void } {
+function progressBar(enabled: boolean, format: string): { update(done: number, total: number, payload?: Record<string, string>): void; stop(): void } {
   if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
   const bar = new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: true, etaBuffer: 50 }, cliProgress.Presets.shades_classic);
   let started = false;
   return {
-    update(done, total) {
+    update(done, total, payload) {
       if (!started) {
-        bar.start(total, 0);
+        bar.start(total, 0, payload);
         started = true;
       }
       bar.setTotal(total);
-      bar.update(done);
+      bar.update(done, payload);
     },
     stop() {
       if (started) bar.stop();
@@ -120,23 +128,28 @@ export function registerToolCommands(program: Command): void {
     .description('quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout')
     .option('--method <m>', 'rtn (round to nearest) or awq (activation-aware; needs --calib)', 'rtn')
     .option('--bits <n>', 'bits per weight: 4 (AutoAWQ gemm); 2 or 3 write a fake-quantized F32 checkpoint (packed low-bit: --format)', intArg(1), 4)
-    .option('--group <n>', 'group size (input channels per scale)', intArg(1), 128)
-    .requiredOption('--model <dir>', 'unquantized Hugging Face model folder')
+    .option('--group <n>', 'group size (input channels per scale); -1 for low-bit formats: one scale per output row (compressed-tensors channel)', groupArg, 128)
+    .requiredOption('--model <dir>', 'unquantized Hugging Face model folder, or org/name[@revision] from the Hugging Face cache')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
     .addOption(new Option('--dtype <t>', 'storage dtype of tensors left unquantized').choices(['f16', 'f32', 'bf16']).default('f16'))
     .option('--force', 'replace a non-empty output folder')
     .option('--json', 'print the result as JSON')
-    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit) or a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat').choices(['awq', 'gptq', 'gptq-v1', 'eqat']).default('awq'))
-    .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True)')
+    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit), a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat; or compressed-tensors (llm-compressor pack-quantized, --bits 4|8, docs/formats.md)').choices(['awq', 'gptq', 'gptq-v1', 'eqat', 'compressed-tensors']).default('awq'))
+    .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True; compressed-tensors symmetric: no zero points stored)')
     .action(async (o: QuantizeCliOpts) => {
+      o.model = resolveModelArg(o.model);
       if (o.format && o.format !== 'awq') {
-        checkGptqOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });
+        checkGptqOptions({
+          method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype,
+          layout: o.format === 'eqat' ? 'eqat' : o.format === 'compressed-tensors' ? 'ct' : 'gptq',
+        });
         const gbar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
         let g;
         try {
           g = await quantizeModelGptq({
             model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, sym: o.sym ?? false,
-            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2', layout: o.format === 'eqat' ? 'eqat' : 'gptq',
+            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2',
+            layout: o.format === 'eqat' ? 'eqat' : o.format === 'compressed-tensors' ? 'ct' : 'gptq',
             ...((o as { calib?: string[] }).calib ? { calib: (o as { calib?: string[] }).calib } : {}),
             ...((o as { samples?: number }).samples ? { awqSamples: (o as { samples?: number }).samples } : {}),
             ...((o as { seqlen?: number }).seqlen ? { awqSeqlen: (o as { seqlen?: number }).seqlen } : {}),
@@ -147,7 +160,8 @@ export function registerToolCommands(program: Command): void {
         }
         if (o.json) process.stdout.write(JSON.stringify(g) + '\n');
         else {
-          process.stdout.write(`${g.method} ${g.layout === 'eqat' ? 'efficientqat' : g.checkpointFormat} w${g.bits}g${g.groupSize}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
+          const fmtName = g.layout === 'eqat' ? 'efficientqat' : g.layout === 'ct' ? `compressed-tensors ${g.sym ? 'sym' : 'asym'}` : g.checkpointFormat;
+          process.stdout.write(`${g.method} ${fmtName} w${g.bits}${g.groupSize === -1 ? (g.layout === 'ct' ? ' channel' : 'g-1') : `g${g.groupSize}`}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
             + (g.modulesToNotConvert.length ? ` (not quantized: ${g.modulesToNotConvert.join(', ')})` : '') + '\n'
             + `mean relative weight error ${g.meanRelativeError.toFixed(4)}\n`
             + `wrote ${g.files.join(', ')} (${formatBytes(g.bytesOut)}, source ${formatBytes(g.bytesIn)}) to ${g.dir} in ${g.seconds.toFixed(1)} s\n`);
@@ -185,7 +199,7 @@ export function registerToolCommands(program: Command): void {
   evalCmd
     .command('ppl')
     .description('perplexity of a model on a text file (sliding windows)')
-    .requiredOption('--model <dir>', 'model folder (with tokenizer.json)')
+    .requiredOption('--model <dir>', 'model folder (with tokenizer.json), or org/name[@revision] from the Hugging Face cache')
     .requiredOption('--text <file>', 'UTF-8 text file')
     .option('--ctx <n>', 'positions per window incl. BOS (default min(512, context length))', intArg(2))
     .option('--stride <n>', 'tokens between window starts, at most ctx - 1 (default ctx - 1: windows do not overlap)', intArg(1))
@@ -203,7 +217,7 @@ export function registerToolCommands(program: Command): void {
       const loadOpts: LoadOptions = {};
       if (o.threads !== undefined) loadOpts.threads = o.threads;
       if (o.isa !== undefined) loadOpts.isa = o.isa;
-      const model = await loadEngineModel(o.model, loadOpts);
+      const model = await loadEngineModel(resolveModelArg(o.model), loadOpts);
       try {
         if (!model.tokenizer) throw new ShoalError('SHOAL_ERR_CONFIG', `${o.model} has no tokenizer.json; perplexity needs the model's tokenizer`);
         let ids = model.tokenizer.encode(text, { addSpecialTokens: false });
@@ -228,5 +242,41 @@ export function registerToolCommands(program: Command): void {
       } finally {
         model.dispose();
       }
+    });
+
+  program
+    .command('pull')
+    .description('download a model from the Hugging Face Hub into the Hugging Face cache (resumable, sha256-checked)')
+    .argument('<repo>', 'org/name or org/name@revision (branch, tag or commit)')
+    .option('--include <glob...>', 'only files matching these patterns (fnmatch: * also crosses /), e.g. "*.json" "*.safetensors"')
+    .option('--exclude <glob...>', 'skip files matching these patterns, e.g. "*.bin" "original/*"')
+    .option('--cache-dir <dir>', 'cache folder (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)')
+    .option('--jobs <n>', 'files downloaded at once', intArg(1), 4)
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nEnvironment: HF_TOKEN (gated or private models), HF_ENDPOINT (a mirror, default https://huggingface.co).\n'
+      + 'The snapshot folder it prints works as --model, and so does the repo name: shoal run -m org/name.')
+    .action(async (repo: string, o: { include?: string[]; exclude?: string[]; cacheDir?: string; jobs: number; json?: boolean }) => {
+      const bar = progressBar(!o.json, 'pull [{bar}] {percentage}% | {value}/{total} bytes | {files} | ETA {eta}s');
+      // imported here: @huggingface/hub is large, and every other shoal command starts without it
+      const { pullModel } = await import('./hub/pull.js');
+      let r;
+      try {
+        r = await pullModel({
+          spec: repo, jobs: o.jobs,
+          ...(o.include ? { include: o.include } : {}), ...(o.exclude ? { exclude: o.exclude } : {}),
+          ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+          onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, { files: `${p.filesDone}/${p.filesTotal} files` }),
+        });
+      } finally {
+        bar.stop();
+      }
+      if (o.json) {
+        process.stdout.write(JSON.stringify(r) + '\n');
+        return;
+      }
+      const count = (s: string) => r.files.filter((f) => f.status === s).length;
+      process.stdout.write(`${r.repo}@${r.revision} (commit ${r.commit.slice(0, 12)}): ${r.files.length} files, `
+        + `${count('downloaded')} downloaded, ${count('resumed')} resumed, ${count('cached')} already cached; `
+        + `${formatBytes(r.bytesDownloaded)} in ${r.seconds.toFixed(1)} s\n${r.snapshot}\n`);
     });
 }

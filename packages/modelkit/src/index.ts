@@ -8,6 +8,7 @@ export * from './arch/model-shapes.js';
 export * from './formats/awq.js';
 export * from './formats/gptq.js';
 export * from './quant/grid.js';
+export * from './formats/compressed-tensors.js';
 export * from './quant/rtn.js';
 export * from './quant/gptq.js';
 export * from './quant/awq/quantize-awq.js';

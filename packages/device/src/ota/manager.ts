@@ -254,6 +254,8 @@ export class OtaManager {
     let checked: { loaded: LoadedModel; tokens: number; ms: number };
     try {
       checked = await loader.loadAndCheck(ref, store.versionDir(ref));
+      const note = checked.loaded.model.info.backendNote;
+      if (note) this.d.log.info({ model: ref, backend: checked.loaded.model.info.backend }, note);
     } catch (e) {
       scheduler.swapping = false;
       const info = toErrorInfo(e, 'HEALTH_CHECK_FAILED');

@@ -3,7 +3,7 @@
 // tensors a checkpoint holds.
 import { ShoalError } from '@shoal/common';
 
-export type Arch = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
+export type Arch = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM' | 'Qwen3ForCausalLM';
 
 export interface RopeScalingConfig {
   type: 'linear' | 'llama3';
@@ -27,7 +27,7 @@ export interface QuantConfig {
 /** A normalized LLaMA-family model description (what config.json says). */
 export interface ModelShape {
   arch: Arch;
-  modelType: 'llama' | 'mistral' | 'qwen2';
+  modelType: 'llama' | 'mistral' | 'qwen2' | 'qwen3';
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;
@@ -44,13 +44,15 @@ export interface ModelShape {
   qkvBias: boolean;
   /** o_proj has a bias (Llama attention_bias). */
   oBias: boolean;
+  /** Qwen3: RMSNorm over each head of q and k (gains [headDim]) before RoPE. */
+  qkNorm?: boolean;
   bosTokenId: number | null;
   eosTokenIds: number[];
 }
 
-export type ShapeName = 'tinyllama-1.1b' | 'llama-2-7b' | 'llama-3-8b' | 'mistral-7b' | 'qwen2-1.5b' | 'tiny';
+export type ShapeName = 'tinyllama-1.1b' | 'llama-2-7b' | 'llama-3-8b' | 'mistral-7b' | 'qwen2-1.5b' | 'qwen3-0.6b' | 'tiny';
 
-export const SHAPE_NAMES: readonly ShapeName[] = ['tinyllama-1.1b', 'llama-2-7b', 'llama-3-8b', 'mistral-7b', 'qwen2-1.5b', 'tiny'];
+export const SHAPE_NAMES: readonly ShapeName[] = ['tinyllama-1.1b', 'llama-2-7b', 'llama-3-8b', 'mistral-7b', 'qwen2-1.5b', 'qwen3-0.6b', 'tiny'];
 
 const LLAMA_BASE = {
   arch: 'LlamaForCausalLM' as const,
@@ -93,6 +95,13 @@ export const MODEL_SHAPES: Record<ShapeName, ModelShape> = {
     intermediateSize: 8960, layers: 28, heads: 12, kvHeads: 2, headDim: 128,
     maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 1000000, tieWordEmbeddings: true,
     qkvBias: true, bosTokenId: 151643, eosTokenIds: [151643],
+  },
+  // Qwen3-0.6B: head_dim 128 with 16 heads (q width 2048 > hidden 1024), q/k norms, no biases.
+  'qwen3-0.6b': {
+    ...LLAMA_BASE, arch: 'Qwen3ForCausalLM', modelType: 'qwen3', vocabSize: 151936, hiddenSize: 1024,
+    intermediateSize: 3072, layers: 28, heads: 16, kvHeads: 8, headDim: 128,
+    maxPositionEmbeddings: 40960, rmsNormEps: 1e-6, ropeTheta: 1000000, tieWordEmbeddings: true,
+    qkNorm: true, bosTokenId: 151643, eosTokenIds: [151645],
   },
   // Small test shape: dims are multiples of 128 (every group size applies) but
   // not powers of two; GQA 3:1; head_dim 64.
@@ -168,6 +177,12 @@ export function buildConfigJson(s: ModelShape, opts: { dtype: FloatDType; quant?
     cfg.attention_bias = s.qkvBias;
     cfg.mlp_bias = false;
   }
+  if (s.modelType === 'qwen3') {
+    cfg.attention_bias = s.qkvBias;
+    cfg.use_sliding_window = false;
+    cfg.sliding_window = null;
+    cfg.max_window_layers = s.layers;
+  }
   if (s.modelType === 'qwen2') {
     cfg.use_sliding_window = false;
     cfg.sliding_window = null;
@@ -218,8 +233,8 @@ export function parseModelConfig(config: unknown, generation: unknown = null, wh
   const c = config as Record<string, unknown>;
   const archs = c.architectures;
   const arch = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : null;
-  if (arch !== 'LlamaForCausalLM' && arch !== 'MistralForCausalLM' && arch !== 'Qwen2ForCausalLM') {
-    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_ARCH', `${where}: architectures ${JSON.stringify(archs)} is not supported; use a LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM model`);
+  if (arch !== 'LlamaForCausalLM' && arch !== 'MistralForCausalLM' && arch !== 'Qwen2ForCausalLM' && arch !== 'Qwen3ForCausalLM') {
+    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_ARCH', `${where}: architectures ${JSON.stringify(archs)} is not supported; use a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM model`);
   }
   const hidden = num(c, 'hidden_size', where);
   const heads = num(c, 'num_attention_heads', where);
@@ -241,7 +256,7 @@ export function parseModelConfig(config: unknown, generation: unknown = null, wh
     } else if (type === 'default' || type === undefined) ropeScaling = null;
     else throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: rope_scaling type ${JSON.stringify(type)} is not supported (use linear or llama3)`);
   }
-  const modelType = arch === 'Qwen2ForCausalLM' ? 'qwen2' : arch === 'MistralForCausalLM' ? 'mistral' : 'llama';
+  const modelType = arch === 'Qwen2ForCausalLM' ? 'qwen2' : arch === 'Qwen3ForCausalLM' ? 'qwen3' : arch === 'MistralForCausalLM' ? 'mistral' : 'llama';
   const attnBias = c.attention_bias === true;
   const g = (generation ?? {}) as Record<string, unknown>;
   const eos = ids(g.eos_token_id ?? c.eos_token_id);
@@ -262,7 +277,8 @@ export function parseModelConfig(config: unknown, generation: unknown = null, wh
     ropeScaling,
     tieWordEmbeddings: c.tie_word_embeddings === true,
     qkvBias: modelType === 'qwen2' || attnBias,
-    oBias: modelType === 'llama' && attnBias,
+    oBias: (modelType === 'llama' || modelType === 'qwen3') && attnBias,
+    qkNorm: modelType === 'qwen3',
     bosTokenId: typeof bosRaw === 'number' ? bosRaw : null,
     eosTokenIds: eos,
   };
@@ -361,6 +377,10 @@ export function planTensors(s: ModelShape): PlannedTensor[] {
       const module = `${p}.${kind}`;
       t.push({ name: `${module}.weight`, role: 'linear', shape: [d.out, d.in], module, kind });
       if (d.bias) t.push({ name: `${module}.bias`, role: 'bias', shape: [d.out], module, kind });
+      if (kind === 'self_attn.o_proj' && s.qkNorm) {
+        t.push({ name: `${p}.self_attn.q_norm.weight`, role: 'norm', shape: [s.headDim] });
+        t.push({ name: `${p}.self_attn.k_norm.weight`, role: 'norm', shape: [s.headDim] });
+      }
     }
   }
   t.push({ name: 'model.norm.weight', role: 'norm', shape: [s.hiddenSize] });

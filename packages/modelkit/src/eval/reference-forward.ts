@@ -6,6 +6,7 @@
 //   x = embed[token]
 //   per layer:  h = rmsnorm(x) * g_attn
 //               q, k, v = Wq h + bq, Wk h + bk, Wv h + bv      (biases: Qwen2 / attention_bias)
+//               q, k = rmsnorm_per_head(q) * g_q, (k) * g_k      (Qwen3 q_norm / k_norm, gains [hd])
 //               q, k = rope(q, pos), rope(k, pos)              (HF rotate_half layout)
 //               a = softmax(q k^T / sqrt(hd), causal) v         (GQA: head h uses kv head h / (H/Hkv))
 //               x += Wo a (+ bo)
@@ -57,6 +58,9 @@ export interface EngineNumerics {
 export interface RefLayer {
   attnNorm: Float64Array;
   ffnNorm: Float64Array;
+  /** Qwen3: q_norm / k_norm gains [hd], null otherwise */
+  qNorm: Float64Array | null;
+  kNorm: Float64Array | null;
   linears: Record<LinearKind, RefLinear>;
 }
 
@@ -180,6 +184,8 @@ export function loadReferenceModel(dir: string): ReferenceModel {
       layers.push({
         attnNorm: loadFloat(ck, `${p}.input_layernorm.weight`, [D]),
         ffnNorm: loadFloat(ck, `${p}.post_attention_layernorm.weight`, [D]),
+        qNorm: shape.qkNorm ? loadFloat(ck, `${p}.self_attn.q_norm.weight`, [shape.headDim]) : null,
+        kNorm: shape.qkNorm ? loadFloat(ck, `${p}.self_attn.k_norm.weight`, [shape.headDim]) : null,
         linears,
       });
     }
@@ -248,6 +254,16 @@ function matvec(l: RefLinear, x: Float64Array): Float64Array {
   return out;
 }
 
+/** RMSNorm of each head (hd values) of vec in place, times the gains g [hd]. */
+function headRmsnorm(vec: Float64Array, heads: number, hd: number, g: Float64Array, eps: number): void {
+  for (let h = 0; h < heads; h++) {
+    let ss = 0;
+    for (let i = 0; i < hd; i++) ss += vec[h * hd + i]! * vec[h * hd + i]!;
+    const r = 1 / Math.sqrt(ss / hd + eps);
+    for (let i = 0; i < hd; i++) vec[h * hd + i] = vec[h * hd + i]! * r * g[i]!;
+  }
+}
+
 /** Applies HF rotate_half RoPE in place to each head of vec (heads * hd). */
 export function applyRope(vec: Float32Array | Float64Array, heads: number, hd: number, pos: number, invFreq: ArrayLike<number>): void {
   const half = hd / 2;
@@ -299,6 +315,10 @@ export function referenceForward(m: ReferenceModel, tokens: readonly number[], n
       const h = rmsnorm(xs[p]!, layer.attnNorm, s.rmsNormEps);
       const q = mv(L['self_attn.q_proj'], h, p);
       const k = mv(L['self_attn.k_proj'], h, p);
+      if (layer.qNorm && layer.kNorm) {
+        headRmsnorm(q, H, hd, layer.qNorm, s.rmsNormEps);
+        headRmsnorm(k, Hkv, hd, layer.kNorm, s.rmsNormEps);
+      }
       applyRope(q, H, hd, p, m.invFreq);
       applyRope(k, Hkv, hd, p, m.invFreq);
       qs.push(q);

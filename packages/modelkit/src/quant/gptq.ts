@@ -11,12 +11,19 @@
 // group | in_features, 32 | group (4-bit: group 32 or a multiple of 64). Others
 // stay floating point (.weight) and are listed in modules_to_not_convert.
 // g_idx is written as k / G (no act-order).
+//
+// layout "ct" writes compressed-tensors pack-quantized (llm-compressor's format,
+// formats/compressed-tensors.ts) from the same codes: GPTQ's min/max grid is
+// compressed-tensors' calculate_qparams grid, and its unsigned codes and zeros are
+// the stored q + 2^(b−1) and zp + 2^(b−1). Group −1 is strategy channel; symmetric
+// schemes store no zero points; skipped linears and lm_head go in `ignore`.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readModelFolder, writeModelMetadata } from '../io/hf-folder.js';
 import { relativeError } from './rtn.js';
 import { quantizeAwqModel } from './awq/quantize-awq.js';
+import { CT_BITS, ctQuantConfig, ctScales, ctWeightShape, packCtWeight, packCtZeros } from '../formats/compressed-tensors.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
 } from '../formats/gptq.js';
@@ -27,7 +34,7 @@ import { encodeFloats } from '../io/dtypes.js';
 import { writeFileAtomicSync, ShoalError } from '@shoal/common';
 
 export type GptqCheckpointFormat = 'gptq' | 'gptq_v2';
-export type LowbitLayout = 'gptq' | 'eqat';
+export type LowbitLayout = 'gptq' | 'eqat' | 'ct';
 
 export interface GptqQuantizeOptions {
   model: string;
@@ -41,7 +48,7 @@ export interface GptqQuantizeOptions {
   sym?: boolean;
   /** gptq (zeros stored minus one) or gptq_v2 (default gptq_v2) */
   checkpointFormat?: GptqCheckpointFormat;
-  /** gptq (default) or eqat: EfficientQAT native packing + shoal-quant.json */
+  /** gptq (default), eqat (EfficientQAT native packing + shoal-quant.json) or ct (compressed-tensors pack-quantized, 4 or 8 bits) */
   layout?: LowbitLayout;
   dtype?: FloatDType;
   /** Calibration text files for method awq. */
@@ -80,8 +87,10 @@ export function lowbitCompatible(inFeatures: number, bits: number, groupSize: nu
   return bits !== 4 || G === 32 || G % 64 === 0;
 }
 
-export function lowbitUnquantizableKinds(s: ModelShape, bits: number, groupSize: number): LinearKind[] {
-  return LINEAR_KINDS.filter((k) => !lowbitCompatible(linearDims(s, k).in, bits, groupSize));
+export function lowbitUnquantizableKinds(s: ModelShape, bits: number, groupSize: number, layout: LowbitLayout = 'gptq'): LinearKind[] {
+  // compressed-tensors channel scales: the loader repeats a row's scale over groups of 32
+  const ok = (K: number) => (layout === 'ct' && groupSize === -1 ? K % 32 === 0 : lowbitCompatible(K, bits, groupSize));
+  return LINEAR_KINDS.filter((k) => !ok(linearDims(s, k).in));
 }
 
 export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' | 'groupSize' | 'dtype' | 'checkpointFormat' | 'layout'>): { bits: number; groupSize: number } {
@@ -97,7 +106,10 @@ export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' 
   if (o.checkpointFormat !== undefined && o.checkpointFormat !== 'gptq' && o.checkpointFormat !== 'gptq_v2') {
     throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown checkpoint format ${String(o.checkpointFormat)}; use gptq or gptq_v2`);
   }
-  if (o.layout !== undefined && o.layout !== 'gptq' && o.layout !== 'eqat') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown layout ${String(o.layout)}`);
+  if (o.layout !== undefined && o.layout !== 'gptq' && o.layout !== 'eqat' && o.layout !== 'ct') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown layout ${String(o.layout)}`);
+  if (o.layout === 'ct' && !CT_BITS.includes(bits)) {
+    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported by compressed-tensors pack-quantized here; use 4 (W4A16) or 8 (W8A16)`);
+  }
   return { bits, groupSize };
 }
 
@@ -145,7 +157,7 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
   const dtype: FloatDType = opts.dtype ?? 'f16';
   const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant || config.quantization_config) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
-  const skip = lowbitUnquantizableKinds(shape, bits, groupSize);
+  const skip = lowbitUnquantizableKinds(shape, bits, groupSize, layout);
   const fdt = ST_DTYPE[dtype];
   const ck = Checkpoint.open(opts.model);
   let tmp: string | null = null;
@@ -166,7 +178,15 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
         const G = groupSize === -1 ? K : groupSize;
         const ng = K / G;
         const per = Math.floor(32 / bits);
-        const out: TensorSpec[] = layout === 'gptq'
+        const pf = 32 / bits;
+        const out: TensorSpec[] = layout === 'ct'
+          ? [
+            { name: `${t.module}.weight_packed`, dtype: 'I32', shape: [N, Math.ceil(K / pf)] },
+            { name: `${t.module}.weight_scale`, dtype: 'F16', shape: [N, ng] },
+            ...(sym ? [] : [{ name: `${t.module}.weight_zero_point`, dtype: 'I32' as const, shape: [Math.ceil(N / pf), ng] }]),
+            { name: `${t.module}.weight_shape`, dtype: 'I64', shape: [2] },
+          ]
+          : layout === 'gptq'
           ? [
             { name: `${t.module}.qweight`, dtype: 'I32', shape: [Math.ceil((K * bits) / 32), N] },
             { name: `${t.module}.qzeros`, dtype: 'I32', shape: [ng, Math.ceil((N * bits) / 32)] },
@@ -207,7 +227,12 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
         // checkpoint_format gptq stores z − 1: keep asymmetric zeros >= 1
         const ql = quantizeGptqLinear(wt, N, K, bits, groupSize, { sym, minZero: layout === 'gptq' && fmt === 'gptq' ? 1 : 0 });
         const ng = K / ql.G;
-        if (layout === 'gptq') {
+        if (layout === 'ct') {
+          w.append(`${job.module}.weight_packed`, packCtWeight(ql.q, K, N, bits));
+          w.append(`${job.module}.weight_scale`, ctScales(ql.scales, ng, N));
+          if (!sym) w.append(`${job.module}.weight_zero_point`, packCtZeros(ql.zeros, ng, N, bits));
+          w.append(`${job.module}.weight_shape`, ctWeightShape(N, K));
+        } else if (layout === 'gptq') {
           const stored = fmt === 'gptq' ? ql.zeros.map((z) => z - 1) : ql.zeros;
           w.append(`${job.module}.qweight`, packGptqWeight(ql.q, K, N, bits));
           w.append(`${job.module}.qzeros`, packGptqZeros(stored, ng, N, bits));
@@ -226,7 +251,11 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
     w.close();
     writer = null;
 
-    const qc: Record<string, unknown> = layout === 'gptq'
+    // compressed-tensors names skipped modules in full, as llm-compressor's ignore list does
+    const ignore = ['lm_head', ...Array.from({ length: shape.layers }, (_, l) => skip.map((k) => `model.layers.${l}.${k}`)).flat()];
+    const qc: Record<string, unknown> = layout === 'ct'
+      ? ctQuantConfig([{ bits, groupSize, symmetric: sym }], ignore)
+      : layout === 'gptq'
       ? {
         quant_method: 'gptq', bits, group_size: groupSize, desc_act: false, sym, static_groups: false, true_sequential: true,
         checkpoint_format: fmt, modules_to_not_convert: skip.length ? skip : null,
@@ -234,7 +263,9 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
       : { quant_method: 'efficientqat', bits, group_size: groupSize };
     const outConfig: Record<string, unknown> = { ...config, torch_dtype: TORCH_DTYPE[dtype] };
     const files = [...w.files];
-    if (layout === 'gptq') {
+    if (layout === 'ct') {
+      outConfig.quantization_config = qc;
+    } else if (layout === 'gptq') {
       outConfig.quantization_config = qc;
       writeFileAtomicSync(path.join(tmp, 'quantize_config.json'), JSON.stringify(qc, null, 2) + '\n');
       files.push('quantize_config.json');
