@@ -59,7 +59,7 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
 void shoal_model_free(shoal_model * model);
 
 typedef struct shoal_model_info {
-    const char * arch;          // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM"
+    const char * arch;          // architectures[0]: "LlamaForCausalLM", "MixtralForCausalLM", "OPTForCausalLM", ...
     const char * quant;         // "none" | "awq-w4g<G>" | "gptq-w<b>g<G>" | ... (docs/lowbit.md)
     const char * dtype;         // storage dtype of unquantized weights: "f32" | "f16" | "bf16"
     const char * backend;       // "cpu" | "cuda"
@@ -81,9 +81,14 @@ typedef struct shoal_model_info {
     int64_t      n_params;      // parameters as in the checkpoint (unpacked count)
     int64_t      file_bytes;    // bytes of tensor data in the checkpoint
     int64_t      weight_bytes;  // bytes the backend holds for weights after repacking
-    int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1)
+    int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1; MoE: the routed experts only)
     double       load_seconds;
     double       repack_seconds;
+    const char * family;        // "llama" | "mistral" | "qwen2" | "qwen3" | "mixtral" | "qwen3_moe" | "opt" | "gpt_bigcode"
+    int          sliding_window; // attention window in positions (0: full attention)
+    int          n_experts;     // MoE experts per layer (0: dense)
+    int          n_experts_used; // experts routed per token
+    int64_t      n_active_params; // parameters used per token (MoE: top_k of E experts)
 } shoal_model_info;
 
 void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);
@@ -94,7 +99,9 @@ shoal_status shoal_session_new(shoal_model * model, int n_ctx, shoal_session ** 
 void shoal_session_free(shoal_session * s);
 int  shoal_session_n_past(const shoal_session * s);
 int  shoal_session_n_ctx(const shoal_session * s);
-// Drops positions >= n_keep from the KV cache (0 clears it).
+// Drops positions >= n_keep from the KV cache (0 clears it). SHOAL_ERR_INVALID_ARG when a
+// sliding-window cache (a ring bounded by the window) has already overwritten positions the
+// next token would attend to: keep n_keep ≥ n_past − (ring slots − window + 1), or clear with 0.
 shoal_status shoal_session_truncate(shoal_session * s, int n_keep);
 
 // Feeds n tokens at positions n_past.. (prefill in chunks internally).

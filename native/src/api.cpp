@@ -131,6 +131,11 @@ void shoal_model_get_info(const shoal_model * model, shoal_model_info * info) {
     info->bytes_per_token = m.bytes_per_token;
     info->load_seconds = m.load_seconds;
     info->repack_seconds = m.repack_seconds;
+    info->family = c.desc ? c.desc->family : "";
+    info->sliding_window = c.sliding_window;
+    info->n_experts = c.n_experts;
+    info->n_experts_used = c.n_experts_used;
+    info->n_active_params = m.n_active_params;
 }
 
 shoal_status shoal_session_new(shoal_model * model, int n_ctx, shoal_session ** out, char * err, size_t err_len) {
@@ -153,6 +158,8 @@ int shoal_session_n_ctx(const shoal_session * s) { return s ? s->s->n_ctx : 0; }
 shoal_status shoal_session_truncate(shoal_session * s, int n_keep) {
     if (!s || n_keep < 0) return SHOAL_ERR_INVALID_ARG;
     if (n_keep < s->s->n_past) {
+        // a sliding-window ring has overwritten positions this far back
+        if (!s->s->can_truncate_to(n_keep)) return SHOAL_ERR_INVALID_ARG;
         s->s->n_past = n_keep;
         s->s->has_logits = false;
     }

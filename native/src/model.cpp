@@ -28,38 +28,72 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
     m->dtype_name = dtype_name(src.embed.dtype);
     for (char & ch : m->dtype_name) ch = (char)std::tolower((unsigned char)ch); // "f16", as the TS API reports dtypes
 
-    int64_t linear_bytes = 0;
+    // Per decode step every dense linear and the lm_head are read once, of a MoE
+    // layer the router and top_k of its E experts (all experts have one shape);
+    // of the embeddings one row each, and norms are noise.
+    int64_t linear_bytes = 0, active_bytes = 0;
+    int64_t expert_params = 0, active_expert_params = 0;
+    auto load_vec_opt = [&](const TensorView & t) { return t.data ? be.load_vec(t) : nullptr; };
     m->embed = be.load_embedding(src.embed);
+    if (src.pos_embed.data) m->pos_embed = be.load_embedding(src.pos_embed);
     m->layers.resize(c.n_layers);
     for (int i = 0; i < c.n_layers; i++) {
         LayerSource & ls = src.layers[i];
         LayerWeights & lw = m->layers[i];
+        int64_t dense = 0;
         lw.attn_norm = be.load_vec(ls.attn_norm);
-        lw.q = load(be, ls.q, linear_bytes);
-        lw.k = load(be, ls.k, linear_bytes);
-        lw.v = load(be, ls.v, linear_bytes);
-        lw.o = load(be, ls.o, linear_bytes);
+        lw.attn_norm_b = load_vec_opt(ls.attn_norm_b);
+        if (c.desc->qkv == QkvKind::Fused) {
+            lw.qkv = load(be, ls.qkv, dense);
+        } else {
+            lw.q = load(be, ls.q, dense);
+            lw.k = load(be, ls.k, dense);
+            lw.v = load(be, ls.v, dense);
+        }
+        lw.o = load(be, ls.o, dense);
         if (c.qk_norm) {
             lw.q_norm = be.load_vec(ls.q_norm);
             lw.k_norm = be.load_vec(ls.k_norm);
         }
         lw.ffn_norm = be.load_vec(ls.ffn_norm);
-        lw.gate = load(be, ls.gate, linear_bytes);
-        lw.up = load(be, ls.up, linear_bytes);
-        lw.down = load(be, ls.down, linear_bytes);
+        lw.ffn_norm_b = load_vec_opt(ls.ffn_norm_b);
+        if (c.is_moe_layer(i)) {
+            lw.router = load(be, ls.router, dense);
+            int64_t experts = 0;
+            lw.experts.resize(ls.experts.size());
+            for (size_t e = 0; e < ls.experts.size(); e++) {
+                lw.experts[e].gate = load(be, ls.experts[e].gate, experts);
+                lw.experts[e].up = load(be, ls.experts[e].up, experts);
+                lw.experts[e].down = load(be, ls.experts[e].down, experts);
+            }
+            linear_bytes += experts;
+            active_bytes += experts / c.n_experts * c.n_experts_used;
+            const int64_t per_expert = 3 * (int64_t)c.hidden_size * c.moe_intermediate_size;
+            expert_params += per_expert * c.n_experts;
+            active_expert_params += per_expert * c.n_experts_used;
+        } else {
+            if (ls.gate.in) lw.gate = load(be, ls.gate, dense);
+            lw.up = load(be, ls.up, dense);
+            lw.down = load(be, ls.down, dense);
+        }
+        linear_bytes += dense;
+        active_bytes += dense;
     }
-    m->final_norm = be.load_vec(src.final_norm);
+    if (c.final_norm) {
+        m->final_norm = be.load_vec(src.final_norm);
+        m->final_norm_b = load_vec_opt(src.final_norm_b);
+    }
     int64_t head_bytes = 0;
     m->lm_head = load(be, src.lm_head, head_bytes);
 
-    // Per decode step every linear and the lm_head are read once; of the
-    // embedding only one row, and norms are noise.
     const int64_t row_bytes = (int64_t)(m->embed->bytes() / (size_t)std::max<int64_t>(1, m->embed->vocab));
-    m->bytes_per_token = linear_bytes + head_bytes + row_bytes;
+    m->bytes_per_token = active_bytes + head_bytes + row_bytes * (m->pos_embed ? 2 : 1);
+    m->n_active_params = m->n_params - expert_params + active_expert_params;
     // With tied embeddings the lm_head shares the embedding's memory.
-    m->weight_bytes = linear_bytes + (c.tie_word_embeddings ? 0 : head_bytes) + (int64_t)m->embed->bytes();
+    m->weight_bytes = linear_bytes + (c.tie_word_embeddings ? 0 : head_bytes) + (int64_t)m->embed->bytes() +
+                      (m->pos_embed ? (int64_t)m->pos_embed->bytes() : 0);
 
-    m->inv_freq = rope_inv_freq(c);
+    if (c.desc->pos == PosKind::Rope) m->inv_freq = rope_inv_freq(c);
     m->rope.head_dim = c.head_dim;
     m->rope.n_rot = c.head_dim;
     m->rope.inv_freq = m->inv_freq.data();

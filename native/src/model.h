@@ -11,12 +11,23 @@
 
 namespace shoal {
 
+struct ExpertWeights {
+    std::unique_ptr<Linear> gate, up, down;     // gate/up [Fe ← D], down [D ← Fe]
+};
+
+// Which pointers are set follows the architecture (arch.h): the forward pass
+// reads only those its description names.
 struct LayerWeights {
     std::unique_ptr<Vec>    attn_norm;          // [D]
+    std::unique_ptr<Vec>    attn_norm_b;        // [D] LayerNorm bias
     std::unique_ptr<Linear> q, k, v, o;         // q [H*hd ← D], k/v [Hkv*hd ← D], o [D ← H*hd]
+    std::unique_ptr<Linear> qkv;                // fused [(H + 2·Hkv)·hd ← D] (GPTBigCode c_attn)
     std::unique_ptr<Vec>    q_norm, k_norm;     // [hd] each, Qwen3 only
     std::unique_ptr<Vec>    ffn_norm;           // [D]
-    std::unique_ptr<Linear> gate, up, down;     // gate/up [F ← D], down [D ← F]
+    std::unique_ptr<Vec>    ffn_norm_b;         // [D] LayerNorm bias
+    std::unique_ptr<Linear> gate, up, down;     // gate/up [F ← D], down [D ← F]; ungated: up = fc1, down = fc2
+    std::unique_ptr<Linear> router;             // MoE [E ← D]
+    std::vector<ExpertWeights> experts;         // MoE [E]
 };
 
 struct Model {
@@ -24,7 +35,9 @@ struct Model {
     std::unique_ptr<Backend> backend;
     std::unique_ptr<Embedding> embed;           // [V, D]
     std::vector<LayerWeights> layers;
-    std::unique_ptr<Vec>    final_norm;         // [D]
+    std::unique_ptr<Embedding> pos_embed;       // [P, D] learned positions
+    std::unique_ptr<Vec>    final_norm;         // [D] (none: OPT post-norm)
+    std::unique_ptr<Vec>    final_norm_b;       // [D] LayerNorm bias
     std::unique_ptr<Linear> lm_head;            // [V ← D]
     std::vector<float>      inv_freq;           // [n_rot/2], rope scaling applied
     RopeParams              rope;
@@ -34,6 +47,7 @@ struct Model {
     std::string quant_name = "none";
     std::string dtype_name = "f32";
     int64_t n_params = 0, file_bytes = 0, weight_bytes = 0, bytes_per_token = 0;
+    int64_t n_active_params = 0;                // per token: MoE layers count top_k of E experts
     double  load_seconds = 0, repack_seconds = 0;
 
     // The backend's thread pool and scratch are shared: one forward pass at a time.

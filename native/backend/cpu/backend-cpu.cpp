@@ -9,6 +9,7 @@
 #include "model-source.h"
 #include "lowbit-repack.h"
 #include "q4-repack.h"
+#include "route.h"
 #include "threadpool.h"
 
 #include <algorithm>
@@ -90,8 +91,11 @@ struct CpuVec : Vec {
 };
 
 struct CpuKv : KvCache {
-    std::vector<float> k, v;       // [n_layers][n_ctx][kv_dim] each
+    int rows = 0;                  // rows per layer: n_ctx, or 2·n_slots for a ring (mirrored)
+    std::vector<float> k, v;       // [n_layers][rows][kv_dim] each
     size_t bytes() const override { return (k.size() + v.size()) * sizeof(float); }
+    // Row of position p in a layer: slot p, or p mod n_slots in the ring.
+    int64_t row_of(int64_t p) const { return ring() ? p % n_slots : p; }
 };
 
 float * fp(const Act & a) { return static_cast<float *>(a.data); }
@@ -180,12 +184,17 @@ public:
         a = Act{};
     }
 
-    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) override {
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int window, int max_rows) override {
+        SHOAL_CHECK(n_layers > 0 && n_ctx > 0 && kv_dim > 0 && window >= 0 && max_rows > 0, SHOAL_ERR_INVALID_ARG, "new_kv_cache: sizes");
         auto kv = std::make_unique<CpuKv>();
         kv->n_layers = n_layers;
         kv->n_ctx = n_ctx;
         kv->kv_dim = kv_dim;
-        const size_t n = (size_t)n_layers * n_ctx * kv_dim;
+        kv->window = window;
+        kv->n_slots = n_ctx;
+        if (window > 0 && (int64_t)window + max_rows - 1 < n_ctx) kv->n_slots = window + max_rows - 1;
+        kv->rows = kv->ring() ? 2 * kv->n_slots : n_ctx;
+        const size_t n = (size_t)n_layers * kv->rows * kv_dim;
         try {
             kv->k.assign(n, 0.0f);
             kv->v.assign(n, 0.0f);
@@ -240,6 +249,7 @@ public:
     void matmul(const Linear & wl, const Act & x, Act & y) override {
         const auto & w = static_cast<const CpuLinear &>(wl);
         const int64_t M = x.rows, K = w.in, N = w.out;
+        weight_bytes_read += w.bytes();
         SHOAL_CHECK(x.cols == K && y.cols == N && y.rows >= M, SHOAL_ERR_INVALID_ARG,
                     "matmul: x [" + std::to_string(M) + ", " + std::to_string(x.cols) + "] · W[" + std::to_string(N) +
                     ", " + std::to_string(K) + "]ᵀ → y [" + std::to_string(y.rows) + ", " + std::to_string(y.cols) + "]");
@@ -347,9 +357,22 @@ public:
                     " past n_ctx " + std::to_string(kv.n_ctx));
         SHOAL_CHECK(k.cols == kv.kv_dim && v.cols == kv.kv_dim && v.rows == k.rows && layer >= 0 && layer < kv.n_layers,
                     SHOAL_ERR_INVALID_ARG, "kv_store: shapes");
-        const size_t off = ((size_t)layer * kv.n_ctx + pos0) * kv.kv_dim, n = (size_t)(k.rows * k.cols);
-        std::memcpy(&kv.k[off], k.data, n * sizeof(float));
-        std::memcpy(&kv.v[off], v.data, n * sizeof(float));
+        if (!kv.ring()) {
+            const size_t off = ((size_t)layer * kv.rows + pos0) * kv.kv_dim, n = (size_t)(k.rows * k.cols);
+            std::memcpy(&kv.k[off], k.data, n * sizeof(float));
+            std::memcpy(&kv.v[off], v.data, n * sizeof(float));
+            return;
+        }
+        // a chunk may not overwrite a key its first query still sees
+        SHOAL_CHECK(k.rows <= (int64_t)kv.n_slots - kv.window + 1, SHOAL_ERR_INVALID_ARG, "kv_store: chunk larger than the ring allows");
+        for (int64_t m = 0; m < k.rows; m++) {
+            const int64_t r = kv.row_of(pos0 + m);
+            for (const int64_t rr : {r, r + kv.n_slots}) { // the slot and its mirror
+                const size_t off = ((size_t)layer * kv.rows + rr) * kv.kv_dim;
+                std::memcpy(&kv.k[off], fp(k) + m * k.cols, (size_t)kv.kv_dim * sizeof(float));
+                std::memcpy(&kv.v[off], fp(v) + m * v.cols, (size_t)kv.kv_dim * sizeof(float));
+            }
+        }
     }
 
     void attention(const Act & q, const KvCache & kvc, int layer, int pos0, int n_heads, int n_kv_heads, int head_dim,
@@ -359,16 +382,21 @@ public:
                     q.cols == (int64_t)n_heads * head_dim && out.cols == q.cols && pos0 + q.rows <= kv.n_ctx,
                     SHOAL_ERR_INVALID_ARG, "attention: shapes");
         const int group = n_heads / n_kv_heads;
-        const float * kb = &kv.k[(size_t)layer * kv.n_ctx * kv.kv_dim];
-        const float * vb = &kv.v[(size_t)layer * kv.n_ctx * kv.kv_dim];
-        // One task per (query row, head); causal: row m sees positions 0..pos0+m.
+        const float * kb = &kv.k[(size_t)layer * kv.rows * kv.kv_dim];
+        const float * vb = &kv.v[(size_t)layer * kv.rows * kv.kv_dim];
+        // One task per (query row, head); causal: row m sees positions lo..pos0+m,
+        // lo = 0 or the window's start. In a ring, positions lo.. are consecutive rows
+        // from row_of(lo) on (the mirror continues past n_slots).
         pool_.parallel_for(q.rows * n_heads, [&](int64_t t, int) {
             const int64_t m = t / n_heads;
             const int h = (int)(t % n_heads), kvh = h / group;
-            const int n_kv = pos0 + (int)m + 1;
+            const int p = pos0 + (int)m;
+            const int lo = kv.window > 0 ? std::max(0, p - kv.window + 1) : 0;
+            const int n_kv = p - lo + 1;
+            const size_t off = (size_t)kv.row_of(lo) * kv.kv_dim + (size_t)kvh * head_dim;
             thread_local std::vector<float> scores; // [n_kv]
             if ((int)scores.size() < n_kv) scores.resize(n_kv);
-            k_.attn_head(fp(q) + m * q.cols + h * head_dim, kb + kvh * head_dim, vb + kvh * head_dim, kv.kv_dim, n_kv,
+            k_.attn_head(fp(q) + m * q.cols + h * head_dim, kb + off, vb + off, kv.kv_dim, n_kv,
                          head_dim, scale, scores.data(), fp(out) + m * out.cols + h * head_dim);
         });
     }
@@ -381,6 +409,64 @@ public:
     void add(Act & x, const Act & y) override {
         SHOAL_CHECK(x.cols == y.cols && x.rows == y.rows, SHOAL_ERR_INVALID_ARG, "add: shapes");
         elementwise(x.rows * x.cols, [&](int64_t i0, int64_t n) { k_.add(fp(x) + i0, fp(y) + i0, n); });
+    }
+
+    void layernorm(const Act & x, const Vec & w, const Vec & b, float eps, Act & out) override {
+        const auto & vw = static_cast<const CpuVec &>(w);
+        const auto & vb = static_cast<const CpuVec &>(b);
+        SHOAL_CHECK(vw.n == x.cols && vb.n == x.cols && out.cols == x.cols && out.rows >= x.rows, SHOAL_ERR_INVALID_ARG, "layernorm: shapes");
+        rows_parallel(x.rows, x.cols, [&](int64_t m) {
+            k_.layernorm(fp(x) + m * x.cols, vw.w.data(), vb.w.data(), x.cols, eps, fp(out) + m * x.cols);
+        });
+    }
+
+    void activation(Act & x, ActKind kind) override {
+        void (*f)(float *, int64_t) = kind == ActKind::Relu ? k_.relu : kind == ActKind::GeluErf ? k_.gelu_erf
+                                    : kind == ActKind::GeluTanh ? k_.gelu_tanh : nullptr;
+        SHOAL_CHECK(f, SHOAL_ERR_INVALID_ARG, "activation: SiLU is only fused with the gate (silu_mul)");
+        elementwise(x.rows * x.cols, [&](int64_t i0, int64_t n) { f(fp(x) + i0, n); });
+    }
+
+    void add_positions(Act & x, const Embedding & table, int pos0, int offset) override {
+        const auto & e = static_cast<const CpuEmbedding &>(table);
+        SHOAL_CHECK(x.cols == e.dim && pos0 >= 0 && offset >= 0 && (int64_t)pos0 + offset + x.rows <= e.vocab, SHOAL_ERR_INVALID_ARG,
+                    "add_positions: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + x.rows) + " + " +
+                    std::to_string(offset) + " outside the table of " + std::to_string(e.vocab));
+        const size_t row_bytes = (size_t)e.dim * dtype_size(e.dt);
+        std::vector<float> row((size_t)e.dim);
+        for (int64_t m = 0; m < x.rows; m++) {
+            k_.to_f32(e.dt, static_cast<const uint8_t *>(e.data) + (size_t)(pos0 + offset + m) * row_bytes, e.dim, row.data());
+            k_.add(fp(x) + m * x.cols, row.data(), e.dim);
+        }
+    }
+
+    void copy_cols(const Act & src, int64_t col0, Act & dst) override {
+        SHOAL_CHECK(col0 >= 0 && col0 + dst.cols <= src.cols && dst.rows <= src.rows, SHOAL_ERR_INVALID_ARG, "copy_cols: shapes");
+        for (int64_t m = 0; m < dst.rows; m++)
+            std::memcpy(fp(dst) + m * dst.cols, fp(src) + m * src.cols + col0, (size_t)dst.cols * sizeof(float));
+    }
+
+    void route_topk(const Act & logits, int k, bool renorm, int32_t * ids, float * weights) override {
+        SHOAL_CHECK(k >= 1 && k <= logits.cols, SHOAL_ERR_INVALID_ARG, "route_topk: k outside 1..E");
+        route_topk_host(fp(logits), logits.rows, (int)logits.cols, k, renorm, ids, weights);
+    }
+
+    void gather_rows(const Act & src, const int32_t * rows, int64_t n, Act & dst) override {
+        SHOAL_CHECK(src.cols == dst.cols && n <= dst.rows, SHOAL_ERR_INVALID_ARG, "gather_rows: shapes");
+        for (int64_t i = 0; i < n; i++) {
+            SHOAL_CHECK(rows[i] >= 0 && rows[i] < src.rows, SHOAL_ERR_INVALID_ARG, "gather_rows: row out of range");
+            std::memcpy(fp(dst) + i * dst.cols, fp(src) + rows[i] * src.cols, (size_t)src.cols * sizeof(float));
+        }
+    }
+
+    void scatter_add_rows(Act & dst, const int32_t * rows, const float * w, int64_t n, const Act & src) override {
+        SHOAL_CHECK(src.cols == dst.cols && n <= src.rows, SHOAL_ERR_INVALID_ARG, "scatter_add_rows: shapes");
+        for (int64_t i = 0; i < n; i++) {
+            SHOAL_CHECK(rows[i] >= 0 && rows[i] < dst.rows, SHOAL_ERR_INVALID_ARG, "scatter_add_rows: row out of range");
+            float * d = fp(dst) + rows[i] * dst.cols;
+            const float * s = fp(src) + i * src.cols;
+            for (int64_t j = 0; j < dst.cols; j++) d[j] += w[i] * s[j];
+        }
     }
 
 private:

@@ -181,11 +181,37 @@ void add(float * x, const float * y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+void layernorm(const float * x, const float * w, const float * b, int64_t n, float eps, float * out) {
+    float mean = 0.0f;
+    for (int64_t i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    float var = 0.0f;
+    for (int64_t i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    const float r = 1.0f / std::sqrt(var / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = (x[i] - mean) * r * w[i] + b[i];
+}
+
+void relu(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void gelu_erf(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+void gelu_tanh(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    }
+}
+
 } // namespace
 
 const Kernels & kernels_ref() {
     static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_dequant, fw_matvec, to_f32, gemm_f32,
-                              rmsnorm, rope, attn_head, silu_mul, add, qx_matvec, qx_dequant};
+                              rmsnorm, rope, attn_head, silu_mul, add, qx_matvec, qx_dequant,
+                              layernorm, relu, gelu_erf, gelu_tanh};
     return k;
 }
 

@@ -461,12 +461,65 @@ template <class V> void qx_dequant(const QxRows & w, int64_t n0, int64_t n1, flo
     }
 }
 
+template <class V> void layernorm(const float * x, const float * w, const float * b, int64_t n, float eps, float * out) {
+    using F = typename V::F;
+    F sv = V::zero();
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) sv = V::add(sv, V::load(x + i));
+    float sum = V::hsum(sv);
+    for (; i < n; i++) sum += x[i];
+    const float mean = sum / (float)n;
+    const F mv = V::set1(mean);
+    F qv = V::zero();
+    for (i = 0; i + V::W <= n; i += V::W) {
+        const F d = V::sub(V::load(x + i), mv);
+        qv = V::fmadd(d, d, qv);
+    }
+    float var = V::hsum(qv);
+    for (; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    const float r = 1.0f / std::sqrt(var / (float)n + eps);
+    const F rv = V::set1(r);
+    for (i = 0; i + V::W <= n; i += V::W)
+        V::store(out + i, V::fmadd(V::mul(V::sub(V::load(x + i), mv), rv), V::load(w + i), V::load(b + i)));
+    for (; i < n; i++) out[i] = (x[i] - mean) * r * w[i] + b[i];
+}
+
+template <class V> void relu(float * x, int64_t n) {
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) V::store(x + i, V::max(V::load(x + i), V::zero()));
+    for (; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+// erf has no vector form here; the scalar loop is compiled with the ISA's flags.
+template <class V> void gelu_erf(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+// tanh(u) = 1 − 2 / (1 + e^{2u}); vexp clamps, so large |u| gives ±1 exactly.
+template <class V> void gelu_tanh(float * x, int64_t n) {
+    using F = typename V::F;
+    const F half = V::set1(0.5f), one = V::set1(1.0f), two = V::set1(2.0f);
+    const F c = V::set1(0.79788456080286536f), c3 = V::set1(0.044715f);
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) {
+        const F v = V::load(x + i);
+        const F u = V::mul(c, V::fmadd(V::mul(c3, V::mul(v, v)), v, v));
+        const F t = V::sub(one, V::div(two, V::add(one, vexp<V>(V::mul(two, u)))));
+        V::store(x + i, V::mul(V::mul(half, v), V::add(one, t)));
+    }
+    for (; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    }
+}
+
 // The table for V, with q4_matvec supplied by the ISA file; quantize_q8 is the
 // shared scalar one (bit-identical activations on every ISA; O(K) per row).
 template <class V, int MR>
 Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, decltype(Kernels::qx_matvec) qxmv) {
     return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
-                   gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_head<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>};
+                   gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_head<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>,
+                   layernorm<V>, relu<V>, gelu_erf<V>, gelu_tanh<V>};
 }
 
 } // namespace

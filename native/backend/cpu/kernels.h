@@ -83,6 +83,14 @@ struct Kernels {
     // As q4_matvec / q4_dequant, for 2-, 3- and 8-bit rows (QxRows).
     void (*qx_matvec)(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y);
     void (*qx_dequant)(const QxRows & w, int64_t n0, int64_t n1, float * out);
+    // out [n] = (x − mean) / sqrt(var + eps) · w + b (two passes: mean, then variance)
+    void (*layernorm)(const float * x, const float * w, const float * b, int64_t n, float eps, float * out);
+    // x [n] in place: max(x, 0)
+    void (*relu)(float * x, int64_t n);
+    // x [n] in place: x·Φ(x) = 0.5·x·(1 + erf(x/√2))
+    void (*gelu_erf)(float * x, int64_t n);
+    // x [n] in place: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (gelu_new, gelu_pytorch_tanh)
+    void (*gelu_tanh)(float * x, int64_t n);
 };
 
 // Value q (0..2^bits−1; for bits 8 the stored q − 128) of input k in a QxRows row (scalar).
