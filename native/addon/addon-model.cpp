@@ -45,6 +45,7 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("bytesPerToken", (double)mi.bytes_per_token);
     o.Set("loadSeconds", mi.load_seconds);
     o.Set("repackSeconds", mi.repack_seconds);
+    o.Set("backendNote", mi.backend_note ? mi.backend_note : "");
     return o;
 }
 

@@ -84,6 +84,7 @@ typedef struct shoal_model_info {
     int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1; MoE: the routed experts only)
     double       load_seconds;
     double       repack_seconds;
+    const char * backend_note;  // why `auto` chose the CPU over a GPU ("" otherwise)
     const char * family;        // "llama" | "mistral" | "qwen2" | "qwen3" | "mixtral" | "qwen3_moe" | "opt" | "gpt_bigcode"
     int          sliding_window; // attention window in positions (0: full attention)
     int          n_experts;     // MoE experts per layer (0: dense)

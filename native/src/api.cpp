@@ -1,6 +1,7 @@
 // api.cpp — the C API (shoal.h). Catches every exception and turns it into a
 // status and a message; nothing below this file sees C types or error buffers.
 #include "shoal.h"
+#include "backend-choice.h"
 #include "error.h"
 #include "model.h"
 #include "sampling.h"
@@ -92,8 +93,19 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
                     "n_threads must be between 0 and 1024, got " + std::to_string(p.n_threads));
         const auto t0 = std::chrono::steady_clock::now();
         shoal::ModelSource src = shoal::load_model_source(dir);
-        auto be = shoal::make_backend(backend, p.isa ? p.isa : "auto", p.n_threads);
+        // auto: the GPU only when its capability table covers the checkpoint (backend-choice.h)
+        shoal::BackendCaps caps;
+        std::string why;
+        const bool gpu = (backend == "auto" || backend == "cuda") && shoal::gpu_backend_caps(&caps, &why);
+        const shoal::BackendChoice choice = shoal::choose_backend(backend, src, gpu ? &caps : nullptr, why);
+        if (backend == "cuda" && gpu) {
+            const std::string cannot = shoal::backend_cannot_run(src, caps);
+            SHOAL_CHECK(cannot.empty(), SHOAL_ERR_BACKEND,
+                        "backend 'cuda' cannot run " + std::string(dir) + ": " + cannot + "; use --backend cpu or auto");
+        }
+        auto be = shoal::make_backend(choice.name, p.isa ? p.isa : "auto", p.n_threads);
         auto m = shoal::build_model(std::move(src), std::move(be));
+        m->backend_note = choice.note;
         m->load_seconds = seconds_since(t0);
         *out = new shoal_model{std::move(m)};
     });
@@ -131,6 +143,7 @@ void shoal_model_get_info(const shoal_model * model, shoal_model_info * info) {
     info->bytes_per_token = m.bytes_per_token;
     info->load_seconds = m.load_seconds;
     info->repack_seconds = m.repack_seconds;
+    info->backend_note = m.backend_note.c_str();
     info->family = c.desc ? c.desc->family : "";
     info->sliding_window = c.sliding_window;
     info->n_experts = c.n_experts;

@@ -2,6 +2,7 @@
 // knows whether the CUDA backend was compiled in (SHOAL_HAVE_CUDA, set by CMake
 // on this file alone when -DSHOAL_CUDA=ON).
 #include "backend.h"
+#include "backend-choice.h"
 #include "error.h"
 
 #if defined(SHOAL_HAVE_CUDA)
@@ -14,6 +15,18 @@ bool cuda_backend_usable(std::string * why) {
 #if defined(SHOAL_HAVE_CUDA)
     return cuda_usable(why);
 #else
+    if (why) *why = "this build was compiled without CUDA (configure with -DSHOAL_CUDA=ON)";
+    return false;
+#endif
+}
+
+bool gpu_backend_caps(BackendCaps * caps, std::string * why) {
+#if defined(SHOAL_HAVE_CUDA)
+    if (!cuda_usable(why)) return false;
+    *caps = cuda_caps();
+    return true;
+#else
+    (void)caps;
     if (why) *why = "this build was compiled without CUDA (configure with -DSHOAL_CUDA=ON)";
     return false;
 #endif

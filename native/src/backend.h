@@ -154,5 +154,9 @@ std::string cpu_isas();
 std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads);
 // Whether the CUDA backend is compiled in and usable here; otherwise why not.
 bool cuda_backend_usable(std::string * why);
+struct BackendCaps; // backend-choice.h
+// The GPU backend's capability table (its free memory measured now) when one is compiled
+// in and usable; otherwise false with the reason in *why.
+bool gpu_backend_caps(BackendCaps * caps, std::string * why);
 
 } // namespace shoal

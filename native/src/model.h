@@ -46,6 +46,8 @@ struct Model {
     // Reported by shoal_model_get_info.
     std::string quant_name = "none";
     std::string dtype_name = "f32";
+    std::string backend_note;                   // why `auto` chose the CPU over a GPU, or ""
+
     int64_t n_params = 0, file_bytes = 0, weight_bytes = 0, bytes_per_token = 0;
     int64_t n_active_params = 0;                // per token: MoE layers count top_k of E experts
     double  load_seconds = 0, repack_seconds = 0;

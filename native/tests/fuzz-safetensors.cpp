@@ -42,6 +42,7 @@ struct Rng {
 struct T {
     std::string name, dtype;
     std::vector<int64_t> shape;
+    std::string bytes; // the data; empty: random small values
 };
 
 size_t esize(const std::string & d) {
@@ -64,7 +65,8 @@ std::string image(const std::vector<T> & ts, Rng & r, const std::string & meta =
         if (h.size() > 1) h += ",";
         h += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":" + shape + "],\"data_offsets\":[" +
              std::to_string(data.size()) + "," + std::to_string(data.size() + n) + "]}";
-        for (size_t i = 0; i < n; i++) data += char(r.next() & 0x3F); // small f16/f32 bit patterns
+        if (!t.bytes.empty() && t.bytes.size() == n) data += t.bytes;
+        else for (size_t i = 0; i < n; i++) data += char(r.next() & 0x3F); // small f16/f32 bit patterns
     }
     h += "}";
     while (h.size() % 8) h += ' ';
@@ -107,6 +109,47 @@ std::string tiny_config(const std::string & extra) {
            "\"bos_token_id\":1,\"eos_token_id\":[2,3]" + extra + "}";
 }
 
+// compressed-tensors pack-quantized W4 g16 asymmetric with act-order g_idx (= k / 16),
+// down_proj W8A16 through a second group
+std::vector<T> tiny_ct() {
+    std::vector<T> ts = {{"model.embed_tokens.weight", "F16", {V, D}, {}}, {"model.layers.0.input_layernorm.weight", "F16", {D}, {}}};
+    auto i64s = [](std::initializer_list<int64_t> v) {
+        std::string b;
+        for (int64_t x : v) b.append(reinterpret_cast<const char *>(&x), 8);
+        return b;
+    };
+    auto lin = [&](const std::string & p, int64_t out, int64_t in) {
+        ts.push_back({p + ".weight_packed", "I32", {out, in / 8}, {}});
+        ts.push_back({p + ".weight_scale", "F16", {out, in / 16}, {}});
+        ts.push_back({p + ".weight_zero_point", "I32", {(out + 7) / 8, in / 16}, {}});
+        ts.push_back({p + ".weight_shape", "I64", {2}, i64s({out, in})});
+        std::string g;
+        for (int64_t k = 0; k < in; k++) {
+            const int32_t v = int32_t(k / 16);
+            g.append(reinterpret_cast<const char *>(&v), 4);
+        }
+        ts.push_back({p + ".weight_g_idx", "I32", {in}, g});
+    };
+    lin("model.layers.0.self_attn.q_proj", H * HD, D);
+    lin("model.layers.0.self_attn.k_proj", HKV * HD, D);
+    lin("model.layers.0.self_attn.v_proj", HKV * HD, D);
+    lin("model.layers.0.self_attn.o_proj", D, H * HD);
+    ts.push_back({"model.layers.0.post_attention_layernorm.weight", "F16", {D}, {}});
+    lin("model.layers.0.mlp.gate_proj", F, D);
+    lin("model.layers.0.mlp.up_proj", F, D);
+    // down_proj: the W8A16 preset (8-bit, channel, symmetric)
+    ts.push_back({"model.layers.0.mlp.down_proj.weight_packed", "I32", {D, F / 4}, {}});
+    ts.push_back({"model.layers.0.mlp.down_proj.weight_scale", "F16", {D, 1}, {}});
+    ts.push_back({"model.layers.0.mlp.down_proj.weight_shape", "I64", {2}, i64s({D, F})});
+    ts.push_back({"model.norm.weight", "F16", {D}, {}});
+    return ts;
+}
+
+const char * const CT_Q = ",\"quantization_config\":{\"quant_method\":\"compressed-tensors\",\"format\":\"pack-quantized\","
+                          "\"quantization_status\":\"compressed\",\"config_groups\":{\"group_0\":{\"targets\":[\"Linear\"],"
+                          "\"weights\":{\"num_bits\":4,\"type\":\"int\",\"symmetric\":false,\"strategy\":\"group\",\"group_size\":16,"
+                          "\"actorder\":\"group\"}},\"W8A16\":[\"re:.*mlp\\\\.down_proj$\"]},\"ignore\":[\"lm_head\"]}";
+
 const char * const AWQ_Q = ",\"quantization_config\":{\"quant_method\":\"awq\",\"bits\":4,\"group_size\":16,"
                            "\"zero_point\":true,\"version\":\"gemm\",\"modules_to_not_convert\":null}";
 
@@ -120,6 +163,8 @@ const char * const TOKENS[] = {
     "\"data_offsets\":[8,4]", "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}", "\xC0\xAF",
     "\xF4\x90\x80\x80", "\"architectures\":[\"Qwen2ForCausalLM\"]", "\"rope_scaling\":{\"rope_type\":\"llama3\"}",
     "\"num_hidden_layers\":4096", "\"group_size\":7", "\"bits\":3", "\"head_dim\":0", "\"tie_word_embeddings\":false",
+    "\"strategy\":\"channel\"", "\"symmetric\":true", "\"num_bits\":8", "\"re:(a|b)*c\"", "\"re:[\"", "\"actorder\":\"weight\"",
+    "\"architectures\":[\"Qwen3ForCausalLM\"]", "\"ignore\":[\"model.layers.0.mlp.up_proj\"]",
 };
 
 size_t header_len(const std::string & s) {
@@ -218,7 +263,8 @@ uint64_t touch(const TensorView & v) {
 }
 
 uint64_t touch(const LinearSource & l) {
-    return l.awq ? touch(l.qweight) + touch(l.qzeros) + touch(l.scales) : touch(l.weight) + (l.has_bias ? touch(l.bias) : 0);
+    if (l.qfmt != QFormat::None) return touch(l.qweight) + touch(l.qzeros) + touch(l.scales) + (l.has_g_idx ? touch(l.g_idx) : 0);
+    return touch(l.weight) + (l.has_bias ? touch(l.bias) : 0);
 }
 
 const char * status_name(int s) {
@@ -226,7 +272,8 @@ const char * status_name(int s) {
         "SHOAL_OK", "SHOAL_ERR_IO", "SHOAL_ERR_ST_TRUNCATED", "SHOAL_ERR_ST_HEADER_LEN", "SHOAL_ERR_ST_HEADER_JSON",
         "SHOAL_ERR_ST_OFFSETS", "SHOAL_ERR_ST_DTYPE", "SHOAL_ERR_CONFIG", "SHOAL_ERR_SHAPE", "SHOAL_ERR_MISSING_TENSOR",
         "SHOAL_ERR_UNSUPPORTED_ARCH", "SHOAL_ERR_UNSUPPORTED_QUANT", "SHOAL_ERR_GROUP_SIZE", "SHOAL_ERR_CONTEXT_FULL",
-        "SHOAL_ERR_INVALID_ARG", "SHOAL_ERR_OOM", "SHOAL_ERR_CANCELLED", "SHOAL_ERR_BACKEND", "SHOAL_ERR_INTERNAL"};
+        "SHOAL_ERR_INVALID_ARG", "SHOAL_ERR_OOM", "SHOAL_ERR_CANCELLED", "SHOAL_ERR_BACKEND", "SHOAL_ERR_INTERNAL",
+        "SHOAL_ERR_QUANT_METADATA"};
     return s >= 0 && s < int(sizeof names / sizeof names[0]) ? names[s] : "?";
 }
 
@@ -253,12 +300,15 @@ int main(int argc, char ** argv) {
     std::vector<Seed> seeds;
     std::vector<std::string> configs = {tiny_config(""), tiny_config(AWQ_Q),
                                         tiny_config(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
-                                                    "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}")};
+                                                    "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}"),
+                                        tiny_config(CT_Q)};
     ModelConfig plain = parse_model_config(configs[0], "", "seed");
     ModelConfig awq = parse_model_config(configs[1], "", "seed");
+    ModelConfig ct = parse_model_config(configs[3], "", "seed");
     seeds.push_back({image(tiny(false, false), r), plain});
     seeds.push_back({image(tiny(false, true), r, "{\"format\":\"pt\"}"), plain});
     seeds.push_back({image(tiny(true, false), r), awq});
+    seeds.push_back({image(tiny_ct(), r), ct});
     seeds.push_back({image({{"a", "BOOL", {3}}, {"b", "F64", {}}, {"c", "BF16", {2, 0}}, {"d", "I64", {1, 1, 1, 1, 1}},
                             {"e", "I8", {5}}, {"f", "U8", {2}}, {"g", "I16", {2}}},
                            r, "{\"k\":\"v\",\"\\u00e9\":\"\\ud83d\\ude00\"}"),
@@ -266,6 +316,14 @@ int main(int argc, char ** argv) {
     for (const Seed & s : seeds) { // the seeds themselves must be valid
         SafetensorsFile f = parse_safetensors(reinterpret_cast<const uint8_t *>(s.img.data()), s.img.size(), "seed");
         (void)f;
+    }
+    { // and the compressed-tensors seed a loadable model
+        SafetensorsFile f = parse_safetensors(reinterpret_cast<const uint8_t *>(seeds[3].img.data()), seeds[3].img.size(), "seed");
+        ModelSource ms = build_model_source(ct, {&f});
+        if (ms.layers[0].down.bits != 8 || ms.layers[0].q.bits != 4 || !ms.layers[0].q.has_g_idx) {
+            std::fprintf(stderr, "BUG: compressed-tensors seed loaded with the wrong schemes\n");
+            return 1;
+        }
     }
 
     std::map<std::string, long> outcomes;

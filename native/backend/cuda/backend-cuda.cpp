@@ -636,6 +636,28 @@ bool cuda_usable(std::string * why) {
     return true;
 }
 
+BackendCaps cuda_caps() {
+    BackendCaps c;
+    c.name = "cuda";
+    // load_linear: AwqGemm 4-bit only, F16 scales, K % 32, G % 32, K % G, N % 8
+    QuantCap awq;
+    awq.fmt = QFormat::AwqGemm;
+    awq.bits = 4;
+    awq.f16_scales_only = true;
+    awq.k_multiple = 32;
+    awq.group_multiple = 32;
+    awq.n_multiple = 8;
+    c.quant.push_back(awq);
+    c.f32 = c.f16 = c.bf16 = true; // wtype_of
+    c.ops = {"head_rmsnorm", "layernorm", "activation", "learned_positions", "copy_cols", "moe", "sliding_window"};
+    c.max_head_dim = 256;          // attention(): even head_dim <= 256
+    size_t fr = 0, tot = 0;
+    CUDA_CHECK(cudaSetDevice(device_index()));
+    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    c.memory_bytes = (int64_t)fr;
+    return c;
+}
+
 std::unique_ptr<Backend> make_cuda_backend() {
     std::string why;
     SHOAL_CHECK(cuda_usable(&why), SHOAL_ERR_BACKEND, "backend 'cuda' is not available: " + why);

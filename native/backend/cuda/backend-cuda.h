@@ -3,6 +3,7 @@
 // has CUDA (SHOAL_HAVE_CUDA); model code never sees it.
 #pragma once
 #include "backend.h"
+#include "backend-choice.h"
 
 #include <memory>
 #include <string>
@@ -13,6 +14,11 @@ namespace shoal {
 // on it; otherwise false with the reason in *why ("no CUDA driver: ...",
 // "no CUDA device: ...", "no kernels for sm_XY ...").
 bool cuda_usable(std::string * why);
+
+// What the CUDA backend runs (backend-choice.h): AutoAWQ gemm INT4 with F16 scales
+// (in % 32, group % 32, out % 8), F32/F16/BF16 weights, head_rmsnorm, head_dim <= 256,
+// and the device's free memory now. Call only when cuda_usable().
+BackendCaps cuda_caps();
 
 // The CUDA backend on device $SHOAL_CUDA_DEVICE (default 0). Throws
 // shoal::Error(SHOAL_ERR_BACKEND) with the reason when CUDA is unusable.
