@@ -41,9 +41,18 @@ struct Vec {
     virtual ~Vec() = default;
 };
 
-// KV cache for all layers: [layer][pos][n_kv_heads * head_dim] for K and V.
+// Element type of a KV cache: f32, f16, or int8 with one f32 scale per
+// (position, KV head) ("q8"). The CPU backend holds all three; CUDA holds f16.
+enum class KvType : uint8_t { F32 = 0, F16 = 1, Q8 = 2 };
+const char * kv_type_name(KvType t); // "f32" | "f16" | "q8"
+// Parses "f32" | "f16" | "q8"; false for anything else.
+bool parse_kv_type(const std::string & s, KvType * out);
+
+// KV cache for all layers: K and V of every position of every layer, in the
+// backend's own layout and element type.
 struct KvCache {
-    int n_layers = 0, n_ctx = 0, kv_dim = 0;
+    int n_layers = 0, n_ctx = 0, kv_dim = 0, head_dim = 0;
+    KvType type = KvType::F32;
     virtual ~KvCache() = default;
     virtual size_t bytes() const = 0;
 };
@@ -66,12 +75,19 @@ public:
     virtual std::unique_ptr<Linear>    load_linear(const LinearSource & src) = 0;
     virtual std::unique_ptr<Embedding> load_embedding(const TensorView & w) = 0; // [vocab, dim]
     virtual std::unique_ptr<Vec>       load_vec(const TensorView & w) = 0;       // [n]
+    // A float linear (F32/F16/BF16, no bias) stored as symmetric int8 with one
+    // scale per output row, for the output matrix (half the bytes of f16 per
+    // decode step). nullptr when the backend has no such layout or the shape
+    // does not fit it; the caller then keeps load_linear's.
+    virtual std::unique_ptr<Linear> load_linear_int8(const LinearSource & src) { (void)src; return nullptr; }
 
     // ---- memory ------------------------------------------------------------
     // Allocates an activation matrix [rows, cols]; free with free_act.
     virtual Act  new_act(int64_t rows, int64_t cols) = 0;
     virtual void free_act(Act & a) = 0;
-    virtual std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) = 0;
+    // A cache of n_ctx positions × kv_dim (= n_kv_heads · head_dim) per layer.
+    // Throws SHOAL_ERR_INVALID_ARG for a type the backend does not hold.
+    virtual std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type) = 0;
     // Copies rows [row0, row0+n) of a to host f32 memory dst [n, cols].
     virtual void to_host(const Act & a, int64_t row0, int64_t n, float * dst) = 0;
     // Copies host f32 [rows, cols] into a (same shape).

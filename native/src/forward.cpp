@@ -17,7 +17,7 @@ Session::Session(Model * m, int ctx) : model(m), n_ctx(ctx) {
     n_chunk = std::min(kPrefillChunk, ctx);
     const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
     const int64_t qd = (int64_t)c.n_heads * c.head_dim, kvd = (int64_t)c.n_kv_heads * c.head_dim;
-    kv = be.new_kv_cache(c.n_layers, ctx, (int)kvd);
+    kv = be.new_kv_cache(c.n_layers, ctx, (int)kvd, c.head_dim, m->kv_type);
     x = be.new_act(n_chunk, D);
     h = be.new_act(n_chunk, D);
     q = be.new_act(n_chunk, qd);

@@ -12,6 +12,7 @@
 #include "threadpool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -53,7 +54,11 @@ constexpr int64_t kGemmMinRows = 4;
 // Output rows per prefill task: a multiple of every GEMM column block (NR =
 // 2 registers: 32/16/8 floats); the f32 panel [32][K] stays in L2.
 constexpr int64_t kPanelRows = 32;
-constexpr int64_t kGemmRowBlock = 512; // > the engine's prefill chunk (128): one block there
+constexpr int64_t kGemmRowBlock = 512;
+// Inputs per scale of the int8 lm_head (load_linear_int8).
+// 128: 3% more bytes than one scale per row; on stories260K perplexity +0.01%
+// at 32, +0.06% per row (K = 64 there, so 128 is per row).
+constexpr int64_t kHeadGroup = 128; // > the engine's prefill chunk (128): one block there
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
@@ -89,9 +94,31 @@ struct CpuVec : Vec {
     std::vector<float> w;          // [n]
 };
 
+// K and V of every (layer, KV head) in the kernels' layout (KvHead, kernels.h):
+// per head a key block [ceil(n_ctx/32)][hd][32], values [n_ctx][hd] and, for
+// q8, the per-position scales. Allocated zeroed with calloc, so pages of
+// positions never written cost no resident memory.
 struct CpuKv : KvCache {
-    std::vector<float> k, v;       // [n_layers][n_ctx][kv_dim] each
-    size_t bytes() const override { return (k.size() + v.size()) * sizeof(float); }
+    int n_kv_heads = 0;
+    int64_t ctx32 = 0;             // n_ctx rounded up to the key tile
+    size_t esize = 4;              // bytes per element
+    size_t head_bytes = 0;         // one (layer, head): K + V (+ scales)
+    uint8_t * mem = nullptr;       // [n_layers][n_kv_heads][head_bytes]
+    ~CpuKv() override { std::free(mem); }
+    size_t bytes() const override { return (size_t)n_layers * n_kv_heads * head_bytes; }
+    uint8_t * head(int layer, int h) const { return mem + ((size_t)layer * n_kv_heads + h) * head_bytes; }
+    KvHead view(int layer, int h) const {
+        uint8_t * p = head(layer, h);
+        const size_t kvb = (size_t)ctx32 * head_dim * esize;
+        KvHead v;
+        v.type = type;
+        v.hd = head_dim;
+        v.k = p;
+        v.v = p + kvb;
+        v.ks = type == KvType::Q8 ? reinterpret_cast<const float *>(p + 2 * kvb) : nullptr;
+        v.vs = type == KvType::Q8 ? reinterpret_cast<const float *>(p + 2 * kvb) + ctx32 : nullptr;
+        return v;
+    }
 };
 
 float * fp(const Act & a) { return static_cast<float *>(a.data); }
@@ -145,6 +172,52 @@ public:
         return l;
     }
 
+    std::unique_ptr<Linear> load_linear_int8(const LinearSource & src) override {
+        const TensorView & w = src.weight;
+        const int64_t N = src.out, K = src.in;
+        // the 8-bit QxRows layout: 32 | K, groups of kHeadGroup inputs (or the whole row)
+        if (src.awq || src.qfmt != QFormat::None || src.has_bias || !is_float(w.dtype) || w.numel() != N * K || K % 32 != 0)
+            return nullptr;
+        const int64_t G = K % kHeadGroup == 0 ? kHeadGroup : K, ng = K / G;
+        if (ng > 1024) return nullptr;
+        auto l = std::make_unique<CpuLinear>();
+        l->in = K;
+        l->out = N;
+        l->qx = true;
+        QxBuffer & b = l->qxw;
+        b.n = N;
+        b.k = K;
+        b.group = (int)G;
+        b.bits = 8;
+        b.qs.resize((size_t)(N * K));
+        b.scale.resize(N * ng);
+        b.szero.resize(N * ng);
+        std::atomic<bool> fits{true};
+        pool_.parallel_for((N + 63) / 64, [&](int64_t t, int) {
+            std::vector<float> row(K);
+            for (int64_t n = t * 64; n < std::min(N, t * 64 + 64); n++) {
+                k_.to_f32(w.dtype, static_cast<const uint8_t *>(w.data) + (size_t)(n * K) * dtype_size(w.dtype), K, row.data());
+                for (int64_t g = 0; g < ng; g++) {
+                    float amax = 0.0f;
+                    for (int64_t i = g * G; i < (g + 1) * G; i++) amax = std::max(amax, std::fabs(row[i]));
+                    if (!(amax / 127.0f * 128.0f < 65504.0f)) { fits = false; continue; } // also NaN
+                    // the scale is rounded to f16 first and q computed against it, so
+                    // q·s reproduces w to int8 precision with no f16 scale error
+                    const uint16_t sh = f32_to_f16(amax / 127.0f);
+                    const float s = f16_to_f32(sh), id = s > 0.0f ? 1.0f / s : 0.0f;
+                    int8_t * q = reinterpret_cast<int8_t *>(&b.qs[(size_t)(n * K)]);
+                    for (int64_t i = g * G; i < (g + 1) * G; i++)
+                        q[i] = (int8_t)std::max(-127.0f, std::min(127.0f, std::nearbyint(row[i] * id)));
+                    // bits 8 stores q − 128 with zero term −s·z: z = 128 (exact in f16, a power-of-two multiple)
+                    b.scale[n * ng + g] = sh;
+                    b.szero[n * ng + g] = f32_to_f16(-128.0f * s);
+                }
+            }
+        });
+        if (!fits) return nullptr; // |w| past the f16 range of −128·s
+        return l;
+    }
+
     std::unique_ptr<Embedding> load_embedding(const TensorView & w) override {
         SHOAL_CHECK(is_float(w.dtype) && w.n_dims == 2, SHOAL_ERR_SHAPE,
                     "embedding '" + w.name + "' must be a 2-D F32/F16/BF16 tensor");
@@ -180,18 +253,23 @@ public:
         a = Act{};
     }
 
-    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) override {
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type) override {
+        SHOAL_CHECK(n_layers > 0 && n_ctx > 0 && head_dim > 0 && kv_dim > 0 && kv_dim % head_dim == 0, SHOAL_ERR_INVALID_ARG,
+                    "KV cache: kv_dim " + std::to_string(kv_dim) + " is not a multiple of head_dim " + std::to_string(head_dim));
+        SHOAL_CHECK(type != KvType::Q8 || head_dim <= 4096, SHOAL_ERR_INVALID_ARG,
+                    "KV cache q8: head_dim " + std::to_string(head_dim) + " is above 4096; use f16");
         auto kv = std::make_unique<CpuKv>();
         kv->n_layers = n_layers;
         kv->n_ctx = n_ctx;
         kv->kv_dim = kv_dim;
-        const size_t n = (size_t)n_layers * n_ctx * kv_dim;
-        try {
-            kv->k.assign(n, 0.0f);
-            kv->v.assign(n, 0.0f);
-        } catch (const std::bad_alloc &) {
-            fail(SHOAL_ERR_OOM, "KV cache of " + std::to_string(2 * n * sizeof(float)) + " bytes");
-        }
+        kv->head_dim = head_dim;
+        kv->type = type;
+        kv->n_kv_heads = kv_dim / head_dim;
+        kv->ctx32 = ((int64_t)n_ctx + kKvTile - 1) / kKvTile * kKvTile;
+        kv->esize = type == KvType::F32 ? 4 : type == KvType::F16 ? 2 : 1;
+        kv->head_bytes = (2 * (size_t)kv->ctx32 * head_dim * kv->esize + (type == KvType::Q8 ? 2 * kv->ctx32 * 4 : 0) + 63) / 64 * 64;
+        kv->mem = static_cast<uint8_t *>(std::calloc(kv->bytes(), 1));
+        SHOAL_CHECK(kv->mem, SHOAL_ERR_OOM, "KV cache of " + std::to_string(kv->bytes()) + " bytes");
         return kv;
     }
 
@@ -337,9 +415,40 @@ public:
                     " past n_ctx " + std::to_string(kv.n_ctx));
         SHOAL_CHECK(k.cols == kv.kv_dim && v.cols == kv.kv_dim && v.rows == k.rows && layer >= 0 && layer < kv.n_layers,
                     SHOAL_ERR_INVALID_ARG, "kv_store: shapes");
-        const size_t off = ((size_t)layer * kv.n_ctx + pos0) * kv.kv_dim, n = (size_t)(k.rows * k.cols);
-        std::memcpy(&kv.k[off], k.data, n * sizeof(float));
-        std::memcpy(&kv.v[off], v.data, n * sizeof(float));
+        const int hd = kv.head_dim;
+        for (int64_t m = 0; m < k.rows; m++) {
+            const int p = pos0 + (int)m, t = p / kKvTile, slot = p % kKvTile;
+            for (int h = 0; h < kv.n_kv_heads; h++) {
+                const float * kr = fp(k) + m * k.cols + h * hd; // [hd]
+                const float * vr = fp(v) + m * v.cols + h * hd; // [hd]
+                const KvHead view = kv.view(layer, h);
+                const int64_t kat = (int64_t)t * hd * kKvTile + slot; // + i·32 for dim i
+                switch (kv.type) {
+                    case KvType::F32: {
+                        float * kd = static_cast<float *>(const_cast<void *>(view.k));
+                        for (int i = 0; i < hd; i++) kd[kat + i * kKvTile] = kr[i];
+                        std::memcpy(static_cast<float *>(const_cast<void *>(view.v)) + (int64_t)p * hd, vr, hd * sizeof(float));
+                        break;
+                    }
+                    case KvType::F16: {
+                        uint16_t * kd = static_cast<uint16_t *>(const_cast<void *>(view.k));
+                        uint16_t * vd = static_cast<uint16_t *>(const_cast<void *>(view.v)) + (int64_t)p * hd;
+                        for (int i = 0; i < hd; i++) kd[kat + i * kKvTile] = f32_to_f16(kr[i]);
+                        for (int i = 0; i < hd; i++) vd[i] = f32_to_f16(vr[i]);
+                        break;
+                    }
+                    case KvType::Q8: {
+                        int8_t q[4096]; // hd <= 4096 for q8 (new_kv_cache)
+                        const float dk = kv_quantize_q8(kr, hd, q);
+                        int8_t * kd = static_cast<int8_t *>(const_cast<void *>(view.k));
+                        for (int i = 0; i < hd; i++) kd[kat + i * kKvTile] = q[i];
+                        const_cast<float *>(view.ks)[p] = dk;
+                        const_cast<float *>(view.vs)[p] = kv_quantize_q8(vr, hd, static_cast<int8_t *>(const_cast<void *>(view.v)) + (int64_t)p * hd);
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     void attention(const Act & q, const KvCache & kvc, int layer, int pos0, int n_heads, int n_kv_heads, int head_dim,
@@ -348,18 +457,20 @@ public:
         SHOAL_CHECK(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && kv.kv_dim == n_kv_heads * head_dim &&
                     q.cols == (int64_t)n_heads * head_dim && out.cols == q.cols && pos0 + q.rows <= kv.n_ctx,
                     SHOAL_ERR_INVALID_ARG, "attention: shapes");
+        SHOAL_CHECK(kv.head_dim == head_dim && layer >= 0 && layer < kv.n_layers, SHOAL_ERR_INVALID_ARG, "attention: cache shape");
         const int group = n_heads / n_kv_heads;
-        const float * kb = &kv.k[(size_t)layer * kv.n_ctx * kv.kv_dim];
-        const float * vb = &kv.v[(size_t)layer * kv.n_ctx * kv.kv_dim];
-        // One task per (query row, head); causal: row m sees positions 0..pos0+m.
-        pool_.parallel_for(q.rows * n_heads, [&](int64_t t, int) {
-            const int64_t m = t / n_heads;
-            const int h = (int)(t % n_heads), kvh = h / group;
+        // One task per (query row, KV head): all `group` query heads of that KV
+        // head together (their q rows are adjacent), so each K/V row is read once.
+        // Causal: row m sees positions 0..pos0+m.
+        pool_.parallel_for(q.rows * n_kv_heads, [&](int64_t t, int) {
+            const int64_t m = t / n_kv_heads;
+            const int g = (int)(t % n_kv_heads);
             const int n_kv = pos0 + (int)m + 1;
-            thread_local std::vector<float> scores; // [n_kv]
-            if ((int)scores.size() < n_kv) scores.resize(n_kv);
-            k_.attn_head(fp(q) + m * q.cols + h * head_dim, kb + kvh * head_dim, vb + kvh * head_dim, kv.kv_dim, n_kv,
-                         head_dim, scale, scores.data(), fp(out) + m * out.cols + h * head_dim);
+            thread_local std::vector<float> scores; // [group][ceil(n_kv/32)·32]
+            const size_t need = (size_t)group * ((n_kv + kKvTile - 1) / kKvTile * kKvTile);
+            if (scores.size() < need) scores.resize(need);
+            const int64_t off = m * q.cols + (int64_t)g * group * head_dim;
+            k_.attn_group(kv.view(layer, g), fp(q) + off, group, n_kv, scale, scores.data(), fp(out) + off);
         });
     }
 

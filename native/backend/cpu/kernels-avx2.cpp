@@ -38,6 +38,7 @@ struct V {
         return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
     }
     static F load_f16(const uint16_t * p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+    static F load_i8(const int8_t * p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
     static F load_bf16(const uint16_t * p) {
         const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
         return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));

@@ -39,6 +39,7 @@ struct V {
         return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
     }
     static F load_f16(const uint16_t * p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+    static F load_i8(const int8_t * p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
     static F load_bf16(const uint16_t * p) {
         const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
         return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));

@@ -304,13 +304,18 @@ public:
         a = Act{};
     }
 
-    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) override {
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type) override {
+        SHOAL_CHECK(type == KvType::F16, SHOAL_ERR_INVALID_ARG,
+                    std::string("the CUDA backend keeps its KV cache in f16; kv_cache ") + kv_type_name(type) +
+                        " is available on the CPU backend only");
         bind();
         done_loading();
         auto kv = std::make_unique<CudaKv>();
         kv->n_layers = n_layers;
         kv->n_ctx = n_ctx;
         kv->kv_dim = kv_dim;
+        kv->head_dim = head_dim;
+        kv->type = type;
         const size_t bytes = (size_t)n_layers * n_ctx * kv_dim * sizeof(__half);
         kv->k.alloc(bytes, "KV cache (K)");
         kv->v.alloc(bytes, "KV cache (V)");
