@@ -321,9 +321,10 @@ public:
             xp = xperm_.data();
         }
         if (M < kGemmMinRows) {
-            // Decode: rows of W split into ~4 tasks per thread (even row counts).
+            // Decode: rows of W split into ~4 contiguous tasks per thread (row
+            // counts a multiple of 4, the kernels' rows per pass).
             const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
-            const int64_t step = ((N + n_tasks - 1) / n_tasks + 1) / 2 * 2;
+            const int64_t step = ((N + n_tasks - 1) / n_tasks + 3) / 4 * 4;
             if (w.q4 || w.qx) {
                 const int group = w.q4 ? w.qw.group : w.qxw.group;
                 const int64_t nb = K / 32, ng = K / group;

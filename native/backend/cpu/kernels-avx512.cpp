@@ -117,7 +117,10 @@ void q4_matvec_g(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, floa
             dv[32 * c + l] = x.d[4 * c + l / 8];
             dv[32 * c + 16 + l] = x.d[4 * c + 2 + l / 8];
         }
+    // 4 rows per pass: one activation load feeds 4 weight streams, and 4 rows'
+    // streams keep more loads in flight (R=4 vs 2: +14% GB/s, one thread, Zen 5)
     int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) q4_rows<4, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
     for (; n + 2 <= n1; n += 2) q4_rows<2, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
     for (; n < n1; n++) q4_rows<1, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
 }

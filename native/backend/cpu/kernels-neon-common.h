@@ -155,6 +155,7 @@ void q4_matvec_with(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, f
     grp.resize(w.k / 32);
     for (int64_t b = 0; b < w.k / 32; b++) grp[b] = (int32_t)(b * 32 / w.group);
     int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) q4_rows<DOT, 4>(w, x, grp.data(), n, y + (n - n0));
     for (; n + 2 <= n1; n += 2) q4_rows<DOT, 2>(w, x, grp.data(), n, y + (n - n0));
     for (; n < n1; n++) q4_rows<DOT, 1>(w, x, grp.data(), n, y + (n - n0));
 }
