@@ -4,6 +4,7 @@
 //   shoal-run MODEL_DIR [options] [id ...]          generate from the ids
 //   shoal-run MODEL_DIR --bench P,D [options]       P random prompt tokens, then D decoded (EOS ignored)
 //   shoal-run MODEL_DIR --ppl IDS_FILE [options]    perplexity of whitespace-separated ids
+//   shoal-run --membw THREADS                       memory read bandwidth (JSON)
 // Options: -n tokens, -t threads, -i isa, -T temperature, -s seed, -c context,
 //   --kv-cache f32|f16|q8, --lm-head q8|native, --json (bench/ppl result as one JSON line)
 #include "shoal.h"
@@ -42,6 +43,12 @@ static int die(shoal_status st, const char * err) {
 }
 
 int main(int argc, char ** argv) {
+    if (argc == 3 && !std::strcmp(argv[1], "--membw")) {
+        // the read-bandwidth roofline: streaming read of 1 GiB, best of 5
+        const int t = std::atoi(argv[2]);
+        std::printf("{\"threads\":%d,\"read_gbps\":%.3f}\n", t, shoal_measure_read_bandwidth(t, (size_t)1 << 30, 5));
+        return 0;
+    }
     if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
         std::fprintf(stderr,
                      "usage: %s MODEL_DIR [-n tokens] [-t threads] [-i isa] [-T temp] [-s seed] [-c ctx]\n"
