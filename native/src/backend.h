@@ -103,6 +103,12 @@ public:
     virtual void rmsnorm(const Act & x, const Vec & w, float eps, Act & out) = 0;
     // y[M, N] = x[M, K] · Wᵀ (+ bias)
     virtual void matmul(const Linear & w, const Act & x, Act & y) = 0;
+    // ys[i] = x · ws[i]ᵀ for n linears that read the same input (q/k/v,
+    // gate/up). A backend may run them as one pass (CPU decode: x quantized
+    // once, one fork/join over the rows of all of them); by default, one by one.
+    virtual void matmul_shared(const Linear * const * ws, Act * const * ys, int n, const Act & x) {
+        for (int i = 0; i < n; i++) matmul(*ws[i], x, *ys[i]);
+    }
     // Rotates q [M, n_heads*head_dim] and k [M, n_kv_heads*head_dim] in place
     // (HF rotate_half layout: pairs (i, i + n_rot/2)); row m is at position pos0 + m.
     virtual void rope(Act & q, Act & k, int n_heads, int n_kv_heads, int pos0, const RopeParams & p) = 0;

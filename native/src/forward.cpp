@@ -76,9 +76,11 @@ void Session::forward_chunk(const int32_t * tokens, int n, float * dst_rows, boo
         const LayerWeights & w = model->layers[l];
         // attention block
         be.rmsnorm(X, *w.attn_norm, c.rms_norm_eps, Hn);
-        be.matmul(*w.q, Hn, Q);
-        be.matmul(*w.k, Hn, K);
-        be.matmul(*w.v, Hn, Vv);
+        {   // Q = Hn·Wqᵀ, K = Hn·Wkᵀ, V = Hn·Wvᵀ (one pass where the backend can)
+            const Linear * ws[3] = {w.q.get(), w.k.get(), w.v.get()};
+            Act * ys[3] = {&Q, &K, &Vv};
+            be.matmul_shared(ws, ys, 3, Hn);
+        }
         be.rope(Q, K, c.n_heads, c.n_kv_heads, pos0, model->rope);
         be.kv_store(*kv, l, pos0, K, Vv);
         be.attention(Q, *kv, l, pos0, c.n_heads, c.n_kv_heads, c.head_dim, attn_scale, A);
@@ -86,8 +88,11 @@ void Session::forward_chunk(const int32_t * tokens, int n, float * dst_rows, boo
         be.add(X, P);                                                   // X += o(attn)
         // MLP block (SwiGLU)
         be.rmsnorm(X, *w.ffn_norm, c.rms_norm_eps, Hn);
-        be.matmul(*w.gate, Hn, G);
-        be.matmul(*w.up, Hn, U);
+        {   // G = Hn·Wgateᵀ, U = Hn·Wupᵀ
+            const Linear * ws[2] = {w.gate.get(), w.up.get()};
+            Act * ys[2] = {&G, &U};
+            be.matmul_shared(ws, ys, 2, Hn);
+        }
         be.silu_mul(G, U);                                              // G = silu(G) * U
         be.matmul(*w.down, G, P);
         be.add(X, P);                                                   // X += down(G)

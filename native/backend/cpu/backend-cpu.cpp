@@ -328,18 +328,7 @@ public:
             if (w.q4 || w.qx) {
                 const int group = w.q4 ? w.qw.group : w.qxw.group;
                 const int64_t nb = K / 32, ng = K / group;
-                // q/k/v (and gate/up) share their input: quantize it once.
-                const bool same = xq_group_ == group && xlast_.size() == (size_t)(M * K) &&
-                                  std::memcmp(xlast_.data(), xp, (size_t)(M * K) * sizeof(float)) == 0;
-                if (!same) {
-                    xq_.resize(M * K);
-                    xd_.resize(M * nb);
-                    xg_.resize(M * ng);
-                    for (int64_t m = 0; m < M; m++)
-                        k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
-                    xlast_.assign(xp, xp + M * K);
-                    xq_group_ = group;
-                }
+                quantize_input(xp, M, K, group);
                 const Q4Rows q = w.qw.view();
                 const QxRows qx = w.qxw.view();
                 pool_.parallel_for((N + step - 1) / step, [&](int64_t t, int) {
@@ -390,6 +379,42 @@ public:
         }
         if (!w.bias.empty())
             for (int64_t m = 0; m < M; m++) k_.add(yp + m * N, w.bias.data(), N);
+    }
+
+    void matmul_shared(const Linear * const * ws, Act * const * ys, int n, const Act & x) override {
+        // One pass for decode over INT4 linears of one group size: the rows of
+        // all of them split into contiguous tasks of one fork/join.
+        bool fused = x.rows < kGemmMinRows && n > 0 && n <= 8;
+        for (int i = 0; fused && i < n; i++) {
+            const auto & w = static_cast<const CpuLinear &>(*ws[i]);
+            fused = w.q4 && w.perm.empty() && w.qw.group == static_cast<const CpuLinear &>(*ws[0]).qw.group && w.in == x.cols &&
+                    ys[i]->cols == w.out && ys[i]->rows >= x.rows;
+        }
+        if (!fused) return Backend::matmul_shared(ws, ys, n, x);
+        const int64_t M = x.rows, K = x.cols;
+        const int group = static_cast<const CpuLinear &>(*ws[0]).qw.group;
+        quantize_input(fp(x), M, K, group);
+        int64_t total = 0;
+        for (int i = 0; i < n; i++) total += ws[i]->out;
+        const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(total / 16, 4 * pool_.size()));
+        const int64_t step = ((total + n_tasks - 1) / n_tasks + 3) / 4 * 4;
+        std::vector<SharedTask> & tasks = tasks_;
+        tasks.clear();
+        for (int i = 0; i < n; i++)
+            for (int64_t n0 = 0; n0 < ws[i]->out; n0 += step) tasks.push_back({i, n0, std::min<int64_t>(ws[i]->out, n0 + step)});
+        const int64_t nb = K / 32, ng = K / group;
+        pool_.parallel_for((int64_t)tasks.size(), [&](int64_t t, int) {
+            const SharedTask & tk = tasks[t];
+            const auto & w = static_cast<const CpuLinear &>(*ws[tk.i]);
+            float * yp = fp(*ys[tk.i]);
+            for (int64_t m = 0; m < M; m++)
+                k_.q4_matvec(w.qw.view(), Q8Row{&xq_[m * K], &xd_[m * nb], &xg_[m * ng]}, tk.n0, tk.n1, yp + m * w.out + tk.n0);
+        });
+        for (int i = 0; i < n; i++) {
+            const auto & w = static_cast<const CpuLinear &>(*ws[i]);
+            if (!w.bias.empty())
+                for (int64_t m = 0; m < M; m++) k_.add(fp(*ys[i]) + m * w.out, w.bias.data(), w.out);
+        }
     }
 
     void rope(Act & q, Act & k, int n_heads, int n_kv_heads, int pos0, const RopeParams & p) override {
@@ -486,6 +511,21 @@ public:
     }
 
 private:
+    // Decode activations → xq_, xd_, xg_ (Q8Row per row). Linears that share
+    // their input (q/k/v, gate/up) quantize it once: the last input is kept.
+    void quantize_input(const float * xp, int64_t M, int64_t K, int group) {
+        const int64_t nb = K / 32, ng = K / group;
+        const bool same = xq_group_ == group && xlast_.size() == (size_t)(M * K) &&
+                          std::memcmp(xlast_.data(), xp, (size_t)(M * K) * sizeof(float)) == 0;
+        if (same) return;
+        xq_.resize(M * K);
+        xd_.resize(M * nb);
+        xg_.resize(M * ng);
+        for (int64_t m = 0; m < M; m++) k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
+        xlast_.assign(xp, xp + M * K);
+        xq_group_ = group;
+    }
+
     // Per-row ops: a dispatch costs ~1 µs, so small batches stay on this thread.
     template <class Fn> void rows_parallel(int64_t rows, int64_t cols, Fn && fn) {
         if (rows * cols < 32768) {
@@ -514,6 +554,8 @@ private:
     std::vector<float> xlast_; // [M][K] the f32 input xq_ was made from
     std::vector<float> xperm_; // [M][K] gathered input of a desc_act linear
     int xq_group_ = 0;
+    struct SharedTask { int i; int64_t n0, n1; };
+    std::vector<SharedTask> tasks_; // matmul_shared's task list (reused: no allocation per token)
 };
 
 } // namespace
