@@ -12,7 +12,7 @@ all: native ts web
 deps: $(NPM_STAMP)
 # npm install (not ci): see .ci/run — the lockfile cannot list rollup's optional
 # binaries for other platforms, which `npm ci` insists on.
-$(NPM_STAMP): package.json package-lock.json
+$(NPM_STAMP): package.json package-lock.json $(wildcard packages/*/package.json)
 	npm install --no-audit --no-fund
 	@touch $@
 
@@ -20,9 +20,12 @@ $(NPM_STAMP): package.json package-lock.json
 native: deps
 	npx cmake-js compile --directory native --out native/build --parallel $(JOBS) --log-level warn
 
+# TypeScript: npm workspaces under packages/, built in dependency order by project
+# references (tsconfig.json); each package compiles src/ and test/ into its own dist/.
+CLI_MAIN := packages/cli/dist/src/main.js
 ts: deps
-	npx tsc -p tsconfig.json
-	@chmod +x dist/cli/main.js
+	npx tsc -b
+	@chmod +x $(CLI_MAIN)
 
 # Native tests and tools, built by plain CMake (no Node needed).
 native-tests:
@@ -33,7 +36,7 @@ test-native: native-tests
 	cd $(NATIVE_TEST_DIR) && ctest --output-on-failure
 
 test-ts: all
-	npx tap --disable-coverage --jobs=2 'dist/test/**/*.test.js'
+	npx tap --disable-coverage --jobs=2 'packages/*/dist/test/**/*.test.js'
 
 test: test-native fuzz test-ts
 
@@ -53,10 +56,10 @@ bench: all native-tests
 	@mkdir -p $(BENCH_DIR)
 	native/build-tests/bench-kernels
 	native/build-tests/bench-kernels --json > $(BENCH_DIR)/kernels.json
-	@[ -f $(BENCH_MODEL)/config.json ] || node dist/cli/main.js gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
-	node dist/cli/main.js bench --model $(BENCH_MODEL)
-	node dist/cli/main.js bench --model $(BENCH_MODEL) --json > $(BENCH_DIR)/tinyllama-awq-w4g128.json
-	node dist/controller/bench/fleet-bench.js --devices 1000 --duration 60 --out $(BENCH_DIR)/fleet.json
+	@[ -f $(BENCH_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
+	node $(CLI_MAIN) bench --model $(BENCH_MODEL)
+	node $(CLI_MAIN) bench --model $(BENCH_MODEL) --json > $(BENCH_DIR)/tinyllama-awq-w4g128.json
+	node packages/devkit/dist/src/bench/fleet-bench.js --devices 1000 --duration 60 --out $(BENCH_DIR)/fleet.json
 
 # Shoal against llama.cpp on this machine (docs/benchmarks.md): llama.cpp's prebuilt CPU
 # libraries (npm @node-llama-cpp/linux-x64, pinned in scripts/bench-peer.mjs) are installed
@@ -69,10 +72,10 @@ bench-peer: all native-tests
 	node scripts/bench-peer.mjs --shoal-model $(BENCH_MODEL) --out $(BENCH_DIR)/peer.json
 
 demo: all
-	node dist/cli/main.js up
+	node $(CLI_MAIN) up
 
 clean:
-	rm -rf dist native/build native/build-tests native/build-fuzz
+	rm -rf packages/*/dist native/build native/build-tests native/build-fuzz
 
 # ---- aarch64 (Jetson Orin) and deployment checks -------------------------------------
 # Cross-compiles native/ with g++-aarch64-linux-gnu (native/cmake/aarch64-linux-gnu.cmake)
@@ -88,12 +91,12 @@ check-deploy:
 	scripts/check-deploy.sh
 
 # ---- fleet dashboard -------------------------------------------------------------------
-# controller/web (plain TypeScript + uPlot, built by Vite) into dist/web; the controller
+# packages/controller/web (plain TypeScript + uPlot, built by Vite) into packages/controller/dist/web; the controller
 # serves it at / (docs/dashboard.md). Type-checked with its own tsconfig (DOM libs).
 .PHONY: web
 web: deps
-	npx tsc -p controller/web/tsconfig.json
-	npx vite build --config controller/web/vite.config.ts
+	npx tsc -p packages/controller/web/tsconfig.json
+	npx vite build --config packages/controller/web/vite.config.ts
 
 # ---- CUDA backend -------------------------------------------------------------------------
 # Builds the native tests and tools with -DSHOAL_CUDA=ON (fat binary sm_80/86/87/89/90 + PTX)

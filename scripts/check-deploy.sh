@@ -47,7 +47,7 @@ fi
 # ---- 2. systemd-analyze verify in a root laid out like an installed device ---------------------
 ROOT=$WORK/root
 mkdir -p "$ROOT/etc/systemd/system/mosquitto.service.d" "$ROOT/usr/lib/systemd" "$ROOT/usr/bin" \
-         "$ROOT/usr/sbin" "$ROOT/opt/shoal/bin" "$ROOT/opt/shoal/dist/cli"
+         "$ROOT/usr/sbin" "$ROOT/opt/shoal/bin" "$ROOT/opt/shoal/packages/cli/dist/src"
 ln -s usr/bin "$ROOT/bin"
 ln -s usr/sbin "$ROOT/sbin"
 ln -s usr/lib "$ROOT/lib"
@@ -61,7 +61,7 @@ copy_prog() { # host path -> same path in the root (hard link when possible)
 }
 ln "$(readlink -f "$(command -v node)")" "$ROOT/usr/bin/node" 2>/dev/null || cp "$(readlink -f "$(command -v node)")" "$ROOT/usr/bin/node"
 ln -s /usr/bin/node "$ROOT/opt/shoal/bin/node"
-: >"$ROOT/opt/shoal/dist/cli/main.js"
+: >"$ROOT/opt/shoal/packages/cli/dist/src/main.js"
 for p in /usr/sbin/mosquitto /usr/bin/mkdir /usr/bin/chown /usr/bin/kill; do
   [ -e "$p" ] || p=/bin/${p##*/}
   copy_prog "$p"
@@ -94,7 +94,7 @@ rm "$ROOT/opt/shoal/bin/node"
 if verify_units "$WORK/neg2.log" shoal-device.service; then fail "a missing ExecStart binary went unnoticed"; else pass "a missing ExecStart binary is reported: $(head -1 "$WORK/neg2.log")"; fi
 ln -s /usr/bin/node "$ROOT/opt/shoal/bin/node"
 
-# directives the device daemon relies on (device/src/sdnotify.ts notifies through the
+# directives the device daemon relies on (packages/device/src/sdnotify.ts notifies through the
 # systemd-notify helper, so READY=1/WATCHDOG=1 come from a child: NotifyAccess=all)
 require_line() { # unit line
   if grep -qxF -- "$2" "deploy/systemd/$1"; then :; else fail "$1 lacks '$2'"; fi
@@ -104,12 +104,12 @@ for l in Type=notify NotifyAccess=all Restart=on-failure StateDirectory=shoal Us
          ProtectSystem=strict ProtectHome=true NoNewPrivileges=true PrivateTmp=true \
          ReadWritePaths=/var/lib/shoal "SupplementaryGroups=video render" DevicePolicy=closed \
          "DeviceAllow=/dev/nvmap rw" "DeviceAllow=/dev/nvhost-ctrl-gpu rw" \
-         "ExecStart=/opt/shoal/bin/node /opt/shoal/dist/cli/main.js device --config /etc/shoal/device.json"; do
+         "ExecStart=/opt/shoal/bin/node /opt/shoal/packages/cli/dist/src/main.js device --config /etc/shoal/device.json"; do
   require_line shoal-device.service "$l"
 done
 grep -qE '^WatchdogSec=[1-9][0-9]*s?$' deploy/systemd/shoal-device.service || fail "shoal-device.service: WatchdogSec= missing"
-grep -q "systemd-notify" device/src/sdnotify.ts 2>/dev/null || echo "note: device/src/sdnotify.ts no longer uses systemd-notify; NotifyAccess=main may do"
-require_line shoal-controller.service "ExecStart=/opt/shoal/bin/node /opt/shoal/dist/cli/main.js controller --config /etc/shoal/controller.json"
+grep -q "systemd-notify" packages/device/src/sdnotify.ts 2>/dev/null || echo "note: packages/device/src/sdnotify.ts no longer uses systemd-notify; NotifyAccess=main may do"
+require_line shoal-controller.service "ExecStart=/opt/shoal/bin/node /opt/shoal/packages/cli/dist/src/main.js controller --config /etc/shoal/controller.json"
 [ "$failures" -ne "$before" ] || pass "required directives present (notify + watchdog, hardening, GPU device allow-list)"
 
 # ---- 3. exposure ceilings (systemd-analyze security, offline) ------------------------------------
@@ -132,7 +132,7 @@ node -e "const { generateKeyPairSync } = require('node:crypto'); const { publicK
 validate_device_json() {
   node -e "
     const Ajv = require('ajv').default ?? require('ajv').Ajv;
-    const schema = require('./device/src/config/schema.json');
+    const schema = require('./packages/device/src/config/schema.json');
     const cfg = JSON.parse(require('node:fs').readFileSync(process.argv[1], 'utf8'));
     const v = new Ajv({ allErrors: true, useDefaults: true, strict: false }).compile(schema);
     if (!v(cfg)) { console.error(JSON.stringify(v.errors)); process.exit(1); }
@@ -151,7 +151,7 @@ printf '%s\n' "$standin_token" >"$WORK/controller.token"
 validate_controller_json() {
   node --input-type=module -e "
     import { readFileSync } from 'node:fs';
-    const { resolveConfig } = await import(process.cwd() + '/dist/controller/src/config.js');
+    const { resolveConfig } = await import(process.cwd() + '/packages/controller/dist/src/config.js');
     const raw = JSON.parse(readFileSync(process.argv[1], 'utf8'));
     if (raw.tokenFile !== '/etc/shoal/controller.token' || raw.dataDir !== '/var/lib/shoal-controller') throw new Error('unexpected tokenFile/dataDir');
     raw.tokenFile = process.argv[2];
@@ -173,7 +173,7 @@ for rel in R35.4.1 R36.4.3; do
   fi
   case $rel in R35*) jp=5 ;; *) jp=6 ;; esac
   before=$failures
-  for want in "JetPack $jp" "npm ci" "cmake-js compile" "tsc -p tsconfig.json" \
+  for want in "JetPack $jp" "npm ci" "cmake-js compile" "tsc -b" \
               "useradd --system" "/etc/shoal/device.json" "/etc/shoal/controller.json" \
               "/etc/systemd/system/shoal-device.service" "systemctl enable shoal-device.service shoal-controller.service" \
               "nvpmodel -m 0" "+ jetson_clocks" "mv /opt/shoal.new /opt/shoal"; do
@@ -181,15 +181,15 @@ for rel in R35.4.1 R36.4.3; do
   done
   written_file "$log" /etc/shoal/device.json >"$WORK/device-$rel.json"
   if ! validate_device_json "$WORK/device-$rel.json" orin-ci-1 mqtts://broker.example:8883 2>"$WORK/ajv.log"; then
-    fail "device.json from the $rel dry run is not valid for device/src/config/schema.json: $(cat "$WORK/ajv.log")"
+    fail "device.json from the $rel dry run is not valid for packages/device/src/config/schema.json: $(cat "$WORK/ajv.log")"
   fi
   written_file "$log" /etc/shoal/controller.json >"$WORK/controller-$rel.json"
-  if [ -f dist/controller/src/config.js ]; then
+  if [ -f packages/controller/dist/src/config.js ]; then
     validate_controller_json "$WORK/controller-$rel.json" "$WORK/controller.token" "$WORK/fleet.pem" mqtts://broker.example:8883 2>"$WORK/ctl.log" \
       || fail "controller.json from the $rel dry run is rejected by the controller's resolveConfig: $(cat "$WORK/ctl.log")"
     ctl_note="controller.json accepted by resolveConfig"
   else
-    ctl_note="controller.json not checked: no dist/ (make ts)"
+    ctl_note="controller.json not checked: no packages/controller/dist (make ts)"
   fi
   [ "$failures" -ne "$before" ] || pass "installer --dry-run for L4T $rel (JetPack $jp): steps, schema-valid device.json, $ctl_note"
 done

@@ -294,7 +294,7 @@ log "building Shoal from $SRC in $STAGE"
 if [ "$DRY_RUN" = 1 ]; then
   printf '  + tar -C %q -c (the checkout, without .git node_modules dist native/build*) | tar -C %q -x\n' "$SRC" "$STAGE"
 else
-  tar -C "$SRC" --exclude=./.git --exclude=./node_modules --exclude=./dist --exclude='./native/build*' \
+  tar -C "$SRC" --exclude=./.git --exclude=./node_modules --exclude=./dist --exclude='./packages/*/dist' --exclude='./native/build*' \
       --exclude=./.tap --exclude=./tmp --exclude=./.gl --exclude=./.whl --exclude=./.bench \
       -cf - . | tar -C "$STAGE" -xf - --no-same-owner
 fi
@@ -306,11 +306,11 @@ if [ -f "$NODE_ROOT/include/node/node.h" ] || [ -n "$NODE_TARBALL" ]; then BUILD
 run_in "$STAGE" env "${BUILD_ENV[@]}" npm ci --no-audit --no-fund
 run_in "$STAGE" env "${BUILD_ENV[@]}" npx cmake-js compile --directory native --out native/build \
   --parallel "$JOBS" --log-level warn "${CMAKE_JS_DEFINES[@]}"
-run_in "$STAGE" env "${BUILD_ENV[@]}" npx tsc -p tsconfig.json
+run_in "$STAGE" env "${BUILD_ENV[@]}" npx tsc -b
 run_in "$STAGE" env "${BUILD_ENV[@]}" npm prune --omit=dev --no-audit --no-fund
 if [ "$DRY_RUN" = 0 ]; then
   [ -f "$STAGE/native/build/Release/shoal.node" ] || die "the addon was not built ($STAGE/native/build/Release/shoal.node missing)"
-  [ -f "$STAGE/dist/cli/main.js" ] || die "the TypeScript build produced no dist/cli/main.js"
+  [ -f "$STAGE/packages/cli/dist/src/main.js" ] || die "the TypeScript build produced no packages/cli/dist/src/main.js"
   # the addon must load on this machine
   (cd "$STAGE" && "$NODE_BIN" -e "require('./native/build/Release/shoal.node')") || die "the built addon does not load"
 fi
@@ -319,7 +319,7 @@ FINAL_NODE_BIN=$NODE_BIN
 run ln -sfn "$FINAL_NODE_BIN" "$STAGE/bin/node"
 write_file "$STAGE/bin/shoal" 0755 root:root <<EOF
 #!/bin/sh
-exec $PREFIX/bin/node $PREFIX/dist/cli/main.js "\$@"
+exec $PREFIX/bin/node $PREFIX/packages/cli/dist/src/main.js "\$@"
 EOF
 [ "$DRY_RUN" = 1 ] || chown -R root:root "$STAGE"
 

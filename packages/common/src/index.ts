@@ -1,0 +1,5 @@
+// @shoal/common — the small things every package uses, written once.
+export * from './atomic.js';
+export * from './log.js';
+export * from './signals.js';
+export * from './checkout.js';

@@ -1,0 +1,338 @@
+// Converges the device to the desired model: fetch + check the signed manifest,
+// check free space, download with resume into store/.partial, verify, atomically
+// move into the store, health-check with the engine, then swap the active model
+// (requests wait in the queue during the swap). The active model is never
+// touched until the new one is healthy; a failed health check keeps (rolls back
+// to) the current one.
+import { promises as fsp, statfsSync } from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import {
+  type DesiredModel, type ModelRef, type Phase, type EventType, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, verifyManifest, sha256Hex, manifestBytes,
+} from '@shoal/protocol';
+import { DeviceError, toErrorInfo } from './errors.js';
+import { ModelStore, sameRef, dirBytes } from './store.js';
+import { fetchBytes, downloadFile } from './download.js';
+import type { EngineHost, LoadedModel } from './engine-host.js';
+import type { Scheduler } from './scheduler.js';
+import type { DeviceConfig } from './config/load.js';
+import { type Logger, fsyncDir, writeJsonAtomic } from '@shoal/common';
+
+const TRANSIENT = new Set(['MANIFEST_FETCH_FAILED', 'DOWNLOAD_FAILED', 'STORE_IO', 'INTERNAL']);
+
+export interface OtaDeps {
+  cfg: DeviceConfig;
+  store: ModelStore;
+  host: EngineHost;
+  scheduler: Scheduler;
+  log: Logger;
+  emit(type: EventType, data: Record<string, unknown>): void;
+  changed(): void;
+}
+
+export function freeBytes(dir: string): number {
+  const s = statfsSync(dir);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+export class OtaManager {
+  phase: Phase = 'idle';
+  desired: DesiredModel | null = null;
+  rolloutId: string | undefined;
+  lastError: { code: string; message: string } | undefined;
+  private failedKey: string | null = null;
+  private pinnedKey: string | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private abort: AbortController | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retries = 0;
+  private lock: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+
+  constructor(private readonly d: OtaDeps) {}
+
+  private key(m: DesiredModel): string { return `${m.name}@${m.version}#${m.manifestSha256}`; }
+
+  private setPhase(p: Phase): void {
+    if (this.phase !== p) { this.phase = p; this.d.changed(); }
+  }
+
+  /** Serializes model operations (converge, activate, rollback, remove). */
+  private withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.lock.then(fn, fn);
+    this.lock = p.catch(() => {});
+    return p;
+  }
+
+  /** Loads the active model from the store at start-up (falls back to previous). */
+  async restoreActive(): Promise<void> {
+    const { current, previous } = this.d.store.getActive();
+    for (const ref of [current, previous]) {
+      if (!ref || !this.d.store.has(ref)) continue;
+      try {
+        const loaded = await this.d.host.load(ref, this.d.store.versionDir(ref));
+        this.d.host.current = loaded;
+        if (!sameRef(ref, current)) await this.d.store.setActive(ref, null);
+        this.setPhase('active');
+        this.d.log.info({ model: ref }, 'active model loaded');
+        return;
+      } catch (e) {
+        this.d.log.error({ model: ref, err: (e as Error).message }, 'could not load stored model');
+        this.lastError = toErrorInfo(e, 'HEALTH_CHECK_FAILED');
+      }
+    }
+  }
+
+  setDesired(model: DesiredModel | null, rolloutId?: string): void {
+    const changed = JSON.stringify(model) !== JSON.stringify(this.desired);
+    this.desired = model;
+    this.rolloutId = rolloutId;
+    if (changed) {
+      this.failedKey = null;
+      this.pinnedKey = null;
+      this.retries = 0;
+      void this.d.store.saveDesired({ model, ...(rolloutId ? { rolloutId } : {}) }).catch((e) => this.d.log.warn({ err: (e as Error).message }, 'could not persist desired state'));
+      // a different target aborts a download in progress (its partial bytes stay for later)
+      if (this.abort && model && !this.isTarget(model)) this.abort.abort(new DeviceError('CANCELLED', 'desired state changed'));
+    }
+    this.d.changed();
+    this.kick();
+  }
+
+  private currentTarget: DesiredModel | null = null;
+  private isTarget(m: DesiredModel): boolean { return !!this.currentTarget && this.key(this.currentTarget) === this.key(m); }
+
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) { this.again = true; return; }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.withLock(() => this.convergeOnce());
+      } while (this.again && !this.stopped);
+    })().finally(() => { this.running = null; });
+  }
+
+  async idle(): Promise<void> { while (this.running) await this.running; }
+
+  stop(): void {
+    this.stopped = true;
+    this.abort?.abort(new DeviceError('SHUTTING_DOWN'));
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
+  private async convergeOnce(): Promise<void> {
+    const want = this.desired;
+    if (!want) { if (this.d.host.current) this.setPhase('active'); return; }
+    const ref: ModelRef = { name: want.name, version: want.version };
+    const cur = this.d.host.current?.ref ?? null;
+    if (sameRef(cur, ref)) { this.setPhase('active'); this.lastError = undefined; return; }
+    const k = this.key(want);
+    if (this.failedKey === k || this.pinnedKey === k) return;
+    this.currentTarget = want;
+    this.abort = new AbortController();
+    const signal = this.abort.signal;
+    try {
+      if (!this.d.store.has(ref)) await this.install(want, signal);
+      await this.healthCheckAndActivate(ref, 'desired');
+      this.retries = 0;
+    } catch (e) {
+      const info = toErrorInfo(e);
+      if (signal.aborted && (info.code === 'CANCELLED' || info.code === 'SHUTTING_DOWN')) {
+        this.d.log.info({ model: ref, reason: info.message }, 'install interrupted');
+        return;
+      }
+      this.lastError = info;
+      this.d.log.error({ model: ref, code: info.code, err: info.message }, 'OTA failed');
+      if (info.code === 'HEALTH_CHECK_FAILED') {
+        this.failedKey = k;
+      } else {
+        this.setPhase('failed');
+        this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: this.d.host.current?.ref ?? null });
+        if (TRANSIENT.has(info.code) && this.retries < 8) {
+          this.retries++;
+          const delay = Math.min(300_000, 2000 * 2 ** (this.retries - 1));
+          this.retryTimer = setTimeout(() => { this.retryTimer = null; this.kick(); }, delay);
+        } else {
+          this.failedKey = k;
+        }
+      }
+      this.d.changed();
+    } finally {
+      this.currentTarget = null;
+      this.abort = null;
+    }
+  }
+
+  private async install(want: DesiredModel, signal: AbortSignal): Promise<void> {
+    const { cfg, store } = this.d;
+    const ref = { name: want.name, version: want.version };
+    this.setPhase('downloading');
+    this.d.emit('ota.started', { name: ref.name, version: ref.version, manifestUrl: want.manifestUrl, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}) });
+    // 1. manifest: hash, schema, identity, signature
+    const bytes = await fetchBytes(want.manifestUrl, MAX_MANIFEST_BYTES, { signal, idleTimeoutMs: cfg.download.idleTimeoutSec * 1000, retries: cfg.download.retries });
+    const got = sha256Hex(bytes);
+    if (got !== want.manifestSha256) throw new DeviceError('MANIFEST_HASH_MISMATCH', `manifest sha256 is ${got}; desired state says ${want.manifestSha256}`);
+    let json: unknown;
+    try { json = JSON.parse(bytes.toString('utf8')); } catch (e) { throw new DeviceError('MANIFEST_INVALID', `manifest is not JSON: ${(e as Error).message}`); }
+    const parsed = Manifest.safeParse(json);
+    if (!parsed.success) throw new DeviceError('MANIFEST_INVALID', `manifest is invalid: ${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const manifest = parsed.data;
+    if (manifest.files.some((f) => f.path === MANIFEST_FILE)) throw new DeviceError('MANIFEST_INVALID', `manifest lists a file named ${MANIFEST_FILE}, which is reserved`);
+    if (manifest.name !== want.name || manifest.version !== want.version) {
+      throw new DeviceError('MANIFEST_MISMATCH', `manifest is ${manifest.name}@${manifest.version}; desired is ${want.name}@${want.version}`);
+    }
+    const sig = verifyManifest(manifest, cfg.fleetPublicKey);
+    if (!sig.ok) throw new DeviceError('SIGNATURE_INVALID', `manifest signature rejected: ${sig.reason}`);
+    // 2. space: needed bytes beyond what is already on disk must leave the reserve free
+    const partial = store.partialDir(ref);
+    await store.cleanPartials(ref);
+    const total = manifestBytes(manifest);
+    const have = await dirBytes(partial);
+    const needed = Math.max(0, total - have);
+    const free = freeBytes(store.dir);
+    if (free - needed < cfg.store.reserveBytes) {
+      await fsp.rm(partial, { recursive: true, force: true });
+      await fsp.rmdir(path.dirname(partial)).catch(() => {});
+      throw new DeviceError('INSUFFICIENT_SPACE',
+        `not enough space in ${store.dir} for ${ref.name}@${ref.version}: needs ${needed} bytes plus a reserve of ${cfg.store.reserveBytes} bytes; ${free} bytes free`,
+        { neededBytes: needed, reserveBytes: cfg.store.reserveBytes, freeBytes: free });
+    }
+    // 3. download with resume
+    await fsp.mkdir(partial, { recursive: true });
+    let done = 0;
+    let lastEmit = 0;
+    let windowStart = Date.now();
+    let windowBytes = 0;
+    let rate = 0;
+    const progress = (file: string, force = false) => {
+      const now = Date.now();
+      if (now - windowStart >= 500) { rate = (windowBytes * 1000) / (now - windowStart); windowStart = now; windowBytes = 0; }
+      if (!force && now - lastEmit < cfg.download.progressIntervalMs) return;
+      lastEmit = now;
+      this.d.emit('ota.progress', {
+        name: ref.name, version: ref.version, phase: this.phase, file, bytes: done, totalBytes: total,
+        percent: total > 0 ? Math.round((done / total) * 1000) / 10 : 100, rateBytesPerSec: Math.round(rate),
+      });
+    };
+    for (const f of manifest.files) {
+      const dest = path.join(partial, ...f.path.split('/'));
+      await fsp.mkdir(path.dirname(dest), { recursive: true });
+      const url = new URL(f.path.split('/').map(encodeURIComponent).join('/'), want.manifestUrl).href;
+      await downloadFile(url, dest, { size: f.size, sha256: f.sha256 }, {
+        signal, retries: cfg.download.retries, idleTimeoutMs: cfg.download.idleTimeoutSec * 1000,
+        onBytes: (n, resumed) => { done += n; if (!resumed) windowBytes += n; progress(f.path); },
+      });
+      progress(f.path, true);
+    }
+    this.d.emit('ota.downloaded', { name: ref.name, version: ref.version, totalBytes: total, files: manifest.files.length });
+    // 4. verify what is on disk, then move into the store atomically
+    this.setPhase('verifying');
+    for (const f of manifest.files) {
+      const file = path.join(partial, ...f.path.split('/'));
+      const st = await fsp.stat(file);
+      if (st.size !== f.size) throw new DeviceError('FILE_SIZE_MISMATCH', `${f.path} is ${st.size} bytes on disk; the manifest says ${f.size}`);
+      const h = createHash('sha256');
+      for await (const c of createReadStream(file, { signal }) as AsyncIterable<Buffer>) h.update(c);
+      const digest = h.digest('hex');
+      if (digest !== f.sha256) {
+        await fsp.rm(file, { force: true });
+        throw new DeviceError('FILE_HASH_MISMATCH', `${f.path}: sha256 on disk is ${digest}; the manifest says ${f.sha256}`);
+      }
+    }
+    await writeJsonAtomic(path.join(partial, MANIFEST_FILE), manifest);
+    const dirs = new Set<string>();
+    for (const f of manifest.files) dirs.add(path.dirname(path.join(partial, ...f.path.split('/'))));
+    for (const dir of dirs) await fsyncDir(dir);
+    const final = store.versionDir(ref);
+    await fsp.mkdir(path.dirname(final), { recursive: true });
+    await fsp.rm(final, { recursive: true, force: true });
+    await fsp.rename(partial, final);
+    await fsyncDir(path.dirname(final));
+    await fsyncDir(path.dirname(partial)).catch(() => {});
+    await fsp.rmdir(path.dirname(partial)).catch(() => {});
+    this.d.emit('ota.verified', { name: ref.name, version: ref.version, totalBytes: total });
+  }
+
+  /** Loads + checks a stored version and makes it active; on failure the current model stays. */
+  private async healthCheckAndActivate(ref: ModelRef, reason: 'desired' | 'activate' | 'rollback'): Promise<void> {
+    const { store, host, scheduler } = this.d;
+    this.setPhase('health-check');
+    if (!host.current) scheduler.swapping = true;
+    let checked: { loaded: LoadedModel; tokens: number; ms: number };
+    try {
+      checked = await host.loadAndCheck(ref, store.versionDir(ref));
+    } catch (e) {
+      scheduler.swapping = false;
+      const info = toErrorInfo(e, 'HEALTH_CHECK_FAILED');
+      this.lastError = info;
+      const kept = host.current?.ref ?? null;
+      this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: kept });
+      if (kept) {
+        this.setPhase('rolled-back');
+        this.d.emit('ota.rolled-back', { from: ref, to: kept, reason: info.message });
+      } else {
+        this.setPhase('failed');
+      }
+      throw e;
+    }
+    this.d.emit('ota.health-check', { name: ref.name, version: ref.version, ok: true, tokens: checked.tokens, ms: Math.round(checked.ms) });
+    this.setPhase('activating');
+    await scheduler.exclusive(async () => {
+      const old = host.current;
+      const prevRef = reason === 'rollback' ? null : old?.ref ?? null;
+      try {
+        await store.setActive(ref, prevRef && !sameRef(prevRef, ref) ? prevRef : store.getActive().previous);
+      } catch (e) {
+        checked.loaded.model.dispose();
+        throw new DeviceError('STORE_IO', `could not write the active pointer: ${(e as Error).message}`);
+      }
+      host.current = checked.loaded;
+      if (old) { try { old.model.dispose(); } catch { /* ignore */ } }
+    });
+    scheduler.swapping = false;
+    this.lastError = undefined;
+    this.setPhase('active');
+    this.d.emit(reason === 'desired' ? 'ota.activated' : 'model.activated', { name: ref.name, version: ref.version, reason, previous: store.getActive().previous, ...(this.rolloutId && reason === 'desired' ? { rolloutId: this.rolloutId } : {}) });
+    const removed = await store.gc(this.d.cfg.store.keepVersions).catch((e) => { this.d.log.warn({ err: (e as Error).message }, 'gc failed'); return []; });
+    if (removed.length) this.d.emit('model.gc', { removed });
+    this.d.changed();
+  }
+
+  /** Command: make a stored version active (pins it until the desired state changes). */
+  activate(ref: ModelRef): Promise<{ active: ModelRef; previous: ModelRef | null }> {
+    return this.withLock(async () => {
+      if (!this.d.store.has(ref)) throw new DeviceError('NOT_FOUND', `${ref.name}@${ref.version} is not in the store`);
+      if (!sameRef(this.d.host.current?.ref, ref)) await this.healthCheckAndActivate(ref, 'activate');
+      if (this.desired && !sameRef(this.desired, ref)) this.pinnedKey = this.key(this.desired);
+      return { active: ref, previous: this.d.store.getActive().previous };
+    });
+  }
+
+  /** Command: go back to the previous version. */
+  rollback(): Promise<{ active: ModelRef; previous: ModelRef | null }> {
+    return this.withLock(async () => {
+      const { current, previous } = this.d.store.getActive();
+      if (!previous || !this.d.store.has(previous)) throw new DeviceError('NO_PREVIOUS', 'there is no previous version to roll back to');
+      const from = current;
+      await this.healthCheckAndActivate(previous, 'rollback');
+      // the version rolled back from becomes the new "previous"
+      await this.d.store.setActive(previous, from);
+      if (this.desired && !sameRef(this.desired, previous)) this.pinnedKey = this.key(this.desired);
+      this.d.emit('ota.rolled-back', { from, to: previous, reason: 'rollback command' });
+      this.setPhase('rolled-back');
+      return { active: previous, previous: from };
+    });
+  }
+
+  remove(ref: ModelRef): Promise<{ removed: ModelRef }> {
+    return this.withLock(async () => {
+      await this.d.store.remove(ref);
+      this.d.emit('model.removed', { name: ref.name, version: ref.version });
+      this.d.changed();
+      return { removed: ref };
+    });
+  }
+}

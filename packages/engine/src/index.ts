@@ -1,0 +1,6 @@
+// @shoal/engine — the only TypeScript that touches the native addon: load a model,
+// sessions, generate, tokenizer and chat template, backend choice.
+export * from './engine.js';
+export * from './tokenizer.js';
+export * from './bench.js';
+export * from './ops.js';

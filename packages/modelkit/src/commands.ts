@@ -1,0 +1,232 @@
+// cli-tools.ts — model tooling commands: `shoal gen-model`, `shoal quantize`,
+// `shoal eval ppl`.
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { evaluatePerplexity, formatPplLine } from './eval/ppl.js';
+import { generateModel, QUANT_NAMES } from './synth/gen-model.js';
+import { SHAPE_NAMES, type FloatDType, type ModelShape, type ShapeName } from './arch/model-shapes.js';
+import { checkQuantizeOptions, quantizeModel } from './quant/rtn.js';
+import { addAwqQuantizeOptions, needsAwqQuantizer, runAwqQuantize, type AwqCliOpts } from './quant/awq/cli.js';
+import { checkGptqOptions, quantizeModelGptq } from './quant/gptq.js';
+import { ToolError } from './io/safetensors.js';
+import type { Isa, LoadOptions, Model } from '@shoal/engine';
+
+function intArg(min: number) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v.trim())) throw new InvalidArgumentError(`expected an integer >= ${min}`);
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
+    return n;
+  };
+}
+
+/** A progress bar on stderr when it is a terminal and output is not JSON. */
+function progressBar(enabled: boolean, format: string): { update(done: number, total: number): void; stop(): void } {
+  if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: true, etaBuffer: 50 }, cliProgress.Presets.shades_classic);
+  let started = false;
+  return {
+    update(done, total) {
+      if (!started) {
+        bar.start(total, 0);
+        started = true;
+      }
+      bar.setTotal(total);
+      bar.update(done);
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1024 ** 3) return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+  if (n >= 1024 ** 2) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024).toFixed(1)} KiB`;
+}
+
+/** Loads the engine lazily (the addon is only needed by `eval`). */
+async function loadEngineModel(dir: string, opts: LoadOptions): Promise<Model> {
+  const spec = '@shoal/engine';
+  let mod: { loadModel?: (dir: string, opts?: LoadOptions) => Promise<Model> };
+  try {
+    mod = (await import(spec)) as typeof mod;
+  } catch (err) {
+    throw new ToolError('SHOAL_ERR_BACKEND', `the inference engine is not available (${(err as Error).message}); build it with \`make native\``);
+  }
+  if (typeof mod.loadModel !== 'function') throw new ToolError('SHOAL_ERR_BACKEND', 'the engine module has no loadModel; rebuild with `make`');
+  return mod.loadModel(dir, opts);
+}
+
+interface GenModelCliOpts {
+  shape: ShapeName; quant: string; out: string; seed: number; dtype: FloatDType;
+  tokenizer?: string; layers?: number; vocab?: number; force?: boolean; json?: boolean;
+}
+
+interface QuantizeCliOpts {
+  method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
+  format?: string; sym?: boolean;
+}
+
+interface PplCliOpts {
+  model: string; text: string; ctx?: number; stride?: number; threads?: number; isa?: Isa; limit?: number; json?: boolean;
+}
+
+export function registerToolCommands(program: Command): void {
+  program
+    .command('gen-model')
+    .description('write a synthetic random-weight checkpoint with a real LLaMA-family shape (HF layout, optional AutoAWQ INT4)')
+    .addOption(new Option('--shape <name>', 'model shape').choices(SHAPE_NAMES).makeOptionMandatory())
+    .addOption(new Option('--quant <q>', 'quantization').choices(QUANT_NAMES).default('none'))
+    .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .option('--seed <n>', 'random seed', intArg(0), 0)
+    .addOption(new Option('--dtype <t>', 'storage dtype of unquantized tensors').choices(['f16', 'f32', 'bf16']).default('f16'))
+    .option('--tokenizer <dir>', 'copy tokenizer.json, tokenizer_config.json, special_tokens_map.json from this folder')
+    .option('--layers <n>', 'override the number of layers (tests)', intArg(1))
+    .option('--vocab <n>', 'override the vocabulary size', intArg(1))
+    .option('--force', 'replace a non-empty output folder')
+    .option('--json', 'print the result as JSON')
+    .action((o: GenModelCliOpts) => {
+      const overrides: Partial<ModelShape> = {};
+      if (o.layers !== undefined) overrides.layers = o.layers;
+      if (o.vocab !== undefined) overrides.vocabSize = o.vocab;
+      const bar = progressBar(!o.json, 'gen-model [{bar}] {percentage}% | {value}/{total} bytes | ETA {eta}s');
+      let r;
+      try {
+        r = generateModel({
+          out: o.out, shape: o.shape, quant: o.quant, seed: o.seed, dtype: o.dtype, overrides,
+          ...(o.tokenizer ? { tokenizerDir: o.tokenizer } : {}), force: o.force ?? false,
+          onProgress: (d, t) => bar.update(d, t),
+        });
+      } finally {
+        bar.stop();
+      }
+      if (o.json) {
+        process.stdout.write(JSON.stringify(r) + '\n');
+        return;
+      }
+      const s = r.shape;
+      process.stdout.write(
+        `${s.arch} ${o.shape}: ${s.layers} layers, hidden ${s.hiddenSize}, ffn ${s.intermediateSize}, heads ${s.heads}/${s.kvHeads}, vocab ${s.vocabSize}\n`
+        + `quant ${r.quant}, dtype ${r.dtype}, seed ${r.seed}, ${(r.parameters / 1e6).toFixed(2)}M parameters`
+        + (r.modulesToNotConvert.length ? ` (not converted: ${r.modulesToNotConvert.join(', ')})` : '') + '\n'
+        + `wrote ${r.files.join(', ')} (${formatBytes(r.bytes)}) to ${r.dir} in ${r.seconds.toFixed(1)} s\n`);
+    });
+
+  addAwqQuantizeOptions(program
+    .command('quantize'))
+    .description('quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout')
+    .option('--method <m>', 'rtn (round to nearest) or awq (activation-aware; needs --calib)', 'rtn')
+    .option('--bits <n>', 'bits per weight: 4 (AutoAWQ gemm); 2 or 3 write a fake-quantized F32 checkpoint (packed low-bit: --format)', intArg(1), 4)
+    .option('--group <n>', 'group size (input channels per scale)', intArg(1), 128)
+    .requiredOption('--model <dir>', 'unquantized Hugging Face model folder')
+    .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .addOption(new Option('--dtype <t>', 'storage dtype of tensors left unquantized').choices(['f16', 'f32', 'bf16']).default('f16'))
+    .option('--force', 'replace a non-empty output folder')
+    .option('--json', 'print the result as JSON')
+    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit) or a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat').choices(['awq', 'gptq', 'gptq-v1', 'eqat']).default('awq'))
+    .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True)')
+    .action(async (o: QuantizeCliOpts) => {
+      if (o.format && o.format !== 'awq') {
+        checkGptqOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });
+        const gbar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
+        let g;
+        try {
+          g = await quantizeModelGptq({
+            model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, sym: o.sym ?? false,
+            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2', layout: o.format === 'eqat' ? 'eqat' : 'gptq',
+            ...((o as { calib?: string[] }).calib ? { calib: (o as { calib?: string[] }).calib } : {}),
+            ...((o as { samples?: number }).samples ? { awqSamples: (o as { samples?: number }).samples } : {}),
+            ...((o as { seqlen?: number }).seqlen ? { awqSeqlen: (o as { seqlen?: number }).seqlen } : {}),
+            force: o.force ?? false, onProgress: (d, t) => gbar.update(d, t),
+          });
+        } finally {
+          gbar.stop();
+        }
+        if (o.json) process.stdout.write(JSON.stringify(g) + '\n');
+        else {
+          process.stdout.write(`${g.method} ${g.layout === 'eqat' ? 'efficientqat' : g.checkpointFormat} w${g.bits}g${g.groupSize}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
+            + (g.modulesToNotConvert.length ? ` (not quantized: ${g.modulesToNotConvert.join(', ')})` : '') + '\n'
+            + `mean relative weight error ${g.meanRelativeError.toFixed(4)}\n`
+            + `wrote ${g.files.join(', ')} (${formatBytes(g.bytesOut)}, source ${formatBytes(g.bytesIn)}) to ${g.dir} in ${g.seconds.toFixed(1)} s\n`);
+        }
+        return;
+      }
+      if (needsAwqQuantizer(o as unknown as AwqCliOpts)) {
+        await runAwqQuantize(o as unknown as AwqCliOpts);
+        return;
+      }
+      checkQuantizeOptions({ method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype });
+      const bar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
+      let r;
+      try {
+        r = quantizeModel({
+          model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype,
+          force: o.force ?? false, onProgress: (d, t) => bar.update(d, t),
+        });
+      } finally {
+        bar.stop();
+      }
+      if (o.json) {
+        process.stdout.write(JSON.stringify(r) + '\n');
+        return;
+      }
+      process.stdout.write(
+        `rtn int4 g${r.groupSize}: ${r.quantizedLinears} linears quantized, ${r.keptLinears} kept in ${r.dtype}`
+        + (r.modulesToNotConvert.length ? ` (modules_to_not_convert: ${r.modulesToNotConvert.join(', ')})` : '') + '\n'
+        + `mean relative weight error ${r.meanRelativeError.toFixed(4)}\n`
+        + `wrote ${r.files.join(', ')} (${formatBytes(r.bytesOut)}, source ${formatBytes(r.bytesIn)}) to ${r.dir} in ${r.seconds.toFixed(1)} s\n`);
+    });
+
+  let evalCmd = program.commands.find((c) => c.name() === 'eval');
+  if (!evalCmd) evalCmd = program.command('eval').description('evaluate models');
+  evalCmd
+    .command('ppl')
+    .description('perplexity of a model on a text file (sliding windows)')
+    .requiredOption('--model <dir>', 'model folder (with tokenizer.json)')
+    .requiredOption('--text <file>', 'UTF-8 text file')
+    .option('--ctx <n>', 'positions per window incl. BOS (default min(512, context length))', intArg(2))
+    .option('--stride <n>', 'tokens between window starts, at most ctx - 1 (default ctx - 1: windows do not overlap)', intArg(1))
+    .option('--threads <n>', 'CPU threads (default all cores)', intArg(0))
+    .addOption(new Option('--isa <isa>', 'CPU kernels').choices(['auto', 'scalar', 'avx2', 'avx512', 'neon', 'neon-dotprod']))
+    .option('--limit <n>', 'score only the first N tokens of the text', intArg(1))
+    .option('--json', 'print the result as JSON')
+    .action(async (o: PplCliOpts) => {
+      let text: string;
+      try {
+        text = readFileSync(o.text, 'utf8');
+      } catch (err) {
+        throw new ToolError('SHOAL_ERR_IO', `cannot read --text ${o.text}: ${(err as Error).message}`);
+      }
+      const loadOpts: LoadOptions = {};
+      if (o.threads !== undefined) loadOpts.threads = o.threads;
+      if (o.isa !== undefined) loadOpts.isa = o.isa;
+      const model = await loadEngineModel(o.model, loadOpts);
+      try {
+        if (!model.tokenizer) throw new ToolError('SHOAL_ERR_CONFIG', `${o.model} has no tokenizer.json; perplexity needs the model's tokenizer`);
+        let ids = model.tokenizer.encode(text, { addSpecialTokens: false });
+        if (o.limit !== undefined) ids = ids.slice(0, o.limit);
+        const bar = progressBar(!o.json, 'ppl [{bar}] {percentage}% | {value}/{total} tokens | ETA {eta}s');
+        let r;
+        try {
+          r = await evaluatePerplexity(model, ids, {
+            ...(o.ctx !== undefined ? { ctx: o.ctx } : {}),
+            ...(o.stride !== undefined ? { stride: o.stride } : {}),
+            onProgress: (d, t) => bar.update(d, t),
+          });
+        } finally {
+          bar.stop();
+        }
+        if (o.json) {
+          process.stdout.write(JSON.stringify({ model: o.model, text: o.text, quant: model.info.quant, isa: model.info.isa, ...r }) + '\n');
+        } else {
+          process.stdout.write(`${model.info.arch} ${model.info.quant} on ${model.info.backend}/${model.info.isa}: ctx ${r.ctx}, stride ${r.stride}, ${r.windows} windows, ${r.tokensPerSecond.toFixed(0)} tok/s\n`);
+          process.stdout.write(formatPplLine(r) + '\n');
+        }
+      } finally {
+        model.dispose();
+      }
+    });
+}

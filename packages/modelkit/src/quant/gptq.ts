@@ -1,0 +1,269 @@
+// quantize-gptq.ts — writes real 2-, 3-, 4- and 8-bit checkpoints in the GPTQ
+// layout (AutoGPTQ `gptq` or GPTQModel `gptq_v2`) or EfficientQAT's native
+// layout (+ shoal-quant.json), from an unquantized LLaMA-family checkpoint.
+//
+// Method: group-wise round-to-nearest (gptq-pack.ts quantizeGptqLinear; GPTQ's
+// quantizer grid without the Hessian-based error feedback). With method "awq"
+// the AWQ engineer's scale search (packages/modelkit/src/quant/awq, foldOnly) runs first and its
+// folded F32 model is what gets rounded: RTN with AWQ scales.
+//
+// A linear is quantized when the CPU kernels can run it: in_features % 32 == 0,
+// group | in_features, 32 | group (4-bit: group 32 or a multiple of 64). Others
+// stay floating point (.weight) and are listed in modules_to_not_convert.
+// g_idx is written as k / G (no act-order).
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { writeModelMetadata } from '../synth/gen-model.js';
+import { readModelFolder, relativeError } from './rtn.js';
+import {
+  dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
+} from '../formats/gptq.js';
+import { ST_DTYPE, LINEAR_KINDS, linearDims, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from '../arch/model-shapes.js';
+import {
+  abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
+  encodeFloats, ToolError, writeFileAtomic, type TensorSpec,
+} from '../io/safetensors.js';
+
+export type GptqCheckpointFormat = 'gptq' | 'gptq_v2';
+export type LowbitLayout = 'gptq' | 'eqat';
+
+export interface GptqQuantizeOptions {
+  model: string;
+  out: string;
+  /** rtn (default) or awq (AWQ scale search, then RTN) */
+  method?: 'rtn' | 'awq' | string;
+  bits?: number;
+  /** group size; -1 = one group over all inputs (default 128) */
+  groupSize?: number;
+  /** symmetric (AutoGPTQ sym=True) or asymmetric zero points (default false) */
+  sym?: boolean;
+  /** gptq (zeros stored minus one) or gptq_v2 (default gptq_v2) */
+  checkpointFormat?: GptqCheckpointFormat;
+  /** gptq (default) or eqat: EfficientQAT native packing + shoal-quant.json */
+  layout?: LowbitLayout;
+  dtype?: FloatDType;
+  /** Calibration text files for method awq. */
+  calib?: string[];
+  /** Calibration samples and their length for method awq (AWQ quantizer defaults: 128 × 512). */
+  awqSamples?: number;
+  awqSeqlen?: number;
+  force?: boolean;
+  maxShardBytes?: number;
+  onProgress?: (doneTensors: number, totalTensors: number) => void;
+}
+
+export interface GptqQuantizeResult {
+  dir: string;
+  method: 'rtn' | 'awq+rtn';
+  bits: number;
+  groupSize: number;
+  sym: boolean;
+  checkpointFormat: GptqCheckpointFormat;
+  layout: LowbitLayout;
+  dtype: FloatDType;
+  quantizedLinears: number;
+  keptLinears: number;
+  modulesToNotConvert: string[];
+  meanRelativeError: number;
+  files: string[];
+  bytesIn: number;
+  bytesOut: number;
+  seconds: number;
+}
+
+/** Whether the CPU kernels run a [out, in] linear at bits / group (group -1 = in). */
+export function lowbitCompatible(inFeatures: number, bits: number, groupSize: number): boolean {
+  const G = groupSize === -1 ? inFeatures : groupSize;
+  if (inFeatures % 32 !== 0 || G % 32 !== 0 || inFeatures % G !== 0 || inFeatures / G > 1024) return false;
+  return bits !== 4 || G === 32 || G % 64 === 0;
+}
+
+export function lowbitUnquantizableKinds(s: ModelShape, bits: number, groupSize: number): LinearKind[] {
+  return LINEAR_KINDS.filter((k) => !lowbitCompatible(linearDims(s, k).in, bits, groupSize));
+}
+
+export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' | 'groupSize' | 'dtype' | 'checkpointFormat' | 'layout'>): { bits: number; groupSize: number } {
+  const method = o.method ?? 'rtn';
+  if (method !== 'rtn' && method !== 'awq') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn or awq`);
+  const bits = o.bits ?? 4;
+  if (!GPTQ_BITS.includes(bits)) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported by the GPTQ layout; use 2, 3, 4 or 8`);
+  const groupSize = o.groupSize ?? 128;
+  if (!Number.isSafeInteger(groupSize) || (groupSize <= 0 && groupSize !== -1)) {
+    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer or -1`);
+  }
+  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}`);
+  if (o.checkpointFormat !== undefined && o.checkpointFormat !== 'gptq' && o.checkpointFormat !== 'gptq_v2') {
+    throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown checkpoint format ${String(o.checkpointFormat)}; use gptq or gptq_v2`);
+  }
+  if (o.layout !== undefined && o.layout !== 'gptq' && o.layout !== 'eqat') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown layout ${String(o.layout)}`);
+  return { bits, groupSize };
+}
+
+/** Folds AWQ scales into a temporary F32 copy of the model (packages/modelkit/src/quant/awq); returns its folder. */
+async function awqFold(opts: GptqQuantizeOptions, bits: number, groupSize: number, tmpRoot: string): Promise<string> {
+  let mod: { quantizeAwqModel?: (o: Record<string, unknown>) => Promise<unknown> };
+  try {
+    mod = (await import('./awq/quantize-awq.js')) as unknown as typeof mod;
+  } catch (err) {
+    throw new ToolError('SHOAL_ERR_NOT_IMPLEMENTED', `the AWQ quantizer is not available (${(err as Error).message}); use --method rtn`);
+  }
+  if (typeof mod.quantizeAwqModel !== 'function') throw new ToolError('SHOAL_ERR_NOT_IMPLEMENTED', 'the AWQ quantizer has no quantizeAwqModel; use --method rtn');
+  const folded = path.join(tmpRoot, 'awq-folded');
+  await mod.quantizeAwqModel({
+    model: opts.model, out: folded, method: 'awq', bits: Math.min(bits, 4), groupSize: groupSize === -1 ? 128 : groupSize,
+    foldOnly: true, force: true, ...(opts.calib ? { calib: opts.calib } : {}),
+    ...(opts.awqSamples ? { samples: opts.awqSamples } : {}), ...(opts.awqSeqlen ? { seqlen: opts.awqSeqlen } : {}),
+  });
+  return folded;
+}
+
+/** Quantizes a model folder to GPTQ / EfficientQAT tensors; see GptqQuantizeOptions. */
+export async function quantizeModelGptq(opts: GptqQuantizeOptions): Promise<GptqQuantizeResult> {
+  const t0 = performance.now();
+  const { bits, groupSize } = checkGptqOptions(opts);
+  const method = opts.method ?? 'rtn';
+  let src = opts.model;
+  let tmpRoot: string | null = null;
+  try {
+    if (method === 'awq') {
+      tmpRoot = mkdtempSync(path.join(os.tmpdir(), 'shoal-gptq-awq-'));
+      src = await awqFold(opts, bits, groupSize, tmpRoot);
+    }
+    const r = quantizeFolder({ ...opts, model: src }, bits, groupSize, opts.model);
+    return { ...r, method: method === 'awq' ? 'awq+rtn' : 'rtn', seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    if (tmpRoot) rmSync(tmpRoot, { recursive: true, force: true });
+  }
+}
+
+/** Synchronous RTN (no AWQ): gen-model's `gptq-w<b>g<G>` names use it. */
+export function quantizeModelGptqSync(opts: Omit<GptqQuantizeOptions, 'method' | 'calib'>): GptqQuantizeResult {
+  const t0 = performance.now();
+  const { bits, groupSize } = checkGptqOptions(opts);
+  return { ...quantizeFolder(opts, bits, groupSize, opts.model), method: 'rtn', seconds: (performance.now() - t0) / 1000 };
+}
+
+function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: number, tokenizerFrom: string): Omit<GptqQuantizeResult, 'method' | 'seconds'> {
+  const sym = opts.sym ?? false;
+  const fmt: GptqCheckpointFormat = opts.checkpointFormat ?? 'gptq_v2';
+  const layout: LowbitLayout = opts.layout ?? 'gptq';
+  const dtype: FloatDType = opts.dtype ?? 'f16';
+  const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
+  if (srcQuant || config.quantization_config) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
+  const skip = lowbitUnquantizableKinds(shape, bits, groupSize);
+  const fdt = ST_DTYPE[dtype];
+  const ck = Checkpoint.open(opts.model);
+  let tmp: string | null = null;
+  let writer: CheckpointWriter | null = null;
+  try {
+    interface Job { src: string; quant: boolean; out: TensorSpec[]; shape: number[]; module?: string }
+    const jobs: Job[] = [];
+    const seen = new Set<string>();
+    for (const t of planTensors(shape)) {
+      if (!ck.has(t.name)) throw new ToolError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
+      const e = ck.entry(t.name);
+      if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
+        throw new ToolError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
+      }
+      seen.add(t.name);
+      if (t.role === 'linear' && !skip.includes(t.kind!)) {
+        const [N, K] = t.shape as [number, number];
+        const G = groupSize === -1 ? K : groupSize;
+        const ng = K / G;
+        const per = Math.floor(32 / bits);
+        const out: TensorSpec[] = layout === 'gptq'
+          ? [
+            { name: `${t.module}.qweight`, dtype: 'I32', shape: [Math.ceil((K * bits) / 32), N] },
+            { name: `${t.module}.qzeros`, dtype: 'I32', shape: [ng, Math.ceil((N * bits) / 32)] },
+            { name: `${t.module}.scales`, dtype: 'F16', shape: [ng, N] },
+            { name: `${t.module}.g_idx`, dtype: 'I32', shape: [K] },
+          ]
+          : [
+            { name: `${t.module}.qweight`, dtype: 'I32', shape: [Math.ceil(K / per), N] },
+            { name: `${t.module}.qzeros`, dtype: 'I32', shape: [ng, Math.ceil(N / per)] },
+            { name: `${t.module}.scales`, dtype: 'F16', shape: [ng, N] },
+          ];
+        jobs.push({ src: t.name, quant: true, out, shape: t.shape, module: t.module! });
+      } else {
+        jobs.push({ src: t.name, quant: false, out: [{ name: t.name, dtype: fdt, shape: t.shape }], shape: t.shape });
+      }
+    }
+    for (const name of ck.names().sort()) {
+      if (seen.has(name) || name.endsWith('rotary_emb.inv_freq')) continue;
+      if (name === 'lm_head.weight' && shape.tieWordEmbeddings) continue;
+      const e = ck.entry(name);
+      const isFloat = e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16';
+      jobs.push({ src: name, quant: false, out: [{ name, dtype: isFloat ? fdt : e.dtype, shape: e.shape }], shape: e.shape });
+    }
+    tmp = beginOutputDir(opts.out, opts.force ?? false);
+    const w = new CheckpointWriter(tmp, jobs.flatMap((j) => j.out), opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
+    writer = w;
+    let quantized = 0;
+    let relErrSum = 0;
+    jobs.forEach((job, idx) => {
+      if (!job.quant) {
+        const spec = job.out[0]!;
+        const e = ck.entry(job.src);
+        const isFloat = e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16' || e.dtype === 'F64';
+        w.append(spec.name, isFloat && spec.dtype !== e.dtype ? encodeFloats(ck.readFloat32(job.src), spec.dtype) : ck.read(job.src));
+      } else {
+        const [N, K] = job.shape as [number, number];
+        const wt = ck.readFloat32(job.src);
+        // checkpoint_format gptq stores z − 1: keep asymmetric zeros >= 1
+        const ql = quantizeGptqLinear(wt, N, K, bits, groupSize, { sym, minZero: layout === 'gptq' && fmt === 'gptq' ? 1 : 0 });
+        const ng = K / ql.G;
+        if (layout === 'gptq') {
+          const stored = fmt === 'gptq' ? ql.zeros.map((z) => z - 1) : ql.zeros;
+          w.append(`${job.module}.qweight`, packGptqWeight(ql.q, K, N, bits));
+          w.append(`${job.module}.qzeros`, packGptqZeros(stored, ng, N, bits));
+          w.append(`${job.module}.scales`, ql.scales);
+          w.append(`${job.module}.g_idx`, trivialGIdx(K, ql.G));
+        } else {
+          w.append(`${job.module}.qweight`, packEqatWeight(ql.q, K, N, bits));
+          w.append(`${job.module}.qzeros`, packEqatZeros(ql.zeros, ng, N, bits));
+          w.append(`${job.module}.scales`, ql.scales);
+        }
+        relErrSum += relativeError(wt, dequantizeGptq(ql));
+        quantized++;
+      }
+      opts.onProgress?.(idx + 1, jobs.length);
+    });
+    w.close();
+    writer = null;
+
+    const qc: Record<string, unknown> = layout === 'gptq'
+      ? {
+        quant_method: 'gptq', bits, group_size: groupSize, desc_act: false, sym, static_groups: false, true_sequential: true,
+        checkpoint_format: fmt, modules_to_not_convert: skip.length ? skip : null,
+      }
+      : { quant_method: 'efficientqat', bits, group_size: groupSize };
+    const outConfig: Record<string, unknown> = { ...config, torch_dtype: TORCH_DTYPE[dtype] };
+    const files = [...w.files];
+    if (layout === 'gptq') {
+      outConfig.quantization_config = qc;
+      writeFileAtomic(path.join(tmp, 'quantize_config.json'), JSON.stringify(qc, null, 2) + '\n');
+      files.push('quantize_config.json');
+    } else {
+      // EfficientQAT native checkpoints carry no quantization metadata: the sidecar names it
+      writeFileAtomic(path.join(tmp, 'shoal-quant.json'), JSON.stringify({ ...qc, modules_not_quantized: skip }, null, 2) + '\n');
+      files.push('shoal-quant.json');
+    }
+    files.push(...writeModelMetadata(tmp, outConfig, gen, tokenizerFrom));
+    commitOutputDir(tmp, opts.out);
+    tmp = null;
+    const linears = jobs.filter((j) => j.quant).length + jobs.filter((j) => !j.quant && /\.(self_attn|mlp)\.[a-z_]+_proj\.weight$/.test(j.src)).length;
+    return {
+      dir: path.resolve(opts.out), bits, groupSize, sym, checkpointFormat: fmt, layout, dtype,
+      quantizedLinears: quantized, keptLinears: linears - quantized, modulesToNotConvert: skip,
+      meanRelativeError: quantized > 0 ? relErrSum / quantized : 0,
+      files, bytesIn: ck.files.reduce((a, f) => a + f.fileSize, 0), bytesOut: w.totalBytes,
+    };
+  } catch (err) {
+    (writer as CheckpointWriter | null)?.abort();
+    if (tmp) abortOutputDir(tmp);
+    throw err;
+  } finally {
+    ck.close();
+  }
+}

@@ -1,0 +1,35 @@
+// helpers.ts — shared bits of the quantizer tests: stories260K, calibration
+// text and engine logits.
+import { readFileSync } from 'node:fs';
+import { loadModel } from '@shoal/engine';
+import { hasShared, sharedPath } from '@shoal/testkit';
+
+export const STORIES = sharedPath('models', 'stories260K');
+export const STORIES_TXT = sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt');
+export const skipStories: string | false = hasShared('models', 'stories260K') && hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt')
+  ? false : 'shared models/stories260K or data/tinystories-valid-sample not found (set SHOAL_SHARED)';
+
+/** The first n paragraphs of the TinyStories sample (calibration documents). */
+export function calibDocs(n = 40): string[] {
+  return readFileSync(STORIES_TXT, 'utf8').split(/\n\s*\n/).slice(0, n);
+}
+
+/** Token ids of a later part of the TinyStories sample (held out from calibration). */
+export const EVAL_TOKENS = [1, 403, 407, 261, 378, 275, 260, 265, 349, 432, 271, 297, 433, 301, 356, 268, 310, 395, 286, 266, 302, 289, 370, 291, 270, 476, 267, 318, 280, 260, 485, 346];
+
+/** All-position logits of `tokens` from the engine (prefill path). */
+export async function engineLogits(dir: string, tokens: number[] = EVAL_TOKENS): Promise<Float32Array> {
+  const m = await loadModel(dir, { threads: 1 });
+  try {
+    const s = m.createSession({ contextSize: 64 });
+    try {
+      return await s.eval(tokens, { allLogits: true });
+    } finally {
+      s.dispose();
+    }
+  } finally {
+    m.dispose();
+  }
+}
+
+export { maxAbs, maxAbsDiff, rand } from '@shoal/testkit';

@@ -1,0 +1,4 @@
+// @shoal/testkit — helpers for the tests of every package (the fleet harness is '@shoal/testkit/fleet').
+export * from './shared.js';
+export * from './engine.js';
+export * from './numeric.js';
