@@ -48,6 +48,10 @@ typedef struct shoal_model_params {
     int          n_threads;  // 0 = number of online cores
     const char * backend;    // "auto" | "cpu" (| "cuda" when built)
     const char * isa;        // CPU kernels: "auto" | "scalar" | "avx2" | "avx512" | "neon" | "neon-dotprod"
+    const char * kv_cache;   // KV cache element type of its sessions: "f16" (default; NULL or "" too) |
+                             // "f32" | "q8" (int8, one scale per position and KV head; CPU only)
+    const char * lm_head;    // output matrix: "native" (default; NULL or "" too): as stored | "q8": a float
+                             // (f32/f16/bf16) one held as int8, one scale per row or per 128 inputs (CPU)
 } shoal_model_params;
 
 shoal_model_params shoal_model_default_params(void);
@@ -82,6 +86,9 @@ typedef struct shoal_model_info {
     int64_t      file_bytes;    // bytes of tensor data in the checkpoint
     int64_t      weight_bytes;  // bytes the backend holds for weights after repacking
     int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1; MoE: the routed experts only)
+    const char * kv_cache;      // "f32" | "f16" | "q8"
+    int64_t      kv_bytes_per_position; // KV cache bytes per position, all layers (K and V)
+    const char * lm_head;       // storage of the output matrix as the backend holds it: "q8" | "f16" | "q4" | ...
     double       load_seconds;
     double       repack_seconds;
     const char * backend_note;  // why `auto` chose the CPU over a GPU ("" otherwise)

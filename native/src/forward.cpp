@@ -22,7 +22,7 @@ Session::Session(Model * m, int ctx) : model(m), n_ctx(ctx) {
     n_chunk = std::min(kPrefillChunk, ctx);
     const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
     const int64_t qd = (int64_t)c.n_heads * c.head_dim, kvd = (int64_t)c.n_kv_heads * c.head_dim;
-    kv = be.new_kv_cache(c.n_layers, ctx, (int)kvd, c.sliding_window, n_chunk);
+    kv = be.new_kv_cache(c.n_layers, ctx, (int)kvd, c.head_dim, m->kv_type, c.sliding_window, n_chunk);
     x = be.new_act(n_chunk, D);
     h = be.new_act(n_chunk, D);
     q = be.new_act(n_chunk, qd);
@@ -61,9 +61,9 @@ Session::~Session() {
 bool Session::can_truncate_to(int n_keep) const {
     if (n_keep <= 0 || n_keep >= n_past || !kv->ring()) return true;
     // the next query (position n_keep) sees n_keep−W+1..; position p is intact
-    // while p + n_slots > n_past − 1 (its slot not yet rewritten)
+    // while no later position of its slot was written: p + n_slots > kv_high
     const int lo = std::max(0, n_keep - kv->window + 1);
-    return lo + kv->n_slots > n_past - 1;
+    return (int64_t)lo + kv->n_slots > kv_high;
 }
 
 void Session::eval(const int32_t * tokens, int n, float * dst, bool all_logits) {
@@ -120,6 +120,7 @@ void Session::forward_chunk(const int32_t * tokens, int n, float * dst_rows, boo
         }
     }
     n_past += n;
+    kv_high = std::max(kv_high, n_past - 1);
 
     if (dst_rows) {                                                     // logits for every row
         Act O = chunk_view(out, n);                                     // [n, V]
@@ -158,10 +159,10 @@ void Session::attention_block(int l, const Act & in, int n, int pos0) {
         be.copy_cols(QKV, 0, Q);
         be.copy_cols(QKV, qd, K);
         be.copy_cols(QKV, qd + kvd, Vv);
-    } else {
-        be.matmul(*w.q, in, Q);
-        be.matmul(*w.k, in, K);
-        be.matmul(*w.v, in, Vv);
+    } else {   // Q = in·Wqᵀ, K = in·Wkᵀ, V = in·Wvᵀ (one pass where the backend can)
+        const Linear * ws[3] = {w.q.get(), w.k.get(), w.v.get()};
+        Act * ys[3] = {&Q, &K, &Vv};
+        be.matmul_shared(ws, ys, 3, in);
     }
     if (c.qk_norm) {                                                    // Qwen3: RMSNorm per head, before RoPE
         be.head_rmsnorm(Q, *w.q_norm, c.n_heads, c.rms_norm_eps);       // Q [n, H*hd], gains [hd]
@@ -182,8 +183,11 @@ void Session::mlp_block(int l, const Act & in, int n) {
     Act X = chunk_view(x, n), P = chunk_view(proj, n);                  // [n, D]
     Act G = chunk_view(gate, n), U = chunk_view(up, n);                 // [n, F] ×2
     if (c.desc->gated) {
-        be.matmul(*w.gate, in, G);
-        be.matmul(*w.up, in, U);
+        {   // G = in·Wgateᵀ, U = in·Wupᵀ (one pass where the backend can)
+            const Linear * ws[2] = {w.gate.get(), w.up.get()};
+            Act * ys[2] = {&G, &U};
+            be.matmul_shared(ws, ys, 2, in);
+        }
         be.silu_mul(G, U);                                              // G = silu(G) * U
         be.matmul(*w.down, G, P);
     } else {
@@ -219,8 +223,11 @@ void Session::moe_block(int l, const Act & in, int n) {
         Act EH = chunk_view(eh, cnt), ED = chunk_view(ed, cnt);         // [cnt, D]
         Act EG = chunk_view(eg, cnt), EU = chunk_view(eu, cnt);         // [cnt, Fe]
         be.gather_rows(in, expert_rows.data(), cnt, EH);                // EH = in[rows]
-        be.matmul(*ex.gate, EH, EG);
-        be.matmul(*ex.up, EH, EU);
+        {
+            const Linear * ws[2] = {ex.gate.get(), ex.up.get()};
+            Act * ys[2] = {&EG, &EU};
+            be.matmul_shared(ws, ys, 2, EH);
+        }
         be.silu_mul(EG, EU);                                            // EG = silu(EG) * EU
         be.matmul(*ex.down, EG, ED);
         be.scatter_add_rows(X, expert_rows.data(), expert_w.data(), cnt, ED); // X[rows] += w · ED

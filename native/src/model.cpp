@@ -7,13 +7,15 @@
 
 namespace shoal {
 
+static bool is_float_kind(const std::string & k) { return k == "f32" || k == "f16" || k == "bf16"; }
+
 static std::unique_ptr<Linear> load(Backend & be, const LinearSource & src, int64_t & bytes) {
     auto l = be.load_linear(src);
     bytes += (int64_t)l->bytes();
     return l;
 }
 
-std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend) {
+std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend, const LoadOptions & opt) {
     auto t0 = std::chrono::steady_clock::now();
     auto m = std::make_unique<Model>();
     m->cfg = src.cfg;
@@ -84,14 +86,32 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
         m->final_norm_b = load_vec_opt(src.final_norm_b);
     }
     int64_t head_bytes = 0;
-    m->lm_head = load(be, src.lm_head, head_bytes);
+    // The output matrix is read whole every decode step: int8 with per-row scales
+    // halves its bytes against f16 (opt.lm_head_q8). Off by
+    // default: on stories260K it moves perplexity by +0.06% but changes greedy
+    // output after ~120-220 tokens (docs/engine.md)..
+    if (opt.lm_head_q8) m->lm_head = be.load_linear_int8(src.lm_head);
+    if (m->lm_head) {
+        head_bytes += (int64_t)m->lm_head->bytes();
+        // an untied f16/f32 output matrix is no longer read: drop its pages
+        if (!c.tie_word_embeddings) release_pages(src.lm_head.weight.data, src.lm_head.weight.nbytes);
+    } else {
+        m->lm_head = load(be, src.lm_head, head_bytes);
+    }
 
     const int64_t row_bytes = (int64_t)(m->embed->bytes() / (size_t)std::max<int64_t>(1, m->embed->vocab));
     m->bytes_per_token = active_bytes + head_bytes + row_bytes * (m->pos_embed ? 2 : 1);
     m->n_active_params = m->n_params - expert_params + active_expert_params;
-    // With tied embeddings the lm_head shares the embedding's memory.
-    m->weight_bytes = linear_bytes + (c.tie_word_embeddings ? 0 : head_bytes) + (int64_t)m->embed->bytes() +
+    // With tied embeddings a float lm_head shares the embedding's memory; an int8 one is its own copy.
+    const bool head_shared = c.tie_word_embeddings && is_float_kind(m->lm_head->kind());
+    m->weight_bytes = linear_bytes + (head_shared ? 0 : head_bytes) + (int64_t)m->embed->bytes() +
                       (m->pos_embed ? (int64_t)m->pos_embed->bytes() : 0);
+
+    m->kv_type = opt.kv_type;
+    {   // a small cache tells the backend's bytes per position (and refuses a type it lacks)
+        auto probe = be.new_kv_cache(c.n_layers, 32, c.n_kv_heads * c.head_dim, c.head_dim, opt.kv_type);
+        m->kv_bytes_per_position = (int64_t)(probe->bytes() / 32);
+    }
 
     if (c.desc->pos == PosKind::Rope) m->inv_freq = rope_inv_freq(c);
     m->rope.head_dim = c.head_dim;

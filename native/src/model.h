@@ -50,14 +50,22 @@ struct Model {
 
     int64_t n_params = 0, file_bytes = 0, weight_bytes = 0, bytes_per_token = 0;
     int64_t n_active_params = 0;                // per token: MoE layers count top_k of E experts
+    KvType  kv_type = KvType::F16;       // sessions' KV cache element type
+    int64_t kv_bytes_per_position = 0;   // K and V, all layers
     double  load_seconds = 0, repack_seconds = 0;
 
     // The backend's thread pool and scratch are shared: one forward pass at a time.
     std::mutex compute_mutex;
 };
 
+// Load-time choices (shoal_model_params).
+struct LoadOptions {
+    KvType kv_type = KvType::F16; // element type of the sessions' KV caches
+    bool   lm_head_q8 = false;    // a float output matrix as int8 with per-row/group scales (else as stored)
+};
+
 // Builds a Model from a validated checkpoint on the chosen backend.
-std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend);
+std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend, const LoadOptions & opt = {});
 
 // RoPE inverse frequencies [head_dim/2] for a config (none | linear | llama3).
 std::vector<float> rope_inv_freq(const ModelConfig & cfg);

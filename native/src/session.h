@@ -10,6 +10,7 @@ struct Session {
     Model * model = nullptr;
     int     n_ctx = 0;
     int     n_past = 0;                 // positions filled in the KV cache
+    int     kv_high = -1;               // highest position written since the cache was cleared (ring reuse)
     int     n_chunk = 0;                // rows of the scratch activations (prefill chunk)
     std::unique_ptr<KvCache> kv;        // [layer][pos < n_ctx][Hkv*hd] for K and V
     std::vector<float> logits;          // [V] logits of the last evaluated token

@@ -6,6 +6,7 @@
 // column split, MoE top-k routing, row gather / weighted scatter-add, and
 // attention over a window, in a full cache and in the ring cache.
 #include "backend.h"
+#include "kernels.h"
 #include "error.h"
 #include "route.h"
 #include "tensor.h"
@@ -308,12 +309,27 @@ void test_gather_scatter(std::vector<Bk> & bks, Backend & ref) {
 void test_window_attention(std::vector<Bk> & bks, Backend & ref) {
     struct C { int W, n_ctx, chunk, n_past; int64_t M; };
     const C cases[] = {{4, 64, 1, 0, 1},  {4, 64, 1, 9, 1},   {4, 64, 4, 30, 4},  {8, 64, 4, 13, 3},  {16, 200, 8, 150, 8},
-                       {16, 200, 8, 151, 5}, {5, 64, 3, 40, 1}, {64, 64, 8, 20, 8}, {3, 300, 16, 283, 16}, {100, 120, 16, 90, 16}};
+                       {16, 200, 8, 151, 5}, {5, 64, 3, 40, 1}, {64, 64, 8, 20, 8}, {3, 300, 16, 283, 16}, {100, 300, 16, 250, 16},
+                       {40, 400, 1, 333, 1}};
+    for (KvType kt : {KvType::F32, KvType::F16, KvType::Q8})
     for (const C & c : cases) {
         const int Hkv = 2, H = 4, hd = 16, kv_dim = Hkv * hd, layers = 2, layer = 1;
         const int n_pos = c.n_past + (int)c.M;
         const std::vector<float> kc = rand_vec(n_pos * kv_dim, -2, 2), vc = rand_vec(n_pos * kv_dim);
         const std::vector<float> q = rand_vec(c.M * H * hd, -2, 2);
+        // what the cache holds: f16-rounded, or q8 with one scale per (position, head) (kernels.h)
+        std::vector<double> kh(kc.size()), vh(vc.size());
+        for (int p = 0; p < n_pos; p++)
+            for (int g = 0; g < Hkv; g++) {
+                const float * kr = &kc[p * kv_dim + g * hd], * vr = &vc[p * kv_dim + g * hd];
+                int8_t qk[16], qv[16];
+                const float dk = kt == KvType::Q8 ? kv_quantize_q8(kr, hd, qk) : 0, dv = kt == KvType::Q8 ? kv_quantize_q8(vr, hd, qv) : 0;
+                for (int i = 0; i < hd; i++) {
+                    const size_t j = (size_t)p * kv_dim + g * hd + i;
+                    kh[j] = kt == KvType::F32 ? kr[i] : kt == KvType::F16 ? f16_to_f32(f32_to_f16(kr[i])) : (double)qk[i] * dk;
+                    vh[j] = kt == KvType::F32 ? vr[i] : kt == KvType::F16 ? f16_to_f32(f32_to_f16(vr[i])) : (double)qv[i] * dv;
+                }
+            }
         const float scale = 1.0f / std::sqrt((float)hd);
         std::vector<double> want(c.M * H * hd), tol(c.M * H * hd);
         for (int64_t m = 0; m < c.M; m++)
@@ -323,25 +339,23 @@ void test_window_attention(std::vector<Bk> & bks, Backend & ref) {
                 double mx = -1e300, sum = 0;
                 for (int j = lo; j <= P; j++) {
                     double d = 0;
-                    for (int i = 0; i < hd; i++) d += (double)q[(m * H + h) * hd + i] * kc[j * kv_dim + kvh * hd + i];
+                    for (int i = 0; i < hd; i++) d += (double)q[(m * H + h) * hd + i] * kh[j * kv_dim + kvh * hd + i];
                     mx = std::max(mx, s[j] = d * scale);
                 }
                 for (int j = lo; j <= P; j++) sum += (s[j] = std::exp(s[j] - mx));
                 for (int i = 0; i < hd; i++) {
                     double o = 0;
-                    for (int j = lo; j <= P; j++) o += s[j] / sum * vc[j * kv_dim + kvh * hd + i];
+                    for (int j = lo; j <= P; j++) o += s[j] / sum * vh[j * kv_dim + kvh * hd + i];
                     want[(m * H + h) * hd + i] = o;
-                    tol[(m * H + h) * hd + i] = 2e-5;
+                    tol[(m * H + h) * hd + i] = kt == KvType::Q8 ? 1e-4 : 2e-5;
                 }
             }
         std::ostringstream tag;
-        tag << "window attention W=" << c.W << " n_ctx=" << c.n_ctx << " chunk=" << c.chunk << " n_past=" << c.n_past << " M=" << c.M;
-        bool ring_seen = false;
+        tag << "window attention kv " << kv_type_name(kt) << " W=" << c.W << " n_ctx=" << c.n_ctx << " chunk=" << c.chunk
+            << " n_past=" << c.n_past << " M=" << c.M;
         compare_all(bks, ref, tag.str(), [&](Backend & b) {
-            auto kv = b.new_kv_cache(layers, c.n_ctx, kv_dim, c.W, c.chunk);
-            ring_seen = kv->ring();
-            const int expect_slots = c.W + c.chunk - 1 < c.n_ctx ? c.W + c.chunk - 1 : c.n_ctx;
-            check(kv->n_slots == expect_slots, tag.str() + ": " + b.isa() + " slots");
+            auto kv = b.new_kv_cache(layers, c.n_ctx, kv_dim, hd, kt, c.W, c.chunk);
+            check(kv->n_slots >= std::min(c.W + c.chunk - 1, c.n_ctx) && kv->n_slots <= c.n_ctx, tag.str() + ": " + b.isa() + " slots");
             for (int j = 0; j < c.n_past; j += c.chunk) {
                 const int r = std::min(c.chunk, c.n_past - j);
                 Act ka = b.new_act(r, kv_dim), va = b.new_act(r, kv_dim);
@@ -361,13 +375,12 @@ void test_window_attention(std::vector<Bk> & bks, Backend & ref) {
             for (Act * a : {&ka, &va, &qa, &o}) b.free_act(*a);
             return y;
         }, want, tol);
-        (void)ring_seen;
     }
     // the ring's memory is bounded by the window, not the context
-    auto full = ref.new_kv_cache(2, 4096, 64, 0, 128);
-    auto ring = ref.new_kv_cache(2, 4096, 64, 256, 128);
+    auto full = ref.new_kv_cache(2, 4096, 64, 64, KvType::F16, 0, 128);
+    auto ring = ref.new_kv_cache(2, 4096, 64, 64, KvType::F16, 256, 128);
     check(ring->ring() && ring->bytes() * 4 < full->bytes(), "a window of 256 in a 4096 context: ring < 1/4 of the full cache");
-    std::printf("KV bytes n_ctx=4096: full %zu, window 256 ring %zu\n", full->bytes(), ring->bytes());
+    std::printf("KV bytes n_ctx=4096 f16: full %zu, window 256 ring %zu\n", full->bytes(), ring->bytes());
 }
 
 } // namespace

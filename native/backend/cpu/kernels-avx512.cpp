@@ -39,6 +39,7 @@ struct V {
         return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
     }
     static F load_f16(const uint16_t * p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+    static F load_i8(const int8_t * p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
     static F load_bf16(const uint16_t * p) {
         const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
         return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
@@ -116,7 +117,10 @@ void q4_matvec_g(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, floa
             dv[32 * c + l] = x.d[4 * c + l / 8];
             dv[32 * c + 16 + l] = x.d[4 * c + 2 + l / 8];
         }
+    // 4 rows per pass: one activation load feeds 4 weight streams, and 4 rows'
+    // streams keep more loads in flight (R=4 vs 2: +14% GB/s, one thread, Zen 5)
     int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) q4_rows<4, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
     for (; n + 2 <= n1; n += 2) q4_rows<2, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
     for (; n < n1; n++) q4_rows<1, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
 }

@@ -152,24 +152,45 @@ void rope(float * v, int n_rot, const float * c, const float * s) {
     }
 }
 
-void attn_head(const float * q, const float * k, const float * v, int64_t stride, int n_kv, int hd,
-               float scale, float * scores, float * out) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n_kv; j++) {
-        float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += q[i] * k[j * stride + i];
-        scores[j] = d * scale;
-        mx = std::max(mx, scores[j]);
+// Element i of position p of a KV head, as f32 (layouts in kernels.h).
+float kv_k(const KvHead & kv, int p, int i) {
+    const int64_t at = ((int64_t)(p / kKvTile) * kv.hd + i) * kKvTile + p % kKvTile;
+    switch (kv.type) {
+        case KvType::F16: return f16_to_f32(static_cast<const uint16_t *>(kv.k)[at]);
+        case KvType::Q8: return (float)static_cast<const int8_t *>(kv.k)[at] * kv.ks[p];
+        default: return static_cast<const float *>(kv.k)[at];
     }
-    float sum = 0.0f;
-    for (int j = 0; j < n_kv; j++) {
-        scores[j] = std::exp(scores[j] - mx); // max-subtraction: no overflow
-        sum += scores[j];
+}
+float kv_v(const KvHead & kv, int p, int i) {
+    const int64_t at = (int64_t)p * kv.hd + i;
+    switch (kv.type) {
+        case KvType::F16: return f16_to_f32(static_cast<const uint16_t *>(kv.v)[at]);
+        case KvType::Q8: return (float)static_cast<const int8_t *>(kv.v)[at] * kv.vs[p];
+        default: return static_cast<const float *>(kv.v)[at];
     }
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    for (int j = 0; j < n_kv; j++) {
-        const float p = scores[j] / sum;
-        for (int i = 0; i < hd; i++) out[i] += p * v[j * stride + i];
+}
+
+void attn_group(const KvHead & kv, const float * q, int nq, int n_kv, float scale, float * scores, float * out) {
+    const int hd = kv.hd;
+    for (int h = 0; h < nq; h++) {
+        float * s = scores + (int64_t)h * n_kv;
+        float mx = -INFINITY;
+        for (int j = kv.lo; j < n_kv; j++) {
+            float d = 0.0f;
+            for (int i = 0; i < hd; i++) d += q[h * hd + i] * kv_k(kv, j, i);
+            s[j] = d * scale;
+            mx = std::max(mx, s[j]);
+        }
+        float sum = 0.0f;
+        for (int j = kv.lo; j < n_kv; j++) {
+            s[j] = std::exp(s[j] - mx); // max-subtraction: no overflow
+            sum += s[j];
+        }
+        for (int i = 0; i < hd; i++) out[h * hd + i] = 0.0f;
+        for (int j = kv.lo; j < n_kv; j++) {
+            const float p = s[j] / sum;
+            for (int i = 0; i < hd; i++) out[h * hd + i] += p * kv_v(kv, j, i);
+        }
     }
 }
 
@@ -210,7 +231,7 @@ void gelu_tanh(float * x, int64_t n) {
 
 const Kernels & kernels_ref() {
     static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_dequant, fw_matvec, to_f32, gemm_f32,
-                              rmsnorm, rope, attn_head, silu_mul, add, qx_matvec, qx_dequant,
+                              rmsnorm, rope, attn_group, silu_mul, add, qx_matvec, qx_dequant,
                               layernorm, relu, gelu_erf, gelu_tanh};
     return k;
 }

@@ -4,6 +4,7 @@
 // single-threaded and work on a slice (rows [n0, n1), one head, ...): the
 // backend splits the work across its thread pool.
 #pragma once
+#include "backend.h" // KvType
 #include "tensor.h"
 
 #include <cstdint>
@@ -51,6 +52,40 @@ struct Q8Row {
     const float *  gsum = nullptr;   // [K/G]   exact f32 Σx over each group (for the −s·z term)
 };
 
+// One KV head of one layer in the CPU cache layout (backend-cpu.cpp owns the
+// memory; T = f32 | f16 | int8 by type). Keys are blocked-transposed so that
+// attention scores are vectorised over positions with no horizontal sums:
+//   k   T   [ceil(n_ctx/32)][hd][32]  key dim i of position p at ((p/32)·hd + i)·32 + p%32
+//   v   T   [n_ctx][hd]               values, natural order
+//   ks  f32 [ceil(n_ctx/32)·32]       q8 only: k ≈ q · ks[p], one scale per (position, head)
+//   vs  f32 [ceil(n_ctx/32)·32]       q8 only: v ≈ q · vs[p]
+// Only positions < n_kv are ever read as valid; the rest of a 32-tile holds
+// zeros or stale (finite) rows and is masked off.
+constexpr int kKvTile = 32;
+struct KvHead {
+    KvType type = KvType::F32;
+    int hd = 0;
+    const void * k = nullptr;
+    const void * v = nullptr;
+    const float * ks = nullptr;
+    const float * vs = nullptr;
+    int lo = 0;                    // positions 0..lo−1 are masked (a window starting inside a tile)
+};
+
+// Symmetric int8 of n values: q = round(x / d), d = max|x| / 127 (0 for an
+// all-zero row). The KV cache's q8 rows; scalar and shared by every ISA, so
+// all of them read bit-identical caches.
+static inline float kv_quantize_q8(const float * x, int n, int8_t * q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = x[i] < 0 ? (-x[i] > amax ? -x[i] : amax) : (x[i] > amax ? x[i] : amax);
+    const float id = amax > 1e-30f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float v = x[i] * id + 12582912.0f; // round half to even, as quantize_q8
+        q[i] = (int8_t)(int)(v - 12582912.0f);
+    }
+    return amax / 127.0f;
+}
+
 struct Kernels {
     const char * isa;
 
@@ -72,10 +107,10 @@ struct Kernels {
     // One head v [≥ n_rot] in place, HF rotate_half: pairs (i, i + n_rot/2);
     // cos, sin [n_rot/2] for this position.
     void (*rope)(float * v, int n_rot, const float * cos, const float * sin);
-    // One query head over n_kv cached positions: k/v rows at k + j*stride, [hd] each.
-    // scores: scratch [n_kv]. out [hd] = softmax(scale · q·kⱼ) · V.
-    void (*attn_head)(const float * q, const float * k, const float * v, int64_t stride, int n_kv, int hd,
-                      float scale, float * scores, float * out);
+    // nq query heads that share one KV head, one query row, n_kv cached
+    // positions: q, out [nq][hd]; scores: scratch [nq][ceil(n_kv/32)·32].
+    // out[h] = softmax(scale · q[h]·kⱼ) · V over j in [kv.lo, n_kv). Each K/V row is read once for all nq heads.
+    void (*attn_group)(const KvHead & kv, const float * q, int nq, int n_kv, float scale, float * scores, float * out);
     // g [n] = silu(g) · u
     void (*silu_mul)(float * g, const float * u, int64_t n);
     // x [n] += y [n]

@@ -309,7 +309,11 @@ public:
         a = Act{};
     }
 
-    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int window, int max_rows) override {
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type, int window,
+                                          int max_rows) override {
+        SHOAL_CHECK(type == KvType::F16, SHOAL_ERR_INVALID_ARG,
+                    std::string("the CUDA backend keeps its KV cache in f16; kv_cache ") + kv_type_name(type) +
+                        " is available on the CPU backend only");
         bind();
         done_loading();
         SHOAL_CHECK(n_layers > 0 && n_ctx > 0 && kv_dim > 0 && window >= 0 && max_rows > 0, SHOAL_ERR_INVALID_ARG, "new_kv_cache: sizes");
@@ -317,6 +321,8 @@ public:
         kv->n_layers = n_layers;
         kv->n_ctx = n_ctx;
         kv->kv_dim = kv_dim;
+        kv->head_dim = head_dim;
+        kv->type = type;
         kv->window = window;
         kv->n_slots = n_ctx;
         if (window > 0 && (int64_t)window + max_rows - 1 < n_ctx) kv->n_slots = window + max_rows - 1;

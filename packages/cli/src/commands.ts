@@ -1,0 +1,70 @@
+// commands.ts — which package declares which `shoal` command. The names, terms and
+// summaries here are what `shoal --help` prints without loading any package; the
+// cli test checks them against the packages' own declarations.
+import type { Command } from 'commander';
+
+export type Register = (program: Command) => void;
+
+export interface CommandSummary {
+  name: string;
+  /** How the command lists in `shoal --help` ("run [options]"). */
+  term: string;
+  summary: string;
+}
+
+export interface CommandGroup {
+  pkg: string;
+  load(): Promise<Register>;
+  commands: CommandSummary[];
+}
+
+const c = (name: string, summary: string, options = true): CommandSummary => ({ name, term: options ? `${name} [options]` : name, summary });
+
+export const COMMAND_GROUPS: readonly CommandGroup[] = [
+  {
+    pkg: '@shoal/engine',
+    load: async () => (await import('@shoal/engine/commands')).registerEngineCommands,
+    commands: [
+      c('run', 'generate text with a local model (streams to stdout)'),
+      c('bench', 'benchmark a model: load, prefill, decode, TTFT, peak RSS, % of memory roofline'),
+    ],
+  },
+  {
+    pkg: '@shoal/modelkit',
+    load: async () => (await import('@shoal/modelkit/commands')).registerToolCommands,
+    commands: [
+      c('gen-model', 'write a synthetic random-weight checkpoint with a real LLaMA-family shape (HF layout, optional AutoAWQ INT4)'),
+      c('quantize', 'quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout'),
+      c('eval', 'evaluate models', false),
+    ],
+  },
+  {
+    pkg: '@shoal/device',
+    load: async () => (await import('@shoal/device/commands')).registerDeviceCommands,
+    commands: [
+      c('device', 'Run the device daemon (MQTT agent, model store + OTA, local OpenAI-compatible HTTP API)'),
+    ],
+  },
+  {
+    pkg: '@shoal/controller',
+    load: async () => (await import('@shoal/controller/commands')).registerControllerCommands,
+    commands: [
+      c('controller', 'run the fleet controller (MQTT ingest, rollouts, HTTP API, artifact server)'),
+      c('keygen', 'create the fleet signing key pair (ed25519, PEM): fleet.key (0600) and fleet.pub'),
+      c('package', 'build a signed model package: the files plus manifest.json (sizes, sha256, ed25519 signature)'),
+      c('fleet', 'operate the fleet through the controller API'),
+    ],
+  },
+  {
+    pkg: '@shoal/devkit',
+    load: async () => (await import('@shoal/devkit/commands')).registerDevkitCommands,
+    commands: [
+      c('sim', 'simulated devices for load tests (state, telemetry, command replies, desired-state convergence)'),
+      c('up', 'quick start: broker, controller and device daemons on this machine; a signed model rolled out in waves'),
+    ],
+  },
+];
+
+export function groupOf(name: string): CommandGroup | undefined {
+  return COMMAND_GROUPS.find((g) => g.commands.some((x) => x.name === name));
+}
