@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 ADDON := native/build/Release/shoal.node
 NATIVE_TEST_DIR := native/build-tests
 
-.PHONY: all deps native ts native-tests test test-native test-ts bench bench-peer demo fuzz clean
+.PHONY: all deps native ts native-tests test test-native test-ts bench bench-peer bench-moe demo fuzz clean
 
 all: native ts web
 
@@ -60,6 +60,14 @@ bench: all native-tests
 	node $(CLI_MAIN) bench --model $(BENCH_MODEL)
 	node $(CLI_MAIN) bench --model $(BENCH_MODEL) --json > $(BENCH_DIR)/tinyllama-awq-w4g128.json
 	node packages/devkit/dist/src/bench/fleet-bench.js --devices 1000 --duration 60 --out $(BENCH_DIR)/fleet.json
+
+# MoE decode on a Mixtral-8x7B-shaped AutoAWQ w4g128 model cut to 2 of 32 layers (generated once
+# into .bench, 1.9 GiB): weight bytes read per token against active and total, and the read
+# bandwidth measured in the same run (docs/architectures.md).
+bench-moe: native-tests
+	@mkdir -p $(BENCH_DIR)
+	native/build-tests/bench-moe --layers 2 --tokens 16 --rounds 3
+	native/build-tests/bench-moe --layers 2 --tokens 16 --rounds 3 --json > $(BENCH_DIR)/mixtral-shape-moe.json
 
 # Shoal against llama.cpp on this machine (docs/benchmarks.md): llama.cpp's prebuilt CPU
 # libraries (npm @node-llama-cpp/linux-x64, pinned in scripts/bench-peer.mjs) are installed

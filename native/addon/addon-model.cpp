@@ -49,6 +49,11 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("loadSeconds", mi.load_seconds);
     o.Set("repackSeconds", mi.repack_seconds);
     o.Set("backendNote", mi.backend_note ? mi.backend_note : "");
+    o.Set("family", mi.family ? mi.family : "");
+    o.Set("slidingWindow", mi.sliding_window);
+    o.Set("experts", mi.n_experts);
+    o.Set("expertsUsed", mi.n_experts_used);
+    o.Set("activeParameters", (double)mi.n_active_params);
     return o;
 }
 

@@ -14,6 +14,8 @@
 //     cache, matches the windowed reference and differs from full attention;
 //   - MoE: decode reads only the routed experts (the backend's weight-byte counter).
 #include "json.h"
+#include "model-source.h"
+#include "session.h"
 #include "shoal.h"
 #include "test-helpers.h"
 #include "tensor.h"
@@ -618,6 +620,28 @@ int main() {
             check(shoal_session_truncate(s, 0) == SHOAL_OK, "window ring: truncate to 0 clears");
             shoal_session_free(s);
             shoal_model_free(m);
+        }
+    }
+    // MoE decode reads the router, the routed experts and nothing else: the backend's byte
+    // counter over one decode step equals the model's active bytes (less the embedding row)
+    for (const char * name : {"mixtral", "mixtral-awq", "qwen3_moe-awq"}) {
+        try {
+            auto m = shoal::build_model(shoal::load_model_source(root + "/" + name), shoal::make_cpu_backend("auto", 1));
+            shoal::Session sess(m.get(), 32);
+            std::vector<int32_t> p = {5, 9, 13, 17};
+            sess.eval(p.data(), 4, nullptr, false);
+            const uint64_t b0 = m->backend->weight_bytes_read;
+            int32_t tok = 7;
+            sess.eval(&tok, 1, nullptr, false);
+            const int64_t read = (int64_t)(m->backend->weight_bytes_read - b0);
+            const int64_t row = (int64_t)(m->embed->bytes() / (size_t)m->embed->vocab);
+            char msg[200];
+            std::snprintf(msg, sizeof msg, "%s: one decode step reads %lld bytes = active %lld (total %lld)", name, (long long)read,
+                          (long long)(m->bytes_per_token - row), (long long)m->weight_bytes);
+            check(read == m->bytes_per_token - row && read < m->weight_bytes, msg);
+            std::printf("%s\n", msg);
+        } catch (const std::exception & e) {
+            check(false, std::string(name) + ": " + e.what());
         }
     }
     std::string cmd = "rm -rf '" + root + "'";

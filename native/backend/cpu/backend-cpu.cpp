@@ -417,6 +417,7 @@ public:
                     ys[i]->cols == w.out && ys[i]->rows >= x.rows;
         }
         if (!fused) return Backend::matmul_shared(ws, ys, n, x);
+        for (int i = 0; i < n; i++) weight_bytes_read += ws[i]->bytes();
         const int64_t M = x.rows, K = x.cols;
         const int group = static_cast<const CpuLinear &>(*ws[0]).qw.group;
         quantize_input(fp(x), M, K, group);

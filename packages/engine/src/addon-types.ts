@@ -7,6 +7,7 @@ export interface AddonModelInfo {
   kvHeads: number; headDim: number; contextLength: number; bosTokenId: number | null; eosTokenIds: number[];
   tiedEmbeddings: boolean; groupSize: number; parameters: number; fileBytes: number; weightBytes: number;
   bytesPerToken: number; loadSeconds: number; repackSeconds: number;
+  family: string; slidingWindow: number; experts: number; expertsUsed: number; activeParameters: number;
 }
 
 /** @internal */

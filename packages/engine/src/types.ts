@@ -17,7 +17,8 @@ export interface LoadOptions {
 
 export interface ModelInfo {
   dir: string;
-  arch: string;              // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM"
+  arch: string;              // architectures[0]: "LlamaForCausalLM", "MixtralForCausalLM", "OPTForCausalLM", ... (docs/architectures.md)
+  family: string;            // "llama" | "mistral" | "qwen2" | "qwen3" | "mixtral" | "qwen3_moe" | "opt" | "gpt_bigcode"
   quant: string;             // "none" | "awq-w4g128" ...
   dtype: string;             // unquantized storage dtype: "f32" | "f16" | "bf16"
   backend: string;           // "cpu" | "cuda"
@@ -38,7 +39,11 @@ export interface ModelInfo {
   parameters: number;        // parameter count
   fileBytes: number;         // bytes of tensor data in the checkpoint
   weightBytes: number;       // bytes held by the backend after repacking
-  bytesPerToken: number;     // weight bytes read per decode step at batch 1
+  bytesPerToken: number;     // weight bytes read per decode step at batch 1 (MoE: the routed experts only)
+  activeParameters: number;  // parameters used per token (MoE: top-k of the experts; else = parameters)
+  slidingWindow: number;     // attention window in positions (0: full attention)
+  experts: number;           // MoE experts per layer (0: dense)
+  expertsUsed: number;       // experts routed per token
   loadSeconds: number;
   repackSeconds: number;
 }
