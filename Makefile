@@ -80,7 +80,7 @@ bench-moe: native-tests
 # prompt then 128 decoded. Takes minutes and wants an idle machine: not part of `make test`.
 bench-peer: all native-tests
 	@mkdir -p $(BENCH_DIR)
-	@[ -f $(BENCH_MODEL)/config.json ] || node dist/cli/main.js gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
+	@[ -f $(BENCH_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
 	node scripts/bench-peer.mjs --shoal-model $(BENCH_MODEL) --out $(BENCH_DIR)/peer.json
 
 demo: all

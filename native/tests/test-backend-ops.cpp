@@ -411,7 +411,7 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
                         const double wk = t->w[k * c.N + n];
                         acc += wk * xm[k];
                         mag += std::fabs(wk * xm[k]);
-                        if (M < 4) {
+                        if (M < 4 || c.bits == 4) { // int8 activations: decode, and INT4 prefill (q4_gemm)
                             double amax = 0;
                             for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
                             // the block's amax of the (maybe permuted) activations is at most the row max
@@ -541,10 +541,10 @@ void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
                         {72, 320, 64}, {64, 128, 128}, {136, 384, 128}, {256, 1024, 128}, {32, 2048, 128}};
     for (const S & s : shapes) {
         const AwqTensors t = make_awq(s.K, s.N, s.G);
-        for (int64_t M : {1, 3, 17, 64}) {
+        for (int64_t M : {1, 3, 17, 64, 7}) {
             const std::vector<float> x = rand_vec(M * s.K);
-            // double reference, and the tolerance: int8 activations (decode,
-            // M < 4) err by <= d/2 = amax/254 per input; the f16 −s·z term by
+            // double reference, and the tolerance: int8 activations (decode and
+            // prefill alike) err by <= d/2 = amax/254 per input; the f16 −s·z term by
             // 2^-11·|s·z·Σx| per group; f32 accumulation by 1e-5·Σ|w·x|.
             std::vector<double> want(M * s.N), tol_dbl(M * s.N), tol_ref(M * s.N);
             for (int64_t m = 0; m < M; m++) {
@@ -555,10 +555,8 @@ void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
                         acc += t.w[k * s.N + n] * xm[k];
                         mag += std::fabs(t.w[k * s.N + n] * xm[k]);
                         double amax = 0;
-                        if (M < 4) {
-                            for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
-                            q8 += std::fabs(t.w[k * s.N + n]) * amax / 254.0;
-                        }
+                        for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
+                        q8 += std::fabs(t.w[k * s.N + n]) * amax / 254.0;
                     }
                     for (int64_t g = 0; g < s.K / s.G; g++) {
                         double gs = 0, sz = 0;

@@ -50,7 +50,8 @@ std::string cpu_isas() {
 namespace {
 
 // Decode-sized batches (M < this) use the int8-activation matvec, which reads
-// each weight once per token; larger ones dequantize panels for a f32 GEMM.
+// each weight once per token; larger ones a GEMM: int8 on INT4 panels
+// (q4_gemm), f32 on dequantized panels for the other formats.
 constexpr int64_t kGemmMinRows = 4;
 // Output rows per prefill task: a multiple of every GEMM column block (NR =
 // 2 registers: 32/16/8 floats); the f32 panel [32][K] stays in L2.
@@ -371,6 +372,21 @@ public:
                     for (int64_t m = 0; m < M; m++) k_.fw_matvec(w.dt, w.w, K, xp + m * K, n0, n1, yp + m * N + n0);
                 });
             }
+        } else if (w.q4) {
+            // Prefill on INT4: activations to int8 as in decode, then the ISA's
+            // GEMM on panels of 32 weight rows (no f32 copy of the weights),
+            // over blocks of kGemmRowBlock rows of x.
+            quantize_input(xp, M, K, w.qw.group);
+            const int64_t nb = K / 32, ng = K / w.qw.group;
+            const Q4Rows q = w.qw.view();
+            for (int64_t m0 = 0; m0 < M; m0 += kGemmRowBlock) {
+                const int64_t mb = std::min(kGemmRowBlock, M - m0);
+                const Q8Row x0{&xq_[m0 * K], &xd_[m0 * nb], &xg_[m0 * ng]};
+                pool_.parallel_for((N + kPanelRows - 1) / kPanelRows, [&](int64_t t, int) {
+                    const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
+                    k_.q4_gemm(q, x0, mb, n0, n1, yp + m0 * N + n0, N);
+                });
+            }
         } else {
             // Prefill: panels of 32 output rows → f32 [32][K] in thread-local
             // scratch, then the register-blocked f32 GEMM over a block of rows
@@ -384,11 +400,7 @@ public:
                 const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
                 thread_local std::vector<float> panel; // [32][K]
                 const float * wp;
-                if (w.q4) {
-                    panel.resize(kPanelRows * K);
-                    k_.q4_dequant(w.qw.view(), n0, n1, panel.data());
-                    wp = panel.data();
-                } else if (w.qx) {
+                if (w.qx) {
                     panel.resize(kPanelRows * K);
                     k_.qx_dequant(w.qxw.view(), n0, n1, panel.data());
                     wp = panel.data();
@@ -616,7 +628,7 @@ private:
         xq_.resize(M * K);
         xd_.resize(M * nb);
         xg_.resize(M * ng);
-        for (int64_t m = 0; m < M; m++) k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
+        rows_parallel(M, K, [&](int64_t m) { k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]); });
         xlast_.assign(xp, xp + M * K);
         xq_group_ = group;
     }

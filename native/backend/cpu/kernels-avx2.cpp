@@ -124,7 +124,7 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
 } // namespace
 
 const Kernels & kernels_avx2() {
-    static const Kernels k = simd::make_kernels<V, 6>("avx2", q4_matvec, qx_matvec);
+    static const Kernels k = simd::make_kernels<V, 6>("avx2", q4_matvec, simd::q4_gemm_rows<q4_matvec>, qx_matvec);
     return k;
 }
 

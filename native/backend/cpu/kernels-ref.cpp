@@ -64,6 +64,12 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
     }
 }
 
+void q4_gemm(const Q4Rows & w, const Q8Row & x0, int64_t M, int64_t n0, int64_t n1, float * y, int64_t ldy) {
+    const int64_t K = w.k, nb = K / 32, ng = K / w.group;
+    for (int64_t m = 0; m < M; m++)
+        q4_matvec(w, Q8Row{x0.q + m * K, x0.d + m * nb, x0.gsum + m * ng}, n0, n1, y + m * ldy);
+}
+
 void q4_dequant(const Q4Rows & w, int64_t n0, int64_t n1, float * out) {
     const int64_t K = w.k, ng = K / w.group;
     for (int64_t n = n0; n < n1; n++) {
@@ -230,7 +236,7 @@ void gelu_tanh(float * x, int64_t n) {
 } // namespace
 
 const Kernels & kernels_ref() {
-    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_dequant, fw_matvec, to_f32, gemm_f32,
+    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_gemm, q4_dequant, fw_matvec, to_f32, gemm_f32,
                               rmsnorm, rope, attn_group, silu_mul, add, qx_matvec, qx_dequant,
                               layernorm, relu, gelu_erf, gelu_tanh};
     return k;

@@ -654,11 +654,20 @@ template <class V> void gelu_tanh(float * x, int64_t n) {
     }
 }
 
+// Prefill on INT4 weights where the ISA has no GEMM of its own: the decode
+// kernel once per activation row over the panel's rows, which stay in cache.
+template <decltype(Kernels::q4_matvec) MV>
+void q4_gemm_rows(const Q4Rows & w, const Q8Row & x0, int64_t M, int64_t n0, int64_t n1, float * y, int64_t ldy) {
+    const int64_t K = w.k, nb = K / 32, ng = K / w.group;
+    for (int64_t m = 0; m < M; m++) MV(w, Q8Row{x0.q + m * K, x0.d + m * nb, x0.gsum + m * ng}, n0, n1, y + m * ldy);
+}
+
 // The table for V, with q4_matvec supplied by the ISA file; quantize_q8 is the
 // shared scalar one (bit-identical activations on every ISA; O(K) per row).
 template <class V, int MR>
-Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, decltype(Kernels::qx_matvec) qxmv) {
-    return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
+Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, decltype(Kernels::q4_gemm) q4gemm,
+                     decltype(Kernels::qx_matvec) qxmv) {
+    return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4gemm, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
                    gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_group<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>,
                    layernorm<V>, relu<V>, gelu_erf<V>, gelu_tanh<V>};
 }

@@ -93,6 +93,10 @@ struct Kernels {
     void (*quantize_q8)(const float * x, int64_t k, int group, int8_t * q, float * d, float * gsum);
     // y[n - n0] = Σ_k w[n, k] · x[k] for n in [n0, n1), int8 activations (decode).
     void (*q4_matvec)(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y);
+    // Prefill on INT4 weights with int8 activations (the decode numerics): for
+    // the M rows x0 + m (q + m·K, d + m·K/32, gsum + m·K/G) and n in [n0, n1),
+    // n1 − n0 <= 32: y[m·ldy + n − n0] = Σ_k w[n, k] · x_m[k].
+    void (*q4_gemm)(const Q4Rows & w, const Q8Row & x0, int64_t m, int64_t n0, int64_t n1, float * y, int64_t ldy);
     // out [n1-n0][K] f32 = dequantized rows n0..n1 (prefill panels).
     void (*q4_dequant)(const Q4Rows & w, int64_t n0, int64_t n1, float * out);
     // Float weights w [N][K] of dtype dt (F32/F16/BF16): y[n - n0] = w[n]·x.

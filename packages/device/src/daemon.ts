@@ -109,7 +109,7 @@ export class DeviceDaemon {
     const { cfg } = this;
     const loadModel = this.opts.loadModel ?? (await loadRealEngine());
     this.outbox = new Outbox(path.join(cfg.store.dir, '.state', 'outbox.sqlite'), cfg.outbox.maxEvents);
-    this.host = new EngineHost(loadModel, { threads: cfg.engine.threads, backend: cfg.engine.backend, contextSize: cfg.engine.contextSize, health: cfg.health });
+    this.host = new EngineHost(loadModel, { threads: cfg.engine.threads, backend: cfg.engine.backend, kvCache: cfg.engine.kvCache, lmHead: cfg.engine.lmHead, contextSize: cfg.engine.contextSize, health: cfg.health });
     this.scheduler = new Scheduler(this.host, { maxDepth: cfg.queue.maxDepth, maxConcurrent: cfg.queue.maxConcurrent, maxTokens: cfg.engine.maxTokens }, {
       onFinished: ({ source, outcome, result }) => {
         this.metrics.requests.inc({ source, outcome });

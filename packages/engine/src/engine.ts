@@ -5,6 +5,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { addon } from './addon.js';
 import { HfModelTokenizer } from './tokenizer.js';
+import { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
 import type { AddonModel, AddonSession } from './addon-types.js';
 import type {
   GenerateOptions, GenerateStats, GeneratedChunk, LoadOptions, Model, ModelInfo, Session, Tokenizer,
@@ -41,7 +42,14 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const abs = path.resolve(dir);
   const st = await stat(abs).catch(() => null);
   if (!st?.isDirectory()) throw new ShoalError('SHOAL_ERR_IO', `model directory ${abs} does not exist or is not a directory`);
-  const native = await addon().loadModel(abs, { threads: opts.threads ?? 0, backend: opts.backend ?? 'auto', isa: opts.isa ?? 'auto' });
+  if (opts.kvCache !== undefined && !KV_CACHE_TYPES.includes(opts.kvCache))
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `kvCache must be one of ${KV_CACHE_TYPES.join(', ')}, got '${String(opts.kvCache)}'`);
+  if (opts.lmHead !== undefined && !LM_HEAD_MODES.includes(opts.lmHead))
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `lmHead must be one of ${LM_HEAD_MODES.join(', ')}, got '${String(opts.lmHead)}'`);
+  const native = await addon().loadModel(abs, {
+    threads: opts.threads ?? 0, backend: opts.backend ?? 'auto', isa: opts.isa ?? 'auto',
+    kvCache: opts.kvCache ?? 'f16', lmHead: opts.lmHead ?? 'native',
+  });
   try {
     const ni = native.info();
     const info: ModelInfo = { dir: abs, ...ni };

@@ -4,3 +4,4 @@ export * from './engine.js';
 export * from './tokenizer.js';
 export * from './bench.js';
 export * from './ops.js';
+export { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';

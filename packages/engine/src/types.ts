@@ -4,6 +4,12 @@
 
 export type Backend = 'auto' | 'cpu' | 'cuda';
 export type Isa = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'neon' | 'neon-dotprod';
+/** KV cache element type: f16 (default), f32, or int8 with one scale per position and KV head (CPU only). */
+export type KvCacheType = 'f32' | 'f16' | 'q8';
+export const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'f16', 'q8'];
+/** Output matrix storage: as in the checkpoint (default), or int8 with per-row / per-128 scales (CPU). */
+export type LmHeadMode = 'native' | 'q8';
+export const LM_HEAD_MODES: readonly LmHeadMode[] = ['native', 'q8'];
 
 export interface LoadOptions {
   /** Worker threads for the CPU backend; 0 or absent = all cores. */
@@ -11,6 +17,10 @@ export interface LoadOptions {
   backend?: Backend;
   /** Force a CPU kernel set (tests compare every ISA with the scalar reference). */
   isa?: Isa;
+  /** KV cache element type of the model's sessions (default f16; CUDA holds f16 only). */
+  kvCache?: KvCacheType;
+  /** Output matrix storage (default native; q8 halves its bytes per token against f16). */
+  lmHead?: LmHeadMode;
   /** Load the tokenizer (tokenizer.json) too; default true when present. */
   tokenizer?: boolean;
 }
@@ -24,6 +34,9 @@ export interface ModelInfo {
   backend: string;           // "cpu" | "cuda"
   isa: string;               // kernels in use
   threads: number;
+  kvCache: KvCacheType;      // KV cache element type of the sessions
+  kvBytesPerPosition: number; // KV cache bytes per position (K and V, all layers)
+  lmHead: string;            // output matrix as held: "q8" | "f16" | "f32" | "bf16" | "q4" ...
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;
