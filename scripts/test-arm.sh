@@ -58,7 +58,7 @@ cmake -S native -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE="$REPO/native/cmake/$TRIPLE.c
       -DCMAKE_BUILD_TYPE=Release -DSHOAL_TESTS=ON -DSHOAL_ADDON=OFF >/dev/null
 cmake --build "$BUILD" --parallel "$JOBS"
 
-TESTS=(test-backend-ops test-model-source test-stories)
+TESTS=(test-backend-ops test-model-source test-stories test-arch-ops test-arch)
 for t in "${TESTS[@]}"; do
   hdr=$("$TRIPLE-readelf" -h "$BUILD/$t" 2>/dev/null || true)
   if ! grep -q 'Machine:.*AArch64' <<<"$hdr"; then
