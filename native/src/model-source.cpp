@@ -52,10 +52,19 @@ struct Builder {
         if (file_list.empty()) file_list = "(no files)";
     }
 
-    bool has(const std::string & name) const { return index.count(name) != 0; }
+    // A checkpoint saved from the base model (OPTModel, LlamaModel: Transformers'
+    // base_model_prefix "model") names its tensors without "model."; Transformers
+    // loads both, and so do we.
+    std::unordered_map<std::string, Found>::const_iterator lookup(const std::string & name) const {
+        auto it = index.find(name);
+        if (it == index.end() && name.compare(0, 6, "model.") == 0) it = index.find(name.substr(6));
+        return it;
+    }
+
+    bool has(const std::string & name) const { return lookup(name) != index.end(); }
 
     Found find(const std::string & name) const {
-        auto it = index.find(name);
+        auto it = lookup(name);
         if (it == index.end()) fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + name + " is missing (looked in " + file_list + ")");
         return it->second;
     }

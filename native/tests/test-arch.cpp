@@ -67,6 +67,7 @@ struct Family {
     std::vector<int> moe_layer;     // [L]
     std::string prefix;             // "model.layers." | "model.decoder.layers." | "transformer.h."
     std::string router, e_gate, e_up, e_down; // MoE names after "<prefix><l>." ("%e": expert)
+    bool base_names = false;        // write tensor names without "model." (a base-model save)
 };
 
 void put(Family & f, const std::string & name, std::vector<int64_t> shape, double scale, double offset = 0) {
@@ -153,6 +154,11 @@ void write_checkpoint(Family & f, const std::string & dir, int G) {
             std::memcpy(&x.bytes[i * 4], &fl, 4);
         }
         t[name] = x;
+    }
+    if (f.base_names) { // saved from the base model (facebook/opt-* on the Hub): no "model." prefix
+        std::map<std::string, Tensor> u;
+        for (auto & [name, x] : t) u[name.compare(0, 6, "model.") == 0 ? name.substr(6) : name] = x;
+        t.swap(u);
     }
     std::string hdr = "{";
     size_t off = 0;
@@ -601,6 +607,9 @@ int main() {
     cases.push_back({opt(true, false), 9, 6, 64, false});
     cases.push_back({opt(false, false), 9, 6, 64, false});
     cases.push_back({opt(true, true), 9, 6, 64, true});
+    cases.push_back({opt(true, false), 9, 6, 64, false});
+    cases.back().f.name = "opt-base-names";
+    cases.back().f.base_names = true;
     cases.push_back({bigcode(false), 9, 6, 64, false});
     cases.push_back({bigcode(true), 9, 6, 64, true});
     // Mistral's sliding window, 6 positions, shorter than the 150-token prompt: prefill in
