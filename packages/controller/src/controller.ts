@@ -2,27 +2,20 @@
 // rollout engine, the package registry and the HTTP API, over one Storage.
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import pino, { type Logger } from 'pino';
 import {
   Event, State, Telemetry, parsePayload, type DesiredModel, type DeviceChannel,
 } from '@shoal/protocol';
 import { startApi, type ApiServer } from './api.js';
 import type { ResolvedConfig } from './config.js';
-import { ControllerError } from './errors.js';
 import { FleetLink } from './link.js';
 import { PackageRegistry } from './packages.js';
 import { RolloutEngine } from './rollout.js';
 import { openSqliteStorage } from './storage/sqlite.js';
 import type { Storage } from './storage/types.js';
+import type { ControllerContext, IngestStats } from './context.js';
+import { ShoalError, createLogger, type Logger } from '@shoal/common';
 
-export interface IngestStats {
-  received: Record<DeviceChannel, number>;
-  stored: { state: number; telemetry: number; events: number; duplicateEvents: number };
-  malformed: number;
-  lastMalformed: string | null;
-}
-
-export class Controller {
+export class Controller implements ControllerContext {
   readonly storage: Storage;
   readonly registry: PackageRegistry;
   readonly rollouts: RolloutEngine;
@@ -47,7 +40,7 @@ export class Controller {
   private closed = false;
 
   constructor(readonly config: ResolvedConfig, opts: { storage?: Storage; logger?: Logger } = {}) {
-    this.log = opts.logger ?? pino({ level: config.logLevel, base: { svc: 'controller' } }, pino.destination(2));
+    this.log = opts.logger ?? createLogger(config.logLevel, { svc: 'controller' });
     fs.mkdirSync(config.dataDir, { recursive: true });
     this.storage = opts.storage ?? openSqliteStorage(config.dbFile);
     this.registry = new PackageRegistry(this.storage, config.artifactsDir, config.fleetPublicKeyPem);
@@ -185,7 +178,7 @@ export async function startController(config: ResolvedConfig, opts: { storage?: 
     await c.start();
   } catch (e) {
     await c.close().catch(() => undefined);
-    throw e instanceof ControllerError ? e : new ControllerError('INTERNAL', `controller failed to start: ${(e as Error).message}`);
+    throw e instanceof ShoalError ? e : new ShoalError('INTERNAL', `controller failed to start: ${(e as Error).message}`);
   }
   return c;
 }

@@ -3,8 +3,8 @@
 // AbortSignal, pause/resume around a model swap (queued requests wait).
 import type { ChatMessage } from '@shoal/engine';
 import type { GenerateResult } from '@shoal/protocol';
-import { DeviceError } from './errors.js';
-import type { EngineHost } from './engine-host.js';
+import type { ServingModel } from './model/loader.js';
+import { ShoalError } from '@shoal/common';
 
 export const PRIORITY_LOCAL = 0;
 export const PRIORITY_REMOTE = 1;
@@ -60,7 +60,7 @@ export class Scheduler {
   swapping = false;
   readonly stats: SchedulerStats = { requests: 0, errors: 0, rejected: 0, queueDepth: 0, active: 0, ttftMs: null, decodeTokPerSec: null };
 
-  constructor(private readonly host: EngineHost, private readonly opts: { maxDepth: number; maxConcurrent: number; maxTokens: number }, private readonly hooks: SchedulerHooks = {}) {}
+  constructor(private readonly models: ServingModel, private readonly opts: { maxDepth: number; maxConcurrent: number; maxTokens: number }, private readonly hooks: SchedulerHooks = {}) {}
 
   get depth(): number { return this.queue.length; }
   get activeCount(): number { return this.running.size; }
@@ -69,18 +69,18 @@ export class Scheduler {
     const reject = (code: 'SHUTTING_DOWN' | 'QUEUE_FULL' | 'NO_ACTIVE_MODEL' | 'DEADLINE_EXCEEDED' | 'CANCELLED', msg: string) => {
       this.stats.rejected++;
       this.hooks.onFinished?.({ source: spec.source, outcome: 'rejected', code });
-      return Promise.reject(new DeviceError(code, msg));
+      return Promise.reject(new ShoalError(code, msg));
     };
     if (!this.accepting) return reject('SHUTTING_DOWN', 'the daemon is shutting down and accepts no new requests');
     if (spec.signal?.aborted) return reject('CANCELLED', `request ${spec.id} was cancelled`);
     if (spec.deadline <= Date.now()) return reject('DEADLINE_EXCEEDED', `request ${spec.id} arrived after its deadline`);
-    if (!this.host.current && !this.swapping && !this.paused) return reject('NO_ACTIVE_MODEL', 'no model is active on this device yet');
+    if (!this.models.current && !this.swapping && !this.paused) return reject('NO_ACTIVE_MODEL', 'no model is active on this device yet');
     if (this.queue.length >= this.opts.maxDepth) {
       return reject('QUEUE_FULL', `the request queue is full (${this.queue.length} of ${this.opts.maxDepth} waiting); retry later`);
     }
     return new Promise<GenerateResult>((resolve, rejectP) => {
       const job: Job = { ...spec, seq: this.seq++, enqueuedAt: Date.now(), resolve, reject: rejectP };
-      const drop = (err: DeviceError) => {
+      const drop = (err: ShoalError) => {
         const i = this.queue.indexOf(job);
         if (i < 0) return;
         this.queue.splice(i, 1);
@@ -90,8 +90,8 @@ export class Scheduler {
         this.hooks.onFinished?.({ source: job.source, outcome: err.code === 'CANCELLED' ? 'cancelled' : 'rejected', code: err.code });
         rejectP(err);
       };
-      job.timer = setTimeout(() => drop(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
-      const onAbort = () => drop(new DeviceError('CANCELLED', `request ${job.id} was cancelled while queued`));
+      job.timer = setTimeout(() => drop(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
+      const onAbort = () => drop(new ShoalError('CANCELLED', `request ${job.id} was cancelled while queued`));
       spec.signal?.addEventListener('abort', onAbort, { once: true });
       job.cleanup = () => { clearTimeout(job.timer); spec.signal?.removeEventListener('abort', onAbort); };
       // insert by priority, FIFO within a priority
@@ -114,13 +114,13 @@ export class Scheduler {
 
   private pump(): void {
     while (!this.paused && this.running.size < this.opts.maxConcurrent && this.queue.length > 0) {
-      if (!this.host.current) {
+      if (!this.models.current) {
         if (this.swapping) return;
         // no model and nothing coming: fail what waits
         for (const j of this.queue.splice(0)) {
           j.cleanup?.();
           this.stats.rejected++;
-          j.reject(new DeviceError('NO_ACTIVE_MODEL', 'no model is active on this device'));
+          j.reject(new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device'));
         }
         this.updateDepth();
         return;
@@ -139,10 +139,10 @@ export class Scheduler {
   }
 
   private async run(job: Job): Promise<void> {
-    const loaded = this.host.current!;
+    const loaded = this.models.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
-    const dl = setTimeout(() => deadlineCtl.abort(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
+    const dl = setTimeout(() => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
     const signals = [deadlineCtl.signal, ...(job.signal ? [job.signal] : [])];
     const signal = AbortSignal.any(signals);
     let session: ReturnType<typeof loaded.model.createSession> | null = null;
@@ -150,12 +150,12 @@ export class Scheduler {
       const model = loaded.model;
       let prompt: string;
       if (job.input.messages) {
-        if (!model.tokenizer) throw new DeviceError('GENERATION_FAILED', 'the active model has no tokenizer; chat messages need one');
+        if (!model.tokenizer) throw new ShoalError('GENERATION_FAILED', 'the active model has no tokenizer; chat messages need one');
         prompt = model.tokenizer.applyChatTemplate(job.input.messages, { addGenerationPrompt: true });
       } else {
         prompt = job.input.prompt ?? '';
       }
-      const ctx = this.host.contextSizeFor(model);
+      const ctx = this.models.contextSizeFor(model);
       session = model.createSession({ contextSize: ctx });
       const gen = session.generate(prompt, {
         maxTokens: job.input.maxTokens ?? this.opts.maxTokens,
@@ -176,7 +176,7 @@ export class Scheduler {
         if (r.value.text) job.onChunk?.(r.value.text, tokens);
       }
       if (signal.aborted || stats.stopReason === 'aborted') {
-        throw signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
+        throw signal.reason instanceof ShoalError ? signal.reason : new ShoalError('CANCELLED', `request ${job.id} was cancelled`);
       }
       const totalMs = Date.now() - started;
       const result: GenerateResult = {
@@ -199,9 +199,9 @@ export class Scheduler {
       job.resolve(result);
     } catch (e) {
       let err: unknown = e;
-      if (signal.aborted) err = signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
-      else if (!(e instanceof DeviceError)) err = new DeviceError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
-      const code = (err as DeviceError).code;
+      if (signal.aborted) err = signal.reason instanceof ShoalError ? signal.reason : new ShoalError('CANCELLED', `request ${job.id} was cancelled`);
+      else if (!(e instanceof ShoalError)) err = new ShoalError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
+      const code = (err as ShoalError).code;
       if (code === 'CANCELLED' || code === 'DEADLINE_EXCEEDED') this.stats.rejected++; else this.stats.errors++;
       this.hooks.onFinished?.({ source: job.source, outcome: code === 'CANCELLED' ? 'cancelled' : 'error', code });
       job.reject(err);
@@ -242,7 +242,7 @@ export class Scheduler {
     const clean = this.queue.length === 0 && this.running.size === 0;
     for (const j of this.queue.splice(0)) {
       j.cleanup?.();
-      j.reject(new DeviceError('SHUTTING_DOWN', 'the daemon shut down before this request ran'));
+      j.reject(new ShoalError('SHUTTING_DOWN', 'the daemon shut down before this request ran'));
     }
     this.updateDepth();
     return clean;

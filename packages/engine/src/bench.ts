@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { addonPath } from './addon.js';
 import { loadModel } from './engine.js';
-import { EngineError, EngineErrorCode } from './errors.js';
+import { ShoalError } from '@shoal/common';
 import type { LoadOptions, ModelInfo } from './types.js';
 
 export interface BenchOptions extends LoadOptions {
@@ -69,7 +69,7 @@ export function benchSizes(contextLength: number, promptTokens?: number, decodeT
   if (prompt < 1 || decode < 1 || prompt + decode > contextLength) {
     const what = [promptTokens !== undefined ? `--prompt-tokens ${prompt}` : `${prompt} prompt tokens`,
       decodeTokens !== undefined ? `--decode-tokens ${decode}` : `${decode} decoded tokens`].join(' + ');
-    throw new EngineError(EngineErrorCode.INVALID_ARG,
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG',
       `${what} do not fit in the model's context of ${contextLength} positions; ` +
       `use at most ${Math.max(1, contextLength - decode)} prompt tokens with ${decode} decoded (or fewer decoded tokens)`);
   }

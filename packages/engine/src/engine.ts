@@ -4,18 +4,17 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { addon } from './addon.js';
-import { EngineError, EngineErrorCode } from './errors.js';
 import { HfModelTokenizer } from './tokenizer.js';
 import { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
 import type { AddonModel, AddonSession } from './addon-types.js';
 import type {
   GenerateOptions, GenerateStats, GeneratedChunk, LoadOptions, Model, ModelInfo, Session, Tokenizer,
 } from './types.js';
+import { ShoalError } from '@shoal/common';
 
 export type * from './types.js';
-export { EngineError, EngineErrorCode } from './errors.js';
 
-const invalid = (message: string) => new EngineError(EngineErrorCode.INVALID_ARG, message);
+const invalid = (message: string) => new ShoalError('SHOAL_ERR_INVALID_ARG', message);
 
 function checkInt(name: string, v: number | undefined, min: number, max: number): void {
   if (v === undefined) return;
@@ -42,11 +41,11 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   checkInt('threads', opts.threads, 0, 1024);
   const abs = path.resolve(dir);
   const st = await stat(abs).catch(() => null);
-  if (!st?.isDirectory()) throw new EngineError(EngineErrorCode.IO, `model directory ${abs} does not exist or is not a directory`);
+  if (!st?.isDirectory()) throw new ShoalError('SHOAL_ERR_IO', `model directory ${abs} does not exist or is not a directory`);
   if (opts.kvCache !== undefined && !KV_CACHE_TYPES.includes(opts.kvCache))
-    throw new EngineError(EngineErrorCode.INVALID_ARG, `kvCache must be one of ${KV_CACHE_TYPES.join(', ')}, got '${String(opts.kvCache)}'`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `kvCache must be one of ${KV_CACHE_TYPES.join(', ')}, got '${String(opts.kvCache)}'`);
   if (opts.lmHead !== undefined && !LM_HEAD_MODES.includes(opts.lmHead))
-    throw new EngineError(EngineErrorCode.INVALID_ARG, `lmHead must be one of ${LM_HEAD_MODES.join(', ')}, got '${String(opts.lmHead)}'`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `lmHead must be one of ${LM_HEAD_MODES.join(', ')}, got '${String(opts.lmHead)}'`);
   const native = await addon().loadModel(abs, {
     threads: opts.threads ?? 0, backend: opts.backend ?? 'auto', isa: opts.isa ?? 'auto',
     kvCache: opts.kvCache ?? 'f16', lmHead: opts.lmHead ?? 'native',
@@ -67,7 +66,7 @@ class EngineModel implements Model {
   constructor(private readonly native: AddonModel, readonly info: ModelInfo, readonly tokenizer: Tokenizer | null) {}
 
   createSession(opts: { contextSize?: number } = {}): Session {
-    if (this.disposed) throw new EngineError(EngineErrorCode.DISPOSED, 'model is disposed');
+    if (this.disposed) throw new ShoalError('SHOAL_ERR_DISPOSED', 'model is disposed');
     checkInt('contextSize', opts.contextSize, 1, this.info.contextLength);
     const A = addon().AddonSession;
     return new EngineSession(new A(this.native, opts.contextSize ?? this.info.contextLength), this);
@@ -91,7 +90,7 @@ class EngineSession implements Session {
   get position(): number { return this.native.position(); }
 
   private enter(): void {
-    if (this.disposed) throw new EngineError(EngineErrorCode.DISPOSED, 'session is disposed');
+    if (this.disposed) throw new ShoalError('SHOAL_ERR_DISPOSED', 'session is disposed');
     if (this.busy) throw invalid('session is busy: wait for the previous eval or generate to finish');
     this.busy = true;
   }
@@ -110,14 +109,14 @@ class EngineSession implements Session {
     const tok = this.model.tokenizer;
     let ids: number[];
     if (typeof prompt === 'string') {
-      if (!tok) throw new EngineError(EngineErrorCode.TOKENIZER, `${this.model.info.dir} has no tokenizer.json: pass token ids instead of text`);
+      if (!tok) throw new ShoalError('SHOAL_ERR_TOKENIZER', `${this.model.info.dir} has no tokenizer.json: pass token ids instead of text`);
       ids = tok.encode(prompt);
     } else {
       ids = prompt;
     }
     const room = this.contextSize - this.position;
     if (ids.length > room)
-      throw new EngineError(EngineErrorCode.CONTEXT_FULL,
+      throw new ShoalError('SHOAL_ERR_CONTEXT_FULL',
         `the prompt has ${ids.length} tokens but only ${room} of the session's ${this.contextSize} positions are free; shorten the prompt or use a larger context`);
     this.enter();
     const decoder = tok?.createStreamDecoder(ids);

@@ -1,12 +1,12 @@
 // awq/cli.ts — the AWQ side of `shoal quantize`: extra options, a progress bar
-// with per-layer timings and losses, and the summary. cli-tools.ts adds the
+// with per-layer timings and losses, and the summary. commands.ts adds the
 // options to its `quantize` command and hands over when --method awq, --bits 2/3
-// or --pad-ffn is asked for (RTN w4 without padding stays in quantize-rtn.ts).
+// or --pad-ffn is asked for (RTN w4 without padding stays in quant/rtn.ts).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { ToolError } from '../../io/safetensors.js';
 import type { FloatDType } from '../../arch/model-shapes.js';
 import { quantizeAwqModel, type AwqQuantizeResult, type LayerReport } from './quantize-awq.js';
+import { ShoalError } from '@shoal/common';
 
 export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
@@ -47,13 +47,13 @@ function layerLine(r: LayerReport): string {
 }
 
 export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> {
-  if (o.method !== 'awq' && o.method !== 'rtn') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --method ${o.method}; use rtn or awq`);
+  if (o.method !== 'awq' && o.method !== 'rtn') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${o.method}; use rtn or awq`);
   let sep: RegExp | undefined;
   if (o.calibSep !== undefined) {
     try {
       sep = new RegExp(o.calibSep);
     } catch (err) {
-      throw new ToolError('SHOAL_ERR_INVALID_ARG', `--calib-sep ${o.calibSep} is not a valid regular expression: ${(err as Error).message}`);
+      throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--calib-sep ${o.calibSep} is not a valid regular expression: ${(err as Error).message}`);
     }
   }
   if (o.method === 'rtn' && o.calib?.length) process.stderr.write('note: --calib is only used by --method awq\n');

@@ -1,14 +1,16 @@
-// Holds the active model and runs health checks. The engine is injected as a
-// loadModel function so the daemon logic does not depend on the native addon.
+// Loads model versions from the store and health-checks them (a few tokens
+// within a deadline). Holds no model: model/active-model.ts owns the one that
+// serves. The engine is injected as a loadModel function so the daemon logic
+// does not depend on the native addon.
 import type { LoadOptions, Model } from '@shoal/engine';
 import type { ModelRef } from '@shoal/protocol';
-import { DeviceError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 export type LoadModelFn = (dir: string, opts?: LoadOptions) => Promise<Model>;
 
 export interface LoadedModel { ref: ModelRef; dir: string; model: Model }
 
-export interface EngineHostOptions {
+export interface ModelLoaderOptions {
   threads: number;
   backend: 'auto' | 'cpu' | 'cuda';
   kvCache?: 'f16' | 'f32' | 'q8';
@@ -20,13 +22,18 @@ export interface EngineHostOptions {
 /** Loads the engine (@shoal/engine) at run time, so tests can run the daemon logic without the addon. */
 export async function loadRealEngine(): Promise<LoadModelFn> {
   const mod = (await import('@shoal/engine')) as { loadModel?: LoadModelFn };
-  if (typeof mod.loadModel !== 'function') throw new DeviceError('INTERNAL', '@shoal/engine does not export loadModel');
+  if (typeof mod.loadModel !== 'function') throw new ShoalError('INTERNAL', '@shoal/engine does not export loadModel');
   return mod.loadModel;
 }
 
-export class EngineHost {
-  current: LoadedModel | null = null;
-  constructor(private readonly loadModel: LoadModelFn, readonly opts: EngineHostOptions) {}
+/** The model requests run on, and the context size a session of it gets (the scheduler's view). */
+export interface ServingModel {
+  readonly current: LoadedModel | null;
+  contextSizeFor(model: Model): number;
+}
+
+export class ModelLoader {
+  constructor(private readonly loadModel: LoadModelFn, readonly opts: ModelLoaderOptions) {}
 
   async load(ref: ModelRef, dir: string): Promise<LoadedModel> {
     const model = await this.loadModel(dir, {
@@ -69,18 +76,8 @@ export class EngineHost {
     } catch (e) {
       if (loaded) { try { loaded.model.dispose(); } catch { /* already gone */ } }
       const msg = deadline.aborted ? `health check exceeded ${this.opts.health.timeoutSec} s` : (e as Error).message;
-      throw new DeviceError('HEALTH_CHECK_FAILED', `${ref.name}@${ref.version} failed its health check: ${msg}`);
+      throw new ShoalError('HEALTH_CHECK_FAILED', `${ref.name}@${ref.version} failed its health check: ${msg}`);
     }
-  }
-
-  engineInfo(): { backend: string; isa: string; threads: number } | null {
-    if (!this.current) return null;
-    const i = this.current.model.info;
-    return { backend: i.backend, isa: i.isa, threads: i.threads };
-  }
-
-  dispose(): void {
-    if (this.current) { try { this.current.model.dispose(); } catch { /* ignore */ } this.current = null; }
   }
 }
 
