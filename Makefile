@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 ADDON := native/build/Release/shoal.node
 NATIVE_TEST_DIR := native/build-tests
 
-.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench demo fuzz clean
+.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench bench-peer bench-moe demo fuzz clean
 
 all: native ts web
 
@@ -65,6 +65,24 @@ bench: all native-tests
 	node $(CLI_MAIN) bench --model $(BENCH_MODEL)
 	node $(CLI_MAIN) bench --model $(BENCH_MODEL) --json > $(BENCH_DIR)/tinyllama-awq-w4g128.json
 	node packages/devkit/dist/src/bench/fleet-bench.js --devices 1000 --duration 60 --out $(BENCH_DIR)/fleet.json
+
+# MoE decode on a Mixtral-8x7B-shaped AutoAWQ w4g128 model cut to 2 of 32 layers (generated once
+# into .bench, 1.9 GiB): weight bytes read per token against active and total, and the read
+# bandwidth measured in the same run (docs/architectures.md).
+bench-moe: native-tests
+	@mkdir -p $(BENCH_DIR)
+	native/build-tests/bench-moe --layers 2 --tokens 16 --rounds 3
+	native/build-tests/bench-moe --layers 2 --tokens 16 --rounds 3 --json > $(BENCH_DIR)/mixtral-shape-moe.json
+
+# Shoal against llama.cpp on this machine (docs/benchmarks.md): llama.cpp's prebuilt CPU
+# libraries (npm @node-llama-cpp/linux-x64, pinned in scripts/bench-peer.mjs) are installed
+# under .bench/peer for this benchmark only; a random Q4_0 GGUF of the same shape is written
+# by native/tools/make-gguf; the engines run alternately, 3 pairs at 1 and 2 threads, 512-token
+# prompt then 128 decoded. Takes minutes and wants an idle machine: not part of `make test`.
+bench-peer: all native-tests
+	@mkdir -p $(BENCH_DIR)
+	@[ -f $(BENCH_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
+	node scripts/bench-peer.mjs --shoal-model $(BENCH_MODEL) --out $(BENCH_DIR)/peer.json
 
 demo: all
 	node $(CLI_MAIN) up

@@ -58,7 +58,7 @@ cmake -S native -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE="$REPO/native/cmake/$TRIPLE.c
       -DCMAKE_BUILD_TYPE=Release -DSHOAL_TESTS=ON -DSHOAL_ADDON=OFF >/dev/null
 cmake --build "$BUILD" --parallel "$JOBS"
 
-TESTS=(test-backend-ops test-model-source test-stories)
+TESTS=(test-backend-ops test-model-source test-stories test-arch-ops test-arch)
 for t in "${TESTS[@]}"; do
   hdr=$("$TRIPLE-readelf" -h "$BUILD/$t" 2>/dev/null || true)
   if ! grep -q 'Machine:.*AArch64' <<<"$hdr"; then
@@ -100,12 +100,12 @@ run_test() {
 # isas_of CPU TEST: the ISAs a test reports it ran, space-separated.
 # test-backend-ops prints "ISAs here: scalar neon ..." and then compares every
 # one of them (1 and 2 threads) against the scalar reference; test-stories
-# prints "<isa>: logits max relative error ..." once per kernel set it ran.
+# prints "<isa> kv=f32 lm_head=native: logits max relative error ..." once per kernel set it ran.
 isas_of() {
   local log="$LOGDIR/$2.$1.log"
   case $2 in
     test-backend-ops) sed -n 's/^ISAs here: //p' "$log" | head -1 ;;
-    test-stories) sed -n 's/^\([a-z0-9-]*\): logits max relative error.*/\1/p' "$log" | paste -sd' ' - ;;
+    test-stories) sed -n 's/^\([a-z0-9-]*\) kv=f32 lm_head=native: logits max relative error.*/\1/p' "$log" | paste -sd' ' - ;;
   esac
 }
 

@@ -25,6 +25,9 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("backend", mi.backend);
     o.Set("isa", mi.isa);
     o.Set("threads", mi.n_threads);
+    o.Set("kvCache", mi.kv_cache);
+    o.Set("kvBytesPerPosition", (double)mi.kv_bytes_per_position);
+    o.Set("lmHead", mi.lm_head);
     o.Set("vocabSize", mi.vocab_size);
     o.Set("hiddenSize", mi.hidden_size);
     o.Set("intermediateSize", mi.intermediate_size);
@@ -46,6 +49,11 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("loadSeconds", mi.load_seconds);
     o.Set("repackSeconds", mi.repack_seconds);
     o.Set("backendNote", mi.backend_note ? mi.backend_note : "");
+    o.Set("family", mi.family ? mi.family : "");
+    o.Set("slidingWindow", mi.sliding_window);
+    o.Set("experts", mi.n_experts);
+    o.Set("expertsUsed", mi.n_experts_used);
+    o.Set("activeParameters", (double)mi.n_active_params);
     return o;
 }
 
@@ -58,9 +66,11 @@ namespace {
 
 class LoadWorker : public Napi::AsyncWorker {
 public:
-    LoadWorker(Napi::Env env, std::string dir, int threads, std::string backend, std::string isa)
+    LoadWorker(Napi::Env env, std::string dir, int threads, std::string backend, std::string isa, std::string kv_cache,
+               std::string lm_head)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dir_(std::move(dir)),
-          threads_(threads), backend_(std::move(backend)), isa_(std::move(isa)) {}
+          threads_(threads), backend_(std::move(backend)), isa_(std::move(isa)), kv_cache_(std::move(kv_cache)),
+          lm_head_(std::move(lm_head)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
 
     void Execute() override {
@@ -68,6 +78,8 @@ public:
         p.n_threads = threads_;
         p.backend = backend_.c_str();
         p.isa = isa_.c_str();
+        p.kv_cache = kv_cache_.c_str();
+        p.lm_head = lm_head_.c_str();
         char err[kErrLen];
         shoal_model * m = nullptr;
         status_ = shoal_model_load(dir_.c_str(), &p, &m, err, sizeof err);
@@ -90,7 +102,7 @@ private:
     Napi::Promise::Deferred deferred_;
     std::string dir_;
     int threads_;
-    std::string backend_, isa_;
+    std::string backend_, isa_, kv_cache_, lm_head_; // "" = the engine's defaults
     shoal_status status_ = SHOAL_OK;
     std::string message_;
     ModelPtr model_;
@@ -102,14 +114,16 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "loadModel(dir, options): dir must be a string");
     int threads = 0;
-    std::string backend = "auto", isa = "auto";
+    std::string backend = "auto", isa = "auto", kv_cache, lm_head;
     if (info.Length() > 1 && info[1].IsObject()) {
         Napi::Object o = info[1].As<Napi::Object>();
         if (o.Has("threads") && o.Get("threads").IsNumber()) threads = o.Get("threads").As<Napi::Number>().Int32Value();
         if (o.Has("backend") && o.Get("backend").IsString()) backend = o.Get("backend").As<Napi::String>();
         if (o.Has("isa") && o.Get("isa").IsString()) isa = o.Get("isa").As<Napi::String>();
+        if (o.Has("kvCache") && o.Get("kvCache").IsString()) kv_cache = o.Get("kvCache").As<Napi::String>();
+        if (o.Has("lmHead") && o.Get("lmHead").IsString()) lm_head = o.Get("lmHead").As<Napi::String>();
     }
-    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa);
+    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

@@ -194,7 +194,9 @@ public:
 protected:
     void run(shoal::Backend & be) override {
         const int64_t qd = (int64_t)heads_ * hd_, kd = (int64_t)kv_heads_ * hd_;
-        std::unique_ptr<shoal::KvCache> kv = be.new_kv_cache(1, seqlen_, (int)kd);
+        // f32 where the backend has it (the quantizer wants exact attention); CUDA holds f16 only
+        const shoal::KvType kt = std::string(be.name()) == "cuda" ? shoal::KvType::F16 : shoal::KvType::F32;
+        std::unique_ptr<shoal::KvCache> kv = be.new_kv_cache(1, seqlen_, (int)kd, hd_, kt);
         ActGuard qa(be, seqlen_, qd), ka(be, seqlen_, kd), va(be, seqlen_, kd), oa(be, seqlen_, qd);
         shoal::RopeParams rp;
         rp.head_dim = hd_;

@@ -48,6 +48,10 @@ typedef struct shoal_model_params {
     int          n_threads;  // 0 = number of online cores
     const char * backend;    // "auto" | "cpu" (| "cuda" when built)
     const char * isa;        // CPU kernels: "auto" | "scalar" | "avx2" | "avx512" | "neon" | "neon-dotprod"
+    const char * kv_cache;   // KV cache element type of its sessions: "f16" (default; NULL or "" too) |
+                             // "f32" | "q8" (int8, one scale per position and KV head; CPU only)
+    const char * lm_head;    // output matrix: "native" (default; NULL or "" too): as stored | "q8": a float
+                             // (f32/f16/bf16) one held as int8, one scale per row or per 128 inputs (CPU)
 } shoal_model_params;
 
 shoal_model_params shoal_model_default_params(void);
@@ -59,7 +63,7 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
 void shoal_model_free(shoal_model * model);
 
 typedef struct shoal_model_info {
-    const char * arch;          // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM"
+    const char * arch;          // architectures[0]: "LlamaForCausalLM", "MixtralForCausalLM", "OPTForCausalLM", ...
     const char * quant;         // "none" | "awq-w4g<G>" | "gptq-w<b>g<G>" | ... (docs/lowbit.md)
     const char * dtype;         // storage dtype of unquantized weights: "f32" | "f16" | "bf16"
     const char * backend;       // "cpu" | "cuda"
@@ -81,10 +85,18 @@ typedef struct shoal_model_info {
     int64_t      n_params;      // parameters as in the checkpoint (unpacked count)
     int64_t      file_bytes;    // bytes of tensor data in the checkpoint
     int64_t      weight_bytes;  // bytes the backend holds for weights after repacking
-    int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1)
+    int64_t      bytes_per_token; // weight bytes read for one decode step (batch 1; MoE: the routed experts only)
+    const char * kv_cache;      // "f32" | "f16" | "q8"
+    int64_t      kv_bytes_per_position; // KV cache bytes per position, all layers (K and V)
+    const char * lm_head;       // storage of the output matrix as the backend holds it: "q8" | "f16" | "q4" | ...
     double       load_seconds;
     double       repack_seconds;
     const char * backend_note;  // why `auto` chose the CPU over a GPU ("" otherwise)
+    const char * family;        // "llama" | "mistral" | "qwen2" | "qwen3" | "mixtral" | "qwen3_moe" | "opt" | "gpt_bigcode"
+    int          sliding_window; // attention window in positions (0: full attention)
+    int          n_experts;     // MoE experts per layer (0: dense)
+    int          n_experts_used; // experts routed per token
+    int64_t      n_active_params; // parameters used per token (MoE: top_k of E experts)
 } shoal_model_info;
 
 void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);
@@ -95,7 +107,9 @@ shoal_status shoal_session_new(shoal_model * model, int n_ctx, shoal_session ** 
 void shoal_session_free(shoal_session * s);
 int  shoal_session_n_past(const shoal_session * s);
 int  shoal_session_n_ctx(const shoal_session * s);
-// Drops positions >= n_keep from the KV cache (0 clears it).
+// Drops positions >= n_keep from the KV cache (0 clears it). SHOAL_ERR_INVALID_ARG when a
+// sliding-window cache (a ring bounded by the window) has already overwritten positions the
+// next token would attend to: keep n_keep ≥ n_past − (ring slots − window + 1), or clear with 0.
 shoal_status shoal_session_truncate(shoal_session * s, int n_keep);
 
 // Feeds n tokens at positions n_past.. (prefill in chunks internally).

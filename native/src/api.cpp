@@ -79,6 +79,8 @@ shoal_model_params shoal_model_default_params(void) {
     p.n_threads = 0;
     p.backend = "auto";
     p.isa = "auto";
+    p.kv_cache = "f16";
+    p.lm_head = "native";
     return p;
 }
 
@@ -93,6 +95,16 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
                     "n_threads must be between 0 and 1024, got " + std::to_string(p.n_threads));
         const auto t0 = std::chrono::steady_clock::now();
         shoal::ModelSource src = shoal::load_model_source(dir);
+        shoal::KvType kv_type = shoal::KvType::F16;
+        const std::string kv_name = p.kv_cache && *p.kv_cache ? p.kv_cache : "f16";
+        SHOAL_CHECK(shoal::parse_kv_type(kv_name, &kv_type), SHOAL_ERR_INVALID_ARG,
+                    "kv_cache must be f32, f16 or q8, got '" + kv_name + "'");
+        shoal::LoadOptions lo;
+        lo.kv_type = kv_type;
+        const std::string head = p.lm_head && *p.lm_head ? p.lm_head : "native";
+        SHOAL_CHECK(head == "q8" || head == "native", SHOAL_ERR_INVALID_ARG,
+                    "lm_head must be q8 or native, got '" + head + "'");
+        lo.lm_head_q8 = head == "q8";
         // auto: the GPU only when its capability table covers the checkpoint (backend-choice.h)
         shoal::BackendCaps caps;
         std::string why;
@@ -104,7 +116,7 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
                         "backend 'cuda' cannot run " + std::string(dir) + ": " + cannot + "; use --backend cpu or auto");
         }
         auto be = shoal::make_backend(choice.name, p.isa ? p.isa : "auto", p.n_threads);
-        auto m = shoal::build_model(std::move(src), std::move(be));
+        auto m = shoal::build_model(std::move(src), std::move(be), lo);
         m->backend_note = choice.note;
         m->load_seconds = seconds_since(t0);
         *out = new shoal_model{std::move(m)};
@@ -144,6 +156,14 @@ void shoal_model_get_info(const shoal_model * model, shoal_model_info * info) {
     info->load_seconds = m.load_seconds;
     info->repack_seconds = m.repack_seconds;
     info->backend_note = m.backend_note.c_str();
+    info->family = c.desc ? c.desc->family : "";
+    info->sliding_window = c.sliding_window;
+    info->n_experts = c.n_experts;
+    info->n_experts_used = c.n_experts_used;
+    info->n_active_params = m.n_active_params;
+    info->kv_cache = shoal::kv_type_name(m.kv_type);
+    info->kv_bytes_per_position = m.kv_bytes_per_position;
+    info->lm_head = m.lm_head->kind();
 }
 
 shoal_status shoal_session_new(shoal_model * model, int n_ctx, shoal_session ** out, char * err, size_t err_len) {
@@ -166,7 +186,10 @@ int shoal_session_n_ctx(const shoal_session * s) { return s ? s->s->n_ctx : 0; }
 shoal_status shoal_session_truncate(shoal_session * s, int n_keep) {
     if (!s || n_keep < 0) return SHOAL_ERR_INVALID_ARG;
     if (n_keep < s->s->n_past) {
+        // a sliding-window ring has overwritten positions this far back
+        if (!s->s->can_truncate_to(n_keep)) return SHOAL_ERR_INVALID_ARG;
         s->s->n_past = n_keep;
+        if (n_keep == 0) s->s->kv_high = -1;
         s->s->has_logits = false;
     }
     return SHOAL_OK;

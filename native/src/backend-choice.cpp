@@ -55,10 +55,28 @@ std::string linear_problem(const LinearSource & l, const BackendCaps & c) {
     return "linear '" + l.name + "' is " + linear_desc(l) + ", which the " + c.name + " backend does not run";
 }
 
+// Every linear the architecture has (unused slots of LayerSource have in == 0).
 template <class Fn> void each_linear(const ModelSource & s, Fn && fn) {
-    for (const LayerSource & L : s.layers)
-        for (const LinearSource * l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) fn(*l);
+    for (const LayerSource & L : s.layers) {
+        for (const LinearSource * l : {&L.q, &L.k, &L.v, &L.qkv, &L.o, &L.gate, &L.up, &L.down, &L.router})
+            if (l->in > 0) fn(*l);
+        for (const ExpertSource & e : L.experts)
+            for (const LinearSource * l : {&e.gate, &e.up, &e.down}) fn(*l);
+    }
     if (!s.cfg.tie_word_embeddings) fn(s.lm_head);
+}
+
+// The optional ops (BackendCaps::ops) the architecture's forward pass calls.
+std::vector<std::string> required_ops(const ModelConfig & c) {
+    std::vector<std::string> ops;
+    if (c.qk_norm) ops.push_back("head_rmsnorm");
+    if (c.desc && c.desc->norm == NormKind::Layer) ops.push_back("layernorm");
+    if (c.desc && !c.desc->gated) ops.push_back("activation");
+    if (c.desc && c.desc->pos == PosKind::Learned) ops.push_back("learned_positions");
+    if (c.desc && c.desc->qkv == QkvKind::Fused) ops.push_back("copy_cols");
+    if (c.n_experts > 0) ops.push_back("moe");
+    if (c.sliding_window > 0) ops.push_back("sliding_window");
+    return ops;
 }
 
 std::string mib(int64_t b) {
@@ -77,7 +95,8 @@ int64_t gpu_weight_bytes(const ModelSource & s) {
         if (l.has_bias) total += l.out * 4;
     });
     const int64_t D = s.cfg.hidden_size;
-    total += (int64_t)(2 * s.layers.size() + 1) * D * 4; // norm gains as f32
+    total += (int64_t)(2 * s.layers.size() + 1) * D * 4 * (s.cfg.desc && s.cfg.desc->norm == NormKind::Layer ? 2 : 1); // norms as f32
+    total += (int64_t)s.pos_embed.nbytes;
     return total;
 }
 
@@ -93,6 +112,8 @@ std::string backend_cannot_run(const ModelSource & s, const BackendCaps & c) {
         return false;
     };
     if (s.cfg.qk_norm && !has_op("head_rmsnorm")) return s.cfg.arch + " needs the q/k norm op (head_rmsnorm), which the " + c.name + " backend lacks";
+    for (const std::string & op : required_ops(s.cfg))
+        if (!has_op(op.c_str())) return s.cfg.arch + " needs the op " + op + ", which the " + c.name + " backend lacks";
     if (c.max_head_dim > 0 && s.cfg.head_dim > c.max_head_dim) {
         return "head_dim " + std::to_string(s.cfg.head_dim) + " exceeds the " + c.name + " attention kernel's " + std::to_string(c.max_head_dim);
     }

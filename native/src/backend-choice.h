@@ -26,7 +26,9 @@ struct BackendCaps {
     std::string name;                    // "cuda"
     std::vector<QuantCap> quant;         // quantized layouts it runs
     bool    f32 = true, f16 = true, bf16 = true; // unquantized weights (linears, embedding)
-    std::vector<std::string> ops;        // optional ops it implements: "head_rmsnorm" (Qwen3)
+    std::vector<std::string> ops;        // optional ops it implements: "head_rmsnorm" (Qwen3), "layernorm",
+                                         // "activation" (ReLU/GELU), "learned_positions", "copy_cols" (fused
+                                         // qkv), "moe" (routing, gather/scatter), "sliding_window"
     int     max_head_dim = 0;            // attention kernel limit; 0 = none
     int64_t memory_bytes = -1;           // free memory for the weights; -1 = not limited
 };

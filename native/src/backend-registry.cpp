@@ -11,6 +11,17 @@
 
 namespace shoal {
 
+const char * kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : t == KvType::Q8 ? "q8" : "f32"; }
+
+bool parse_kv_type(const std::string & s, KvType * out) {
+    for (KvType t : {KvType::F32, KvType::F16, KvType::Q8})
+        if (s == kv_type_name(t)) {
+            *out = t;
+            return true;
+        }
+    return false;
+}
+
 bool cuda_backend_usable(std::string * why) {
 #if defined(SHOAL_HAVE_CUDA)
     return cuda_usable(why);

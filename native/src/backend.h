@@ -3,6 +3,7 @@
 // an ISA or CUDA #ifdef. A backend owns the memory of its weights, activations
 // and KV cache; their layout is its own business.
 #pragma once
+#include "arch.h"
 #include "tensor.h"
 
 #include <cstdint>
@@ -41,9 +42,24 @@ struct Vec {
     virtual ~Vec() = default;
 };
 
-// KV cache for all layers: [layer][pos][n_kv_heads * head_dim] for K and V.
+// Element type of a KV cache: f32, f16, or int8 with one f32 scale per
+// (position, KV head) ("q8"). The CPU backend holds all three; CUDA holds f16.
+enum class KvType : uint8_t { F32 = 0, F16 = 1, Q8 = 2 };
+const char * kv_type_name(KvType t); // "f32" | "f16" | "q8"
+// Parses "f32" | "f16" | "q8"; false for anything else.
+bool parse_kv_type(const std::string & s, KvType * out);
+
+// KV cache for all layers: K and V of every position of every layer, in the
+// backend's own layout and element type. Full attention: n_slots = n_ctx, one
+// slot per position. Sliding window W (Mistral): a ring of n_slots ≥ W +
+// max_rows − 1 slots (every key a chunk of max_rows queries can see), position p
+// in slot p mod n_slots: memory is bounded by the window, not the context.
 struct KvCache {
-    int n_layers = 0, n_ctx = 0, kv_dim = 0;
+    int n_layers = 0, n_ctx = 0, kv_dim = 0, head_dim = 0;
+    KvType type = KvType::F32;
+    int window = 0;                  // 0: full attention
+    int n_slots = 0;                 // positions held; == n_ctx unless a ring
+    bool ring() const { return n_slots < n_ctx; }
     virtual ~KvCache() = default;
     virtual size_t bytes() const = 0;
 };
@@ -66,12 +82,23 @@ public:
     virtual std::unique_ptr<Linear>    load_linear(const LinearSource & src) = 0;
     virtual std::unique_ptr<Embedding> load_embedding(const TensorView & w) = 0; // [vocab, dim]
     virtual std::unique_ptr<Vec>       load_vec(const TensorView & w) = 0;       // [n]
+    // A float linear (F32/F16/BF16, no bias) stored as symmetric int8 with one
+    // scale per output row, for the output matrix (half the bytes of f16 per
+    // decode step). nullptr when the backend has no such layout or the shape
+    // does not fit it; the caller then keeps load_linear's.
+    virtual std::unique_ptr<Linear> load_linear_int8(const LinearSource & src) { (void)src; return nullptr; }
 
     // ---- memory ------------------------------------------------------------
     // Allocates an activation matrix [rows, cols]; free with free_act.
     virtual Act  new_act(int64_t rows, int64_t cols) = 0;
     virtual void free_act(Act & a) = 0;
-    virtual std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) = 0;
+    // A cache of n_ctx positions × kv_dim (= n_kv_heads · head_dim) per layer.
+    // Throws SHOAL_ERR_INVALID_ARG for a type the backend does not hold. window > 0:
+    // sliding-window attention over the last `window` positions, in a ring when that
+    // is smaller than n_ctx (max_rows: the most query rows one attention call gets,
+    // the prefill chunk).
+    virtual std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type,
+                                                  int window = 0, int max_rows = 1) = 0;
     // Copies rows [row0, row0+n) of a to host f32 memory dst [n, cols].
     virtual void to_host(const Act & a, int64_t row0, int64_t n, float * dst) = 0;
     // Copies host f32 [rows, cols] into a (same shape).
@@ -90,13 +117,19 @@ public:
     virtual void head_rmsnorm(Act & x, const Vec & w, int n_heads, float eps) = 0;
     // y[M, N] = x[M, K] · Wᵀ (+ bias)
     virtual void matmul(const Linear & w, const Act & x, Act & y) = 0;
+    // ys[i] = x · ws[i]ᵀ for n linears that read the same input (q/k/v,
+    // gate/up). A backend may run them as one pass (CPU decode: x quantized
+    // once, one fork/join over the rows of all of them); by default, one by one.
+    virtual void matmul_shared(const Linear * const * ws, Act * const * ys, int n, const Act & x) {
+        for (int i = 0; i < n; i++) matmul(*ws[i], x, *ys[i]);
+    }
     // Rotates q [M, n_heads*head_dim] and k [M, n_kv_heads*head_dim] in place
     // (HF rotate_half layout: pairs (i, i + n_rot/2)); row m is at position pos0 + m.
     virtual void rope(Act & q, Act & k, int n_heads, int n_kv_heads, int pos0, const RopeParams & p) = 0;
     // Writes k, v rows [M, kv_dim] into the cache at positions pos0..pos0+M-1 of layer.
     virtual void kv_store(KvCache & kv, int layer, int pos0, const Act & k, const Act & v) = 0;
     // Causal attention: query row m (position pos0 + m) attends to cache
-    // positions 0..pos0+m of layer. q, out: [M, n_heads*head_dim]. GQA: query
+    // positions 0..pos0+m of layer (sliding window W: max(0, pos0+m−W+1)..pos0+m). q, out: [M, n_heads*head_dim]. GQA: query
     // head h reads kv head h / (n_heads / n_kv_heads).
     virtual void attention(const Act & q, const KvCache & kv, int layer, int pos0,
                            int n_heads, int n_kv_heads, int head_dim, float scale, Act & out) = 0;
@@ -104,6 +137,30 @@ public:
     virtual void silu_mul(Act & gate, const Act & up) = 0;
     // x += y
     virtual void add(Act & x, const Act & y) = 0;
+
+    // ---- ops of the other families (arch.h) ---------------------------------
+    // out = (x − mean(x)) / sqrt(var(x) + eps) · w + b, per row (OPT, GPTBigCode)
+    virtual void layernorm(const Act & x, const Vec & w, const Vec & b, float eps, Act & out) = 0;
+    // x = act(x) element-wise: ReLU, GELU (erf) or GELU (tanh approximation); not Silu
+    virtual void activation(Act & x, ActKind kind) = 0;
+    // Learned positions: x[m, :] += table[pos0 + offset + m, :]
+    virtual void add_positions(Act & x, const Embedding & table, int pos0, int offset) = 0;
+    // dst[m, :] = src[m, col0 .. col0 + dst.cols) for the first dst.rows rows (a fused
+    // projection's q / k / v parts)
+    virtual void copy_cols(const Act & src, int64_t col0, Act & dst) = 0;
+    // MoE router: logits [M, E] → for each row the k experts of largest probability
+    // (softmax over all E), ids [M·k] and weights [M·k] on the host, by decreasing
+    // weight; renorm: the k weights divided by their sum (Mixtral's softmax over the
+    // selected logits; Qwen3-MoE norm_topk_prob).
+    virtual void route_topk(const Act & logits, int k, bool renorm, int32_t * ids, float * weights) = 0;
+    // dst[i, :] = src[rows[i], :] for i < n (the tokens routed to one expert)
+    virtual void gather_rows(const Act & src, const int32_t * rows, int64_t n, Act & dst) = 0;
+    // dst[rows[i], :] += w[i] · src[i, :] for i < n (rows distinct)
+    virtual void scatter_add_rows(Act & dst, const int32_t * rows, const float * w, int64_t n, const Act & src) = 0;
+
+    // Weight bytes the matmuls have read since the backend was made (each call
+    // counts its linear's bytes() once: at decode every weight is read once).
+    uint64_t weight_bytes_read = 0;
 };
 
 // Creates the CPU backend. isa: "auto" or a name from cpu_isas(); n_threads 0 = all cores.

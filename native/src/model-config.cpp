@@ -13,8 +13,6 @@ namespace shoal {
 
 namespace {
 
-const char * const SUPPORTED_ARCHS[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
-
 struct Reader {
     const json::Value & root;
     std::string where; // "<dir>/config.json"
@@ -39,6 +37,13 @@ struct Reader {
         const json::Value * v = opt(root, key);
         if (!v) bad(std::string("missing required key \"") + key + "\"");
         return int(int_in(*v, key, 1, hi));
+    }
+
+    // The first of several names a family may use for one setting (GPTBigCode: n_embd).
+    int required_int_any(std::initializer_list<const char *> keys, int64_t hi) const {
+        for (const char * k : keys)
+            if (opt(root, k)) return required_int(k, hi);
+        return required_int(*keys.begin(), hi);
     }
 
     double positive(const json::Value & v, const std::string & key) const {
@@ -223,28 +228,40 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
         r.bad("\"architectures\" must be a non-empty array of strings");
     }
     c.arch = archs->items[0].str;
-    bool known = false;
-    std::string list;
-    for (const char * a : SUPPORTED_ARCHS) {
-        known = known || c.arch == a;
-        list += (list.empty() ? "" : ", ") + std::string(a);
-    }
-    if (!known) {
-        r.bad("architecture \"" + json::printable(c.arch) + "\" is not supported (supported: " + list + ")",
+    c.desc = find_arch(c.arch.c_str());
+    if (!c.desc) {
+        r.bad("architecture \"" + json::printable(c.arch) + "\" is not supported (supported: " + supported_archs() + ")",
               SHOAL_ERR_UNSUPPORTED_ARCH);
     }
-    const bool qwen2 = c.arch == "Qwen2ForCausalLM";
-    const bool qwen3 = c.arch == "Qwen3ForCausalLM";
-    c.qk_norm = qwen3; // Qwen3Attention: q_norm / k_norm over head_dim, before RoPE
+    const ArchDesc & a = *c.desc;
+    const std::string fam = a.family;
+    const bool qwen2 = fam == "qwen2", qwen3 = fam == "qwen3" || fam == "qwen3_moe";
+    const bool opt = fam == "opt", bigcode = fam == "gpt_bigcode";
+    c.qk_norm = a.qk_norm; // Qwen3Attention: q_norm / k_norm over head_dim, before RoPE
+    c.act = a.act;
+    c.tie_word_embeddings = a.tie_default;
 
-    c.hidden_size = r.required_int("hidden_size", 1 << 20);
-    c.intermediate_size = r.required_int("intermediate_size", 1 << 22);
-    c.n_layers = r.required_int("num_hidden_layers", 4096);
-    c.n_heads = r.required_int("num_attention_heads", 4096);
+    // GPTBigCodeConfig names its sizes as GPT-2 does; OPT calls the MLP width ffn_dim
+    c.hidden_size = r.required_int_any({"hidden_size", "n_embd"}, 1 << 20);
+    if (opt) {
+        c.intermediate_size = r.required_int("ffn_dim", 1 << 22);
+    } else if (bigcode) {
+        c.intermediate_size = 4 * c.hidden_size; // n_inner null: 4·n_embd
+        if (const json::Value * v = r.opt(root, "n_inner")) c.intermediate_size = int(r.int_in(*v, "n_inner", 1, 1 << 22));
+    } else if (a.ffn == FfnKind::Moe && qwen3 && !r.opt(root, "intermediate_size")) {
+        c.intermediate_size = 0; // only needed by mlp_only_layers, checked below
+    } else {
+        c.intermediate_size = r.required_int("intermediate_size", 1 << 22);
+    }
+    c.n_layers = r.required_int_any({"num_hidden_layers", "n_layer"}, 4096);
+    c.n_heads = r.required_int_any({"num_attention_heads", "n_head"}, 4096);
     c.vocab_size = r.required_int("vocab_size", 1 << 24);
-    c.max_position_embeddings = r.required_int("max_position_embeddings", 1 << 26);
+    c.max_position_embeddings = r.required_int_any({"max_position_embeddings", "n_positions"}, 1 << 26);
     c.n_kv_heads = c.n_heads;
-    if (const json::Value * v = r.opt(root, "num_key_value_heads")) {
+    if (bigcode) {
+        const json::Value * mq = r.opt(root, "multi_query");
+        if (!mq || r.boolean(*mq, "multi_query")) c.n_kv_heads = 1; // multi_query defaults to true
+    } else if (const json::Value * v = r.opt(root, "num_key_value_heads")) {
         c.n_kv_heads = int(r.int_in(*v, "num_key_value_heads", 1, c.n_heads));
     }
     if (c.n_heads % c.n_kv_heads != 0) {
@@ -261,14 +278,29 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
         c.head_dim = c.hidden_size / c.n_heads;
     }
     if (int64_t(c.n_heads) * c.head_dim > (1 << 20)) r.bad("num_attention_heads × head_dim is too large");
-    if (c.head_dim % 2 != 0) r.bad("head_dim " + std::to_string(c.head_dim) + " must be even for RoPE");
+    if (a.pos == PosKind::Rope && c.head_dim % 2 != 0) r.bad("head_dim " + std::to_string(c.head_dim) + " must be even for RoPE");
+    if (a.pos == PosKind::Learned && c.head_dim != c.hidden_size / c.n_heads) r.bad("head_dim must be hidden_size / num_attention_heads");
 
-    if (const json::Value * v = r.opt(root, "rms_norm_eps")) c.rms_norm_eps = float(r.positive(*v, "rms_norm_eps"));
-    if (const json::Value * v = r.opt(root, "rope_theta")) c.rope_theta = float(r.positive(*v, "rope_theta"));
-    if (const json::Value * v = r.opt(root, "rope_scaling")) parse_rope_scaling(r, *v, c);
-    if (const json::Value * v = r.opt(root, "hidden_act")) {
-        const std::string & act = r.string(*v, "hidden_act");
-        if (act != "silu") r.bad("hidden_act \"" + json::printable(act) + "\" is not supported (only silu)");
+    if (a.norm == NormKind::Layer) {
+        c.rms_norm_eps = 1e-5f; // nn.LayerNorm's default, which OPT uses
+        if (const json::Value * v = r.opt(root, "layer_norm_epsilon")) c.rms_norm_eps = float(r.positive(*v, "layer_norm_epsilon"));
+        if (const json::Value * v = r.opt(root, "layer_norm_eps")) c.rms_norm_eps = float(r.positive(*v, "layer_norm_eps"));
+    } else if (const json::Value * v = r.opt(root, "rms_norm_eps")) {
+        c.rms_norm_eps = float(r.positive(*v, "rms_norm_eps"));
+    }
+    if (a.pos == PosKind::Rope) {
+        if (const json::Value * v = r.opt(root, "rope_theta")) c.rope_theta = float(r.positive(*v, "rope_theta"));
+        if (const json::Value * v = r.opt(root, "rope_scaling")) parse_rope_scaling(r, *v, c);
+    }
+    const char * act_key = opt || bigcode ? "activation_function" : "hidden_act";
+    if (const json::Value * v = r.opt(root, act_key)) {
+        const std::string & act = r.string(*v, act_key);
+        if (a.gated) {
+            if (act != "silu") r.bad(std::string(act_key) + " \"" + json::printable(act) + "\" is not supported (only silu)");
+        } else if (act == "relu") c.act = ActKind::Relu;
+        else if (act == "gelu") c.act = ActKind::GeluErf;
+        else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") c.act = ActKind::GeluTanh;
+        else r.bad(std::string(act_key) + " \"" + json::printable(act) + "\" is not supported (relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast)");
     }
     if (const json::Value * v = r.opt(root, "tie_word_embeddings")) c.tie_word_embeddings = r.boolean(*v, "tie_word_embeddings");
     if (qwen2 || qwen3) {
@@ -278,12 +310,60 @@ ModelConfig parse_model_config(const std::string & config_json, const std::strin
     }
     if (qwen2) {
         c.qkv_bias = true; // Qwen2 always has q/k/v biases
+    } else if (opt) {
+        bool bias = true; // enable_bias: every linear and nothing else
+        if (const json::Value * v = r.opt(root, "enable_bias")) bias = r.boolean(*v, "enable_bias");
+        c.qkv_bias = c.o_bias = c.mlp_bias = bias;
+        if (const json::Value * v = r.opt(root, "do_layer_norm_before")) c.norm_before = r.boolean(*v, "do_layer_norm_before");
+        // OPTDecoder: final_layer_norm only for pre-norm models (_remove_final_layer_norm is an OPT-350m quirk)
+        c.final_norm = c.norm_before;
+        if (const json::Value * v = r.opt(root, "_remove_final_layer_norm"))
+            if (r.boolean(*v, "_remove_final_layer_norm")) c.final_norm = false;
+        if (const json::Value * v = r.opt(root, "layer_norm_elementwise_affine"))
+            if (!r.boolean(*v, "layer_norm_elementwise_affine")) r.bad("layer_norm_elementwise_affine false is not supported");
+        if (const json::Value * v = r.opt(root, "word_embed_proj_dim")) {
+            if (r.int_in(*v, "word_embed_proj_dim", 1, 1 << 20) != c.hidden_size)
+                r.bad("word_embed_proj_dim different from hidden_size (project_in/project_out) is not supported");
+        }
+    } else if (bigcode) {
+        c.qkv_bias = c.o_bias = c.mlp_bias = true; // GPTBigCode: nn.Linear with bias everywhere
+        if (const json::Value * v = r.opt(root, "scale_attn_weights"))
+            if (!r.boolean(*v, "scale_attn_weights")) r.bad("scale_attn_weights false is not supported");
     } else {
         // Llama/Mistral/Qwen3 attention_bias: q/k/v and o_proj biases together
         if (const json::Value * v = r.opt(root, "attention_bias")) {
             c.qkv_bias = c.o_bias = r.boolean(*v, "attention_bias");
         }
         if (const json::Value * v = r.opt(root, "mlp_bias")) c.mlp_bias = r.boolean(*v, "mlp_bias");
+    }
+    // Mistral/Mixtral sliding_window (null: full attention)
+    if (fam == "mistral" || fam == "mixtral") {
+        if (const json::Value * v = r.opt(root, "sliding_window")) c.sliding_window = int(r.int_in(*v, "sliding_window", 1, 1 << 26));
+    }
+    if (a.ffn == FfnKind::Moe) {
+        const char * ne = fam == "mixtral" ? "num_local_experts" : "num_experts";
+        c.n_experts = r.required_int(ne, 1024);
+        c.n_experts_used = r.required_int("num_experts_per_tok", 1024);
+        if (c.n_experts_used > c.n_experts)
+            r.bad("num_experts_per_tok " + std::to_string(c.n_experts_used) + " exceeds " + ne + " " + std::to_string(c.n_experts));
+        c.moe_layers.assign((size_t)c.n_layers, 1);
+        if (fam == "mixtral") {
+            c.moe_intermediate_size = c.intermediate_size;
+        } else {
+            c.moe_intermediate_size = r.required_int("moe_intermediate_size", 1 << 22);
+            c.norm_topk_prob = false; // Qwen3MoeConfig default
+            if (const json::Value * v = r.opt(root, "norm_topk_prob")) c.norm_topk_prob = r.boolean(*v, "norm_topk_prob");
+            int step = 1;
+            if (const json::Value * v = r.opt(root, "decoder_sparse_step")) step = int(r.int_in(*v, "decoder_sparse_step", 1, 4096));
+            for (int l = 0; l < c.n_layers; l++) c.moe_layers[(size_t)l] = (l + 1) % step == 0;
+            if (const json::Value * v = r.opt(root, "mlp_only_layers")) {
+                if (!v->is_array()) r.bad("mlp_only_layers must be an array of layer indices");
+                for (const json::Value & e : v->items) c.moe_layers[(size_t)r.int_in(e, "mlp_only_layers[]", 0, c.n_layers - 1)] = 0;
+            }
+            for (int l = 0; l < c.n_layers; l++)
+                if (!c.moe_layers[(size_t)l] && c.intermediate_size <= 0)
+                    r.bad("layer " + std::to_string(l) + " has a dense MLP but \"intermediate_size\" is missing");
+        }
     }
     if (const json::Value * v = r.opt(root, "torch_dtype")) c.torch_dtype = r.string(*v, "torch_dtype");
 

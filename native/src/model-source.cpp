@@ -10,6 +10,7 @@
 #include <map>
 #include <sys/stat.h>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace shoal {
 
@@ -51,10 +52,19 @@ struct Builder {
         if (file_list.empty()) file_list = "(no files)";
     }
 
-    bool has(const std::string & name) const { return index.count(name) != 0; }
+    // A checkpoint saved from the base model (OPTModel, LlamaModel: Transformers'
+    // base_model_prefix "model") names its tensors without "model."; Transformers
+    // loads both, and so do we.
+    std::unordered_map<std::string, Found>::const_iterator lookup(const std::string & name) const {
+        auto it = index.find(name);
+        if (it == index.end() && name.compare(0, 6, "model.") == 0) it = index.find(name.substr(6));
+        return it;
+    }
+
+    bool has(const std::string & name) const { return lookup(name) != index.end(); }
 
     Found find(const std::string & name) const {
-        auto it = index.find(name);
+        auto it = lookup(name);
         if (it == index.end()) fail(SHOAL_ERR_MISSING_TENSOR, "tensor " + name + " is missing (looked in " + file_list + ")");
         return it->second;
     }
@@ -410,23 +420,55 @@ std::vector<SafetensorsFile> open_sharded(const std::string & dir, const std::st
 // compressed-tensors: a plain name in ignore or targets must name a linear module of this
 // model (a typo or a config written for another model would otherwise pass silently);
 // "re:" patterns are rules and may match nothing; "Linear" is the class of them all.
+// A tensor name of the architecture table: "%d" → layer, "%e" → expert.
+std::string tname(const char * pattern, int layer, int expert = -1) {
+    std::string out;
+    for (const char * p = pattern; *p; p++) {
+        if (p[0] == '%' && p[1] == 'd') { out += std::to_string(layer); p++; }
+        else if (p[0] == '%' && p[1] == 'e') { out += std::to_string(expert); p++; }
+        else out += *p;
+    }
+    return out;
+}
+
+
+// Every linear module of the architecture, by name (lm_head included).
+std::unordered_set<std::string> linear_names(const ModelConfig & c) {
+    const ArchDesc & a = *c.desc;
+    std::unordered_set<std::string> s{a.lm_head};
+    for (int l = 0; l < c.n_layers; l++) {
+        for (const char * p : {a.q, a.k, a.v, a.qkv_fused, a.o})
+            if (*p) s.insert(tname(p, l));
+        if (c.is_moe_layer(l)) {
+            s.insert(tname(a.router, l));
+            for (int e = 0; e < c.n_experts; e++)
+                for (const char * p : {a.e_gate, a.e_up, a.e_down}) s.insert(tname(p, l, e));
+        } else {
+            for (const char * p : {a.gate, a.up, a.down})
+                if (*p) s.insert(tname(p, l));
+        }
+    }
+    return s;
+}
+
 void check_ct_names(const ModelConfig & c) {
-    auto known = [&](const std::string & n) {
-        if (n == "lm_head") return true;
-        static const char * const mods[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                            "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-        const std::string pre = "model.layers.";
-        if (n.compare(0, pre.size(), pre) != 0) return false;
-        size_t i = pre.size(), j = i;
-        while (j < n.size() && std::isdigit((unsigned char)n[j])) j++;
-        if (j == i || j - i > 6 || j >= n.size() || n[j] != '.' || (n[i] == '0' && j - i > 1)) return false;
-        if (std::stol(n.substr(i, j - i)) >= c.n_layers) return false;
-        const std::string rest = n.substr(j + 1);
-        for (const char * m : mods) if (rest == m) return true;
-        return false;
+    const std::unordered_set<std::string> names = linear_names(c);
+    auto known = [&](const std::string & n) { return names.count(n) != 0; };
+    // "model.layers.0..N-1.self_attn.q_proj, ..., lm_head"
+    std::string range;
+    auto ranged = [&](const char * p) {
+        std::string r;
+        for (; *p; p++) {
+            if (p[0] == '%' && p[1] == 'd') { r += "0.." + std::to_string(c.n_layers - 1); p++; }
+            else if (p[0] == '%' && p[1] == 'e') { r += "0.." + std::to_string(c.n_experts - 1); p++; }
+            else r += *p;
+        }
+        return r;
     };
-    const std::string range = "model.layers.0.." + std::to_string(c.n_layers - 1) +
-                              ".{self_attn.q/k/v/o_proj, mlp.gate/up/down_proj} and lm_head";
+    const ArchDesc & a = *c.desc;
+    for (const char * p : {a.q, a.k, a.v, a.qkv_fused, a.o, a.gate, a.up, a.down, a.router, a.e_gate, a.e_up, a.e_down})
+        if (*p) range += ranged(p) + ", ";
+    range += a.lm_head;
     for (const std::string & n : c.ct_ignore) {
         if (n.compare(0, 3, "re:") == 0 || n == "Linear" || known(n)) continue;
         fail(SHOAL_ERR_QUANT_METADATA, "quantization_config.ignore names \"" + json::printable(n) +
@@ -447,39 +489,64 @@ void check_ct_names(const ModelConfig & c) {
 ModelSource build_model_source(const ModelConfig & c, const std::vector<const SafetensorsFile *> & files) {
     ModelSource ms;
     ms.cfg = c;
+    SHOAL_CHECK(c.desc, SHOAL_ERR_INTERNAL, "model config without an architecture row");
+    const ArchDesc & a = *c.desc;
     Builder b(c, files, ms);
-    const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+    const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size, Fe = c.moe_intermediate_size;
     const int64_t q_dim = int64_t(c.n_heads) * c.head_dim, kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
-
+    const bool layer_norm = a.norm == NormKind::Layer;
     if (c.quant == QuantMethod::CompressedTensors) check_ct_names(c);
-    ms.embed = b.floats("model.embed_tokens.weight", {V, D});
+
+    ms.embed = b.floats(a.embed, {V, D});
+    if (a.pos == PosKind::Learned) {
+        ms.pos_embed = b.floats(a.pos_embed, {int64_t(c.max_position_embeddings) + a.pos_offset, D});
+    }
     ms.layers.resize(size_t(c.n_layers));
     for (int i = 0; i < c.n_layers; i++) {
-        const std::string p = "model.layers." + std::to_string(i);
         LayerSource & L = ms.layers[size_t(i)];
-        L.attn_norm = b.floats(p + ".input_layernorm.weight", {D});
-        L.q = b.linear(p + ".self_attn.q_proj", q_dim, D, c.qkv_bias);
-        L.k = b.linear(p + ".self_attn.k_proj", kv_dim, D, c.qkv_bias);
-        L.v = b.linear(p + ".self_attn.v_proj", kv_dim, D, c.qkv_bias);
-        L.o = b.linear(p + ".self_attn.o_proj", D, q_dim, c.o_bias);
-        if (c.qk_norm) { // Qwen3: RMSNorm over each head of q and k, gains [hd] shared by the heads
-            L.q_norm = b.floats(p + ".self_attn.q_norm.weight", {c.head_dim});
-            L.k_norm = b.floats(p + ".self_attn.k_norm.weight", {c.head_dim});
+        L.attn_norm = b.floats(tname(a.attn_norm, i) + ".weight", {D});
+        if (layer_norm) L.attn_norm_b = b.floats(tname(a.attn_norm, i) + ".bias", {D});
+        if (a.qkv == QkvKind::Fused) {
+            L.qkv = b.linear(tname(a.qkv_fused, i), q_dim + 2 * kv_dim, D, c.qkv_bias);
+        } else {
+            L.q = b.linear(tname(a.q, i), q_dim, D, c.qkv_bias);
+            L.k = b.linear(tname(a.k, i), kv_dim, D, c.qkv_bias);
+            L.v = b.linear(tname(a.v, i), kv_dim, D, c.qkv_bias);
         }
-        L.ffn_norm = b.floats(p + ".post_attention_layernorm.weight", {D});
-        L.gate = b.linear(p + ".mlp.gate_proj", F, D, c.mlp_bias);
-        L.up = b.linear(p + ".mlp.up_proj", F, D, c.mlp_bias);
-        L.down = b.linear(p + ".mlp.down_proj", D, F, c.mlp_bias);
+        L.o = b.linear(tname(a.o, i), D, q_dim, c.o_bias);
+        if (c.qk_norm) {
+            L.q_norm = b.floats(tname(a.q_norm, i) + ".weight", {c.head_dim});
+            L.k_norm = b.floats(tname(a.k_norm, i) + ".weight", {c.head_dim});
+        }
+        L.ffn_norm = b.floats(tname(a.ffn_norm, i) + ".weight", {D});
+        if (layer_norm) L.ffn_norm_b = b.floats(tname(a.ffn_norm, i) + ".bias", {D});
+        if (c.is_moe_layer(i)) {
+            L.router = b.linear(tname(a.router, i), c.n_experts, D, false);
+            L.experts.resize(size_t(c.n_experts));
+            for (int e = 0; e < c.n_experts; e++) {
+                ExpertSource & E = L.experts[size_t(e)];
+                E.gate = b.linear(tname(a.e_gate, i, e), Fe, D, false);
+                E.up = b.linear(tname(a.e_up, i, e), Fe, D, false);
+                E.down = b.linear(tname(a.e_down, i, e), D, Fe, false);
+            }
+        } else {
+            if (a.gated) L.gate = b.linear(tname(a.gate, i), F, D, c.mlp_bias);
+            L.up = b.linear(tname(a.up, i), F, D, c.mlp_bias);
+            L.down = b.linear(tname(a.down, i), D, F, c.mlp_bias);
+        }
     }
-    ms.final_norm = b.floats("model.norm.weight", {D});
+    if (c.final_norm) {
+        ms.final_norm = b.floats(std::string(a.final_norm) + ".weight", {D});
+        if (layer_norm) ms.final_norm_b = b.floats(std::string(a.final_norm) + ".bias", {D});
+    }
     if (c.tie_word_embeddings) {
         // as Transformers does: a tied head is the embedding, even if lm_head.weight is stored too
-        ms.lm_head.name = "lm_head";
+        ms.lm_head.name = a.lm_head;
         ms.lm_head.in = D;
         ms.lm_head.out = V;
         ms.lm_head.weight = ms.embed;
     } else {
-        ms.lm_head = b.linear("lm_head", V, D, false);
+        ms.lm_head = b.linear(a.lm_head, V, D, false);
     }
     return ms;
 }

@@ -2,6 +2,7 @@
 // the config and a view of every tensor the architecture needs. Nothing is
 // converted here; the backend decides how to hold the weights.
 #pragma once
+#include "arch.h"
 #include "tensor.h"
 
 #include <memory>
@@ -27,6 +28,7 @@ struct CtScheme {
 
 struct ModelConfig {
     std::string arch;                // architectures[0]
+    const ArchDesc * desc = nullptr; // its row of the architecture table (arch.h)
     int     hidden_size = 0;         // D
     int     intermediate_size = 0;   // F
     int     n_layers = 0;
@@ -35,7 +37,18 @@ struct ModelConfig {
     int     head_dim = 0;            // from config or D / H
     int     vocab_size = 0;          // V
     int     max_position_embeddings = 0;
-    float   rms_norm_eps = 1e-6f;
+    float   rms_norm_eps = 1e-6f;            // the eps of every norm (LayerNorm families: layer_norm_eps)
+    ActKind act = ActKind::Silu;             // hidden_act / activation_function
+    bool    norm_before = true;              // pre-norm blocks (OPT do_layer_norm_before false: post-norm)
+    bool    final_norm = true;               // a norm before lm_head (OPT post-norm has none)
+    int     sliding_window = 0;              // Mistral/Mixtral: attend to the last W positions (0: all)
+    // MoE (desc->ffn == Moe): E experts of width moe_intermediate_size, top_k routed per token
+    int     n_experts = 0;
+    int     n_experts_used = 0;              // num_experts_per_tok
+    int     moe_intermediate_size = 0;       // Mixtral: intermediate_size
+    bool    norm_topk_prob = true;           // renormalise the selected probabilities (Mixtral always)
+    std::vector<uint8_t> moe_layers;         // [n_layers] 1 where the layer routes (Qwen3-MoE mlp_only_layers, decoder_sparse_step)
+    bool    is_moe_layer(int l) const { return l >= 0 && l < (int)moe_layers.size() && moe_layers[(size_t)l]; }
     float   rope_theta = 10000.0f;
     RopeScaling rope_scaling = RopeScaling::None;
     float   rope_factor = 1.0f;                  // linear and llama3
@@ -64,12 +77,21 @@ struct ModelConfig {
     std::vector<std::string> ct_ignore;          // module names or "re:" patterns (Python re.match)
 };
 
+struct ExpertSource {
+    LinearSource gate, up, down;     // gate/up [Fe, D], down [D, Fe]
+};
+
 struct LayerSource {
     TensorView   attn_norm;          // [D]
+    TensorView   attn_norm_b;        // [D] LayerNorm bias (NormKind::Layer)
     LinearSource q, k, v, o;         // q [H*hd, D], k/v [Hkv*hd, D], o [D, H*hd]
+    LinearSource qkv;                // fused [H*hd + 2*Hkv*hd, D] (QkvKind::Fused; q/k/v unused)
     TensorView   q_norm, k_norm;     // [hd] each, Qwen3 only (cfg.qk_norm)
     TensorView   ffn_norm;           // [D]
-    LinearSource gate, up, down;     // gate/up [F, D], down [D, F]
+    TensorView   ffn_norm_b;         // [D] LayerNorm bias
+    LinearSource gate, up, down;     // gate/up [F, D], down [D, F]; ungated MLPs: up = fc1, down = fc2
+    LinearSource router;             // MoE: [E, D]
+    std::vector<ExpertSource> experts; // MoE: [E]
 };
 
 struct MappedFile; // defined in safetensors.h
@@ -78,6 +100,8 @@ struct ModelSource {
     ModelConfig cfg;
     TensorView  embed;               // [V, D]
     TensorView  final_norm;          // [D]
+    TensorView  final_norm_b;        // [D] LayerNorm bias
+    TensorView  pos_embed;           // [P, D] learned positions (PosKind::Learned)
     LinearSource lm_head;            // [V, D]; the embedding view when tied
     std::vector<LayerSource> layers;
     int64_t     n_params = 0;        // logical parameter count (INT4 weights counted unpacked)

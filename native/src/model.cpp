@@ -7,13 +7,15 @@
 
 namespace shoal {
 
+static bool is_float_kind(const std::string & k) { return k == "f32" || k == "f16" || k == "bf16"; }
+
 static std::unique_ptr<Linear> load(Backend & be, const LinearSource & src, int64_t & bytes) {
     auto l = be.load_linear(src);
     bytes += (int64_t)l->bytes();
     return l;
 }
 
-std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend) {
+std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> backend, const LoadOptions & opt) {
     auto t0 = std::chrono::steady_clock::now();
     auto m = std::make_unique<Model>();
     m->cfg = src.cfg;
@@ -28,38 +30,90 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
     m->dtype_name = dtype_name(src.embed.dtype);
     for (char & ch : m->dtype_name) ch = (char)std::tolower((unsigned char)ch); // "f16", as the TS API reports dtypes
 
-    int64_t linear_bytes = 0;
+    // Per decode step every dense linear and the lm_head are read once, of a MoE
+    // layer the router and top_k of its E experts (all experts have one shape);
+    // of the embeddings one row each, and norms are noise.
+    int64_t linear_bytes = 0, active_bytes = 0;
+    int64_t expert_params = 0, active_expert_params = 0;
+    auto load_vec_opt = [&](const TensorView & t) { return t.data ? be.load_vec(t) : nullptr; };
     m->embed = be.load_embedding(src.embed);
+    if (src.pos_embed.data) m->pos_embed = be.load_embedding(src.pos_embed);
     m->layers.resize(c.n_layers);
     for (int i = 0; i < c.n_layers; i++) {
         LayerSource & ls = src.layers[i];
         LayerWeights & lw = m->layers[i];
+        int64_t dense = 0;
         lw.attn_norm = be.load_vec(ls.attn_norm);
-        lw.q = load(be, ls.q, linear_bytes);
-        lw.k = load(be, ls.k, linear_bytes);
-        lw.v = load(be, ls.v, linear_bytes);
-        lw.o = load(be, ls.o, linear_bytes);
+        lw.attn_norm_b = load_vec_opt(ls.attn_norm_b);
+        if (c.desc->qkv == QkvKind::Fused) {
+            lw.qkv = load(be, ls.qkv, dense);
+        } else {
+            lw.q = load(be, ls.q, dense);
+            lw.k = load(be, ls.k, dense);
+            lw.v = load(be, ls.v, dense);
+        }
+        lw.o = load(be, ls.o, dense);
         if (c.qk_norm) {
             lw.q_norm = be.load_vec(ls.q_norm);
             lw.k_norm = be.load_vec(ls.k_norm);
         }
         lw.ffn_norm = be.load_vec(ls.ffn_norm);
-        lw.gate = load(be, ls.gate, linear_bytes);
-        lw.up = load(be, ls.up, linear_bytes);
-        lw.down = load(be, ls.down, linear_bytes);
+        lw.ffn_norm_b = load_vec_opt(ls.ffn_norm_b);
+        if (c.is_moe_layer(i)) {
+            lw.router = load(be, ls.router, dense);
+            int64_t experts = 0;
+            lw.experts.resize(ls.experts.size());
+            for (size_t e = 0; e < ls.experts.size(); e++) {
+                lw.experts[e].gate = load(be, ls.experts[e].gate, experts);
+                lw.experts[e].up = load(be, ls.experts[e].up, experts);
+                lw.experts[e].down = load(be, ls.experts[e].down, experts);
+            }
+            linear_bytes += experts;
+            active_bytes += experts / c.n_experts * c.n_experts_used;
+            const int64_t per_expert = 3 * (int64_t)c.hidden_size * c.moe_intermediate_size;
+            expert_params += per_expert * c.n_experts;
+            active_expert_params += per_expert * c.n_experts_used;
+        } else {
+            if (ls.gate.in) lw.gate = load(be, ls.gate, dense);
+            lw.up = load(be, ls.up, dense);
+            lw.down = load(be, ls.down, dense);
+        }
+        linear_bytes += dense;
+        active_bytes += dense;
     }
-    m->final_norm = be.load_vec(src.final_norm);
+    if (c.final_norm) {
+        m->final_norm = be.load_vec(src.final_norm);
+        m->final_norm_b = load_vec_opt(src.final_norm_b);
+    }
     int64_t head_bytes = 0;
-    m->lm_head = load(be, src.lm_head, head_bytes);
+    // The output matrix is read whole every decode step: int8 with per-row scales
+    // halves its bytes against f16 (opt.lm_head_q8). Off by
+    // default: on stories260K it moves perplexity by +0.06% but changes greedy
+    // output after ~120-220 tokens (docs/engine.md)..
+    if (opt.lm_head_q8) m->lm_head = be.load_linear_int8(src.lm_head);
+    if (m->lm_head) {
+        head_bytes += (int64_t)m->lm_head->bytes();
+        // an untied f16/f32 output matrix is no longer read: drop its pages
+        if (!c.tie_word_embeddings) release_pages(src.lm_head.weight.data, src.lm_head.weight.nbytes);
+    } else {
+        m->lm_head = load(be, src.lm_head, head_bytes);
+    }
 
-    // Per decode step every linear and the lm_head are read once; of the
-    // embedding only one row, and norms are noise.
     const int64_t row_bytes = (int64_t)(m->embed->bytes() / (size_t)std::max<int64_t>(1, m->embed->vocab));
-    m->bytes_per_token = linear_bytes + head_bytes + row_bytes;
-    // With tied embeddings the lm_head shares the embedding's memory.
-    m->weight_bytes = linear_bytes + (c.tie_word_embeddings ? 0 : head_bytes) + (int64_t)m->embed->bytes();
+    m->bytes_per_token = active_bytes + head_bytes + row_bytes * (m->pos_embed ? 2 : 1);
+    m->n_active_params = m->n_params - expert_params + active_expert_params;
+    // With tied embeddings a float lm_head shares the embedding's memory; an int8 one is its own copy.
+    const bool head_shared = c.tie_word_embeddings && is_float_kind(m->lm_head->kind());
+    m->weight_bytes = linear_bytes + (head_shared ? 0 : head_bytes) + (int64_t)m->embed->bytes() +
+                      (m->pos_embed ? (int64_t)m->pos_embed->bytes() : 0);
 
-    m->inv_freq = rope_inv_freq(c);
+    m->kv_type = opt.kv_type;
+    {   // a small cache tells the backend's bytes per position (and refuses a type it lacks)
+        auto probe = be.new_kv_cache(c.n_layers, 32, c.n_kv_heads * c.head_dim, c.head_dim, opt.kv_type);
+        m->kv_bytes_per_position = (int64_t)(probe->bytes() / 32);
+    }
+
+    if (c.desc->pos == PosKind::Rope) m->inv_freq = rope_inv_freq(c);
     m->rope.head_dim = c.head_dim;
     m->rope.n_rot = c.head_dim;
     m->rope.inv_freq = m->inv_freq.data();

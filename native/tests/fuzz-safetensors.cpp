@@ -165,6 +165,9 @@ const char * const TOKENS[] = {
     "\"num_hidden_layers\":4096", "\"group_size\":7", "\"bits\":3", "\"head_dim\":0", "\"tie_word_embeddings\":false",
     "\"strategy\":\"channel\"", "\"symmetric\":true", "\"num_bits\":8", "\"re:(a|b)*c\"", "\"re:[\"", "\"actorder\":\"weight\"",
     "\"architectures\":[\"Qwen3ForCausalLM\"]", "\"ignore\":[\"model.layers.0.mlp.up_proj\"]",
+    "\"architectures\":[\"MixtralForCausalLM\"]", "\"architectures\":[\"OPTForCausalLM\"]", "\"sliding_window\":1",
+    "\"num_local_experts\":0", "\"num_experts_per_tok\":9", "\"mlp_only_layers\":[-1,99]", "\"decoder_sparse_step\":0",
+    "\"do_layer_norm_before\":false", "\"multi_query\":false", "\"n_inner\":null", "\"activation_function\":\"gelu\"",
 };
 
 size_t header_len(const std::string & s) {
@@ -301,7 +304,22 @@ int main(int argc, char ** argv) {
     std::vector<std::string> configs = {tiny_config(""), tiny_config(AWQ_Q),
                                         tiny_config(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
                                                     "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}"),
-                                        tiny_config(CT_Q)};
+                                        tiny_config(CT_Q),
+                                        // the other families of the architecture table (configs only)
+                                        "{\"architectures\":[\"MixtralForCausalLM\"],\"hidden_size\":16,\"intermediate_size\":32,"
+                                        "\"num_hidden_layers\":2,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"vocab_size\":16,"
+                                        "\"max_position_embeddings\":64,\"num_local_experts\":4,\"num_experts_per_tok\":2,\"sliding_window\":8}",
+                                        "{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"hidden_size\":16,\"intermediate_size\":32,"
+                                        "\"num_hidden_layers\":3,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"head_dim\":8,\"vocab_size\":16,"
+                                        "\"max_position_embeddings\":64,\"num_experts\":8,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,"
+                                        "\"norm_topk_prob\":true,\"decoder_sparse_step\":2,\"mlp_only_layers\":[0]}",
+                                        "{\"architectures\":[\"OPTForCausalLM\"],\"hidden_size\":16,\"ffn_dim\":32,\"num_hidden_layers\":1,"
+                                        "\"num_attention_heads\":2,\"vocab_size\":16,\"max_position_embeddings\":64,\"do_layer_norm_before\":true,"
+                                        "\"word_embed_proj_dim\":16,\"activation_function\":\"relu\",\"enable_bias\":true}",
+                                        "{\"architectures\":[\"GPTBigCodeForCausalLM\"],\"n_embd\":16,\"n_inner\":null,\"n_layer\":1,"
+                                        "\"n_head\":2,\"n_positions\":64,\"vocab_size\":16,\"multi_query\":true,"
+                                        "\"activation_function\":\"gelu_pytorch_tanh\",\"layer_norm_epsilon\":1e-5}"};
+    for (size_t i = 4; i < configs.size(); i++) (void)parse_model_config(configs[i], "", "seed"); // valid seeds
     ModelConfig plain = parse_model_config(configs[0], "", "seed");
     ModelConfig awq = parse_model_config(configs[1], "", "seed");
     ModelConfig ct = parse_model_config(configs[3], "", "seed");

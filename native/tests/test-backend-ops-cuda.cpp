@@ -498,8 +498,8 @@ void test_attention(Backend & g, Backend & c) {
     for (const S & s : shapes)
         for (auto mc : s.cases) {
             const int M = mc.first, pos0 = mc.second, n_ctx = pos0 + M + 3, kvd = s.Hkv * s.hd, qd = s.H * s.hd;
-            auto gkv = g.new_kv_cache(2, n_ctx, kvd);
-            auto ckv = c.new_kv_cache(2, n_ctx, kvd);
+            auto gkv = g.new_kv_cache(2, n_ctx, kvd, s.hd, KvType::F16);
+            auto ckv = c.new_kv_cache(2, n_ctx, kvd, s.hd, KvType::F32);
             const int layer = 1;
             // history positions 0..pos0-1 in chunks of up to 256 rows, then this step's M rows
             for (int p0 = 0; p0 < pos0 + M;) {
@@ -524,7 +524,7 @@ void test_attention(Backend & g, Backend & c) {
             for (Act * a : {&cq, &co}) c.free_act(*a);
         }
     // kv_store past the end is a context error
-    auto kv = g.new_kv_cache(1, 4, 16);
+    auto kv = g.new_kv_cache(1, 4, 16, 16, KvType::F16);
     Act k = g.new_act(2, 16);
     bool threw = false;
     try {

@@ -6,6 +6,7 @@
 // AutoAWQ gemv/gemv_fast tensors packed here, not by lowbit-repack). Exit status non-zero on any failure; the last line is
 // "N passed, N failed".
 #include "backend.h"
+#include "kernels.h"
 #include "lowbit-repack.h"
 #include "error.h"
 #include "tensor.h"
@@ -428,7 +429,7 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
                         const double wk = t->w[k * c.N + n];
                         acc += wk * xm[k];
                         mag += std::fabs(wk * xm[k]);
-                        if (M < 4) {
+                        if (M < 4 || c.bits == 4) { // int8 activations: decode, and INT4 prefill (q4_gemm)
                             double amax = 0;
                             for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
                             // the block's amax of the (maybe permuted) activations is at most the row max
@@ -558,10 +559,10 @@ void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
                         {72, 320, 64}, {64, 128, 128}, {136, 384, 128}, {256, 1024, 128}, {32, 2048, 128}};
     for (const S & s : shapes) {
         const AwqTensors t = make_awq(s.K, s.N, s.G);
-        for (int64_t M : {1, 3, 17, 64}) {
+        for (int64_t M : {1, 3, 17, 64, 7}) {
             const std::vector<float> x = rand_vec(M * s.K);
-            // double reference, and the tolerance: int8 activations (decode,
-            // M < 4) err by <= d/2 = amax/254 per input; the f16 −s·z term by
+            // double reference, and the tolerance: int8 activations (decode and
+            // prefill alike) err by <= d/2 = amax/254 per input; the f16 −s·z term by
             // 2^-11·|s·z·Σx| per group; f32 accumulation by 1e-5·Σ|w·x|.
             std::vector<double> want(M * s.N), tol_dbl(M * s.N), tol_ref(M * s.N);
             for (int64_t m = 0; m < M; m++) {
@@ -572,10 +573,8 @@ void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
                         acc += t.w[k * s.N + n] * xm[k];
                         mag += std::fabs(t.w[k * s.N + n] * xm[k]);
                         double amax = 0;
-                        if (M < 4) {
-                            for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
-                            q8 += std::fabs(t.w[k * s.N + n]) * amax / 254.0;
-                        }
+                        for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = std::max(amax, (double)std::fabs(xm[j]));
+                        q8 += std::fabs(t.w[k * s.N + n]) * amax / 254.0;
                     }
                     for (int64_t g = 0; g < s.K / s.G; g++) {
                         double gs = 0, sz = 0;
@@ -962,14 +961,33 @@ void test_rope(std::vector<Bk> & bks, Backend & ref) {
     }
 }
 
+// The K/V a cache of type t holds for x: f16-rounded, or int8 with one scale per
+// (position, head) as the backend's kv_store quantizes it (kv_quantize_q8).
+std::vector<float> kv_rounded(const std::vector<float> & x, int hd, KvType t) {
+    std::vector<float> r(x);
+    if (t == KvType::F16)
+        for (auto & v : r) v = f16_to_f32(f32_to_f16(v));
+    if (t == KvType::Q8)
+        for (size_t h0 = 0; h0 < r.size(); h0 += hd) {
+            std::vector<int8_t> q(hd);
+            const float d = kv_quantize_q8(&x[h0], hd, q.data());
+            for (int i = 0; i < hd; i++) r[h0 + i] = (float)q[i] * d;
+        }
+    return r;
+}
+
 void test_attention(std::vector<Bk> & bks, Backend & ref) {
-    for (int ratio : {1, 2, 4, 8})
-        for (int hd : {64, 24})
+    for (KvType kt : {KvType::F32, KvType::F16, KvType::Q8})
+    for (int ratio : {1, 2, 4, 8, 3})
+        for (int hd : {64, 24, 8})
             for (int n_past : {0, 1, 7, 64, 200})
                 for (int64_t M : {1, 3, 17}) {
+                    if (hd == 8 && n_past == 64) continue; // keeps the table short; hd 8 is stories260K's
                     const int Hkv = ratio == 8 ? 1 : 2, H = Hkv * ratio, kv_dim = Hkv * hd, n_ctx = 224, layers = 2, layer = 1;
                     const int n_pos = n_past + (int)M;
                     const std::vector<float> kc = rand_vec(n_pos * kv_dim, -2, 2), vc = rand_vec(n_pos * kv_dim);
+                    // what the cache holds: the double reference uses these
+                    const std::vector<float> kr = kv_rounded(kc, hd, kt), vr = kv_rounded(vc, hd, kt);
                     const std::vector<float> q = rand_vec(M * H * hd, -2, 2);
                     const float scale = 1.0f / std::sqrt((float)hd);
                     // double reference, causal: row m sees positions 0..n_past+m.
@@ -982,7 +1000,7 @@ void test_attention(std::vector<Bk> & bks, Backend & ref) {
                             double mx = -1e300, sum = 0, vmax = 0;
                             for (int j = 0; j < n; j++) {
                                 double d = 0;
-                                for (int i = 0; i < hd; i++) d += (double)q[(m * H + h) * hd + i] * kc[j * kv_dim + kvh * hd + i];
+                                for (int i = 0; i < hd; i++) d += (double)q[(m * H + h) * hd + i] * kr[j * kv_dim + kvh * hd + i];
                                 s[j] = d * scale;
                                 mx = std::max(mx, s[j]);
                             }
@@ -990,17 +1008,18 @@ void test_attention(std::vector<Bk> & bks, Backend & ref) {
                             for (int i = 0; i < hd; i++) {
                                 double o = 0;
                                 for (int j = 0; j < n; j++) {
-                                    o += s[j] / sum * vc[j * kv_dim + kvh * hd + i];
-                                    vmax = std::max(vmax, (double)std::fabs(vc[j * kv_dim + kvh * hd + i]));
+                                    o += s[j] / sum * vr[j * kv_dim + kvh * hd + i];
+                                    vmax = std::max(vmax, (double)std::fabs(vr[j * kv_dim + kvh * hd + i]));
                                 }
                                 want[(m * H + h) * hd + i] = o;
                                 tol[(m * H + h) * hd + i] = 1e-5 * vmax + 1e-6;
                             }
                         }
                     std::ostringstream tag;
-                    tag << "attention H=" << H << " Hkv=" << Hkv << " hd=" << hd << " n_past=" << n_past << " M=" << M;
+                    tag << "attention kv=" << kv_type_name(kt) << " H=" << H << " Hkv=" << Hkv << " hd=" << hd
+                        << " n_past=" << n_past << " M=" << M;
                     compare_all(bks, ref, tag.str(), [&](Backend & b) {
-                        auto kv = b.new_kv_cache(layers, n_ctx, kv_dim);
+                        auto kv = b.new_kv_cache(layers, n_ctx, kv_dim, hd, kt);
                         // past positions one at a time, then the M new ones together
                         for (int j = 0; j < n_past; j++) {
                             Act ka = b.new_act(1, kv_dim), va = b.new_act(1, kv_dim);
@@ -1023,7 +1042,7 @@ void test_attention(std::vector<Bk> & bks, Backend & ref) {
                     }, want, tol);
                 }
     // a full cache refuses more positions
-    auto kv = ref.new_kv_cache(1, 4, 8);
+    auto kv = ref.new_kv_cache(1, 4, 8, 8, KvType::F32);
     Act a = ref.new_act(2, 8);
     bool threw = false;
     try { ref.kv_store(*kv, 0, 3, a, a); } catch (const Error & e) { threw = e.status == SHOAL_ERR_CONTEXT_FULL; }
@@ -1072,6 +1091,72 @@ void test_isa_selection() {
     check(make_cpu_backend("scalar", 0)->n_threads() >= 1, "n_threads 0 = online cores");
 }
 
+// matmul_shared (q/k/v and gate/up in one pass) gives exactly what separate
+// matmuls give, for INT4 decode rows (the fused path), prefill rows, and mixed
+// group sizes (the fallback), on every ISA and thread count.
+void test_matmul_shared(std::vector<Bk> & bks, Backend & ref) {
+    struct L { int64_t N, G; };
+    const std::vector<std::vector<L>> sets = {{{64, 128}, {32, 128}, {32, 128}}, {{88, 64}, {88, 64}}, {{64, 128}, {40, 64}}};
+    const int64_t K = 256;
+    std::vector<Bk *> all;
+    Bk self{"scalar/t1", nullptr};
+    for (auto & bk : bks) all.push_back(&bk);
+    for (const auto & set : sets) {
+        std::vector<AwqTensors> ts;
+        for (const L & l : set) ts.push_back(make_awq(K, l.N, l.G));
+        for (int64_t M : {1, 2, 5}) {
+            const std::vector<float> x = rand_vec(M * K);
+            for (size_t bi = 0; bi <= all.size(); bi++) {
+                Backend & b = bi < all.size() ? *all[bi]->b : ref;
+                const std::string name = bi < all.size() ? all[bi]->name : self.name;
+                std::vector<std::vector<int32_t>> qw, qz;
+                std::vector<std::vector<uint16_t>> sc;
+                std::vector<std::unique_ptr<Linear>> lins;
+                for (size_t i = 0; i < set.size(); i++) {
+                    qw.push_back(ts[i].qweight);
+                    qz.push_back(ts[i].qzeros);
+                    sc.push_back(ts[i].scales);
+                    LinearSource src;
+                    src.name = "shared";
+                    src.in = K;
+                    src.out = set[i].N;
+                    src.awq = true;
+                    src.group_size = (int)set[i].G;
+                    src.qweight = view("qweight", DType::I32, {K, set[i].N / 8}, qw[i].data(), qw[i].size() * 4);
+                    src.qzeros = view("qzeros", DType::I32, {K / set[i].G, set[i].N / 8}, qz[i].data(), qz[i].size() * 4);
+                    src.scales = view("scales", DType::F16, {K / set[i].G, set[i].N}, sc[i].data(), sc[i].size() * 2);
+                    lins.push_back(b.load_linear(src));
+                }
+                Act xa = b.new_act(M, K);
+                b.from_host(xa, x.data());
+                std::vector<Act> fused, sep;
+                std::vector<const Linear *> ws;
+                std::vector<Act *> ys;
+                for (size_t i = 0; i < set.size(); i++) {
+                    fused.push_back(b.new_act(M, set[i].N));
+                    sep.push_back(b.new_act(M, set[i].N));
+                    ws.push_back(lins[i].get());
+                }
+                for (auto & a : fused) ys.push_back(&a);
+                b.matmul_shared(ws.data(), ys.data(), (int)set.size(), xa);
+                for (size_t i = 0; i < set.size(); i++) b.matmul(*lins[i], xa, sep[i]);
+                bool same = true;
+                for (size_t i = 0; i < set.size(); i++) {
+                    std::vector<float> f(M * set[i].N), g(M * set[i].N);
+                    b.to_host(fused[i], 0, M, f.data());
+                    b.to_host(sep[i], 0, M, g.data());
+                    same = same && f == g;
+                    b.free_act(fused[i]);
+                    b.free_act(sep[i]);
+                }
+                b.free_act(xa);
+                check(same, name + ": matmul_shared of " + std::to_string(set.size()) + " linears, M=" + std::to_string(M) +
+                                " equals separate matmuls");
+            }
+        }
+    }
+}
+
 } // namespace
 
 int main() {
@@ -1088,6 +1173,7 @@ int main() {
         }
     test_q4_matmul(bks, *ref);
     test_q8_reuse(bks);
+    test_matmul_shared(bks, *ref);
     test_lowbit_matmul(bks, *ref);
     test_float_matmul(bks, *ref);
     test_rmsnorm_silu_add_embed(bks, *ref);

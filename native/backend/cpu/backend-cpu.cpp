@@ -9,9 +9,11 @@
 #include "model-source.h"
 #include "lowbit-repack.h"
 #include "q4-repack.h"
+#include "route.h"
 #include "threadpool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -48,12 +50,17 @@ std::string cpu_isas() {
 namespace {
 
 // Decode-sized batches (M < this) use the int8-activation matvec, which reads
-// each weight once per token; larger ones dequantize panels for a f32 GEMM.
+// each weight once per token; larger ones a GEMM: int8 on INT4 panels
+// (q4_gemm), f32 on dequantized panels for the other formats.
 constexpr int64_t kGemmMinRows = 4;
 // Output rows per prefill task: a multiple of every GEMM column block (NR =
 // 2 registers: 32/16/8 floats); the f32 panel [32][K] stays in L2.
 constexpr int64_t kPanelRows = 32;
-constexpr int64_t kGemmRowBlock = 512; // > the engine's prefill chunk (128): one block there
+constexpr int64_t kGemmRowBlock = 512;
+// Inputs per scale of the int8 lm_head (load_linear_int8).
+// 128: 3% more bytes than one scale per row; on stories260K perplexity +0.01%
+// at 32, +0.06% per row (K = 64 there, so 128 is per row).
+constexpr int64_t kHeadGroup = 128; // > the engine's prefill chunk (128): one block there
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
@@ -89,9 +96,39 @@ struct CpuVec : Vec {
     std::vector<float> w;          // [n]
 };
 
+// K and V of every (layer, KV head) in the kernels' layout (KvHead, kernels.h):
+// per head a key block [ceil(n_ctx/32)][hd][32], values [n_ctx][hd] and, for
+// q8, the per-position scales. Allocated zeroed with calloc, so pages of
+// positions never written cost no resident memory.
 struct CpuKv : KvCache {
-    std::vector<float> k, v;       // [n_layers][n_ctx][kv_dim] each
-    size_t bytes() const override { return (k.size() + v.size()) * sizeof(float); }
+    int n_kv_heads = 0;
+    int64_t rows = 0;              // slot rows per head, a multiple of the key tile: n_ctx rounded up,
+                                   // or, for a ring, 2·n_slots (each position also in its mirror slot
+                                   // + n_slots, so any n_slots consecutive positions are consecutive rows)
+    size_t esize = 4;              // bytes per element
+    size_t head_bytes = 0;         // one (layer, head): K + V (+ scales)
+    uint8_t * mem = nullptr;       // [n_layers][n_kv_heads][head_bytes]
+    ~CpuKv() override { std::free(mem); }
+    size_t bytes() const override { return (size_t)n_layers * n_kv_heads * head_bytes; }
+    uint8_t * head(int layer, int h) const { return mem + ((size_t)layer * n_kv_heads + h) * head_bytes; }
+    // Slot of position p: p, or p mod n_slots in a ring.
+    int64_t slot_of(int64_t p) const { return ring() ? p % n_slots : p; }
+    // The head's cache seen from slot `first` on: the view starts at first's key tile and
+    // masks the first % 32 slots of it (KvHead::lo), so slot first is the view's position lo.
+    KvHead view(int layer, int h, int64_t first = 0) const {
+        uint8_t * p = head(layer, h);
+        const size_t kvb = (size_t)rows * head_dim * esize;
+        const int64_t t0 = first / kKvTile * kKvTile; // first slot of first's tile
+        KvHead v;
+        v.type = type;
+        v.hd = head_dim;
+        v.k = p + (size_t)t0 * head_dim * esize;
+        v.v = p + kvb + (size_t)t0 * head_dim * esize;
+        v.ks = type == KvType::Q8 ? reinterpret_cast<const float *>(p + 2 * kvb) + t0 : nullptr;
+        v.vs = type == KvType::Q8 ? reinterpret_cast<const float *>(p + 2 * kvb) + rows + t0 : nullptr;
+        v.lo = (int)(first - t0);
+        return v;
+    }
 };
 
 float * fp(const Act & a) { return static_cast<float *>(a.data); }
@@ -145,6 +182,52 @@ public:
         return l;
     }
 
+    std::unique_ptr<Linear> load_linear_int8(const LinearSource & src) override {
+        const TensorView & w = src.weight;
+        const int64_t N = src.out, K = src.in;
+        // the 8-bit QxRows layout: 32 | K, groups of kHeadGroup inputs (or the whole row)
+        if (src.awq || src.qfmt != QFormat::None || src.has_bias || !is_float(w.dtype) || w.numel() != N * K || K % 32 != 0)
+            return nullptr;
+        const int64_t G = K % kHeadGroup == 0 ? kHeadGroup : K, ng = K / G;
+        if (ng > 1024) return nullptr;
+        auto l = std::make_unique<CpuLinear>();
+        l->in = K;
+        l->out = N;
+        l->qx = true;
+        QxBuffer & b = l->qxw;
+        b.n = N;
+        b.k = K;
+        b.group = (int)G;
+        b.bits = 8;
+        b.qs.resize((size_t)(N * K));
+        b.scale.resize(N * ng);
+        b.szero.resize(N * ng);
+        std::atomic<bool> fits{true};
+        pool_.parallel_for((N + 63) / 64, [&](int64_t t, int) {
+            std::vector<float> row(K);
+            for (int64_t n = t * 64; n < std::min(N, t * 64 + 64); n++) {
+                k_.to_f32(w.dtype, static_cast<const uint8_t *>(w.data) + (size_t)(n * K) * dtype_size(w.dtype), K, row.data());
+                for (int64_t g = 0; g < ng; g++) {
+                    float amax = 0.0f;
+                    for (int64_t i = g * G; i < (g + 1) * G; i++) amax = std::max(amax, std::fabs(row[i]));
+                    if (!(amax / 127.0f * 128.0f < 65504.0f)) { fits = false; continue; } // also NaN
+                    // the scale is rounded to f16 first and q computed against it, so
+                    // q·s reproduces w to int8 precision with no f16 scale error
+                    const uint16_t sh = f32_to_f16(amax / 127.0f);
+                    const float s = f16_to_f32(sh), id = s > 0.0f ? 1.0f / s : 0.0f;
+                    int8_t * q = reinterpret_cast<int8_t *>(&b.qs[(size_t)(n * K)]);
+                    for (int64_t i = g * G; i < (g + 1) * G; i++)
+                        q[i] = (int8_t)std::max(-127.0f, std::min(127.0f, std::nearbyint(row[i] * id)));
+                    // bits 8 stores q − 128 with zero term −s·z: z = 128 (exact in f16, a power-of-two multiple)
+                    b.scale[n * ng + g] = sh;
+                    b.szero[n * ng + g] = f32_to_f16(-128.0f * s);
+                }
+            }
+        });
+        if (!fits) return nullptr; // |w| past the f16 range of −128·s
+        return l;
+    }
+
     std::unique_ptr<Embedding> load_embedding(const TensorView & w) override {
         SHOAL_CHECK(is_float(w.dtype) && w.n_dims == 2, SHOAL_ERR_SHAPE,
                     "embedding '" + w.name + "' must be a 2-D F32/F16/BF16 tensor");
@@ -180,18 +263,29 @@ public:
         a = Act{};
     }
 
-    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) override {
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type, int window,
+                                          int max_rows) override {
+        SHOAL_CHECK(n_layers > 0 && n_ctx > 0 && head_dim > 0 && kv_dim > 0 && kv_dim % head_dim == 0, SHOAL_ERR_INVALID_ARG,
+                    "KV cache: kv_dim " + std::to_string(kv_dim) + " is not a multiple of head_dim " + std::to_string(head_dim));
+        SHOAL_CHECK(window >= 0 && max_rows > 0, SHOAL_ERR_INVALID_ARG, "KV cache: window and max_rows");
+        SHOAL_CHECK(type != KvType::Q8 || head_dim <= 4096, SHOAL_ERR_INVALID_ARG,
+                    "KV cache q8: head_dim " + std::to_string(head_dim) + " is above 4096; use f16");
         auto kv = std::make_unique<CpuKv>();
         kv->n_layers = n_layers;
         kv->n_ctx = n_ctx;
         kv->kv_dim = kv_dim;
-        const size_t n = (size_t)n_layers * n_ctx * kv_dim;
-        try {
-            kv->k.assign(n, 0.0f);
-            kv->v.assign(n, 0.0f);
-        } catch (const std::bad_alloc &) {
-            fail(SHOAL_ERR_OOM, "KV cache of " + std::to_string(2 * n * sizeof(float)) + " bytes");
-        }
+        kv->head_dim = head_dim;
+        kv->type = type;
+        kv->n_kv_heads = kv_dim / head_dim;
+        kv->window = window;
+        kv->n_slots = n_ctx;
+        const int64_t ring_slots = ((int64_t)window + max_rows - 1 + kKvTile - 1) / kKvTile * kKvTile;
+        if (window > 0 && ring_slots < n_ctx) kv->n_slots = (int)ring_slots;
+        kv->rows = kv->ring() ? 2 * (int64_t)kv->n_slots : ((int64_t)n_ctx + kKvTile - 1) / kKvTile * kKvTile;
+        kv->esize = type == KvType::F32 ? 4 : type == KvType::F16 ? 2 : 1;
+        kv->head_bytes = (2 * (size_t)kv->rows * head_dim * kv->esize + (type == KvType::Q8 ? 2 * kv->rows * 4 : 0) + 63) / 64 * 64;
+        kv->mem = static_cast<uint8_t *>(std::calloc(kv->bytes(), 1));
+        SHOAL_CHECK(kv->mem, SHOAL_ERR_OOM, "KV cache of " + std::to_string(kv->bytes()) + " bytes");
         return kv;
     }
 
@@ -240,6 +334,7 @@ public:
     void matmul(const Linear & wl, const Act & x, Act & y) override {
         const auto & w = static_cast<const CpuLinear &>(wl);
         const int64_t M = x.rows, K = w.in, N = w.out;
+        weight_bytes_read += w.bytes();
         SHOAL_CHECK(x.cols == K && y.cols == N && y.rows >= M, SHOAL_ERR_INVALID_ARG,
                     "matmul: x [" + std::to_string(M) + ", " + std::to_string(x.cols) + "] · W[" + std::to_string(N) +
                     ", " + std::to_string(K) + "]ᵀ → y [" + std::to_string(y.rows) + ", " + std::to_string(y.cols) + "]");
@@ -253,24 +348,14 @@ public:
             xp = xperm_.data();
         }
         if (M < kGemmMinRows) {
-            // Decode: rows of W split into ~4 tasks per thread (even row counts).
+            // Decode: rows of W split into ~4 contiguous tasks per thread (row
+            // counts a multiple of 4, the kernels' rows per pass).
             const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
-            const int64_t step = ((N + n_tasks - 1) / n_tasks + 1) / 2 * 2;
+            const int64_t step = ((N + n_tasks - 1) / n_tasks + 3) / 4 * 4;
             if (w.q4 || w.qx) {
                 const int group = w.q4 ? w.qw.group : w.qxw.group;
                 const int64_t nb = K / 32, ng = K / group;
-                // q/k/v (and gate/up) share their input: quantize it once.
-                const bool same = xq_group_ == group && xlast_.size() == (size_t)(M * K) &&
-                                  std::memcmp(xlast_.data(), xp, (size_t)(M * K) * sizeof(float)) == 0;
-                if (!same) {
-                    xq_.resize(M * K);
-                    xd_.resize(M * nb);
-                    xg_.resize(M * ng);
-                    for (int64_t m = 0; m < M; m++)
-                        k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]);
-                    xlast_.assign(xp, xp + M * K);
-                    xq_group_ = group;
-                }
+                quantize_input(xp, M, K, group);
                 const Q4Rows q = w.qw.view();
                 const QxRows qx = w.qxw.view();
                 pool_.parallel_for((N + step - 1) / step, [&](int64_t t, int) {
@@ -287,6 +372,21 @@ public:
                     for (int64_t m = 0; m < M; m++) k_.fw_matvec(w.dt, w.w, K, xp + m * K, n0, n1, yp + m * N + n0);
                 });
             }
+        } else if (w.q4) {
+            // Prefill on INT4: activations to int8 as in decode, then the ISA's
+            // GEMM on panels of 32 weight rows (no f32 copy of the weights),
+            // over blocks of kGemmRowBlock rows of x.
+            quantize_input(xp, M, K, w.qw.group);
+            const int64_t nb = K / 32, ng = K / w.qw.group;
+            const Q4Rows q = w.qw.view();
+            for (int64_t m0 = 0; m0 < M; m0 += kGemmRowBlock) {
+                const int64_t mb = std::min(kGemmRowBlock, M - m0);
+                const Q8Row x0{&xq_[m0 * K], &xd_[m0 * nb], &xg_[m0 * ng]};
+                pool_.parallel_for((N + kPanelRows - 1) / kPanelRows, [&](int64_t t, int) {
+                    const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
+                    k_.q4_gemm(q, x0, mb, n0, n1, yp + m0 * N + n0, N);
+                });
+            }
         } else {
             // Prefill: panels of 32 output rows → f32 [32][K] in thread-local
             // scratch, then the register-blocked f32 GEMM over a block of rows
@@ -300,11 +400,7 @@ public:
                 const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
                 thread_local std::vector<float> panel; // [32][K]
                 const float * wp;
-                if (w.q4) {
-                    panel.resize(kPanelRows * K);
-                    k_.q4_dequant(w.qw.view(), n0, n1, panel.data());
-                    wp = panel.data();
-                } else if (w.qx) {
+                if (w.qx) {
                     panel.resize(kPanelRows * K);
                     k_.qx_dequant(w.qxw.view(), n0, n1, panel.data());
                     wp = panel.data();
@@ -321,6 +417,43 @@ public:
         }
         if (!w.bias.empty())
             for (int64_t m = 0; m < M; m++) k_.add(yp + m * N, w.bias.data(), N);
+    }
+
+    void matmul_shared(const Linear * const * ws, Act * const * ys, int n, const Act & x) override {
+        // One pass for decode over INT4 linears of one group size: the rows of
+        // all of them split into contiguous tasks of one fork/join.
+        bool fused = x.rows < kGemmMinRows && n > 0 && n <= 8;
+        for (int i = 0; fused && i < n; i++) {
+            const auto & w = static_cast<const CpuLinear &>(*ws[i]);
+            fused = w.q4 && w.perm.empty() && w.qw.group == static_cast<const CpuLinear &>(*ws[0]).qw.group && w.in == x.cols &&
+                    ys[i]->cols == w.out && ys[i]->rows >= x.rows;
+        }
+        if (!fused) return Backend::matmul_shared(ws, ys, n, x);
+        for (int i = 0; i < n; i++) weight_bytes_read += ws[i]->bytes();
+        const int64_t M = x.rows, K = x.cols;
+        const int group = static_cast<const CpuLinear &>(*ws[0]).qw.group;
+        quantize_input(fp(x), M, K, group);
+        int64_t total = 0;
+        for (int i = 0; i < n; i++) total += ws[i]->out;
+        const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(total / 16, 4 * pool_.size()));
+        const int64_t step = ((total + n_tasks - 1) / n_tasks + 3) / 4 * 4;
+        std::vector<SharedTask> & tasks = tasks_;
+        tasks.clear();
+        for (int i = 0; i < n; i++)
+            for (int64_t n0 = 0; n0 < ws[i]->out; n0 += step) tasks.push_back({i, n0, std::min<int64_t>(ws[i]->out, n0 + step)});
+        const int64_t nb = K / 32, ng = K / group;
+        pool_.parallel_for((int64_t)tasks.size(), [&](int64_t t, int) {
+            const SharedTask & tk = tasks[t];
+            const auto & w = static_cast<const CpuLinear &>(*ws[tk.i]);
+            float * yp = fp(*ys[tk.i]);
+            for (int64_t m = 0; m < M; m++)
+                k_.q4_matvec(w.qw.view(), Q8Row{&xq_[m * K], &xd_[m * nb], &xg_[m * ng]}, tk.n0, tk.n1, yp + m * w.out + tk.n0);
+        });
+        for (int i = 0; i < n; i++) {
+            const auto & w = static_cast<const CpuLinear &>(*ws[i]);
+            if (!w.bias.empty())
+                for (int64_t m = 0; m < M; m++) k_.add(fp(*ys[i]) + m * w.out, w.bias.data(), w.out);
+        }
     }
 
     void rope(Act & q, Act & k, int n_heads, int n_kv_heads, int pos0, const RopeParams & p) override {
@@ -347,9 +480,46 @@ public:
                     " past n_ctx " + std::to_string(kv.n_ctx));
         SHOAL_CHECK(k.cols == kv.kv_dim && v.cols == kv.kv_dim && v.rows == k.rows && layer >= 0 && layer < kv.n_layers,
                     SHOAL_ERR_INVALID_ARG, "kv_store: shapes");
-        const size_t off = ((size_t)layer * kv.n_ctx + pos0) * kv.kv_dim, n = (size_t)(k.rows * k.cols);
-        std::memcpy(&kv.k[off], k.data, n * sizeof(float));
-        std::memcpy(&kv.v[off], v.data, n * sizeof(float));
+        // a ring chunk may not overwrite a key its first query still sees
+        SHOAL_CHECK(!kv.ring() || k.rows <= (int64_t)kv.n_slots - kv.window + 1, SHOAL_ERR_INVALID_ARG,
+                    "kv_store: chunk larger than the ring allows");
+        const int hd = kv.head_dim;
+        for (int64_t m = 0; m < k.rows; m++) {
+            const int64_t s0 = kv.slot_of(pos0 + m);
+            for (int64_t s = s0; s < kv.rows; s += kv.ring() ? kv.n_slots : kv.rows) { // the slot (and its mirror)
+                const int t = (int)(s / kKvTile), slot = (int)(s % kKvTile);
+                for (int h = 0; h < kv.n_kv_heads; h++) {
+                    const float * kr = fp(k) + m * k.cols + h * hd; // [hd]
+                    const float * vr = fp(v) + m * v.cols + h * hd; // [hd]
+                    const KvHead view = kv.view(layer, h);
+                    const int64_t kat = (int64_t)t * hd * kKvTile + slot; // + i·32 for dim i
+                    switch (kv.type) {
+                        case KvType::F32: {
+                            float * kd = static_cast<float *>(const_cast<void *>(view.k));
+                            for (int i = 0; i < hd; i++) kd[kat + i * kKvTile] = kr[i];
+                            std::memcpy(static_cast<float *>(const_cast<void *>(view.v)) + s * hd, vr, hd * sizeof(float));
+                            break;
+                        }
+                        case KvType::F16: {
+                            uint16_t * kd = static_cast<uint16_t *>(const_cast<void *>(view.k));
+                            uint16_t * vd = static_cast<uint16_t *>(const_cast<void *>(view.v)) + s * hd;
+                            for (int i = 0; i < hd; i++) kd[kat + i * kKvTile] = f32_to_f16(kr[i]);
+                            for (int i = 0; i < hd; i++) vd[i] = f32_to_f16(vr[i]);
+                            break;
+                        }
+                        case KvType::Q8: {
+                            int8_t q[4096]; // hd <= 4096 for q8 (new_kv_cache)
+                            const float dk = kv_quantize_q8(kr, hd, q);
+                            int8_t * kd = static_cast<int8_t *>(const_cast<void *>(view.k));
+                            for (int i = 0; i < hd; i++) kd[kat + i * kKvTile] = q[i];
+                            const_cast<float *>(view.ks)[s] = dk;
+                            const_cast<float *>(view.vs)[s] = kv_quantize_q8(vr, hd, static_cast<int8_t *>(const_cast<void *>(view.v)) + s * hd);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     void attention(const Act & q, const KvCache & kvc, int layer, int pos0, int n_heads, int n_kv_heads, int head_dim,
@@ -358,18 +528,24 @@ public:
         SHOAL_CHECK(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && kv.kv_dim == n_kv_heads * head_dim &&
                     q.cols == (int64_t)n_heads * head_dim && out.cols == q.cols && pos0 + q.rows <= kv.n_ctx,
                     SHOAL_ERR_INVALID_ARG, "attention: shapes");
+        SHOAL_CHECK(kv.head_dim == head_dim && layer >= 0 && layer < kv.n_layers, SHOAL_ERR_INVALID_ARG, "attention: cache shape");
         const int group = n_heads / n_kv_heads;
-        const float * kb = &kv.k[(size_t)layer * kv.n_ctx * kv.kv_dim];
-        const float * vb = &kv.v[(size_t)layer * kv.n_ctx * kv.kv_dim];
-        // One task per (query row, head); causal: row m sees positions 0..pos0+m.
-        pool_.parallel_for(q.rows * n_heads, [&](int64_t t, int) {
-            const int64_t m = t / n_heads;
-            const int h = (int)(t % n_heads), kvh = h / group;
-            const int n_kv = pos0 + (int)m + 1;
-            thread_local std::vector<float> scores; // [n_kv]
-            if ((int)scores.size() < n_kv) scores.resize(n_kv);
-            k_.attn_head(fp(q) + m * q.cols + h * head_dim, kb + kvh * head_dim, vb + kvh * head_dim, kv.kv_dim, n_kv,
-                         head_dim, scale, scores.data(), fp(out) + m * out.cols + h * head_dim);
+        // One task per (query row, KV head): all `group` query heads of that KV
+        // head together (their q rows are adjacent), so each K/V row is read once.
+        // Causal: row m sees positions lo..pos0+m, lo = 0 or the window's start; they
+        // are consecutive slots from slot_of(lo) on (in a ring, through the mirror).
+        pool_.parallel_for(q.rows * n_kv_heads, [&](int64_t t, int) {
+            const int64_t m = t / n_kv_heads;
+            const int g = (int)(t % n_kv_heads);
+            const int p = pos0 + (int)m;
+            const int lo = kv.window > 0 ? std::max(0, p - kv.window + 1) : 0;
+            const KvHead view = kv.view(layer, g, kv.slot_of(lo));
+            const int n_kv = view.lo + p - lo + 1; // the view's positions 0..lo−1 are masked
+            thread_local std::vector<float> scores; // [group][ceil(n_kv/32)·32]
+            const size_t need = (size_t)group * ((n_kv + kKvTile - 1) / kKvTile * kKvTile);
+            if (scores.size() < need) scores.resize(need);
+            const int64_t off = m * q.cols + (int64_t)g * group * head_dim;
+            k_.attn_group(view, fp(q) + off, group, n_kv, scale, scores.data(), fp(out) + off);
         });
     }
 
@@ -383,7 +559,80 @@ public:
         elementwise(x.rows * x.cols, [&](int64_t i0, int64_t n) { k_.add(fp(x) + i0, fp(y) + i0, n); });
     }
 
+    void layernorm(const Act & x, const Vec & w, const Vec & b, float eps, Act & out) override {
+        const auto & vw = static_cast<const CpuVec &>(w);
+        const auto & vb = static_cast<const CpuVec &>(b);
+        SHOAL_CHECK(vw.n == x.cols && vb.n == x.cols && out.cols == x.cols && out.rows >= x.rows, SHOAL_ERR_INVALID_ARG, "layernorm: shapes");
+        rows_parallel(x.rows, x.cols, [&](int64_t m) {
+            k_.layernorm(fp(x) + m * x.cols, vw.w.data(), vb.w.data(), x.cols, eps, fp(out) + m * x.cols);
+        });
+    }
+
+    void activation(Act & x, ActKind kind) override {
+        void (*f)(float *, int64_t) = kind == ActKind::Relu ? k_.relu : kind == ActKind::GeluErf ? k_.gelu_erf
+                                    : kind == ActKind::GeluTanh ? k_.gelu_tanh : nullptr;
+        SHOAL_CHECK(f, SHOAL_ERR_INVALID_ARG, "activation: SiLU is only fused with the gate (silu_mul)");
+        elementwise(x.rows * x.cols, [&](int64_t i0, int64_t n) { f(fp(x) + i0, n); });
+    }
+
+    void add_positions(Act & x, const Embedding & table, int pos0, int offset) override {
+        const auto & e = static_cast<const CpuEmbedding &>(table);
+        SHOAL_CHECK(x.cols == e.dim && pos0 >= 0 && offset >= 0 && (int64_t)pos0 + offset + x.rows <= e.vocab, SHOAL_ERR_INVALID_ARG,
+                    "add_positions: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + x.rows) + " + " +
+                    std::to_string(offset) + " outside the table of " + std::to_string(e.vocab));
+        const size_t row_bytes = (size_t)e.dim * dtype_size(e.dt);
+        std::vector<float> row((size_t)e.dim);
+        for (int64_t m = 0; m < x.rows; m++) {
+            k_.to_f32(e.dt, static_cast<const uint8_t *>(e.data) + (size_t)(pos0 + offset + m) * row_bytes, e.dim, row.data());
+            k_.add(fp(x) + m * x.cols, row.data(), e.dim);
+        }
+    }
+
+    void copy_cols(const Act & src, int64_t col0, Act & dst) override {
+        SHOAL_CHECK(col0 >= 0 && col0 + dst.cols <= src.cols && dst.rows <= src.rows, SHOAL_ERR_INVALID_ARG, "copy_cols: shapes");
+        for (int64_t m = 0; m < dst.rows; m++)
+            std::memcpy(fp(dst) + m * dst.cols, fp(src) + m * src.cols + col0, (size_t)dst.cols * sizeof(float));
+    }
+
+    void route_topk(const Act & logits, int k, bool renorm, int32_t * ids, float * weights) override {
+        SHOAL_CHECK(k >= 1 && k <= logits.cols, SHOAL_ERR_INVALID_ARG, "route_topk: k outside 1..E");
+        route_topk_host(fp(logits), logits.rows, (int)logits.cols, k, renorm, ids, weights);
+    }
+
+    void gather_rows(const Act & src, const int32_t * rows, int64_t n, Act & dst) override {
+        SHOAL_CHECK(src.cols == dst.cols && n <= dst.rows, SHOAL_ERR_INVALID_ARG, "gather_rows: shapes");
+        for (int64_t i = 0; i < n; i++) {
+            SHOAL_CHECK(rows[i] >= 0 && rows[i] < src.rows, SHOAL_ERR_INVALID_ARG, "gather_rows: row out of range");
+            std::memcpy(fp(dst) + i * dst.cols, fp(src) + rows[i] * src.cols, (size_t)src.cols * sizeof(float));
+        }
+    }
+
+    void scatter_add_rows(Act & dst, const int32_t * rows, const float * w, int64_t n, const Act & src) override {
+        SHOAL_CHECK(src.cols == dst.cols && n <= src.rows, SHOAL_ERR_INVALID_ARG, "scatter_add_rows: shapes");
+        for (int64_t i = 0; i < n; i++) {
+            SHOAL_CHECK(rows[i] >= 0 && rows[i] < dst.rows, SHOAL_ERR_INVALID_ARG, "scatter_add_rows: row out of range");
+            float * d = fp(dst) + rows[i] * dst.cols;
+            const float * s = fp(src) + i * src.cols;
+            for (int64_t j = 0; j < dst.cols; j++) d[j] += w[i] * s[j];
+        }
+    }
+
 private:
+    // Decode activations → xq_, xd_, xg_ (Q8Row per row). Linears that share
+    // their input (q/k/v, gate/up) quantize it once: the last input is kept.
+    void quantize_input(const float * xp, int64_t M, int64_t K, int group) {
+        const int64_t nb = K / 32, ng = K / group;
+        const bool same = xq_group_ == group && xlast_.size() == (size_t)(M * K) &&
+                          std::memcmp(xlast_.data(), xp, (size_t)(M * K) * sizeof(float)) == 0;
+        if (same) return;
+        xq_.resize(M * K);
+        xd_.resize(M * nb);
+        xg_.resize(M * ng);
+        rows_parallel(M, K, [&](int64_t m) { k_.quantize_q8(xp + m * K, K, group, &xq_[m * K], &xd_[m * nb], &xg_[m * ng]); });
+        xlast_.assign(xp, xp + M * K);
+        xq_group_ = group;
+    }
+
     // Per-row ops: a dispatch costs ~1 µs, so small batches stay on this thread.
     template <class Fn> void rows_parallel(int64_t rows, int64_t cols, Fn && fn) {
         if (rows * cols < 32768) {
@@ -412,6 +661,8 @@ private:
     std::vector<float> xlast_; // [M][K] the f32 input xq_ was made from
     std::vector<float> xperm_; // [M][K] gathered input of a desc_act linear
     int xq_group_ = 0;
+    struct SharedTask { int i; int64_t n0, n1; };
+    std::vector<SharedTask> tasks_; // matmul_shared's task list (reused: no allocation per token)
 };
 
 } // namespace

@@ -38,6 +38,7 @@ struct V {
         return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
     }
     static F load_f16(const uint16_t * p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+    static F load_i8(const int8_t * p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
     static F load_bf16(const uint16_t * p) {
         const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
         return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
@@ -115,6 +116,7 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
     grp.resize(w.k / 32);
     for (int64_t b = 0; b < w.k / 32; b++) grp[b] = (int32_t)(b * 32 / w.group);
     int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) q4_rows<4>(w, x, grp.data(), n, y + (n - n0));
     for (; n + 2 <= n1; n += 2) q4_rows<2>(w, x, grp.data(), n, y + (n - n0));
     for (; n < n1; n++) q4_rows<1>(w, x, grp.data(), n, y + (n - n0));
 }
@@ -122,7 +124,7 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
 } // namespace
 
 const Kernels & kernels_avx2() {
-    static const Kernels k = simd::make_kernels<V, 6>("avx2", q4_matvec, qx_matvec);
+    static const Kernels k = simd::make_kernels<V, 6>("avx2", q4_matvec, simd::q4_gemm_rows<q4_matvec>, qx_matvec);
     return k;
 }
 

@@ -13,6 +13,7 @@
 #endif
 #include <immintrin.h>
 
+#include <cstring>
 #include <vector>
 
 namespace shoal {
@@ -39,6 +40,7 @@ struct V {
         return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
     }
     static F load_f16(const uint16_t * p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+    static F load_i8(const int8_t * p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
     static F load_bf16(const uint16_t * p) {
         const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
         return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
@@ -116,9 +118,134 @@ void q4_matvec_g(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, floa
             dv[32 * c + l] = x.d[4 * c + l / 8];
             dv[32 * c + 16 + l] = x.d[4 * c + 2 + l / 8];
         }
+    // 4 rows per pass: one activation load feeds 4 weight streams, and 4 rows'
+    // streams keep more loads in flight (R=4 vs 2: +14% GB/s, one thread, Zen 5)
     int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) q4_rows<4, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
     for (; n + 2 <= n1; n += 2) q4_rows<2, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
     for (; n < n1; n++) q4_rows<1, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
+}
+
+// ---- prefill: int8 GEMM with VNNI on an unpacked panel ----------------------
+// A panel of 32 weight rows is unpacked once into VNNI order, pw [K/4][32][4]
+// u8 (the 4 consecutive inputs of each row a dpbusd lane sums), so one
+// 64-byte load holds a 4-input quad of 16 rows and an MR × 32 tile of outputs
+// accumulates 32 inputs (8 quads) in int32 before its one float step per
+// 32-block: ~4× fewer instructions per multiply-add than dequantizing to f32.
+constexpr int kGemmPanel = 32;
+
+struct GemmPanel {
+    std::vector<uint8_t> w; // [K/4][32][4]
+    std::vector<float> s, z; // [K/G][32]  s and −s·z of each row (0 for rows past n1)
+};
+
+void unpack_panel(const Q4Rows & w, int64_t n0, int64_t n1, GemmPanel & p) {
+    const int64_t K = w.k, ng = K / w.group, nc = K / 128;
+    p.w.resize((size_t)K * kGemmPanel);
+    p.s.assign((size_t)ng * kGemmPanel, 0.0f);
+    p.z.assign((size_t)ng * kGemmPanel, 0.0f);
+    if (n1 - n0 < kGemmPanel) std::fill(p.w.begin(), p.w.end(), 0);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t r = 0; r < n1 - n0; r++) {
+        const int64_t n = n0 + r;
+        const uint8_t * row = w.qs + n * (K / 2);
+        uint8_t * dst = p.w.data() + 4 * r;
+        for (int64_t c = 0; c < nc; c++) {
+            // 64 bytes: low nibbles = inputs 128c + [0, 64), high = 128c + [64, 128)
+            const __m512i b = _mm512_loadu_si512(row + 64 * c);
+            alignas(64) uint32_t lo[16], hi[16];
+            _mm512_store_si512(lo, _mm512_and_si512(b, m4));
+            _mm512_store_si512(hi, _mm512_and_si512(_mm512_srli_epi16(b, 4), m4));
+            for (int l = 0; l < 16; l++) {
+                std::memcpy(dst + (size_t)(32 * c + l) * 4 * kGemmPanel, &lo[l], 4);
+                std::memcpy(dst + (size_t)(32 * c + 16 + l) * 4 * kGemmPanel, &hi[l], 4);
+            }
+        }
+        if (nc * 128 < K) { // last chunk of T = 32..96 inputs: byte j holds k0 + j and k0 + T/2 + j
+            const int64_t k0 = nc * 128, half = (K - k0) / 2;
+            for (int64_t j = 0; j < half; j++) {
+                const uint8_t v = row[k0 / 2 + j];
+                const int64_t ka = k0 + j, kb = k0 + half + j;
+                dst[(ka / 4) * 4 * kGemmPanel + ka % 4] = v & 15;
+                dst[(kb / 4) * 4 * kGemmPanel + kb % 4] = v >> 4;
+            }
+        }
+        for (int64_t g = 0; g < ng; g++) {
+            p.s[g * kGemmPanel + r] = f16_to_f32(w.scale[n * ng + g]);
+            p.z[g * kGemmPanel + r] = f16_to_f32(w.szero[n * ng + g]);
+        }
+    }
+}
+
+// Rows m0 .. m0+MR of x times the panel: y[m][0, ncols).
+template <int MR>
+inline void gemm_tile(const GemmPanel & p, int64_t K, int64_t G, const Q8Row & x0, int64_t m0, float * y, int64_t ldy,
+                      int ncols) {
+    const int64_t nb = K / 32, ng = K / G;
+    __m512 f[MR][2];
+    #pragma GCC unroll 8
+    for (int m = 0; m < MR; m++) f[m][0] = f[m][1] = _mm512_setzero_ps();
+    const int8_t * xq[MR];
+    #pragma GCC unroll 8
+    for (int m = 0; m < MR; m++) xq[m] = x0.q + (m0 + m) * K;
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i acc[MR][2];
+        #pragma GCC unroll 8
+        for (int m = 0; m < MR; m++) acc[m][0] = acc[m][1] = _mm512_setzero_si512();
+        const uint8_t * wb = p.w.data() + (size_t)b * 8 * 4 * kGemmPanel;
+        #pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) {
+            const __m512i w0 = _mm512_loadu_si512(wb + q * 128), w1 = _mm512_loadu_si512(wb + q * 128 + 64);
+            #pragma GCC unroll 8
+            for (int m = 0; m < MR; m++) {
+                int32_t xv;
+                std::memcpy(&xv, xq[m] + 32 * b + 4 * q, 4);
+                const __m512i xb = _mm512_set1_epi32(xv);
+                acc[m][0] = _mm512_dpbusd_epi32(acc[m][0], w0, xb);
+                acc[m][1] = _mm512_dpbusd_epi32(acc[m][1], w1, xb);
+            }
+        }
+        const int64_t g = b * 32 / G;
+        const __m512 s0 = _mm512_loadu_ps(p.s.data() + g * kGemmPanel), s1 = _mm512_loadu_ps(p.s.data() + g * kGemmPanel + 16);
+        #pragma GCC unroll 8
+        for (int m = 0; m < MR; m++) {
+            const __m512 dx = _mm512_set1_ps(x0.d[(m0 + m) * nb + b]);
+            f[m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[m][0]), _mm512_mul_ps(s0, dx), f[m][0]);
+            f[m][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[m][1]), _mm512_mul_ps(s1, dx), f[m][1]);
+        }
+    }
+    for (int64_t g = 0; g < ng; g++) { // + Σ_g (−s·z) · Σ_{k∈g} x
+        const __m512 z0 = _mm512_loadu_ps(p.z.data() + g * kGemmPanel), z1 = _mm512_loadu_ps(p.z.data() + g * kGemmPanel + 16);
+        #pragma GCC unroll 8
+        for (int m = 0; m < MR; m++) {
+            const __m512 gs = _mm512_set1_ps(x0.gsum[(m0 + m) * ng + g]);
+            f[m][0] = _mm512_fmadd_ps(z0, gs, f[m][0]);
+            f[m][1] = _mm512_fmadd_ps(z1, gs, f[m][1]);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int m = 0; m < MR; m++) {
+        float * o = y + (m0 + m) * ldy;
+        if (ncols == kGemmPanel) {
+            _mm512_storeu_ps(o, f[m][0]);
+            _mm512_storeu_ps(o + 16, f[m][1]);
+        } else {
+            alignas(64) float tmp[kGemmPanel];
+            _mm512_store_ps(tmp, f[m][0]);
+            _mm512_store_ps(tmp + 16, f[m][1]);
+            std::memcpy(o, tmp, (size_t)ncols * sizeof(float));
+        }
+    }
+}
+
+void q4_gemm(const Q4Rows & w, const Q8Row & x0, int64_t M, int64_t n0, int64_t n1, float * y, int64_t ldy) {
+    thread_local GemmPanel p;
+    unpack_panel(w, n0, n1, p);
+    const int nc = (int)(n1 - n0);
+    int64_t m = 0;
+    for (; m + 6 <= M; m += 6) gemm_tile<6>(p, w.k, w.group, x0, m, y, ldy, nc);
+    for (; m + 2 <= M; m += 2) gemm_tile<2>(p, w.k, w.group, x0, m, y, ldy, nc);
+    for (; m < M; m++) gemm_tile<1>(p, w.k, w.group, x0, m, y, ldy, nc);
 }
 
 // s32 [8] += u8 w × s8 x quads with VNNI on 256-bit registers (AVX512VL)
@@ -137,7 +264,7 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
 } // namespace
 
 const Kernels & kernels_avx512() {
-    static const Kernels k = simd::make_kernels<V, 12>("avx512", q4_matvec, qx_matvec);
+    static const Kernels k = simd::make_kernels<V, 12>("avx512", q4_matvec, q4_gemm, qx_matvec);
     return k;
 }
 

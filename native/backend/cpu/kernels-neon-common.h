@@ -34,6 +34,11 @@ struct V {
         return vreinterpretq_f32_s32(vshlq_n_s32(e, 23));
     }
     static F load_f16(const uint16_t * p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+    static F load_i8(const int8_t * p) {
+        int32_t w;
+        std::memcpy(&w, p, 4); // 4 bytes, any alignment
+        return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w))))));
+    }
     static F load_bf16(const uint16_t * p) { return vreinterpretq_f32_u32(vshlq_n_u32(vmovl_u16(vld1_u16(p)), 16)); }
     static void dq8x2(uint8x16_t q, float s, float z, float * out) {
         const uint16x8_t a = vmovl_u8(vget_low_u8(q)), b = vmovl_high_u8(q);
@@ -150,6 +155,7 @@ void q4_matvec_with(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, f
     grp.resize(w.k / 32);
     for (int64_t b = 0; b < w.k / 32; b++) grp[b] = (int32_t)(b * 32 / w.group);
     int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) q4_rows<DOT, 4>(w, x, grp.data(), n, y + (n - n0));
     for (; n + 2 <= n1; n += 2) q4_rows<DOT, 2>(w, x, grp.data(), n, y + (n - n0));
     for (; n < n1; n++) q4_rows<DOT, 1>(w, x, grp.data(), n, y + (n - n0));
 }

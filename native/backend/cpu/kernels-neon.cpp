@@ -24,7 +24,7 @@ void qx_matvec(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
 } // namespace
 
 const Kernels & kernels_neon() {
-    static const Kernels k = simd::make_kernels<neon::V, 12>("neon", q4_matvec, qx_matvec);
+    static const Kernels k = simd::make_kernels<neon::V, 12>("neon", q4_matvec, simd::q4_gemm_rows<q4_matvec>, qx_matvec);
     return k;
 }
 

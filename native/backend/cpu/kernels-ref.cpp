@@ -64,6 +64,12 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
     }
 }
 
+void q4_gemm(const Q4Rows & w, const Q8Row & x0, int64_t M, int64_t n0, int64_t n1, float * y, int64_t ldy) {
+    const int64_t K = w.k, nb = K / 32, ng = K / w.group;
+    for (int64_t m = 0; m < M; m++)
+        q4_matvec(w, Q8Row{x0.q + m * K, x0.d + m * nb, x0.gsum + m * ng}, n0, n1, y + m * ldy);
+}
+
 void q4_dequant(const Q4Rows & w, int64_t n0, int64_t n1, float * out) {
     const int64_t K = w.k, ng = K / w.group;
     for (int64_t n = n0; n < n1; n++) {
@@ -152,24 +158,45 @@ void rope(float * v, int n_rot, const float * c, const float * s) {
     }
 }
 
-void attn_head(const float * q, const float * k, const float * v, int64_t stride, int n_kv, int hd,
-               float scale, float * scores, float * out) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n_kv; j++) {
-        float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += q[i] * k[j * stride + i];
-        scores[j] = d * scale;
-        mx = std::max(mx, scores[j]);
+// Element i of position p of a KV head, as f32 (layouts in kernels.h).
+float kv_k(const KvHead & kv, int p, int i) {
+    const int64_t at = ((int64_t)(p / kKvTile) * kv.hd + i) * kKvTile + p % kKvTile;
+    switch (kv.type) {
+        case KvType::F16: return f16_to_f32(static_cast<const uint16_t *>(kv.k)[at]);
+        case KvType::Q8: return (float)static_cast<const int8_t *>(kv.k)[at] * kv.ks[p];
+        default: return static_cast<const float *>(kv.k)[at];
     }
-    float sum = 0.0f;
-    for (int j = 0; j < n_kv; j++) {
-        scores[j] = std::exp(scores[j] - mx); // max-subtraction: no overflow
-        sum += scores[j];
+}
+float kv_v(const KvHead & kv, int p, int i) {
+    const int64_t at = (int64_t)p * kv.hd + i;
+    switch (kv.type) {
+        case KvType::F16: return f16_to_f32(static_cast<const uint16_t *>(kv.v)[at]);
+        case KvType::Q8: return (float)static_cast<const int8_t *>(kv.v)[at] * kv.vs[p];
+        default: return static_cast<const float *>(kv.v)[at];
     }
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    for (int j = 0; j < n_kv; j++) {
-        const float p = scores[j] / sum;
-        for (int i = 0; i < hd; i++) out[i] += p * v[j * stride + i];
+}
+
+void attn_group(const KvHead & kv, const float * q, int nq, int n_kv, float scale, float * scores, float * out) {
+    const int hd = kv.hd;
+    for (int h = 0; h < nq; h++) {
+        float * s = scores + (int64_t)h * n_kv;
+        float mx = -INFINITY;
+        for (int j = kv.lo; j < n_kv; j++) {
+            float d = 0.0f;
+            for (int i = 0; i < hd; i++) d += q[h * hd + i] * kv_k(kv, j, i);
+            s[j] = d * scale;
+            mx = std::max(mx, s[j]);
+        }
+        float sum = 0.0f;
+        for (int j = kv.lo; j < n_kv; j++) {
+            s[j] = std::exp(s[j] - mx); // max-subtraction: no overflow
+            sum += s[j];
+        }
+        for (int i = 0; i < hd; i++) out[h * hd + i] = 0.0f;
+        for (int j = kv.lo; j < n_kv; j++) {
+            const float p = s[j] / sum;
+            for (int i = 0; i < hd; i++) out[h * hd + i] += p * kv_v(kv, j, i);
+        }
     }
 }
 
@@ -181,11 +208,37 @@ void add(float * x, const float * y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+void layernorm(const float * x, const float * w, const float * b, int64_t n, float eps, float * out) {
+    float mean = 0.0f;
+    for (int64_t i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    float var = 0.0f;
+    for (int64_t i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    const float r = 1.0f / std::sqrt(var / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = (x[i] - mean) * r * w[i] + b[i];
+}
+
+void relu(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void gelu_erf(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+void gelu_tanh(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    }
+}
+
 } // namespace
 
 const Kernels & kernels_ref() {
-    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_dequant, fw_matvec, to_f32, gemm_f32,
-                              rmsnorm, rope, attn_head, silu_mul, add, qx_matvec, qx_dequant};
+    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_gemm, q4_dequant, fw_matvec, to_f32, gemm_f32,
+                              rmsnorm, rope, attn_group, silu_mul, add, qx_matvec, qx_dequant,
+                              layernorm, relu, gelu_erf, gelu_tanh};
     return k;
 }
 

@@ -7,7 +7,8 @@
 //
 // V provides: F (register type), W (floats per register), zero, set1, load,
 // store, add, sub, mul, div, fmadd(a,b,c)=a·b+c, max, min, hsum, round
-// (to nearest), pow2 (2^n for integral n in [-126,127]), load_f16, load_bf16
+// (to nearest), pow2 (2^n for integral n in [-126,127]), load_f16, load_bf16,
+// load_i8 (W int8 → W floats)
 // (W values → F), dq16 (16 packed bytes → 16 low + 16 high dequantized floats).
 // The 2/3/8-bit matvec also takes an integer traits type IV (see qx_matvec).
 #pragma once
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace shoal {
@@ -252,37 +254,176 @@ template <class V> void rope(float * v, int n_rot, const float * c, const float 
     }
 }
 
-template <class V> void attn_head(const float * q, const float * k, const float * v, int64_t stride, int n_kv, int hd,
-                                  float scale, float * scores, float * out) {
+// ---- attention over the KV cache (layouts: KvHead in kernels.h) ------------
+
+// W keys/values of type T at element index i, as f32.
+template <class V, KvType T> inline typename V::F kv_load(const void * p, int64_t i) {
+    if constexpr (T == KvType::F16) return V::load_f16(static_cast<const uint16_t *>(p) + i);
+    else if constexpr (T == KvType::Q8) return V::load_i8(static_cast<const int8_t *>(p) + i);
+    else return V::load(static_cast<const float *>(p) + i);
+}
+template <KvType T> inline float kv_load1(const void * p, int64_t i) {
+    if constexpr (T == KvType::F16) return f16_to_f32(static_cast<const uint16_t *>(p)[i]);
+    else if constexpr (T == KvType::Q8) return (float)static_cast<const int8_t *>(p)[i];
+    else return static_cast<const float *>(p)[i];
+}
+
+// Scores of NH heads over 32-position tile t: s[h][32t + j] = scale · q[h]·k(32t+j).
+// The tile's keys are [hd][32]: per dim, NV = 32/W loads serve all NH heads
+// (broadcast q, FMA), so there are no horizontal sums.
+template <class V, KvType T, int NH>
+inline void attn_scores_tile(const KvHead & kv, const float * q, int t, float scale, float * s, int64_t ld) {
     using F = typename V::F;
-    float mx = -INFINITY;
-    for (int j = 0; j < n_kv; j++) {
-        scores[j] = dot<V>(q, k + j * stride, hd) * scale;
-        mx = std::max(mx, scores[j]);
+    constexpr int NV = kKvTile / V::W;
+    const int hd = kv.hd;
+    const int64_t base = (int64_t)t * hd * kKvTile;
+    F acc[NH][NV];
+    #pragma GCC unroll 16
+    for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) acc[h][v] = V::zero();
+    for (int i = 0; i < hd; i++) {
+        F kk[NV];
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) kk[v] = kv_load<V, T>(kv.k, base + (int64_t)i * kKvTile + v * V::W);
+        #pragma GCC unroll 16
+        for (int h = 0; h < NH; h++) {
+            const F qb = V::set1(q[h * hd + i]);
+            #pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) acc[h][v] = V::fmadd(qb, kk[v], acc[h][v]);
+        }
     }
-    // softmax with max-subtraction
-    const F mv = V::set1(mx);
-    F sv = V::zero();
-    int j = 0;
-    for (; j + V::W <= n_kv; j += V::W) {
-        const F e = vexp<V>(V::sub(V::load(scores + j), mv));
-        V::store(scores + j, e);
-        sv = V::add(sv, e);
+    #pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) {
+        F sc = V::set1(scale);
+        if constexpr (T == KvType::Q8) sc = V::mul(sc, V::load(kv.ks + (int64_t)t * kKvTile + v * V::W));
+        #pragma GCC unroll 16
+        for (int h = 0; h < NH; h++) V::store(s + h * ld + (int64_t)t * kKvTile + v * V::W, V::mul(acc[h][v], sc));
     }
-    float sum = V::hsum(sv);
-    for (; j < n_kv; j++) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
+}
+
+// out[h][i0 .. i0 + ND·W) += Σ_{j in [j0, j1)} p[h][j] · v(j)[...] for NH heads
+// (p already includes the q8 row scale and 1/Σ).
+template <class V, KvType T, int NH, int ND>
+inline void attn_values_block(const KvHead & kv, const float * p, int64_t ld, int j0, int j1, int i0, float * out) {
+    using F = typename V::F;
+    const int hd = kv.hd;
+    F acc[NH][ND];
+    #pragma GCC unroll 8
+    for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 4
+        for (int d = 0; d < ND; d++) acc[h][d] = V::load(out + h * hd + i0 + d * V::W);
+    for (int j = j0; j < j1; j++) {
+        F vv[ND];
+        #pragma GCC unroll 4
+        for (int d = 0; d < ND; d++) vv[d] = kv_load<V, T>(kv.v, (int64_t)j * hd + i0 + d * V::W);
+        #pragma GCC unroll 8
+        for (int h = 0; h < NH; h++) {
+            const F pb = V::set1(p[h * ld + j]);
+            #pragma GCC unroll 4
+            for (int d = 0; d < ND; d++) acc[h][d] = V::fmadd(pb, vv[d], acc[h][d]);
+        }
     }
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    for (j = 0; j < n_kv; j++) {
-        const float p = scores[j] * inv;
-        const F pv = V::set1(p);
-        const float * vr = v + j * stride;
-        int i = 0;
-        for (; i + V::W <= hd; i += V::W) V::store(out + i, V::fmadd(pv, V::load(vr + i), V::load(out + i)));
-        for (; i < hd; i++) out[i] += p * vr[i];
+    #pragma GCC unroll 8
+    for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 4
+        for (int d = 0; d < ND; d++) V::store(out + h * hd + i0 + d * V::W, acc[h][d]);
+}
+
+template <class V, KvType T, int NH>
+inline void attn_values_heads(const KvHead & kv, const float * p, int64_t ld, int j0, int j1, float * out) {
+    const int nv = kv.hd / V::W; // vectors per row (hd % W == 0 here)
+    int i0 = 0;
+    for (int r = nv; r > 0;) {
+        const int nd = r >= 4 ? 4 : r;
+        switch (nd) {
+            case 4: attn_values_block<V, T, NH, 4>(kv, p, ld, j0, j1, i0, out); break;
+            case 3: attn_values_block<V, T, NH, 3>(kv, p, ld, j0, j1, i0, out); break;
+            case 2: attn_values_block<V, T, NH, 2>(kv, p, ld, j0, j1, i0, out); break;
+            default: attn_values_block<V, T, NH, 1>(kv, p, ld, j0, j1, i0, out); break;
+        }
+        i0 += nd * V::W;
+        r -= nd;
+    }
+}
+
+// Heads in register blocks of up to HMAX (then 4, 2, 1 for the rest).
+template <int HMAX, class Fn> inline void by_head_blocks(int nq, Fn && fn) {
+    int h = 0;
+    if constexpr (HMAX >= 8) for (; h + 8 <= nq; h += 8) fn(std::integral_constant<int, 8>{}, h);
+    if constexpr (HMAX >= 4) for (; h + 4 <= nq; h += 4) fn(std::integral_constant<int, 4>{}, h);
+    if constexpr (HMAX >= 2) for (; h + 2 <= nq; h += 2) fn(std::integral_constant<int, 2>{}, h);
+    for (; h < nq; h++) fn(std::integral_constant<int, 1>{}, h);
+}
+
+template <class V, KvType T>
+void attn_group_t(const KvHead & kv, const float * q, int nq, int n_kv, float scale, float * scores, float * out) {
+    using F = typename V::F;
+    const int hd = kv.hd, nt = (n_kv + kKvTile - 1) / kKvTile;
+    const int64_t ld = (int64_t)nt * kKvTile; // scores row stride
+    // 16 accumulators where there are 32 registers (AVX-512, NEON), 8 with 16 (AVX2).
+    constexpr int kAcc = V::W == 8 ? 8 : 16;
+    constexpr int HS = kAcc / (kKvTile / V::W) >= 8 ? 8 : kAcc / (kKvTile / V::W) >= 4 ? 4 : kAcc / (kKvTile / V::W) >= 2 ? 2 : 1;
+    // 1. scores, tile by tile: each 32-position key tile is read once for all heads
+    for (int t = 0; t < nt; t++)
+        by_head_blocks<HS>(nq, [&](auto nh, int h) {
+            attn_scores_tile<V, T, decltype(nh)::value>(kv, q + h * hd, t, scale, scores + h * ld, ld);
+        });
+    // 2. softmax per head; the q8 value scales and 1/Σ folded into the weights;
+    // masked positions (before kv.lo, a window's start) get weight 0
+    for (int h = 0; h < nq; h++) {
+        float * s = scores + h * ld;
+        for (int j = 0; j < kv.lo; j++) s[j] = -INFINITY;
+        F mv = V::set1(-INFINITY);
+        int j = 0;
+        for (; j + V::W <= n_kv; j += V::W) mv = V::max(mv, V::load(s + j));
+        float tmp[V::W], mx = -INFINITY;
+        V::store(tmp, mv);
+        for (int l = 0; l < V::W; l++) mx = std::max(mx, tmp[l]);
+        for (; j < n_kv; j++) mx = std::max(mx, s[j]);
+        const F mxv = V::set1(mx);
+        F sv = V::zero();
+        for (j = 0; j + V::W <= n_kv; j += V::W) {
+            const F e = vexp<V>(V::sub(V::load(s + j), mxv));
+            V::store(s + j, e);
+            sv = V::add(sv, e);
+        }
+        float sum = V::hsum(sv);
+        for (; j < n_kv; j++) sum += (s[j] = std::exp(s[j] - mx));
+        const float inv = 1.0f / sum;
+        if constexpr (T == KvType::Q8) {
+            for (j = 0; j + V::W <= n_kv; j += V::W) V::store(s + j, V::mul(V::load(s + j), V::mul(V::load(kv.vs + j), V::set1(inv))));
+            for (; j < n_kv; j++) s[j] *= kv.vs[j] * inv;
+        } else {
+            for (j = 0; j + V::W <= n_kv; j += V::W) V::store(s + j, V::mul(V::load(s + j), V::set1(inv)));
+            for (; j < n_kv; j++) s[j] *= inv;
+        }
+        for (j = 0; j < kv.lo; j++) s[j] = 0.0f; // vexp(−inf) is ~1e-38, not 0
+    }
+    // 3. out = P · V, in 64-position slabs (the slab's values stay in L1 across head blocks)
+    std::fill(out, out + (int64_t)nq * hd, 0.0f);
+    if (hd % V::W != 0) { // odd head sizes (e.g. 8 floats under AVX-512): plain loops
+        for (int h = 0; h < nq; h++)
+            for (int j = 0; j < n_kv; j++) {
+                const float p = scores[h * ld + j];
+                for (int i = 0; i < hd; i++) out[h * hd + i] += p * kv_load1<T>(kv.v, (int64_t)j * hd + i);
+            }
+        return;
+    }
+    constexpr int HV = V::W == 8 ? 2 : 4;
+    for (int j0 = 0; j0 < n_kv; j0 += 64) {
+        const int j1 = std::min(n_kv, j0 + 64);
+        by_head_blocks<HV>(nq, [&](auto nh, int h) {
+            attn_values_heads<V, T, decltype(nh)::value>(kv, scores + h * ld, ld, j0, j1, out + h * hd);
+        });
+    }
+}
+
+template <class V> void attn_group(const KvHead & kv, const float * q, int nq, int n_kv, float scale, float * scores, float * out) {
+    switch (kv.type) {
+        case KvType::F16: return attn_group_t<V, KvType::F16>(kv, q, nq, n_kv, scale, scores, out);
+        case KvType::Q8: return attn_group_t<V, KvType::Q8>(kv, q, nq, n_kv, scale, scores, out);
+        default: return attn_group_t<V, KvType::F32>(kv, q, nq, n_kv, scale, scores, out);
     }
 }
 
@@ -461,12 +602,74 @@ template <class V> void qx_dequant(const QxRows & w, int64_t n0, int64_t n1, flo
     }
 }
 
+template <class V> void layernorm(const float * x, const float * w, const float * b, int64_t n, float eps, float * out) {
+    using F = typename V::F;
+    F sv = V::zero();
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) sv = V::add(sv, V::load(x + i));
+    float sum = V::hsum(sv);
+    for (; i < n; i++) sum += x[i];
+    const float mean = sum / (float)n;
+    const F mv = V::set1(mean);
+    F qv = V::zero();
+    for (i = 0; i + V::W <= n; i += V::W) {
+        const F d = V::sub(V::load(x + i), mv);
+        qv = V::fmadd(d, d, qv);
+    }
+    float var = V::hsum(qv);
+    for (; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    const float r = 1.0f / std::sqrt(var / (float)n + eps);
+    const F rv = V::set1(r);
+    for (i = 0; i + V::W <= n; i += V::W)
+        V::store(out + i, V::fmadd(V::mul(V::sub(V::load(x + i), mv), rv), V::load(w + i), V::load(b + i)));
+    for (; i < n; i++) out[i] = (x[i] - mean) * r * w[i] + b[i];
+}
+
+template <class V> void relu(float * x, int64_t n) {
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) V::store(x + i, V::max(V::load(x + i), V::zero()));
+    for (; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+// erf has no vector form here; the scalar loop is compiled with the ISA's flags.
+template <class V> void gelu_erf(float * x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+// tanh(u) = 1 − 2 / (1 + e^{2u}); vexp clamps, so large |u| gives ±1 exactly.
+template <class V> void gelu_tanh(float * x, int64_t n) {
+    using F = typename V::F;
+    const F half = V::set1(0.5f), one = V::set1(1.0f), two = V::set1(2.0f);
+    const F c = V::set1(0.79788456080286536f), c3 = V::set1(0.044715f);
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) {
+        const F v = V::load(x + i);
+        const F u = V::mul(c, V::fmadd(V::mul(c3, V::mul(v, v)), v, v));
+        const F t = V::sub(one, V::div(two, V::add(one, vexp<V>(V::mul(two, u)))));
+        V::store(x + i, V::mul(V::mul(half, v), V::add(one, t)));
+    }
+    for (; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    }
+}
+
+// Prefill on INT4 weights where the ISA has no GEMM of its own: the decode
+// kernel once per activation row over the panel's rows, which stay in cache.
+template <decltype(Kernels::q4_matvec) MV>
+void q4_gemm_rows(const Q4Rows & w, const Q8Row & x0, int64_t M, int64_t n0, int64_t n1, float * y, int64_t ldy) {
+    const int64_t K = w.k, nb = K / 32, ng = K / w.group;
+    for (int64_t m = 0; m < M; m++) MV(w, Q8Row{x0.q + m * K, x0.d + m * nb, x0.gsum + m * ng}, n0, n1, y + m * ldy);
+}
+
 // The table for V, with q4_matvec supplied by the ISA file; quantize_q8 is the
 // shared scalar one (bit-identical activations on every ISA; O(K) per row).
 template <class V, int MR>
-Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, decltype(Kernels::qx_matvec) qxmv) {
-    return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
-                   gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_head<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>};
+Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, decltype(Kernels::q4_gemm) q4gemm,
+                     decltype(Kernels::qx_matvec) qxmv) {
+    return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4gemm, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
+                   gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_group<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>,
+                   layernorm<V>, relu<V>, gelu_erf<V>, gelu_tanh<V>};
 }
 
 } // namespace

@@ -4,6 +4,7 @@
 // single-threaded and work on a slice (rows [n0, n1), one head, ...): the
 // backend splits the work across its thread pool.
 #pragma once
+#include "backend.h" // KvType
 #include "tensor.h"
 
 #include <cstdint>
@@ -51,6 +52,40 @@ struct Q8Row {
     const float *  gsum = nullptr;   // [K/G]   exact f32 Σx over each group (for the −s·z term)
 };
 
+// One KV head of one layer in the CPU cache layout (backend-cpu.cpp owns the
+// memory; T = f32 | f16 | int8 by type). Keys are blocked-transposed so that
+// attention scores are vectorised over positions with no horizontal sums:
+//   k   T   [ceil(n_ctx/32)][hd][32]  key dim i of position p at ((p/32)·hd + i)·32 + p%32
+//   v   T   [n_ctx][hd]               values, natural order
+//   ks  f32 [ceil(n_ctx/32)·32]       q8 only: k ≈ q · ks[p], one scale per (position, head)
+//   vs  f32 [ceil(n_ctx/32)·32]       q8 only: v ≈ q · vs[p]
+// Only positions < n_kv are ever read as valid; the rest of a 32-tile holds
+// zeros or stale (finite) rows and is masked off.
+constexpr int kKvTile = 32;
+struct KvHead {
+    KvType type = KvType::F32;
+    int hd = 0;
+    const void * k = nullptr;
+    const void * v = nullptr;
+    const float * ks = nullptr;
+    const float * vs = nullptr;
+    int lo = 0;                    // positions 0..lo−1 are masked (a window starting inside a tile)
+};
+
+// Symmetric int8 of n values: q = round(x / d), d = max|x| / 127 (0 for an
+// all-zero row). The KV cache's q8 rows; scalar and shared by every ISA, so
+// all of them read bit-identical caches.
+static inline float kv_quantize_q8(const float * x, int n, int8_t * q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = x[i] < 0 ? (-x[i] > amax ? -x[i] : amax) : (x[i] > amax ? x[i] : amax);
+    const float id = amax > 1e-30f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float v = x[i] * id + 12582912.0f; // round half to even, as quantize_q8
+        q[i] = (int8_t)(int)(v - 12582912.0f);
+    }
+    return amax / 127.0f;
+}
+
 struct Kernels {
     const char * isa;
 
@@ -58,6 +93,10 @@ struct Kernels {
     void (*quantize_q8)(const float * x, int64_t k, int group, int8_t * q, float * d, float * gsum);
     // y[n - n0] = Σ_k w[n, k] · x[k] for n in [n0, n1), int8 activations (decode).
     void (*q4_matvec)(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y);
+    // Prefill on INT4 weights with int8 activations (the decode numerics): for
+    // the M rows x0 + m (q + m·K, d + m·K/32, gsum + m·K/G) and n in [n0, n1),
+    // n1 − n0 <= 32: y[m·ldy + n − n0] = Σ_k w[n, k] · x_m[k].
+    void (*q4_gemm)(const Q4Rows & w, const Q8Row & x0, int64_t m, int64_t n0, int64_t n1, float * y, int64_t ldy);
     // out [n1-n0][K] f32 = dequantized rows n0..n1 (prefill panels).
     void (*q4_dequant)(const Q4Rows & w, int64_t n0, int64_t n1, float * out);
     // Float weights w [N][K] of dtype dt (F32/F16/BF16): y[n - n0] = w[n]·x.
@@ -72,10 +111,10 @@ struct Kernels {
     // One head v [≥ n_rot] in place, HF rotate_half: pairs (i, i + n_rot/2);
     // cos, sin [n_rot/2] for this position.
     void (*rope)(float * v, int n_rot, const float * cos, const float * sin);
-    // One query head over n_kv cached positions: k/v rows at k + j*stride, [hd] each.
-    // scores: scratch [n_kv]. out [hd] = softmax(scale · q·kⱼ) · V.
-    void (*attn_head)(const float * q, const float * k, const float * v, int64_t stride, int n_kv, int hd,
-                      float scale, float * scores, float * out);
+    // nq query heads that share one KV head, one query row, n_kv cached
+    // positions: q, out [nq][hd]; scores: scratch [nq][ceil(n_kv/32)·32].
+    // out[h] = softmax(scale · q[h]·kⱼ) · V over j in [kv.lo, n_kv). Each K/V row is read once for all nq heads.
+    void (*attn_group)(const KvHead & kv, const float * q, int nq, int n_kv, float scale, float * scores, float * out);
     // g [n] = silu(g) · u
     void (*silu_mul)(float * g, const float * u, int64_t n);
     // x [n] += y [n]
@@ -83,6 +122,14 @@ struct Kernels {
     // As q4_matvec / q4_dequant, for 2-, 3- and 8-bit rows (QxRows).
     void (*qx_matvec)(const QxRows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y);
     void (*qx_dequant)(const QxRows & w, int64_t n0, int64_t n1, float * out);
+    // out [n] = (x − mean) / sqrt(var + eps) · w + b (two passes: mean, then variance)
+    void (*layernorm)(const float * x, const float * w, const float * b, int64_t n, float eps, float * out);
+    // x [n] in place: max(x, 0)
+    void (*relu)(float * x, int64_t n);
+    // x [n] in place: x·Φ(x) = 0.5·x·(1 + erf(x/√2))
+    void (*gelu_erf)(float * x, int64_t n);
+    // x [n] in place: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (gelu_new, gelu_pytorch_tanh)
+    void (*gelu_tanh)(float * x, int64_t n);
 };
 
 // Value q (0..2^bits−1; for bits 8 the stored q − 128) of input k in a QxRows row (scalar).

@@ -25,6 +25,8 @@ struct AttnArgs {
     float * part;
     int M, H, Hkv, hd, pos0, group, tiles_per_split;
     float scale;
+    int window; // > 0: row m sees positions max(0, pos0+m−window+1)..pos0+m
+    int slots;  // > 0: a ring cache, position p at row p % slots
 };
 
 __global__ void __launch_bounds__(kThreads) attn_kernel(const AttnArgs a) {
@@ -42,8 +44,11 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const AttnArgs a) {
     const int m = valid ? rho / a.group : 0;
     const int h = kvh * a.group + (valid ? rho % a.group : 0);
     const int my_last = a.pos0 + m; // last position row m may see
+    const int my_first = a.window > 0 ? max(0, my_last - a.window + 1) : 0;
     const int n_kv = a.pos0 + (min(rho0 + BQ, rows) - 1) / a.group + 1;
-    const int begin = blockIdx.z * a.tiles_per_split * BKV;
+    // the block's first row has the earliest window
+    const int base = a.window > 0 ? max(0, a.pos0 + rho0 / a.group - a.window + 1) : 0;
+    const int begin = base + blockIdx.z * a.tiles_per_split * BKV;
     const int end = min(n_kv, begin + a.tiles_per_split * BKV);
 
     for (int i = t; i < BQ * hd; i += kThreads) {
@@ -66,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const AttnArgs a) {
             const int j = i / hd2, c2 = i % hd2, pos = t0 + j;
             __half2 kv2 = __float2half2_rn(0.0f), vv2 = kv2;
             if (pos < end) {
-                const int64_t off = (int64_t)pos * kv_dim + (int64_t)kvh * hd;
+                const int64_t off = (int64_t)(a.slots > 0 ? pos % a.slots : pos) * kv_dim + (int64_t)kvh * hd;
                 kv2 = reinterpret_cast<const __half2 *>(a.kc + off)[c2];
                 vv2 = reinterpret_cast<const __half2 *>(a.vc + off)[c2];
             }
@@ -79,7 +84,7 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(const AttnArgs a) {
         for (int i = 0; i < BKV / 8; i++) {
             const int j = sub + 8 * i, pos = t0 + j;
             s[i] = -INFINITY;
-            if (valid && pos < end && pos <= my_last) {
+            if (valid && pos < end && pos <= my_last && pos >= my_first) {
                 const __half2 * k2 = reinterpret_cast<const __half2 *>(ks) + j * ldh2;
                 float acc = 0.0f;
                 for (int d = 0; d < hd2; d++) {
@@ -171,17 +176,21 @@ __global__ void attn_merge_kernel(const float * __restrict__ part, int n_split, 
 } // namespace
 
 void attention(const __half * q, const __half * kc, const __half * vc, int64_t M, int pos0, int n_heads, int n_kv_heads,
-               int head_dim, float scale, __half * out, float * part, int target_blocks, cudaStream_t stream) {
+               int head_dim, float scale, __half * out, float * part, int target_blocks, cudaStream_t stream, int window,
+               int slots) {
     SHOAL_CUDA_ASSERT(M > 0 && n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim % 2 == 0 &&
-                      head_dim <= kMaxHd && pos0 >= 0 && q && kc && vc && out,
+                      head_dim <= kMaxHd && pos0 >= 0 && q && kc && vc && out && window >= 0 && slots >= 0 &&
+                      (slots == 0 || (window > 0 && slots >= window + M - 1)),
                       "attention: need H % Hkv == 0, head_dim even and <= 256");
     const int group = n_heads / n_kv_heads;
     SHOAL_CUDA_ASSERT(M * group < (int64_t)1 << 30, "attention: too many rows");
-    AttnArgs a{q, kc, vc, out, part, (int)M, n_heads, n_kv_heads, head_dim, pos0, group, 0, scale};
+    AttnArgs a{q, kc, vc, out, part, (int)M, n_heads, n_kv_heads, head_dim, pos0, group, 0, scale, window, slots};
     const int rows = (int)M * group;
     const unsigned row_tiles = ceil_div(rows, BQ);
     const int n_kv = pos0 + (int)M;
-    const int tiles = (int)ceil_div(n_kv, BKV);
+    // keys one block may span: all positions, or a window plus the block's rows
+    const int span = window > 0 ? std::min(n_kv, window + (int)M - 1) : n_kv;
+    const int tiles = (int)ceil_div(span, BKV);
     int n_split = 1;
     const int64_t blocks = (int64_t)row_tiles * n_kv_heads;
     if (part && M <= kAttnSplitMaxRows && blocks < target_blocks && tiles >= 4)

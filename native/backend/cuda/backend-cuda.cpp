@@ -14,6 +14,7 @@
 // is about to be reused while its previous copy may still be in flight.
 #include "backend-cuda.h"
 
+#include "activation.cuh"
 #include "add.cuh"
 #include "attention.cuh"
 #include "convert.cuh"
@@ -22,11 +23,14 @@
 #include "embed.cuh"
 #include "fw-matvec.cuh"
 #include "gemm.cuh"
+#include "layernorm.cuh"
 #include "model-source.h"
 #include "q4-matvec.cuh"
 #include "q4-repack.cuh"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
+#include "route.h"
+#include "rows.cuh"
 #include "silu-mul.cuh"
 
 #include <cstdlib>
@@ -148,10 +152,11 @@ struct CudaVec : Vec {
 };
 
 struct CudaKv : KvCache {
-    DevBuf k, v; // f16 [n_layers][n_ctx][kv_dim] each
+    DevBuf k, v; // f16 [n_layers][n_slots][kv_dim] each (a ring when n_slots < n_ctx: the kernel
+                 // addresses each position, so no mirrored copy as on the CPU)
     size_t bytes() const override { return k.n + v.n; }
-    __half * kl(int layer) const { return k.as<__half>() + (size_t)layer * n_ctx * kv_dim; }
-    __half * vl(int layer) const { return v.as<__half>() + (size_t)layer * n_ctx * kv_dim; }
+    __half * kl(int layer) const { return k.as<__half>() + (size_t)layer * n_slots * kv_dim; }
+    __half * vl(int layer) const { return v.as<__half>() + (size_t)layer * n_slots * kv_dim; }
 };
 
 __half * hp(const Act & a) { return static_cast<__half *>(a.data); }
@@ -304,14 +309,24 @@ public:
         a = Act{};
     }
 
-    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim) override {
+    std::unique_ptr<KvCache> new_kv_cache(int n_layers, int n_ctx, int kv_dim, int head_dim, KvType type, int window,
+                                          int max_rows) override {
+        SHOAL_CHECK(type == KvType::F16, SHOAL_ERR_INVALID_ARG,
+                    std::string("the CUDA backend keeps its KV cache in f16; kv_cache ") + kv_type_name(type) +
+                        " is available on the CPU backend only");
         bind();
         done_loading();
+        SHOAL_CHECK(n_layers > 0 && n_ctx > 0 && kv_dim > 0 && window >= 0 && max_rows > 0, SHOAL_ERR_INVALID_ARG, "new_kv_cache: sizes");
         auto kv = std::make_unique<CudaKv>();
         kv->n_layers = n_layers;
         kv->n_ctx = n_ctx;
         kv->kv_dim = kv_dim;
-        const size_t bytes = (size_t)n_layers * n_ctx * kv_dim * sizeof(__half);
+        kv->head_dim = head_dim;
+        kv->type = type;
+        kv->window = window;
+        kv->n_slots = n_ctx;
+        if (window > 0 && (int64_t)window + max_rows - 1 < n_ctx) kv->n_slots = window + max_rows - 1;
+        const size_t bytes = (size_t)n_layers * kv->n_slots * kv_dim * sizeof(__half);
         kv->k.alloc(bytes, "KV cache (K)");
         kv->v.alloc(bytes, "KV cache (V)");
         CUDA_CHECK(cudaMemsetAsync(kv->k.p, 0, bytes, s_));
@@ -394,6 +409,7 @@ public:
                         ", " + std::to_string(K) + "]ᵀ → y [" + std::to_string(y.rows) + ", " + std::to_string(y.cols) + "]");
         if (M == 0) return;
         const float * bias = w.bias.p ? w.bias.as<float>() : nullptr;
+        weight_bytes_read += w.bytes();
         if (M <= cuda::kMatvecMaxRows) {
             if (w.q4) cuda::q4_matvec(w.q4view(), hp(x), (int)M, bias, hp(y), s_);
             else cuda::fw_matvec(w.wt, w.w->p, N, K, hp(x), (int)M, bias, hp(y), s_);
@@ -429,10 +445,18 @@ public:
                         " past n_ctx " + std::to_string(kv.n_ctx));
         SHOAL_CHECK(k.cols == kv.kv_dim && v.cols == kv.kv_dim && v.rows == k.rows && layer >= 0 && layer < kv.n_layers,
                     SHOAL_ERR_INVALID_ARG, "kv_store: shapes");
-        // K/V rows of consecutive positions are contiguous in the cache: one copy each.
-        const size_t off = (size_t)pos0 * kv.kv_dim, bytes = (size_t)(k.rows * k.cols) * sizeof(__half);
-        CUDA_CHECK(cudaMemcpyAsync(kv.kl(layer) + off, k.data, bytes, cudaMemcpyDeviceToDevice, s_));
-        CUDA_CHECK(cudaMemcpyAsync(kv.vl(layer) + off, v.data, bytes, cudaMemcpyDeviceToDevice, s_));
+        SHOAL_CHECK(!kv.ring() || k.rows <= (int64_t)kv.n_slots - kv.window + 1, SHOAL_ERR_INVALID_ARG,
+                    "kv_store: chunk larger than the ring allows");
+        // K/V rows of consecutive positions are contiguous in the cache (a ring: up to
+        // two runs, before and after the wrap): one copy per run.
+        for (int64_t m = 0; m < k.rows;) {
+            const int64_t p = pos0 + m, row = kv.ring() ? p % kv.n_slots : p;
+            const int64_t run = std::min<int64_t>(k.rows - m, kv.n_slots - row);
+            const size_t off = (size_t)row * kv.kv_dim, src = (size_t)m * kv.kv_dim, bytes = (size_t)(run * k.cols) * sizeof(__half);
+            CUDA_CHECK(cudaMemcpyAsync(kv.kl(layer) + off, hp(k) + src, bytes, cudaMemcpyDeviceToDevice, s_));
+            CUDA_CHECK(cudaMemcpyAsync(kv.vl(layer) + off, hp(v) + src, bytes, cudaMemcpyDeviceToDevice, s_));
+            m += run;
+        }
     }
 
     void attention(const Act & q, const KvCache & kvc, int layer, int pos0, int n_heads, int n_kv_heads, int head_dim,
@@ -449,7 +473,7 @@ public:
         const size_t parts = cuda::attention_scratch_floats(q.rows, n_heads, head_dim);
         if (parts) attn_part_.reserve(parts * sizeof(float), "attention split scratch");
         cuda::attention(hp(q), kv.kl(layer), kv.vl(layer), q.rows, pos0, n_heads, n_kv_heads, head_dim, scale, hp(out),
-                        parts ? attn_part_.as<float>() : nullptr, target_blocks_, s_);
+                        parts ? attn_part_.as<float>() : nullptr, target_blocks_, s_, kv.window, kv.ring() ? kv.n_slots : 0);
     }
 
     void silu_mul(Act & gate, const Act & up) override {
@@ -462,6 +486,61 @@ public:
         bind();
         SHOAL_CHECK(x.cols == y.cols && x.rows == y.rows, SHOAL_ERR_INVALID_ARG, "add: shapes");
         cuda::add(hp(x), hp(y), x.rows * x.cols, s_);
+    }
+
+    void layernorm(const Act & x, const Vec & w, const Vec & b, float eps, Act & out) override {
+        bind();
+        const auto & vw = static_cast<const CudaVec &>(w);
+        const auto & vb = static_cast<const CudaVec &>(b);
+        SHOAL_CHECK(vw.n == x.cols && vb.n == x.cols && out.cols == x.cols && out.rows >= x.rows, SHOAL_ERR_INVALID_ARG, "layernorm: shapes");
+        if (x.rows == 0) return;
+        cuda::layernorm(hp(x), vw.w.as<float>(), vb.w.as<float>(), x.rows, x.cols, eps, hp(out), s_);
+    }
+
+    void activation(Act & x, ActKind kind) override {
+        bind();
+        SHOAL_CHECK(kind != ActKind::Silu, SHOAL_ERR_INVALID_ARG, "activation: SiLU is only fused with the gate (silu_mul)");
+        cuda::activation(hp(x), x.rows * x.cols, kind == ActKind::Relu ? 0 : kind == ActKind::GeluErf ? 1 : 2, s_);
+    }
+
+    void add_positions(Act & x, const Embedding & table, int pos0, int offset) override {
+        bind();
+        const auto & e = static_cast<const CudaEmbedding &>(table);
+        SHOAL_CHECK(x.cols == e.dim && pos0 >= 0 && offset >= 0 && (int64_t)pos0 + offset + x.rows <= e.vocab, SHOAL_ERR_INVALID_ARG,
+                    "add_positions: positions outside the table of " + std::to_string(e.vocab));
+        cuda::add_table_rows(hp(x), x.rows, e.wt, e.table->p, e.dim, (int64_t)pos0 + offset, s_);
+    }
+
+    void copy_cols(const Act & src, int64_t col0, Act & dst) override {
+        bind();
+        SHOAL_CHECK(col0 >= 0 && col0 + dst.cols <= src.cols && dst.rows <= src.rows, SHOAL_ERR_INVALID_ARG, "copy_cols: shapes");
+        if (dst.rows == 0 || dst.cols == 0) return;
+        CUDA_CHECK(cudaMemcpy2DAsync(dst.data, (size_t)dst.cols * sizeof(__half), hp(src) + col0, (size_t)src.cols * sizeof(__half),
+                                     (size_t)dst.cols * sizeof(__half), (size_t)dst.rows, cudaMemcpyDeviceToDevice, s_));
+    }
+
+    void route_topk(const Act & logits, int k, bool renorm, int32_t * ids, float * weights) override {
+        SHOAL_CHECK(k >= 1 && k <= logits.cols, SHOAL_ERR_INVALID_ARG, "route_topk: k outside 1..E");
+        // [M, E] is small: the host picks the experts (route.h), as on the CPU
+        route_host_.resize((size_t)(logits.rows * logits.cols));
+        to_host(logits, 0, logits.rows, route_host_.data());
+        route_topk_host(route_host_.data(), logits.rows, (int)logits.cols, k, renorm, ids, weights);
+    }
+
+    void gather_rows(const Act & src, const int32_t * rows, int64_t n, Act & dst) override {
+        bind();
+        SHOAL_CHECK(src.cols == dst.cols && n <= dst.rows, SHOAL_ERR_INVALID_ARG, "gather_rows: shapes");
+        for (int64_t i = 0; i < n; i++)
+            SHOAL_CHECK(rows[i] >= 0 && rows[i] < src.rows, SHOAL_ERR_INVALID_ARG, "gather_rows: row out of range");
+        cuda::gather_rows(hp(src), src.cols, rows, n, hp(dst), s_);
+    }
+
+    void scatter_add_rows(Act & dst, const int32_t * rows, const float * w, int64_t n, const Act & src) override {
+        bind();
+        SHOAL_CHECK(src.cols == dst.cols && n <= src.rows, SHOAL_ERR_INVALID_ARG, "scatter_add_rows: shapes");
+        for (int64_t i = 0; i < n; i++)
+            SHOAL_CHECK(rows[i] >= 0 && rows[i] < dst.rows, SHOAL_ERR_INVALID_ARG, "scatter_add_rows: row out of range");
+        cuda::scatter_add_rows(hp(dst), dst.cols, rows, w, n, hp(src), s_);
     }
 
 private:
@@ -519,6 +598,7 @@ private:
     DevBuf f32_, f32_in_;                 // f32 device staging for to_host / from_host
     DevBuf inv_freq_;                     // f32 [n_rot/2]
     std::vector<float> inv_freq_host_;
+    std::vector<float> route_host_; // [M, E] router logits on the host
     DevBuf attn_part_;                    // attention split-key partials
 };
 
@@ -575,7 +655,7 @@ BackendCaps cuda_caps() {
     awq.n_multiple = 8;
     c.quant.push_back(awq);
     c.f32 = c.f16 = c.bf16 = true; // wtype_of
-    c.ops = {"head_rmsnorm"};
+    c.ops = {"head_rmsnorm", "layernorm", "activation", "learned_positions", "copy_cols", "moe", "sliding_window"};
     c.max_head_dim = 256;          // attention(): even head_dim <= 256
     size_t fr = 0, tot = 0;
     CUDA_CHECK(cudaSetDevice(device_index()));

@@ -3,10 +3,12 @@
 /** @internal */
 export interface AddonModelInfo {
   arch: string; quant: string; dtype: string; backend: string; isa: string; threads: number;
+  kvCache: 'f32' | 'f16' | 'q8'; kvBytesPerPosition: number; lmHead: string;
   vocabSize: number; hiddenSize: number; intermediateSize: number; layers: number; heads: number;
   kvHeads: number; headDim: number; contextLength: number; bosTokenId: number | null; eosTokenIds: number[];
   tiedEmbeddings: boolean; groupSize: number; parameters: number; fileBytes: number; weightBytes: number;
   bytesPerToken: number; loadSeconds: number; repackSeconds: number; backendNote: string;
+  family: string; slidingWindow: number; experts: number; expertsUsed: number; activeParameters: number;
 }
 
 /** @internal */
@@ -52,7 +54,7 @@ export interface AddonSession {
 
 /** @internal */
 export interface Addon {
-  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string }): Promise<AddonModel>;
+  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string; kvCache?: string; lmHead?: string }): Promise<AddonModel>;
   AddonSession: new (model: AddonModel, contextSize: number) => AddonSession;
   cpuFeatures(): string;
   /** Memory read bandwidth in GB/s (blocks the calling thread). */

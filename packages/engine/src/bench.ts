@@ -4,11 +4,14 @@
 import { execFileSync } from 'node:child_process';
 import { addonPath } from './addon.js';
 import { loadModel } from './engine.js';
+import { ShoalError } from '@shoal/common';
 import type { LoadOptions, ModelInfo } from './types.js';
 
 export interface BenchOptions extends LoadOptions {
-  promptTokens?: number;   // default 512
-  decodeTokens?: number;   // default 128
+  /** Default 512, or what fits the model's context beside the decoded tokens. */
+  promptTokens?: number;
+  /** Default 128, or a quarter of the model's context when that is smaller. */
+  decodeTokens?: number;
   /** Skip the bandwidth measurement and use this value (GB/s). */
   bandwidthGBs?: number;
   onPhase?: (phase: string) => void;
@@ -28,6 +31,7 @@ export interface BenchResult {
   memoryBandwidthGBs: number;
   rooflineTokensPerSecond: number;
   rooflineFraction: number;
+  kvCache: string;          // KV cache element type
   kvCacheBytes: number;
   peakRssBytes: number;
   peakRssBudgetBytes: number; // 1.15 × weights + KV cache + 150 MB
@@ -54,9 +58,25 @@ export function benchPrompt(n: number, vocab: number, seed = 1): number[] {
   return out;
 }
 
+/**
+ * Prompt and decode lengths for a model with `contextLength` positions:
+ * defaults shrink to fit (stories260K has 512), explicit values that cannot
+ * fit are refused — a benchmark that decodes nothing would report 0 tok/s.
+ */
+export function benchSizes(contextLength: number, promptTokens?: number, decodeTokens?: number): { prompt: number; decode: number } {
+  const decode = decodeTokens ?? Math.max(1, Math.min(128, Math.floor(contextLength / 4)));
+  const prompt = promptTokens ?? Math.min(512, contextLength - decode);
+  if (prompt < 1 || decode < 1 || prompt + decode > contextLength) {
+    const what = [promptTokens !== undefined ? `--prompt-tokens ${prompt}` : `${prompt} prompt tokens`,
+      decodeTokens !== undefined ? `--decode-tokens ${decode}` : `${decode} decoded tokens`].join(' + ');
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG',
+      `${what} do not fit in the model's context of ${contextLength} positions; ` +
+      `use at most ${Math.max(1, contextLength - decode)} prompt tokens with ${decode} decoded (or fewer decoded tokens)`);
+  }
+  return { prompt, decode };
+}
+
 export async function runBench(dir: string, o: BenchOptions = {}): Promise<BenchResult> {
-  const nPrompt = o.promptTokens ?? 512;
-  const nDecode = o.decodeTokens ?? 128;
   o.onPhase?.('measuring memory bandwidth');
   const bandwidth = o.bandwidthGBs ?? measureBandwidth(o.threads ?? 0);
   o.onPhase?.('loading model');
@@ -64,6 +84,7 @@ export async function runBench(dir: string, o: BenchOptions = {}): Promise<Bench
   try {
     const info = model.info;
     if (info.backendNote) o.onPhase?.(info.backendNote);
+    const { prompt: nPrompt, decode: nDecode } = benchSizes(info.contextLength, o.promptTokens, o.decodeTokens);
     const ctx = Math.min(info.contextLength, nPrompt + nDecode + 8);
     const prompt = benchPrompt(nPrompt, info.vocabSize);
 
@@ -88,7 +109,7 @@ export async function runBench(dir: string, o: BenchOptions = {}): Promise<Bench
 
     const decodeTps = stats.decodeTokensPerSecond;
     const linearFlops = 2 * (info.parameters - info.vocabSize * info.hiddenSize * (info.tiedEmbeddings ? 1 : 2)) + 2 * info.vocabSize * info.hiddenSize;
-    const kvBytes = 2 * info.layers * ctx * info.kvHeads * info.headDim * 4;
+    const kvBytes = info.kvBytesPerPosition * ctx;
     const peakRss = process.resourceUsage().maxRSS * 1024;
     const roofline = (bandwidth * 1e9) / info.bytesPerToken;
     return {
@@ -108,6 +129,7 @@ export async function runBench(dir: string, o: BenchOptions = {}): Promise<Bench
       memoryBandwidthGBs: bandwidth,
       rooflineTokensPerSecond: roofline,
       rooflineFraction: decodeTps / roofline,
+      kvCache: info.kvCache,
       kvCacheBytes: kvBytes,
       peakRssBytes: peakRss,
       peakRssBudgetBytes: 1.15 * info.weightBytes + kvBytes + 150e6,

@@ -1,6 +1,7 @@
 // cli-options.ts — option parsing shared by the engine's commands.
-import { InvalidArgumentError, type Command } from 'commander';
-import type { Backend, GenerateOptions, Isa, LoadOptions } from './types.js';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
+import type { Backend, GenerateOptions, Isa, KvCacheType, LmHeadMode, LoadOptions } from './types.js';
 
 export function intArg(name: string, min = -Infinity) {
   return (v: string): number => {
@@ -23,7 +24,9 @@ export function addLoadOptions(cmd: Command): Command {
     .requiredOption('-m, --model <dir>', 'Hugging Face model directory (config.json + safetensors), or org/name[@revision] from the Hugging Face cache (shoal pull)')
     .option('-t, --threads <n>', 'CPU threads (0 = all cores)', intArg('--threads', 0), 0)
     .option('--backend <name>', 'auto | cpu | cuda', 'auto')
-    .option('--isa <name>', 'CPU kernels: auto | scalar | avx2 | avx512 | neon | neon-dotprod', 'auto');
+    .option('--isa <name>', 'CPU kernels: auto | scalar | avx2 | avx512 | neon | neon-dotprod', 'auto')
+    .addOption(new Option('--kv-cache <type>', 'KV cache: f16 | f32 | q8 (int8, CPU only)').choices(KV_CACHE_TYPES).default('f16'))
+    .addOption(new Option('--lm-head <mode>', 'output matrix: native | q8 (int8, half the bytes of f16)').choices(LM_HEAD_MODES).default('native'));
 }
 
 export function addSamplingOptions(cmd: Command): Command {
@@ -38,7 +41,7 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('-n, --max-tokens <n>', 'tokens to generate at most', intArg('--max-tokens', 0), 256);
 }
 
-export interface LoadFlags { model: string; threads: number; backend: string; isa: string }
+export interface LoadFlags { model: string; threads: number; backend: string; isa: string; kvCache: string; lmHead: string }
 export interface SamplingFlags {
   temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   repeatLastN: number; seed: number; maxTokens: number;
@@ -46,6 +49,7 @@ export interface SamplingFlags {
 
 export const loadOptions = (f: LoadFlags): LoadOptions => ({
   threads: f.threads, backend: f.backend as Backend, isa: f.isa as Isa,
+  kvCache: f.kvCache as KvCacheType, lmHead: f.lmHead as LmHeadMode,
 });
 
 export const generateOptions = (f: SamplingFlags): GenerateOptions => ({

@@ -86,10 +86,10 @@ export function registerEngineCommands(program: Command): void {
 
   const bench = program.command('bench').description('benchmark a model: load, prefill, decode, TTFT, peak RSS, % of memory roofline');
   addLoadOptions(bench)
-    .option('--prompt-tokens <n>', 'prompt length for prefill and TTFT', intArg('--prompt-tokens', 1), 512)
-    .option('--decode-tokens <n>', 'tokens to decode', intArg('--decode-tokens', 1), 128)
+    .option('--prompt-tokens <n>', 'prompt length for prefill and TTFT (default 512, or what fits the context)', intArg('--prompt-tokens', 1))
+    .option('--decode-tokens <n>', 'tokens to decode (default 128, or a quarter of the context)', intArg('--decode-tokens', 1))
     .option('--json', 'print the result as JSON')
-    .action(async (f: LoadFlags & { promptTokens: number; decodeTokens: number; json?: boolean }) => {
+    .action(async (f: LoadFlags & { promptTokens?: number; decodeTokens?: number; json?: boolean }) => {
       const r = await runBench(resolveModelArg(f.model), {
         ...loadOptions(f), promptTokens: f.promptTokens, decodeTokens: f.decodeTokens,
         onPhase: f.json ? undefined : (p) => process.stderr.write(`… ${p}\n`),
@@ -110,7 +110,7 @@ export function registerEngineCommands(program: Command): void {
         ['decode effective bandwidth', `${r.decodeEffectiveGBs.toFixed(1)} GB/s`],
         ['measured memory bandwidth', `${r.memoryBandwidthGBs.toFixed(1)} GB/s`],
         ['roofline', `${r.rooflineTokensPerSecond.toFixed(1)} tok/s → ${(r.rooflineFraction * 100).toFixed(1)}% reached`],
-        ['peak RSS', `${mb(r.peakRssBytes)} (budget ${mb(r.peakRssBudgetBytes)}: 1.15 × weights + KV ${mb(r.kvCacheBytes)} + 150 MB)`],
+        ['peak RSS', `${mb(r.peakRssBytes)} (budget ${mb(r.peakRssBudgetBytes)}: 1.15 × weights + KV ${r.kvCache} ${mb(r.kvCacheBytes)} + 150 MB)`],
       );
       process.stdout.write(t.toString() + '\n');
     });

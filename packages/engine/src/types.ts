@@ -7,6 +7,12 @@ import type { ServeChunk, ServeStats } from './serve-options.js';
 
 export type Backend = 'auto' | 'cpu' | 'cuda';
 export type Isa = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'neon' | 'neon-dotprod';
+/** KV cache element type: f16 (default), f32, or int8 with one scale per position and KV head (CPU only). */
+export type KvCacheType = 'f32' | 'f16' | 'q8';
+export const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'f16', 'q8'];
+/** Output matrix storage: as in the checkpoint (default), or int8 with per-row / per-128 scales (CPU). */
+export type LmHeadMode = 'native' | 'q8';
+export const LM_HEAD_MODES: readonly LmHeadMode[] = ['native', 'q8'];
 
 export interface LoadOptions {
   /** Worker threads for the CPU backend; 0 or absent = all cores. */
@@ -15,18 +21,26 @@ export interface LoadOptions {
   backend?: Backend;
   /** Force a CPU kernel set (tests compare every ISA with the scalar reference); implies backend 'cpu' unless one is given. */
   isa?: Isa;
+  /** KV cache element type of the model's sessions (default f16; CUDA holds f16 only). */
+  kvCache?: KvCacheType;
+  /** Output matrix storage (default native; q8 halves its bytes per token against f16). */
+  lmHead?: LmHeadMode;
   /** Load the tokenizer (tokenizer.json) too; default true when present. */
   tokenizer?: boolean;
 }
 
 export interface ModelInfo {
   dir: string;
-  arch: string;              // "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"
+  arch: string;              // architectures[0]: "LlamaForCausalLM", "MixtralForCausalLM", "OPTForCausalLM", ... (docs/architectures.md)
+  family: string;            // "llama" | "mistral" | "qwen2" | "qwen3" | "mixtral" | "qwen3_moe" | "opt" | "gpt_bigcode"
   quant: string;             // "none" | "awq-w4g128" ...
   dtype: string;             // unquantized storage dtype: "f32" | "f16" | "bf16"
   backend: string;           // "cpu" | "cuda"
   isa: string;               // kernels in use
   threads: number;
+  kvCache: KvCacheType;      // KV cache element type of the sessions
+  kvBytesPerPosition: number; // KV cache bytes per position (K and V, all layers)
+  lmHead: string;            // output matrix as held: "q8" | "f16" | "f32" | "bf16" | "q4" ...
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;
@@ -42,7 +56,11 @@ export interface ModelInfo {
   parameters: number;        // parameter count
   fileBytes: number;         // bytes of tensor data in the checkpoint
   weightBytes: number;       // bytes held by the backend after repacking
-  bytesPerToken: number;     // weight bytes read per decode step at batch 1
+  bytesPerToken: number;     // weight bytes read per decode step at batch 1 (MoE: the routed experts only)
+  activeParameters: number;  // parameters used per token (MoE: top-k of the experts; else = parameters)
+  slidingWindow: number;     // attention window in positions (0: full attention)
+  experts: number;           // MoE experts per layer (0: dense)
+  expertsUsed: number;       // experts routed per token
   loadSeconds: number;
   repackSeconds: number;
   /** Why `backend: 'auto'` chose the CPU over a GPU ("" or absent when it did not): log it. */

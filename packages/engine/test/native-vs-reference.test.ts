@@ -48,17 +48,20 @@ interface Case {
 // Tolerances on max |logit - reference| / max |reference logit|.
 // The reference runs in float64 on exactly the stored (f16/bf16/INT4) weights.
 // For AWQ models the engine makes two documented approximations (kernels.h,
-// q4-repack.h): -s*z is stored as f16, and decode steps (fewer than 4 rows)
-// use int8 activations per 32-block. Compared with the exact math these cost
-// ~1.5e-3 (prefill) and ~5e-2 (decode) of the logit range. Prefill is checked
-// tightly against the reference that emulates the f16 -s*z (EngineNumerics).
-// Decode cannot be emulated tightly: one int8 rounding flip (f32 vs f64
-// activations) changes later activations by ~1e-3 and then flips many more,
-// so decode is checked against the exact math with a bound above the int8
-// noise (a layout or indexing bug gives errors of order 1) plus argmax agreement.
-const REL_TOL = 1e-4;               // unquantized, and AWQ prefill vs the emulated numerics
-const REL_TOL_EXACT_PREFILL = 5e-3; // AWQ prefill vs exact math (observed <= 1.6e-3)
-const REL_TOL_EXACT_DECODE = 1e-1;  // AWQ int8-activation decode vs exact math (observed <= 6e-2)
+// q4-repack.h): -s*z is stored as f16, and every INT4 matmul, prefill (the
+// int8 VNNI GEMM) and decode alike, sees int8 activations per 32-block.
+// Compared with the exact math these cost ~5e-2 of the logit range on these
+// random models. They cannot be emulated tightly: one int8 rounding flip (f32
+// vs f64 activations) changes later activations by ~1e-3 and then flips many
+// more, so AWQ logits are checked against the exact math with a bound above
+// the int8 noise (a layout or indexing bug gives errors of order 1) plus argmax
+// agreement on most positions (random logits have near-ties that int8 noise
+// flips). The kernels themselves are checked tightly, each against its scalar
+// reference and a float64 bound, in native/tests/test-backend-ops.cpp.
+// The KV cache is f32 here (kvCache: 'f32'): its f16 default adds ~4e-4.
+const REL_TOL = 1e-4;              // unquantized, f32 KV cache
+const REL_TOL_EXACT_Q8 = 1.2e-1;   // AWQ (int8 activations) vs exact math (observed <= 8.4e-2)
+const ARGMAX_Q8 = 2 / 3;           // AWQ: fraction of positions whose argmax must agree (observed >= 9/12)
 
 const CASES: Case[] = [
   { name: 'llama GQA 3:1 h384 g128', shape: 'tiny', overrides: { vocabSize: 700 }, quant: 128, dtype: 'f16' },
@@ -82,15 +85,12 @@ t.test('native logits vs reference forward on synthetic models, every ISA', { sk
     const toks = [1, 17, 5, 240, 3, 99, 42, 7, 150, 8, 64, 200].map((x) => x % V);
     const rm = loadReferenceModel(dir);
     const ref = referenceForward(rm, toks);
-    const refPrefill = referenceForward(rm, toks, { f16ScaledZeros: true });
-    const refInc = referenceForward(rm, toks, { f16ScaledZeros: true, q8From: 5 });
     for (const isa of isas) {
-      const m = await engine!.loadModel(dir, { isa, threads: 2, tokenizer: false });
+      const m = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', tokenizer: false });
       try {
         t.equal(m.info.quant, c.quant ? `awq-w4g${c.quant}` : 'none', `${c.name}: quant reported`);
         const s = m.createSession({ contextSize: 32 });
         const all = await s.eval(toks, { allLogits: true });
-        const e = relErr(all, refPrefill, V);
         const ex = relErr(all, ref, V);
         // incremental decode after a prefill must give the same rows (KV cache path)
         s.reset();
@@ -98,7 +98,6 @@ t.test('native logits vs reference forward on synthetic models, every ISA', { sk
         const inc = new Float32Array(toks.length * V);
         inc.set(all.subarray(0, 5 * V));
         for (let p = 5; p < toks.length; p++) inc.set(await s.eval([toks[p]!]), p * V);
-        const ei = relErr(inc, refInc, V);
         const eix = relErr(inc, ref, V);
         s.dispose();
         let agree = 0;
@@ -107,13 +106,13 @@ t.test('native logits vs reference forward on synthetic models, every ISA', { sk
           if (argmax(all, p * V, V) === argmax(ref[p]!)) agree++;
           if (argmax(inc, p * V, V) === argmax(ref[p]!)) agreeInc++;
         }
-        t.comment(`${c.name} [${isa}=${m.info.isa}]: prefill rel ${e.rel.toExponential(2)} (exact math ${ex.rel.toExponential(2)}), decode rel ${ei.rel.toExponential(2)} (exact math ${eix.rel.toExponential(2)}), |logit| ${e.scale.toFixed(2)}, argmax ${agree}/${toks.length} prefill, ${agreeInc}/${toks.length} decode`);
-        t.ok(e.rel <= REL_TOL, `${c.name} [${isa}]: prefill logits within ${REL_TOL} (${e.rel.toExponential(2)})`);
-        if (!c.quant) t.ok(ei.rel <= REL_TOL, `${c.name} [${isa}]: prefill + decode logits within ${REL_TOL} (${ei.rel.toExponential(2)})`);
-        t.ok(ex.rel <= (c.quant ? REL_TOL_EXACT_PREFILL : REL_TOL), `${c.name} [${isa}]: prefill vs exact math (${ex.rel.toExponential(2)})`);
-        t.ok(eix.rel <= (c.quant ? REL_TOL_EXACT_DECODE : REL_TOL), `${c.name} [${isa}]: decode vs exact math (${eix.rel.toExponential(2)})`);
-        t.equal(agree, toks.length, `${c.name} [${isa}]: prefill argmax agrees`);
-        t.ok(agreeInc >= toks.length - 2, `${c.name} [${isa}]: decode argmax agrees (${agreeInc}/${toks.length})`);
+        t.comment(`${c.name} [${isa}=${m.info.isa}]: prefill rel ${ex.rel.toExponential(2)}, decode rel ${eix.rel.toExponential(2)} (vs exact math), |logit| ${ex.scale.toFixed(2)}, argmax ${agree}/${toks.length} prefill, ${agreeInc}/${toks.length} decode`);
+        const tol = c.quant ? REL_TOL_EXACT_Q8 : REL_TOL;
+        const need = c.quant ? Math.ceil(ARGMAX_Q8 * toks.length) : toks.length;
+        t.ok(ex.rel <= tol, `${c.name} [${isa}]: prefill logits within ${tol} of the exact math (${ex.rel.toExponential(2)})`);
+        t.ok(eix.rel <= tol, `${c.name} [${isa}]: prefill + decode logits within ${tol} of the exact math (${eix.rel.toExponential(2)})`);
+        t.ok(agree >= need, `${c.name} [${isa}]: prefill argmax agrees (${agree}/${toks.length}, need ${need})`);
+        t.ok(agreeInc >= need, `${c.name} [${isa}]: decode argmax agrees (${agreeInc}/${toks.length}, need ${need})`);
       } finally {
         m.dispose();
       }
@@ -184,7 +183,7 @@ t.test('stories260K F32 and F16: logits and greedy tokens vs the float64 referen
   t.comment(`f16 weight rounding alone moves logits by up to ${f16WeightErr.toExponential(2)}`);
   for (const [label, dir, tol] of [['F32', sharedPath(...STORIES), 1e-4], ['F16', f16dir, 1e-4]] as const) {
     for (const isa of isas) {
-      const m = await engine!.loadModel(dir, { isa, threads: 2, tokenizer: false });
+      const m = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', tokenizer: false });
       try {
         const s = m.createSession({ contextSize: 16 });
         const all = await s.eval(ref.logits.input_ids, { allLogits: true });

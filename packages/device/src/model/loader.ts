@@ -13,6 +13,8 @@ export interface LoadedModel { ref: ModelRef; dir: string; model: Model }
 export interface ModelLoaderOptions {
   threads: number;
   backend: 'auto' | 'cpu' | 'cuda';
+  kvCache?: 'f16' | 'f32' | 'q8';
+  lmHead?: 'native' | 'q8';
   contextSize: number;
   health: { timeoutSec: number; tokens: number; prompt: string };
 }
@@ -34,7 +36,9 @@ export class ModelLoader {
   constructor(private readonly loadModel: LoadModelFn, readonly opts: ModelLoaderOptions) {}
 
   async load(ref: ModelRef, dir: string): Promise<LoadedModel> {
-    const model = await this.loadModel(dir, { threads: this.opts.threads, backend: this.opts.backend });
+    const model = await this.loadModel(dir, {
+      threads: this.opts.threads, backend: this.opts.backend, kvCache: this.opts.kvCache, lmHead: this.opts.lmHead,
+    });
     return { ref, dir, model };
   }
 

@@ -20,6 +20,9 @@ t.test('defaults are filled and paths resolved', async (t) => {
   t.equal(c.broker.protocolVersion, 'auto');
   t.equal(c.telemetryIntervalSec, 10);
   t.equal(c.jetson.sysfsRoot, '/');
+  t.equal(c.engine.kvCache, 'f16', 'KV cache f16 by default');
+  t.equal(c.engine.lmHead, 'native', 'lm_head as stored by default');
+  t.equal(validateConfig({ ...good(), engine: { kvCache: 'q8', lmHead: 'q8' } }, '/etc/shoal').engine.kvCache, 'q8');
 });
 
 t.test('readable errors with stable codes', async (t) => {
@@ -31,6 +34,7 @@ t.test('readable errors with stable codes', async (t) => {
   t.match(e?.message, /unknown property 'bogus'/);
   t.match(e?.message, /queue\.maxDepth: must be >= 1/);
   t.match(e?.message, /broker\.protocolVersion: must be one of \[4,5,"auto"\]/);
+  t.throws(() => validateConfig({ ...good(), engine: { kvCache: 'int4' } }), { code: 'CONFIG_INVALID', message: /engine\.kvCache: must be one of \["f16","f32","q8"\]/ });
   t.throws(() => validateConfig({ ...good(), fleetPublicKey: 'no-such-file.pem' }), { code: 'FLEET_KEY_INVALID' });
   t.throws(() => validateConfig({ ...good(), fleetPublicKey: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n' }), { code: 'FLEET_KEY_INVALID' });
   const dir = tmpDir();

@@ -13,10 +13,11 @@ import { hasShared, sharedPath } from '@shoal/testkit';
 
 function info(v: number, ctx: number, bos: number | null): ModelInfo {
   return {
-    dir: '', arch: 'LlamaForCausalLM', quant: 'none', dtype: 'f32', backend: 'cpu', isa: 'test', threads: 1,
+    dir: '', arch: 'LlamaForCausalLM', family: 'llama', quant: 'none', dtype: 'f32', backend: 'cpu', isa: 'test', threads: 1,
+    kvCache: 'f16', kvBytesPerPosition: 0, lmHead: 'f32',
     vocabSize: v, hiddenSize: 0, intermediateSize: 0, layers: 0, heads: 0, kvHeads: 0, headDim: 0, contextLength: ctx,
     bosTokenId: bos, eosTokenIds: [], tiedEmbeddings: false, groupSize: 0, parameters: 0, fileBytes: 0, weightBytes: 0,
-    bytesPerToken: 0, loadSeconds: 0, repackSeconds: 0,
+    bytesPerToken: 0, activeParameters: 0, slidingWindow: 0, experts: 0, expertsUsed: 0, loadSeconds: 0, repackSeconds: 0,
   };
 }
 

@@ -186,6 +186,10 @@ t.test('formats/gptq: 3-bit straddling and round trips', async (t) => {
   t.same(Array.from(unpackGptqZeros(packGptqZeros(z, 3, 40, 2), 3, 40, 2)), Array.from(z));
 });
 
+// int8 activations (decode, and INT4 prefill) vs the float64 reference on these
+// random models: observed up to 1.01e-1 of the logit range (a layout bug gives ~1)
+const Q8_TOL = 1.5e-1;
+
 t.test('low-bit checkpoints from known integers give the dequantized model\'s logits, every ISA', { skip: engineSkip }, async (t) => {
   const toks = [1, 17, 200, 33, 5, 96, 140, 7, 250, 64, 3, 99];
   const V = 256;
@@ -193,18 +197,22 @@ t.test('low-bit checkpoints from known integers give the dequantized model\'s lo
     const { qdir, fdir } = buildCase(c);
     const ref = referenceLogits(fdir, toks);
     for (const isa of isas) {
-      const model = await engine!.loadModel(qdir, { isa, threads: 2 });
+      // f32 KV cache: the check is on the weights' formats, not the f16 cache
+      const model = await engine!.loadModel(qdir, { isa, threads: 2, kvCache: 'f32' });
       try {
         const s = model.createSession({ contextSize: 64 });
         const all = await s.eval(toks, { allLogits: true });
         const ep = relErr(all, ref, V);
-        t.ok(ep <= 5e-3, `${c.name} [${isa}] ${model.info.quant}: prefill logits vs dequantized float64 reference (${ep.toExponential(2)})`);
+        // INT4 prefill runs the int8-activation GEMM (as decode does); 2/3/8-bit
+        // prefill dequantizes to f32 panels and stays tight
+        const pb = c.bits === 4 ? Q8_TOL : 5e-3;
+        t.ok(ep <= pb, `${c.name} [${isa}] ${model.info.quant}: prefill logits vs dequantized float64 reference (${ep.toExponential(2)} <= ${pb})`);
         const s2 = model.createSession({ contextSize: 64 });
         const inc = new Float32Array(toks.length * V);
         inc.set(await s2.eval(toks.slice(0, 4), { allLogits: true }), 0);
         for (let p = 4; p < toks.length; p++) inc.set(await s2.eval([toks[p]!]), p * V);
         const ed = relErr(inc, ref, V, 4);
-        t.ok(ed <= 1e-1, `${c.name} [${isa}]: int8-activation decode vs reference (${ed.toExponential(2)})`);
+        t.ok(ed <= Q8_TOL, `${c.name} [${isa}]: int8-activation decode vs reference (${ed.toExponential(2)})`);
       } finally {
         model.dispose();
       }

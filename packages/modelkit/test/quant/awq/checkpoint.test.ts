@@ -58,16 +58,20 @@ t.test('packed AWQ checkpoint = quantizer fake-quant model; AWQ ≤ RTN per laye
   const lb = referenceForward(refFake, EVAL_TOKENS.slice(0, 12));
   t.equal(Math.max(...la.map((r, i) => maxAbsDiff(r, lb[i]!))), 0, 'reference logits identical');
 
-  // The engine runs the packed INT4 tensors through its own kernels; they keep
-  // −s·z in f16 (q4-repack.h), so they match the fake-quant model to well
-  // within the quantization error, not bit for bit.
+  // The engine runs the packed INT4 tensors through its own kernels: they keep
+  // −s·z in f16 (q4-repack.h) and quantize the activations to int8 per
+  // 32-block (decode and prefill alike, as llama.cpp's Q4_0 × Q8_0 does),
+  // while the fake-quant model is f32 end to end. On this 64-wide model the
+  // int8 activations move the logits by ~1.3 (a quarter of the quantization
+  // error, 6.5% of the logit range; on 2048-wide models far less); a packing
+  // bug moves them by at least the quantization error.
   const a = await engineLogits(packedDir);
   const b = await engineLogits(fakeDir);
   const fp = await engineLogits(STORIES);
   const d = maxAbsDiff(a, b);
   const dq = maxAbsDiff(b, fp);
   t.ok(dq > 0.1, `quantization moved the logits (max |Δ| vs FP ${dq.toFixed(3)})`);
-  t.ok(d < 0.1 * dq && d < 2e-3 * maxAbs(b), `engine INT4 vs the quantizer's dequantized model: max |Δlogit| ${d.toExponential(2)} (quantization error ${dq.toFixed(3)}, logits up to ${maxAbs(b).toFixed(1)})`);
+  t.ok(d < 0.4 * dq && d < 0.1 * maxAbs(b), `engine INT4 vs the quantizer's dequantized model: max |Δlogit| ${d.toExponential(2)} (quantization error ${dq.toFixed(3)}, logits up to ${maxAbs(b).toFixed(1)})`);
 
   for (const l of packed.layers) {
     t.ok(l.rtnOutputMse !== undefined && l.outputMse <= l.rtnOutputMse,

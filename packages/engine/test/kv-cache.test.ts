@@ -1,0 +1,70 @@
+// KV cache element type and int8 lm_head through the TypeScript API on the
+// real stories260K: the info reports them, f16 (the default) halves the f32
+// cache and keeps greedy output equal to the reference, q8 holds about a
+// quarter plus its scales; bad values are refused with SHOAL_ERR_INVALID_ARG.
+// And `shoal bench` sizes: defaults fit the model's context, explicit sizes
+// that cannot fit are refused.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { loadModel } from '../src/engine.js';
+import { benchSizes } from '../src/bench.js';
+import type { KvCacheType } from '../src/types.js';
+import { sharedPath, skipUnlessShared } from '@shoal/testkit';
+
+const STORIES = ['models', 'stories260K'];
+const skip = skipUnlessShared(...STORIES);
+
+interface RefCase { input_ids: number[]; steps: number; ids_after_bos: number[] }
+
+async function greedy(kvCache: KvCacheType, c: RefCase): Promise<number[]> {
+  const model = await loadModel(sharedPath(...STORIES), { threads: 2, kvCache, tokenizer: false });
+  try {
+    const s = model.createSession();
+    const ids = c.input_ids.slice(1);
+    const gen = s.generate(c.input_ids, { maxTokens: c.steps - (c.input_ids.length - 1), stopTokenIds: [1] });
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) break;
+      if (r.value.token >= 0) ids.push(r.value.token);
+    }
+    s.dispose();
+    return ids;
+  } finally {
+    model.dispose();
+  }
+}
+
+t.test('kvCache and lmHead options', { skip }, async (t) => {
+  const per: Record<string, number> = {};
+  for (const kv of ['f32', 'f16', 'q8'] as const) {
+    const m = await loadModel(sharedPath(...STORIES), { threads: 1, kvCache: kv, tokenizer: false });
+    t.equal(m.info.kvCache, kv, `info.kvCache ${kv}`);
+    per[kv] = m.info.kvBytesPerPosition;
+    m.dispose();
+  }
+  // stories260K: 5 layers × 4 KV heads × head_dim 8 × (K + V)
+  t.equal(per.f32, 5 * 4 * 8 * 2 * 4, 'f32: 4 bytes per element');
+  t.equal(per.f16, per.f32! / 2, 'f16 halves the f32 cache');
+  t.equal(per.q8, 5 * 4 * (8 * 2 + 2 * 4), 'q8: 1 byte per element + one f32 scale per position, head and K/V');
+  const d = await loadModel(sharedPath(...STORIES), { threads: 1, tokenizer: false });
+  t.equal(d.info.kvCache, 'f16', 'default KV cache is f16');
+  t.equal(d.info.lmHead, 'f32', 'default lm_head as stored');
+  d.dispose();
+  const q = await loadModel(sharedPath(...STORIES), { threads: 1, lmHead: 'q8', tokenizer: false });
+  t.equal(q.info.lmHead, 'q8', 'lmHead q8 reported');
+  q.dispose();
+  await t.rejects(loadModel(sharedPath(...STORIES), { kvCache: 'f8' as KvCacheType }), { code: 'SHOAL_ERR_INVALID_ARG' });
+  await t.rejects(loadModel(sharedPath(...STORIES), { lmHead: 'int4' as 'q8' }), { code: 'SHOAL_ERR_INVALID_ARG' });
+
+  const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as { cases: RefCase[] };
+  const c = ref.cases[1]!;
+  t.same(await greedy('f16', c), c.ids_after_bos, 'f16 KV: greedy output equals the reference');
+});
+
+t.test('bench sizes fit the model', async (t) => {
+  t.same(benchSizes(2048), { prompt: 512, decode: 128 }, 'defaults on a 2048-position model');
+  t.same(benchSizes(512), { prompt: 384, decode: 128 }, 'stories260K (512 positions): the prompt shrinks so 128 tokens decode');
+  t.same(benchSizes(64), { prompt: 48, decode: 16 }, 'a tiny context: a quarter decodes');
+  t.throws(() => benchSizes(512, 512, 128), { code: 'SHOAL_ERR_INVALID_ARG', message: /do not fit in the model's context of 512/ });
+  t.throws(() => benchSizes(512, undefined, 512), { code: 'SHOAL_ERR_INVALID_ARG' });
+});
