@@ -60,7 +60,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
     load: async () => (await import('@shoal/devkit/commands')).registerDevkitCommands,
     commands: [
       c('sim', 'simulated devices for load tests (state, telemetry, command replies, desired-state convergence)'),
-      c('up', 'quick start: broker, controller and device daemons on this machine; a signed model rolled out in waves'),
+      c('up', 'quick start (make demo): stories260K quantized to INT4, a broker, a controller and device daemons on this machine, the model rolled out in waves, a story from each device'),
     ],
   },
 ];
