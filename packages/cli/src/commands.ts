@@ -43,6 +43,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
     load: async () => (await import('@shoal/device/commands')).registerDeviceCommands,
     commands: [
       c('device', 'Run the device daemon (MQTT agent, model store + OTA, local OpenAI-compatible HTTP API)'),
+      c('doctor', 'check this machine for a device: CPU kernels, GPU/CUDA and JetPack, memory for a model, broker, clock sync, store; what to fix'),
     ],
   },
   {
