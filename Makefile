@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 ADDON := native/build/Release/shoal.node
 NATIVE_TEST_DIR := native/build-tests
 
-.PHONY: all deps native ts native-tests test test-native test-ts bench demo fuzz clean
+.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench demo fuzz clean
 
 all: native ts web
 
@@ -39,6 +39,10 @@ test-native: native-tests
 test-ts: all
 	npx tap --disable-coverage --jobs=2 'packages/*/dist/test/**/*.test.js'
 
+# Imports point one way, no cycles, no dead modules, no source over 800 lines (docs/architecture.md).
+check-layout: deps
+	scripts/check-layout.sh
+
 # `make test` on a fresh Debian/Ubuntu machine: scripts/setup.sh installs the system
 # packages (root or passwordless sudo) or says which suites skip without them; the
 # suites that skip for a missing package are listed again at the end.
@@ -46,7 +50,7 @@ SKIP_LOG := $(CURDIR)/.test-skips
 test:
 	@scripts/setup.sh --for test
 	@rm -f $(SKIP_LOG)
-	@SHOAL_SKIP_LOG=$(SKIP_LOG) $(MAKE) --no-print-directory test-native fuzz test-ts; status=$$?; \
+	@SHOAL_SKIP_LOG=$(SKIP_LOG) $(MAKE) --no-print-directory check-layout test-native fuzz test-ts; status=$$?; \
 	  scripts/test-summary.sh $(SKIP_LOG); exit $$status
 
 # The safetensors header parser under AddressSanitizer with >= 10,000 mutated inputs.

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from './config/load.js';
-import { DeviceError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 /** `shoal device --config device.json` runs the device daemon; `shoal doctor` checks the machine. */
 export function registerDeviceCommands(program: Command): void {
@@ -42,7 +42,7 @@ export function registerDeviceCommands(program: Command): void {
     .option('-c, --config <file>', 'device configuration: its broker URL and store folder (the options above win)')
     .option('--json', 'print the checks as JSON')
     .action(async (opts: { model?: string; ctx?: number; broker?: string; store?: string; config?: string; json?: boolean }) => {
-      if (opts.ctx !== undefined && !(Number.isInteger(opts.ctx) && opts.ctx > 0)) throw new DeviceError('INVALID_ARGS', '--ctx must be a positive integer (tokens of context for the KV cache estimate)');
+      if (opts.ctx !== undefined && !(Number.isInteger(opts.ctx) && opts.ctx > 0)) throw new ShoalError('INVALID_ARGS', '--ctx must be a positive integer (tokens of context for the KV cache estimate)');
       const { runDoctorCli } = await import('./doctor/command.js');
       process.exitCode = await runDoctorCli(opts);
     });

@@ -12,7 +12,7 @@ import { State, Reply, Event } from '@shoal/protocol';
 import { skipUnlessInstalled } from '@shoal/testkit';
 import {
   engineAvailable, startAedes, startMosquitto, makeKeys, tmpDir, buildPackage, startPackageServer,
-  baseConfig, writeDeviceConfig, startDaemon, FleetClient, waitFor, cleanup, type BuiltPackage, type PackageServer,
+  baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, type BuiltPackage, type PackageServer,
 } from './helpers.js';
 
 // mosquitto (MQTT 5) where installed; the embedded aedes broker (MQTT 3.1.1) otherwise

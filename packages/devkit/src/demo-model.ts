@@ -8,8 +8,7 @@
 // for a given engine build: same seeds, same stories, same scales.
 import fs from 'node:fs';
 import path from 'node:path';
-import { shippedModelDir } from '@shoal/common';
-import { ControllerError } from '@shoal/controller';
+import { shippedModelDir, ShoalError } from '@shoal/common';
 
 /** AWQ settings for stories260K: in_features are 64 and 172, so g32 with the FFN padded to 192 quantizes all 35 linears. */
 export const DEMO_QUANT = { bits: 4, groupSize: 32, samples: 8, seqlen: 128 } as const;
@@ -52,13 +51,13 @@ export async function sampleStories(modelDir: string, seeds: number[], maxTokens
 export async function prepareDemoModel(dir: string, log: (s: string) => void): Promise<DemoModel> {
   const source = shippedModelDir;
   if (!fs.existsSync(path.join(source, 'model.safetensors'))) {
-    throw new ControllerError('MODEL_DIR_INVALID', `the shipped model is missing (${source}/model.safetensors); restore it with \`git checkout -- models/stories260K\`, or pass --model DIR`);
+    throw new ShoalError('MODEL_DIR_INVALID', `the shipped model is missing (${source}/model.safetensors); restore it with \`git checkout -- models/stories260K\`, or pass --model DIR`);
   }
   let modelkit: typeof import('@shoal/modelkit');
   try {
     modelkit = await import('@shoal/modelkit');
   } catch (e) {
-    throw new ControllerError('MODEL_DIR_INVALID', `cannot load the quantizer (${(e as Error).message}); run \`make\` first, or pass --model DIR`);
+    throw new ShoalError('MODEL_DIR_INVALID', `cannot load the quantizer (${(e as Error).message}); run \`make\` first, or pass --model DIR`);
   }
   const { bits, groupSize, samples, seqlen } = DEMO_QUANT;
   const t0 = performance.now();

@@ -10,10 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { startAedes, type RunningBroker } from './brokers.js';
-import {
-  ControllerClient, upConnectionFile, resolveConfig, writeFileAtomic, startController, type Controller, ControllerError, renderDevices, renderRollout, waitRollout, buildPackage, generateFleetKeys, WEB_DIR,
-} from '@shoal/controller';
-import { shippedModelDir } from '@shoal/common';
+import { ControllerClient, upConnectionFile, resolveConfig, startController, type Controller, renderDevices, renderRollout, waitRollout, buildPackage, generateFleetKeys, WEB_DIR } from '@shoal/controller';
+import { shippedModelDir, writeFileAtomicSync, ShoalError } from '@shoal/common';
 import { prepareDemoModel } from './demo-model.js';
 import { SimDevice } from './sim.js';
 
@@ -73,7 +71,7 @@ const indent = (text: string) => '  ' + text.replace(/\n/g, '\n  ');
 
 export async function runUp(o: UpOptions): Promise<void> {
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
-  if (!Number.isInteger(o.devices) || o.devices < 1 || o.devices > 64) throw new ControllerError('BAD_REQUEST', '--devices must be an integer from 1 to 64');
+  if (!Number.isInteger(o.devices) || o.devices < 1 || o.devices > 64) throw new ShoalError('BAD_REQUEST', '--devices must be an integer from 1 to 64');
   const dir = path.resolve(o.dir);
   fs.mkdirSync(dir, { recursive: true });
   const keysDir = path.join(dir, 'keys');
@@ -106,7 +104,7 @@ export async function runUp(o: UpOptions): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const step = <T>(p: Promise<T>): Promise<T> => Promise.race([
-    p, stopRequested.then((): never => { throw new ControllerError('INTERRUPTED', 'interrupted; everything started was stopped'); }),
+    p, stopRequested.then((): never => { throw new ShoalError('INTERRUPTED', 'interrupted; everything started was stopped'); }),
   ]);
 
   try {
@@ -127,11 +125,11 @@ export async function runUp(o: UpOptions): Promise<void> {
       token, dataDir: './controller-data', fleetPublicKey: path.relative(dir, keys.publicKey),
       rollout: { tickMs: 200, defaultTimeoutSec: 300 }, logLevel: 'warn',
     };
-    writeFileAtomic(path.join(dir, 'controller.json'), JSON.stringify(ctlCfgRaw, null, 2) + '\n', 0o600);
+    writeFileAtomicSync(path.join(dir, 'controller.json'), JSON.stringify(ctlCfgRaw, null, 2) + '\n', { mode: 0o600 });
     ctl = await step(startController(resolveConfig(ctlCfgRaw, dir), { logger: pino({ level: 'warn' }, pino.destination(path.join(dir, 'controller.log'))) }));
     const apiUrl = `http://127.0.0.1:${ctl.api.address.port}`;
     log(`controller ${apiUrl}/api (log ${path.join(dir, 'controller.log')})`);
-    writeFileAtomic(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', 0o600);
+    writeFileAtomicSync(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', { mode: 0o600 });
     // the token rides in the fragment: browsers never send it to the server or in a Referer
     const dashboardUrl = `${apiUrl}/#token=${token}`;
     const webBuilt = fs.existsSync(path.join(WEB_DIR, 'index.html'));
@@ -156,15 +154,15 @@ export async function runUp(o: UpOptions): Promise<void> {
         engine: { threads: 1 },
       };
       const cfgFile = path.join(ddir, 'device.json');
-      writeFileAtomic(cfgFile, JSON.stringify(dcfg, null, 2) + '\n');
+      writeFileAtomicSync(cfgFile, JSON.stringify(dcfg, null, 2) + '\n');
       children.push(startDaemon(id, cfgFile, path.join(ddir, 'daemon.log')));
     }
     log(`devices   ${o.devices} ${o.sim ? 'simulated' : 'device daemons'}: robot-1 .. robot-${o.devices}${o.sim ? '' : ` (logs in ${path.join(dir, 'devices')}/*/daemon.log)`}`);
     const deadline = Date.now() + 60_000;
     while (ctl.storage.listDevices().filter((d) => d.online).length < o.devices) {
       const dead = children.find((c) => c.proc.exitCode !== null);
-      if (dead) throw new ControllerError('CHILD_FAILED', `device daemon ${dead.id} exited with ${dead.proc.exitCode}; see ${dead.logFile}`);
-      if (Date.now() > deadline) throw new ControllerError('TIMEOUT', `devices did not come online within 60 s; see ${path.join(dir, 'devices')}/*/daemon.log`);
+      if (dead) throw new ShoalError('CHILD_FAILED', `device daemon ${dead.id} exited with ${dead.proc.exitCode}; see ${dead.logFile}`);
+      if (Date.now() > deadline) throw new ShoalError('TIMEOUT', `devices did not come online within 60 s; see ${path.join(dir, 'devices')}/*/daemon.log`);
       await step(new Promise((r) => setTimeout(r, 200)));
     }
     log(`           all ${o.devices} online`);
@@ -184,7 +182,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     log(`rollout   ${rollout.id}: ${name}@${version} to all, waves ${waves}`);
     const r = await step(waitRollout(client, rollout.id, false));
     log(renderRollout(r));
-    if (r.status !== 'succeeded') throw new ControllerError('DEVICE_ERROR', `the rollout did not succeed (${r.message}); see the device logs in ${path.join(dir, 'devices')}`);
+    if (r.status !== 'succeeded') throw new ShoalError('DEVICE_ERROR', `the rollout did not succeed (${r.message}); see the device logs in ${path.join(dir, 'devices')}`);
 
     // a story from every device: through MQTT (controller -> broker -> device), then
     // through the device's own OpenAI-compatible HTTP API (what an on-board app calls)
@@ -202,11 +200,11 @@ export async function runUp(o: UpOptions): Promise<void> {
           if (line.done) final = line;
         }
         process.stdout.write('\n');
-        if (!final?.ok) throw new ControllerError('DEVICE_ERROR', `${id} did not answer over MQTT: ${final?.error?.code}: ${final?.error?.message}`);
+        if (!final?.ok) throw new ShoalError('DEVICE_ERROR', `${id} did not answer over MQTT: ${final?.error?.code}: ${final?.error?.message}`);
         log(`  [${final.result?.usage?.completionTokens ?? '?'} tokens, ${final.result?.timings?.decodeTokPerSec?.toFixed?.(0) ?? '-'} tok/s]`);
 
         const port = daemonHttpPort(children[i - 1]!.logFile);
-        if (port === null) throw new ControllerError('DEVICE_ERROR', `${id} printed no HTTP port; see ${children[i - 1]!.logFile}`);
+        if (port === null) throw new ShoalError('DEVICE_ERROR', `${id} printed no HTTP port; see ${children[i - 1]!.logFile}`);
         httpPorts.set(id, port);
         const httpPrompt = STORY_PROMPTS[(2 * (i - 1) + 1) % STORY_PROMPTS.length]!;
         log(`${id} via its OpenAI API (POST http://127.0.0.1:${port}/v1/completions): "${httpPrompt}"`);
@@ -215,7 +213,7 @@ export async function runUp(o: UpOptions): Promise<void> {
           body: JSON.stringify({ prompt: httpPrompt, max_tokens: STORY_TOKENS, temperature: 0 }),
         }));
         const body = await step(res.json()) as { choices?: { text: string }[]; usage?: { completion_tokens: number }; error?: { message: string } };
-        if (!res.ok || !body.choices?.[0]) throw new ControllerError('DEVICE_ERROR', `${id}'s HTTP API answered ${res.status}: ${body.error?.message ?? JSON.stringify(body)}`);
+        if (!res.ok || !body.choices?.[0]) throw new ShoalError('DEVICE_ERROR', `${id}'s HTTP API answered ${res.status}: ${body.error?.message ?? JSON.stringify(body)}`);
         log(indent(httpPrompt + body.choices[0].text));
         log(`  [${body.usage?.completion_tokens ?? '?'} tokens]`);
       }

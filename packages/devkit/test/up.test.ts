@@ -9,7 +9,6 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { tmpDir, waitFor } from '@shoal/testkit/fleet';
 import { CLI_MAIN, engine, repoRoot as repo, storiesPath } from '@shoal/testkit';
 import { STORY_PROMPTS, STORY_TOKENS } from '@shoal/devkit';
