@@ -48,11 +48,11 @@ for p in ${without_list//,/ }; do WITHOUT[$p]=1; done
 installed() {
   local p=$1
   [ -n "${WITHOUT[$p]:-}" ] && return 1
-  if command -v dpkg-query >/dev/null 2>&1; then
+  # the command of the same name counts too (a tool built from source, a non-Debian system)
+  command -v "$p" >/dev/null 2>&1 && return 0
+  [ "$p" = mosquitto ] && [ -x /usr/sbin/mosquitto ] && return 0 # /usr/sbin is often not on a user's PATH
+  command -v dpkg-query >/dev/null 2>&1 &&
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" = installed ]
-  else
-    command -v "$p" >/dev/null 2>&1 # not Debian: at least the command of the same name
-  fi
 }
 
 SUDO=
