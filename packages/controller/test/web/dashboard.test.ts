@@ -119,7 +119,7 @@ async function main(t: Test): Promise<void> {
   const urlMatch = await waitOut('the dashboard URL', () => out, /^dashboard (http:\/\/127\.0\.0\.1:\d+\/#token=[0-9a-f]+)$/m, up, 60_000);
   const dashboardUrl = urlMatch[1]!;
   const brokerUrl = (/^broker .* on (mqtt:\/\/\S+)$/m.exec(out) ?? [])[1]!;
-  await waitOut('the demo to be up', () => out, /Ctrl-C stops/, up, 90_000);
+  await waitOut('the demo to be up', () => out, /Ctrl-C stops/, up, 240_000); // as in up.test.ts: minutes on a loaded machine
   const { api, token } = JSON.parse(fs.readFileSync(conn, 'utf8')) as { api: string; token: string };
   const apiJson = async (p: string) => (await fetch(api + p, { headers: { Authorization: `Bearer ${token}` } })).json() as Promise<any>;
 
