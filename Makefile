@@ -10,8 +10,9 @@ NATIVE_TEST_DIR := native/build-tests
 all: native ts web
 
 deps: $(NPM_STAMP)
-# npm install (not ci): see .ci/run — the lockfile cannot list rollup's optional
-# binaries for other platforms, which `npm ci` insists on.
+# `npm install`, not `npm ci`: the registry this runs against lacks rollup's optional
+# binaries for other platforms, so no lockfile can list them all and `npm ci` refuses
+# it; `npm install` keeps the locked versions and skips them.
 $(NPM_STAMP): package.json package-lock.json $(wildcard packages/*/package.json)
 	npm install --no-audit --no-fund
 	@touch $@
@@ -43,7 +44,15 @@ test-ts: all
 check-layout: deps
 	scripts/check-layout.sh
 
-test: check-layout test-native fuzz test-ts
+# `make test` on a fresh Debian/Ubuntu machine: scripts/setup.sh installs the system
+# packages (root or passwordless sudo) or says which suites skip without them; the
+# suites that skip for a missing package are listed again at the end.
+SKIP_LOG := $(CURDIR)/.test-skips
+test:
+	@scripts/setup.sh --for test
+	@rm -f $(SKIP_LOG)
+	@SHOAL_SKIP_LOG=$(SKIP_LOG) $(MAKE) --no-print-directory check-layout test-native fuzz test-ts; status=$$?; \
+	  scripts/test-summary.sh $(SKIP_LOG); exit $$status
 
 # The safetensors header parser under AddressSanitizer with >= 10,000 mutated inputs.
 FUZZ_DIR := native/build-fuzz
@@ -84,7 +93,11 @@ bench-peer: all native-tests
 	@[ -f $(BENCH_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
 	node scripts/bench-peer.mjs --shoal-model $(BENCH_MODEL) --out $(BENCH_DIR)/peer.json
 
-demo: all
+# `make demo`: the build tools if missing (scripts/setup.sh), the build, then `shoal up`:
+# stories260K quantized to INT4 with AWQ, rolled out to three local devices, a story from each.
+demo:
+	@scripts/setup.sh --for demo
+	@$(MAKE) --no-print-directory all
 	node $(CLI_MAIN) up
 
 clean:

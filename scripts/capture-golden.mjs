@@ -10,7 +10,7 @@
 //
 // Usage: node scripts/capture-golden.mjs --out DIR [--cli PATH/main.js] [--engine PATH/engine.js]
 //   --cli defaults to the built `shoal` of this checkout (package.json bin.shoal); --engine to
-//   the engine module it loads. Needs ../shared (or $SHOAL_SHARED) with stories260K and the
+//   the engine module it loads. Uses the shipped models/stories260K; needs ../shared (or $SHOAL_SHARED) for the
 //   TinyStories sample. Then: diff -r BEFORE AFTER.
 //
 // MQTT normalisation (only what is inherently random or machine-dependent): request ids we
@@ -37,7 +37,7 @@ if (!opt.out) { console.error('usage: capture-golden.mjs --out DIR [--cli main.j
 const pkg = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8'));
 const CLI = path.resolve(opt.cli ?? path.join(repo, pkg.bin.shoal));
 const shared = process.env.SHOAL_SHARED ? path.resolve(process.env.SHOAL_SHARED) : path.resolve(repo, '../shared');
-const STORIES = path.join(shared, 'models', 'stories260K');
+const STORIES = path.join(repo, 'models', 'stories260K');
 const CALIB = path.join(shared, 'data', 'tinystories-valid-sample', 'tinystories_val.txt');
 const out = path.resolve(opt.out);
 fs.mkdirSync(out, { recursive: true });

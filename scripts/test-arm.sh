@@ -48,8 +48,8 @@ for cpu in "$QEMU_CPU" "$QEMU_CPU_BASE"; do
        exit 2 ;;
   esac
 done
-if [ ! -f "$SHOAL_SHARED/models/stories260K/model.safetensors" ]; then
-  echo "test-arm: stories260K not found under SHOAL_SHARED=$SHOAL_SHARED (set SHOAL_SHARED to the shared data folder)" >&2
+if [ ! -f "$REPO/models/stories260K/model.safetensors" ]; then
+  echo "test-arm: models/stories260K/model.safetensors is missing from the checkout" >&2
   exit 2
 fi
 

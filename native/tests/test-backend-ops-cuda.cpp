@@ -554,9 +554,9 @@ int on_token(int32_t tok, void * user) {
 }
 
 void test_stories(const char * backend) {
-    const std::string dir = shoal_test::shared_dir() + "/models/stories260K";
+    const std::string dir = shoal_test::stories_dir();
     if (!shoal_test::exists(dir + "/model.safetensors")) {
-        std::printf("SKIP stories260K: %s not found (set SHOAL_SHARED to the shared data folder)\n", dir.c_str());
+        std::printf("SKIP stories260K: %s not found (run from a checkout, or set SHOAL_STORIES_DIR)\n", dir.c_str());
         return;
     }
     const std::string ref_text = slurp(dir + "/reference_greedy.json");
@@ -655,7 +655,7 @@ void test_unavailable(const std::string & why) {
         threw = e.status == SHOAL_ERR_BACKEND;
     }
     check(threw, "an unknown backend name fails with SHOAL_ERR_BACKEND");
-    const std::string dir = shoal_test::shared_dir() + "/models/stories260K";
+    const std::string dir = shoal_test::stories_dir();
     if (shoal_test::exists(dir + "/model.safetensors")) {
         shoal_model_params mp = shoal_model_default_params();
         mp.backend = "cuda";

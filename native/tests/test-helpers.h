@@ -33,6 +33,17 @@ inline std::string shared_dir() {
 #endif
 }
 
+// The pretrained stories260K shipped in the repository (models/stories260K),
+// or $SHOAL_STORIES_DIR.
+inline std::string stories_dir() {
+    if (const char * e = std::getenv("SHOAL_STORIES_DIR")) return e;
+#ifdef SHOAL_SOURCE_DIR
+    return std::string(SHOAL_SOURCE_DIR) + "/../models/stories260K";
+#else
+    return "models/stories260K";
+#endif
+}
+
 inline bool exists(const std::string & p) {
     struct stat st;
     return ::stat(p.c_str(), &st) == 0;

@@ -1,7 +1,7 @@
 // test-model-source.cpp — the checkpoint loader: JSON parser, safetensors
 // validation, config parsing and model directories. Writes tiny checkpoints
 // into a temp dir; each bad input must give its exact shoal_status.
-// Usage: test-model-source [shared-dir]   (default: $SHOAL_SHARED, else <repo>/../shared)
+// Usage: test-model-source [stories260K-dir]   (default: $SHOAL_STORIES_DIR, else <repo>/models/stories260K)
 #include "error.h"
 #include "json.h"
 #include "model-source.h"
@@ -1252,21 +1252,21 @@ static void test_models() {
 
 // ---- the real stories260K checkpoint -------------------------------------------------------
 
-static std::string shared_dir(int argc, char ** argv) {
+// the copy shipped in the repository (models/stories260K), or the folder given
+static std::string stories_dir(int argc, char ** argv) {
     if (argc > 1) return argv[1];
-    if (const char * e = std::getenv("SHOAL_SHARED")) return e;
+    if (const char * e = std::getenv("SHOAL_STORIES_DIR")) return e;
 #ifdef SHOAL_SOURCE_DIR
-    return std::string(SHOAL_SOURCE_DIR) + "/../../shared"; // native/ -> repo -> beside it
+    return std::string(SHOAL_SOURCE_DIR) + "/../models/stories260K"; // native/ -> repo
 #else
-    return "../shared";
+    return "models/stories260K";
 #endif
 }
 
-static void test_stories(const std::string & shared) {
-    const std::string dir = shared + "/models/stories260K";
+static void test_stories(const std::string & dir) {
     struct stat st;
     if (stat((dir + "/model.safetensors").c_str(), &st) != 0) {
-        std::printf("SKIP stories260K: %s not found (set SHOAL_SHARED or pass the shared dir)\n", dir.c_str());
+        std::printf("SKIP stories260K: %s not found (pass the model folder or set SHOAL_STORIES_DIR)\n", dir.c_str());
         return;
     }
     expect_ok("stories260K", [&] {
@@ -1306,7 +1306,7 @@ int main(int argc, char ** argv) {
     test_models();
     test_lowbit_models();
     test_ct_models();
-    test_stories(shared_dir(argc, argv));
+    test_stories(stories_dir(argc, argv));
 
     remove_tree(g_tmp);
     std::printf("%d passed, %d failed\n", g_pass, g_fail);

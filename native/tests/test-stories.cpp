@@ -39,9 +39,9 @@ static int on_token(int32_t tok, void * user) {
 }
 
 int main() {
-    const std::string dir = shared_dir() + "/models/stories260K";
+    const std::string dir = stories_dir();
     if (!exists(dir + "/model.safetensors")) {
-        std::printf("SKIP: %s not found (set SHOAL_SHARED to the shared data folder)\n", dir.c_str());
+        std::printf("SKIP: %s not found (run from a checkout, or set SHOAL_STORIES_DIR)\n", dir.c_str());
         return finish();
     }
     const std::string ref_text = slurp(dir + "/reference_greedy.json");

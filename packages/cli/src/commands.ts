@@ -45,6 +45,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
     load: async () => (await import('@shoal/device/commands')).registerDeviceCommands,
     commands: [
       c('device', 'Run the device daemon (MQTT agent, model store + OTA, local OpenAI-compatible HTTP API)'),
+      c('doctor', 'check this machine for a device: CPU kernels, GPU/CUDA and JetPack, memory for a model, broker, clock sync, store; what to fix'),
     ],
   },
   {
@@ -62,7 +63,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
     load: async () => (await import('@shoal/devkit/commands')).registerDevkitCommands,
     commands: [
       c('sim', 'simulated devices for load tests (state, telemetry, command replies, desired-state convergence)'),
-      c('up', 'quick start: broker, controller and device daemons on this machine; a signed model rolled out in waves'),
+      c('up', 'quick start (make demo): stories260K quantized to INT4, a broker, a controller and device daemons on this machine, the model rolled out in waves, a story from each device'),
     ],
   },
 ];

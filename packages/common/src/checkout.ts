@@ -26,3 +26,6 @@ export const checkoutRoot: string = findCheckoutRoot(path.dirname(fileURLToPath(
 
 /** Shared data folder (real models, data sets): $SHOAL_SHARED, else `<checkout>/../shared`. */
 export const sharedDir: string = process.env.SHOAL_SHARED ? path.resolve(process.env.SHOAL_SHARED) : path.resolve(checkoutRoot, '../shared');
+
+/** The pretrained stories260K shipped in the repository (models/stories260K/README.md): the demo's and the tests' real model. */
+export const shippedModelDir: string = path.join(checkoutRoot, 'models', 'stories260K');

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { verifyManifest, Manifest } from '@shoal/protocol';
 import { freePort, SimDevice } from '@shoal/devkit';
 import { makeModelDir, startBroker, tmpDir, waitFor } from '@shoal/testkit/fleet';
-import { CLI_MAIN } from '@shoal/testkit';
+import { CLI_MAIN, skipUnlessInstalled } from '@shoal/testkit';
 
 const CLI = CLI_MAIN;
 
@@ -41,9 +41,14 @@ function startControllerProcess(cfg: string): Promise<{ proc: ChildProcess; api:
   });
 }
 
-t.test('shoal CLI end to end (controller process, simulated devices)', async (t) => {
+// mosquitto where installed; the embedded aedes broker otherwise
+const noMosquitto = skipUnlessInstalled('mosquitto', 'the CLI end to end runs on aedes instead; its mosquitto run');
+if (noMosquitto) t.comment(noMosquitto);
+
+t.test(`shoal CLI end to end (controller process, simulated devices, ${noMosquitto ? 'aedes' : 'mosquitto'})`, async (t) => {
   const dir = tmpDir();
-  const broker = await startBroker('mosquitto');
+  const broker = await startBroker(noMosquitto ? 'aedes' : 'mosquitto');
+  const pv = noMosquitto ? 4 : 5; // aedes speaks MQTT 3.1.1 only
   const procs: ChildProcess[] = [];
   const sims: SimDevice[] = [];
   t.teardown(async () => {
@@ -91,7 +96,7 @@ t.test('shoal CLI end to end (controller process, simulated devices)', async (t)
   const token = 'cli-test-token-0123456789';
   const cfg = path.join(dir, 'controller.json');
   fs.writeFileSync(cfg, JSON.stringify({
-    broker: { url: broker.url, protocolVersion: 5 }, http: { host: '127.0.0.1', port }, token, dataDir: './data',
+    broker: { url: broker.url, protocolVersion: pv }, http: { host: '127.0.0.1', port }, token, dataDir: './data',
     fleetPublicKey: 'keys/fleet.pub', rollout: { tickMs: 100, defaultTimeoutSec: 30 }, logLevel: 'warn',
   }));
   let ctl = await startControllerProcess(cfg);
@@ -112,7 +117,7 @@ t.test('shoal CLI end to end (controller process, simulated devices)', async (t)
   // devices: sim-1 is fast, sim-2 and sim-3 slow (so the rollout is mid-wave when the controller dies,
   // even on a loaded machine where each CLI call below takes a second)
   for (let i = 1; i <= 3; i++) {
-    const s = new SimDevice({ id: `sim-${i}`, brokerUrl: broker.url, group: 'lab', stepMs: i === 1 ? 20 : 4000, protocolVersion: 5, model: null });
+    const s = new SimDevice({ id: `sim-${i}`, brokerUrl: broker.url, group: 'lab', stepMs: i === 1 ? 20 : 4000, protocolVersion: pv, model: null });
     sims.push(s);
     await s.connect();
   }
@@ -151,7 +156,7 @@ t.test('shoal CLI end to end (controller process, simulated devices)', async (t)
 
   // a deploy that waits, failing on sim-3 (its health check fails for 2.0)
   await sims[2]!.stop();
-  const bad = new SimDevice({ id: 'sim-3', brokerUrl: broker.url, group: 'lab', stepMs: 20, protocolVersion: 5, model: { name: 'demo', version: '1.0' }, failVersions: new Set(['demo@2.0']) });
+  const bad = new SimDevice({ id: 'sim-3', brokerUrl: broker.url, group: 'lab', stepMs: 20, protocolVersion: pv, model: { name: 'demo', version: '1.0' }, failVersions: new Set(['demo@2.0']) });
   sims[2] = bad;
   await bad.connect();
   r = await shoalAsync(['fleet', 'deploy', 'demo@2.0', '--to', 'sim-1,sim-3', '--waves', '1,100%', '--timeout', '20'], env);

@@ -1,6 +1,7 @@
 // Malformed MQTT traffic (bad JSON, wrong schema, spoofed ids, huge payloads,
 // unknown topics) is counted and dropped; the controller keeps working.
 import t from 'tap';
+import { skipUnlessInstalled } from '@shoal/testkit';
 import fs from 'node:fs';
 import mqtt from 'mqtt';
 import { randomUUID } from 'node:crypto';
@@ -8,7 +9,7 @@ import { SimDevice } from '@shoal/devkit';
 import { startBroker, startTestController, tmpDir, waitFor, type BrokerKind } from '@shoal/testkit/fleet';
 
 for (const kind of ['aedes', 'mosquitto'] as BrokerKind[]) {
-  t.test(`malformed messages over ${kind}`, async (t) => {
+  t.test(`malformed messages over ${kind}`, { skip: kind === 'mosquitto' ? skipUnlessInstalled('mosquitto', 'malformed messages over mosquitto') : false }, async (t) => {
     const broker = await startBroker(kind);
     const dir = tmpDir();
     const ctl = await startTestController(broker.url, dir, {}, kind === 'mosquitto' ? 5 : 4);

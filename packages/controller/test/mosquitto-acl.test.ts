@@ -8,11 +8,11 @@ import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { startMosquitto } from '@shoal/devkit';
 import { tmpDir } from '@shoal/testkit/fleet';
-import { repoRoot as repo } from '@shoal/testkit';
+import { repoRoot as repo, skipUnlessInstalled } from '@shoal/testkit';
 
 const deployDir = path.join(repo, 'deploy', 'mosquitto');
 
-t.test('mosquitto ACL and credentials from deploy/mosquitto', async (t) => {
+t.test('mosquitto ACL and credentials from deploy/mosquitto', { skip: skipUnlessInstalled('mosquitto', 'the deploy/mosquitto ACL and TLS test') }, async (t) => {
   const dir = tmpDir();
   execFileSync(path.join(deployDir, 'make-credentials.sh'), [dir, 'dev1', 'dev2'], { stdio: 'ignore' });
   const creds = Object.fromEntries(fs.readFileSync(path.join(dir, 'credentials.txt'), 'utf8').trim().split('\n').map((l) => l.split(' ')));

@@ -1,12 +1,13 @@
 // Rollout logic against simulated devices, on aedes (MQTT 3.1.1) and mosquitto (MQTT 5).
 import t from 'tap';
+import { skipUnlessInstalled } from '@shoal/testkit';
 import fs from 'node:fs';
 import { SimDevice } from '@shoal/devkit';
 import type { Controller } from '../src/controller.js';
 import { addPackage, startBroker, startTestController, tmpDir, waitFor, type BrokerKind } from '@shoal/testkit/fleet';
 
 for (const kind of ['aedes', 'mosquitto'] as BrokerKind[]) {
-  t.test(`rollouts over ${kind}`, async (t) => {
+  t.test(`rollouts over ${kind}`, { skip: kind === 'mosquitto' ? skipUnlessInstalled('mosquitto', 'rollouts over mosquitto (the aedes run still runs)') : false }, async (t) => {
     const broker = await startBroker(kind);
     const pv = kind === 'mosquitto' ? 5 : 4;
     const dir = tmpDir();

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { loadConfig } from './config/load.js';
+import { ShoalError } from '@shoal/common';
 
-/** `shoal device --config device.json` runs the device daemon. */
+/** `shoal device --config device.json` runs the device daemon; `shoal doctor` checks the machine. */
 export function registerDeviceCommands(program: Command): void {
   program
     .command('device')
@@ -29,5 +30,20 @@ export function registerDeviceCommands(program: Command): void {
       // keep running until a signal arrives (the interval keeps the event loop alive)
       setInterval(() => {}, 1 << 30);
       await new Promise<never>(() => {});
+    });
+
+  program
+    .command('doctor')
+    .description('check this machine for a device: CPU kernels, GPU/CUDA and JetPack, memory for a model, broker, clock sync, store; what to fix')
+    .option('--model <dir>', 'checkpoint folder: check that it fits in free memory')
+    .option('--ctx <n>', 'context length for the KV cache estimate (default min(max_position_embeddings, 4096))', (v) => Number(v))
+    .option('--broker <url>', 'MQTT broker to connect to, e.g. mqtt://127.0.0.1:1883')
+    .option('--store <dir>', 'model store folder to check for writing and free space')
+    .option('-c, --config <file>', 'device configuration: its broker URL and store folder (the options above win)')
+    .option('--json', 'print the checks as JSON')
+    .action(async (opts: { model?: string; ctx?: number; broker?: string; store?: string; config?: string; json?: boolean }) => {
+      if (opts.ctx !== undefined && !(Number.isInteger(opts.ctx) && opts.ctx > 0)) throw new ShoalError('INVALID_ARGS', '--ctx must be a positive integer (tokens of context for the KV cache estimate)');
+      const { runDoctorCli } = await import('./doctor/command.js');
+      process.exitCode = await runDoctorCli(opts);
     });
 }

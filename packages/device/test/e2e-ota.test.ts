@@ -1,4 +1,4 @@
-// End to end with mosquitto (MQTT 5), the real engine and stories260K:
+// End to end with mosquitto (MQTT 5; aedes where mosquitto is not installed), the real engine and stories260K:
 // desired state → downloaded, verified, health-checked, active; MQTT generate
 // and HTTP chat completions stream; a bad signature and a corrupted file are
 // rejected with events naming the reason while the previous model keeps
@@ -9,15 +9,21 @@ import t from 'tap';
 import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { State, Reply, Event } from '@shoal/protocol';
+import { skipUnlessInstalled } from '@shoal/testkit';
 import {
-  engineAvailable, hasMosquitto, startMosquitto, makeKeys, tmpDir, buildPackage, startPackageServer, baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, type BuiltPackage, type PackageServer,
+  engineAvailable, startAedes, startMosquitto, makeKeys, tmpDir, buildPackage, startPackageServer,
+  baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, type BuiltPackage, type PackageServer,
 } from './helpers.js';
 
-const skip = engineAvailable() || hasMosquitto();
+// mosquitto (MQTT 5) where installed; the embedded aedes broker (MQTT 3.1.1) otherwise
+const skip = engineAvailable();
+const noMosquitto = skipUnlessInstalled('mosquitto', 'the OTA lifecycle runs on aedes (MQTT 3.1.1) instead; its MQTT 5 run');
+const kind = noMosquitto ? 'aedes' : 'mosquitto';
+if (noMosquitto) t.comment(noMosquitto);
 const desiredFor = (srv: PackageServer, pkg: BuiltPackage) => ({ v: 1, ts: Date.now(), rolloutId: `r-${pkg.version}`, model: { name: pkg.name, version: pkg.version, manifestUrl: srv.url(pkg), manifestSha256: pkg.manifestSha256 } });
 
-t.test('OTA lifecycle over mosquitto with the real engine', { skip, timeout: 90_000 }, async (t) => {
-  const broker = await startMosquitto();
+t.test(`OTA lifecycle over ${kind} with the real engine`, { skip, timeout: 90_000 }, async (t) => {
+  const broker = kind === 'mosquitto' ? await startMosquitto() : await startAedes();
   const keys = makeKeys();
   const root = tmpDir('shoal-pkgs-');
   const storeDir = tmpDir('shoal-store-');
@@ -30,12 +36,12 @@ t.test('OTA lifecycle over mosquitto with the real engine', { skip, timeout: 90_
   const cfgDir = tmpDir('shoal-cfg-');
   const cfg = baseConfig({ deviceId: 'jetson-e2e', brokerUrl: broker.url, storeDir, publicPem: keys.publicPem });
   let daemon = await startDaemon(writeDeviceConfig(cfgDir, cfg));
-  const fleet = await new FleetClient(broker.url, 'jetson-e2e', { protocolVersion: 5 }).connect();
+  const fleet = await new FleetClient(broker.url, 'jetson-e2e', { protocolVersion: kind === 'mosquitto' ? 5 : 4 }).connect();
   t.teardown(() => cleanup(() => daemon.kill('SIGKILL'), () => fleet.close(), () => srv.close(), () => broker.close()));
 
   const online = await fleet.waitState((s) => s.online, 10_000, 'device online');
   t.ok(State.safeParse(online).success, 'state matches the schema');
-  t.equal(online.mqttVersion, 5, 'MQTT 5 with mosquitto');
+  t.equal(online.mqttVersion, kind === 'mosquitto' ? 5 : 4, kind === 'mosquitto' ? 'MQTT 5 with mosquitto' : 'MQTT 3.1.1 with aedes');
   t.equal(online.model, null);
 
   // 1. desired v1 → active

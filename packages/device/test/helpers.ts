@@ -11,10 +11,10 @@ import { generateKeyPairSync, createHash, randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Aedes } from 'aedes';
-import { CLI_MAIN, repoRoot, sharedPath } from '@shoal/testkit';
+import { CLI_MAIN, repoRoot, skipUnlessInstalled, storiesPath } from '@shoal/testkit';
 import { signManifest, sha256Hex, type UnsignedManifest, topics, type Reply, type State, type Event, type Op } from '@shoal/protocol';
 
-export const MODEL_DIR = sharedPath('models', 'stories260K');
+export const MODEL_DIR = storiesPath();
 export const MODEL_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'model.safetensors'];
 export const CLI = CLI_MAIN;
 
@@ -69,9 +69,9 @@ const require_ = createRequire(import.meta.url);
 // ------------------------------------------------------------------ brokers
 export interface Broker { kind: 'mosquitto' | 'aedes'; port: number; url: string; stop(): Promise<void>; start(): Promise<void>; close(): Promise<void> }
 
-export function hasMosquitto(): string | false {
-  for (const d of ['/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin']) if (existsSync(path.join(d, 'mosquitto'))) return false;
-  return 'mosquitto is not installed (apt-get install -y mosquitto)';
+/** false when mosquitto is installed, else the skip line (testkit's skipUnlessInstalled). */
+export function hasMosquitto(what = 'this mosquitto test'): string | false {
+  return skipUnlessInstalled('mosquitto', what);
 }
 
 /** Real mosquitto on 127.0.0.1:<free port>, with on-disk persistence so sessions survive a restart. */

@@ -38,8 +38,8 @@ export function registerDevkitCommands(program: Command): void {
     });
 
   program.command('up')
-    .description('quick start: broker, controller and device daemons on this machine; a signed model rolled out in waves')
-    .option('--model <dir>', 'checkpoint directory, or org/name[@revision] from the Hugging Face cache (default: a generated tiny model)')
+    .description('quick start (make demo): stories260K quantized to INT4, a broker, a controller and device daemons on this machine, the model rolled out in waves, a story from each device')
+    .option('--model <dir>', 'checkpoint directory, or org/name[@revision] from the Hugging Face cache (default: the shipped stories260K, quantized to INT4 with AWQ at start)')
     .option('--devices <n>', 'device daemons to start', (v) => Number(v), 3)
     .option('--dir <dir>', 'working directory for keys, configs and stores', '.shoal-up')
     .option('--broker-port <port>', 'port of the embedded broker (default: a free one)', (v) => Number(v), 0)

@@ -1,6 +1,8 @@
-// `shoal up`: a whole fleet on this machine. Embedded aedes broker, the controller,
+// `shoal up` (what `make demo` runs): a whole fleet on this machine. The shipped
+// stories260K quantized to INT4 with AWQ, an embedded aedes broker, the controller,
 // N device daemons (child processes, each with its own config and store), a fleet
-// key pair, a signed model package rolled out in waves, one prompt over MQTT.
+// key pair, a signed model package rolled out in waves, then a story from every
+// device through MQTT and through the device's own OpenAI-compatible HTTP API.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -8,8 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startAedes, type RunningBroker } from './brokers.js';
 import { ControllerClient, upConnectionFile, resolveConfig, startController, type Controller, renderDevices, renderRollout, waitRollout, buildPackage, generateFleetKeys, WEB_DIR } from '@shoal/controller';
-import { createLogger, sharedDir as defaultSharedDir, writeFileAtomicSync, ShoalError } from '@shoal/common';
-import { writeDemoTokenizer } from './demo-tokenizer.js';
+import { createLogger, shippedModelDir, writeFileAtomicSync, ShoalError } from '@shoal/common';
+import { prepareDemoModel } from './demo-model.js';
 import { SimDevice } from './sim.js';
 
 export interface UpOptions {
@@ -46,29 +48,25 @@ async function stopChild(c: DeviceChild): Promise<void> {
   clearTimeout(t);
 }
 
-async function defaultModel(dir: string, log: (s: string) => void): Promise<string> {
-  const out = path.join(dir, 'model-tiny');
-  if (fs.existsSync(path.join(out, 'config.json'))) return out;
-  let gen: typeof import('@shoal/modelkit');
-  try {
-    gen = await import('@shoal/modelkit');
-  } catch (e) {
-    throw new ShoalError('MODEL_DIR_INVALID', `cannot load the model generator (${(e as Error).message}); run \`make\` first, or pass --model DIR`);
+/** The HTTP port a device daemon printed in its ready line ({"ready":true,...,"http":PORT}) on stdout, i.e. its log. */
+function daemonHttpPort(logFile: string): number | null {
+  let text = '';
+  try { text = fs.readFileSync(logFile, 'utf8'); } catch { return null; }
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{"ready":true')) continue;
+    try {
+      const j = JSON.parse(line) as { http?: number | null };
+      if (typeof j.http === 'number') return j.http;
+    } catch { /* a partial line */ }
   }
-  // a real Llama-2 tokenizer when the shared data sits beside the checkout ($SHOAL_SHARED or ../shared)
-  const sharedDir = defaultSharedDir;
-  const sharedTokenizer = path.join(sharedDir, 'models', 'llama2-tokenizer-32k');
-  const tokCandidates = [process.env.SHOAL_TOKENIZER_DIR, process.env.SHOAL_UP_DEMO_TOKENIZER ? undefined : sharedTokenizer].filter((x): x is string => Boolean(x));
-  let tokenizerDir = tokCandidates.find((d) => fs.existsSync(path.join(d, 'tokenizer.json')));
-  if (!tokenizerDir) {
-    // a fresh checkout: write a small byte-level tokenizer so text prompts work
-    tokenizerDir = path.join(dir, 'demo-tokenizer');
-    writeDemoTokenizer(tokenizerDir);
-  }
-  log(`generating a tiny INT4 model in ${out} (tokenizer from ${tokenizerDir}) ...`);
-  gen.generateModel({ out, shape: 'tiny', quant: 'awq-w4g128', seed: 1, tokenizerDir, force: true });
-  return out;
+  return null;
 }
+
+/** Prompts for the stories: one per device over MQTT, another over its HTTP API. */
+export const STORY_PROMPTS = ['Once upon a time', 'Lily and Ben went to the park', 'Tom had a big red ball', 'The sun was shining', 'One day, a little bird', 'Sue wanted to bake a cake'] as const;
+export const STORY_TOKENS = 96;
+
+const indent = (text: string) => '  ' + text.replace(/\n/g, '\n  ');
 
 export async function runUp(o: UpOptions): Promise<void> {
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
@@ -109,6 +107,14 @@ export async function runUp(o: UpOptions): Promise<void> {
   ]);
 
   try {
+    // the model first: the shipped stories260K, quantized to INT4 with AWQ (seconds)
+    let modelDir: string;
+    if (o.model) modelDir = path.resolve(o.model);
+    else if (o.sim) {
+      modelDir = shippedModelDir; // simulated devices never run it: package the F32 checkpoint as it ships
+      log('model     stories260K (models/stories260K, F32; simulated devices do not run it, so it is not quantized)');
+    } else modelDir = (await step(prepareDemoModel(dir, log))).dir;
+
     broker = await startAedes(o.brokerPort);
     log(`broker    aedes (MQTT 3.1.1) on ${broker.url}`);
     const token = randomBytes(24).toString('hex');
@@ -161,8 +167,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     log(`           all ${o.devices} online`);
 
     // model package
-    const modelDir = o.model ? path.resolve(o.model) : await step(defaultModel(dir, log));
-    const name = (o.model ? path.basename(modelDir) : 'tiny').replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'model';
+    const name = (o.model ? path.basename(modelDir) : 'stories260K').replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'model';
     let version = '1.0.0';
     for (let n = 1; ctl.registry.get(name, version); n++) version = `1.0.${n}`;
     const pkgDir = path.join(dir, 'packages', `${name}-${version}`);
@@ -178,29 +183,57 @@ export async function runUp(o: UpOptions): Promise<void> {
     log(renderRollout(r));
     if (r.status !== 'succeeded') throw new ShoalError('DEVICE_ERROR', `the rollout did not succeed (${r.message}); see the device logs in ${path.join(dir, 'devices')}`);
 
-    // one prompt through MQTT
-    const target = 'robot-1';
-    const prompt = 'Once upon a time';
-    log(`\nprompt on ${target} (controller -> MQTT -> device): "${prompt}"`);
-    process.stdout.write('  ');
-    let final: Record<string, any> | null = null;
-    for await (const line of client.stream(`/api/devices/${target}/infer`, { prompt, maxTokens: 32, temperature: 0 })) {
-      if (line.chunk) process.stdout.write(String((line.chunk as { text: string }).text));
-      if (line.done) final = line;
+    // a story from every device: through MQTT (controller -> broker -> device), then
+    // through the device's own OpenAI-compatible HTTP API (what an on-board app calls)
+    const httpPorts = new Map<string, number>();
+    // the shipped model must answer (a failure is a bug); a --model may lack a tokenizer: say so and go on
+    const storyFailed = (msg: string): void => {
+      if (!o.model) throw new ShoalError('DEVICE_ERROR', msg);
+      log(`  ${msg}`);
+    };
+    if (!o.sim) {
+      log(`\nstories   greedy (temperature 0), at most ${STORY_TOKENS} tokens each, from ${name}@${version} on every device`);
+      for (let i = 1; i <= o.devices; i++) {
+        const id = `robot-${i}`;
+        const prompt = STORY_PROMPTS[(2 * (i - 1)) % STORY_PROMPTS.length]!;
+        log(`\n${id} via MQTT (controller -> broker -> device): "${prompt}"`);
+        process.stdout.write(`  ${prompt}`);
+        let final: Record<string, any> | null = null;
+        for await (const line of client.stream(`/api/devices/${id}/infer`, { prompt, maxTokens: STORY_TOKENS, temperature: 0 })) {
+          if (line.chunk) process.stdout.write(String((line.chunk as { text: string }).text).replace(/\n/g, '\n  '));
+          if (line.done) final = line;
+        }
+        process.stdout.write('\n');
+        if (!final?.ok) storyFailed(`${id} did not answer over MQTT: ${final?.error?.code}: ${final?.error?.message}`);
+        else log(`  [${final.result?.usage?.completionTokens ?? '?'} tokens, ${final.result?.timings?.decodeTokPerSec?.toFixed?.(0) ?? '-'} tok/s]`);
+
+        const port = daemonHttpPort(children[i - 1]!.logFile);
+        if (port === null) throw new ShoalError('DEVICE_ERROR', `${id} printed no HTTP port; see ${children[i - 1]!.logFile}`);
+        httpPorts.set(id, port);
+        const httpPrompt = STORY_PROMPTS[(2 * (i - 1) + 1) % STORY_PROMPTS.length]!;
+        log(`${id} via its OpenAI API (POST http://127.0.0.1:${port}/v1/completions): "${httpPrompt}"`);
+        const res = await step(fetch(`http://127.0.0.1:${port}/v1/completions`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ prompt: httpPrompt, max_tokens: STORY_TOKENS, temperature: 0 }),
+        }));
+        const body = await step(res.json()) as { choices?: { text: string }[]; usage?: { completion_tokens: number }; error?: { message: string } };
+        if (!res.ok || !body.choices?.[0]) storyFailed(`${id}'s HTTP API answered ${res.status}: ${body.error?.message ?? JSON.stringify(body)}`);
+        else log(`${indent(httpPrompt + body.choices[0].text)}\n  [${body.usage?.completion_tokens ?? '?'} tokens]`);
+      }
     }
-    process.stdout.write('\n');
-    if (!final?.ok) log(`  generation failed: ${final?.error?.code}: ${final?.error?.message}`);
-    else log(`  [${final.result?.usage?.completionTokens ?? '?'} tokens, ${final.result?.timings?.decodeTokPerSec?.toFixed?.(1) ?? '-'} tok/s]`);
 
     await step(new Promise((res) => setTimeout(res, 2500))); // one telemetry round for the table
     const { devices } = await client.json<{ devices: Record<string, any>[] }>('GET', '/api/devices');
     log('\n' + renderDevices(devices));
     const cli = `node ${path.relative(process.cwd(), CLI_MAIN) || CLI_MAIN}`;
+    const port1 = httpPorts.get('robot-1');
     log(`
 ${webBuilt ? `open the dashboard: ${dashboardUrl}\n` : ''}
 try next (connection settings are in ${connFile}; or export SHOAL_API=${apiUrl} SHOAL_TOKEN=${token}):
-  ${cli} fleet ls
-  ${cli} fleet infer robot-${Math.min(2, o.devices)} "The robot said"
+  ${cli} fleet infer robot-${Math.min(2, o.devices)} "The little cat"            # a story over MQTT
+${port1 ? `  curl -s http://127.0.0.1:${port1}/v1/completions -H 'content-type: application/json' \\
+    -d '{"prompt": "The little cat", "max_tokens": 64, "temperature": 0}'    # robot-1's OpenAI API
+` : ''}  ${cli} fleet ls
   ${cli} fleet telemetry robot-1 --watch
   ${cli} fleet events
   ${cli} fleet exec robot-${o.devices} info

@@ -5,10 +5,8 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../src/engine.js';
 import type { GenerateStats, Model, Session } from '../src/types.js';
-import { sharedPath, skipUnlessShared } from '@shoal/testkit';
+import { storiesPath } from '@shoal/testkit';
 
-const STORIES = ['models', 'stories260K'];
-const skip = skipUnlessShared(...STORIES);
 
 interface RefCase { prompt: string; input_ids: number[]; steps: number; ids_after_bos: number[]; text: string }
 
@@ -24,10 +22,10 @@ async function collect(session: Session, prompt: string | number[], opts: Parame
   }
 }
 
-t.test('stories260K through the TypeScript API', { skip }, async (t) => {
-  const model: Model = await loadModel(sharedPath(...STORIES), { threads: 2 });
+t.test('stories260K through the TypeScript API', async (t) => {
+  const model: Model = await loadModel(storiesPath(), { threads: 2 });
   t.teardown(() => model.dispose());
-  const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as { cases: RefCase[] };
+  const ref = JSON.parse(readFileSync(storiesPath('reference_greedy.json'), 'utf8')) as { cases: RefCase[] };
 
   t.test('model info', async (t) => {
     const i = model.info;

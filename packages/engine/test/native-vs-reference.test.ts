@@ -13,7 +13,7 @@ import {
   evaluatePerplexity, generateModel, copyTokenizerFiles, type ModelShape, type ShapeName, quantizeModel, loadReferenceModel, referenceForward, Checkpoint, encodeFloats, writeSafetensors,
 } from '@shoal/modelkit';
 import type { Model } from '../src/types.js';
-import { engine, engineSkip, isas, hasShared, sharedPath } from '@shoal/testkit';
+import { engine, engineSkip, isas, hasShared, sharedPath, storiesPath } from '@shoal/testkit';
 
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-nvr-'));
@@ -120,8 +120,7 @@ t.test('native logits vs reference forward on synthetic models, every ISA', { sk
   }
 });
 
-const STORIES = ['models', 'stories260K'] as const;
-const storiesSkip = engineSkip || (hasShared(...STORIES, 'reference_greedy.json') ? false : 'shared models/stories260K not found (set SHOAL_SHARED)');
+const storiesSkip = engineSkip;
 
 interface RefJson {
   cases: Array<{ prompt: string; input_ids: number[]; ids_after_bos: number[]; steps: number }>;
@@ -169,11 +168,11 @@ function convertToF16(src: string, dst: string): void {
 }
 
 t.test('stories260K F32 and F16: logits and greedy tokens vs the float64 reference, every ISA', { skip: storiesSkip }, async (t) => {
-  const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as RefJson;
+  const ref = JSON.parse(readFileSync(storiesPath('reference_greedy.json'), 'utf8')) as RefJson;
   const f16dir = path.join(root, 'stories-f16');
   const { mkdirSync } = await import('node:fs');
   mkdirSync(f16dir);
-  convertToF16(sharedPath(...STORIES), f16dir);
+  convertToF16(storiesPath(), f16dir);
   const refRows = ref.logits.values.map((r) => Float64Array.from(r));
   const f16Ref = referenceForward(loadReferenceModel(f16dir), ref.logits.input_ids);
   // F32: engine float32 arithmetic only. F16: plus the weight rounding, which we
@@ -181,7 +180,7 @@ t.test('stories260K F32 and F16: logits and greedy tokens vs the float64 referen
   let f16WeightErr = 0;
   f16Ref.forEach((row, p) => row.forEach((v, i) => { f16WeightErr = Math.max(f16WeightErr, Math.abs(v - refRows[p]![i]!)); }));
   t.comment(`f16 weight rounding alone moves logits by up to ${f16WeightErr.toExponential(2)}`);
-  for (const [label, dir, tol] of [['F32', sharedPath(...STORIES), 1e-4], ['F16', f16dir, 1e-4]] as const) {
+  for (const [label, dir, tol] of [['F32', storiesPath(), 1e-4], ['F16', f16dir, 1e-4]] as const) {
     for (const isa of isas) {
       const m = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', tokenizer: false });
       try {
@@ -208,13 +207,13 @@ const pplSkip = storiesSkip || (hasShared('data', 'tinystories-valid-sample', 't
 
 t.test('stories260K RTN INT4 g32 perplexity within 10% of F32 (engine, TinyStories sample)', { skip: pplSkip }, async (t) => {
   const q = path.join(root, 'stories-q32');
-  quantizeModel({ model: sharedPath(...STORIES), out: q, groupSize: 32 });
+  quantizeModel({ model: storiesPath(), out: q, groupSize: 32 });
   // the first 80,000 characters (~38k tokens) keep the test short; SHOAL_FULL_PPL=1 scores the whole sample
   const full = readFileSync(sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt'), 'utf8');
   const text = process.env.SHOAL_FULL_PPL === '1' ? full : full.slice(0, 80_000);
   const res: Record<string, number> = {};
   let n = 0;
-  for (const [label, dir] of [['F32', sharedPath(...STORIES)], ['INT4 g32', q]] as const) {
+  for (const [label, dir] of [['F32', storiesPath()], ['INT4 g32', q]] as const) {
     const m = await engine!.loadModel(dir, { threads: 2 });
     try {
       const ids = m.tokenizer!.encode(text, { addSpecialTokens: false });

@@ -3,10 +3,9 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { HfModelTokenizer } from '../src/tokenizer.js';
-import { sharedPath, skipUnlessShared } from '@shoal/testkit';
+import { sharedPath, skipUnlessShared, storiesPath } from '@shoal/testkit';
 
 const LLAMA = ['models', 'llama2-tokenizer-32k'];
-const STORIES = ['models', 'stories260K'];
 
 t.test('llama.cpp Llama-2 SPM test vectors', { skip: skipUnlessShared(...LLAMA) }, async (t) => {
   const tok = await HfModelTokenizer.load(sharedPath(...LLAMA), { bos: 1, eos: [2] });
@@ -34,9 +33,9 @@ t.test('llama.cpp Llama-2 SPM test vectors', { skip: skipUnlessShared(...LLAMA) 
   t.ok(roundTrips >= inputs.length - 3, `${roundTrips}/${inputs.length} decode back to the input`);
 });
 
-t.test('stories260K tokenizer matches the reference prompts', { skip: skipUnlessShared(...STORIES) }, async (t) => {
-  const tok = (await HfModelTokenizer.load(sharedPath(...STORIES), { bos: 1, eos: [2] }))!;
-  const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as {
+t.test('stories260K tokenizer matches the reference prompts', async (t) => {
+  const tok = (await HfModelTokenizer.load(storiesPath(), { bos: 1, eos: [2] }))!;
+  const ref = JSON.parse(readFileSync(storiesPath('reference_greedy.json'), 'utf8')) as {
     cases: Array<{ prompt: string; input_ids: number[]; ids_after_bos: number[]; text: string }>;
   };
   for (const c of ref.cases) {
@@ -67,8 +66,8 @@ t.test('chat template renders and falls back', { skip: skipUnlessShared(...LLAMA
   const ids = llama.encodeChat([{ role: 'user', content: 'Hi' }]);
   t.equal(ids[0], 1, 'BOS comes from the template');
   t.not(ids[1], 1, 'and is not added twice');
-  if (!skipUnlessShared(...STORIES)) {
-    const stories = (await HfModelTokenizer.load(sharedPath(...STORIES), { bos: 1, eos: [2] }))!;
+  {
+    const stories = (await HfModelTokenizer.load(storiesPath(), { bos: 1, eos: [2] }))!;
     t.equal(stories.applyChatTemplate([{ role: 'user', content: 'Once upon a time' }]), 'Once upon a time\n', 'plain fallback without a template');
     const sids = stories.encodeChat([{ role: 'user', content: 'Once upon a time' }]);
     t.ok(sids[0] === 1 && sids[1] !== 1, 'BOS once, as an id');

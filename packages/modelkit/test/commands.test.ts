@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { runToolCli } from './helpers/cli.js';
-import { hasShared, repoRoot, sharedPath } from '@shoal/testkit';
+import { hasShared, repoRoot, sharedPath, storiesPath } from '@shoal/testkit';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-cli-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -29,36 +29,36 @@ t.test('gen-model --json and human output', async (t) => {
   await t.rejects(run(['gen-model', '--shape', 'tiny', '--out', out]), { code: 'SHOAL_ERR_OUTPUT_EXISTS' });
 });
 
-t.test('quantize --json and errors', { skip: hasShared('models', 'stories260K') ? false : 'shared models/stories260K not found' }, async (t) => {
+t.test('quantize --json and errors', async (t) => {
   const out = path.join(root, 'q');
-  const j = JSON.parse(await run(['quantize', '--method', 'rtn', '--bits', '4', '--group', '32', '--model', sharedPath('models', 'stories260K'), '--out', out, '--json'])) as {
+  const j = JSON.parse(await run(['quantize', '--method', 'rtn', '--bits', '4', '--group', '32', '--model', storiesPath(), '--out', out, '--json'])) as {
     quantizedLinears: number; modulesToNotConvert: string[]; groupSize: number;
   };
   t.equal(j.groupSize, 32);
   t.equal(j.quantizedLinears, 20);
   t.same(j.modulesToNotConvert, ['mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']);
   // AWQ needs calibration text: the error says so before anything is written
-  await t.rejects(run(['quantize', '--method', 'awq', '--model', sharedPath('models', 'stories260K'), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
-  await t.rejects(run(['quantize', '--bits', '8', '--model', sharedPath('models', 'stories260K'), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_UNSUPPORTED_QUANT' });
+  await t.rejects(run(['quantize', '--method', 'awq', '--model', storiesPath(), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
+  await t.rejects(run(['quantize', '--bits', '8', '--model', storiesPath(), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_UNSUPPORTED_QUANT' });
   t.notOk(existsSync(path.join(root, 'x')));
 });
 
 const addon = existsSync(path.join(repoRoot, 'native', 'build', 'Release', 'shoal.node'));
 t.test('eval ppl --json', {
   skip: !addon ? 'native addon not built (run `make native`)'
-    : hasShared('models', 'stories260K') && hasShared('data', 'tinystories-valid-sample') ? false : 'shared stories260K / TinyStories sample not found',
+    : hasShared('data', 'tinystories-valid-sample') ? false : 'shared TinyStories sample not found (set SHOAL_SHARED)',
 }, async (t) => {
   // a 20,000-character excerpt keeps tokenization short
   const txt = path.join(root, 'excerpt.txt');
   writeFileSync(txt, readFileSync(sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt'), 'utf8').slice(0, 20_000));
-  const j = JSON.parse(await run(['eval', 'ppl', '--model', sharedPath('models', 'stories260K'), '--text', txt, '--limit', '3000', '--ctx', '128', '--stride', '64', '--threads', '2', '--json'])) as {
+  const j = JSON.parse(await run(['eval', 'ppl', '--model', storiesPath(), '--text', txt, '--limit', '3000', '--ctx', '128', '--stride', '64', '--threads', '2', '--json'])) as {
     ppl: number; tokens: number; ctx: number; stride: number; windows: number;
   };
   t.equal(j.tokens, 3000);
   t.equal(j.ctx, 128);
   t.equal(j.stride, 64);
   t.ok(j.ppl > 1 && j.ppl < 20, `ppl ${j.ppl}`);
-  const line = await run(['eval', 'ppl', '--model', sharedPath('models', 'stories260K'), '--text', txt, '--limit', '500']);
+  const line = await run(['eval', 'ppl', '--model', storiesPath(), '--text', txt, '--limit', '500']);
   t.match(line, /\nppl \d+\.\d{3} over 500 tokens\n$/);
-  await t.rejects(run(['eval', 'ppl', '--model', sharedPath('models', 'stories260K'), '--text', path.join(root, 'missing.txt')]), { code: 'SHOAL_ERR_IO' });
+  await t.rejects(run(['eval', 'ppl', '--model', storiesPath(), '--text', path.join(root, 'missing.txt')]), { code: 'SHOAL_ERR_IO' });
 });

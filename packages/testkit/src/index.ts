@@ -2,3 +2,4 @@
 export * from './shared.js';
 export * from './engine.js';
 export * from './numeric.js';
+export * from './system.js';

@@ -1,15 +1,25 @@
-// shared.ts — locates the repository root and the shared data folder for tests.
+// shared.ts — locates the repository root, the shipped model and the shared data folder for tests.
 //
-// Real models and data sets live outside the repository in `<repo>/../shared`
-// (override with SHOAL_SHARED). Tests that need them check hasShared(...) and
-// skip with a clear message when they are absent.
+// The real model the tests need, stories260K, ships in the repository
+// (models/stories260K). Larger data sets (TinyStories and WikiText samples, the
+// Llama-2 tokenizer) live outside it in `<repo>/../shared` (override with
+// SHOAL_SHARED); tests that need them check hasShared(...) and skip with a clear
+// message when they are absent.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { checkoutRoot, sharedDir } from '@shoal/common';
+import { checkoutRoot, sharedDir, shippedModelDir } from '@shoal/common';
 
 /** Repository root (the folder holding shoal's package.json), from src or dist. */
 export const repoRoot: string = checkoutRoot;
 export { sharedDir };
+
+/** The pretrained stories260K shipped in the repository (models/stories260K). */
+export const STORIES_DIR: string = shippedModelDir;
+
+/** A file of the shipped stories260K (e.g. 'reference_greedy.json'), or its folder. */
+export function storiesPath(...parts: string[]): string {
+  return path.join(STORIES_DIR, ...parts);
+}
 
 /** The built `shoal` command (packages/cli). */
 export const CLI_MAIN: string = path.join(repoRoot, 'packages', 'cli', 'dist', 'src', 'main.js');

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { CLI_MAIN, repoRoot as repo } from '@shoal/testkit';
+import { CLI_MAIN, findSystemBinary, repoRoot as repo, skipUnlessInstalled } from '@shoal/testkit';
 
 // functions passed to page.evaluate/waitForFunction run in the browser; this Node
 // program is compiled without DOM types, so the few browser globals are declared here
@@ -22,15 +22,15 @@ type HTMLElement = any;
 type HTMLProgressElement = any;
 
 const CLI = CLI_MAIN;
-const CHROMIUM = process.env.SHOAL_CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM = process.env.SHOAL_CHROMIUM ?? findSystemBinary('chromium');
 const WEB_INDEX = path.join(repo, 'packages', 'controller', 'dist', 'web', 'index.html');
 const ARTIFACTS = process.env.SHOAL_TEST_ARTIFACTS ?? path.join(repo, 'packages', 'controller', 'dist', 'test-artifacts', 'web');
 const engineBuilt = ['Release', 'Debug'].some((b) => fs.existsSync(path.join(repo, 'native', 'build', b, 'shoal.node')));
 const SIM_DEVICES = Number(process.env.SHOAL_WEB_SIM_DEVICES ?? 1000);
 const run = promisify(execFile);
 
-const skip = !fs.existsSync(CHROMIUM)
-  ? `chromium not found at ${CHROMIUM}: install it (apt-get install chromium; .ci/run does) or set SHOAL_CHROMIUM`
+const skip = !CHROMIUM || !fs.existsSync(CHROMIUM)
+  ? (process.env.SHOAL_CHROMIUM ? `chromium not found at ${process.env.SHOAL_CHROMIUM} (SHOAL_CHROMIUM)` : skipUnlessInstalled('chromium', 'the dashboard browser test'))
   : !fs.existsSync(WEB_INDEX) ? `the dashboard is not built (${WEB_INDEX} missing): run \`make web\`` : null;
 
 if (skip) {
@@ -49,6 +49,38 @@ async function waitOut(what: string, get: () => string, re: RegExp, child: Child
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}\n${get()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+// The two widths the layout is checked at: a laptop and a tablet in portrait.
+const WIDE = { width: 1280, height: 800 };
+const NARROW = { width: 768, height: 1024 };
+
+/**
+ * Layout problems on the current page, measured in the browser: the page scrolling
+ * sideways, a fleet model cell cut (ellipsis) or outside the viewport, a plot card
+ * outside the viewport, a plot wider than its card, a y-axis narrower than its labels.
+ */
+async function layoutProblems(page: import('playwright-core').Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const out: string[] = [];
+    const W = window.innerWidth;
+    if (document.documentElement.scrollWidth > W) out.push(`the page scrolls sideways (${document.documentElement.scrollWidth} > ${W})`);
+    const inView = (r: { left: number; right: number }) => r.left >= 0 && r.right <= W + 0.5;
+    for (const td of document.querySelectorAll('tr[data-device-id] td[data-col="model"]') as any) {
+      const r = td.getBoundingClientRect();
+      if (td.scrollWidth > td.clientWidth) out.push(`model cell "${td.textContent}" is cut (${td.scrollWidth} > ${td.clientWidth} px)`);
+      if (!inView(r)) out.push(`model cell "${td.textContent}" is outside the viewport (${Math.round(r.left)}..${Math.round(r.right)} of ${W})`);
+    }
+    for (const fig of document.querySelectorAll('figure.chart') as any) {
+      const r = fig.getBoundingClientRect();
+      if (!inView(r)) out.push(`${fig.id} is outside the viewport (${Math.round(r.left)}..${Math.round(r.right)} of ${W})`);
+      const plot = fig.querySelector('.uplot');
+      if (plot && plot.getBoundingClientRect().right > r.right + 0.5) out.push(`${fig.id}: the plot is wider than its card`);
+      const label = Number(fig.dataset.ylabelPx), axis = Number(fig.dataset.yaxisPx);
+      if (plot && !(label > 0 && axis >= label + 15)) out.push(`${fig.id}: y-axis labels ${label} px do not fit the ${axis} px axis`);
+    }
+    return out;
+  });
 }
 
 async function main(t: Test): Promise<void> {
@@ -72,11 +104,11 @@ async function main(t: Test): Promise<void> {
   const upExited = new Promise<number | null>((res) => up.once('exit', (c) => res(c)));
 
   const browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: CHROMIUM!,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   t.teardown(() => browser.close());
-  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  const page = await browser.newPage({ viewport: WIDE });
   const pageErrors: string[] = [];
   const external: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -87,17 +119,18 @@ async function main(t: Test): Promise<void> {
   const urlMatch = await waitOut('the dashboard URL', () => out, /^dashboard (http:\/\/127\.0\.0\.1:\d+\/#token=[0-9a-f]+)$/m, up, 60_000);
   const dashboardUrl = urlMatch[1]!;
   const brokerUrl = (/^broker .* on (mqtt:\/\/\S+)$/m.exec(out) ?? [])[1]!;
-  await waitOut('the demo to be up', () => out, /Ctrl-C stops/, up, 90_000);
+  await waitOut('the demo to be up', () => out, /Ctrl-C stops/, up, 240_000); // as in up.test.ts: minutes on a loaded machine
   const { api, token } = JSON.parse(fs.readFileSync(conn, 'utf8')) as { api: string; token: string };
   const apiJson = async (p: string) => (await fetch(api + p, { headers: { Authorization: `Bearer ${token}` } })).json() as Promise<any>;
 
   // two more versions of the demo model, stored on the controller (as the printed next steps do)
-  const modelDir = path.join(dir, 'up', 'model-tiny');
+  // the INT4 model `shoal up` quantized (the shipped F32 checkpoint with simulated devices)
+  const modelDir = engineBuilt ? path.join(dir, 'up', 'stories260K-awq-w4g32') : path.join(repo, 'models', 'stories260K');
   const keyFile = path.join(dir, 'up', 'keys', 'fleet.key');
   const addPackages = (async () => {
     for (const v of ['2.0.0', '3.0.0']) {
       const pkg = path.join(dir, `pkg-${v}`);
-      await run(process.execPath, [CLI, 'package', '--model', modelDir, '--name', 'tiny', '--version', v, '--key', keyFile, '--out', pkg], { env });
+      await run(process.execPath, [CLI, 'package', '--model', modelDir, '--name', 'stories260K', '--version', v, '--key', keyFile, '--out', pkg], { env });
       await run(process.execPath, [CLI, 'fleet', 'package', 'add', pkg], { env });
     }
   })();
@@ -111,7 +144,7 @@ async function main(t: Test): Promise<void> {
     for (let i = 1; i <= 3; i++) {
       const row = page.locator(`tr[data-device-id="robot-${i}"]`);
       t.equal(await row.locator('td[data-col="online"]').textContent(), 'online', `robot-${i} online`);
-      t.equal(await row.locator('td[data-col="model"]').textContent(), 'tiny@1.0.0', `robot-${i} runs tiny@1.0.0`);
+      t.equal(await row.locator('td[data-col="model"]').textContent(), 'stories260K@1.0.0', `robot-${i} runs stories260K@1.0.0`);
     }
     t.equal(await page.getByRole('status').filter({ hasText: 'devices' }).textContent(), '3 of 3 devices · 3 online');
     // live: new telemetry arrives over the stream and lands in the table without a reload
@@ -135,13 +168,14 @@ async function main(t: Test): Promise<void> {
     t.match(page.url(), /#\/fleet\?group=demo/, 'filters are in the URL');
     await page.screenshot({ path: path.join(ARTIFACTS, 'fleet.png') });
     t.ok(await page.locator('tr[data-device-id]').count() === 3, 'three rows');
-    t.ok(await page.locator('.scroller').evaluate((el) => el.clientHeight < 900), 'the table scrolls inside its own box');
-    // a tablet in portrait: no sideways scrolling of the page (the table scrolls in its box)
-    await page.setViewportSize({ width: 820, height: 1180 });
+    t.ok(await page.locator('.scroller').evaluate((el, h) => el.clientHeight < h, WIDE.height), 'the table scrolls inside its own box');
+    t.same(await layoutProblems(page), [], `fleet view at ${WIDE.width} px: nothing cut or outside the viewport`);
+    // a tablet in portrait: no sideways scrolling of the page (the table scrolls in its box), model names whole
+    await page.setViewportSize(NARROW);
     await page.waitForTimeout(200);
-    t.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 820), 'no page-wide horizontal scroll at 820 px');
-    await page.screenshot({ path: path.join(ARTIFACTS, 'fleet-tablet.png') });
-    await page.setViewportSize({ width: 1440, height: 900 });
+    t.same(await layoutProblems(page), [], `fleet view at ${NARROW.width} px: nothing cut or outside the viewport`);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'fleet-768.png') });
+    await page.setViewportSize(WIDE);
   });
 
   await t.test('device view: live plots and a prompt streamed from the device', async (t) => {
@@ -154,7 +188,7 @@ async function main(t: Test): Promise<void> {
     const after = Number(await cpu.getAttribute('data-points'));
     t.ok(after > before, `the CPU plot received new points (${before} -> ${after})`);
     t.ok(Number(await page.locator('#chart-memory').getAttribute('data-points')) > 0, 'memory plot has points');
-    t.equal(await page.locator('table[aria-labelledby="store-h"] tr[data-model="tiny@1.0.0"] td').last().textContent(), 'active', 'store lists the active model');
+    t.equal(await page.locator('table[aria-labelledby="store-h"] tr[data-model="stories260K@1.0.0"] td').last().textContent(), 'active', 'store lists the active model');
     t.ok(await page.locator('ol.events li[data-type="ota.activated"]').count() >= 1, 'recent events include the activation');
 
     // count how the answer grows: a streamed answer changes many times before it is done
@@ -173,11 +207,12 @@ async function main(t: Test): Promise<void> {
     t.ok(steps >= 3, `it streamed in ${steps} steps`);
     t.match(await page.locator('#answer-stats').textContent(), /tokens/);
     await page.screenshot({ path: path.join(ARTIFACTS, 'device.png'), fullPage: true });
-    await page.setViewportSize({ width: 820, height: 1180 });
+    t.same(await layoutProblems(page), [], `device view at ${WIDE.width} px: plots inside their cards, y-axis labels whole`);
+    await page.setViewportSize(NARROW);
     await page.waitForTimeout(300);
-    t.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 820), 'device view fits a tablet in portrait');
-    await page.screenshot({ path: path.join(ARTIFACTS, 'device-tablet.png'), fullPage: true });
-    await page.setViewportSize({ width: 1440, height: 900 });
+    t.same(await layoutProblems(page), [], `device view at ${NARROW.width} px (tablet, portrait): the same`);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'device-768.png'), fullPage: true });
+    await page.setViewportSize(WIDE);
   });
 
   const rolloutDone = async (timeout: number) => page.waitForFunction(() => ['succeeded', 'failed', 'aborted'].includes(document.getElementById('rollout-status')?.textContent ?? ''), null, { timeout });
@@ -193,8 +228,8 @@ async function main(t: Test): Promise<void> {
   await t.test('a rollout started from the page completes; the table shows the new version', async (t) => {
     await addPackages;
     await page.getByRole('link', { name: 'Rollouts', exact: true }).click();
-    await page.locator('#r-pkg option[value="tiny@2.0.0"]').waitFor({ state: 'attached' });
-    await startRollout('tiny@2.0.0', '1,100%');
+    await page.locator('#r-pkg option[value="stories260K@2.0.0"]').waitFor({ state: 'attached' });
+    await startRollout('stories260K@2.0.0', '1,100%');
     t.equal(await page.locator('#threshold').textContent().then((s) => s?.startsWith('max 0 per wave')), true, 'the failure threshold is shown');
     await page.locator('.wave[data-wave="1"] li[data-status="updating"]').first().waitFor({ timeout: 60_000 });
     await page.screenshot({ path: path.join(ARTIFACTS, 'rollout-running.png'), fullPage: true });
@@ -204,13 +239,13 @@ async function main(t: Test): Promise<void> {
     t.same(await page.locator('.wave progress').evaluateAll((ps) => ps.map((p) => (p as HTMLProgressElement).value)), [100, 100, 100], 'download progress at 100 %');
     await page.screenshot({ path: path.join(ARTIFACTS, 'rollout.png'), fullPage: true });
     await page.getByRole('link', { name: 'Fleet', exact: true }).click();
-    await page.waitForFunction(() => [...document.querySelectorAll('tr[data-device-id] td[data-col="model"]')].map((td) => td.textContent).join() === 'tiny@2.0.0,tiny@2.0.0,tiny@2.0.0', null, { timeout: 15_000 });
-    t.pass('the fleet table shows tiny@2.0.0 on every device');
+    await page.waitForFunction(() => [...document.querySelectorAll('tr[data-device-id] td[data-col="model"]')].map((td) => td.textContent).join() === 'stories260K@2.0.0,stories260K@2.0.0,stories260K@2.0.0', null, { timeout: 15_000 });
+    t.pass('the fleet table shows stories260K@2.0.0 on every device');
   });
 
   await t.test('pausing a rollout stops the next wave; resume finishes it', async (t) => {
     await page.getByRole('link', { name: 'Rollouts', exact: true }).click();
-    await startRollout('tiny@3.0.0', '1,100%');
+    await startRollout('stories260K@3.0.0', '1,100%');
     await page.getByRole('button', { name: 'Pause' }).click();
     await page.waitForFunction(() => document.getElementById('rollout-status')?.textContent === 'paused');
     const id = (await page.locator('.detail h2').textContent())!.replace('Rollout ', '');
@@ -304,6 +339,6 @@ async function main(t: Test): Promise<void> {
   up.kill('SIGINT');
   t.equal(await upExited, 0, '`shoal up` stops cleanly');
   if (process.env.SHOAL_UPDATE_DOCS_IMG === '1') {
-    for (const f of ['fleet', 'device', 'rollout']) fs.copyFileSync(path.join(ARTIFACTS, `${f}.png`), path.join(repo, 'docs', 'img', `${f}.png`));
+    for (const f of ['fleet', 'fleet-768', 'device', 'device-768', 'rollout']) fs.copyFileSync(path.join(ARTIFACTS, `${f}.png`), path.join(repo, 'docs', 'img', `${f}.png`));
   }
 }

@@ -7,6 +7,37 @@ import { h } from './dom.js';
 const WINDOW_SEC = 3600;
 const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#4b5563'];
 
+/** Tick labels short enough for a narrow axis: 12, 1.5, 12.3k, 4.1M. */
+export function compactTick(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
+  if (a >= 1e4) return `${+(v / 1e3).toFixed(1)}k`;
+  return String(+v.toFixed(a >= 100 ? 0 : a >= 10 ? 1 : 2));
+}
+
+/**
+ * The y axis is as wide as its longest tick label (measured on the plot's own canvas
+ * font) so no label is clipped at the left edge; uPlot calls this again when the
+ * labels change. The widths land in data-ylabel-px / data-yaxis-px for the tests.
+ */
+function yAxisSize(el: HTMLElement) {
+  return (u: uPlot, values: string[] | null, axisIdx: number, cycleNum: number): number => {
+    const axis = u.axes[axisIdx]!;
+    const prev = (axis as { _size?: number })._size;
+    if (cycleNum > 1 && prev) return prev; // converging: keep the size of the last pass
+    let widest = 0;
+    if (values?.length) {
+      u.ctx.font = (axis.font as unknown as [string])[0] ?? u.ctx.font;
+      for (const v of values) widest = Math.max(widest, u.ctx.measureText(v).width / devicePixelRatio);
+    }
+    // tick length + gap between tick and label (uPlot's defaults 10 and 5) + a margin at the left edge
+    const size = Math.ceil(widest + (axis.ticks?.size ?? 10) + (axis.gap ?? 5) + 6);
+    el.dataset.ylabelPx = String(Math.ceil(widest));
+    el.dataset.yaxisPx = String(size);
+    return size;
+  };
+}
+
 export class TimeChart {
   readonly el: HTMLElement;
   private plot: uPlot | null = null;
@@ -89,7 +120,10 @@ export class TimeChart {
         cursor: { drag: { x: false, y: false } },
         legend: { live: true },
         scales: { x: { time: true }, y: this.range ? { range: (_u, min, max) => [Math.min(this.range![0], min), Math.max(this.range![1], max)] } : { auto: true } },
-        axes: [{ stroke: '#64748b', grid: { stroke: '#e2e8f0' } }, { stroke: '#64748b', grid: { stroke: '#e2e8f0' }, size: 50 }],
+        axes: [
+          { stroke: '#64748b', grid: { stroke: '#e2e8f0' } },
+          { stroke: '#64748b', grid: { stroke: '#e2e8f0' }, values: (_u, splits) => splits.map(compactTick), size: yAxisSize(this.el) },
+        ],
         series: [{}, ...names.map((k, i) => ({ label: k, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: false, points: { show: false } }))],
       }, data, this.body);
     } else {

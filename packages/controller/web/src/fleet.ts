@@ -23,7 +23,7 @@ const COLS: Col[] = [
   { key: 'online', w: '6.5rem', label: 'State', text: (d) => (d.online ? 'online' : 'offline'), sort: (d) => (d.online ? 0 : 1) },
   { key: 'group', w: '6.5rem', label: 'Group', text: (d) => d.group ?? '—', sort: (d) => d.group ?? '' },
   { key: 'labels', w: '12rem', label: 'Labels', cls: 'labels', text: (d) => labelsText(d.labels) || '—', sort: (d) => labelsText(d.labels) },
-  { key: 'model', w: '10rem', label: 'Model', text: (d) => modelRef(d.model), sort: (d) => modelRef(d.model) },
+  { key: 'model', w: '12rem', label: 'Model', text: (d) => modelRef(d.model), sort: (d) => modelRef(d.model) },
   { key: 'phase', w: '7.5rem', label: 'Phase', text: (d) => d.phase ?? '—', sort: (d) => d.phase ?? '' },
   { key: 'tokPerSec', w: '7.5rem', label: 'Decode tok/s', cls: 'num', text: (d) => num(d.tokPerSec, 1), sort: (d) => n(d.tokPerSec) },
   { key: 'queueDepth', w: '4.5rem', label: 'Queue', cls: 'num', text: (d) => num(d.queueDepth), sort: (d) => n(d.queueDepth) },

@@ -9,7 +9,7 @@ import { evaluatePerplexity, formatPplLine, logProb, planWindows } from '../../s
 import { quantizeModel } from '../../src/quant/rtn.js';
 import { loadReferenceModel, referenceForward } from '../../src/eval/reference-forward.js';
 import { HfModelTokenizer, type Model, type ModelInfo, type Session } from '@shoal/engine';
-import { hasShared, sharedPath } from '@shoal/testkit';
+import { hasShared, sharedPath, storiesPath } from '@shoal/testkit';
 
 function info(v: number, ctx: number, bos: number | null): ModelInfo {
   return {
@@ -144,18 +144,18 @@ function referenceModel(dir: string): Model {
 }
 
 t.test('stories260K: RTN g32 perplexity within 10% of F32 (TypeScript reference forward)', {
-  skip: hasShared('models', 'stories260K') && hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt') ? false : 'shared stories260K / TinyStories sample not found',
+  skip: hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt') ? false : 'shared TinyStories sample not found (set SHOAL_SHARED)',
 }, async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'shoal-ppl-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const q = path.join(dir, 'q32');
-  quantizeModel({ model: sharedPath('models', 'stories260K'), out: q, groupSize: 32 });
-  const tok = await HfModelTokenizer.load(sharedPath('models', 'stories260K'), { bos: 1, eos: [2] });
+  quantizeModel({ model: storiesPath(), out: q, groupSize: 32 });
+  const tok = await HfModelTokenizer.load(storiesPath(), { bos: 1, eos: [2] });
   const text = readFileSync(sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt'), 'utf8').slice(0, 2500);
   const ids = tok!.encode(text, { addSpecialTokens: false });
   t.ok(ids.length > 300 && ids[0] !== 1);
   const run = (modelDir: string) => evaluatePerplexity(referenceModel(modelDir), ids, { ctx: 256 });
-  const f32 = await run(sharedPath('models', 'stories260K'));
+  const f32 = await run(storiesPath());
   const int4 = await run(q);
   t.comment(`TS reference, ${f32.tokens} tokens, ctx 256: F32 ppl ${f32.ppl.toFixed(4)}, RTN INT4 g32 ppl ${int4.ppl.toFixed(4)} (${((int4.ppl / f32.ppl - 1) * 100).toFixed(2)}%)`);
   t.equal(f32.tokens, ids.length);

@@ -7,10 +7,8 @@ import path from 'node:path';
 import { generateModel } from '../../src/synth/gen-model.js';
 import { loadReferenceModel, referenceForward, ropeInvFreq, type ReferenceModel } from '../../src/eval/reference-forward.js';
 import { MODEL_SHAPES } from '../../src/arch/model-shapes.js';
-import { hasShared, sharedPath } from '@shoal/testkit';
+import { storiesPath } from '@shoal/testkit';
 
-const STORIES = ['models', 'stories260K'] as const;
-const skipStories = hasShared(...STORIES, 'reference_greedy.json') ? false : `shared ${STORIES.join('/')} not found (set SHOAL_SHARED)`;
 
 interface RefJson {
   cases: Array<{ prompt: string; input_ids: number[]; ids_after_bos: number[] }>;
@@ -23,9 +21,9 @@ const argmax = (a: ArrayLike<number>) => {
   return b;
 };
 
-t.test('stories260K: logits equal the float64 reference', { skip: skipStories }, async (t) => {
-  const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as RefJson;
-  const m = loadReferenceModel(sharedPath(...STORIES));
+t.test('stories260K: logits equal the float64 reference', async (t) => {
+  const ref = JSON.parse(readFileSync(storiesPath('reference_greedy.json'), 'utf8')) as RefJson;
+  const m = loadReferenceModel(storiesPath());
   t.equal(m.shape.kvHeads, 4);
   t.equal(m.lmHead, m.embed, 'tied embeddings');
   const L = referenceForward(m, ref.logits.input_ids);
@@ -44,10 +42,10 @@ t.test('stories260K: logits equal the float64 reference', { skip: skipStories },
   t.ok(maxAbs <= 5.0e-7 + 1e-9, `max abs diff ${maxAbs.toExponential(3)} <= 5e-7 (the reference's 6-decimal rounding)`);
 });
 
-t.test('stories260K: greedy continuation of "Once upon a time" matches', { skip: skipStories }, async (t) => {
-  const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as RefJson;
+t.test('stories260K: greedy continuation of "Once upon a time" matches', async (t) => {
+  const ref = JSON.parse(readFileSync(storiesPath('reference_greedy.json'), 'utf8')) as RefJson;
   const c = ref.cases.find((x) => x.prompt === 'Once upon a time')!;
-  const m = loadReferenceModel(sharedPath(...STORIES));
+  const m = loadReferenceModel(storiesPath());
   const seq = [...c.input_ids];
   const steps = 16;
   for (let i = 0; i < steps; i++) {

@@ -11,7 +11,7 @@ import { dequantizeGptq, quantizeGptqLinear, unpackGptqWeight, unpackGptqZeros }
 import { checkGptqOptions, lowbitCompatible, quantizeModelGptq } from '../../src/quant/gptq.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import type { LoadOptions, Model } from '@shoal/engine';
-import { CLI_MAIN, hasShared, repoRoot, sharedPath } from '@shoal/testkit';
+import { CLI_MAIN, hasShared, repoRoot, sharedPath, storiesPath } from '@shoal/testkit';
 
 type Engine = { loadModel(dir: string, o?: LoadOptions): Promise<Model> };
 const addonPath = path.join(repoRoot, 'native', 'build', 'Release', 'shoal.node');
@@ -100,14 +100,14 @@ t.test('CLI quantize --format eqat and gen-model gptq names load in the engine',
 });
 
 t.test('quantize --format gptq --method awq: AWQ scales (packages/modelkit/src/quant/awq), then RTN', {
-  skip: engineSkip || (hasShared('models', 'stories260K', 'model.safetensors') && hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt') ? false : 'shared stories260K / TinyStories not found'),
+  skip: engineSkip || (hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt') ? false : 'shared TinyStories sample not found (set SHOAL_SHARED)'),
 }, async (t) => {
   const calib = path.join(root, 'calib.txt');
   writeFileSync(calib, readFileSync(sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt'), 'utf8').slice(-100_000));
   const out = path.join(root, 'awq-w3g32');
   const cli = CLI_MAIN;
   const txt = execFileSync(process.execPath, [cli, 'quantize', '--format', 'gptq', '--method', 'awq', '--bits', '3', '--group', '32',
-    '--model', sharedPath('models', 'stories260K'), '--out', out, '--calib', calib, '--samples', '8', '--seqlen', '128', '--dtype', 'f32'], { encoding: 'utf8' });
+    '--model', storiesPath(), '--out', out, '--calib', calib, '--samples', '8', '--seqlen', '128', '--dtype', 'f32'], { encoding: 'utf8' });
   t.match(txt, /awq\+rtn gptq_v2 w3g32: 30 linears quantized/);
   const m = await engine!.loadModel(out, { threads: 2 });
   try {

@@ -2,12 +2,12 @@
 // text and engine logits.
 import { readFileSync } from 'node:fs';
 import { loadModel } from '@shoal/engine';
-import { hasShared, sharedPath } from '@shoal/testkit';
+import { hasShared, sharedPath, storiesPath } from '@shoal/testkit';
 
-export const STORIES = sharedPath('models', 'stories260K');
+export const STORIES = storiesPath();
 export const STORIES_TXT = sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt');
-export const skipStories: string | false = hasShared('models', 'stories260K') && hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt')
-  ? false : 'shared models/stories260K or data/tinystories-valid-sample not found (set SHOAL_SHARED)';
+export const skipStories: string | false = hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt')
+  ? false : 'shared data/tinystories-valid-sample not found (set SHOAL_SHARED)';
 
 /** The first n paragraphs of the TinyStories sample (calibration documents). */
 export function calibDocs(n = 40): string[] {

@@ -11,12 +11,11 @@ import { quantizeModel } from '../../src/quant/rtn.js';
 import { loadReferenceModel, referenceForward } from '../../src/eval/reference-forward.js';
 import { Checkpoint } from '../../src/io/safetensors.js';
 import { f32ToF16 } from '../../src/io/dtypes.js';
-import { hasShared, sharedPath } from '@shoal/testkit';
+import { storiesPath } from '@shoal/testkit';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-rtn-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
-const STORIES = sharedPath('models', 'stories260K');
-const skipStories = hasShared('models', 'stories260K') ? false : 'shared models/stories260K not found (set SHOAL_SHARED)';
+const STORIES = storiesPath();
 
 /** Nearest f16 value of a positive float (ties to even), computed on values rather than bits. */
 function f16Nearest(x: number): number {
@@ -56,7 +55,7 @@ function referenceQuantDequant(w: Float32Array, N: number, K: number, G: number)
   return out;
 }
 
-t.test('stories260K g32: layout, config and exact dequantized weights', { skip: skipStories }, async (t) => {
+t.test('stories260K g32: layout, config and exact dequantized weights', async (t) => {
   const out = path.join(root, 'q32');
   const r = quantizeModel({ model: STORIES, out, groupSize: 32 });
   // gate/up have 172 outputs (not a multiple of 8: cannot pack), down_proj 172 inputs (not a multiple of 32)
@@ -116,7 +115,7 @@ t.test('stories260K g32: layout, config and exact dequantized weights', { skip: 
   t.ok(agree >= ids.length - 1);
 });
 
-t.test('stories260K g128: nothing fits, every linear is listed', { skip: skipStories }, async (t) => {
+t.test('stories260K g128: nothing fits, every linear is listed', async (t) => {
   const out = path.join(root, 'q128');
   const r = quantizeModel({ model: STORIES, out, groupSize: 128, dtype: 'f32' });
   t.equal(r.quantizedLinears, 0);

@@ -9,14 +9,14 @@ import path from 'node:path';
 import { evaluatePerplexity } from '../../src/eval/ppl.js';
 import { quantizeModelGptq } from '../../src/quant/gptq.js';
 import type { LoadOptions, Model } from '@shoal/engine';
-import { hasShared, repoRoot, sharedPath } from '@shoal/testkit';
+import { hasShared, repoRoot, sharedPath, storiesPath } from '@shoal/testkit';
 
 type Engine = { loadModel(dir: string, o?: LoadOptions): Promise<Model> };
 const addonPath = path.join(repoRoot, 'native', 'build', 'Release', 'shoal.node');
 let engine: Engine | null = null;
 let skip: string | false = false;
 if (!existsSync(addonPath)) skip = 'native addon not built (run `make native`)';
-else if (!hasShared('models', 'stories260K', 'model.safetensors') || !hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt')) {
+else if (!hasShared('data', 'tinystories-valid-sample', 'tinystories_val.txt')) {
   skip = 'shared stories260K / TinyStories sample not found (set SHOAL_SHARED)';
 } else engine = (await import('@shoal/engine')) as unknown as Engine;
 
@@ -24,7 +24,7 @@ const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-lowbit-stories-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
 t.test('stories260K at 4, 3 and 2 bits (GPTQ RTN): loads, evaluates, perplexity bounds', { skip }, async (t) => {
-  const model = sharedPath('models', 'stories260K');
+  const model = storiesPath();
   const text = readFileSync(sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt'), 'utf8').slice(0, 40_000);
   const variants = [
     { label: 'F32', dir: model },

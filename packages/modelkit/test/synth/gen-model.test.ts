@@ -8,7 +8,7 @@ import { buildConfigJson, MODEL_SHAPES, planTensors, SHAPE_NAMES, type ModelShap
 import { loadReferenceModel, referenceForward } from '../../src/eval/reference-forward.js';
 import { Checkpoint, SafetensorsReader } from '../../src/io/safetensors.js';
 import { f16ToF32, bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtypes.js';
-import { hasShared, sharedPath } from '@shoal/testkit';
+import { storiesPath } from '@shoal/testkit';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-gen-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -208,12 +208,12 @@ t.test('sharded output reads back identically', async (t) => {
   t.same(b.map((x) => Array.from(x)), a.map((x) => Array.from(x)));
 });
 
-t.test('tokenizer files, vocab checks and error codes', { skip: hasShared('models', 'stories260K') ? false : 'shared stories260K not found' }, async (t) => {
+t.test('tokenizer files, vocab checks and error codes', async (t) => {
   const dir = outDir();
-  const r = generateModel({ out: dir, shape: 'tiny', tokenizerDir: sharedPath('models', 'stories260K') });
+  const r = generateModel({ out: dir, shape: 'tiny', tokenizerDir: storiesPath() });
   t.equal(r.shape.vocabSize, 512, 'tiny takes the tokenizer vocabulary');
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) t.ok(existsSync(path.join(dir, f)), f);
-  t.throws(() => generateModel({ out: outDir(), shape: 'tiny', overrides: { vocabSize: 100 }, tokenizerDir: sharedPath('models', 'stories260K') }), { code: 'SHOAL_ERR_INVALID_ARG' });
+  t.throws(() => generateModel({ out: outDir(), shape: 'tiny', overrides: { vocabSize: 100 }, tokenizerDir: storiesPath() }), { code: 'SHOAL_ERR_INVALID_ARG' });
   t.throws(() => generateModel({ out: dir, shape: 'tiny' }), { code: 'SHOAL_ERR_OUTPUT_EXISTS' });
   generateModel({ out: dir, shape: 'tiny', force: true, overrides: { layers: 1 } });
   t.equal(readJson(path.join(dir, 'config.json')).num_hidden_layers, 1, '--force replaces');
