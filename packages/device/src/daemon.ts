@@ -3,10 +3,11 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { Desired, PROTOCOL_VERSION, type EventType, type State, type StoreEntry, type Event } from '@shoal/protocol';
+import { Desired, MAX_DESIRED_BYTES, PROTOCOL_VERSION, parsePayload, type EventType, type State, type StoreEntry, type Event } from '@shoal/protocol';
 import type { DeviceConfig } from './config/load.js';
 import { createLogger, type Logger } from '@shoal/common';
 import { ModelStore } from './store.js';
+import { recoverStore, recoveredSomething } from './store-recovery.js';
 import { Outbox } from './outbox.js';
 import { EngineHost, loadRealEngine, type LoadModelFn } from './engine-host.js';
 import { Scheduler, PRIORITY_REMOTE } from './scheduler.js';
@@ -93,7 +94,15 @@ export class DeviceDaemon {
     }, 20);
   }
 
-  async publishState(): Promise<void> {
+  private stateChain: Promise<void> = Promise.resolve();
+
+  /** Serialized, so a slow store listing never publishes an older state after a newer one. */
+  publishState(): Promise<void> {
+    this.stateChain = this.stateChain.then(() => this.publishStateNow());
+    return this.stateChain;
+  }
+
+  private async publishStateNow(): Promise<void> {
     try { this.storeList = await this.store.list(); } catch (e) { this.log.warn({ err: (e as Error).message }, 'store listing failed'); }
     const st = this.buildState(true);
     this.agent.publishState(st);
@@ -163,7 +172,20 @@ export class DeviceDaemon {
     const drainMs = () => cfg.shutdown.drainTimeoutSec * 1000;
     let drained = true;
     this.services = [
-      { name: 'store', start: async () => { await this.store.init(); await this.store.cleanPartials(); this.storeList = await this.store.list(); }, stop: () => {} },
+      {
+        name: 'store',
+        start: async () => {
+          await this.store.init();
+          const saved = this.store.loadDesired()?.model ?? null;
+          const report = await recoverStore(this.store, cfg.store.keepVersions, saved ? { name: saved.name, version: saved.version } : null);
+          if (recoveredSomething(report)) {
+            this.log.info(report, 'store recovered');
+            this.emit('store.recovered', { ...report });
+          }
+          this.storeList = await this.store.list();
+        },
+        stop: () => {},
+      },
       { name: 'outbox', start: () => {}, stop: () => this.outbox.close() },
       { name: 'engine', start: () => this.ota.restoreActive(), stop: () => this.host.dispose() },
       {
@@ -187,7 +209,7 @@ export class DeviceDaemon {
       },
       {
         name: 'ota',
-        start: () => { const saved = this.store.loadDesired(); if (saved?.model) this.ota.setDesired(saved.model, saved.rolloutId); },
+        start: () => { const saved = this.store.loadDesired(); if (saved?.model) this.ota.setDesired(saved.model, saved.rolloutId, saved.retryUntil); },
         stop: () => this.ota.stop(),
       },
       { name: 'telemetry', start: () => this.telemetry.start(), stop: () => this.telemetry.stop() },
@@ -205,17 +227,17 @@ export class DeviceDaemon {
 
   private onDesired(payload: Buffer): void {
     if (payload.length === 0) { this.ota.setDesired(null); return; }
-    let json: unknown;
-    try { json = JSON.parse(payload.toString('utf8')); } catch (e) {
-      this.emit('request.rejected', { code: 'INVALID_JSON', message: `desired state is not JSON: ${(e as Error).message}`, topic: 'desired' });
+    if (payload.length > MAX_DESIRED_BYTES) {
+      this.emit('request.rejected', { code: 'PAYLOAD_TOO_LARGE', message: `desired state is ${payload.length} bytes; the limit is ${MAX_DESIRED_BYTES}`, bytes: payload.length, topic: 'desired' });
       return;
     }
-    const d = Desired.safeParse(json);
-    if (!d.success) {
-      this.emit('request.rejected', { code: 'INVALID_MESSAGE', message: `desired state is invalid: ${d.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, topic: 'desired' });
+    const d = parsePayload(Desired, payload);
+    if (!d.ok) {
+      const what = d.code === 'INVALID_JSON' ? 'desired state is not JSON' : 'desired state is invalid';
+      this.emit('request.rejected', { code: d.code, message: `${what}: ${d.message}`, bytes: payload.length, topic: 'desired' });
       return;
     }
-    this.ota.setDesired(d.data.model, d.data.rolloutId);
+    this.ota.setDesired(d.value.model, d.value.rolloutId, d.value.retryUntil);
   }
 
   private handlers(): OpHandlers {

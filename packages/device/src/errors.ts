@@ -16,6 +16,7 @@ export const DEVICE_ERRORS = {
   INVALID_ARGS: 'operation arguments are invalid',
   INVALID_REPLY_TO: 'replyTo is not an acceptable reply topic',
   DEADLINE_EXCEEDED: 'the request deadline passed',
+  DEADLINE_INVALID: 'the request deadline is too far in the future',
   CANCELLED: 'the request was cancelled',
   NOT_FOUND: 'no such request, model, version or route',
   METHOD_NOT_ALLOWED: 'HTTP method not allowed on this route',

@@ -9,6 +9,7 @@ import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import { topics, CHANNEL_POLICY, type Reply } from '@shoal/protocol';
 import type { DeviceConfig } from './config/load.js';
 import type { Outbox } from './outbox.js';
+import { StateRevisions } from './state-revision.js';
 import type { Logger } from '@shoal/common';
 
 export interface AgentEvents {
@@ -31,15 +32,19 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   private timer: NodeJS.Timeout | null = null;
   private inflight = new Set<number>();
   private pendingReplies: Array<{ topic: string; payload: string }> = [];
-  private stateJson: string | null = null;
-  private offlineJson: string;
+  private state: Record<string, unknown> | null = null;
+  private offline: Record<string, unknown>;
+  private readonly revs: StateRevisions;
+  /** rev reserved for the current connection; its Last Will carries it as rev and conn. */
+  private conn = 0;
   connected = false;
   connectCount = 0;
 
   constructor(private readonly cfg: DeviceConfig, private readonly outbox: Outbox, private readonly log: Logger, offlineState: object) {
     super();
     this.version = cfg.broker.protocolVersion === 4 ? 4 : 5;
-    this.offlineJson = JSON.stringify(offlineState);
+    this.offline = { ...offlineState } as Record<string, unknown>;
+    this.revs = new StateRevisions(outbox);
   }
 
   get protocolVersion(): 4 | 5 { return this.version; }
@@ -50,7 +55,16 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   }
 
   /** The Last Will payload used from the next connection on. */
-  setOfflineState(state: object): void { this.offlineJson = JSON.stringify(state); }
+  setOfflineState(state: object): void { this.offline = { ...state } as Record<string, unknown>; }
+
+  /**
+   * Stamps a state with the next revision. Done synchronously right before the publish, so
+   * the order of revisions is the order of the PUBLISH packets on the connection, which
+   * the broker keeps (QoS 1 on one topic, MQTT §4.6): the retained state is the newest.
+   */
+  private stamp(state: Record<string, unknown>): string {
+    return JSON.stringify({ ...state, rev: this.revs.take(), conn: this.conn });
+  }
 
   private options(): IClientOptions {
     const b = this.cfg.broker;
@@ -61,7 +75,8 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       connectTimeout: 10_000,
       keepalive: b.keepaliveSec,
       protocolVersion: this.version,
-      will: { topic: topics.state(this.cfg.deviceId), payload: Buffer.from(this.offlineJson), qos: 1, retain: true },
+      // the will of this connection: rev = conn, below every state published on it
+      will: { topic: topics.state(this.cfg.deviceId), payload: Buffer.from(JSON.stringify({ ...this.offline, online: false, rev: this.conn, conn: this.conn })), qos: 1, retain: true },
     };
     if (b.username !== undefined) o.username = b.username;
     if (b.password !== undefined) o.password = b.password;
@@ -76,6 +91,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
     if (this.stopped) return;
     let opts: IClientOptions;
     try {
+      this.conn = this.revs.take();
       opts = this.options();
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'cannot read broker TLS files; retrying');
@@ -95,7 +111,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       c.subscribe([topics.cmd(this.cfg.deviceId), topics.desired(this.cfg.deviceId)], { qos: 1 }, (err) => {
         if (err) this.log.warn({ err: err.message }, 'subscribe failed');
       });
-      if (this.stateJson) c.publish(topics.state(this.cfg.deviceId), this.stateJson, { qos: 1, retain: true });
+      if (this.state) c.publish(topics.state(this.cfg.deviceId), this.stamp(this.state), { qos: 1, retain: true });
       for (const r of this.pendingReplies.splice(0)) c.publish(r.topic, r.payload, { qos: 1 });
       this.emit('connect', this.version);
       this.flushEvents();
@@ -139,8 +155,8 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
 
   /** Retained state (also re-published on every connect). */
   publishState(state: object): void {
-    this.stateJson = JSON.stringify(state);
-    if (this.connected && this.client) this.client.publish(topics.state(this.cfg.deviceId), this.stateJson, { qos: 1, retain: true });
+    this.state = { ...state } as Record<string, unknown>;
+    if (this.connected && this.client) this.client.publish(topics.state(this.cfg.deviceId), this.stamp(this.state), { qos: 1, retain: true });
   }
 
   publishTelemetry(t: object): void {
@@ -157,8 +173,8 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   }
 
   /** Appends an event to the durable outbox and tries to deliver it. */
-  publishEvent(event: object): void {
-    this.outbox.append(topics.events(this.cfg.deviceId), JSON.stringify(event));
+  publishEvent(event: Record<string, unknown>): void {
+    this.outbox.appendEvent(topics.events(this.cfg.deviceId), event);
     this.flushEvents();
   }
 
@@ -191,7 +207,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
     if (this.connected) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, timeoutMs);
-        c.publish(topics.state(this.cfg.deviceId), JSON.stringify(offlineState), { qos: 1, retain: true }, () => { clearTimeout(t); resolve(); });
+        c.publish(topics.state(this.cfg.deviceId), this.stamp({ ...offlineState, online: false }), { qos: 1, retain: true }, () => { clearTimeout(t); resolve(); });
       });
     }
     this.connected = false;

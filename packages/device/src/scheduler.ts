@@ -4,6 +4,7 @@
 import type { ChatMessage } from '@shoal/engine';
 import type { GenerateResult } from '@shoal/protocol';
 import { DeviceError } from './errors.js';
+import { atDeadline, type DeadlineTimer } from '@shoal/common';
 import type { EngineHost } from './engine-host.js';
 
 export const PRIORITY_LOCAL = 0;
@@ -36,7 +37,7 @@ interface Job extends JobSpec {
   enqueuedAt: number;
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
-  timer?: NodeJS.Timeout;
+  timer?: DeadlineTimer;
   cleanup?: () => void;
 }
 
@@ -90,10 +91,11 @@ export class Scheduler {
         this.hooks.onFinished?.({ source: job.source, outcome: err.code === 'CANCELLED' ? 'cancelled' : 'rejected', code: err.code });
         rejectP(err);
       };
-      job.timer = setTimeout(() => drop(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
+      // atDeadline: a deadline past setTimeout's 2^31-1 ms must not fire at once
+      job.timer = atDeadline(spec.deadline, () => drop(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)));
       const onAbort = () => drop(new DeviceError('CANCELLED', `request ${job.id} was cancelled while queued`));
       spec.signal?.addEventListener('abort', onAbort, { once: true });
-      job.cleanup = () => { clearTimeout(job.timer); spec.signal?.removeEventListener('abort', onAbort); };
+      job.cleanup = () => { job.timer?.clear(); spec.signal?.removeEventListener('abort', onAbort); };
       // insert by priority, FIFO within a priority
       let i = this.queue.length;
       while (i > 0 && this.queue[i - 1]!.priority > job.priority) i--;
@@ -142,7 +144,7 @@ export class Scheduler {
     const loaded = this.host.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
-    const dl = setTimeout(() => deadlineCtl.abort(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
+    const dl = atDeadline(job.deadline, () => deadlineCtl.abort(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)));
     const signals = [deadlineCtl.signal, ...(job.signal ? [job.signal] : [])];
     const signal = AbortSignal.any(signals);
     let session: ReturnType<typeof loaded.model.createSession> | null = null;
@@ -206,7 +208,7 @@ export class Scheduler {
       this.hooks.onFinished?.({ source: job.source, outcome: code === 'CANCELLED' ? 'cancelled' : 'error', code });
       job.reject(err);
     } finally {
-      clearTimeout(dl);
+      dl.clear();
       try { session?.dispose(); } catch { /* ignore */ }
     }
   }

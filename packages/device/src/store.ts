@@ -65,11 +65,11 @@ export class ModelStore {
     this.active = next;
   }
 
-  async saveDesired(d: { model: DesiredModel | null; rolloutId?: string } | null): Promise<void> {
+  async saveDesired(d: { model: DesiredModel | null; rolloutId?: string; retryUntil?: number } | null): Promise<void> {
     await writeJsonAtomic(path.join(this.dir, 'desired.json'), d);
   }
 
-  loadDesired(): { model: DesiredModel | null; rolloutId?: string } | null {
+  loadDesired(): { model: DesiredModel | null; rolloutId?: string; retryUntil?: number } | null {
     const f = path.join(this.dir, 'desired.json');
     if (!existsSync(f)) return null;
     try { return JSON.parse(readFileSync(f, 'utf8')); } catch { return null; }

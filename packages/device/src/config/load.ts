@@ -33,7 +33,7 @@ export interface DeviceConfig {
   queue: { maxDepth: number; maxConcurrent: 1; defaultDeadlineSec: number };
   engine: { threads: number; backend: 'auto' | 'cpu' | 'cuda'; contextSize: number; maxTokens: number };
   health: { timeoutSec: number; tokens: number; prompt: string };
-  download: { retries: number; idleTimeoutSec: number; progressIntervalMs: number };
+  download: { retries: number; idleTimeoutSec: number; progressIntervalMs: number; retryWindowSec: number; retryMaxDelaySec: number };
   outbox: { maxEvents: number };
   shutdown: { drainTimeoutSec: number };
   jetson: { sysfsRoot: string };
