@@ -26,6 +26,12 @@ export class ControllerMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'shoal_controller_' });
+    // prom-client's nodejs_active_{handles,requests,resources}_total are gauges, and a `_total`
+    // suffix is reserved for counters (promtool check metrics rejects them): leave them out
+    for (const m of this.registry.getMetricsAsArray()) {
+      const { name, type } = m as unknown as { name: string; type: string };
+      if (name.endsWith('_total') && String(type) !== 'counter') this.registry.removeSingleMetric(name);
+    }
   }
 
   /** Gauges computed from storage at scrape time. */
