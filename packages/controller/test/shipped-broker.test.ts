@@ -9,7 +9,7 @@
 import t from 'tap';
 import fs from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { startShippedMosquitto, shippedBrokerSkip } from '@shoal/testkit/shipped-broker';
+import { startShippedMosquitto, shippedBrokerSkip } from '@shoal/devkit';
 
 t.test('shipped mosquitto configuration', { skip: shippedBrokerSkip(), timeout: 60_000 }, async (t) => {
   const broker = await startShippedMosquitto(['dev1', 'dev2']);

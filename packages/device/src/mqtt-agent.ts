@@ -31,6 +31,14 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
   private inflight = new Set<number>();
+  /**
+   * Events the broker acknowledged within the last outbox.holdAfterAckMs. mosquitto sends the
+   * PUBACK before the snapshot of that loop iteration is on disk, so a broker killed -9 right
+   * after it loses the event; when the connection drops within the hold time these are
+   * published again after the reconnect (consumers deduplicate by id / stream+seq).
+   */
+  private held: Array<{ topic: string; payload: string; ackedAt: number }> = [];
+  private resend: Array<{ topic: string; payload: string }> = [];
   private pendingReplies: Array<{ topic: string; payload: string }> = [];
   private state: Record<string, unknown> | null = null;
   private offline: Record<string, unknown>;
@@ -113,6 +121,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       });
       if (this.state) c.publish(topics.state(this.cfg.deviceId), this.stamp(this.state), { qos: 1, retain: true });
       for (const r of this.pendingReplies.splice(0)) c.publish(r.topic, r.payload, { qos: 1 });
+      this.flushResend(c);
       this.emit('connect', this.version);
       this.flushEvents();
     });
@@ -138,6 +147,11 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       this.connected = false;
       this.client = null;
       this.inflight.clear();
+      // acknowledged moments ago: maybe never written to disk by a broker that just died
+      const cutoff = Date.now() - this.cfg.outbox.holdAfterAckMs;
+      for (const h of this.held) if (h.ackedAt >= cutoff) this.resend.push({ topic: h.topic, payload: h.payload });
+      this.held = [];
+      if (this.resend.length > 10_000) this.resend.splice(0, this.resend.length - 10_000);
       c.removeAllListeners('message');
       c.end(true);
       if (wasConnected) { this.log.warn('disconnected from broker'); this.emit('disconnect'); }
@@ -190,7 +204,29 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
         this.inflight.delete(row.seq);
         if (err) { this.log.debug({ err: err.message, seq: row.seq }, 'event publish not acknowledged'); return; }
         this.outbox.ack(row.seq);
+        this.hold(row.topic, row.payload);
         if (this.inflight.size === 0) this.flushEvents();
+      });
+    }
+  }
+
+  private hold(topic: string, payload: string): void {
+    const holdMs = this.cfg.outbox.holdAfterAckMs;
+    if (holdMs <= 0) return;
+    const now = Date.now();
+    this.held.push({ topic, payload, ackedAt: now });
+    let drop = 0;
+    while (drop < this.held.length && this.held[drop]!.ackedAt < now - holdMs) drop++;
+    if (drop > 0) this.held.splice(0, drop);
+  }
+
+  /** Re-publishes events held after their PUBACK when the connection was lost (in order, before new ones). */
+  private flushResend(c: MqttClient): void {
+    const batch = this.resend.splice(0);
+    for (const r of batch) {
+      c.publish(r.topic, r.payload, { qos: 1 }, (err) => {
+        if (err) { this.resend.push(r); return; } // connection lost again: next connect
+        this.hold(r.topic, r.payload);
       });
     }
   }

@@ -2,3 +2,4 @@
 export * from './brokers.js';
 export * from './sim.js';
 export * from './up.js';
+export * from './shipped-broker.js';

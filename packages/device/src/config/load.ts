@@ -34,7 +34,7 @@ export interface DeviceConfig {
   engine: { threads: number; backend: 'auto' | 'cpu' | 'cuda'; contextSize: number; maxTokens: number };
   health: { timeoutSec: number; tokens: number; prompt: string };
   download: { retries: number; idleTimeoutSec: number; progressIntervalMs: number; retryWindowSec: number; retryMaxDelaySec: number };
-  outbox: { maxEvents: number };
+  outbox: { maxEvents: number; holdAfterAckMs: number };
   shutdown: { drainTimeoutSec: number };
   jetson: { sysfsRoot: string };
 }

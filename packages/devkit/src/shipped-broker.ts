@@ -5,12 +5,13 @@
 // silently testing something else. kill9() + start() restart it on the same ports and
 // persistence file (a broker crash).
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '@shoal/devkit';
-import { repoRoot } from './shared.js';
+import { checkoutRoot as repoRoot } from '@shoal/common';
+import { freePort } from './brokers.js';
 
 export const DEPLOY_MOSQUITTO = path.join(repoRoot, 'deploy', 'mosquitto');
 
@@ -37,9 +38,20 @@ export function shippedBrokerSkip(): string | false {
   return false;
 }
 
-export async function startShippedMosquitto(devices: string[], dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shoal-shipped-mosq-'))): Promise<ShippedBroker> {
+/**
+ * `testDrivers`: extra users with the controller's rights (appended to this broker's copy of
+ * acl.conf only) for test clients that inject commands while the controllers come and go.
+ */
+export async function startShippedMosquitto(devices: string[], o: { testDrivers?: string[]; dir?: string } = {}): Promise<ShippedBroker> {
+  const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'shoal-shipped-mosq-'));
   execFileSync(path.join(DEPLOY_MOSQUITTO, 'make-credentials.sh'), [dir, 'shoal-controller-2', ...devices], { stdio: 'ignore' });
   const creds = Object.fromEntries(fs.readFileSync(path.join(dir, 'credentials.txt'), 'utf8').trim().split('\n').map((l) => l.split(' ') as [string, string]));
+  for (const user of o.testDrivers ?? []) {
+    const pass = randomBytes(12).toString('hex');
+    execFileSync('mosquitto_passwd', ['-b', path.join(dir, 'passwords'), user, pass], { stdio: 'ignore' });
+    fs.appendFileSync(path.join(dir, 'acl.conf'), `\n# test driver (tests only)\nuser ${user}\ntopic readwrite shoal/v1/#\n`);
+    creds[user] = pass;
+  }
   const [port, tlsPort] = [await freePort(), await freePort()];
   fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
   let conf = fs.readFileSync(path.join(DEPLOY_MOSQUITTO, 'mosquitto.conf'), 'utf8');
