@@ -188,14 +188,39 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
 
   /** Appends an event to the durable outbox and tries to deliver it. */
   publishEvent(event: Record<string, unknown>): void {
-    this.outbox.appendEvent(topics.events(this.cfg.deviceId), event);
+    try {
+      this.outbox.appendEvent(topics.events(this.cfg.deviceId), event);
+    } catch (e) {
+      // the outbox database cannot be written (SQLITE_FULL on a full disk, I/O error): the event
+      // still goes out, from memory (lost if the daemon dies before the PUBACK); it has no seq
+      this.log.error({ err: (e as Error).message, type: event.type }, 'outbox write failed; sending the event from memory');
+      this.memoryEvents.push(JSON.stringify(event));
+      if (this.memoryEvents.length > 1000) this.memoryEvents.shift();
+    }
     this.flushEvents();
+  }
+
+  private memoryEvents: string[] = [];
+  private memoryInflight = false;
+
+  private flushMemoryEvents(c: MqttClient): void {
+    if (this.memoryInflight || this.memoryEvents.length === 0) return;
+    this.memoryInflight = true;
+    const payload = this.memoryEvents[0]!;
+    c.publish(topics.events(this.cfg.deviceId), payload, { qos: 1 }, (err) => {
+      this.memoryInflight = false;
+      if (err || this.client !== c) return;
+      if (this.memoryEvents[0] === payload) this.memoryEvents.shift();
+      this.flushMemoryEvents(c);
+    });
   }
 
   flushEvents(): void {
     const c = this.client;
     if (!this.connected || !c) return;
-    const rows = this.outbox.pending(256);
+    this.flushMemoryEvents(c);
+    let rows: ReturnType<Outbox['pending']>;
+    try { rows = this.outbox.pending(256); } catch (e) { this.log.error({ err: (e as Error).message }, 'outbox read failed'); return; }
     for (const row of rows) {
       if (this.inflight.has(row.seq)) continue;
       this.inflight.add(row.seq);
@@ -203,7 +228,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
         if (this.client !== c) return; // a newer connection re-sends it
         this.inflight.delete(row.seq);
         if (err) { this.log.debug({ err: err.message, seq: row.seq }, 'event publish not acknowledged'); return; }
-        this.outbox.ack(row.seq);
+        try { this.outbox.ack(row.seq); } catch (e) { this.log.error({ err: (e as Error).message }, 'outbox delete failed; the event will be sent again'); }
         this.hold(row.topic, row.payload);
         if (this.inflight.size === 0) this.flushEvents();
       });

@@ -127,7 +127,8 @@ export class OtaManager {
     this.running = (async () => {
       do {
         this.again = false;
-        await this.withLock(() => this.convergeOnce());
+        // never an unhandled rejection (it would end the daemon): log and wait for the next kick
+        await this.withLock(() => this.convergeOnce()).catch((e) => this.d.log.error({ err: (e as Error).message }, 'OTA step failed'));
       } while (this.again && !this.stopped);
     })().finally(() => { this.running = null; });
   }

@@ -11,7 +11,13 @@ export class StateRevisions {
 
   take(): number {
     if (this.next > this.last) {
-      this.next = this.outbox.reserveRevisions(this.block, Date.now());
+      try {
+        this.next = this.outbox.reserveRevisions(this.block, Date.now());
+      } catch {
+        // database unwritable (disk full): keep going from memory; the clock floor keeps
+        // revisions above earlier ones after a restart
+        this.next = Math.max(this.next, Date.now());
+      }
       this.last = this.next + this.block - 1;
     }
     return this.next++;

@@ -170,7 +170,8 @@ t.test('disk full in the middle of a download', { skip: skip || (!isRoot ? 'need
   await fleet.waitEvent((e) => e.type === 'ota.progress' && e.data.version === '2.0.0' && Number(e.data.bytes) > 100_000, 20_000, 'v2 downloading');
   const filler = path.join(mnt, 'filler');
   try { execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k', 'count=100'], { stdio: 'ignore' }); } catch { /* fills up to ENOSPC */ }
-  const full = await fleet!.waitEvent((e) => e.type === 'ota.retrying' && e.data.version === '2.0.0' && e.data.code === 'INSUFFICIENT_SPACE', 30_000, 'INSUFFICIENT_SPACE');
+  const full = await fleet.waitEvent((e) => e.type === 'ota.retrying' && e.data.version === '2.0.0' && e.data.code === 'INSUFFICIENT_SPACE', 30_000, 'INSUFFICIENT_SPACE')
+    .catch((e) => { throw new Error(`${(e as Error).message}\n${daemon!.logs().slice(-3000)}`); });
   t.match(String(full.data.reason), /full|space/);
   const r = await fleet.request('generate', { prompt: 'Once', maxTokens: 4 });
   t.ok(r.final.ok, 'the active model answers with the disk full');
