@@ -156,7 +156,8 @@ export async function dirBytes(dir: string): Promise<number> {
   let total = 0;
   const items = await fsp.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
   for (const it of items) {
-    if (it.isFile()) total += (await fsp.stat(path.join(it.parentPath ?? (it as unknown as { path: string }).path, it.name))).size;
+    // a file removed meanwhile (GC, a finished download's rename) counts as 0, not as a failed listing
+    if (it.isFile()) total += (await fsp.stat(path.join(it.parentPath ?? (it as unknown as { path: string }).path, it.name)).catch(() => null))?.size ?? 0;
   }
   return total;
 }

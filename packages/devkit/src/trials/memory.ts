@@ -17,11 +17,16 @@ import { startAedes } from '../brokers.js';
 
 const CLI = path.join(checkoutRoot, 'packages', 'cli', 'dist', 'src', 'main.js');
 
-export interface MemoryOptions { dir: string; modelDir: string; requests: number; deployments: number; log?: (m: string) => void }
+export interface MemoryOptions {
+  dir: string; modelDir: string; requests: number; deployments: number;
+  /** Deployments (with their share of requests) before the baseline RSS is read; default a tenth. */
+  baselineDeployments?: number;
+  log?: (m: string) => void;
+}
 export interface MemoryResult {
   requests: number; deployments: number;
-  /** RSS (bytes) after the first tenth of the requests and deployments, and after the last. */
-  rssFirstTenth: number; rssLast: number;
+  /** RSS (bytes) after the baseline share of the work (default: the first tenth), and after the last. */
+  rssFirstTenth: number; rssLast: number; baselineRequests: number;
   growthPct: number; seconds: number; failedRequests: number;
 }
 
@@ -88,16 +93,17 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryResult> {
     const perDeploy = Math.max(1, Math.round(o.requests / o.deployments));
     let done = 0;
     let rssFirstTenth = 0;
+    let baselineRequests = 0;
     for (let i = 1; i <= o.deployments; i++) {
       await deploy(i);
       for (let k = 0; k < perDeploy && done < o.requests; k++, done++) await request();
-      if (i === Math.max(1, Math.round(o.deployments / 10))) { rssFirstTenth = rssOf(proc.pid!); log(`after ${done} requests and ${i} deployments: RSS ${(rssFirstTenth / 2 ** 20).toFixed(1)} MiB`); }
+      if (i === (o.baselineDeployments ?? Math.max(1, Math.round(o.deployments / 10)))) { baselineRequests = done; rssFirstTenth = rssOf(proc.pid!); log(`after ${done} requests and ${i} deployments: RSS ${(rssFirstTenth / 2 ** 20).toFixed(1)} MiB`); }
     }
     while (done < o.requests) { await request(); done++; }
     const rssLast = rssOf(proc.pid!);
     log(`after ${done} requests and ${o.deployments} deployments: RSS ${(rssLast / 2 ** 20).toFixed(1)} MiB`);
     return {
-      requests: done, deployments: o.deployments, rssFirstTenth, rssLast,
+      requests: done, deployments: o.deployments, rssFirstTenth, rssLast, baselineRequests,
       growthPct: Math.round(((rssLast - rssFirstTenth) / rssFirstTenth) * 1000) / 10,
       seconds: Math.round((Date.now() - t0) / 100) / 10, failedRequests: failed,
     };
