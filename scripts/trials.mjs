@@ -10,8 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { runChaos } = await import(path.join(repo, 'packages/devkit/dist/src/trials/chaos.js'));
-const { runMemory } = await import(path.join(repo, 'packages/devkit/dist/src/trials/memory.js'));
+const { runChaos, runMemory } = await import(path.join(repo, 'packages/devkit/dist/src/index.js'));
 const { values: a } = parseArgs({ options: { cycles: { type: 'string', default: '10' }, requests: { type: 'string', default: '1000' }, deployments: { type: 'string', default: '100' } } });
 const shared = process.env.SHOAL_SHARED ?? path.join(repo, '..', 'shared');
 const modelDir = path.join(shared, 'models', 'stories260K');

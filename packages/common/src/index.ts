@@ -3,4 +3,5 @@ export * from './atomic.js';
 export * from './log.js';
 export * from './signals.js';
 export * from './checkout.js';
+export * from './errors.js';
 export * from './timers.js';

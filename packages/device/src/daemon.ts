@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Desired, MAX_DESIRED_BYTES, PROTOCOL_VERSION, parsePayload, type EventType, type State, type StoreEntry, type Event } from '@shoal/protocol';
 import type { DeviceConfig } from './config/load.js';
-import { createLogger, type Logger } from '@shoal/common';
+import { createLogger, type Logger, ShoalError } from '@shoal/common';
 import { ModelStore } from './store.js';
 import { recoverStore, recoveredSomething } from './store-recovery.js';
 import { Outbox } from './outbox.js';
@@ -18,7 +18,6 @@ import { TelemetryService } from './telemetry.js';
 import { HttpApi } from './http-api.js';
 import { DeviceMetrics } from './metrics.js';
 import { SdNotify } from './sdnotify.js';
-import { DeviceError } from './errors.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -261,7 +260,7 @@ export class DeviceDaemon {
         });
       },
       cancel: async ({ requestId }) => {
-        if (!this.router.cancel(requestId)) throw new DeviceError('NOT_FOUND', `no running request with id '${requestId}'`);
+        if (!this.router.cancel(requestId)) throw new ShoalError('NOT_FOUND', `no running request with id '${requestId}'`);
         return { requestId, cancelled: true };
       },
       activate: (ref) => this.ota.activate(ref),
