@@ -160,6 +160,11 @@ export class OtaManager {
       const info = toErrorInfo(e);
       if (signal.aborted && (info.code === 'CANCELLED' || info.code === 'SHUTTING_DOWN')) {
         this.d.log.info({ model: ref, reason: info.message }, 'install interrupted');
+        // abandoned for another target: its partial bytes go (a restart keeps them to resume)
+        if (info.code === 'CANCELLED') {
+          const freedBytes = await this.discardPartial(ref);
+          if (freedBytes > 0) this.d.log.info({ model: ref, freedBytes }, 'partial download of the abandoned target removed');
+        }
         return;
       }
       this.lastError = info;

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { sha256Hex } from '@shoal/protocol';
 import {
   engineAvailable, startAedes, makeKeys, tmpDir, buildPackage, startPackageServer,
-  baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, type BuiltPackage, type PackageServer,
+  baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, waitFor, type BuiltPackage, type PackageServer,
 } from './helpers.js';
 
 const skip = engineAvailable();
@@ -127,8 +127,9 @@ t.test('OTA faults: rejected or retried with the reason in an event, nothing lef
     t.ok((ev.data.gc as unknown[]).length >= 1, `gc removed ${JSON.stringify(ev.data.gc)}`);
     t.ok(Number(ev.data.freedBytes) > 1000);
     t.notOk(existsSync(path.join(storeDir, '.active.json.123.abcd.tmp')));
+    await fleet.waitState((s) => s.online && s.model?.version === '1.0.0' && s.desired?.version === '1.0.0' && s.store.length <= 3, 10_000, 'v1 active, store within keepVersions');
+    await waitFor(() => partials(storeDir).length === 0, 10_000, 'no partial download left').catch(() => undefined);
     t.same(partials(storeDir), [], 'no partial download left');
-    await fleet.waitState((s) => s.online && s.model?.version === '1.0.0' && s.store.length <= 3, 10_000, 'v1 active, store within keepVersions');
     await answers(t, '1.0.0');
   });
 });

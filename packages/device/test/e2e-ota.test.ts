@@ -150,7 +150,7 @@ t.test('OTA lifecycle over mosquitto with the real engine', { skip, timeout: 90_
   await fleet.waitState((s) => s.online && s.model?.version === '1.1.0', 10_000, 'active model restored after restart');
   fleet.events.length = 0;
   // retried with backoff until retryUntil (the rollout's timeout), then a final failure
-  await fleet.setDesired({ ...desiredFor(srv, v4), retryUntil: Date.now() + 2500 });
+  await fleet.setDesired({ ...desiredFor(srv, v4), retryUntil: Date.now() + 8000 });
   const retrying = await fleet.waitEvent((e) => e.type === 'ota.retrying' && e.data.version === '4.0.0', 20_000, 'ota.retrying for v4');
   t.equal(retrying.data.code, 'INSUFFICIENT_SPACE');
   const spaceFail = await fleet.waitEvent((e) => e.type === 'ota.failed' && e.data.version === '4.0.0', 20_000, 'ota.failed for v4');
