@@ -1,6 +1,6 @@
 // Delivery under faults (short version; `make trials` runs the long one, docs/reliability.md):
 //  1. three device daemons deploy and emit events and telemetry while the controller is killed
-//     -9 and restarted, and the broker is killed -9 and restarted in between: 0 events lost,
+//     -9 and restarted 3x, the broker killed -9 and restarted in between each time: 0 events lost,
 //     0 stored twice, the rollouts succeed;
 //  2. two controller replicas on one shared subscription group, one of them killed -9 in turn:
 //     same guarantees.
@@ -19,10 +19,10 @@ const skip = shippedBrokerSkip() || (!addon ? 'native engine not built (run `mak
 t.test('controller and broker killed -9 while three devices deploy and emit events', { skip, timeout: 170_000 }, async (t) => {
   const dir = tmpDir('shoal-chaos-');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const r = await runChaos({ dir, modelDir, cycles: 4, brokerKillEvery: 2, log: (m) => t.comment(m) });
+  const r = await runChaos({ dir, modelDir, cycles: 3, brokerKillEvery: 1, log: (m) => t.comment(m) });
   t.comment(JSON.stringify(r));
-  t.equal(r.controllerKills, 4);
-  t.equal(r.brokerKills, 2);
+  t.equal(r.controllerKills, 3);
+  t.equal(r.brokerKills, 3);
   t.ok(r.emitted > 20, `devices emitted events (${r.emitted})`);
   t.equal(r.lost, 0, '0 events lost');
   t.equal(r.duplicatesStored, 0, '0 events stored twice');
@@ -33,7 +33,7 @@ t.test('controller and broker killed -9 while three devices deploy and emit even
 t.test('two controller replicas on a shared subscription, killed -9 in turn', { skip, timeout: 120_000 }, async (t) => {
   const dir = tmpDir('shoal-chaos-shared-');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const r = await runChaos({ dir, modelDir, cycles: 4, replicas: 2, brokerKillEvery: 0, log: (m) => t.comment(m) });
+  const r = await runChaos({ dir, modelDir, cycles: 2, replicas: 2, brokerKillEvery: 0, log: (m) => t.comment(m) });
   t.comment(JSON.stringify(r));
   t.ok(r.emitted > 20, `devices emitted events (${r.emitted})`);
   t.equal(r.lost, 0, '0 events lost');
