@@ -5,7 +5,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { writeFileAtomicSync } from '@shoal/common';
-import pino, { type Logger } from 'pino';
 import {
   Event, State, Telemetry, parsePayload, type DesiredModel, type DeviceChannel,
 } from '@shoal/protocol';
@@ -19,7 +18,7 @@ import { decideState } from './state-revision.js';
 import { openSqliteStorage } from './storage/sqlite.js';
 import type { Storage } from './storage/types.js';
 import type { ControllerContext, IngestStats } from './context.js';
-import { ShoalError } from '@shoal/common';
+import { ShoalError, createLogger, type Logger } from '@shoal/common';
 
 export class Controller implements ControllerContext {
   readonly storage: Storage;
@@ -49,7 +48,7 @@ export class Controller implements ControllerContext {
   private closed = false;
 
   constructor(readonly config: ResolvedConfig, opts: { storage?: Storage; logger?: Logger } = {}) {
-    this.log = opts.logger ?? pino({ level: config.logLevel, base: { svc: 'controller' } }, pino.destination(2));
+    this.log = opts.logger ?? createLogger(config.logLevel, { svc: 'controller' });
     fs.mkdirSync(config.dataDir, { recursive: true });
     this.storage = opts.storage ?? openSqliteStorage(config.dbFile);
     this.registry = new PackageRegistry(this.storage, config.artifactsDir, config.fleetPublicKeyPem);

@@ -1,8 +1,8 @@
-// quantize-gptq.ts — writes real 2-, 3-, 4- and 8-bit checkpoints in the GPTQ
+// quant/gptq.ts — writes real 2-, 3-, 4- and 8-bit checkpoints in the GPTQ
 // layout (AutoGPTQ `gptq` or GPTQModel `gptq_v2`) or EfficientQAT's native
 // layout (+ shoal-quant.json), from an unquantized LLaMA-family checkpoint.
 //
-// Method: group-wise round-to-nearest (gptq-pack.ts quantizeGptqLinear; GPTQ's
+// Method: group-wise round-to-nearest (formats/gptq.ts quantizeGptqLinear; GPTQ's
 // quantizer grid without the Hessian-based error feedback). With method "awq"
 // the AWQ engineer's scale search (packages/modelkit/src/quant/awq, foldOnly) runs first and its
 // folded F32 model is what gets rounded: RTN with AWQ scales.
