@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 ADDON := native/build/Release/shoal.node
 NATIVE_TEST_DIR := native/build-tests
 
-.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench bench-peer bench-moe demo fuzz clean
+.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench bench-peer bench-moe demo fuzz clean trials
 
 all: native ts web
 
@@ -99,6 +99,11 @@ demo:
 	@scripts/setup.sh --for demo
 	@$(MAKE) --no-print-directory all
 	node $(CLI_MAIN) up
+
+# Long fault-injection and memory trials (docs/reliability.md): controller and broker killed -9
+# while devices deploy, two controller replicas, 1,000 requests + 100 deployments on one daemon.
+trials: all
+	node scripts/trials.mjs
 
 clean:
 	rm -rf packages/*/dist native/build native/build-tests native/build-fuzz

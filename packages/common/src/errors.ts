@@ -70,6 +70,7 @@ const DEVICE = {
   INVALID_ARGS: { message: 'operation arguments are invalid', status: 400 },
   INVALID_REPLY_TO: { message: 'replyTo is not an acceptable reply topic' },
   DEADLINE_EXCEEDED: { message: 'the request deadline passed', status: 504 },
+  DEADLINE_INVALID: { message: 'the request deadline is too far in the future', status: 400 },
   CANCELLED: { message: 'the request was cancelled', status: 499 },
   NOT_FOUND: { message: 'no such request, model, version or route', status: 404 },
   METHOD_NOT_ALLOWED: { message: 'HTTP method not allowed on this route', status: 405 },

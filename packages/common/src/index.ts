@@ -5,3 +5,4 @@ export * from './signals.js';
 export * from './checkout.js';
 export * from './errors.js';
 export * from './hf-cache.js';
+export * from './timers.js';

@@ -7,6 +7,7 @@ import { GenerateArgs, formatIssues } from '@shoal/protocol';
 import type { ControllerContext } from './context.js';
 import { toControllerError } from './errors.js';
 import { FleetLink } from './link.js';
+import { routeLabel } from './metrics.js';
 import { LiveHub } from './live.js';
 import { serveArtifact } from './packages.js';
 import { isWebPath, serveWeb } from './web.js';
@@ -137,6 +138,11 @@ export async function startApi(ctl: ControllerContext): Promise<ApiServer> {
   const token = ctl.config.resolvedToken;
   const live = new LiveHub(ctl, deviceSummary);
   const server = http.createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = routeLabel(new URL(req.url ?? '/', 'http://localhost').pathname);
+      ctl.metrics.apiLatency.observe({ method: req.method ?? 'GET', route, code: String(res.statusCode) }, Number(process.hrtime.bigint() - started) / 1e9);
+    });
     handle(req, res).catch((e) => sendError(res, e));
   });
 
@@ -145,6 +151,15 @@ export async function startApi(ctl: ControllerContext): Promise<ApiServer> {
     const parts = u.pathname.split('/').filter(Boolean);
     const method = req.method ?? 'GET';
     if (parts[0] === 'artifacts') return serveArtifact(ctl.registry, req, res, parts.slice(1));
+    if (parts[0] === 'metrics' && parts.length === 1) {
+      // Prometheus scrape: same bearer token as the API (prometheus.yml: authorization.credentials_file)
+      if (!tokenOk(req.headers.authorization, token)) throw new ShoalError('UNAUTHORIZED', 'missing or wrong Authorization: Bearer <token> for /metrics; give Prometheus the API token (authorization.credentials_file)');
+      if (method !== 'GET' && method !== 'HEAD') throw new ShoalError('METHOD_NOT_ALLOWED', `${method} is not allowed on /metrics; use GET`);
+      const m = await ctl.metrics.render(ctl.storage, ctl.link?.connected ?? false);
+      res.writeHead(200, { 'Content-Type': m.contentType, 'Content-Length': Buffer.byteLength(m.body), 'Cache-Control': 'no-store' });
+      res.end(method === 'HEAD' ? undefined : m.body);
+      return;
+    }
     if (isWebPath(parts)) return serveWeb(req, res, parts);
     if (parts[0] !== 'api') throw new ShoalError('NOT_FOUND', `no route ${u.pathname}; the API lives under /api (see docs/controller.md)`);
     const route = parts.slice(1);
@@ -170,7 +185,12 @@ export async function startApi(ctl: ControllerContext): Promise<ApiServer> {
     }
     if (a === 'stats' && !b) {
       allow('GET');
-      return sendJson(res, 200, { ...ctl.stats, telemetryRows: ctl.storage.countTelemetry(), devices: ctl.storage.listDevices().length });
+      const streams = ctl.storage.eventStreams();
+      return sendJson(res, 200, {
+        ...ctl.stats, telemetryRows: ctl.storage.countTelemetry(), devices: ctl.storage.listDevices().length,
+        mqtt: { connected: ctl.link?.connected ?? false, clientId: ctl.link?.clientId ?? null, reconnects: ctl.link?.reconnects ?? 0 },
+        eventStreams: { streams: streams.length, missing: streams.reduce((s, e) => s + e.missing, 0) },
+      });
     }
     if (a === 'devices') {
       if (!b) {
@@ -181,7 +201,8 @@ export async function startApi(ctl: ControllerContext): Promise<ApiServer> {
       if (!dev) throw new ShoalError('DEVICE_NOT_FOUND', `device '${b}' is unknown; list devices with \`shoal fleet ls\``);
       if (!c) {
         allow('GET');
-        return sendJson(res, 200, { device: { ...deviceSummary(dev), state: dev.state, telemetry: dev.telemetry } });
+        const events = ctl.storage.eventStreams(b).map((e) => ({ ...e, missingSeqs: e.missing > 0 ? ctl.storage.missingSeqs(b, e.stream, 100) : [] }));
+        return sendJson(res, 200, { device: { ...deviceSummary(dev), state: dev.state, telemetry: dev.telemetry, events } });
       }
       if (c === 'exec' && restParts.length === 0) {
         allow('POST');

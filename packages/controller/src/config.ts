@@ -10,7 +10,12 @@ export const ControllerConfigSchema = z.object({
     url: z.string().regex(/^(mqtts?|tcp|ssl|wss?):\/\//, 'broker.url must start with mqtt://, mqtts://, ws:// or wss://'),
     username: z.string().optional(),
     password: z.string().optional(),
+    /** Fixed MQTT client id; default: generated once and kept in dataDir/mqtt-client-id. */
     clientId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/).optional(),
+    /** Persistent MQTT session: the broker queues device events while the controller is down. */
+    persistentSession: z.boolean().default(true),
+    /** MQTT 5 Session Expiry Interval of the persistent session (3.1.1: the broker's persistent_client_expiration). */
+    sessionExpirySec: z.number().int().min(60).max(0xfffffffe).default(7 * 24 * 3600),
     /** 4 = MQTT 3.1.1 (works with aedes), 5 = MQTT 5 (mosquitto, EMQX, HiveMQ). */
     protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
     /** MQTT 5 shared-subscription group: replicas with the same group split device traffic. */

@@ -8,10 +8,11 @@ import type { FleetLink } from './link.js';
 import type { PackageRegistry } from './packages.js';
 import type { RolloutEngine } from './rollout.js';
 import type { Storage } from './storage/types.js';
+import type { ControllerMetrics } from './metrics.js';
 
 export interface IngestStats {
   received: Record<DeviceChannel, number>;
-  stored: { state: number; telemetry: number; events: number; duplicateEvents: number };
+  stored: { state: number; telemetry: number; events: number; duplicateEvents: number; staleStates: number };
   malformed: number;
   lastMalformed: string | null;
 }
@@ -25,6 +26,8 @@ export interface ControllerContext {
   /** Live feed of what ingest stored (see Controller.bus). */
   readonly bus: EventEmitter;
   readonly stats: IngestStats;
+  /** Prometheus metrics (GET /metrics). */
+  readonly metrics: ControllerMetrics;
   /** Base URL devices use for artifacts. */
   readonly publicUrl: string;
 }

@@ -2,6 +2,9 @@
 // rollout engine, the package registry and the HTTP API, over one Storage.
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { writeFileAtomicSync } from '@shoal/common';
 import {
   Event, State, Telemetry, parsePayload, type DesiredModel, type DeviceChannel,
 } from '@shoal/protocol';
@@ -10,6 +13,8 @@ import type { ResolvedConfig } from './config.js';
 import { FleetLink } from './link.js';
 import { PackageRegistry } from './packages.js';
 import { RolloutEngine } from './rollout.js';
+import { ControllerMetrics } from './metrics.js';
+import { decideState } from './state-revision.js';
 import { openSqliteStorage } from './storage/sqlite.js';
 import type { Storage } from './storage/types.js';
 import type { ControllerContext, IngestStats } from './context.js';
@@ -30,10 +35,13 @@ export class Controller implements ControllerContext {
   readonly bus = new EventEmitter();
   readonly stats: IngestStats = {
     received: { state: 0, telemetry: 0, events: 0, cmd: 0, desired: 0 },
-    stored: { state: 0, telemetry: 0, events: 0, duplicateEvents: 0 },
+    stored: { state: 0, telemetry: 0, events: 0, duplicateEvents: 0, staleStates: 0 },
     malformed: 0,
     lastMalformed: null,
   };
+  readonly metrics = new ControllerMetrics();
+  /** Highest event seq seen per device stream in this process (to log gaps as they appear). */
+  private lastSeq = new Map<string, number>();
   private telemetryBuf: { deviceId: string; ts: number; data: Record<string, unknown> }[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
   private pruneTimer: NodeJS.Timeout | null = null;
@@ -73,10 +81,13 @@ export class Controller implements ControllerContext {
     this.api = await startApi(this);
     const b = this.config.broker;
     this.link = await FleetLink.connect({
-      url: b.url, username: b.username, password: b.password, clientId: b.clientId, protocolVersion: b.protocolVersion,
+      url: b.url, username: b.username, password: b.password, clientId: b.clientId ?? stableClientId(this.config.dataDir), protocolVersion: b.protocolVersion,
       ca: b.ca, cert: b.cert, key: b.key, sharedGroup: b.sharedGroup,
+      persistentSession: b.persistentSession, sessionExpirySec: b.sessionExpirySec,
+      onMessage: (id, ch, payload) => this.ingest(id, ch, payload),
     });
-    this.link.on('message', (id, ch, payload) => this.ingest(id, ch, payload));
+    this.link.client.on('reconnect', () => this.log.info('reconnecting to the broker'));
+    this.link.client.on('connect', () => { if (this.link.reconnects > 0) { this.metrics.mqttReconnects.inc(); this.log.info({ reconnects: this.link.reconnects }, 'reconnected to the broker'); } });
     this.link.on('invalidReply', (why) => this.malformed('replies', why));
     this.flushTimer = setInterval(() => this.flush(), 200);
     this.pruneTimer = setInterval(() => this.prune(), this.config.telemetry.pruneIntervalSec * 1000);
@@ -85,7 +96,15 @@ export class Controller implements ControllerContext {
     this.log.info({ api: `http://${this.api.address.host}:${this.api.address.port}`, dashboard: `http://${this.api.address.host}:${this.api.address.port}/`, broker: b.url }, 'controller started');
   }
 
+  private noteSeq(deviceId: string, stream: string, seq: number): void {
+    const k = `${deviceId}/${stream}`;
+    const last = this.lastSeq.get(k);
+    if (last !== undefined && seq > last + 1) this.log.warn({ deviceId, stream, from: last + 1, to: seq - 1 }, `event gap: ${seq - last - 1} events of ${deviceId} not (yet) received`);
+    if (last === undefined || seq > last) this.lastSeq.set(k, seq);
+  }
+
   private malformed(where: string, why: string): void {
+    this.metrics.malformed.inc();
     this.stats.malformed++;
     this.stats.lastMalformed = `${where}: ${why}`;
     this.log.warn({ where }, `malformed message dropped: ${why}`);
@@ -102,10 +121,24 @@ export class Controller implements ControllerContext {
         if (!r.ok) return this.malformed(`${deviceId}/state`, `${r.code}: ${r.message}`);
         const s = r.value;
         if (s.deviceId !== deviceId) return this.malformed(`${deviceId}/state`, `deviceId '${s.deviceId}' does not match the topic`);
-        this.storage.upsertDevice(deviceId, {
-          online: s.online, group: s.group ?? null, labels: s.labels, model: s.model, phase: s.phase,
-          state: s as unknown as Record<string, unknown>, lastSeen: now,
-        }, now);
+        const known = this.storage.getDevice(deviceId);
+        const decision = decideState(known?.state ?? null, s);
+        if (decision === 'stale') {
+          this.stats.stored.staleStates++;
+          this.metrics.statesStale.inc();
+          this.log.debug({ deviceId, rev: s.rev, storedRev: known?.state?.rev }, 'older state revision ignored');
+          return;
+        }
+        if (decision === 'offline' && known?.state) {
+          // presence only: the last known model, version, phase and store stay
+          const rev = Math.max(Number(known.state.rev ?? 0), s.rev ?? 0);
+          this.storage.upsertDevice(deviceId, { online: false, state: { ...known.state, online: false, ...(s.rev !== undefined ? { rev } : {}) }, lastSeen: now }, now);
+        } else {
+          this.storage.upsertDevice(deviceId, {
+            online: s.online, group: s.group ?? null, labels: s.labels, model: s.model, phase: s.phase,
+            state: s as unknown as Record<string, unknown>, lastSeen: now,
+          }, now);
+        }
         this.stats.stored.state++;
         this.rollouts.kick();
         this.bus.emit('device', deviceId);
@@ -119,9 +152,10 @@ export class Controller implements ControllerContext {
         const r = parsePayload(Event, payload);
         if (!r.ok) return this.malformed(`${deviceId}/events`, `${r.code}: ${r.message}`);
         if (r.value.deviceId !== deviceId) return this.malformed(`${deviceId}/events`, `deviceId '${r.value.deviceId}' does not match the topic`);
+        // stored before this handler returns, i.e. before mqtt.js sends the PUBACK
         const fresh = this.storage.insertEvent(r.value, now);
-        if (fresh) this.stats.stored.events++;
-        else this.stats.stored.duplicateEvents++;
+        if (fresh) { this.stats.stored.events++; this.metrics.eventsStored.inc(); } else { this.stats.stored.duplicateEvents++; this.metrics.eventsDuplicate.inc(); }
+        if (fresh && r.value.seq !== undefined && r.value.stream) this.noteSeq(deviceId, r.value.stream, r.value.seq);
         this.storage.upsertDevice(deviceId, { lastSeen: now }, now);
         if (fresh) this.bus.emit('event', { ...r.value, receivedAt: now });
         this.rollouts.onEvent(r.value);
@@ -140,6 +174,7 @@ export class Controller implements ControllerContext {
     try {
       this.storage.insertTelemetry(rows);
       this.stats.stored.telemetry += rows.length;
+      this.metrics.telemetryStored.inc(rows.length);
       const latest = new Map<string, Record<string, unknown>>();
       for (const r of rows) latest.set(r.deviceId, r.data);
       for (const [id, data] of latest) this.storage.upsertDevice(id, { telemetry: data, lastSeen: now }, now);
@@ -170,6 +205,22 @@ export class Controller implements ControllerContext {
     await this.link?.close().catch(() => undefined);
     this.storage.close();
   }
+}
+
+/**
+ * The MQTT client id of this controller instance: generated once and kept in the data
+ * directory, so a restarted controller resumes its persistent session (the broker keys
+ * sessions by client id). Replicas sharing a data directory must set broker.clientId.
+ */
+export function stableClientId(dataDir: string): string {
+  const file = path.join(dataDir, 'mqtt-client-id');
+  try {
+    const id = fs.readFileSync(file, 'utf8').trim();
+    if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(id)) return id;
+  } catch { /* first start */ }
+  const id = `shoal-ctl-${randomBytes(4).toString('hex')}`;
+  writeFileAtomicSync(file, `${id}\n`);
+  return id;
 }
 
 export async function startController(config: ResolvedConfig, opts: { storage?: Storage; logger?: Logger } = {}): Promise<Controller> {

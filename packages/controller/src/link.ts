@@ -23,6 +23,19 @@ export interface LinkOptions {
   sharedGroup?: string;
   /** Do not subscribe to device traffic (CLI clients only send requests). */
   requestsOnly?: boolean;
+  /**
+   * Persistent session (needs a fixed clientId): MQTT 3.1.1 Clean Session 0 (§3.1.2.4),
+   * MQTT 5 Clean Start 0 with Session Expiry Interval sessionExpirySec (§3.1.2.4, §3.1.2.11.2).
+   * The broker then queues QoS 1 device events while this controller is away and delivers
+   * them when it reconnects.
+   */
+  persistentSession?: boolean;
+  sessionExpirySec?: number;
+  /**
+   * Device traffic handler, installed before CONNECT: a persistent session's queued messages
+   * arrive right after CONNACK and must not be acknowledged before they are handled.
+   */
+  onMessage?: (deviceId: string, channel: DeviceChannel, payload: Buffer) => void;
   connectTimeoutMs?: number;
 }
 
@@ -47,6 +60,9 @@ export interface LinkEvents {
 
 export class FleetLink extends EventEmitter<LinkEvents> {
   readonly clientId: string;
+  /** Reconnections after a lost connection (not counting the first connect). */
+  reconnects = 0;
+  private handler: LinkOptions['onMessage'];
   readonly client: MqttClient;
   private readonly pending = new Map<string, Pending>();
   private readonly replyTopic: string;
@@ -60,22 +76,29 @@ export class FleetLink extends EventEmitter<LinkEvents> {
 
   static async connect(o: LinkOptions): Promise<FleetLink> {
     const clientId = o.clientId ?? `shoal-ctl-${randomUUID().slice(0, 8)}`;
+    const persistent = !!o.persistentSession && !o.requestsOnly;
     const opts: IClientOptions = {
       clientId,
       protocolVersion: o.protocolVersion ?? 4,
-      clean: true,
+      clean: !persistent,
       reconnectPeriod: 1000,
       connectTimeout: o.connectTimeoutMs ?? 10_000,
       keepalive: 30,
       username: o.username,
       password: o.password,
     };
+    if (persistent && opts.protocolVersion === 5) opts.properties = { sessionExpiryInterval: o.sessionExpirySec ?? 7 * 24 * 3600 };
     if (o.ca) opts.ca = fs.readFileSync(o.ca);
     if (o.cert) opts.cert = fs.readFileSync(o.cert);
     if (o.key) opts.key = fs.readFileSync(o.key);
     const client = mqtt.connect(o.url, opts);
     const link = new FleetLink(client, clientId);
+    link.handler = o.onMessage;
+    // mqtt.js emits 'message' and then sends the PUBACK: whatever the handler stores
+    // synchronously is stored before the broker drops its copy
     client.on('message', (topic, payload) => link.onMessage(topic, payload));
+    let connects = 0;
+    client.on('connect', () => { if (++connects > 1) link.reconnects++; });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         client.end(true);
@@ -116,7 +139,8 @@ export class FleetLink extends EventEmitter<LinkEvents> {
       const t = parseTopic(topic);
       if (!t) return;
       if (t.kind === 'replies') return this.onReply(payload);
-      this.emit('message', t.deviceId, t.channel, payload);
+      if (this.handler) this.handler(t.deviceId, t.channel, payload);
+      else this.emit('message', t.deviceId, t.channel, payload);
     } catch (e) {
       this.emit('invalidReply', `handler error on ${topic}: ${(e as Error).message}`);
     }

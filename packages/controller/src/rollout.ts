@@ -313,7 +313,8 @@ export class RolloutEngine {
     const desired: DesiredModel = this.d.desiredFor(r.name, r.version);
     if (r.status === 'running') {
       for (const dev of wave.filter((x) => x.status === 'pending')) {
-        const msg: Desired = { v: 1, model: desired, rolloutId: r.id, ts: now };
+        // retryUntil: the device keeps retrying transient failures (download, space) until the wave's timeout
+        const msg: Desired = { v: 1, model: desired, rolloutId: r.id, ts: now, retryUntil: now + r.timeoutSec * 1000 };
         await this.d.publishDesired(dev.id, msg);
         this.d.storage.upsertDevice(dev.id, { desired: { model: desired, rolloutId: r.id, ts: now } }, now);
         dev.status = 'updating';

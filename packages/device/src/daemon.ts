@@ -20,6 +20,7 @@ import { ActiveModel } from './model/active-model.js';
 import { Scheduler } from './scheduler.js';
 import { TelemetryService } from './telemetry/service.js';
 import { HttpApi } from './http/api.js';
+import { recoverStore, recoveredSomething } from './ota/store-recovery.js';
 import { DeviceMetrics } from './metrics.js';
 import { SdNotify } from './sdnotify.js';
 import { AGENT_VERSION, buildState } from './state.js';
@@ -91,7 +92,15 @@ export class DeviceDaemon {
     }, 20);
   }
 
-  private async publishState(): Promise<void> {
+  private stateChain: Promise<void> = Promise.resolve();
+
+  /** Serialized, so a slow store listing never publishes an older state after a newer one. */
+  private publishState(): Promise<void> {
+    this.stateChain = this.stateChain.then(() => this.publishStateNow());
+    return this.stateChain;
+  }
+
+  private async publishStateNow(): Promise<void> {
     try { this.storeList = await this.store.list(); } catch (e) { this.log.warn({ err: (e as Error).message }, 'store listing failed'); }
     const st = this.state(true);
     this.agent.publishState(st);
@@ -162,7 +171,7 @@ export class DeviceDaemon {
       log: this.log,
     }, cfg.queue.defaultDeadlineSec * 1000);
     this.agent.on('cmd', (p) => this.router.handle(p));
-    this.agent.on('desired', (p) => onDesired(p, (m, r) => this.ota.setDesired(m, r), (t, d) => this.emit(t, d)));
+    this.agent.on('desired', (p) => onDesired(p, (m, r, u) => this.ota.setDesired(m, r, u), (t, d) => this.emit(t, d)));
     this.agent.on('connect', () => { this.metrics.mqttConnected.set(1); void this.publishState(); });
     this.agent.on('disconnect', () => this.metrics.mqttConnected.set(0));
     if (cfg.http.enabled) {
@@ -175,7 +184,20 @@ export class DeviceDaemon {
     const drainMs = () => cfg.shutdown.drainTimeoutSec * 1000;
     let drained = true;
     this.services = [
-      { name: 'store', start: async () => { await this.store.init(); await this.store.cleanPartials(); this.storeList = await this.store.list(); }, stop: () => {} },
+      {
+        name: 'store',
+        start: async () => {
+          await this.store.init();
+          const saved = this.store.loadDesired()?.model ?? null;
+          const report = await recoverStore(this.store, cfg.store.keepVersions, saved ? { name: saved.name, version: saved.version } : null);
+          if (recoveredSomething(report)) {
+            this.log.info(report, 'store recovered');
+            this.emit('store.recovered', { ...report });
+          }
+          this.storeList = await this.store.list();
+        },
+        stop: () => {},
+      },
       { name: 'outbox', start: () => {}, stop: () => this.outbox.close() },
       { name: 'engine', start: () => this.ota.restoreActive(), stop: () => this.active.dispose() },
       {
@@ -199,7 +221,7 @@ export class DeviceDaemon {
       },
       {
         name: 'ota',
-        start: () => { const saved = this.store.loadDesired(); if (saved?.model) this.ota.setDesired(saved.model, saved.rolloutId); },
+        start: () => { const saved = this.store.loadDesired(); if (saved?.model) this.ota.setDesired(saved.model, saved.rolloutId, saved.retryUntil); },
         stop: () => this.ota.stop(),
       },
       { name: 'telemetry', start: () => this.telemetry.start(), stop: () => this.telemetry.stop() },

@@ -8,6 +8,7 @@ import {
 } from '@shoal/engine';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
 import type { LoadedModel, ServingModel } from './model/loader.js';
+import { atDeadline, type DeadlineTimer } from '@shoal/common';
 
 export const PRIORITY_LOCAL = 0;
 export const PRIORITY_REMOTE = 1;
@@ -35,7 +36,7 @@ interface Job extends JobSpec {
   enqueuedAt: number;
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
-  timer?: NodeJS.Timeout;
+  timer?: DeadlineTimer;
   cleanup?: () => void;
 }
 
@@ -136,10 +137,11 @@ export class Scheduler {
         this.hooks.onFinished?.({ source: job.source, outcome: err.code === 'CANCELLED' ? 'cancelled' : 'rejected', code: err.code });
         rejectP(err);
       };
-      job.timer = setTimeout(() => drop(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
+      // atDeadline: a deadline past setTimeout's 2^31-1 ms must not fire at once
+      job.timer = atDeadline(spec.deadline, () => drop(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)));
       const onAbort = () => drop(new ShoalError('CANCELLED', `request ${job.id} was cancelled while queued`));
       spec.signal?.addEventListener('abort', onAbort, { once: true });
-      job.cleanup = () => { clearTimeout(job.timer); spec.signal?.removeEventListener('abort', onAbort); };
+      job.cleanup = () => { job.timer?.clear(); spec.signal?.removeEventListener('abort', onAbort); };
       // insert by priority, FIFO within a priority
       let i = this.queue.length;
       while (i > 0 && this.queue[i - 1]!.priority > job.priority) i--;
@@ -212,7 +214,7 @@ export class Scheduler {
     const loaded = this.models.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
-    const dl = setTimeout(() => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
+    const dl = atDeadline(job.deadline, () => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)));
     const signals = [deadlineCtl.signal, ...(job.signal ? [job.signal] : [])];
     const signal = AbortSignal.any(signals);
     const pool = this.slots(loaded);
@@ -296,7 +298,7 @@ export class Scheduler {
       this.hooks.onFinished?.({ source: job.source, outcome: code === 'CANCELLED' ? 'cancelled' : 'error', code });
       job.reject(err);
     } finally {
-      clearTimeout(dl);
+      dl.clear();
       if (lease) {
         // what the KV cache holds is known exactly after a finished or cancelled run; after an engine error, forget it
         if (ok || signal.aborted) pool.release(lease, tokens); else pool.discard(lease);

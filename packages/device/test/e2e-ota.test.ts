@@ -148,14 +148,17 @@ t.test(`OTA lifecycle over ${kind} with the real engine`, { skip, timeout: 90_00
   t.same(drained.map((r) => r.status), drained.map(() => 200), 'in-flight requests drained before exit');
   await fleet.waitState((s) => !s.online, 5_000, 'offline state');
 
-  // 9. restart with reserve > free space: v4 fails with INSUFFICIENT_SPACE, no partial files, the active model restored from disk
+  // 9. restart with reserve > free space: v4 is retried until retryUntil, then fails with INSUFFICIENT_SPACE, no partial files, the active model restored from disk
   const v4 = await buildPackage(root, 'stories', '4.0.0', keys);
   const st = statfsSync(storeDir);
   const free = Number(st.bavail) * Number(st.bsize);
   daemon = await startDaemon(writeDeviceConfig(cfgDir, { ...cfg, store: { dir: storeDir, keepVersions: 3, reserveBytes: free + 1_000_000_000 } }));
   await fleet.waitState((s) => s.online && s.model?.version === '1.1.0', 10_000, 'active model restored after restart');
   fleet.events.length = 0;
-  await fleet.setDesired(desiredFor(srv, v4));
+  // retried with backoff until retryUntil (the rollout's timeout), then a final failure
+  await fleet.setDesired({ ...desiredFor(srv, v4), retryUntil: Date.now() + 8000 });
+  const retrying = await fleet.waitEvent((e) => e.type === 'ota.retrying' && e.data.version === '4.0.0', 20_000, 'ota.retrying for v4');
+  t.equal(retrying.data.code, 'INSUFFICIENT_SPACE');
   const spaceFail = await fleet.waitEvent((e) => e.type === 'ota.failed' && e.data.version === '4.0.0', 20_000, 'ota.failed for v4');
   t.equal(spaceFail.data.code, 'INSUFFICIENT_SPACE');
   t.match(String(spaceFail.data.reason), /needs \d+ bytes plus a reserve of \d+ bytes; \d+ bytes free/);

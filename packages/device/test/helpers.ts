@@ -184,13 +184,17 @@ export interface PackageServer {
   throttle: number;
   /** drop each response's connection after this many bytes (0 = never). */
   dropAfter: number;
+  /** drop every connection when it reaches this absolute file offset, resumed or not (0 = never). */
+  cutAtOffset: number;
+  /** flip one byte in transit in the next `corruptNext` responses of package files (not manifests). */
+  corruptNext: number;
   close(): Promise<void>;
 }
 
 export async function startPackageServer(root: string): Promise<PackageServer> {
   const sockets = new Set<Socket>();
   const ps: PackageServer = {
-    port: 0, bytesServed: new Map(), requests: [], throttle: 0, dropAfter: 0,
+    port: 0, bytesServed: new Map(), requests: [], throttle: 0, dropAfter: 0, cutAtOffset: 0, corruptNext: 0,
     url: (pkg) => `http://127.0.0.1:${ps.port}/${pkg.name}/${pkg.version}/manifest.json`,
     totalServed: () => [...ps.bytesServed.values()].reduce((a, b) => a + b, 0),
     close: async () => { for (const s of sockets) s.destroy(); await new Promise((r) => server.close(r)); },
@@ -218,10 +222,14 @@ export async function startPackageServer(root: string): Promise<PackageServer> {
     res.writeHead(status, headers);
     const stream = createReadStream(file, { start, highWaterMark: 16 * 1024 });
     let sent = 0;
+    let corrupt = !rel.endsWith('manifest.json') && ps.corruptNext > 0 && size - start > 1;
+    if (corrupt) ps.corruptNext--;
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (res.destroyed) break;
       let piece = chunk;
       if (ps.dropAfter > 0 && sent + piece.length > ps.dropAfter) piece = piece.subarray(0, ps.dropAfter - sent);
+      if (ps.cutAtOffset > 0 && start + sent + piece.length > ps.cutAtOffset) piece = piece.subarray(0, Math.max(0, ps.cutAtOffset - start - sent));
+      if (corrupt && piece.length > 0) { piece = Buffer.from(piece); piece[0] ^= 0xff; corrupt = false; }
       if (piece.length > 0) {
         // count a piece once it has been handed to the kernel (write callback), not when queued
         const flushed = await new Promise<boolean>((r) => res.write(piece, (err) => r(!err)));
@@ -231,6 +239,7 @@ export async function startPackageServer(root: string): Promise<PackageServer> {
         record.bytes += piece.length;
       }
       if (ps.dropAfter > 0 && sent >= ps.dropAfter) { res.socket?.destroy(); return; }
+      if (ps.cutAtOffset > 0 && start + sent >= ps.cutAtOffset) { res.socket?.destroy(); return; }
       if (ps.throttle > 0) await new Promise((r) => setTimeout(r, (chunk.length / ps.throttle) * 1000));
     }
     res.end();

@@ -204,3 +204,34 @@ async function waitUntil(fn: () => boolean, what: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+t.test('deadlines beyond what setTimeout holds: clamped in the scheduler, rejected by the router', async (t) => {
+  const { RequestRouter } = await import('../src/mqtt/router.js');
+  const { MAX_TIMER_MS, atDeadline, checkDeadline } = await import('@shoal/common');
+  // 40 days ahead: a plain setTimeout overflows to 1 ms and fires at once
+  const { sched } = setup(2, 4);
+  const r = await sched.submit({ id: 'far', source: 'mqtt', priority: 1, input: { prompt: 'x', maxTokens: 3 }, deadline: Date.now() + 40 * 86_400_000 });
+  t.equal(r.usage.completionTokens, 3, 'a far deadline does not fire at once');
+  let fired = false;
+  const h = atDeadline(Date.now() + MAX_TIMER_MS + 10_000, () => { fired = true; });
+  await new Promise((res) => setTimeout(res, 50));
+  t.notOk(fired, 'atDeadline past 2^31-1 ms waits');
+  h.clear();
+  t.same(checkDeadline(Date.now() - 1, 1000).ok, false);
+  t.match(checkDeadline(Date.now() + 5_000, 1000), { ok: false, reason: 'too-far', message: /limit is 1 s/ });
+  // the router: past -> DEADLINE_EXCEEDED, more than 7 days -> DEADLINE_INVALID, both with a reply
+  const replies: Array<{ id: string; error?: { code: string; message: string } }> = [];
+  const router = new RequestRouter('d', { ping: async () => ({ pong: true }) } as never, {
+    publish: (_topic, reply) => replies.push(reply as never), event: () => {}, log: { warn() {}, debug() {} },
+  }, 1000);
+  const send = (id: string, deadline: number) => router.handle(Buffer.from(JSON.stringify({ v: 1, id, op: 'ping', args: {}, replyTo: 'shoal/v1/clients/c/replies', deadline })));
+  send('past', Date.now() - 10);
+  send('micro', Date.now() * 1000);
+  send('ok', Date.now() + 6 * 86_400_000);
+  await new Promise((res) => setTimeout(res, 20));
+  const by = Object.fromEntries(replies.map((x) => [x.id, x]));
+  t.equal(by.past?.error?.code, 'DEADLINE_EXCEEDED');
+  t.equal(by.micro?.error?.code, 'DEADLINE_INVALID');
+  t.match(by.micro?.error?.message, /epoch milliseconds/);
+  t.notOk(by.ok?.error, 'six days ahead is accepted');
+});

@@ -2,3 +2,6 @@
 export * from './brokers.js';
 export * from './sim.js';
 export * from './up.js';
+export * from './shipped-broker.js';
+export * from './trials/chaos.js';
+export * from './trials/memory.js';

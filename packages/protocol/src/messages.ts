@@ -6,6 +6,13 @@ import { z } from 'zod';
 export const PROTOCOL_VERSION = 1 as const;
 /** Largest accepted payload on any topic, in bytes (requests larger than this are rejected). */
 export const MAX_PAYLOAD_BYTES = 256 * 1024;
+/** Largest accepted `desired` document (bytes): a few hundred bytes in practice. */
+export const MAX_DESIRED_BYTES = 16 * 1024;
+/**
+ * Latest accepted request deadline, relative to now. Node timers hold at most 2^31-1 ms
+ * (about 24.8 days; a longer delay fires at once), and no request should wait a week.
+ */
+export const MAX_DEADLINE_AHEAD_MS = 7 * 24 * 3600 * 1000;
 /** Largest generate prompt (characters). */
 export const MAX_PROMPT_CHARS = 64 * 1024;
 
@@ -37,6 +44,12 @@ export const Desired = z.object({
   model: DesiredModel.nullable(),
   rolloutId: z.string().max(128).optional(),
   ts: epochMs,
+  /**
+   * Epoch ms until which the device retries transient install failures (download errors,
+   * a full disk) with jittered backoff; the rollout sets it to the wave's timeout. Absent:
+   * the device's own download.retryWindowSec.
+   */
+  retryUntil: epochMs.optional(),
 });
 export type Desired = z.infer<typeof Desired>;
 
@@ -69,6 +82,16 @@ export const State = z.object({
   store: z.array(StoreEntry),
   engine: z.object({ backend: z.string(), isa: z.string(), threads: z.number().int() }).nullable(),
   lastError: ErrorInfo.optional(),
+  /**
+   * Revision of this state document: strictly increasing per device, across restarts
+   * (persisted). Consumers ignore a state whose rev is below the last one they applied.
+   */
+  rev: z.number().int().nonnegative().optional(),
+  /**
+   * rev reserved when the current MQTT connection was opened; the Last Will of that
+   * connection carries the same value, so a late will from an older connection is ignored.
+   */
+  conn: z.number().int().nonnegative().optional(),
   telemetryIntervalSec: z.number().positive().optional(),
   /** MQTT protocol version in use: 4 (3.1.1) or 5. */
   mqttVersion: z.union([z.literal(4), z.literal(5)]).optional(),
@@ -132,8 +155,8 @@ export type Telemetry = z.infer<typeof Telemetry>;
 // ---------------------------------------------------------------- events
 export const EVENT_TYPES = [
   'ota.started', 'ota.progress', 'ota.downloaded', 'ota.verified', 'ota.health-check',
-  'ota.activated', 'ota.failed', 'ota.rolled-back', 'model.activated', 'model.removed',
-  'model.gc', 'device.started', 'device.stopping', 'request.rejected',
+  'ota.activated', 'ota.failed', 'ota.rolled-back', 'ota.retrying', 'model.activated', 'model.removed',
+  'model.gc', 'device.started', 'device.stopping', 'request.rejected', 'store.recovered',
 ] as const;
 export const EventType = z.enum(EVENT_TYPES);
 export type EventType = z.infer<typeof EventType>;
@@ -145,6 +168,13 @@ export const Event = z.object({
   ts: epochMs,
   type: EventType,
   data: z.record(z.string(), z.unknown()),
+  /**
+   * Position in the device's event stream: 1, 2, 3, ... with no gap within one `stream`
+   * (the outbox database's random id; a new one starts at 1 again). Lets consumers store
+   * idempotently by (deviceId, stream, seq) and detect events that never arrived.
+   */
+  seq: z.number().int().positive().optional(),
+  stream: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
 });
 export type Event = z.infer<typeof Event>;
 

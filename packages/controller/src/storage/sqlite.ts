@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import type {
-  AuditRow, DevicePatch, DeviceRecord, EventRow, PackageRecord, RolloutRecord, Storage, TelemetryRow,
+  AuditRow, DevicePatch, DeviceRecord, EventRow, EventStreamStats, PackageRecord, RolloutRecord, Storage, TelemetryRow,
 } from './types.js';
 
 const MIGRATIONS: string[] = [
@@ -65,6 +65,10 @@ const MIGRATIONS: string[] = [
      updated_at INTEGER NOT NULL,
      doc TEXT NOT NULL
    );`,
+  // 2: device event stream position (Event.stream, Event.seq): idempotent by (device, stream, seq), gaps visible
+  `ALTER TABLE events ADD COLUMN stream TEXT;
+   ALTER TABLE events ADD COLUMN dseq INTEGER;
+   CREATE UNIQUE INDEX events_stream_seq ON events(device_id, stream, dseq) WHERE dseq IS NOT NULL;`,
 ];
 
 export function openSqliteStorage(file: string): SqliteStorage {
@@ -117,7 +121,8 @@ export class SqliteStorage implements Storage {
       updateDevice: db.prepare(`UPDATE devices SET online=@online, grp=@grp, labels=@labels, model=@model, phase=@phase,
         state=@state, telemetry=@telemetry, desired=@desired, last_seen=@last_seen WHERE id=@id`),
       insertTelemetry: db.prepare('INSERT INTO telemetry (device_id, ts, data) VALUES (?, ?, ?)'),
-      insertEvent: db.prepare('INSERT OR IGNORE INTO events (id, device_id, ts, type, data, received_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      // OR IGNORE: a redelivered event (same id, or same device+stream+seq) is not stored twice
+      insertEvent: db.prepare('INSERT OR IGNORE INTO events (id, device_id, ts, type, data, received_at, stream, dseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       audit: db.prepare('INSERT INTO audit (ts, actor, action, target, details) VALUES (?, ?, ?, ?, ?)'),
       putPackage: db.prepare(`INSERT OR REPLACE INTO packages (name, version, dir, manifest_sha256, total_bytes, files, created_at)
         VALUES (@name, @version, @dir, @manifestSha256, @totalBytes, @files, @createdAt)`),
@@ -215,8 +220,29 @@ export class SqliteStorage implements Storage {
     })();
   }
 
-  insertEvent(ev: { id: string; deviceId: string; ts: number; type: string; data: Record<string, unknown> }, now: number): boolean {
-    return this.stmts.insertEvent.run(ev.id, ev.deviceId, ev.ts, ev.type, JSON.stringify(ev.data), now).changes === 1;
+  insertEvent(ev: { id: string; deviceId: string; ts: number; type: string; data: Record<string, unknown>; stream?: string; seq?: number }, now: number): boolean {
+    return this.stmts.insertEvent.run(ev.id, ev.deviceId, ev.ts, ev.type, JSON.stringify(ev.data), now, ev.stream ?? null, ev.seq ?? null).changes === 1;
+  }
+
+  eventStreams(deviceId?: string): EventStreamStats[] {
+    const rows = this.db.prepare(`SELECT device_id, stream, MIN(dseq) AS first, MAX(dseq) AS last, COUNT(*) AS received
+        FROM events WHERE dseq IS NOT NULL ${deviceId ? 'AND device_id = ?' : ''} GROUP BY device_id, stream ORDER BY device_id, MAX(seq)`)
+      .all(...(deviceId ? [deviceId] : [])) as { device_id: string; stream: string; first: number; last: number; received: number }[];
+    // a stream starts at seq 1: anything below the last seq that is not stored never arrived
+    return rows.map((r) => ({ deviceId: r.device_id, stream: r.stream, first: r.first, last: r.last, received: r.received, missing: r.last - r.received }));
+  }
+
+  missingSeqs(deviceId: string, stream: string, limit: number): number[] {
+    const have = this.db.prepare('SELECT dseq FROM events WHERE device_id = ? AND stream = ? AND dseq IS NOT NULL ORDER BY dseq')
+      .pluck().all(deviceId, stream) as number[];
+    const out: number[] = [];
+    let next = 1;
+    for (const s of have) {
+      for (; next < s && out.length < limit; next++) out.push(next);
+      next = s + 1;
+      if (out.length >= limit) break;
+    }
+    return out;
   }
 
   listEvents(q: { deviceId?: string; type?: string; sinceSeq?: number; limit: number }): EventRow[] {

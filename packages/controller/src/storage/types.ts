@@ -33,6 +33,8 @@ export interface DevicePatch {
 
 export interface TelemetryRow { seq: number; deviceId: string; ts: number; data: Record<string, unknown> }
 export interface EventRow { seq: number; id: string; deviceId: string; ts: number; type: string; data: Record<string, unknown>; receivedAt: number }
+/** Received events of one device event stream (Event.stream): seq runs 1..last without gaps when nothing was lost. */
+export interface EventStreamStats { deviceId: string; stream: string; first: number; last: number; received: number; missing: number }
 export interface AuditRow { seq: number; ts: number; actor: string; action: string; target: string; details: Record<string, unknown> }
 
 export interface PackageRecord {
@@ -88,7 +90,11 @@ export interface Storage {
   countTelemetry(deviceId?: string): number;
   pruneTelemetry(olderThanTs: number, maxRowsPerDevice: number): number;
   // events (deduplicated by event id)
-  insertEvent(ev: { id: string; deviceId: string; ts: number; type: string; data: Record<string, unknown> }, now: number): boolean;
+  insertEvent(ev: { id: string; deviceId: string; ts: number; type: string; data: Record<string, unknown>; stream?: string; seq?: number }, now: number): boolean;
+  /** Per device and event stream: first/last seq stored, how many, how many below `last` are missing. */
+  eventStreams(deviceId?: string): EventStreamStats[];
+  /** The first `limit` seqs of a stream that were never stored. */
+  missingSeqs(deviceId: string, stream: string, limit: number): number[];
   listEvents(q: { deviceId?: string; type?: string; sinceSeq?: number; limit: number }): EventRow[];
   // audit log of every command and rollout action
   audit(entry: { actor: string; action: string; target: string; details: Record<string, unknown> }, now: number): void;

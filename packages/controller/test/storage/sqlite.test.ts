@@ -12,7 +12,7 @@ t.test('sqlite storage', async (t) => {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'db', 'c.db');
   let s = openSqliteStorage(file);
-  t.equal(s.schemaVersion(), 1);
+  t.equal(s.schemaVersion(), 2);
   s.upsertDevice('a', { online: true, group: 'g', labels: { k: 'v' } }, 1000);
   s.upsertDevice('a', { phase: 'active' }, 2000);
   const a = s.getDevice('a')!;
@@ -36,12 +36,19 @@ t.test('sqlite storage', async (t) => {
   const ev = { id: '3f1c1c57-8f7e-4f38-9a55-1d1d4f1d2c11', deviceId: 'a', ts: 5, type: 'ota.activated', data: { v: 1 } };
   t.equal(s.insertEvent(ev, 6), true);
   t.equal(s.insertEvent(ev, 7), false, 'duplicate event id ignored');
+  // device stream position: (device, stream, seq) is unique too, and gaps are counted
+  const sev = (seq: number, id = `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`) => ({ id, deviceId: 'a', ts: seq, type: 'device.started', data: {}, stream: 's1', seq });
+  for (const n of [1, 2, 4, 7]) t.equal(s.insertEvent(sev(n), 9), true, `seq ${n} stored`);
+  t.equal(s.insertEvent(sev(4, '00000000-0000-4000-8000-999999999999'), 9), false, 'same device+stream+seq under another id is a duplicate');
+  t.same(s.eventStreams('a'), [{ deviceId: 'a', stream: 's1', first: 1, last: 7, received: 4, missing: 3 }]);
+  t.same(s.missingSeqs('a', 's1', 10), [3, 5, 6]);
+  t.same(s.missingSeqs('a', 's1', 2), [3, 5]);
   s.audit({ actor: 'x', action: 'y', target: 'z', details: { n: 1 } }, 8);
   s.close();
   // reopen: nothing re-migrated, data kept
   s = openSqliteStorage(file);
   t.equal(s.getDevice('a')!.labels.k, 'v');
-  t.equal(s.listEvents({ limit: 10 }).length, 1);
+  t.equal(s.listEvents({ limit: 10 }).length, 5);
   t.equal(s.listAudit({ limit: 10 })[0]!.details.n, 1);
   s.close();
   const raw = new Database(file);

@@ -33,8 +33,8 @@ export interface DeviceConfig {
   queue: { maxDepth: number; maxConcurrent: 1; defaultDeadlineSec: number };
   engine: { threads: number; backend: 'auto' | 'cpu' | 'cuda'; kvCache: 'f16' | 'f32' | 'q8'; lmHead: 'native' | 'q8'; contextSize: number; maxTokens: number; kvSlots: number; kvMemoryMB: number; prefixCache: boolean };
   health: { timeoutSec: number; tokens: number; prompt: string };
-  download: { retries: number; idleTimeoutSec: number; progressIntervalMs: number };
-  outbox: { maxEvents: number };
+  download: { retries: number; idleTimeoutSec: number; progressIntervalMs: number; retryWindowSec: number; retryMaxDelaySec: number };
+  outbox: { maxEvents: number; holdAfterAckMs: number };
   shutdown: { drainTimeoutSec: number };
   jetson: { sysfsRoot: string };
 }

@@ -9,6 +9,7 @@ import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import { topics, CHANNEL_POLICY, type Reply } from '@shoal/protocol';
 import type { DeviceConfig } from '../config/load.js';
 import type { Outbox } from './outbox.js';
+import { StateRevisions } from './state-revision.js';
 import type { Logger } from '@shoal/common';
 
 export interface AgentEvents {
@@ -30,16 +31,28 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
   private inflight = new Set<number>();
+  /**
+   * Events the broker acknowledged within the last outbox.holdAfterAckMs. mosquitto sends the
+   * PUBACK before the snapshot of that loop iteration is on disk, so a broker killed -9 right
+   * after it loses the event; when the connection drops within the hold time these are
+   * published again after the reconnect (consumers deduplicate by id / stream+seq).
+   */
+  private held: Array<{ topic: string; payload: string; ackedAt: number }> = [];
+  private resend: Array<{ topic: string; payload: string }> = [];
   private pendingReplies: Array<{ topic: string; payload: string }> = [];
-  private stateJson: string | null = null;
-  private offlineJson: string;
+  private state: Record<string, unknown> | null = null;
+  private offline: Record<string, unknown>;
+  private readonly revs: StateRevisions;
+  /** rev reserved for the current connection; its Last Will carries it as rev and conn. */
+  private conn = 0;
   connected = false;
   connectCount = 0;
 
   constructor(private readonly cfg: DeviceConfig, private readonly outbox: Outbox, private readonly log: Logger, offlineState: object) {
     super();
     this.version = cfg.broker.protocolVersion === 4 ? 4 : 5;
-    this.offlineJson = JSON.stringify(offlineState);
+    this.offline = { ...offlineState } as Record<string, unknown>;
+    this.revs = new StateRevisions(outbox);
   }
 
   get protocolVersion(): 4 | 5 { return this.version; }
@@ -50,7 +63,16 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   }
 
   /** The Last Will payload used from the next connection on. */
-  setOfflineState(state: object): void { this.offlineJson = JSON.stringify(state); }
+  setOfflineState(state: object): void { this.offline = { ...state } as Record<string, unknown>; }
+
+  /**
+   * Stamps a state with the next revision. Done synchronously right before the publish, so
+   * the order of revisions is the order of the PUBLISH packets on the connection, which
+   * the broker keeps (QoS 1 on one topic, MQTT §4.6): the retained state is the newest.
+   */
+  private stamp(state: Record<string, unknown>): string {
+    return JSON.stringify({ ...state, rev: this.revs.take(), conn: this.conn });
+  }
 
   private options(): IClientOptions {
     const b = this.cfg.broker;
@@ -61,7 +83,8 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       connectTimeout: 10_000,
       keepalive: b.keepaliveSec,
       protocolVersion: this.version,
-      will: { topic: topics.state(this.cfg.deviceId), payload: Buffer.from(this.offlineJson), qos: 1, retain: true },
+      // the will of this connection: rev = conn, below every state published on it
+      will: { topic: topics.state(this.cfg.deviceId), payload: Buffer.from(JSON.stringify({ ...this.offline, online: false, rev: this.conn, conn: this.conn })), qos: 1, retain: true },
     };
     if (b.username !== undefined) o.username = b.username;
     if (b.password !== undefined) o.password = b.password;
@@ -76,6 +99,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
     if (this.stopped) return;
     let opts: IClientOptions;
     try {
+      this.conn = this.revs.take();
       opts = this.options();
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'cannot read broker TLS files; retrying');
@@ -95,8 +119,9 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       c.subscribe([topics.cmd(this.cfg.deviceId), topics.desired(this.cfg.deviceId)], { qos: 1 }, (err) => {
         if (err) this.log.warn({ err: err.message }, 'subscribe failed');
       });
-      if (this.stateJson) c.publish(topics.state(this.cfg.deviceId), this.stateJson, { qos: 1, retain: true });
+      if (this.state) c.publish(topics.state(this.cfg.deviceId), this.stamp(this.state), { qos: 1, retain: true });
       for (const r of this.pendingReplies.splice(0)) c.publish(r.topic, r.payload, { qos: 1 });
+      this.flushResend(c);
       this.emit('connect', this.version);
       this.flushEvents();
     });
@@ -122,6 +147,11 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
       this.connected = false;
       this.client = null;
       this.inflight.clear();
+      // acknowledged moments ago: maybe never written to disk by a broker that just died
+      const cutoff = Date.now() - this.cfg.outbox.holdAfterAckMs;
+      for (const h of this.held) if (h.ackedAt >= cutoff) this.resend.push({ topic: h.topic, payload: h.payload });
+      this.held = [];
+      if (this.resend.length > 10_000) this.resend.splice(0, this.resend.length - 10_000);
       c.removeAllListeners('message');
       c.end(true);
       if (wasConnected) { this.log.warn('disconnected from broker'); this.emit('disconnect'); }
@@ -139,8 +169,8 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
 
   /** Retained state (also re-published on every connect). */
   publishState(state: object): void {
-    this.stateJson = JSON.stringify(state);
-    if (this.connected && this.client) this.client.publish(topics.state(this.cfg.deviceId), this.stateJson, { qos: 1, retain: true });
+    this.state = { ...state } as Record<string, unknown>;
+    if (this.connected && this.client) this.client.publish(topics.state(this.cfg.deviceId), this.stamp(this.state), { qos: 1, retain: true });
   }
 
   publishTelemetry(t: object): void {
@@ -157,15 +187,40 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
   }
 
   /** Appends an event to the durable outbox and tries to deliver it. */
-  publishEvent(event: object): void {
-    this.outbox.append(topics.events(this.cfg.deviceId), JSON.stringify(event));
+  publishEvent(event: Record<string, unknown>): void {
+    try {
+      this.outbox.appendEvent(topics.events(this.cfg.deviceId), event);
+    } catch (e) {
+      // the outbox database cannot be written (SQLITE_FULL on a full disk, I/O error): the event
+      // still goes out, from memory (lost if the daemon dies before the PUBACK); it has no seq
+      this.log.error({ err: (e as Error).message, type: event.type }, 'outbox write failed; sending the event from memory');
+      this.memoryEvents.push(JSON.stringify(event));
+      if (this.memoryEvents.length > 1000) this.memoryEvents.shift();
+    }
     this.flushEvents();
+  }
+
+  private memoryEvents: string[] = [];
+  private memoryInflight = false;
+
+  private flushMemoryEvents(c: MqttClient): void {
+    if (this.memoryInflight || this.memoryEvents.length === 0) return;
+    this.memoryInflight = true;
+    const payload = this.memoryEvents[0]!;
+    c.publish(topics.events(this.cfg.deviceId), payload, { qos: 1 }, (err) => {
+      this.memoryInflight = false;
+      if (err || this.client !== c) return;
+      if (this.memoryEvents[0] === payload) this.memoryEvents.shift();
+      this.flushMemoryEvents(c);
+    });
   }
 
   flushEvents(): void {
     const c = this.client;
     if (!this.connected || !c) return;
-    const rows = this.outbox.pending(256);
+    this.flushMemoryEvents(c);
+    let rows: ReturnType<Outbox['pending']>;
+    try { rows = this.outbox.pending(256); } catch (e) { this.log.error({ err: (e as Error).message }, 'outbox read failed'); return; }
     for (const row of rows) {
       if (this.inflight.has(row.seq)) continue;
       this.inflight.add(row.seq);
@@ -173,8 +228,30 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
         if (this.client !== c) return; // a newer connection re-sends it
         this.inflight.delete(row.seq);
         if (err) { this.log.debug({ err: err.message, seq: row.seq }, 'event publish not acknowledged'); return; }
-        this.outbox.ack(row.seq);
+        try { this.outbox.ack(row.seq); } catch (e) { this.log.error({ err: (e as Error).message }, 'outbox delete failed; the event will be sent again'); }
+        this.hold(row.topic, row.payload);
         if (this.inflight.size === 0) this.flushEvents();
+      });
+    }
+  }
+
+  private hold(topic: string, payload: string): void {
+    const holdMs = this.cfg.outbox.holdAfterAckMs;
+    if (holdMs <= 0) return;
+    const now = Date.now();
+    this.held.push({ topic, payload, ackedAt: now });
+    let drop = 0;
+    while (drop < this.held.length && this.held[drop]!.ackedAt < now - holdMs) drop++;
+    if (drop > 0) this.held.splice(0, drop);
+  }
+
+  /** Re-publishes events held after their PUBACK when the connection was lost (in order, before new ones). */
+  private flushResend(c: MqttClient): void {
+    const batch = this.resend.splice(0);
+    for (const r of batch) {
+      c.publish(r.topic, r.payload, { qos: 1 }, (err) => {
+        if (err) { this.resend.push(r); return; } // connection lost again: next connect
+        this.hold(r.topic, r.payload);
       });
     }
   }
@@ -191,7 +268,7 @@ export class MqttAgent extends EventEmitter<AgentEvents> {
     if (this.connected) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, timeoutMs);
-        c.publish(topics.state(this.cfg.deviceId), JSON.stringify(offlineState), { qos: 1, retain: true }, () => { clearTimeout(t); resolve(); });
+        c.publish(topics.state(this.cfg.deviceId), this.stamp({ ...offlineState, online: false }), { qos: 1, retain: true }, () => { clearTimeout(t); resolve(); });
       });
     }
     this.connected = false;

@@ -1,20 +1,20 @@
 // The retained desired state (shoal/v1/devices/{id}/desired) → the OTA manager.
-// An empty payload clears it; a malformed one is reported as request.rejected
-// and changes nothing.
-import { Desired, type DesiredModel, type EventType } from '@shoal/protocol';
+// An empty payload clears it; an oversized or malformed one is reported as
+// request.rejected and changes nothing.
+import { Desired, MAX_DESIRED_BYTES, parsePayload, type DesiredModel, type EventType } from '@shoal/protocol';
 
-export function onDesired(payload: Buffer, setDesired: (model: DesiredModel | null, rolloutId?: string) => void,
+export function onDesired(payload: Buffer, setDesired: (model: DesiredModel | null, rolloutId?: string, retryUntil?: number) => void,
   emit: (type: EventType, data: Record<string, unknown>) => void): void {
   if (payload.length === 0) { setDesired(null); return; }
-  let json: unknown;
-  try { json = JSON.parse(payload.toString('utf8')); } catch (e) {
-    emit('request.rejected', { code: 'INVALID_JSON', message: `desired state is not JSON: ${(e as Error).message}`, topic: 'desired' });
+  if (payload.length > MAX_DESIRED_BYTES) {
+    emit('request.rejected', { code: 'PAYLOAD_TOO_LARGE', message: `desired state is ${payload.length} bytes; the limit is ${MAX_DESIRED_BYTES}`, bytes: payload.length, topic: 'desired' });
     return;
   }
-  const d = Desired.safeParse(json);
-  if (!d.success) {
-    emit('request.rejected', { code: 'INVALID_MESSAGE', message: `desired state is invalid: ${d.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, topic: 'desired' });
+  const d = parsePayload(Desired, payload);
+  if (!d.ok) {
+    const what = d.code === 'INVALID_JSON' ? 'desired state is not JSON' : 'desired state is invalid';
+    emit('request.rejected', { code: d.code, message: `${what}: ${d.message}`, bytes: payload.length, topic: 'desired' });
     return;
   }
-  setDesired(d.data.model, d.data.rolloutId);
+  setDesired(d.value.model, d.value.rolloutId, d.value.retryUntil);
 }

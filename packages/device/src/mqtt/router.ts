@@ -4,11 +4,11 @@
 // `request.rejected` event; nothing here throws to the caller.
 import { z } from 'zod';
 import {
-  MAX_PAYLOAD_BYTES, OPS, OP_ARGS, Request, formatIssues, type Op, type OpArgs, type Reply, type GenerateChunk, type EventType, isValidReplyTopic,
+  MAX_DEADLINE_AHEAD_MS, MAX_PAYLOAD_BYTES, OPS, OP_ARGS, Request, formatIssues, type Op, type OpArgs, type Reply, type GenerateChunk, type EventType, isValidReplyTopic,
 } from '@shoal/protocol';
 import { toErrorInfo } from '../errors.js';
 import { Lru } from './lru.js';
-import { ShoalError, type DeviceErrorCode } from '@shoal/common';
+import { ShoalError, checkDeadline, type DeviceErrorCode } from '@shoal/common';
 
 export interface OpContext {
   id: string;
@@ -101,7 +101,9 @@ export class RequestRouter {
     const fail = (code: DeviceErrorCode, message: string) => send({ done: true, ok: false, error: { code, message } });
     if (!this.accepting) return fail('SHUTTING_DOWN', 'the daemon is shutting down');
     const deadline = req.deadline ?? Date.now() + this.defaultDeadlineMs;
-    if (deadline <= Date.now()) return fail('DEADLINE_EXCEEDED', `request ${req.id} arrived after its deadline (${new Date(deadline).toISOString()})`);
+    const dl = checkDeadline(deadline, MAX_DEADLINE_AHEAD_MS);
+    if (!dl.ok && dl.reason === 'past') return fail('DEADLINE_EXCEEDED', `request ${req.id} arrived after its deadline (${new Date(deadline).toISOString()})`);
+    if (!dl.ok) return fail('DEADLINE_INVALID', `request ${req.id}: ${dl.message}`);
     const schema = OP_ARGS[req.op] as z.ZodType;
     const args = schema.safeParse(req.args);
     if (!args.success) return fail('INVALID_ARGS', `invalid args for ${req.op}: ${formatIssues(args.error)}`);

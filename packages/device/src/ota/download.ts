@@ -150,6 +150,10 @@ export async function downloadFile(url: string, dest: string, expect: { size: nu
       await fh.close().catch(() => {});
     }
     if (streamErr instanceof ShoalError) { await fsp.rm(dest, { force: true }); throw streamErr; }
+    if ((streamErr as NodeJS.ErrnoException | null)?.code === 'ENOSPC') {
+      // the bytes written so far stay for a resume once space is freed (the caller decides)
+      throw new ShoalError('INSUFFICIENT_SPACE', `the disk of ${dest} is full after ${have} of ${expect.size} bytes of ${url}; free space or lower store.keepVersions`, { haveBytes: have, totalBytes: expect.size });
+    }
     if (streamErr && opts.signal?.aborted) throw opts.signal.reason ?? streamErr;
     if (streamErr) lastErr = streamErr;
     if (have === expect.size) break;

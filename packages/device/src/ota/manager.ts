@@ -20,7 +20,18 @@ import type { Scheduler } from '../scheduler.js';
 import type { DeviceConfig } from '../config/load.js';
 import { type Logger, fsyncDir, writeJsonAtomic, ShoalError } from '@shoal/common';
 
-const TRANSIENT = new Set(['MANIFEST_FETCH_FAILED', 'DOWNLOAD_FAILED', 'STORE_IO', 'INTERNAL']);
+/**
+ * Failures worth another attempt: the server or the network may come back, space may be
+ * freed. Retried with jittered backoff until the desired state's retryUntil (the rollout's
+ * timeout) or download.retryWindowSec; the partial download is kept for the next attempt.
+ */
+const TRANSIENT = new Set(['MANIFEST_FETCH_FAILED', 'DOWNLOAD_FAILED', 'STORE_IO', 'INTERNAL', 'INSUFFICIENT_SPACE']);
+
+/** Delay before install attempt `attempt + 1`: exponential from 2 s, full jitter in [d/2, d]. */
+export function retryDelayMs(attempt: number, maxMs: number): number {
+  const d = Math.min(maxMs, 2000 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(d / 2 + Math.random() * (d / 2));
+}
 
 export interface OtaDeps {
   cfg: DeviceConfig;
@@ -50,6 +61,9 @@ export class OtaManager {
   private abort: AbortController | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private retries = 0;
+  /** Epoch ms until which transient failures are retried (desired.retryUntil, else set at the first failure). */
+  private retryUntil: number | null = null;
+  private desiredRetryUntil: number | undefined;
   private lock: Promise<unknown> = Promise.resolve();
   private stopped = false;
 
@@ -75,15 +89,18 @@ export class OtaManager {
     if (this.d.active.current) this.setPhase('active');
   }
 
-  setDesired(model: DesiredModel | null, rolloutId?: string): void {
+  setDesired(model: DesiredModel | null, rolloutId?: string, retryUntil?: number): void {
     const changed = JSON.stringify(model) !== JSON.stringify(this.desired);
     this.desired = model;
     this.rolloutId = rolloutId;
+    this.desiredRetryUntil = retryUntil;
     if (changed) {
       this.failedKey = null;
       this.pinnedKey = null;
       this.retries = 0;
-      void this.d.store.saveDesired({ model, ...(rolloutId ? { rolloutId } : {}) }).catch((e) => this.d.log.warn({ err: (e as Error).message }, 'could not persist desired state'));
+      this.retryUntil = null;
+      if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+      void this.d.store.saveDesired({ model, ...(rolloutId ? { rolloutId } : {}), ...(retryUntil !== undefined ? { retryUntil } : {}) }).catch((e) => this.d.log.warn({ err: (e as Error).message }, 'could not persist desired state'));
       // a different target aborts a download in progress (its partial bytes stay for later)
       if (this.abort && model && !this.isTarget(model)) this.abort.abort(new ShoalError('CANCELLED', 'desired state changed'));
     }
@@ -100,7 +117,8 @@ export class OtaManager {
     this.running = (async () => {
       do {
         this.again = false;
-        await this.withLock(() => this.convergeOnce());
+        // never an unhandled rejection (it would end the daemon): log and wait for the next kick
+        await this.withLock(() => this.convergeOnce()).catch((e) => this.d.log.error({ err: (e as Error).message }, 'OTA step failed'));
       } while (this.again && !this.stopped);
     })().finally(() => { this.running = null; });
   }
@@ -132,20 +150,34 @@ export class OtaManager {
       const info = toErrorInfo(e);
       if (signal.aborted && (info.code === 'CANCELLED' || info.code === 'SHUTTING_DOWN')) {
         this.d.log.info({ model: ref, reason: info.message }, 'install interrupted');
+        // abandoned for another target: its partial bytes go (a restart keeps them to resume)
+        if (info.code === 'CANCELLED') {
+          const freedBytes = await this.discardPartial(ref);
+          if (freedBytes > 0) this.d.log.info({ model: ref, freedBytes }, 'partial download of the abandoned target removed');
+        }
         return;
       }
       this.lastError = info;
-      this.d.log.error({ model: ref, code: info.code, err: info.message }, 'OTA failed');
       if (info.code === 'HEALTH_CHECK_FAILED') {
+        this.d.log.error({ model: ref, code: info.code, err: info.message }, 'OTA failed');
         this.failedKey = k;
       } else {
-        this.setPhase('failed');
-        this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: this.d.active.ref });
-        if (TRANSIENT.has(info.code) && this.retries < 8) {
+        const now = Date.now();
+        this.retryUntil ??= this.desiredRetryUntil ?? now + this.d.cfg.download.retryWindowSec * 1000;
+        const delay = retryDelayMs(this.retries + 1, this.d.cfg.download.retryMaxDelaySec * 1000);
+        if (TRANSIENT.has(info.code) && now + delay < this.retryUntil) {
+          // keep the partial download: the next attempt resumes it
           this.retries++;
-          const delay = Math.min(300_000, 2000 * 2 ** (this.retries - 1));
+          this.d.log.warn({ model: ref, code: info.code, err: info.message, attempt: this.retries, retryInMs: delay }, 'OTA attempt failed; retrying');
+          this.d.emit('ota.retrying', { name: ref.name, version: ref.version, code: info.code, reason: info.message, attempt: this.retries, retryInMs: delay, retryUntil: this.retryUntil, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}) });
+          this.setPhase('downloading');
           this.retryTimer = setTimeout(() => { this.retryTimer = null; this.kick(); }, delay);
         } else {
+          // final: nothing of this version stays behind
+          const freedBytes = await this.discardPartial(ref);
+          this.d.log.error({ model: ref, code: info.code, err: info.message, attempts: this.retries + 1, freedBytes }, 'OTA failed');
+          this.setPhase('failed');
+          this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, attempts: this.retries + 1, freedBytes, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: this.d.active.ref });
           this.failedKey = k;
         }
       }
@@ -154,6 +186,16 @@ export class OtaManager {
       this.currentTarget = null;
       this.abort = null;
     }
+  }
+
+  /** Removes a version's partial download; returns the bytes freed. */
+  private async discardPartial(ref: ModelRef): Promise<number> {
+    let dir: string;
+    try { dir = this.d.store.partialDir(ref); } catch { return 0; }
+    const bytes = await dirBytes(dir);
+    await fsp.rm(dir, { recursive: true, force: true }).catch((e) => this.d.log.warn({ err: (e as Error).message, dir }, 'could not remove a partial download'));
+    await fsp.rmdir(path.dirname(dir)).catch(() => {});
+    return bytes;
   }
 
   private async install(want: DesiredModel, signal: AbortSignal): Promise<void> {
@@ -184,8 +226,6 @@ export class OtaManager {
     const needed = Math.max(0, total - have);
     const free = freeBytes(store.dir);
     if (free - needed < cfg.store.reserveBytes) {
-      await fsp.rm(partial, { recursive: true, force: true });
-      await fsp.rmdir(path.dirname(partial)).catch(() => {});
       throw new ShoalError('INSUFFICIENT_SPACE',
         `not enough space in ${store.dir} for ${ref.name}@${ref.version}: needs ${needed} bytes plus a reserve of ${cfg.store.reserveBytes} bytes; ${free} bytes free`,
         { neededBytes: needed, reserveBytes: cfg.store.reserveBytes, freeBytes: free });
@@ -211,10 +251,21 @@ export class OtaManager {
       const dest = path.join(partial, ...f.path.split('/'));
       await fsp.mkdir(path.dirname(dest), { recursive: true });
       const url = new URL(f.path.split('/').map(encodeURIComponent).join('/'), want.manifestUrl).href;
-      await downloadFile(url, dest, { size: f.size, sha256: f.sha256 }, {
+      const fetchFile = () => downloadFile(url, dest, { size: f.size, sha256: f.sha256 }, {
         signal, retries: cfg.download.retries, idleTimeoutMs: cfg.download.idleTimeoutSec * 1000,
         onBytes: (n, resumed) => { done += n; if (!resumed) windowBytes += n; progress(f.path); },
       });
+      const before = done;
+      try {
+        await fetchFile();
+      } catch (e) {
+        if (!(e instanceof ShoalError) || e.code !== 'FILE_HASH_MISMATCH') throw e;
+        // corrupted in transit (or a bad resume): downloadFile deleted the file; fetch it once more from scratch
+        this.d.log.warn({ file: f.path, err: e.message }, 'sha256 mismatch; fetching the file again');
+        this.d.emit('ota.retrying', { name: ref.name, version: ref.version, code: e.code, reason: e.message, file: f.path, attempt: 1, retryInMs: 0, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}) });
+        done = before;
+        await fetchFile();
+      }
       progress(f.path, true);
     }
     this.d.emit('ota.downloaded', { name: ref.name, version: ref.version, totalBytes: total, files: manifest.files.length });

@@ -64,11 +64,11 @@ export class ModelStore {
     this.active = next;
   }
 
-  async saveDesired(d: { model: DesiredModel | null; rolloutId?: string } | null): Promise<void> {
+  async saveDesired(d: { model: DesiredModel | null; rolloutId?: string; retryUntil?: number } | null): Promise<void> {
     await writeJsonAtomic(path.join(this.dir, 'desired.json'), d);
   }
 
-  loadDesired(): { model: DesiredModel | null; rolloutId?: string } | null {
+  loadDesired(): { model: DesiredModel | null; rolloutId?: string; retryUntil?: number } | null {
     const f = path.join(this.dir, 'desired.json');
     if (!existsSync(f)) return null;
     try { return JSON.parse(readFileSync(f, 'utf8')); } catch { return null; }
@@ -155,7 +155,8 @@ export async function dirBytes(dir: string): Promise<number> {
   let total = 0;
   const items = await fsp.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
   for (const it of items) {
-    if (it.isFile()) total += (await fsp.stat(path.join(it.parentPath ?? (it as unknown as { path: string }).path, it.name))).size;
+    // a file removed meanwhile (GC, a finished download's rename) counts as 0, not as a failed listing
+    if (it.isFile()) total += (await fsp.stat(path.join(it.parentPath ?? (it as unknown as { path: string }).path, it.name)).catch(() => null))?.size ?? 0;
   }
   return total;
 }

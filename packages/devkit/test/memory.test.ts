@@ -1,0 +1,24 @@
+// Memory over a long life (short version; `make trials` runs 1,000 requests and 100
+// deployments): one daemon with the real engine serves 200 requests and installs 20
+// deployments in a row; RSS after the last is within 10 % of RSS after the first hundred
+// requests (and ten deployments).
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { runMemory } from '../src/trials/memory.js';
+import { sharedPath, repoRoot } from '@shoal/testkit';
+import { tmpDir } from '@shoal/testkit/fleet';
+
+const modelDir = sharedPath('models', 'stories260K');
+const addon = ['Release', 'Debug'].map((b) => path.join(repoRoot, 'native', 'build', b, 'shoal.node')).find((f) => fs.existsSync(f));
+const skip = !addon ? 'native engine not built (run `make`)' : !fs.existsSync(path.join(modelDir, 'model.safetensors')) ? 'stories260K not found in the shared folder' : false;
+
+t.test('RSS stays flat over requests and deployments', { skip, timeout: 150_000 }, async (t) => {
+  const dir = tmpDir('shoal-memory-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const r = await runMemory({ dir, modelDir, requests: 200, deployments: 20, baselineDeployments: 10, log: (m) => t.comment(m) });
+  t.comment(JSON.stringify(r));
+  t.equal(r.failedRequests, 0, 'every request answered');
+  t.equal(r.baselineRequests, 100, 'baseline after the first hundred requests');
+  t.ok(r.growthPct <= 10, `RSS after the last (${(r.rssLast / 2 ** 20).toFixed(1)} MiB) within 10 % of after the first hundred (${(r.rssFirstTenth / 2 ** 20).toFixed(1)} MiB): ${r.growthPct} %`);
+});
