@@ -17,7 +17,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../formats/awq.js';
 import { writeModelMetadata } from '../synth/gen-model.js';
-import { ST_DTYPE,
+import { checkGroupCoverage } from './group-check.js';
+import { awqCompatible, ST_DTYPE,
   isNotConverted, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds,
   type FloatDType, type ModelShape, type QuantConfig,
 } from '../arch/model-shapes.js';
@@ -51,6 +52,8 @@ export interface QuantizeResult {
   quantizedLinears: number;
   keptLinears: number;
   modulesToNotConvert: string[];
+  /** Linears the group does not fit, for the user (null: all quantized). */
+  note: string | null;
   /** Mean over quantized linears of ||W - deq(Q(W))|| / ||W||. */
   meanRelativeError: number;
   files: string[];
@@ -123,6 +126,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
   if (srcQuant) {
     throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
   }
+  const coverage = checkGroupCoverage(shape, G, awqCompatible, 'the AutoAWQ gemm layout (in_features % group == 0, out_features % 8 == 0)');
   const quant: QuantConfig = {
     method: 'awq', bits, groupSize: G, zeroPoint: true, version: 'gemm', modulesToNotConvert: unquantizableKinds(shape, G),
   };
@@ -174,6 +178,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
       quantizedLinears: quantized,
       keptLinears: linears - quantized,
       modulesToNotConvert: quant.modulesToNotConvert,
+      note: coverage.note,
       meanRelativeError: quantized > 0 ? relErrSum / quantized : 0,
       files,
       bytesIn,

@@ -2,9 +2,11 @@
 // tokenizer, BOS before each document, concatenated and cut into `samples`
 // blocks of `seqlen` tokens (as AutoAWQ's get_calib_dataset concatenates its
 // samples and splits them into max_seq_len blocks).
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { ToolError } from '../../io/safetensors.js';
-import type { Tokenizer } from '@shoal/engine';
+import { HfModelTokenizer, type Tokenizer } from '@shoal/engine';
+import type { ModelShape } from '../../arch/model-shapes.js';
 
 export interface CalibrationOptions {
   samples: number;
@@ -23,7 +25,7 @@ export interface Calibration {
 
 /** Reads calibration files and splits each into documents at `sep` (none: one document per file). */
 export function readCalibDocuments(files: readonly string[], sep?: RegExp): string[] {
-  if (files.length === 0) throw new ToolError('SHOAL_ERR_INVALID_ARG', 'AWQ needs calibration text: pass --calib FILE (one or more UTF-8 text files)');
+  if (files.length === 0) throw new ToolError('SHOAL_ERR_INVALID_ARG', 'calibration text is needed: pass --calib FILE (one or more UTF-8 text files)');
   const docs: string[] = [];
   for (const f of files) {
     let text: string;
@@ -32,6 +34,7 @@ export function readCalibDocuments(files: readonly string[], sep?: RegExp): stri
     } catch (err) {
       throw new ToolError('SHOAL_ERR_IO', `cannot read --calib ${f}: ${(err as Error).message}`);
     }
+    if (text.trim().length === 0) throw new ToolError('SHOAL_ERR_CALIB_EMPTY', `--calib ${f} is empty (no text); pass a UTF-8 text file with calibration text`);
     for (const d of sep ? text.split(sep) : [text]) if (d.trim().length > 0) docs.push(d.trim());
   }
   return docs;
@@ -56,4 +59,43 @@ export function buildCalibration(docs: readonly string[], tok: Tokenizer, opts: 
       `the calibration text gives ${ids.length} tokens but ${samples} samples × ${seqlen} tokens = ${need} are needed; add --calib files or lower --samples/--seqlen`);
   }
   return { tokens: Int32Array.from(ids.slice(0, need)), samples, seqlen, documents: used, availableTokens: ids.length };
+}
+
+export interface LoadCalibrationOptions {
+  model: string;
+  shape: ModelShape;
+  calib?: readonly string[];
+  calibDocs?: readonly string[];
+  calibSep?: RegExp;
+  samples: number;
+  seqlen: number;
+  /** method name for the messages (awq, gptq) */
+  method: string;
+}
+
+/**
+ * Everything the calibrated quantizers check before any work: the model's
+ * tokenizer, non-empty calibration files, seqlen within the context, enough
+ * tokens for samples × seqlen, ids inside the vocabulary.
+ */
+export async function loadCalibration(o: LoadCalibrationOptions): Promise<Calibration> {
+  if (o.seqlen > o.shape.maxPositionEmbeddings) {
+    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seqlen ${o.seqlen} is longer than the model's context (${o.shape.maxPositionEmbeddings}); use --seqlen ${o.shape.maxPositionEmbeddings} or less`);
+  }
+  if (!existsSync(path.join(o.model, 'tokenizer.json'))) {
+    throw new ToolError('SHOAL_ERR_TOKENIZER', `${o.model} has no tokenizer.json; --method ${o.method} tokenizes the calibration text with the model's tokenizer (copy tokenizer.json and tokenizer_config.json into the model folder)`);
+  }
+  const files = o.calib ?? [];
+  if (files.length === 0 && !(o.calibDocs?.length)) {
+    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--method ${o.method} needs calibration text: pass --calib FILE (one or more UTF-8 text files)`);
+  }
+  const docs = [...(files.length ? readCalibDocuments(files, o.calibSep) : []), ...(o.calibDocs ?? [])];
+  if (docs.length === 0) throw new ToolError('SHOAL_ERR_CALIB_EMPTY', `the calibration text is empty; pass --calib files with text`);
+  const tok = await HfModelTokenizer.load(o.model, { bos: o.shape.bosTokenId, eos: o.shape.eosTokenIds });
+  if (!tok) throw new ToolError('SHOAL_ERR_TOKENIZER', `${o.model} has no usable tokenizer.json; --method ${o.method} needs the model's tokenizer`);
+  const calib = buildCalibration(docs, tok, { samples: o.samples, seqlen: o.seqlen });
+  for (const t of calib.tokens) {
+    if (t < 0 || t >= o.shape.vocabSize) throw new ToolError('SHOAL_ERR_TOKENIZER', `the tokenizer produced id ${t}, outside the model's vocabulary 0..${o.shape.vocabSize - 1}`);
+  }
+  return calib;
 }

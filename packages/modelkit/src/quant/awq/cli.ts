@@ -43,7 +43,8 @@ export function needsAwqQuantizer(o: { method: string; bits: number; padFfn?: bo
 function layerLine(r: LayerReport): string {
   const sc = r.scales.map((s) => `${s.name.split('→')[1]} a=${s.alpha.toFixed(2)}`).join(' ');
   const rtn = r.rtnOutputMse !== undefined ? ` (rtn ${r.rtnOutputMse.toExponential(2)})` : '';
-  return `layer ${r.layer}: ${r.seconds.toFixed(1)} s, out mse ${r.outputMse.toExponential(2)}${rtn}${sc ? ', ' + sc : ''}`;
+  const mseText = r.outputMse !== null && Number.isFinite(r.outputMse) ? `, out mse ${r.outputMse.toExponential(2)}${rtn}` : '';
+  return `layer ${r.layer}: ${r.seconds.toFixed(1)} s${mseText}${sc ? ', ' + sc : ''}`;
 }
 
 export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> {
@@ -91,6 +92,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
         else started = false;
       },
     });
+    if (r.note && !o.json) process.stderr.write(r.note + '\n');
     if (o.json) {
       process.stdout.write(JSON.stringify(r) + '\n');
     } else {

@@ -37,18 +37,18 @@
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../../formats/awq.js';
 import { writeModelMetadata } from '../../synth/gen-model.js';
-import { ST_DTYPE,
+import { awqCompatible, ST_DTYPE,
   LINEAR_KINDS, linearDims, planTensors, quantConfigJson, TORCH_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
 } from '../../arch/model-shapes.js';
 import { readModelFolder } from '../rtn.js';
+import { checkGroupCoverage } from '../group-check.js';
 import { applyRope, ropeInvFreq } from '../../eval/reference-forward.js';
 import {
   abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
   encodeFloats, ToolError, type TensorSpec,
 } from '../../io/safetensors.js';
-import { HfModelTokenizer } from '@shoal/engine';
-import { buildCalibration, readCalibDocuments } from './calib.js';
+import { loadCalibration } from './calib.js';
 import { SUPPORTED_BITS } from './fake-quant.js';
 import {
   add, backendOps, divColumnsInPlace, divRowsInPlace, linear, meanAbsColumns, mse, rmsnorm,
@@ -119,8 +119,8 @@ export interface LayerReport {
   scales: ScaleGroupReport[];
   /** Mean clip shrink (fraction of max|w| removed) per clipped linear kind. */
   clip: Record<string, number>;
-  /** MSE of the quantized layer's output vs the FP layer on the same input. */
-  outputMse: number;
+  /** MSE of the quantized layer's output vs the FP layer on the same input (null: RTN, no calibration). */
+  outputMse: number | null;
   /** Same for the RTN-quantized layer (compareRtn). */
   rtnOutputMse?: number;
 }
@@ -141,6 +141,8 @@ export interface AwqQuantizeResult {
   quantizedLinears: number;
   keptLinears: number;
   modulesToNotConvert: string[];
+  /** Linears the group does not fit, for the user (null: all quantized). */
+  note: string | null;
   calibration: { samples: number; seqlen: number; tokens: number; documents: number } | null;
   layers: LayerReport[];
   backend: { backend: string; isa: string; threads: number } | null;
@@ -679,6 +681,8 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
   const cannot = fake
     ? LINEAR_KINDS.filter((k) => linearDims(shape, k).in % G !== 0)
     : unquantizableKinds(shape, G);
+  const coverage = opts.foldOnly ? null : checkGroupCoverage(shape, G, fake ? (_o, i, g) => i % g === 0 : awqCompatible,
+    fake ? 'fake quantization (in_features % group == 0)' : 'the AutoAWQ gemm layout (in_features % group == 0, out_features % 8 == 0)');
   const quantizable = new Set(LINEAR_KINDS.filter((k) => !cannot.includes(k)));
   const notConvertKinds: LinearKind[] = opts.foldOnly ? [...LINEAR_KINDS] : cannot;
   const quantized = new Set(LINEAR_KINDS.filter((k) => !notConvertKinds.includes(k)));
@@ -701,22 +705,11 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       }
     }
     if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
-    if (method === 'awq' && seqlen > shape0.maxPositionEmbeddings) {
-      throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} is longer than the model's context (${shape0.maxPositionEmbeddings}); use --seqlen ${shape0.maxPositionEmbeddings} or less`);
-    }
 
-    // calibration (AWQ only)
-    let calib: ReturnType<typeof buildCalibration> | null = null;
-    if (method === 'awq') {
-      const tok = await HfModelTokenizer.load(opts.model, { bos: shape0.bosTokenId, eos: shape0.eosTokenIds });
-      if (!tok) throw new ToolError('SHOAL_ERR_CONFIG', `${opts.model} has no tokenizer.json; AWQ tokenizes the calibration text with the model's tokenizer`);
-      const docs = [...(opts.calib?.length ? readCalibDocuments(opts.calib, opts.calibSep) : []), ...(opts.calibDocs ?? [])];
-      if (docs.length === 0) throw new ToolError('SHOAL_ERR_INVALID_ARG', 'AWQ needs calibration text: pass --calib FILE (one or more UTF-8 text files)');
-      calib = buildCalibration(docs, tok, { samples, seqlen });
-      for (const t of calib.tokens) {
-        if (t < 0 || t >= shape0.vocabSize) throw new ToolError('SHOAL_ERR_TOKENIZER', `the tokenizer produced id ${t}, outside the model's vocabulary 0..${shape0.vocabSize - 1}`);
-      }
-    }
+    // calibration (AWQ only), checked before any work
+    const calib = method === 'awq'
+      ? await loadCalibration({ model: opts.model, shape: shape0, ...(opts.calib ? { calib: opts.calib } : {}), ...(opts.calibDocs ? { calibDocs: opts.calibDocs } : {}), ...(opts.calibSep ? { calibSep: opts.calibSep } : {}), samples, seqlen, method })
+      : null;
 
     // output plan, in HF order (the writer appends in this order)
     const specs: TensorSpec[] = [];
@@ -783,7 +776,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         fpOut = r.fpOut;
         report = { ...r.report, seconds: 0, outputMse: 0 };
       } else {
-        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: NaN };
+        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null };
       }
       // quantize and write in plan order
       stage('quantize');
@@ -864,6 +857,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       quantizedLinears: nQuantized,
       keptLinears: linears - nQuantized,
       modulesToNotConvert: notConvertKinds,
+      note: coverage?.note ?? null,
       calibration: calib ? { samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents } : null,
       layers: reports,
       backend: method === 'awq' ? backendOps().info() : null,
