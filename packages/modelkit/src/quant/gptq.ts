@@ -177,9 +177,16 @@ export async function quantizeModelGptq(opts: GptqQuantizeOptions): Promise<Gptq
   }
 }
 
+/** Which linears the low-bit layouts can hold at this width and group (throws when none). */
+function lowbitCoverage(shape: ModelShape, bits: number, groupSize: number, layout: LowbitLayout) {
+  return checkGroupCoverage(shape, groupSize, (_o, i, g) => lowbitCompatible(i, bits, g),
+    `the ${layout === 'eqat' ? 'EfficientQAT' : 'GPTQ'} layout at ${bits} bits (in_features % 32 == 0, group | in_features${bits === 4 ? ', group 32 or a multiple of 64' : ''})`);
+}
+
 /** GPTQ proper: calibration first (all checks before any work), then the layers in order. */
 async function gptqFolder(opts: GptqQuantizeOptions, bits: number, groupSize: number, t0: number): Promise<GptqQuantizeResult> {
   const { shape } = readModelFolder(opts.model);
+  lowbitCoverage(shape, bits, groupSize, 'gptq');
   const samples = opts.awqSamples ?? 128;
   const seqlen = opts.awqSeqlen ?? 512;
   const calib = await loadCalibration({
@@ -250,8 +257,7 @@ function* folderSteps(opts: GptqQuantizeOptions, bits: number, groupSize: number
   const descAct = isGptq && (opts.actOrder ?? false) && !(opts.staticGroups ?? false);
   const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant || config.quantization_config) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
-  const coverage = checkGroupCoverage(shape, groupSize, (_o, i, g) => lowbitCompatible(i, bits, g),
-    `the ${layout === 'eqat' ? 'EfficientQAT' : 'GPTQ'} layout at ${bits} bits (in_features % 32 == 0, group | in_features${bits === 4 ? ', group 32 or a multiple of 64' : ''})`);
+  const coverage = lowbitCoverage(shape, bits, groupSize, layout);
   const skip = lowbitUnquantizableKinds(shape, bits, groupSize);
   const fdt = ST_DTYPE[dtype];
   const ck = Checkpoint.open(opts.model);
