@@ -19,12 +19,13 @@ export interface GroupCoverage {
 const CANDIDATES = [16, 32, 64, 96, 128, 192, 256, 512, 1024];
 
 function describe(shape: ModelShape, kinds: readonly LinearKind[]): string {
-  const byIn = new Map<number, string[]>();
+  const byShape = new Map<string, string[]>();
   for (const k of kinds) {
     const d = linearDims(shape, k);
-    byIn.set(d.in, [...(byIn.get(d.in) ?? []), k.split('.')[1]!]);
+    const key = `in_features ${d.in}, out_features ${d.out}`;
+    byShape.set(key, [...(byShape.get(key) ?? []), k.split('.')[1]!]);
   }
-  return [...byIn].map(([n, ks]) => `${ks.join(', ')} (in_features ${n})`).join('; ');
+  return [...byShape].map(([key, ks]) => `${ks.join(', ')} (${key})`).join('; ');
 }
 
 /**

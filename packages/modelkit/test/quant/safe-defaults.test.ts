@@ -40,7 +40,7 @@ t.test('a group that fits no linear is an error naming the linears and the group
     t.equal(r.rc, 1, `${name}: exit 1`);
     t.match(r.err, /SHOAL_ERR_GROUP_SIZE/, `${name}: error code`);
     t.match(r.err, /--group 128 fits none of the linears/, `${name}: says nothing would be quantized`);
-    t.match(r.err, /q_proj.*in_features 64.*down_proj \(in_features 172\)/, `${name}: names the linears and their in_features`);
+    t.match(r.err, /q_proj.*in_features 64.*down_proj \(in_features 172, out_features 64\)/, `${name}: names the linears and their in_features`);
     t.match(r.err, /Groups that would work: .*(64|32)/, `${name}: names working groups`);
     t.same(leftovers(root, path.basename(out)), [], `${name}: nothing written`);
   }
@@ -50,7 +50,7 @@ t.test('a group that fits some linears quantizes them and names the others; no N
   const out = path.join(root, 'g64');
   const r = shoal(['quantize', '--model', STORIES, '--out', out, '--bits', '3', '--group', '64']);
   t.equal(r.rc, 0, r.err);
-  t.match(r.err, /note: --group 64 does not fit down_proj \(in_features 172\)/);
+  t.match(r.err, /note: --group 64 does not fit down_proj \(in_features 172, out_features 64\)/);
   t.match(r.out, /30 linears quantized/);
   t.notMatch(r.out + r.err, /NaN/, 'no NaN in the text report');
   const j = shoal(['quantize', '--model', STORIES, '--out', path.join(root, 'g64j'), '--bits', '3', '--group', '64', '--json']);

@@ -11,6 +11,8 @@ import type { ModelShape } from '../../arch/model-shapes.js';
 export interface CalibrationOptions {
   samples: number;
   seqlen: number;
+  /** extra blocks kept out of the search to check its result (taken from the samples when the text runs short) */
+  holdout?: number;
 }
 
 export interface Calibration {
@@ -21,6 +23,10 @@ export interface Calibration {
   documents: number;
   /** tokens available before cutting (BOS included) */
   availableTokens: number;
+  /** held-out blocks [holdout · seqlen] (null: none asked) */
+  heldOut: Int32Array | null;
+  /** true when the held-out blocks were taken from the requested samples (too little text for both) */
+  heldOutFromSamples: boolean;
 }
 
 /** Reads calibration files and splits each into documents at `sep` (none: one document per file). */
@@ -46,10 +52,12 @@ export function buildCalibration(docs: readonly string[], tok: Tokenizer, opts: 
   if (!Number.isSafeInteger(samples) || samples < 1) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--samples ${samples} must be a positive integer`);
   if (!Number.isSafeInteger(seqlen) || seqlen < 2) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} must be an integer >= 2`);
   const need = samples * seqlen;
+  const hold = Math.max(0, opts.holdout ?? 0);
+  const want = need + hold * seqlen;
   const ids: number[] = [];
   let used = 0;
   for (const d of docs) {
-    if (ids.length >= need) break;
+    if (ids.length >= want) break;
     if (tok.bosTokenId !== null) ids.push(tok.bosTokenId);
     for (const t of tok.encode(d, { addSpecialTokens: false })) ids.push(t);
     used++;
@@ -58,7 +66,20 @@ export function buildCalibration(docs: readonly string[], tok: Tokenizer, opts: 
     throw new ToolError('SHOAL_ERR_CALIB_TOO_SHORT',
       `the calibration text gives ${ids.length} tokens but ${samples} samples × ${seqlen} tokens = ${need} are needed; add --calib files or lower --samples/--seqlen`);
   }
-  return { tokens: Int32Array.from(ids.slice(0, need)), samples, seqlen, documents: used, availableTokens: ids.length };
+  if (hold === 0) return { tokens: Int32Array.from(ids.slice(0, need)), samples, seqlen, documents: used, availableTokens: ids.length, heldOut: null, heldOutFromSamples: false };
+  if (ids.length >= want) {
+    return {
+      tokens: Int32Array.from(ids.slice(0, need)), samples, seqlen, documents: used, availableTokens: ids.length,
+      heldOut: Int32Array.from(ids.slice(need, want)), heldOutFromSamples: false,
+    };
+  }
+  // too little text for both: the last blocks of the samples are held out (at least one block stays for the search)
+  const h = Math.min(hold, samples - 1);
+  if (h < 1) return { tokens: Int32Array.from(ids.slice(0, need)), samples, seqlen, documents: used, availableTokens: ids.length, heldOut: null, heldOutFromSamples: false };
+  return {
+    tokens: Int32Array.from(ids.slice(0, (samples - h) * seqlen)), samples: samples - h, seqlen, documents: used, availableTokens: ids.length,
+    heldOut: Int32Array.from(ids.slice((samples - h) * seqlen, need)), heldOutFromSamples: true,
+  };
 }
 
 export interface LoadCalibrationOptions {
@@ -69,6 +90,7 @@ export interface LoadCalibrationOptions {
   calibSep?: RegExp;
   samples: number;
   seqlen: number;
+  holdout?: number;
   /** method name for the messages (awq, gptq) */
   method: string;
 }
@@ -93,8 +115,8 @@ export async function loadCalibration(o: LoadCalibrationOptions): Promise<Calibr
   if (docs.length === 0) throw new ToolError('SHOAL_ERR_CALIB_EMPTY', `the calibration text is empty; pass --calib files with text`);
   const tok = await HfModelTokenizer.load(o.model, { bos: o.shape.bosTokenId, eos: o.shape.eosTokenIds });
   if (!tok) throw new ToolError('SHOAL_ERR_TOKENIZER', `${o.model} has no usable tokenizer.json; --method ${o.method} needs the model's tokenizer`);
-  const calib = buildCalibration(docs, tok, { samples: o.samples, seqlen: o.seqlen });
-  for (const t of calib.tokens) {
+  const calib = buildCalibration(docs, tok, { samples: o.samples, seqlen: o.seqlen, ...(o.holdout ? { holdout: o.holdout } : {}) });
+  for (const t of [...calib.tokens, ...(calib.heldOut ?? [])]) {
     if (t < 0 || t >= o.shape.vocabSize) throw new ToolError('SHOAL_ERR_TOKENIZER', `the tokenizer produced id ${t}, outside the model's vocabulary 0..${o.shape.vocabSize - 1}`);
   }
   return calib;

@@ -49,6 +49,7 @@ import {
   encodeFloats, ToolError, type TensorSpec,
 } from '../../io/safetensors.js';
 import { loadCalibration } from './calib.js';
+import { awqOrRtn, cloneLayer, type FallbackReport } from './fallback.js';
 import { SUPPORTED_BITS } from './fake-quant.js';
 import {
   add, backendOps, divColumnsInPlace, divRowsInPlace, linear, meanAbsColumns, mse, rmsnorm,
@@ -95,6 +96,12 @@ export interface AwqQuantizeOptions {
   foldOnly?: boolean;
   /** Also run each layer with RTN weights and report its output error (AWQ). */
   compareRtn?: boolean;
+  /**
+   * Calibration blocks held out of the searches; each layer keeps AWQ or RTN,
+   * whichever has the lower output error on them (default max(1, samples / 8);
+   * 0 turns the fallback off). See fallback.ts.
+   */
+  holdout?: number;
   /** Storage dtype of tensors left unquantized in a 4-bit packed checkpoint (default f16, as AutoAWQ). */
   dtype?: FloatDType;
   force?: boolean;
@@ -123,6 +130,8 @@ export interface LayerReport {
   outputMse: number | null;
   /** Same for the RTN-quantized layer (compareRtn). */
   rtnOutputMse?: number;
+  /** AWQ vs RTN on the held-out calibration tokens, and which was written (AWQ with holdout). */
+  fallback?: FallbackReport;
 }
 
 export interface AwqQuantizeResult {
@@ -143,7 +152,9 @@ export interface AwqQuantizeResult {
   modulesToNotConvert: string[];
   /** Linears the group does not fit, for the user (null: all quantized). */
   note: string | null;
-  calibration: { samples: number; seqlen: number; tokens: number; documents: number } | null;
+  calibration: { samples: number; seqlen: number; tokens: number; documents: number; heldOutTokens: number; heldOutFromSamples: boolean } | null;
+  /** layers written with RTN because AWQ's held-out error was higher */
+  rtnFallbackLayers: number[];
   layers: LayerReport[];
   backend: { backend: string; isa: string; threads: number } | null;
   files: string[];
@@ -708,7 +719,8 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
 
     // calibration (AWQ only), checked before any work
     const calib = method === 'awq'
-      ? await loadCalibration({ model: opts.model, shape: shape0, ...(opts.calib ? { calib: opts.calib } : {}), ...(opts.calibDocs ? { calibDocs: opts.calibDocs } : {}), ...(opts.calibSep ? { calibSep: opts.calibSep } : {}), samples, seqlen, method })
+      ? await loadCalibration({ model: opts.model, shape: shape0, ...(opts.calib ? { calib: opts.calib } : {}), ...(opts.calibDocs ? { calibDocs: opts.calibDocs } : {}), ...(opts.calibSep ? { calibSep: opts.calibSep } : {}), samples, seqlen, method,
+        holdout: opts.foldOnly ? 0 : (opts.holdout ?? Math.max(1, Math.floor(samples / 8))) })
       : null;
 
     // output plan, in HF order (the writer appends in this order)
@@ -756,12 +768,19 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       for (let t = 0; t < ctx.T; t++) x.set(embed.subarray(calib.tokens[t]! * D, (calib.tokens[t]! + 1) * D), t * D);
     }
     const reports: LayerReport[] = [];
+    const rtnFallbackLayers: number[] = [];
     let nQuantized = 0;
+    let xHeld: Float32Array | null = null;
+    if (calib?.heldOut) {
+      xHeld = new Float32Array(calib.heldOut.length * D);
+      calib.heldOut.forEach((tk, t) => xHeld!.set(embed.subarray(tk * D, (tk + 1) * D), t * D));
+    }
     for (let l = 0; l < shape.layers; l++) {
       const tl = performance.now();
       const stage = (st: string) => opts.onStage?.(l, st);
       stage('load');
-      const lw = loadLayer(ck, l, shape0, F);
+      let lw = loadLayer(ck, l, shape0, F);
+      const original = xHeld ? cloneLayer(lw) : null;
       let report: LayerReport;
       let fpOut: Float32Array | null = null;
       let rtnOutputMse: number | undefined;
@@ -775,6 +794,17 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
         fpOut = r.fpOut;
         report = { ...r.report, seconds: 0, outputMse: 0 };
+        if (original && xHeld) {
+          stage('held-out check');
+          const ctxH = { ...ctx, T: xHeld.length / D };
+          const d = await awqOrRtn(async (lwx, xx) => (await forwardLayer(ctxH, lwx, xx)).out, (lwx) => rtnWeights(ctx, lwx), original, lw, xHeld);
+          report.fallback = d.report;
+          xHeld = d.out;
+          if (d.report.choice === 'rtn') {
+            lw = original;
+            rtnFallbackLayers.push(l);
+          }
+        }
       } else {
         report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null };
       }
@@ -858,7 +888,11 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       keptLinears: linears - nQuantized,
       modulesToNotConvert: notConvertKinds,
       note: coverage?.note ?? null,
-      calibration: calib ? { samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents } : null,
+      calibration: calib ? {
+        samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents,
+        heldOutTokens: calib.heldOut?.length ?? 0, heldOutFromSamples: calib.heldOutFromSamples,
+      } : null,
+      rtnFallbackLayers,
       layers: reports,
       backend: method === 'awq' ? backendOps().info() : null,
       files,
