@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 ADDON := native/build/Release/shoal.node
 NATIVE_TEST_DIR := native/build-tests
 
-.PHONY: all deps native ts native-tests test test-native test-ts bench demo fuzz clean
+.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench demo fuzz clean
 
 all: native ts web
 
@@ -38,7 +38,11 @@ test-native: native-tests
 test-ts: all
 	npx tap --disable-coverage --jobs=2 'packages/*/dist/test/**/*.test.js'
 
-test: test-native fuzz test-ts
+# Imports point one way, no cycles, no dead modules, no source over 800 lines (docs/architecture.md).
+check-layout: deps
+	scripts/check-layout.sh
+
+test: check-layout test-native fuzz test-ts
 
 # The safetensors header parser under AddressSanitizer with >= 10,000 mutated inputs.
 FUZZ_DIR := native/build-fuzz

@@ -1,7 +1,8 @@
 // gptq.cpp — see gptq.h. Follows the published algorithm (IST-DASLab/gptq
 // `fasterquant`, AutoGPTQ `GPTQ.fasterquant`), with one deliberate choice: the
 // scale of each group is rounded to f16 before the group's codes are chosen
-// (Shoal's grid, packages/modelkit/src/formats/gptq.ts quantizeGptqLinear),
+// (Shoal's one grid, packages/modelkit/src/quant/grid.ts, GPTQ style; the test
+// compares against a reference built on it),
 // so the error fed back is the error of the weights that are stored.
 //
 // Steps, for W [N, K] and H [K, K]:
@@ -94,7 +95,7 @@ bool cholesky_lower(double * A, int64_t K, int64_t * bad) {
     return ok;
 }
 
-// Shoal's GPTQ grid of one group (formats/gptq.ts quantizeGptqLinear): range
+// Shoal's grid of one group (quant/grid.ts groupParams, style gptq): range
 // includes 0, scale rounded to f16.
 struct Grid {
     double s;

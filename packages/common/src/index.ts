@@ -3,3 +3,4 @@ export * from './atomic.js';
 export * from './log.js';
 export * from './signals.js';
 export * from './checkout.js';
+export * from './errors.js';

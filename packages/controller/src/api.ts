@@ -4,12 +4,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { GenerateArgs, formatIssues } from '@shoal/protocol';
-import type { Controller } from './controller.js';
-import { ControllerError, toControllerError } from './errors.js';
+import type { ControllerContext } from './context.js';
+import { toControllerError } from './errors.js';
 import { FleetLink } from './link.js';
 import { LiveHub } from './live.js';
 import { serveArtifact } from './packages.js';
 import { isWebPath, serveWeb } from './web.js';
+import { ShoalError } from '@shoal/common';
 
 export interface ApiServer {
   server: http.Server;
@@ -24,7 +25,7 @@ async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffe
   let n = 0;
   for await (const c of req as AsyncIterable<Buffer>) {
     n += c.length;
-    if (n > limit) throw new ControllerError('PAYLOAD_TOO_LARGE', `request body is over ${limit} bytes`);
+    if (n > limit) throw new ShoalError('PAYLOAD_TOO_LARGE', `request body is over ${limit} bytes`);
     chunks.push(c);
   }
   return Buffer.concat(chunks);
@@ -35,11 +36,11 @@ async function readJson<T extends z.ZodType>(req: http.IncomingMessage, schema: 
   let raw: unknown = {};
   if (body.length > 0) {
     try { raw = JSON.parse(body.toString('utf8')); } catch (e) {
-      throw new ControllerError('INVALID_JSON', `request body is not JSON: ${(e as Error).message}`);
+      throw new ShoalError('INVALID_JSON', `request body is not JSON: ${(e as Error).message}`);
     }
   }
   const r = schema.safeParse(raw);
-  if (!r.success) throw new ControllerError('BAD_REQUEST', `request body: ${formatIssues(r.error)}`);
+  if (!r.success) throw new ShoalError('BAD_REQUEST', `request body: ${formatIssues(r.error)}`);
   return r.data;
 }
 
@@ -74,7 +75,7 @@ function tokenOk(header: string | undefined, token: string): boolean {
 function intParam(u: URL, name: string, def: number | undefined, max = 100_000): number | undefined {
   const v = u.searchParams.get(name);
   if (v === null || v === '') return def;
-  if (!/^\d+$/.test(v)) throw new ControllerError('BAD_REQUEST', `query parameter ${name} must be a non-negative integer, got '${v}'`);
+  if (!/^\d+$/.test(v)) throw new ShoalError('BAD_REQUEST', `query parameter ${name} must be a non-negative integer, got '${v}'`);
   return Math.min(Number(v), max);
 }
 
@@ -106,7 +107,7 @@ function powerWatts(rails: { name: string; powerMw?: number }[] | undefined): nu
   return (total ? total.powerMw! : withPower.reduce((s, r) => s + r.powerMw!, 0)) / 1000;
 }
 
-export function deviceSummary(d: ReturnType<Controller['storage']['getDevice']> & object) {
+export function deviceSummary(d: ReturnType<ControllerContext['storage']['getDevice']> & object) {
   const t = d.telemetry as Record<string, unknown> | null;
   const inf = t?.inference as Record<string, unknown> | undefined;
   const jetson = t?.jetson as { gpuLoadPct?: number; power?: { name: string; powerMw?: number }[] } | undefined;
@@ -132,7 +133,7 @@ export function deviceSummary(d: ReturnType<Controller['storage']['getDevice']> 
   };
 }
 
-export async function startApi(ctl: Controller): Promise<ApiServer> {
+export async function startApi(ctl: ControllerContext): Promise<ApiServer> {
   const token = ctl.config.resolvedToken;
   const live = new LiveHub(ctl, deviceSummary);
   const server = http.createServer((req, res) => {
@@ -145,18 +146,18 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
     const method = req.method ?? 'GET';
     if (parts[0] === 'artifacts') return serveArtifact(ctl.registry, req, res, parts.slice(1));
     if (isWebPath(parts)) return serveWeb(req, res, parts);
-    if (parts[0] !== 'api') throw new ControllerError('NOT_FOUND', `no route ${u.pathname}; the API lives under /api (see docs/controller.md)`);
+    if (parts[0] !== 'api') throw new ShoalError('NOT_FOUND', `no route ${u.pathname}; the API lives under /api (see docs/controller.md)`);
     const route = parts.slice(1);
     if (route[0] === 'health' && route.length === 1) {
       return sendJson(res, 200, { ok: true, broker: ctl.link?.connected ?? false, storage: ctl.storage.kind });
     }
     if (!tokenOk(req.headers.authorization, token)) {
-      throw new ControllerError('UNAUTHORIZED', req.headers.authorization
+      throw new ShoalError('UNAUTHORIZED', req.headers.authorization
         ? 'the bearer token is wrong; use the token from controller.json (or SHOAL_TOKEN)'
         : 'missing Authorization: Bearer <token>; pass --token or set SHOAL_TOKEN');
     }
     const allow = (...m: string[]) => {
-      if (!m.includes(method)) throw new ControllerError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${u.pathname}; use ${m.join(' or ')}`);
+      if (!m.includes(method)) throw new ShoalError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${u.pathname}; use ${m.join(' or ')}`);
     };
     const now = Date.now();
     const [a, b, c, ...restParts] = route;
@@ -164,7 +165,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
     if (a === 'stream' && !b) {
       allow('GET');
       const device = u.searchParams.get('device');
-      if (device !== null && !ctl.storage.getDevice(device)) throw new ControllerError('DEVICE_NOT_FOUND', `device '${device}' is unknown; list devices with \`shoal fleet ls\``);
+      if (device !== null && !ctl.storage.getDevice(device)) throw new ShoalError('DEVICE_NOT_FOUND', `device '${device}' is unknown; list devices with \`shoal fleet ls\``);
       return live.attach(req, res, device);
     }
     if (a === 'stats' && !b) {
@@ -177,7 +178,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
         return sendJson(res, 200, { devices: ctl.storage.listDevices().map(deviceSummary) });
       }
       const dev = ctl.storage.getDevice(b);
-      if (!dev) throw new ControllerError('DEVICE_NOT_FOUND', `device '${b}' is unknown; list devices with \`shoal fleet ls\``);
+      if (!dev) throw new ShoalError('DEVICE_NOT_FOUND', `device '${b}' is unknown; list devices with \`shoal fleet ls\``);
       if (!c) {
         allow('GET');
         return sendJson(res, 200, { device: { ...deviceSummary(dev), state: dev.state, telemetry: dev.telemetry } });
@@ -196,7 +197,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
         const body = await readJson(req, InferBody);
         const { timeoutMs, ...gen } = body;
         const ga = GenerateArgs.safeParse({ ...gen, stream: true });
-        if (!ga.success) throw new ControllerError('BAD_REQUEST', `generate args: ${formatIssues(ga.error)}`);
+        if (!ga.success) throw new ShoalError('BAD_REQUEST', `generate args: ${formatIssues(ga.error)}`);
         ctl.storage.audit({ actor: 'api', action: 'exec.generate', target: b, details: { promptChars: (gen.prompt ?? '').length, maxTokens: gen.maxTokens ?? null } }, now);
         const abort = new AbortController();
         res.on('close', () => { if (!res.writableFinished) abort.abort(); });
@@ -212,7 +213,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
         }
         return;
       }
-      throw new ControllerError('NOT_FOUND', `no route ${u.pathname}`);
+      throw new ShoalError('NOT_FOUND', `no route ${u.pathname}`);
     }
     if (a === 'telemetry' && !b) {
       allow('GET');
@@ -264,7 +265,7 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
           return sendJson(res, 201, { package: rec });
         }
       }
-      throw new ControllerError('NOT_FOUND', `no route ${u.pathname}`);
+      throw new ShoalError('NOT_FOUND', `no route ${u.pathname}`);
     }
     if (a === 'rollouts') {
       if (!b) {
@@ -287,11 +288,11 @@ export async function startApi(ctl: Controller): Promise<ApiServer> {
         return sendJson(res, 200, { rollout: await ctl.rollouts.control(b === 'latest' ? undefined : b, c) });
       }
     }
-    throw new ControllerError('NOT_FOUND', `no route ${method} ${u.pathname}; see docs/controller.md for the API`);
+    throw new ShoalError('NOT_FOUND', `no route ${method} ${u.pathname}; see docs/controller.md for the API`);
   }
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (e) => reject(new ControllerError('IO_ERROR', `cannot listen on ${ctl.config.http.host}:${ctl.config.http.port}: ${e.message}; pick another http.port`)));
+    server.once('error', (e) => reject(new ShoalError('IO_ERROR', `cannot listen on ${ctl.config.http.host}:${ctl.config.http.port}: ${e.message}; pick another http.port`)));
     server.listen(ctl.config.http.port, ctl.config.http.host, () => resolve());
   });
   const addr = server.address() as AddressInfo;

@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { ControllerError } from './errors.js';
 import type { Manifest } from '@shoal/protocol';
+import { ShoalError } from '@shoal/common';
 
 export interface ApiConnection { api: string; token: string }
 
@@ -25,12 +25,12 @@ export function resolveConnection(o: { api?: string; token?: string }): ApiConne
         api ??= j.api;
         token ??= j.token;
       } catch (e) {
-        throw new ControllerError('NO_API_CONFIG', `${f} is not valid JSON (${(e as Error).message}); delete it or pass --api and --token`);
+        throw new ShoalError('NO_API_CONFIG', `${f} is not valid JSON (${(e as Error).message}); delete it or pass --api and --token`);
       }
     }
   }
   if (!api || !token) {
-    throw new ControllerError('NO_API_CONFIG', 'no controller to talk to: pass --api URL --token T, set SHOAL_API and SHOAL_TOKEN, or start a fleet with `shoal up`');
+    throw new ShoalError('NO_API_CONFIG', 'no controller to talk to: pass --api URL --token T, set SHOAL_API and SHOAL_TOKEN, or start a fleet with `shoal up`');
   }
   return { api: api.replace(/\/+$/, ''), token };
 }
@@ -49,14 +49,14 @@ export class ControllerClient {
       });
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new ControllerError('API_UNREACHABLE', `cannot reach the controller at ${this.conn.api} (${cause?.code ?? cause?.message ?? (e as Error).message}); is \`shoal controller\` running?`);
+      throw new ShoalError('API_UNREACHABLE', `cannot reach the controller at ${this.conn.api} (${cause?.code ?? cause?.message ?? (e as Error).message}); is \`shoal controller\` running?`);
     }
     if (!res.ok && !(res.headers.get('content-type') ?? '').includes('ndjson')) {
       const text = await res.text();
       let err: { code?: string; message?: string } | undefined;
       try { err = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error; } catch { /* not JSON */ }
       // keep the controller's stable code so scripts can branch on it
-      throw Object.assign(new ControllerError('API_ERROR', err?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`), { code: err?.code ?? 'API_ERROR', status: res.status });
+      throw Object.assign(new ShoalError('API_ERROR', err?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`), { code: err?.code ?? 'API_ERROR', status: res.status });
     }
     return res;
   }

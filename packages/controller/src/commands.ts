@@ -1,17 +1,16 @@
 // `shoal controller`, `shoal keygen`, `shoal package`, `shoal fleet ...`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import Table from 'cli-table3';
 import { ControllerClient, resolveConnection } from './client.js';
 import { loadConfigFile } from './config.js';
 import { startController } from './controller.js';
-import { ControllerError } from './errors.js';
 import { buildPackage, generateFleetKeys } from './packages.js';
 import { ago, renderDevices, renderRollout, tableStyle, waitRollout } from './format.js';
 import type { RolloutRecord } from './storage/types.js';
-import { onSignals } from '@shoal/common';
+import { onSignals, ShoalError } from '@shoal/common';
 
 interface FleetOpts { api?: string; token?: string; json?: boolean }
 
@@ -25,7 +24,7 @@ function client(cmd: Command): { c: ControllerClient; o: FleetOpts } {
 
 function parseModelRef(s: string): { name: string; version: string } {
   const at = s.lastIndexOf('@');
-  if (at <= 0 || at === s.length - 1) throw new ControllerError('INVALID_MODEL_REF', `'${s}' is not NAME@VERSION (e.g. stories@1.0)`);
+  if (at <= 0 || at === s.length - 1) throw new ShoalError('INVALID_MODEL_REF', `'${s}' is not NAME@VERSION (e.g. stories@1.0)`);
   return { name: s.slice(0, at), version: s.slice(at + 1) };
 }
 
@@ -116,7 +115,7 @@ export function registerControllerCommands(program: Command): void {
       }
       if (o.json) return out(JSON.stringify(final));
       process.stdout.write('\n');
-      if (!final?.ok) throw Object.assign(new ControllerError('DEVICE_ERROR', `${final?.error?.message ?? 'no answer'}`), { code: final?.error?.code ?? 'DEVICE_ERROR' });
+      if (!final?.ok) throw Object.assign(new ShoalError('DEVICE_ERROR', `${final?.error?.message ?? 'no answer'}`), { code: final?.error?.code ?? 'DEVICE_ERROR' });
       const r = final.result as { usage?: { completionTokens: number }; timings?: { decodeTokPerSec: number | null; ttftMs: number | null } } | null;
       if (r?.timings) process.stderr.write(`[${id}: ${r.usage?.completionTokens ?? '?'} tokens, ${r.timings.decodeTokPerSec?.toFixed(1) ?? '-'} tok/s, first token ${r.timings.ttftMs?.toFixed(0) ?? '-'} ms]\n`);
     });
@@ -127,7 +126,7 @@ export function registerControllerCommands(program: Command): void {
       const { c } = client(cmd);
       let parsed: unknown = {};
       if (args) {
-        try { parsed = JSON.parse(args); } catch (e) { throw new ControllerError('INVALID_JSON', `ARGS is not JSON (${(e as Error).message}); e.g. '{"seconds":5}'`); }
+        try { parsed = JSON.parse(args); } catch (e) { throw new ShoalError('INVALID_JSON', `ARGS is not JSON (${(e as Error).message}); e.g. '{"seconds":5}'`); }
       }
       const r = await c.json<{ reply: Record<string, any> }>('POST', `/api/devices/${encodeURIComponent(id)}/exec`, { op, args: parsed, timeoutMs: Math.round(x.timeout * 1000) });
       out(JSON.stringify(r.reply, null, 2));
@@ -234,7 +233,7 @@ export function registerControllerCommands(program: Command): void {
     .option('--register', 'the controller runs on this machine: register the directory by path instead of uploading')
     .action(async (dir: string, x: { register?: boolean }, cmd: Command) => {
       const { c, o } = client(cmd);
-      if (!fs.existsSync(path.join(dir, 'manifest.json'))) throw new ControllerError('PACKAGE_INVALID', `${dir} has no manifest.json; build a package with \`shoal package\``);
+      if (!fs.existsSync(path.join(dir, 'manifest.json'))) throw new ShoalError('PACKAGE_INVALID', `${dir} has no manifest.json; build a package with \`shoal package\``);
       let res: Record<string, any>;
       if (x.register) {
         res = await c.json('POST', '/api/packages/register', { dir: path.resolve(dir) });

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { formatIssues } from '@shoal/protocol';
-import { ControllerError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 export const ControllerConfigSchema = z.object({
   broker: z.object({
@@ -56,7 +56,7 @@ export interface ResolvedConfig extends ControllerConfig {
 /** Validates a config object; paths resolve against baseDir. */
 export function resolveConfig(raw: unknown, baseDir: string): ResolvedConfig {
   const r = ControllerConfigSchema.safeParse(raw);
-  if (!r.success) throw new ControllerError('CONFIG_INVALID', `controller config: ${formatIssues(r.error)}; fix the file (see docs/controller.md)`);
+  if (!r.success) throw new ShoalError('CONFIG_INVALID', `controller config: ${formatIssues(r.error)}; fix the file (see docs/controller.md)`);
   const c = r.data;
   const abs = (p: string) => path.resolve(baseDir, p);
   let token = c.token;
@@ -64,16 +64,16 @@ export function resolveConfig(raw: unknown, baseDir: string): ResolvedConfig {
     try {
       token = fs.readFileSync(abs(c.tokenFile!), 'utf8').trim();
     } catch (e) {
-      throw new ControllerError('CONFIG_INVALID', `cannot read tokenFile ${abs(c.tokenFile!)}: ${(e as Error).message}`);
+      throw new ShoalError('CONFIG_INVALID', `cannot read tokenFile ${abs(c.tokenFile!)}: ${(e as Error).message}`);
     }
-    if (token.length < 16) throw new ControllerError('CONFIG_INVALID', `tokenFile ${abs(c.tokenFile!)}: token must be at least 16 characters`);
+    if (token.length < 16) throw new ShoalError('CONFIG_INVALID', `tokenFile ${abs(c.tokenFile!)}: token must be at least 16 characters`);
   }
   let pub: string | null = null;
   if (c.fleetPublicKey) {
     try {
       pub = fs.readFileSync(abs(c.fleetPublicKey), 'utf8');
     } catch (e) {
-      throw new ControllerError('CONFIG_INVALID', `cannot read fleetPublicKey ${abs(c.fleetPublicKey)}: ${(e as Error).message}; run \`shoal keygen --out DIR\``);
+      throw new ShoalError('CONFIG_INVALID', `cannot read fleetPublicKey ${abs(c.fleetPublicKey)}: ${(e as Error).message}; run \`shoal keygen --out DIR\``);
     }
   }
   const dataDir = abs(c.dataDir);
@@ -90,33 +90,13 @@ export function loadConfigFile(file: string): ResolvedConfig {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new ControllerError('CONFIG_NOT_FOUND', `cannot read ${file}: ${(e as Error).message}; pass --config with a controller.json (see docs/controller.md)`);
+    throw new ShoalError('CONFIG_NOT_FOUND', `cannot read ${file}: ${(e as Error).message}; pass --config with a controller.json (see docs/controller.md)`);
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new ControllerError('CONFIG_INVALID', `${file} is not valid JSON: ${(e as Error).message}`);
+    throw new ShoalError('CONFIG_INVALID', `${file} is not valid JSON: ${(e as Error).message}`);
   }
   return resolveConfig(raw, path.dirname(path.resolve(file)));
-}
-
-/** Writes a file atomically: temp file in the same directory, fsync, rename, fsync the directory. */
-export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
-  const dir = path.dirname(file);
-  fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = fs.openSync(tmp, 'w', mode);
-  try {
-    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.chmodSync(tmp, mode);
-  fs.renameSync(tmp, file);
-  try {
-    const dfd = fs.openSync(dir, 'r');
-    try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
-  } catch { /* directory fsync is best effort on some filesystems */ }
 }

@@ -8,21 +8,15 @@ import {
 } from '@shoal/protocol';
 import { startApi, type ApiServer } from './api.js';
 import type { ResolvedConfig } from './config.js';
-import { ControllerError } from './errors.js';
 import { FleetLink } from './link.js';
 import { PackageRegistry } from './packages.js';
 import { RolloutEngine } from './rollout.js';
 import { openSqliteStorage } from './storage/sqlite.js';
 import type { Storage } from './storage/types.js';
+import type { ControllerContext, IngestStats } from './context.js';
+import { ShoalError } from '@shoal/common';
 
-export interface IngestStats {
-  received: Record<DeviceChannel, number>;
-  stored: { state: number; telemetry: number; events: number; duplicateEvents: number };
-  malformed: number;
-  lastMalformed: string | null;
-}
-
-export class Controller {
+export class Controller implements ControllerContext {
   readonly storage: Storage;
   readonly registry: PackageRegistry;
   readonly rollouts: RolloutEngine;
@@ -185,7 +179,7 @@ export async function startController(config: ResolvedConfig, opts: { storage?: 
     await c.start();
   } catch (e) {
     await c.close().catch(() => undefined);
-    throw e instanceof ControllerError ? e : new ControllerError('INTERNAL', `controller failed to start: ${(e as Error).message}`);
+    throw e instanceof ShoalError ? e : new ShoalError('INTERNAL', `controller failed to start: ${(e as Error).message}`);
   }
   return c;
 }

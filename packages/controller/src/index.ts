@@ -7,3 +7,4 @@ export * from './format.js';
 export * from './packages.js';
 export * from './web.js';
 export * from './storage/types.js';
+export * from './context.js';

@@ -8,7 +8,7 @@ import {
   CHANNEL_POLICY, OP_ARGS, Op, Reply, encode, filters, formatIssues, parsePayload, parseTopic, topics,
   type Desired, type DeviceChannel, type Reply as ReplyT,
 } from '@shoal/protocol';
-import { ControllerError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 export interface LinkOptions {
   url: string;
@@ -79,12 +79,12 @@ export class FleetLink extends EventEmitter<LinkEvents> {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         client.end(true);
-        reject(new ControllerError('BROKER_UNAVAILABLE', `no connection to the broker at ${o.url} after ${opts.connectTimeout} ms; start it or fix broker.url`));
+        reject(new ShoalError('BROKER_UNAVAILABLE', `no connection to the broker at ${o.url} after ${opts.connectTimeout} ms; start it or fix broker.url`));
       }, opts.connectTimeout);
       const fail = (err: Error) => {
         clearTimeout(timer);
         client.end(true);
-        reject(new ControllerError('BROKER_UNAVAILABLE', `broker ${o.url} refused the connection: ${err.message}; check the URL and credentials`));
+        reject(new ShoalError('BROKER_UNAVAILABLE', `broker ${o.url} refused the connection: ${err.message}; check the URL and credentials`));
       };
       client.once('error', fail);
       client.once('connect', () => {
@@ -139,9 +139,9 @@ export class FleetLink extends EventEmitter<LinkEvents> {
   /** Validates op and args against the contract. */
   static checkRequest(op: string, args: unknown): { op: Op; args: Record<string, unknown> } {
     const o = Op.safeParse(op);
-    if (!o.success) throw new ControllerError('BAD_REQUEST', `unknown op '${op}'; use one of ${Op.options.join(', ')}`);
+    if (!o.success) throw new ShoalError('BAD_REQUEST', `unknown op '${op}'; use one of ${Op.options.join(', ')}`);
     const a = OP_ARGS[o.data].safeParse(args ?? {});
-    if (!a.success) throw new ControllerError('BAD_REQUEST', `bad args for ${o.data}: ${formatIssues(a.error)}`);
+    if (!a.success) throw new ShoalError('BAD_REQUEST', `bad args for ${o.data}: ${formatIssues(a.error)}`);
     return { op: o.data, args: a.data as Record<string, unknown> };
   }
 
@@ -155,7 +155,7 @@ export class FleetLink extends EventEmitter<LinkEvents> {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         if (checked.op === 'generate') this.cancel(deviceId, id);
-        reject(new ControllerError('TIMEOUT', `device ${deviceId} did not finish '${checked.op}' within ${timeoutMs} ms; is it online? (shoal fleet ls)`));
+        reject(new ShoalError('TIMEOUT', `device ${deviceId} did not finish '${checked.op}' within ${timeoutMs} ms; is it online? (shoal fleet ls)`));
       }, timeoutMs);
       this.pending.set(id, { deviceId, resolve, reject, onChunk: ro.onChunk, timer });
       ro.signal?.addEventListener('abort', () => {
@@ -164,13 +164,13 @@ export class FleetLink extends EventEmitter<LinkEvents> {
         clearTimeout(p.timer);
         this.pending.delete(id);
         if (checked.op === 'generate') this.cancel(deviceId, id);
-        reject(new ControllerError('TIMEOUT', 'request cancelled by the client'));
+        reject(new ShoalError('TIMEOUT', 'request cancelled by the client'));
       }, { once: true });
       this.client.publish(topics.cmd(deviceId), encode(envelope), { qos: CHANNEL_POLICY.cmd.qos }, (err) => {
         if (err) {
           clearTimeout(timer);
           this.pending.delete(id);
-          reject(new ControllerError('BROKER_UNAVAILABLE', `publish to ${deviceId} failed: ${err.message}`));
+          reject(new ShoalError('BROKER_UNAVAILABLE', `publish to ${deviceId} failed: ${err.message}`));
         }
       });
     });
@@ -189,7 +189,7 @@ export class FleetLink extends EventEmitter<LinkEvents> {
   async close(): Promise<void> {
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
-      p.reject(new ControllerError('BROKER_UNAVAILABLE', 'controller is shutting down'));
+      p.reject(new ShoalError('BROKER_UNAVAILABLE', 'controller is shutting down'));
       this.pending.delete(id);
     }
     await this.client.endAsync();

@@ -10,7 +10,7 @@
 //   event      {id, deviceId, ts, type, data, receivedAt} every new device event
 //   rollout    {rollout}                                  a rollout that changed (checked every 250 ms)
 import type http from 'node:http';
-import type { Controller } from './controller.js';
+import type { ControllerContext } from './context.js';
 import type { DeviceRecord, RolloutRecord } from './storage/types.js';
 
 interface LiveClient {
@@ -34,7 +34,7 @@ export class LiveHub {
   private readonly rolloutSeen = new Map<string, number>();
   private readonly listeners: [string, (...a: any[]) => void][];
 
-  constructor(private readonly ctl: Controller, private readonly summarize: (d: DeviceRecord) => Record<string, unknown>) {
+  constructor(private readonly ctl: Pick<ControllerContext, 'bus' | 'storage'>, private readonly summarize: (d: DeviceRecord) => Record<string, unknown>) {
     this.listeners = [
       ['device', (id: string) => this.onDevice(id)],
       ['telemetry', (id: string, row: { ts: number; data: Record<string, unknown> }) => this.onTelemetry(id, row)],

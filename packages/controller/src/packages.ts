@@ -8,8 +8,7 @@ import {
   MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, formatIssues, isSafeRelativePath, manifestBytes, sha256Hex,
   signManifest, verifyManifest, type UnsignedManifest,
 } from '@shoal/protocol';
-import { writeFileAtomic } from './config.js';
-import { ControllerError } from './errors.js';
+import { writeFileAtomicSync, ShoalError } from '@shoal/common';
 import type { PackageRecord, Storage } from './storage/types.js';
 
 // ---------------------------------------------------------------- keys
@@ -21,11 +20,11 @@ export function generateFleetKeys(outDir: string, opts: { force?: boolean } = {}
   const privPath = path.join(outDir, 'fleet.key');
   const pubPath = path.join(outDir, 'fleet.pub');
   if (!opts.force && (fs.existsSync(privPath) || fs.existsSync(pubPath))) {
-    throw new ControllerError('KEY_EXISTS', `${privPath} or ${pubPath} already exists; pass --force to replace it, or choose another --out`);
+    throw new ShoalError('KEY_EXISTS', `${privPath} or ${pubPath} already exists; pass --force to replace it, or choose another --out`);
   }
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  writeFileAtomic(privPath, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
-  writeFileAtomic(pubPath, publicKey.export({ type: 'spki', format: 'pem' }) as string, 0o644);
+  writeFileAtomicSync(privPath, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  writeFileAtomicSync(pubPath, publicKey.export({ type: 'spki', format: 'pem' }) as string, { mode: 0o644 });
   return { privateKey: privPath, publicKey: pubPath };
 }
 
@@ -87,23 +86,23 @@ export interface BuildPackageOptions {
 export async function buildPackage(o: BuildPackageOptions): Promise<{ dir: string; manifest: Manifest; manifestSha256: string }> {
   let st: fs.Stats;
   try { st = fs.statSync(o.modelDir); } catch {
-    throw new ControllerError('MODEL_DIR_INVALID', `model directory ${o.modelDir} does not exist; pass --model with a checkpoint directory`);
+    throw new ShoalError('MODEL_DIR_INVALID', `model directory ${o.modelDir} does not exist; pass --model with a checkpoint directory`);
   }
-  if (!st.isDirectory()) throw new ControllerError('MODEL_DIR_INVALID', `${o.modelDir} is not a directory`);
+  if (!st.isDirectory()) throw new ShoalError('MODEL_DIR_INVALID', `${o.modelDir} is not a directory`);
   let keyPem: string;
   try { keyPem = fs.readFileSync(o.keyFile, 'utf8'); } catch (e) {
-    throw new ControllerError('KEY_INVALID', `cannot read key ${o.keyFile}: ${(e as Error).message}; create one with \`shoal keygen --out DIR\``);
+    throw new ShoalError('KEY_INVALID', `cannot read key ${o.keyFile}: ${(e as Error).message}; create one with \`shoal keygen --out DIR\``);
   }
   try {
     const k = createPrivateKey(keyPem);
     if (k.asymmetricKeyType !== 'ed25519') throw new Error(`it is a ${k.asymmetricKeyType} key`);
   } catch (e) {
-    throw new ControllerError('KEY_INVALID', `${o.keyFile} is not an ed25519 private key (${(e as Error).message}); use the fleet.key written by \`shoal keygen\``);
+    throw new ShoalError('KEY_INVALID', `${o.keyFile} is not an ed25519 private key (${(e as Error).message}); use the fleet.key written by \`shoal keygen\``);
   }
   const files = listFiles(o.modelDir).filter((f) => f !== MANIFEST_FILE);
-  if (files.length === 0) throw new ControllerError('MODEL_DIR_INVALID', `${o.modelDir} holds no files`);
+  if (files.length === 0) throw new ShoalError('MODEL_DIR_INVALID', `${o.modelDir} holds no files`);
   if (fs.existsSync(o.outDir)) {
-    if (!o.force) throw new ControllerError('PACKAGE_EXISTS', `${o.outDir} already exists; pass --force to replace it or choose another --out`);
+    if (!o.force) throw new ShoalError('PACKAGE_EXISTS', `${o.outDir} already exists; pass --force to replace it or choose another --out`);
     fs.rmSync(o.outDir, { recursive: true, force: true });
   }
   const staging = `${o.outDir.replace(/\/+$/, '')}.tmp-${process.pid}`;
@@ -127,10 +126,10 @@ export async function buildPackage(o: BuildPackageOptions): Promise<{ dir: strin
     files: entries, created: new Date().toISOString(),
   };
   const checked = Manifest.safeParse(unsigned);
-  if (!checked.success) throw new ControllerError('INVALID_MODEL_REF', `package manifest: ${formatIssues(checked.error)}`);
+  if (!checked.success) throw new ShoalError('INVALID_MODEL_REF', `package manifest: ${formatIssues(checked.error)}`);
   const manifest = signManifest(checked.data, keyPem);
   const bytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
-  writeFileAtomic(path.join(staging, MANIFEST_FILE), bytes);
+  writeFileAtomicSync(path.join(staging, MANIFEST_FILE), bytes);
   fs.renameSync(staging, o.outDir);
   return { dir: o.outDir, manifest, manifestSha256: sha256Hex(bytes) };
 }
@@ -140,19 +139,19 @@ export async function buildPackage(o: BuildPackageOptions): Promise<{ dir: strin
 export function readManifestFile(file: string): { manifest: Manifest; bytes: Buffer } {
   let bytes: Buffer;
   try { bytes = fs.readFileSync(file); } catch (e) {
-    throw new ControllerError('PACKAGE_INVALID', `cannot read ${file}: ${(e as Error).message}; a package directory holds manifest.json (build one with \`shoal package\`)`);
+    throw new ShoalError('PACKAGE_INVALID', `cannot read ${file}: ${(e as Error).message}; a package directory holds manifest.json (build one with \`shoal package\`)`);
   }
   return { manifest: parseManifestBytes(bytes, file), bytes };
 }
 
 export function parseManifestBytes(bytes: Buffer, where: string): Manifest {
-  if (bytes.length > MAX_MANIFEST_BYTES) throw new ControllerError('PACKAGE_INVALID', `${where}: manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES} limit`);
+  if (bytes.length > MAX_MANIFEST_BYTES) throw new ShoalError('PACKAGE_INVALID', `${where}: manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES} limit`);
   let raw: unknown;
   try { raw = JSON.parse(bytes.toString('utf8')); } catch (e) {
-    throw new ControllerError('PACKAGE_INVALID', `${where}: manifest is not JSON (${(e as Error).message})`);
+    throw new ShoalError('PACKAGE_INVALID', `${where}: manifest is not JSON (${(e as Error).message})`);
   }
   const r = Manifest.safeParse(raw);
-  if (!r.success) throw new ControllerError('PACKAGE_INVALID', `${where}: ${formatIssues(r.error)}`);
+  if (!r.success) throw new ShoalError('PACKAGE_INVALID', `${where}: ${formatIssues(r.error)}`);
   return r.data;
 }
 
@@ -164,7 +163,7 @@ export class PackageRegistry {
   checkSignature(m: Manifest): void {
     if (!this.publicKeyPem) return;
     const v = verifyManifest(m, this.publicKeyPem);
-    if (!v.ok) throw new ControllerError('SIGNATURE_INVALID', `package ${m.name}@${m.version}: ${v.reason}; sign it with the fleet key (shoal package --key fleet.key)`);
+    if (!v.ok) throw new ShoalError('SIGNATURE_INVALID', `package ${m.name}@${m.version}: ${v.reason}; sign it with the fleet key (shoal package --key fleet.key)`);
   }
 
   get(name: string, version: string): PackageRecord | null {
@@ -173,7 +172,7 @@ export class PackageRegistry {
 
   require(name: string, version: string): PackageRecord {
     const p = this.get(name, version);
-    if (!p) throw new ControllerError('PACKAGE_NOT_FOUND', `package ${name}@${version} is not registered; add it with \`shoal fleet package add PKG\``);
+    if (!p) throw new ShoalError('PACKAGE_NOT_FOUND', `package ${name}@${version} is not registered; add it with \`shoal fleet package add PKG\``);
     return p;
   }
 
@@ -186,7 +185,7 @@ export class PackageRegistry {
     const manifest = parseManifestBytes(manifestBytesIn, 'uploaded manifest');
     this.checkSignature(manifest);
     if (this.get(manifest.name, manifest.version)) {
-      throw new ControllerError('PACKAGE_EXISTS', `package ${manifest.name}@${manifest.version} is already registered; bump the version`);
+      throw new ShoalError('PACKAGE_EXISTS', `package ${manifest.name}@${manifest.version} is already registered; bump the version`);
     }
     const uploadId = `${manifest.name}-${manifest.version}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
     const dir = path.join(this.root, '.staging', uploadId);
@@ -196,9 +195,9 @@ export class PackageRegistry {
   }
 
   private stagingDir(uploadId: string): string {
-    if (!/^[A-Za-z0-9_.+-]+$/.test(uploadId) || uploadId.startsWith('.')) throw new ControllerError('NOT_FOUND', `upload ${uploadId} not found`);
+    if (!/^[A-Za-z0-9_.+-]+$/.test(uploadId) || uploadId.startsWith('.')) throw new ShoalError('NOT_FOUND', `upload ${uploadId} not found`);
     const dir = path.join(this.root, '.staging', uploadId);
-    if (!fs.existsSync(path.join(dir, MANIFEST_FILE))) throw new ControllerError('NOT_FOUND', `upload ${uploadId} not found; start again with POST /api/packages/uploads`);
+    if (!fs.existsSync(path.join(dir, MANIFEST_FILE))) throw new ShoalError('NOT_FOUND', `upload ${uploadId} not found; start again with POST /api/packages/uploads`);
     return dir;
   }
 
@@ -207,7 +206,7 @@ export class PackageRegistry {
     const dir = this.stagingDir(uploadId);
     const { manifest } = readManifestFile(path.join(dir, MANIFEST_FILE));
     const entry = manifest.files.find((f) => f.path === rel);
-    if (!entry || !isSafeRelativePath(rel)) throw new ControllerError('BAD_REQUEST', `file '${rel}' is not listed in the manifest of upload ${uploadId}`);
+    if (!entry || !isSafeRelativePath(rel)) throw new ShoalError('BAD_REQUEST', `file '${rel}' is not listed in the manifest of upload ${uploadId}`);
     const dst = path.join(dir, 'files', rel);
     fs.mkdirSync(path.dirname(dst), { recursive: true });
     const tmp = `${dst}.part`;
@@ -218,7 +217,7 @@ export class PackageRegistry {
       await pipeline(async function* () {
         for await (const chunk of body) {
           size += chunk.length;
-          if (size > entry.size) throw new ControllerError('PAYLOAD_TOO_LARGE', `file '${rel}' is larger than the ${entry.size} bytes in the manifest`);
+          if (size > entry.size) throw new ShoalError('PAYLOAD_TOO_LARGE', `file '${rel}' is larger than the ${entry.size} bytes in the manifest`);
           h.update(chunk);
           yield chunk;
         }
@@ -230,7 +229,7 @@ export class PackageRegistry {
     const sha = h.digest('hex');
     if (size !== entry.size || sha !== entry.sha256) {
       fs.rmSync(tmp, { force: true });
-      throw new ControllerError('PACKAGE_INVALID', `file '${rel}': got ${size} bytes sha256 ${sha.slice(0, 12)}…, manifest says ${entry.size} bytes ${entry.sha256.slice(0, 12)}…; re-upload it`);
+      throw new ShoalError('PACKAGE_INVALID', `file '${rel}': got ${size} bytes sha256 ${sha.slice(0, 12)}…, manifest says ${entry.size} bytes ${entry.sha256.slice(0, 12)}…; re-upload it`);
     }
     fs.renameSync(tmp, dst);
   }
@@ -240,7 +239,7 @@ export class PackageRegistry {
     const dir = this.stagingDir(uploadId);
     const { manifest, bytes } = readManifestFile(path.join(dir, MANIFEST_FILE));
     const missing = manifest.files.filter((f) => !fs.existsSync(path.join(dir, 'files', f.path))).map((f) => f.path);
-    if (missing.length) throw new ControllerError('PACKAGE_INVALID', `upload ${uploadId} is missing ${missing.length} file(s): ${missing.slice(0, 5).join(', ')}; upload them before committing`);
+    if (missing.length) throw new ShoalError('PACKAGE_INVALID', `upload ${uploadId} is missing ${missing.length} file(s): ${missing.slice(0, 5).join(', ')}; upload them before committing`);
     fs.writeFileSync(path.join(dir, 'files', MANIFEST_FILE), bytes);
     const rec = this.install(manifest, bytes, path.join(dir, 'files'), now, 'move');
     fs.rmSync(dir, { recursive: true, force: true });
@@ -252,16 +251,16 @@ export class PackageRegistry {
     const { manifest, bytes } = readManifestFile(path.join(srcDir, MANIFEST_FILE));
     this.checkSignature(manifest);
     if (this.get(manifest.name, manifest.version)) {
-      throw new ControllerError('PACKAGE_EXISTS', `package ${manifest.name}@${manifest.version} is already registered; bump the version`);
+      throw new ShoalError('PACKAGE_EXISTS', `package ${manifest.name}@${manifest.version} is already registered; bump the version`);
     }
     for (const f of manifest.files) {
       const p = path.join(srcDir, f.path);
       let got: { sha256: string; size: number };
       try { got = await hashFile(p); } catch {
-        throw new ControllerError('PACKAGE_INVALID', `${p} is listed in the manifest but missing; rebuild the package`);
+        throw new ShoalError('PACKAGE_INVALID', `${p} is listed in the manifest but missing; rebuild the package`);
       }
       if (got.size !== f.size || got.sha256 !== f.sha256) {
-        throw new ControllerError('PACKAGE_INVALID', `${p}: size/sha256 differ from the manifest; rebuild the package with \`shoal package\``);
+        throw new ShoalError('PACKAGE_INVALID', `${p}: size/sha256 differ from the manifest; rebuild the package with \`shoal package\``);
       }
     }
     return this.install(manifest, bytes, srcDir, now, 'link');

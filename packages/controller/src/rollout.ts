@@ -5,8 +5,8 @@
 // restarted controller resumes where it stopped.
 import { randomUUID } from 'node:crypto';
 import type { DesiredModel, Desired, Event as EventT } from '@shoal/protocol';
-import { ControllerError } from './errors.js';
 import type { DeviceRecord, RolloutDevice, RolloutRecord, Storage } from './storage/types.js';
+import { ShoalError } from '@shoal/common';
 
 // ---------------------------------------------------------------- parsing
 
@@ -23,14 +23,14 @@ export function parseSelector(s: string): Selector {
   if (t === 'all') return { kind: 'all' };
   if (t.startsWith('group:')) {
     const g = t.slice(6);
-    if (!g) throw new ControllerError('INVALID_SELECTOR', `'${s}': group name missing; use --to group:NAME`);
+    if (!g) throw new ShoalError('INVALID_SELECTOR', `'${s}': group name missing; use --to group:NAME`);
     return { kind: 'group', group: g };
   }
   const eq = t.indexOf('=');
   if (eq > 0) return { kind: 'label', key: t.slice(0, eq), value: t.slice(eq + 1) };
   const ids = t.split(',').map((x) => x.trim()).filter(Boolean);
   if (ids.length === 0 || !ids.every((i) => ID.test(i))) {
-    throw new ControllerError('INVALID_SELECTOR', `'${s}' is not a target; use all, group:NAME, label=value or id,id,...`);
+    throw new ShoalError('INVALID_SELECTOR', `'${s}' is not a target; use all, group:NAME, label=value or id,id,...`);
   }
   return { kind: 'ids', ids: [...new Set(ids)] };
 }
@@ -43,7 +43,7 @@ export function selectDevices(sel: Selector, devices: DeviceRecord[]): DeviceRec
     case 'ids': {
       const byId = new Map(devices.map((d) => [d.id, d]));
       const missing = sel.ids.filter((i) => !byId.has(i));
-      if (missing.length) throw new ControllerError('DEVICE_NOT_FOUND', `unknown device(s): ${missing.join(', ')}; list devices with \`shoal fleet ls\``);
+      if (missing.length) throw new ShoalError('DEVICE_NOT_FOUND', `unknown device(s): ${missing.join(', ')}; list devices with \`shoal fleet ls\``);
       return sel.ids.map((i) => byId.get(i)!);
     }
   }
@@ -52,11 +52,11 @@ export function selectDevices(sel: Selector, devices: DeviceRecord[]): DeviceRec
 /** Wave spec "1,10%,50%,100%": cumulative device counts or percentages of the target. */
 export function parseWaves(spec: string | string[]): string[] {
   const parts = (Array.isArray(spec) ? spec : spec.split(',')).map((x) => x.trim()).filter(Boolean);
-  if (parts.length === 0) throw new ControllerError('INVALID_WAVES', 'no waves given; use e.g. --waves 1,10%,50%,100%');
+  if (parts.length === 0) throw new ShoalError('INVALID_WAVES', 'no waves given; use e.g. --waves 1,10%,50%,100%');
   for (const p of parts) {
     const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(p);
     if (!m || Number(m[1]) <= 0 || (m[2] === '%' && Number(m[1]) > 100) || (m[2] === '' && !Number.isInteger(Number(m[1])))) {
-      throw new ControllerError('INVALID_WAVES', `wave '${p}' must be a device count (e.g. 1) or a percentage up to 100% (e.g. 10%)`);
+      throw new ShoalError('INVALID_WAVES', `wave '${p}' must be a device count (e.g. 1) or a percentage up to 100% (e.g. 10%)`);
     }
   }
   return parts;
@@ -80,7 +80,7 @@ export function planWaves(ids: string[], waves: string[]): string[][] {
 
 export function parseThreshold(s: string): string {
   if (!/^(\d+(\.\d+)?%|\d+)$/.test(s.trim()) || (s.endsWith('%') && Number(s.slice(0, -1)) > 100)) {
-    throw new ControllerError('INVALID_THRESHOLD', `--max-failures '${s}' must be a count (e.g. 2) or a percentage (e.g. 5%)`);
+    throw new ShoalError('INVALID_THRESHOLD', `--max-failures '${s}' must be a count (e.g. 2) or a percentage (e.g. 5%)`);
   }
   return s.trim();
 }
@@ -152,14 +152,14 @@ export class RolloutEngine {
     const waves = parseWaves(input.waves ?? '100%');
     const maxFailures = parseThreshold(input.maxFailures ?? '0');
     const timeoutSec = input.timeoutSec ?? this.defaultTimeoutSec;
-    if (!(timeoutSec > 0)) throw new ControllerError('BAD_REQUEST', '--timeout must be a positive number of seconds');
+    if (!(timeoutSec > 0)) throw new ShoalError('BAD_REQUEST', '--timeout must be a positive number of seconds');
     const sel = parseSelector(input.to);
     const all = this.d.storage.listDevices();
     const chosen = selectDevices(sel, all);
-    if (chosen.length === 0) throw new ControllerError('NO_DEVICES', `no device matches '${input.to}'; check \`shoal fleet ls\``);
+    if (chosen.length === 0) throw new ShoalError('NO_DEVICES', `no device matches '${input.to}'; check \`shoal fleet ls\``);
     const busy = new Set(this.active().flatMap((r) => r.devices.filter((x) => !TERMINAL_DEVICE.has(x.status) || r.currentWave <= x.wave).map((x) => x.id)));
     const clash = chosen.filter((c) => busy.has(c.id)).map((c) => c.id);
-    if (clash.length) throw new ControllerError('ROLLOUT_CONFLICT', `device(s) ${clash.slice(0, 5).join(', ')} are in an active rollout; wait, or abort it with \`shoal fleet rollout abort ID\``);
+    if (clash.length) throw new ShoalError('ROLLOUT_CONFLICT', `device(s) ${clash.slice(0, 5).join(', ')} are in an active rollout; wait, or abort it with \`shoal fleet rollout abort ID\``);
     // canaries first: online devices before offline ones, then by id
     const ordered = (sel.kind === 'ids' ? chosen : [...chosen].sort((a, b) => Number(b.online) - Number(a.online) || a.id.localeCompare(b.id)));
     const plan = planWaves(ordered.map((x) => x.id), waves);
@@ -191,11 +191,11 @@ export class RolloutEngine {
   get(id?: string): RolloutRecord {
     if (id) {
       const r = this.d.storage.getRollout(id);
-      if (!r) throw new ControllerError('ROLLOUT_NOT_FOUND', `no rollout '${id}'; list them with \`shoal fleet rollout status\``);
+      if (!r) throw new ShoalError('ROLLOUT_NOT_FOUND', `no rollout '${id}'; list them with \`shoal fleet rollout status\``);
       return r;
     }
     const latest = this.d.storage.listRollouts(1)[0];
-    if (!latest) throw new ControllerError('ROLLOUT_NOT_FOUND', 'no rollouts yet; start one with `shoal fleet deploy NAME@VERSION --to all`');
+    if (!latest) throw new ShoalError('ROLLOUT_NOT_FOUND', 'no rollouts yet; start one with `shoal fleet deploy NAME@VERSION --to all`');
     return latest;
   }
 
@@ -216,13 +216,13 @@ export class RolloutEngine {
   private async controlLocked(id: string | undefined, action: 'pause' | 'resume' | 'abort', actor: string): Promise<RolloutRecord> {
     const r = this.get(id);
     const now = this.now();
-    if (!ACTIVE.has(r.status)) throw new ControllerError('ROLLOUT_STATE', `rollout ${r.id} is ${r.status}; only running or paused rollouts can be changed`);
+    if (!ACTIVE.has(r.status)) throw new ShoalError('ROLLOUT_STATE', `rollout ${r.id} is ${r.status}; only running or paused rollouts can be changed`);
     if (action === 'pause') {
-      if (r.status === 'paused') throw new ControllerError('ROLLOUT_STATE', `rollout ${r.id} is already paused`);
+      if (r.status === 'paused') throw new ShoalError('ROLLOUT_STATE', `rollout ${r.id} is already paused`);
       r.status = 'paused';
       r.message = `paused by ${actor}`;
     } else if (action === 'resume') {
-      if (r.status === 'running') throw new ControllerError('ROLLOUT_STATE', `rollout ${r.id} is running already`);
+      if (r.status === 'running') throw new ShoalError('ROLLOUT_STATE', `rollout ${r.id} is running already`);
       r.status = 'running';
       r.message = `resumed by ${actor}`;
     } else {

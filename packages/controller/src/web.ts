@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ControllerError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 /** packages/controller/dist/src/web.js -> packages/controller/dist/web */
 export const WEB_DIR = process.env.SHOAL_WEB_DIR ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../web');
@@ -32,16 +32,16 @@ export function isWebPath(parts: string[]): boolean {
 
 export function serveWeb(req: http.IncomingMessage, res: http.ServerResponse, parts: string[]): void {
   const method = req.method ?? 'GET';
-  if (method !== 'GET' && method !== 'HEAD') throw new ControllerError('METHOD_NOT_ALLOWED', `${method} is not allowed on the dashboard; use GET`);
+  if (method !== 'GET' && method !== 'HEAD') throw new ShoalError('METHOD_NOT_ALLOWED', `${method} is not allowed on the dashboard; use GET`);
   const rel = parts.length === 0 ? 'index.html' : parts.map((p) => decodeURIComponent(p)).join('/');
-  if (rel.split('/').some((s) => s === '' || s === '.' || s === '..' || s.includes('\\') || s.includes('\0'))) throw new ControllerError('NOT_FOUND', 'no such file');
+  if (rel.split('/').some((s) => s === '' || s === '.' || s === '..' || s.includes('\\') || s.includes('\0'))) throw new ShoalError('NOT_FOUND', 'no such file');
   const file = path.join(WEB_DIR, rel);
   let st: fs.Stats;
   try { st = fs.statSync(file); } catch {
-    if (rel === 'index.html') throw new ControllerError('NOT_FOUND', `the dashboard is not built (${WEB_DIR} has no index.html); run \`make web\` (or \`make\`)`);
-    throw new ControllerError('NOT_FOUND', `no dashboard file /${rel}`);
+    if (rel === 'index.html') throw new ShoalError('NOT_FOUND', `the dashboard is not built (${WEB_DIR} has no index.html); run \`make web\` (or \`make\`)`);
+    throw new ShoalError('NOT_FOUND', `no dashboard file /${rel}`);
   }
-  if (!st.isFile()) throw new ControllerError('NOT_FOUND', `no dashboard file /${rel}`);
+  if (!st.isFile()) throw new ShoalError('NOT_FOUND', `no dashboard file /${rel}`);
   const hashed = parts[0] === 'assets';
   res.writeHead(200, {
     'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',

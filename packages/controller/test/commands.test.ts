@@ -5,7 +5,6 @@ import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { verifyManifest, Manifest } from '@shoal/protocol';
 import { freePort, SimDevice } from '@shoal/devkit';
 import { makeModelDir, startBroker, tmpDir, waitFor } from '@shoal/testkit/fleet';

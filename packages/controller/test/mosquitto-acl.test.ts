@@ -5,7 +5,6 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import mqtt, { type MqttClient } from 'mqtt';
 import { startMosquitto } from '@shoal/devkit';
 import { tmpDir } from '@shoal/testkit/fleet';

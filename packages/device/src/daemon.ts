@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Desired, PROTOCOL_VERSION, type EventType, type State, type StoreEntry, type Event } from '@shoal/protocol';
 import type { DeviceConfig } from './config/load.js';
-import { createLogger, type Logger } from '@shoal/common';
+import { createLogger, type Logger, ShoalError } from '@shoal/common';
 import { ModelStore } from './store.js';
 import { Outbox } from './outbox.js';
 import { EngineHost, loadRealEngine, type LoadModelFn } from './engine-host.js';
@@ -17,7 +17,6 @@ import { TelemetryService } from './telemetry.js';
 import { HttpApi } from './http-api.js';
 import { DeviceMetrics } from './metrics.js';
 import { SdNotify } from './sdnotify.js';
-import { DeviceError } from './errors.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -239,7 +238,7 @@ export class DeviceDaemon {
         });
       },
       cancel: async ({ requestId }) => {
-        if (!this.router.cancel(requestId)) throw new DeviceError('NOT_FOUND', `no running request with id '${requestId}'`);
+        if (!this.router.cancel(requestId)) throw new ShoalError('NOT_FOUND', `no running request with id '${requestId}'`);
         return { requestId, cancelled: true };
       },
       activate: (ref) => this.ota.activate(ref),

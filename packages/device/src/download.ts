@@ -7,7 +7,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { promises as fsp, createReadStream, existsSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DeviceError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 export interface HttpGetResult { status: number; headers: http.IncomingHttpHeaders; body: AsyncIterable<Buffer>; abort(): void }
 
@@ -15,7 +15,7 @@ function get(url: string, headers: Record<string, string>, signal: AbortSignal |
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const mod = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : null;
-    if (!mod) return reject(new DeviceError('DOWNLOAD_FAILED', `unsupported URL scheme in ${url}`));
+    if (!mod) return reject(new ShoalError('DOWNLOAD_FAILED', `unsupported URL scheme in ${url}`));
     const req = mod.get(u, { headers: { 'user-agent': 'shoal-device/1', ...headers }, signal }, (res) => resolve(res));
     req.setTimeout(idleTimeoutMs, () => req.destroy(new Error(`no data from ${u.host} for ${idleTimeoutMs} ms`)));
     req.on('error', reject);
@@ -31,7 +31,7 @@ export async function fetchBytes(url: string, maxBytes: number, opts: { signal?:
       const res = await get(url, {}, opts.signal, opts.idleTimeoutMs ?? 30000);
       if (res.statusCode !== 200) {
         res.resume();
-        const err = new DeviceError('MANIFEST_FETCH_FAILED', `GET ${url} answered HTTP ${res.statusCode}`);
+        const err = new ShoalError('MANIFEST_FETCH_FAILED', `GET ${url} answered HTTP ${res.statusCode}`);
         if ((res.statusCode ?? 500) < 500) throw err;
         lastErr = err;
         continue;
@@ -40,18 +40,18 @@ export async function fetchBytes(url: string, maxBytes: number, opts: { signal?:
       let n = 0;
       for await (const c of res as AsyncIterable<Buffer>) {
         n += c.length;
-        if (n > maxBytes) { res.destroy(); throw new DeviceError('MANIFEST_INVALID', `${url} is larger than ${maxBytes} bytes`); }
+        if (n > maxBytes) { res.destroy(); throw new ShoalError('MANIFEST_INVALID', `${url} is larger than ${maxBytes} bytes`); }
         chunks.push(c);
       }
       return Buffer.concat(chunks);
     } catch (e) {
-      if (e instanceof DeviceError && e.code !== 'MANIFEST_FETCH_FAILED') throw e;
-      if (e instanceof DeviceError) throw e;
+      if (e instanceof ShoalError && e.code !== 'MANIFEST_FETCH_FAILED') throw e;
+      if (e instanceof ShoalError) throw e;
       if (opts.signal?.aborted) throw e;
       lastErr = e;
     }
   }
-  throw new DeviceError('MANIFEST_FETCH_FAILED', `could not fetch ${url}: ${(lastErr as Error)?.message ?? lastErr}`);
+  throw new ShoalError('MANIFEST_FETCH_FAILED', `could not fetch ${url}: ${(lastErr as Error)?.message ?? lastErr}`);
 }
 
 export function backoffMs(attempt: number, baseMs = 250, maxMs = 10000): number {
@@ -92,9 +92,9 @@ export async function downloadFile(url: string, dest: string, expect: { size: nu
   let attempt = 0;
   let lastErr: unknown = null;
   while (have < expect.size || (have === 0 && expect.size === 0 && !existsSync(dest))) {
-    if (opts.signal?.aborted) throw opts.signal.reason ?? new DeviceError('CANCELLED');
+    if (opts.signal?.aborted) throw opts.signal.reason ?? new ShoalError('CANCELLED');
     if (attempt > opts.retries) {
-      throw new DeviceError('DOWNLOAD_FAILED', `download of ${url} failed after ${opts.retries + 1} attempts at byte ${have} of ${expect.size}: ${(lastErr as Error)?.message ?? lastErr}`);
+      throw new ShoalError('DOWNLOAD_FAILED', `download of ${url} failed after ${opts.retries + 1} attempts at byte ${have} of ${expect.size}: ${(lastErr as Error)?.message ?? lastErr}`);
     }
     if (attempt > 0) await sleep(backoffMs(attempt), undefined, { signal: opts.signal });
     attempt++;
@@ -134,7 +134,7 @@ export async function downloadFile(url: string, dest: string, expect: { size: nu
       res.resume();
       lastErr = new Error(`HTTP ${status}`);
       if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
-        throw new DeviceError('DOWNLOAD_FAILED', `GET ${url} answered HTTP ${status}`);
+        throw new ShoalError('DOWNLOAD_FAILED', `GET ${url} answered HTTP ${status}`);
       }
       continue;
     }
@@ -151,7 +151,7 @@ export async function downloadFile(url: string, dest: string, expect: { size: nu
     } finally {
       await fh.close().catch(() => {});
     }
-    if (streamErr instanceof DeviceError) { await fsp.rm(dest, { force: true }); throw streamErr; }
+    if (streamErr instanceof ShoalError) { await fsp.rm(dest, { force: true }); throw streamErr; }
     if (streamErr && opts.signal?.aborted) throw opts.signal.reason ?? streamErr;
     if (streamErr) lastErr = streamErr;
     if (have === expect.size) break;
@@ -161,7 +161,7 @@ export async function downloadFile(url: string, dest: string, expect: { size: nu
   const digest = hash.digest('hex');
   if (digest !== expect.sha256) {
     await fsp.rm(dest, { force: true });
-    throw new DeviceError('FILE_HASH_MISMATCH', `sha256 of ${url} is ${digest}, the manifest says ${expect.sha256}`);
+    throw new ShoalError('FILE_HASH_MISMATCH', `sha256 of ${url} is ${digest}, the manifest says ${expect.sha256}`);
   }
 }
 
@@ -211,7 +211,7 @@ function pumpToFile(res: http.IncomingMessage, fh: FileHandle, maxBytes: number,
       if (ended) return;
       received += c.length;
       if (received > maxBytes) {
-        fail(new DeviceError('FILE_SIZE_MISMATCH', `${url} sends more bytes than the manifest's size`));
+        fail(new ShoalError('FILE_SIZE_MISMATCH', `${url} sends more bytes than the manifest's size`));
         res.destroy();
         return;
       }

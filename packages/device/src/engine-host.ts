@@ -2,7 +2,7 @@
 // loadModel function so the daemon logic does not depend on the native addon.
 import type { LoadOptions, Model } from '@shoal/engine';
 import type { ModelRef } from '@shoal/protocol';
-import { DeviceError } from './errors.js';
+import { ShoalError } from '@shoal/common';
 
 export type LoadModelFn = (dir: string, opts?: LoadOptions) => Promise<Model>;
 
@@ -18,7 +18,7 @@ export interface EngineHostOptions {
 /** Loads the engine (@shoal/engine) at run time, so tests can run the daemon logic without the addon. */
 export async function loadRealEngine(): Promise<LoadModelFn> {
   const mod = (await import('@shoal/engine')) as { loadModel?: LoadModelFn };
-  if (typeof mod.loadModel !== 'function') throw new DeviceError('INTERNAL', '@shoal/engine does not export loadModel');
+  if (typeof mod.loadModel !== 'function') throw new ShoalError('INTERNAL', '@shoal/engine does not export loadModel');
   return mod.loadModel;
 }
 
@@ -65,7 +65,7 @@ export class EngineHost {
     } catch (e) {
       if (loaded) { try { loaded.model.dispose(); } catch { /* already gone */ } }
       const msg = deadline.aborted ? `health check exceeded ${this.opts.health.timeoutSec} s` : (e as Error).message;
-      throw new DeviceError('HEALTH_CHECK_FAILED', `${ref.name}@${ref.version} failed its health check: ${msg}`);
+      throw new ShoalError('HEALTH_CHECK_FAILED', `${ref.name}@${ref.version} failed its health check: ${msg}`);
     }
   }
 

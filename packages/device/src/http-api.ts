@@ -7,11 +7,12 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { ChatMessage, MAX_PROMPT_CHARS, formatIssues, type GenerateResult } from '@shoal/protocol';
-import { DeviceError, toErrorInfo } from './errors.js';
+import { toErrorInfo } from './errors.js';
 import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from './scheduler.js';
 import type { EngineHost } from './engine-host.js';
 import type { DeviceMetrics } from './metrics.js';
 import type { Logger } from '@shoal/common';
+import { ShoalError } from '@shoal/common';
 
 const MAX_BODY = 1024 * 1024;
 
@@ -91,11 +92,11 @@ export class HttpApi {
     let n = 0;
     for await (const c of req as AsyncIterable<Buffer>) {
       n += c.length;
-      if (n > MAX_BODY) throw new DeviceError('PAYLOAD_TOO_LARGE', `request body exceeds ${MAX_BODY} bytes`);
+      if (n > MAX_BODY) throw new ShoalError('PAYLOAD_TOO_LARGE', `request body exceeds ${MAX_BODY} bytes`);
       chunks.push(c);
     }
     try { return JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch (e) {
-      throw new DeviceError('INVALID_JSON', `request body is not JSON: ${(e as Error).message}`);
+      throw new ShoalError('INVALID_JSON', `request body is not JSON: ${(e as Error).message}`);
     }
   }
 
@@ -125,15 +126,15 @@ export class HttpApi {
       return this.completions(req, res, p === '/v1/chat/completions');
     }
     if (['/healthz', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions'].includes(p)) {
-      throw new DeviceError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${p}`);
+      throw new ShoalError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${p}`);
     }
-    throw new DeviceError('NOT_FOUND', `no route ${req.method} ${p}`);
+    throw new ShoalError('NOT_FOUND', `no route ${req.method} ${p}`);
   }
 
   private async completions(req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> {
     const raw = await this.readBody(req);
     const parsed = (chat ? ChatBody : CompletionBody).safeParse(raw);
-    if (!parsed.success) throw new DeviceError('INVALID_ARGS', `invalid request body: ${formatIssues(parsed.error)}`);
+    if (!parsed.success) throw new ShoalError('INVALID_ARGS', `invalid request body: ${formatIssues(parsed.error)}`);
     const b = parsed.data as z.infer<typeof ChatBody> & z.infer<typeof CompletionBody>;
     const input: GenerateInput = chat ? { messages: b.messages } : { prompt: b.prompt };
     const maxTokens = b.max_completion_tokens ?? b.max_tokens;
@@ -147,7 +148,7 @@ export class HttpApi {
     const modelName = this.d.host.current?.ref.name ?? 'none';
     // client gone → abort
     const ctl = new AbortController();
-    res.on('close', () => { if (!res.writableFinished) ctl.abort(new DeviceError('CANCELLED', `HTTP client of ${id} disconnected`)); });
+    res.on('close', () => { if (!res.writableFinished) ctl.abort(new ShoalError('CANCELLED', `HTTP client of ${id} disconnected`)); });
     const stream = b.stream === true;
     let started = false;
     const startStream = () => {

@@ -11,13 +11,13 @@ import { createReadStream } from 'node:fs';
 import {
   type DesiredModel, type ModelRef, type Phase, type EventType, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, verifyManifest, sha256Hex, manifestBytes,
 } from '@shoal/protocol';
-import { DeviceError, toErrorInfo } from './errors.js';
+import { toErrorInfo } from './errors.js';
 import { ModelStore, sameRef, dirBytes } from './store.js';
 import { fetchBytes, downloadFile } from './download.js';
 import type { EngineHost, LoadedModel } from './engine-host.js';
 import type { Scheduler } from './scheduler.js';
 import type { DeviceConfig } from './config/load.js';
-import { type Logger, fsyncDir, writeJsonAtomic } from '@shoal/common';
+import { type Logger, fsyncDir, writeJsonAtomic, ShoalError } from '@shoal/common';
 
 const TRANSIENT = new Set(['MANIFEST_FETCH_FAILED', 'DOWNLOAD_FAILED', 'STORE_IO', 'INTERNAL']);
 
@@ -95,7 +95,7 @@ export class OtaManager {
       this.retries = 0;
       void this.d.store.saveDesired({ model, ...(rolloutId ? { rolloutId } : {}) }).catch((e) => this.d.log.warn({ err: (e as Error).message }, 'could not persist desired state'));
       // a different target aborts a download in progress (its partial bytes stay for later)
-      if (this.abort && model && !this.isTarget(model)) this.abort.abort(new DeviceError('CANCELLED', 'desired state changed'));
+      if (this.abort && model && !this.isTarget(model)) this.abort.abort(new ShoalError('CANCELLED', 'desired state changed'));
     }
     this.d.changed();
     this.kick();
@@ -119,7 +119,7 @@ export class OtaManager {
 
   stop(): void {
     this.stopped = true;
-    this.abort?.abort(new DeviceError('SHUTTING_DOWN'));
+    this.abort?.abort(new ShoalError('SHUTTING_DOWN'));
     if (this.retryTimer) clearTimeout(this.retryTimer);
   }
 
@@ -174,18 +174,18 @@ export class OtaManager {
     // 1. manifest: hash, schema, identity, signature
     const bytes = await fetchBytes(want.manifestUrl, MAX_MANIFEST_BYTES, { signal, idleTimeoutMs: cfg.download.idleTimeoutSec * 1000, retries: cfg.download.retries });
     const got = sha256Hex(bytes);
-    if (got !== want.manifestSha256) throw new DeviceError('MANIFEST_HASH_MISMATCH', `manifest sha256 is ${got}; desired state says ${want.manifestSha256}`);
+    if (got !== want.manifestSha256) throw new ShoalError('MANIFEST_HASH_MISMATCH', `manifest sha256 is ${got}; desired state says ${want.manifestSha256}`);
     let json: unknown;
-    try { json = JSON.parse(bytes.toString('utf8')); } catch (e) { throw new DeviceError('MANIFEST_INVALID', `manifest is not JSON: ${(e as Error).message}`); }
+    try { json = JSON.parse(bytes.toString('utf8')); } catch (e) { throw new ShoalError('MANIFEST_INVALID', `manifest is not JSON: ${(e as Error).message}`); }
     const parsed = Manifest.safeParse(json);
-    if (!parsed.success) throw new DeviceError('MANIFEST_INVALID', `manifest is invalid: ${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    if (!parsed.success) throw new ShoalError('MANIFEST_INVALID', `manifest is invalid: ${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     const manifest = parsed.data;
-    if (manifest.files.some((f) => f.path === MANIFEST_FILE)) throw new DeviceError('MANIFEST_INVALID', `manifest lists a file named ${MANIFEST_FILE}, which is reserved`);
+    if (manifest.files.some((f) => f.path === MANIFEST_FILE)) throw new ShoalError('MANIFEST_INVALID', `manifest lists a file named ${MANIFEST_FILE}, which is reserved`);
     if (manifest.name !== want.name || manifest.version !== want.version) {
-      throw new DeviceError('MANIFEST_MISMATCH', `manifest is ${manifest.name}@${manifest.version}; desired is ${want.name}@${want.version}`);
+      throw new ShoalError('MANIFEST_MISMATCH', `manifest is ${manifest.name}@${manifest.version}; desired is ${want.name}@${want.version}`);
     }
     const sig = verifyManifest(manifest, cfg.fleetPublicKey);
-    if (!sig.ok) throw new DeviceError('SIGNATURE_INVALID', `manifest signature rejected: ${sig.reason}`);
+    if (!sig.ok) throw new ShoalError('SIGNATURE_INVALID', `manifest signature rejected: ${sig.reason}`);
     // 2. space: needed bytes beyond what is already on disk must leave the reserve free
     const partial = store.partialDir(ref);
     await store.cleanPartials(ref);
@@ -196,7 +196,7 @@ export class OtaManager {
     if (free - needed < cfg.store.reserveBytes) {
       await fsp.rm(partial, { recursive: true, force: true });
       await fsp.rmdir(path.dirname(partial)).catch(() => {});
-      throw new DeviceError('INSUFFICIENT_SPACE',
+      throw new ShoalError('INSUFFICIENT_SPACE',
         `not enough space in ${store.dir} for ${ref.name}@${ref.version}: needs ${needed} bytes plus a reserve of ${cfg.store.reserveBytes} bytes; ${free} bytes free`,
         { neededBytes: needed, reserveBytes: cfg.store.reserveBytes, freeBytes: free });
     }
@@ -233,13 +233,13 @@ export class OtaManager {
     for (const f of manifest.files) {
       const file = path.join(partial, ...f.path.split('/'));
       const st = await fsp.stat(file);
-      if (st.size !== f.size) throw new DeviceError('FILE_SIZE_MISMATCH', `${f.path} is ${st.size} bytes on disk; the manifest says ${f.size}`);
+      if (st.size !== f.size) throw new ShoalError('FILE_SIZE_MISMATCH', `${f.path} is ${st.size} bytes on disk; the manifest says ${f.size}`);
       const h = createHash('sha256');
       for await (const c of createReadStream(file, { signal }) as AsyncIterable<Buffer>) h.update(c);
       const digest = h.digest('hex');
       if (digest !== f.sha256) {
         await fsp.rm(file, { force: true });
-        throw new DeviceError('FILE_HASH_MISMATCH', `${f.path}: sha256 on disk is ${digest}; the manifest says ${f.sha256}`);
+        throw new ShoalError('FILE_HASH_MISMATCH', `${f.path}: sha256 on disk is ${digest}; the manifest says ${f.sha256}`);
       }
     }
     await writeJsonAtomic(path.join(partial, MANIFEST_FILE), manifest);
@@ -287,7 +287,7 @@ export class OtaManager {
         await store.setActive(ref, prevRef && !sameRef(prevRef, ref) ? prevRef : store.getActive().previous);
       } catch (e) {
         checked.loaded.model.dispose();
-        throw new DeviceError('STORE_IO', `could not write the active pointer: ${(e as Error).message}`);
+        throw new ShoalError('STORE_IO', `could not write the active pointer: ${(e as Error).message}`);
       }
       host.current = checked.loaded;
       if (old) { try { old.model.dispose(); } catch { /* ignore */ } }
@@ -304,7 +304,7 @@ export class OtaManager {
   /** Command: make a stored version active (pins it until the desired state changes). */
   activate(ref: ModelRef): Promise<{ active: ModelRef; previous: ModelRef | null }> {
     return this.withLock(async () => {
-      if (!this.d.store.has(ref)) throw new DeviceError('NOT_FOUND', `${ref.name}@${ref.version} is not in the store`);
+      if (!this.d.store.has(ref)) throw new ShoalError('NOT_FOUND', `${ref.name}@${ref.version} is not in the store`);
       if (!sameRef(this.d.host.current?.ref, ref)) await this.healthCheckAndActivate(ref, 'activate');
       if (this.desired && !sameRef(this.desired, ref)) this.pinnedKey = this.key(this.desired);
       return { active: ref, previous: this.d.store.getActive().previous };
@@ -315,7 +315,7 @@ export class OtaManager {
   rollback(): Promise<{ active: ModelRef; previous: ModelRef | null }> {
     return this.withLock(async () => {
       const { current, previous } = this.d.store.getActive();
-      if (!previous || !this.d.store.has(previous)) throw new DeviceError('NO_PREVIOUS', 'there is no previous version to roll back to');
+      if (!previous || !this.d.store.has(previous)) throw new ShoalError('NO_PREVIOUS', 'there is no previous version to roll back to');
       const from = current;
       await this.healthCheckAndActivate(previous, 'rollback');
       // the version rolled back from becomes the new "previous"

@@ -6,8 +6,9 @@ import { z } from 'zod';
 import {
   MAX_PAYLOAD_BYTES, OPS, OP_ARGS, Request, formatIssues, type Op, type OpArgs, type Reply, type GenerateChunk, type EventType, isValidReplyTopic,
 } from '@shoal/protocol';
-import { DeviceError, toErrorInfo, type DeviceErrorCode } from './errors.js';
+import { toErrorInfo } from './errors.js';
 import { Lru } from './lru.js';
+import { ShoalError, type DeviceErrorCode } from '@shoal/common';
 
 export interface OpContext {
   id: string;
@@ -42,7 +43,7 @@ export class RequestRouter {
   cancel(requestId: string): boolean {
     const e = this.recent.get(requestId);
     if (!e || e.final) return false;
-    e.controller.abort(new DeviceError('CANCELLED', `request ${requestId} was cancelled`));
+    e.controller.abort(new ShoalError('CANCELLED', `request ${requestId} was cancelled`));
     return true;
   }
 

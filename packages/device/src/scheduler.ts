@@ -3,8 +3,8 @@
 // AbortSignal, pause/resume around a model swap (queued requests wait).
 import type { ChatMessage } from '@shoal/engine';
 import type { GenerateResult } from '@shoal/protocol';
-import { DeviceError } from './errors.js';
 import type { EngineHost } from './engine-host.js';
+import { ShoalError } from '@shoal/common';
 
 export const PRIORITY_LOCAL = 0;
 export const PRIORITY_REMOTE = 1;
@@ -69,7 +69,7 @@ export class Scheduler {
     const reject = (code: 'SHUTTING_DOWN' | 'QUEUE_FULL' | 'NO_ACTIVE_MODEL' | 'DEADLINE_EXCEEDED' | 'CANCELLED', msg: string) => {
       this.stats.rejected++;
       this.hooks.onFinished?.({ source: spec.source, outcome: 'rejected', code });
-      return Promise.reject(new DeviceError(code, msg));
+      return Promise.reject(new ShoalError(code, msg));
     };
     if (!this.accepting) return reject('SHUTTING_DOWN', 'the daemon is shutting down and accepts no new requests');
     if (spec.signal?.aborted) return reject('CANCELLED', `request ${spec.id} was cancelled`);
@@ -80,7 +80,7 @@ export class Scheduler {
     }
     return new Promise<GenerateResult>((resolve, rejectP) => {
       const job: Job = { ...spec, seq: this.seq++, enqueuedAt: Date.now(), resolve, reject: rejectP };
-      const drop = (err: DeviceError) => {
+      const drop = (err: ShoalError) => {
         const i = this.queue.indexOf(job);
         if (i < 0) return;
         this.queue.splice(i, 1);
@@ -90,8 +90,8 @@ export class Scheduler {
         this.hooks.onFinished?.({ source: job.source, outcome: err.code === 'CANCELLED' ? 'cancelled' : 'rejected', code: err.code });
         rejectP(err);
       };
-      job.timer = setTimeout(() => drop(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
-      const onAbort = () => drop(new DeviceError('CANCELLED', `request ${job.id} was cancelled while queued`));
+      job.timer = setTimeout(() => drop(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} waited past its deadline in the queue`)), Math.max(0, spec.deadline - Date.now()));
+      const onAbort = () => drop(new ShoalError('CANCELLED', `request ${job.id} was cancelled while queued`));
       spec.signal?.addEventListener('abort', onAbort, { once: true });
       job.cleanup = () => { clearTimeout(job.timer); spec.signal?.removeEventListener('abort', onAbort); };
       // insert by priority, FIFO within a priority
@@ -120,7 +120,7 @@ export class Scheduler {
         for (const j of this.queue.splice(0)) {
           j.cleanup?.();
           this.stats.rejected++;
-          j.reject(new DeviceError('NO_ACTIVE_MODEL', 'no model is active on this device'));
+          j.reject(new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device'));
         }
         this.updateDepth();
         return;
@@ -142,7 +142,7 @@ export class Scheduler {
     const loaded = this.host.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
-    const dl = setTimeout(() => deadlineCtl.abort(new DeviceError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
+    const dl = setTimeout(() => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
     const signals = [deadlineCtl.signal, ...(job.signal ? [job.signal] : [])];
     const signal = AbortSignal.any(signals);
     let session: ReturnType<typeof loaded.model.createSession> | null = null;
@@ -150,7 +150,7 @@ export class Scheduler {
       const model = loaded.model;
       let prompt: string;
       if (job.input.messages) {
-        if (!model.tokenizer) throw new DeviceError('GENERATION_FAILED', 'the active model has no tokenizer; chat messages need one');
+        if (!model.tokenizer) throw new ShoalError('GENERATION_FAILED', 'the active model has no tokenizer; chat messages need one');
         prompt = model.tokenizer.applyChatTemplate(job.input.messages, { addGenerationPrompt: true });
       } else {
         prompt = job.input.prompt ?? '';
@@ -176,7 +176,7 @@ export class Scheduler {
         if (r.value.text) job.onChunk?.(r.value.text, tokens);
       }
       if (signal.aborted || stats.stopReason === 'aborted') {
-        throw signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
+        throw signal.reason instanceof ShoalError ? signal.reason : new ShoalError('CANCELLED', `request ${job.id} was cancelled`);
       }
       const totalMs = Date.now() - started;
       const result: GenerateResult = {
@@ -199,9 +199,9 @@ export class Scheduler {
       job.resolve(result);
     } catch (e) {
       let err: unknown = e;
-      if (signal.aborted) err = signal.reason instanceof DeviceError ? signal.reason : new DeviceError('CANCELLED', `request ${job.id} was cancelled`);
-      else if (!(e instanceof DeviceError)) err = new DeviceError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
-      const code = (err as DeviceError).code;
+      if (signal.aborted) err = signal.reason instanceof ShoalError ? signal.reason : new ShoalError('CANCELLED', `request ${job.id} was cancelled`);
+      else if (!(e instanceof ShoalError)) err = new ShoalError('GENERATION_FAILED', `generation failed: ${(e as Error)?.message ?? e}`);
+      const code = (err as ShoalError).code;
       if (code === 'CANCELLED' || code === 'DEADLINE_EXCEEDED') this.stats.rejected++; else this.stats.errors++;
       this.hooks.onFinished?.({ source: job.source, outcome: code === 'CANCELLED' ? 'cancelled' : 'error', code });
       job.reject(err);
@@ -242,7 +242,7 @@ export class Scheduler {
     const clean = this.queue.length === 0 && this.running.size === 0;
     for (const j of this.queue.splice(0)) {
       j.cleanup?.();
-      j.reject(new DeviceError('SHUTTING_DOWN', 'the daemon shut down before this request ran'));
+      j.reject(new ShoalError('SHUTTING_DOWN', 'the daemon shut down before this request ran'));
     }
     this.updateDepth();
     return clean;

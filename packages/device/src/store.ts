@@ -7,8 +7,7 @@
 import { promises as fsp, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type ModelRef, type StoreEntry, type DesiredModel, MANIFEST_FILE } from '@shoal/protocol';
-import { writeJsonAtomic, fsyncDir } from '@shoal/common';
-import { DeviceError } from './errors.js';
+import { writeJsonAtomic, fsyncDir, ShoalError } from '@shoal/common';
 
 export interface ActivePointer { current: ModelRef | null; previous: ModelRef | null; updatedAt: number }
 
@@ -32,7 +31,7 @@ export class ModelStore {
         const a = JSON.parse(readFileSync(f, 'utf8')) as ActivePointer;
         this.active = { current: a.current ?? null, previous: a.previous ?? null, updatedAt: a.updatedAt ?? 0 };
       } catch (e) {
-        throw new DeviceError('STORE_IO', `store ${f} is unreadable: ${(e as Error).message}`);
+        throw new ShoalError('STORE_IO', `store ${f} is unreadable: ${(e as Error).message}`);
       }
     }
     // drop pointers to versions that vanished
@@ -41,7 +40,7 @@ export class ModelStore {
   }
 
   versionDir(ref: ModelRef): string {
-    if (!SEG.test(ref.name) || !SEG.test(ref.version)) throw new DeviceError('INVALID_ARGS', `invalid model name/version '${ref.name}'/'${ref.version}'`);
+    if (!SEG.test(ref.name) || !SEG.test(ref.version)) throw new ShoalError('INVALID_ARGS', `invalid model name/version '${ref.name}'/'${ref.version}'`);
     return path.join(this.dir, ref.name, ref.version);
   }
 
@@ -100,10 +99,10 @@ export class ModelStore {
   /** Removes a stored version (never the active or previous one). */
   async remove(ref: ModelRef): Promise<void> {
     if (sameRef(this.active.current, ref) || sameRef(this.active.previous, ref)) {
-      throw new DeviceError('VERSION_ACTIVE', `${ref.name}@${ref.version} is ${sameRef(this.active.current, ref) ? 'active' : 'kept for rollback'}; it cannot be removed`);
+      throw new ShoalError('VERSION_ACTIVE', `${ref.name}@${ref.version} is ${sameRef(this.active.current, ref) ? 'active' : 'kept for rollback'}; it cannot be removed`);
     }
     const dir = this.versionDir(ref);
-    if (!existsSync(dir)) throw new DeviceError('NOT_FOUND', `${ref.name}@${ref.version} is not in the store`);
+    if (!existsSync(dir)) throw new ShoalError('NOT_FOUND', `${ref.name}@${ref.version} is not in the store`);
     // rename out of the way first so a crash never leaves a half-deleted version that looks complete
     const trash = path.join(this.partialRoot, `.trash-${ref.name}-${ref.version}-${Date.now()}`);
     await fsp.rename(dir, trash);

@@ -10,8 +10,7 @@ import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { State, Reply, Event } from '@shoal/protocol';
 import {
-  engineAvailable, hasMosquitto, startMosquitto, makeKeys, tmpDir, buildPackage, startPackageServer,
-  baseConfig, writeDeviceConfig, startDaemon, FleetClient, waitFor, cleanup, type BuiltPackage, type PackageServer,
+  engineAvailable, hasMosquitto, startMosquitto, makeKeys, tmpDir, buildPackage, startPackageServer, baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, type BuiltPackage, type PackageServer,
 } from './helpers.js';
 
 const skip = engineAvailable() || hasMosquitto();

@@ -4,11 +4,11 @@ import t from 'tap';
 import { Scheduler, PRIORITY_LOCAL, PRIORITY_REMOTE } from '../src/scheduler.js';
 import { EngineHost } from '../src/engine-host.js';
 import type { Model, GenerateOptions, GenerateStats, GeneratedChunk } from '@shoal/engine';
-import { DeviceError } from '../src/errors.js';
 import { HttpApi } from '../src/http-api.js';
 import { DeviceMetrics } from '../src/metrics.js';
 import { pino } from 'pino';
 import { jitteredBackoff } from '../src/mqtt-agent.js';
+import { ShoalError } from '@shoal/common';
 
 /** A model whose generate() yields one token per `stepMs` and honours AbortSignal (DI for the engine). */
 function scriptedModel(stepMs: number, log: string[] = []): Model {
@@ -46,7 +46,7 @@ t.test('bounded depth: excess requests are rejected with QUEUE_FULL, the rest co
   const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) =>
     sched.submit({ id: `r${i}`, source: 'mqtt', priority: PRIORITY_REMOTE, input: { prompt: `p${i}`, maxTokens: 3 }, deadline: far() })));
   const ok = results.filter((r) => r.status === 'fulfilled').length;
-  const full = results.filter((r) => r.status === 'rejected' && (r.reason as DeviceError).code === 'QUEUE_FULL').length;
+  const full = results.filter((r) => r.status === 'rejected' && (r.reason as ShoalError).code === 'QUEUE_FULL').length;
   t.equal(ok, 4, 'one running + three queued');
   t.equal(full, 6);
   t.equal(sched.peakDepth, 3, 'depth never exceeded the limit');

@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Aedes } from 'aedes';
-import { ControllerError } from '@shoal/controller';
+import { ShoalError } from '@shoal/common';
 
 export interface RunningBroker {
   url: string;
@@ -34,7 +34,7 @@ export async function startAedes(port = 0, host = '127.0.0.1'): Promise<RunningB
   const broker = await Aedes.createBroker();
   const server = net.createServer(broker.handle);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (e) => reject(new ControllerError('IO_ERROR', `aedes cannot listen on ${host}:${port}: ${e.message}; choose another --broker-port`)));
+    server.once('error', (e) => reject(new ShoalError('IO_ERROR', `aedes cannot listen on ${host}:${port}: ${e.message}; choose another --broker-port`)));
     server.listen(port, host, () => resolve());
   });
   const p = (server.address() as net.AddressInfo).port;
@@ -88,7 +88,7 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<RunningB
   child.once('error', () => undefined);
   const deadline = Date.now() + 10_000;
   for (;;) {
-    if (child.exitCode !== null) throw new ControllerError('CHILD_FAILED', `mosquitto exited (${child.exitCode}): ${stderr.trim()}`);
+    if (child.exitCode !== null) throw new ShoalError('CHILD_FAILED', `mosquitto exited (${child.exitCode}): ${stderr.trim()}`);
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
       s.once('error', () => resolve(false));
@@ -96,7 +96,7 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<RunningB
     if (ok) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new ControllerError('CHILD_FAILED', `mosquitto did not listen on ${port} within 10 s: ${stderr.trim()}; is it installed (apt-get install mosquitto)?`);
+      throw new ShoalError('CHILD_FAILED', `mosquitto did not listen on ${port} within 10 s: ${stderr.trim()}; is it installed (apt-get install mosquitto)?`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

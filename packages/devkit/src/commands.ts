@@ -1,8 +1,7 @@
 // devkit's commands: `shoal sim` and `shoal up` (the local harness; production packages never import them).
 import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { onSignals } from '@shoal/common';
-import { ControllerError } from '@shoal/controller';
+import { onSignals, ShoalError } from '@shoal/common';
 import { SimFleet } from './sim.js';
 import { runUp } from './up.js';
 
@@ -19,8 +18,8 @@ export function registerDevkitCommands(program: Command): void {
     .option('--fail <refs>', 'NAME@VERSION list whose health check fails')
     .addOption(new Option('--mqtt <v>', 'MQTT protocol version').choices(['4', '5']).default('4'))
     .action(async (x: { devices: number; broker: string; interval: number; prefix: string; groups?: string; fail?: string; mqtt: string }) => {
-      if (!Number.isInteger(x.devices) || x.devices < 1) throw new ControllerError('BAD_REQUEST', '--devices must be a positive integer');
-      if (!(x.interval > 0)) throw new ControllerError('BAD_REQUEST', '--interval must be a positive number of seconds');
+      if (!Number.isInteger(x.devices) || x.devices < 1) throw new ShoalError('BAD_REQUEST', '--devices must be a positive integer');
+      if (!(x.interval > 0)) throw new ShoalError('BAD_REQUEST', '--interval must be a positive number of seconds');
       const fleetSim = new SimFleet({
         devices: x.devices, brokerUrl: x.broker, intervalSec: x.interval, prefix: x.prefix, groups: x.groups?.split(','),
         failVersions: x.fail ? new Set(x.fail.split(',')) : undefined, protocolVersion: Number(x.mqtt) as 4 | 5,

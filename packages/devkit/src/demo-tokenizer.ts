@@ -5,7 +5,7 @@
 // text prompts (the device's health check, `fleet infer`) work end to end.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '@shoal/controller';
+import { writeFileAtomicSync } from '@shoal/common';
 
 /** GPT-2's reversible byte -> printable unicode mapping. */
 function bytesToUnicode(): string[] {
@@ -56,10 +56,10 @@ export function writeDemoTokenizer(dir: string): void {
     decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
   };
-  writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
-  writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify({
+  writeFileAtomicSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  writeFileAtomicSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({
     add_bos_token: true, add_eos_token: false, bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>',
     model_max_length: 1024, tokenizer_class: 'PreTrainedTokenizerFast', clean_up_tokenization_spaces: false,
   }, null, 2));
-  writeFileAtomic(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }, null, 2));
+  writeFileAtomicSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }, null, 2));
 }

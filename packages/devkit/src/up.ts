@@ -8,10 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { startAedes, type RunningBroker } from './brokers.js';
-import {
-  ControllerClient, upConnectionFile, resolveConfig, writeFileAtomic, startController, type Controller, ControllerError, renderDevices, renderRollout, waitRollout, buildPackage, generateFleetKeys, WEB_DIR,
-} from '@shoal/controller';
-import { sharedDir as defaultSharedDir } from '@shoal/common';
+import { ControllerClient, upConnectionFile, resolveConfig, startController, type Controller, renderDevices, renderRollout, waitRollout, buildPackage, generateFleetKeys, WEB_DIR } from '@shoal/controller';
+import { sharedDir as defaultSharedDir, writeFileAtomicSync, ShoalError } from '@shoal/common';
 import { writeDemoTokenizer } from './demo-tokenizer.js';
 import { SimDevice } from './sim.js';
 
@@ -56,7 +54,7 @@ async function defaultModel(dir: string, log: (s: string) => void): Promise<stri
   try {
     gen = await import('@shoal/modelkit');
   } catch (e) {
-    throw new ControllerError('MODEL_DIR_INVALID', `cannot load the model generator (${(e as Error).message}); run \`make\` first, or pass --model DIR`);
+    throw new ShoalError('MODEL_DIR_INVALID', `cannot load the model generator (${(e as Error).message}); run \`make\` first, or pass --model DIR`);
   }
   // a real Llama-2 tokenizer when the shared data sits beside the checkout ($SHOAL_SHARED or ../shared)
   const sharedDir = defaultSharedDir;
@@ -75,7 +73,7 @@ async function defaultModel(dir: string, log: (s: string) => void): Promise<stri
 
 export async function runUp(o: UpOptions): Promise<void> {
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
-  if (!Number.isInteger(o.devices) || o.devices < 1 || o.devices > 64) throw new ControllerError('BAD_REQUEST', '--devices must be an integer from 1 to 64');
+  if (!Number.isInteger(o.devices) || o.devices < 1 || o.devices > 64) throw new ShoalError('BAD_REQUEST', '--devices must be an integer from 1 to 64');
   const dir = path.resolve(o.dir);
   fs.mkdirSync(dir, { recursive: true });
   const keysDir = path.join(dir, 'keys');
@@ -108,7 +106,7 @@ export async function runUp(o: UpOptions): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const step = <T>(p: Promise<T>): Promise<T> => Promise.race([
-    p, stopRequested.then((): never => { throw new ControllerError('INTERRUPTED', 'interrupted; everything started was stopped'); }),
+    p, stopRequested.then((): never => { throw new ShoalError('INTERRUPTED', 'interrupted; everything started was stopped'); }),
   ]);
 
   try {
@@ -121,11 +119,11 @@ export async function runUp(o: UpOptions): Promise<void> {
       token, dataDir: './controller-data', fleetPublicKey: path.relative(dir, keys.publicKey),
       rollout: { tickMs: 200, defaultTimeoutSec: 300 }, logLevel: 'warn',
     };
-    writeFileAtomic(path.join(dir, 'controller.json'), JSON.stringify(ctlCfgRaw, null, 2) + '\n', 0o600);
+    writeFileAtomicSync(path.join(dir, 'controller.json'), JSON.stringify(ctlCfgRaw, null, 2) + '\n', { mode: 0o600 });
     ctl = await step(startController(resolveConfig(ctlCfgRaw, dir), { logger: pino({ level: 'warn' }, pino.destination(path.join(dir, 'controller.log'))) }));
     const apiUrl = `http://127.0.0.1:${ctl.api.address.port}`;
     log(`controller ${apiUrl}/api (log ${path.join(dir, 'controller.log')})`);
-    writeFileAtomic(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', 0o600);
+    writeFileAtomicSync(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', { mode: 0o600 });
     // the token rides in the fragment: browsers never send it to the server or in a Referer
     const dashboardUrl = `${apiUrl}/#token=${token}`;
     const webBuilt = fs.existsSync(path.join(WEB_DIR, 'index.html'));
@@ -150,15 +148,15 @@ export async function runUp(o: UpOptions): Promise<void> {
         engine: { threads: 1 },
       };
       const cfgFile = path.join(ddir, 'device.json');
-      writeFileAtomic(cfgFile, JSON.stringify(dcfg, null, 2) + '\n');
+      writeFileAtomicSync(cfgFile, JSON.stringify(dcfg, null, 2) + '\n');
       children.push(startDaemon(id, cfgFile, path.join(ddir, 'daemon.log')));
     }
     log(`devices   ${o.devices} ${o.sim ? 'simulated' : 'device daemons'}: robot-1 .. robot-${o.devices}${o.sim ? '' : ` (logs in ${path.join(dir, 'devices')}/*/daemon.log)`}`);
     const deadline = Date.now() + 60_000;
     while (ctl.storage.listDevices().filter((d) => d.online).length < o.devices) {
       const dead = children.find((c) => c.proc.exitCode !== null);
-      if (dead) throw new ControllerError('CHILD_FAILED', `device daemon ${dead.id} exited with ${dead.proc.exitCode}; see ${dead.logFile}`);
-      if (Date.now() > deadline) throw new ControllerError('TIMEOUT', `devices did not come online within 60 s; see ${path.join(dir, 'devices')}/*/daemon.log`);
+      if (dead) throw new ShoalError('CHILD_FAILED', `device daemon ${dead.id} exited with ${dead.proc.exitCode}; see ${dead.logFile}`);
+      if (Date.now() > deadline) throw new ShoalError('TIMEOUT', `devices did not come online within 60 s; see ${path.join(dir, 'devices')}/*/daemon.log`);
       await step(new Promise((r) => setTimeout(r, 200)));
     }
     log(`           all ${o.devices} online`);
@@ -179,7 +177,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     log(`rollout   ${rollout.id}: ${name}@${version} to all, waves ${waves}`);
     const r = await step(waitRollout(client, rollout.id, false));
     log(renderRollout(r));
-    if (r.status !== 'succeeded') throw new ControllerError('DEVICE_ERROR', `the rollout did not succeed (${r.message}); see the device logs in ${path.join(dir, 'devices')}`);
+    if (r.status !== 'succeeded') throw new ShoalError('DEVICE_ERROR', `the rollout did not succeed (${r.message}); see the device logs in ${path.join(dir, 'devices')}`);
 
     // one prompt through MQTT
     const target = 'robot-1';

@@ -10,7 +10,6 @@ import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { buildPackage, ControllerClient } from '@shoal/controller';
 import { sharedPath, CLI_MAIN, repoRoot as repo } from '@shoal/testkit';
 import { TOKEN, startBroker, startTestController, tmpDir, waitFor, type BrokerKind } from '@shoal/testkit/fleet';

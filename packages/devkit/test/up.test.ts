@@ -6,7 +6,6 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { tmpDir, waitFor } from '@shoal/testkit/fleet';
 import { CLI_MAIN, repoRoot as repo } from '@shoal/testkit';
 

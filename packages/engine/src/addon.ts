@@ -2,8 +2,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { checkoutRoot } from '@shoal/common';
-import { EngineError, EngineErrorCode } from './errors.js';
+import { checkoutRoot, ShoalError } from '@shoal/common';
 import type { Addon } from './addon-types.js';
 
 const repoRoot = checkoutRoot;
@@ -23,7 +22,7 @@ export function addonPath(): string {
   const list = candidates();
   const file = list.find((p) => existsSync(p));
   if (!file)
-    throw new EngineError(EngineErrorCode.ADDON_MISSING,
+    throw new ShoalError('SHOAL_ERR_ADDON_MISSING',
       `the native engine is not built (looked for ${list.join(', ')}); run \`make\` in the repository`);
   return file;
 }
@@ -35,7 +34,7 @@ export function addon(): Addon {
   try {
     cached = createRequire(import.meta.url)(file) as Addon;
   } catch (err) {
-    throw new EngineError(EngineErrorCode.ADDON_MISSING, `cannot load ${file}: ${(err as Error).message}; rebuild with \`make native\``, { cause: err });
+    throw new ShoalError('SHOAL_ERR_ADDON_MISSING', `cannot load ${file}: ${(err as Error).message}; rebuild with \`make native\``, { cause: err });
   }
   return cached;
 }

@@ -4,17 +4,16 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { addon } from './addon.js';
-import { EngineError, EngineErrorCode } from './errors.js';
 import { HfModelTokenizer } from './tokenizer.js';
 import type { AddonModel, AddonSession } from './addon-types.js';
 import type {
   GenerateOptions, GenerateStats, GeneratedChunk, LoadOptions, Model, ModelInfo, Session, Tokenizer,
 } from './types.js';
+import { ShoalError } from '@shoal/common';
 
 export type * from './types.js';
-export { EngineError, EngineErrorCode } from './errors.js';
 
-const invalid = (message: string) => new EngineError(EngineErrorCode.INVALID_ARG, message);
+const invalid = (message: string) => new ShoalError('SHOAL_ERR_INVALID_ARG', message);
 
 function checkInt(name: string, v: number | undefined, min: number, max: number): void {
   if (v === undefined) return;
@@ -41,7 +40,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   checkInt('threads', opts.threads, 0, 1024);
   const abs = path.resolve(dir);
   const st = await stat(abs).catch(() => null);
-  if (!st?.isDirectory()) throw new EngineError(EngineErrorCode.IO, `model directory ${abs} does not exist or is not a directory`);
+  if (!st?.isDirectory()) throw new ShoalError('SHOAL_ERR_IO', `model directory ${abs} does not exist or is not a directory`);
   const native = await addon().loadModel(abs, { threads: opts.threads ?? 0, backend: opts.backend ?? 'auto', isa: opts.isa ?? 'auto' });
   try {
     const ni = native.info();
@@ -59,7 +58,7 @@ class EngineModel implements Model {
   constructor(private readonly native: AddonModel, readonly info: ModelInfo, readonly tokenizer: Tokenizer | null) {}
 
   createSession(opts: { contextSize?: number } = {}): Session {
-    if (this.disposed) throw new EngineError(EngineErrorCode.DISPOSED, 'model is disposed');
+    if (this.disposed) throw new ShoalError('SHOAL_ERR_DISPOSED', 'model is disposed');
     checkInt('contextSize', opts.contextSize, 1, this.info.contextLength);
     const A = addon().AddonSession;
     return new EngineSession(new A(this.native, opts.contextSize ?? this.info.contextLength), this);
@@ -83,7 +82,7 @@ class EngineSession implements Session {
   get position(): number { return this.native.position(); }
 
   private enter(): void {
-    if (this.disposed) throw new EngineError(EngineErrorCode.DISPOSED, 'session is disposed');
+    if (this.disposed) throw new ShoalError('SHOAL_ERR_DISPOSED', 'session is disposed');
     if (this.busy) throw invalid('session is busy: wait for the previous eval or generate to finish');
     this.busy = true;
   }
@@ -102,14 +101,14 @@ class EngineSession implements Session {
     const tok = this.model.tokenizer;
     let ids: number[];
     if (typeof prompt === 'string') {
-      if (!tok) throw new EngineError(EngineErrorCode.TOKENIZER, `${this.model.info.dir} has no tokenizer.json: pass token ids instead of text`);
+      if (!tok) throw new ShoalError('SHOAL_ERR_TOKENIZER', `${this.model.info.dir} has no tokenizer.json: pass token ids instead of text`);
       ids = tok.encode(prompt);
     } else {
       ids = prompt;
     }
     const room = this.contextSize - this.position;
     if (ids.length > room)
-      throw new EngineError(EngineErrorCode.CONTEXT_FULL,
+      throw new ShoalError('SHOAL_ERR_CONTEXT_FULL',
         `the prompt has ${ids.length} tokens but only ${room} of the session's ${this.contextSize} positions are free; shorten the prompt or use a larger context`);
     this.enter();
     const decoder = tok?.createStreamDecoder(ids);

@@ -5,8 +5,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import { EngineError, EngineErrorCode } from './errors.js';
 import type { ChatMessage, Tokenizer } from './types.js';
+import { ShoalError } from '@shoal/common';
 
 interface TokenizerConfig {
   chat_template?: string | Array<{ name: string; template: string }>;
@@ -48,20 +48,20 @@ export class HfModelTokenizer implements Tokenizer {
       json = JSON.parse(await readFile(file, 'utf8'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new EngineError(EngineErrorCode.TOKENIZER, `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+      throw new ShoalError('SHOAL_ERR_TOKENIZER', `cannot read ${file}: ${(err as Error).message}`, undefined, { cause: err });
     }
     let config: TokenizerConfig = {};
     try {
       config = JSON.parse(await readFile(path.join(dir, 'tokenizer_config.json'), 'utf8')) as TokenizerConfig;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
-        throw new EngineError(EngineErrorCode.TOKENIZER, `cannot read ${path.join(dir, 'tokenizer_config.json')}: ${(err as Error).message}`);
+        throw new ShoalError('SHOAL_ERR_TOKENIZER', `cannot read ${path.join(dir, 'tokenizer_config.json')}: ${(err as Error).message}`);
     }
     try {
       const hf = new HfTokenizer(json as object, config);
       return new HfModelTokenizer(hf, config, ids.bos, ids.eos);
     } catch (err) {
-      throw new EngineError(EngineErrorCode.TOKENIZER, `${file} is not a supported tokenizer: ${(err as Error).message}`, { cause: err });
+      throw new ShoalError('SHOAL_ERR_TOKENIZER', `${file} is not a supported tokenizer: ${(err as Error).message}`, undefined, { cause: err });
     }
   }
 

@@ -114,5 +114,3 @@ export interface Model {
   dispose(): void;
 }
 
-/** Errors from the engine carry a stable code (see packages/engine/src/errors.ts). */
-export interface EngineError extends Error { code: string }

@@ -5,11 +5,12 @@
 // conversion against the published float64 logits, and RTN INT4 perplexity.
 // Skips when the native addon is not built (`make native`).
 import t from 'tap';
+import { writeFileAtomicSync } from '@shoal/common';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  evaluatePerplexity, generateModel, copyTokenizerFiles, type ModelShape, type ShapeName, quantizeModel, loadReferenceModel, referenceForward, Checkpoint, encodeFloats, writeFileAtomic, writeSafetensors,
+  evaluatePerplexity, generateModel, copyTokenizerFiles, type ModelShape, type ShapeName, quantizeModel, loadReferenceModel, referenceForward, Checkpoint, encodeFloats, writeSafetensors,
 } from '@shoal/modelkit';
 import type { Model } from '../src/types.js';
 import { engine, engineSkip, isas, hasShared, sharedPath } from '@shoal/testkit';
@@ -161,8 +162,8 @@ function convertToF16(src: string, dst: string): void {
     ck.close();
   }
   const cfg = JSON.parse(readFileSync(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
-  writeFileAtomic(path.join(dst, 'config.json'), JSON.stringify({ ...cfg, torch_dtype: 'float16' }, null, 2));
-  writeFileAtomic(path.join(dst, 'generation_config.json'), readFileSync(path.join(src, 'generation_config.json')));
+  writeFileAtomicSync(path.join(dst, 'config.json'), JSON.stringify({ ...cfg, torch_dtype: 'float16' }, null, 2));
+  writeFileAtomicSync(path.join(dst, 'generation_config.json'), readFileSync(path.join(src, 'generation_config.json')));
   copyTokenizerFiles(src, dst);
 }
 

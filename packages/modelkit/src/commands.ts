@@ -9,8 +9,8 @@ import { SHAPE_NAMES, type FloatDType, type ModelShape, type ShapeName } from '.
 import { checkQuantizeOptions, quantizeModel } from './quant/rtn.js';
 import { addAwqQuantizeOptions, needsAwqQuantizer, runAwqQuantize, type AwqCliOpts } from './quant/awq/cli.js';
 import { addGptqQuantizeOptions, runLowbitQuantize, type LowbitCliOpts } from './quant/gptq/cli.js';
-import { ToolError } from './io/safetensors.js';
 import type { Isa, LoadOptions, Model } from '@shoal/engine';
+import { ShoalError } from '@shoal/common';
 
 function intArg(min: number) {
   return (v: string): number => {
@@ -54,9 +54,9 @@ async function loadEngineModel(dir: string, opts: LoadOptions): Promise<Model> {
   try {
     mod = (await import(spec)) as typeof mod;
   } catch (err) {
-    throw new ToolError('SHOAL_ERR_BACKEND', `the inference engine is not available (${(err as Error).message}); build it with \`make native\``);
+    throw new ShoalError('SHOAL_ERR_BACKEND', `the inference engine is not available (${(err as Error).message}); build it with \`make native\``);
   }
-  if (typeof mod.loadModel !== 'function') throw new ToolError('SHOAL_ERR_BACKEND', 'the engine module has no loadModel; rebuild with `make`');
+  if (typeof mod.loadModel !== 'function') throw new ShoalError('SHOAL_ERR_BACKEND', 'the engine module has no loadModel; rebuild with `make`');
   return mod.loadModel(dir, opts);
 }
 
@@ -178,14 +178,14 @@ export function registerToolCommands(program: Command): void {
       try {
         text = readFileSync(o.text, 'utf8');
       } catch (err) {
-        throw new ToolError('SHOAL_ERR_IO', `cannot read --text ${o.text}: ${(err as Error).message}`);
+        throw new ShoalError('SHOAL_ERR_IO', `cannot read --text ${o.text}: ${(err as Error).message}`);
       }
       const loadOpts: LoadOptions = {};
       if (o.threads !== undefined) loadOpts.threads = o.threads;
       if (o.isa !== undefined) loadOpts.isa = o.isa;
       const model = await loadEngineModel(o.model, loadOpts);
       try {
-        if (!model.tokenizer) throw new ToolError('SHOAL_ERR_CONFIG', `${o.model} has no tokenizer.json; perplexity needs the model's tokenizer`);
+        if (!model.tokenizer) throw new ShoalError('SHOAL_ERR_CONFIG', `${o.model} has no tokenizer.json; perplexity needs the model's tokenizer`);
         let ids = model.tokenizer.encode(text, { addSpecialTokens: false });
         if (o.limit !== undefined) ids = ids.slice(0, o.limit);
         const bar = progressBar(!o.json, 'ppl [{bar}] {percentage}% | {value}/{total} tokens | ETA {eta}s');

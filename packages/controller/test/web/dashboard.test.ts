@@ -11,7 +11,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import { CLI_MAIN, repoRoot as repo } from '@shoal/testkit';
 
 // functions passed to page.evaluate/waitForFunction run in the browser; this Node

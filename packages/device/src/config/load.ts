@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createPublicKey } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Ajv, type ErrorObject } from 'ajv';
-import { DeviceError } from '../errors.js';
+import { ShoalError } from '@shoal/common';
 
 const require = createRequire(import.meta.url);
 // schema.json lives next to this file in the source tree and is copied beside the
@@ -59,13 +59,13 @@ function describe(e: ErrorObject): string {
 /** Validates a parsed config object; relative paths resolve against baseDir. */
 export function validateConfig(raw: unknown, baseDir = process.cwd()): DeviceConfig {
   if (raw && typeof raw === 'object' && 'configVersion' in raw && (raw as { configVersion: unknown }).configVersion !== 1) {
-    throw new DeviceError('CONFIG_UNSUPPORTED_VERSION', `configVersion ${JSON.stringify((raw as { configVersion: unknown }).configVersion)} is not supported (this daemon reads configVersion 1)`);
+    throw new ShoalError('CONFIG_UNSUPPORTED_VERSION', `configVersion ${JSON.stringify((raw as { configVersion: unknown }).configVersion)} is not supported (this daemon reads configVersion 1)`);
   }
   const cfg = structuredClone(raw) as DeviceConfig;
   const validate = getValidator();
   if (!validate(cfg)) {
     const lines = (validate.errors ?? []).map(describe);
-    throw new DeviceError('CONFIG_INVALID', `invalid device config:\n  - ${lines.join('\n  - ')}`);
+    throw new ShoalError('CONFIG_INVALID', `invalid device config:\n  - ${lines.join('\n  - ')}`);
   }
   const abs = (p: string) => (path.isAbsolute(p) ? p : path.resolve(baseDir, p));
   cfg.store.dir = abs(cfg.store.dir);
@@ -76,14 +76,14 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): DeviceCon
   let pem = cfg.fleetPublicKey;
   if (!pem.includes('-----BEGIN')) {
     const file = abs(pem);
-    if (!existsSync(file)) throw new DeviceError('FLEET_KEY_INVALID', `fleetPublicKey: '${pem}' is neither PEM text nor an existing file`);
+    if (!existsSync(file)) throw new ShoalError('FLEET_KEY_INVALID', `fleetPublicKey: '${pem}' is neither PEM text nor an existing file`);
     pem = readFileSync(file, 'utf8');
   }
   try {
     const key = createPublicKey(pem);
     if (key.asymmetricKeyType !== 'ed25519') throw new Error(`key type is ${key.asymmetricKeyType}`);
   } catch (e) {
-    throw new DeviceError('FLEET_KEY_INVALID', `fleetPublicKey is not an Ed25519 public key: ${(e as Error).message}`);
+    throw new ShoalError('FLEET_KEY_INVALID', `fleetPublicKey is not an Ed25519 public key: ${(e as Error).message}`);
   }
   cfg.fleetPublicKey = pem;
   return cfg;
@@ -91,12 +91,12 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): DeviceCon
 
 export function loadConfig(file: string): DeviceConfig {
   const abs = path.resolve(file);
-  if (!existsSync(abs)) throw new DeviceError('CONFIG_NOT_FOUND', `config file ${abs} does not exist`);
+  if (!existsSync(abs)) throw new ShoalError('CONFIG_NOT_FOUND', `config file ${abs} does not exist`);
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(abs, 'utf8'));
   } catch (e) {
-    throw new DeviceError('CONFIG_INVALID_JSON', `config file ${abs} is not valid JSON: ${(e as Error).message}`);
+    throw new ShoalError('CONFIG_INVALID_JSON', `config file ${abs} is not valid JSON: ${(e as Error).message}`);
   }
   return validateConfig(raw, path.dirname(abs));
 }

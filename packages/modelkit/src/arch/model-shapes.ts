@@ -1,7 +1,7 @@
 // model-shapes.ts — the LLaMA-family architecture description shared by the
 // model tools: named real shapes, config.json parsing/writing, and the list of
 // tensors a checkpoint holds.
-import { ToolError } from '../io/safetensors.js';
+import { ShoalError } from '@shoal/common';
 
 export type Arch = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
 
@@ -111,14 +111,14 @@ export function validateShape(s: ModelShape, where = 'model shape'): void {
   const pos = (k: keyof ModelShape) => {
     const v = s[k];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
-      throw new ToolError('SHOAL_ERR_CONFIG', `${where}: ${String(k)} must be a positive integer, got ${String(v)}`);
+      throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: ${String(k)} must be a positive integer, got ${String(v)}`);
     }
   };
   for (const k of ['vocabSize', 'hiddenSize', 'intermediateSize', 'layers', 'heads', 'kvHeads', 'headDim', 'maxPositionEmbeddings'] as const) pos(k);
-  if (s.heads % s.kvHeads !== 0) throw new ToolError('SHOAL_ERR_CONFIG', `${where}: num_attention_heads ${s.heads} is not a multiple of num_key_value_heads ${s.kvHeads}`);
-  if (s.headDim % 2 !== 0) throw new ToolError('SHOAL_ERR_CONFIG', `${where}: head_dim ${s.headDim} must be even for RoPE`);
-  if (!(s.rmsNormEps > 0)) throw new ToolError('SHOAL_ERR_CONFIG', `${where}: rms_norm_eps must be positive`);
-  if (!(s.ropeTheta > 0)) throw new ToolError('SHOAL_ERR_CONFIG', `${where}: rope_theta must be positive`);
+  if (s.heads % s.kvHeads !== 0) throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: num_attention_heads ${s.heads} is not a multiple of num_key_value_heads ${s.kvHeads}`);
+  if (s.headDim % 2 !== 0) throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: head_dim ${s.headDim} must be even for RoPE`);
+  if (!(s.rmsNormEps > 0)) throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: rms_norm_eps must be positive`);
+  if (!(s.ropeTheta > 0)) throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: rope_theta must be positive`);
 }
 
 // ---------------------------------------------------------------------------
@@ -200,9 +200,9 @@ function num(obj: Record<string, unknown>, key: string, where: string, dflt?: nu
   const v = obj[key];
   if (v === undefined || v === null) {
     if (dflt !== undefined) return dflt;
-    throw new ToolError('SHOAL_ERR_CONFIG', `${where}: missing ${key}`);
+    throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: missing ${key}`);
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ToolError('SHOAL_ERR_CONFIG', `${where}: ${key} must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: ${key} must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -214,19 +214,19 @@ function ids(v: unknown): number[] {
 
 /** Parses config.json (and optionally generation_config.json) into a ModelShape and quant config. */
 export function parseModelConfig(config: unknown, generation: unknown = null, where = 'config.json'): { shape: ModelShape; quant: QuantConfig | null; torchDtype: string | null } {
-  if (typeof config !== 'object' || config === null) throw new ToolError('SHOAL_ERR_CONFIG', `${where}: not a JSON object`);
+  if (typeof config !== 'object' || config === null) throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: not a JSON object`);
   const c = config as Record<string, unknown>;
   const archs = c.architectures;
   const arch = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : null;
   if (arch !== 'LlamaForCausalLM' && arch !== 'MistralForCausalLM' && arch !== 'Qwen2ForCausalLM') {
-    throw new ToolError('SHOAL_ERR_UNSUPPORTED_ARCH', `${where}: architectures ${JSON.stringify(archs)} is not supported; use a LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM model`);
+    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_ARCH', `${where}: architectures ${JSON.stringify(archs)} is not supported; use a LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM model`);
   }
   const hidden = num(c, 'hidden_size', where);
   const heads = num(c, 'num_attention_heads', where);
   let ropeScaling: RopeScalingConfig | null = null;
   const rs = c.rope_scaling;
   if (rs !== undefined && rs !== null) {
-    if (typeof rs !== 'object') throw new ToolError('SHOAL_ERR_CONFIG', `${where}: rope_scaling must be an object or null`);
+    if (typeof rs !== 'object') throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: rope_scaling must be an object or null`);
     const r = rs as Record<string, unknown>;
     const type = (r.rope_type ?? r.type) as unknown;
     if (type === 'linear') ropeScaling = { type: 'linear', factor: num(r, 'factor', `${where} rope_scaling`) };
@@ -239,7 +239,7 @@ export function parseModelConfig(config: unknown, generation: unknown = null, wh
         originalMaxPositionEmbeddings: num(r, 'original_max_position_embeddings', `${where} rope_scaling`, 8192),
       };
     } else if (type === 'default' || type === undefined) ropeScaling = null;
-    else throw new ToolError('SHOAL_ERR_CONFIG', `${where}: rope_scaling type ${JSON.stringify(type)} is not supported (use linear or llama3)`);
+    else throw new ShoalError('SHOAL_ERR_CONFIG', `${where}: rope_scaling type ${JSON.stringify(type)} is not supported (use linear or llama3)`);
   }
   const modelType = arch === 'Qwen2ForCausalLM' ? 'qwen2' : arch === 'MistralForCausalLM' ? 'mistral' : 'llama';
   const attnBias = c.attention_bias === true;
@@ -273,12 +273,12 @@ export function parseModelConfig(config: unknown, generation: unknown = null, wh
     const q = qc as Record<string, unknown>;
     const method = q.quant_method;
     if (method !== 'awq') {
-      throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: quant_method ${JSON.stringify(method)} is not supported; only AutoAWQ (awq) checkpoints are`);
+      throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: quant_method ${JSON.stringify(method)} is not supported; only AutoAWQ (awq) checkpoints are`);
     }
     const version = typeof q.version === 'string' ? q.version.toLowerCase() : 'gemm';
-    if (version !== 'gemm') throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: AWQ version ${version} is not supported; use version gemm`);
+    if (version !== 'gemm') throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: AWQ version ${version} is not supported; use version gemm`);
     const bits = num(q, 'bits', where, num(q, 'w_bit', where, 4));
-    if (bits !== 4) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: ${bits}-bit AWQ is not supported; use 4-bit`);
+    if (bits !== 4) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: ${bits}-bit AWQ is not supported; use 4-bit`);
     const mtnc = q.modules_to_not_convert;
     quant = {
       method: 'awq',
@@ -288,7 +288,7 @@ export function parseModelConfig(config: unknown, generation: unknown = null, wh
       version,
       modulesToNotConvert: Array.isArray(mtnc) ? mtnc.filter((x): x is string => typeof x === 'string') : [],
     };
-    if (!quant.zeroPoint) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: AWQ without zero points is not supported`);
+    if (!quant.zeroPoint) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${where}: AWQ without zero points is not supported`);
   }
   return { shape, quant, torchDtype: typeof c.torch_dtype === 'string' ? c.torch_dtype : null };
 }

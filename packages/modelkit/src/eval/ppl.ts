@@ -9,7 +9,7 @@
 // token but the first is (windows overlap by at least one token).
 // NLL = -log_softmax(logits)[target], summed in float64; perplexity = exp(mean NLL).
 import type { Model } from '@shoal/engine';
-import { ToolError } from '../io/safetensors.js';
+import { ShoalError } from '@shoal/common';
 
 export interface PerplexityOptions {
   /** Positions per window, BOS included (default min(512, context length)). */
@@ -67,19 +67,19 @@ export async function evaluatePerplexity(model: Model, ids: readonly number[], o
   const bos = opts.bos === undefined ? info.bosTokenId : opts.bos;
   const withBos = bos !== null && bos !== undefined && bos >= 0;
   const ctx = opts.ctx ?? Math.min(512, info.contextLength);
-  if (!Number.isSafeInteger(ctx) || ctx < 2) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--ctx ${ctx} must be an integer >= 2`);
+  if (!Number.isSafeInteger(ctx) || ctx < 2) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--ctx ${ctx} must be an integer >= 2`);
   if (ctx > info.contextLength) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--ctx ${ctx} is larger than the model's context length ${info.contextLength}; use --ctx ${info.contextLength} or less`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--ctx ${ctx} is larger than the model's context length ${info.contextLength}; use --ctx ${info.contextLength} or less`);
   }
   const stride = opts.stride ?? ctx - 1;
   if (!Number.isSafeInteger(stride) || stride < 1 || stride > ctx - 1) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--stride ${stride} must be between 1 and ctx - 1 = ${ctx - 1}`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--stride ${stride} must be between 1 and ctx - 1 = ${ctx - 1}`);
   }
   const minTokens = withBos ? 1 : 2;
-  if (ids.length < minTokens) throw new ToolError('SHOAL_ERR_INVALID_ARG', `the text has ${ids.length} tokens; perplexity needs at least ${minTokens}`);
+  if (ids.length < minTokens) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `the text has ${ids.length} tokens; perplexity needs at least ${minTokens}`);
   const V = info.vocabSize;
   for (const t of ids) {
-    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ToolError('SHOAL_ERR_INVALID_ARG', `token id ${t} is outside the model's vocabulary (0..${V - 1}); use the model's own tokenizer`);
+    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `token id ${t} is outside the model's vocabulary (0..${V - 1}); use the model's own tokenizer`);
   }
   const windows = planWindows(ids.length, ctx, stride, withBos);
   const total = windows.reduce((a, w) => a + (w.end - w.scoreFrom), 0);
@@ -88,12 +88,12 @@ export async function evaluatePerplexity(model: Model, ids: readonly number[], o
   let scored = 0;
   try {
     for (const w of windows) {
-      if (opts.signal?.aborted) throw new ToolError('SHOAL_ERR_CANCELLED', 'perplexity evaluation cancelled');
+      if (opts.signal?.aborted) throw new ShoalError('SHOAL_ERR_CANCELLED', 'perplexity evaluation cancelled');
       session.reset();
       const input = withBos ? [bos!, ...ids.slice(w.begin, w.end)] : ids.slice(w.begin, w.end);
       const logits = await session.eval(input, { allLogits: true });
       if (logits.length !== input.length * V) {
-        throw new ToolError('SHOAL_ERR_INTERNAL', `eval returned ${logits.length} logits for ${input.length} tokens x ${V}`);
+        throw new ShoalError('SHOAL_ERR_INTERNAL', `eval returned ${logits.length} logits for ${input.length} tokens x ${V}`);
       }
       const off = withBos ? 1 : 0; // input position of text token `begin`
       for (let t = w.scoreFrom; t < w.end; t++) {

@@ -16,12 +16,15 @@
 // AWQ linears are dequantized with awq-pack.ts: w = (q - z) * s.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { dequantizeAwq, roundHalfEven, unpackAwq } from '../formats/awq.js';
+import { dequantizeAwq, unpackAwq } from '../formats/awq.js';
+import { roundHalfEven } from '../quant/grid.js';
 import {
   isNotConverted, LINEAR_KINDS, linearDims, parseModelConfig,
   type LinearKind, type ModelShape, type QuantConfig,
 } from '../arch/model-shapes.js';
-import { Checkpoint, f16ToF32, f64ToF16, ToolError } from '../io/safetensors.js';
+import { Checkpoint } from '../io/safetensors.js';
+import { f16ToF32, f64ToF16 } from '../io/dtypes.js';
+import { ShoalError } from '@shoal/common';
 
 export interface RefLinear {
   out: number;
@@ -76,14 +79,14 @@ function readJson(file: string, required: boolean): unknown {
     return JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new ToolError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; the model folder needs a valid config.json`);
+    throw new ShoalError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; the model folder needs a valid config.json`);
   }
 }
 
 function expectShape(ck: Checkpoint, name: string, shape: number[]): void {
   const e = ck.entry(name);
   if (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i])) {
-    throw new ToolError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${name} has shape [${e.shape}], config.json implies [${shape}]`);
+    throw new ShoalError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${name} has shape [${e.shape}], config.json implies [${shape}]`);
   }
 }
 
@@ -95,20 +98,20 @@ function loadFloat(ck: Checkpoint, name: string, shape: number[]): Float64Array 
 function loadLinear(ck: Checkpoint, module: string, kind: LinearKind, shape: ModelShape, quant: QuantConfig | null): RefLinear {
   const d = linearDims(shape, kind);
   const hasBias = ck.has(`${module}.bias`);
-  if (d.bias && !hasBias) throw new ToolError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: ${module}.bias is missing (the architecture has q/k/v biases)`);
+  if (d.bias && !hasBias) throw new ShoalError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: ${module}.bias is missing (the architecture has q/k/v biases)`);
   const bias = hasBias ? loadFloat(ck, `${module}.bias`, [d.out]) : null;
   if (ck.has(`${module}.qweight`)) {
-    if (!quant) throw new ToolError('SHOAL_ERR_CONFIG', `${ck.dir}: ${module} is quantized but config.json has no quantization_config`);
+    if (!quant) throw new ShoalError('SHOAL_ERR_CONFIG', `${ck.dir}: ${module} is quantized but config.json has no quantization_config`);
     if (isNotConverted(module, quant.modulesToNotConvert)) {
-      throw new ToolError('SHOAL_ERR_CONFIG', `${ck.dir}: ${module} is quantized but listed in modules_to_not_convert`);
+      throw new ShoalError('SHOAL_ERR_CONFIG', `${ck.dir}: ${module} is quantized but listed in modules_to_not_convert`);
     }
     const G = quant.groupSize;
-    if (d.in % G !== 0) throw new ToolError('SHOAL_ERR_GROUP_SIZE', `${ck.dir}: group size ${G} does not divide in_features ${d.in} of ${module}`);
+    if (d.in % G !== 0) throw new ShoalError('SHOAL_ERR_GROUP_SIZE', `${ck.dir}: group size ${G} does not divide in_features ${d.in} of ${module}`);
     expectShape(ck, `${module}.qweight`, [d.in, d.out / 8]);
     expectShape(ck, `${module}.qzeros`, [d.in / G, d.out / 8]);
     expectShape(ck, `${module}.scales`, [d.in / G, d.out]);
     const se = ck.entry(`${module}.scales`);
-    if (se.dtype !== 'F16') throw new ToolError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: ${module}.scales is ${se.dtype}, AutoAWQ gemm stores F16`);
+    if (se.dtype !== 'F16') throw new ShoalError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: ${module}.scales is ${se.dtype}, AutoAWQ gemm stores F16`);
     const qweight = ck.readInt32(`${module}.qweight`);
     const qzeros = ck.readInt32(`${module}.qzeros`);
     const scales = ck.read(`${module}.scales`) as Uint16Array;
@@ -184,7 +187,7 @@ export function loadReferenceModel(dir: string): ReferenceModel {
     let lmHead: Float64Array;
     if (ck.has('lm_head.weight') && !shape.tieWordEmbeddings) lmHead = loadFloat(ck, 'lm_head.weight', [V, D]);
     else if (shape.tieWordEmbeddings) lmHead = embed;
-    else throw new ToolError('SHOAL_ERR_MISSING_TENSOR', `${dir}: lm_head.weight is missing and tie_word_embeddings is false`);
+    else throw new ShoalError('SHOAL_ERR_MISSING_TENSOR', `${dir}: lm_head.weight is missing and tie_word_embeddings is false`);
     return { dir, shape, quant, embed, layers, finalNorm, lmHead, invFreq: ropeInvFreq(shape) };
   } finally {
     ck.close();
@@ -284,7 +287,7 @@ export function referenceForward(m: ReferenceModel, tokens: readonly number[], n
   const n = tokens.length;
   const scale = 1 / Math.sqrt(hd);
   for (const t of tokens) {
-    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ToolError('SHOAL_ERR_INVALID_ARG', `token ${t} is outside the vocabulary 0..${V - 1}`);
+    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `token ${t} is outside the vocabulary 0..${V - 1}`);
   }
   const xs: Float64Array[] = tokens.map((t) => m.embed.slice(t * D, (t + 1) * D));
   for (const layer of m.layers) {

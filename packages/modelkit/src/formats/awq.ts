@@ -1,5 +1,5 @@
-// awq-pack.ts — AutoAWQ `gemm` INT4 layout: the group quantizer, packing,
-// unpacking and dequantization, written from the format description.
+// formats/awq.ts — AutoAWQ `gemm` INT4 layout: group quantization on the grid of
+// quant/grid.ts, packing, unpacking and dequantization, written from the format description.
 //
 // Shapes (K = in_features, N = out_features, G = group size):
 //   HF weight      [N, K]   (nn.Linear: y = x W^T + b)
@@ -8,7 +8,9 @@
 //   scales   f16   [K/G, N]
 // Nibble i (bits 4i..4i+3) of word c holds column 8c + AWQ_ORDER[i].
 // Dequantization: w[n, k] = (q[k, n] - z[k/G, n]) * s[k/G, n].
-import { f16ToF32, f64ToF16, ToolError } from '../io/safetensors.js';
+import { f16ToF32 } from '../io/dtypes.js';
+import { getBits, groupParams, groupRange, putBits, quantizeCode, type GridSpec } from '../quant/grid.js';
+import { ShoalError } from '@shoal/common';
 
 /** Column (within a pack of 8) stored in nibble i. */
 export const AWQ_ORDER: readonly number[] = [0, 2, 4, 6, 1, 3, 5, 7];
@@ -17,75 +19,39 @@ export const AWQ_REVERSE_ORDER: readonly number[] = [0, 4, 1, 5, 2, 6, 3, 7];
 
 /** Packs a row-major [rows, cols] array of 4-bit values into int32 [rows, cols/8]. */
 export function packAwq(values: ArrayLike<number>, rows: number, cols: number): Int32Array {
-  if (cols % 8 !== 0) throw new ToolError('SHOAL_ERR_SHAPE', `AWQ packing needs a multiple of 8 columns, got ${cols}`);
-  if (values.length !== rows * cols) throw new ToolError('SHOAL_ERR_SHAPE', `AWQ packing: ${values.length} values for [${rows}, ${cols}]`);
+  if (cols % 8 !== 0) throw new ShoalError('SHOAL_ERR_SHAPE', `AWQ packing needs a multiple of 8 columns, got ${cols}`);
+  if (values.length !== rows * cols) throw new ShoalError('SHOAL_ERR_SHAPE', `AWQ packing: ${values.length} values for [${rows}, ${cols}]`);
   const words = cols / 8;
-  const out = new Int32Array(rows * words);
+  const out = new Uint32Array(rows * words);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < words; c++) {
       const col = base + 8 * c;
-      let w = 0;
       for (let i = 0; i < 8; i++) {
         const v = values[col + AWQ_ORDER[i]!]!;
         if (v < 0 || v > 15 || !Number.isInteger(v)) {
-          throw new ToolError('SHOAL_ERR_INVALID_ARG', `AWQ packing: value ${v} at [${r}, ${8 * c + AWQ_ORDER[i]!}] is not an integer in 0..15`);
+          throw new ShoalError('SHOAL_ERR_INVALID_ARG', `AWQ packing: value ${v} at [${r}, ${8 * c + AWQ_ORDER[i]!}] is not an integer in 0..15`);
         }
-        w |= v << (4 * i);
+        putBits(out, r * words + c, 1, 4 * i, 4, v);
       }
-      out[r * words + c] = w;
     }
   }
-  return out;
+  return new Int32Array(out.buffer);
 }
 
 /** Unpacks int32 [rows, cols/8] into row-major 4-bit values [rows, cols]. */
 export function unpackAwq(packed: ArrayLike<number>, rows: number, cols: number): Uint8Array {
-  if (cols % 8 !== 0) throw new ToolError('SHOAL_ERR_SHAPE', `AWQ unpacking needs a multiple of 8 columns, got ${cols}`);
+  if (cols % 8 !== 0) throw new ShoalError('SHOAL_ERR_SHAPE', `AWQ unpacking needs a multiple of 8 columns, got ${cols}`);
   const words = cols / 8;
-  if (packed.length !== rows * words) throw new ToolError('SHOAL_ERR_SHAPE', `AWQ unpacking: ${packed.length} words for [${rows}, ${cols}]`);
+  if (packed.length !== rows * words) throw new ShoalError('SHOAL_ERR_SHAPE', `AWQ unpacking: ${packed.length} words for [${rows}, ${cols}]`);
   const out = new Uint8Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < words; c++) {
-      const w = packed[r * words + c]!;
       const col = r * cols + 8 * c;
-      for (let i = 0; i < 8; i++) out[col + AWQ_ORDER[i]!] = (w >>> (4 * i)) & 0xf;
+      for (let i = 0; i < 8; i++) out[col + AWQ_ORDER[i]!] = getBits(packed, r * words + c, 1, 4 * i, 4);
     }
   }
   return out;
-}
-
-/** Round half to even (torch.round semantics). */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r;
-}
-
-/** Minimum scale (AutoAWQ clamps max - min at 1e-5). */
-export const AWQ_MIN_RANGE = 1e-5;
-
-/**
- * Quantization of one group of values: returns the f16 bits of the scale and
- * the zero point; q values go to `q` (same indexing as `w` via idx).
- *
- * s = max(max - min, 1e-5) / 15, rounded to f16 (the stored scale, so the
- * codes are chosen for the scale the kernels will use),
- * z = clamp(-round(min / s), 0, 15), q = clamp(round(w / s) + z, 0, 15);
- * rounding is half-to-even as torch.round.
- */
-export function quantizeGroupParams(min: number, max: number): { scaleBits: number; scale: number; zero: number } {
-  const range = Math.max(max - min, AWQ_MIN_RANGE);
-  const scaleBits = f64ToF16(range / 15);
-  const scale = f16ToF32(scaleBits);
-  if (!Number.isFinite(scale) || scale <= 0) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `weight range ${range} gives scale ${range / 15}, outside f16; the weights are not finite or far too large`);
-  }
-  const zero = Math.min(15, Math.max(0, -roundHalfEven(min / scale)));
-  return { scaleBits, scale, zero };
-}
-
-export function quantizeValue(w: number, scale: number, zero: number): number {
-  return Math.min(15, Math.max(0, roundHalfEven(w / scale) + zero));
 }
 
 export interface QuantizedLinear {
@@ -100,6 +66,9 @@ export interface QuantizedLinear {
   scales: Uint16Array;
 }
 
+/** The AutoAWQ gemm grid: 4 bits, asymmetric, max − min clamped at 1e-5 (quant/grid.ts). */
+export const AWQ_GRID: GridSpec = { bits: 4, style: 'awq' };
+
 /**
  * Group-quantizes an HF weight [N, K] (row-major) with groups of G consecutive
  * input channels per output row (AutoAWQ pseudo_quantize_tensor, zero_point).
@@ -108,8 +77,8 @@ export function quantizeLinear(weight: ArrayLike<number>, outFeatures: number, i
   const N = outFeatures;
   const K = inFeatures;
   const G = groupSize;
-  if (weight.length !== N * K) throw new ToolError('SHOAL_ERR_SHAPE', `weight has ${weight.length} values, expected [${N}, ${K}]`);
-  if (G <= 0 || K % G !== 0) throw new ToolError('SHOAL_ERR_GROUP_SIZE', `group size ${G} does not divide in_features ${K}`);
+  if (weight.length !== N * K) throw new ShoalError('SHOAL_ERR_SHAPE', `weight has ${weight.length} values, expected [${N}, ${K}]`);
+  if (G <= 0 || K % G !== 0) throw new ShoalError('SHOAL_ERR_GROUP_SIZE', `group size ${G} does not divide in_features ${K}`);
   const groups = K / G;
   const q = new Uint8Array(K * N);
   const zeros = new Uint8Array(groups * N);
@@ -118,22 +87,11 @@ export function quantizeLinear(weight: ArrayLike<number>, outFeatures: number, i
     const row = n * K;
     for (let g = 0; g < groups; g++) {
       const k0 = g * G;
-      let mn = Infinity;
-      let mx = -Infinity;
-      for (let k = k0; k < k0 + G; k++) {
-        const v = weight[row + k]!;
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
-      }
-      if (!Number.isFinite(mn) || !Number.isFinite(mx)) {
-        throw new ToolError('SHOAL_ERR_INVALID_ARG', `weight row ${n}, group ${g} has a non-finite value; the checkpoint is corrupt`);
-      }
-      const p = quantizeGroupParams(mn, mx);
+      const { mn, mx } = groupRange(weight, row + k0, G, 1, `weight row ${n}, group ${g}`);
+      const p = groupParams(AWQ_GRID, mn, mx);
       zeros[g * N + n] = p.zero;
       scales[g * N + n] = p.scaleBits;
-      for (let k = k0; k < k0 + G; k++) {
-        q[k * N + n] = quantizeValue(weight[row + k]!, p.scale, p.zero);
-      }
+      for (let k = k0; k < k0 + G; k++) q[k * N + n] = quantizeCode(weight[row + k]!, p.scale, p.zero, 15);
     }
   }
   return { inFeatures: K, outFeatures: N, groupSize: G, q, zeros, scales };
@@ -173,9 +131,9 @@ export function dequantizeAwq(qweight: ArrayLike<number>, qzeros: ArrayLike<numb
   const K = inFeatures;
   const N = outFeatures;
   const G = groupSize;
-  if (K % G !== 0) throw new ToolError('SHOAL_ERR_GROUP_SIZE', `group size ${G} does not divide in_features ${K}`);
+  if (K % G !== 0) throw new ShoalError('SHOAL_ERR_GROUP_SIZE', `group size ${G} does not divide in_features ${K}`);
   const groups = K / G;
-  if (scalesF16.length !== groups * N) throw new ToolError('SHOAL_ERR_SHAPE', `scales have ${scalesF16.length} values, expected [${groups}, ${N}]`);
+  if (scalesF16.length !== groups * N) throw new ShoalError('SHOAL_ERR_SHAPE', `scales have ${scalesF16.length} values, expected [${groups}, ${N}]`);
   const q = unpackAwq(qweight, K, N);
   const z = unpackAwq(qzeros, groups, N);
   const out = new Float64Array(N * K);

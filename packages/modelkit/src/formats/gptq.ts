@@ -1,32 +1,18 @@
-// gptq-pack.ts — GPTQ / EfficientQAT / AutoAWQ gemv(_fast) tensor packing and a
-// group-wise round-to-nearest quantizer for 2, 3, 4 and 8 bits. Written from the
+// formats/gptq.ts — GPTQ / EfficientQAT / AutoAWQ gemv(_fast) tensor packing and
+// group-wise round-to-nearest on the grid of quant/grid.ts for 2, 3, 4 and 8 bits. Written from the
 // format descriptions (docs/lowbit.md), independently of the native loader, so
 // tests can build checkpoints from known integers and check the engine.
 //
 // Orientation: integer codes q are [K, N] (input-major, as GPTQ stores them);
 // zeros and scales are [groups, N].
-import { f16ToF32, f64ToF16, ToolError } from '../io/safetensors.js';
+import { f16ToF32 } from '../io/dtypes.js';
+import { getBits, groupParams, groupRange, putBits, quantizeCode, type GridSpec } from '../quant/grid.js';
+import { ShoalError } from '@shoal/common';
 
 export const GPTQ_BITS: readonly number[] = [2, 3, 4, 8];
 
 function checkBits(bits: number): void {
-  if (!GPTQ_BITS.includes(bits)) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `bits ${bits} is not supported; use 2, 3, 4 or 8`);
-}
-
-/** Sets value v (bits wide) at bit position `bit` of a little-endian stream of 32-bit words. */
-function putBits(words: Uint32Array, base: number, stride: number, bit: number, bits: number, v: number): void {
-  const w = Math.floor(bit / 32);
-  const sh = bit % 32;
-  words[base + w * stride] = (words[base + w * stride]! | (v << sh)) >>> 0;
-  if (sh + bits > 32) words[base + (w + 1) * stride] = (words[base + (w + 1) * stride]! | (v >>> (32 - sh))) >>> 0;
-}
-
-function getBits(words: ArrayLike<number>, base: number, stride: number, bit: number, bits: number): number {
-  const w = Math.floor(bit / 32);
-  const sh = bit % 32;
-  let v = (words[base + w * stride]! >>> 0) >>> sh;
-  if (sh + bits > 32) v = (v | ((words[base + (w + 1) * stride]! >>> 0) << (32 - sh))) >>> 0;
-  return v & ((1 << bits) - 1);
+  if (!GPTQ_BITS.includes(bits)) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `bits ${bits} is not supported; use 2, 3, 4 or 8`);
 }
 
 /**
@@ -70,10 +56,8 @@ export function packEqatWeight(q: ArrayLike<number>, K: number, N: number, bits:
   const per = Math.floor(32 / bits);
   const out = new Uint32Array(Math.ceil(K / per) * N);
   for (let k = 0; k < K; k++) {
-    for (let n = 0; n < N; n++) {
-      const i = Math.floor(k / per) * N + n;
-      out[i] = (out[i]! | (q[k * N + n]! << (bits * (k % per)))) >>> 0;
-    }
+    const bit = 32 * Math.floor(k / per) + bits * (k % per);
+    for (let n = 0; n < N; n++) putBits(out, n, N, bit, bits, q[k * N + n]!);
   }
   return new Int32Array(out.buffer);
 }
@@ -85,10 +69,7 @@ export function packEqatZeros(z: ArrayLike<number>, groups: number, N: number, b
   const W = Math.ceil(N / per);
   const out = new Uint32Array(groups * W);
   for (let g = 0; g < groups; g++) {
-    for (let n = 0; n < N; n++) {
-      const i = g * W + Math.floor(n / per);
-      out[i] = (out[i]! | (z[g * N + n]! << (bits * (n % per)))) >>> 0;
-    }
+    for (let n = 0; n < N; n++) putBits(out, g * W, 1, 32 * Math.floor(n / per) + bits * (n % per), bits, z[g * N + n]!);
   }
   return new Int32Array(out.buffer);
 }
@@ -96,7 +77,7 @@ export function packEqatZeros(z: ArrayLike<number>, groups: number, N: number, b
 /** AutoAWQ gemv/gemv_fast zero-point width W (calculate_zeros_width). */
 export function awqZerosWidth(K: number, G: number): number {
   const mult = G >= 128 ? 1 : G === 64 ? 2 : G === 32 ? 4 : 0;
-  if (mult === 0) throw new ToolError('SHOAL_ERR_GROUP_SIZE', `AWQ gemv group size ${G} is not supported (32, 64 or >= 128)`);
+  if (mult === 0) throw new ShoalError('SHOAL_ERR_GROUP_SIZE', `AWQ gemv group size ${G} is not supported (32, 64 or >= 128)`);
   const base = Math.ceil(K / G / 8);
   return Math.ceil(base / mult) * mult;
 }
@@ -107,14 +88,8 @@ export function packAwqGemv(q: ArrayLike<number>, z: ArrayLike<number>, K: numbe
   const qw = new Uint32Array(N * (K / 8));
   const qz = new Uint32Array(N * W);
   for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      const i = n * (K / 8) + (k >> 3);
-      qw[i] = (qw[i]! | (q[k * N + n]! << (4 * (k & 7)))) >>> 0;
-    }
-    for (let g = 0; g < K / G; g++) {
-      const i = n * W + (g >> 3);
-      qz[i] = (qz[i]! | (z[g * N + n]! << (4 * (g & 7)))) >>> 0;
-    }
+    for (let k = 0; k < K; k++) putBits(qw, n * (K / 8), 1, 4 * k, 4, q[k * N + n]!);
+    for (let g = 0; g < K / G; g++) putBits(qz, n * W, 1, 4 * g, 4, z[g * N + n]!);
   }
   return { qweight: new Int32Array(qw.buffer), qzeros: new Int32Array(qz.buffer), W };
 }
@@ -126,7 +101,7 @@ export function packAwqGemv(q: ArrayLike<number>, z: ArrayLike<number>, K: numbe
  * per int16.
  */
 export function packAwqGemvFast(q: ArrayLike<number>, K: number, N: number): Int16Array {
-  if (K % 64 !== 0 || N % 4 !== 0) throw new ToolError('SHOAL_ERR_SHAPE', `gemv_fast needs in_features % 64 == 0 and out_features % 4 == 0, got [${N}, ${K}]`);
+  if (K % 64 !== 0 || N % 4 !== 0) throw new ShoalError('SHOAL_ERR_SHAPE', `gemv_fast needs in_features % 64 == 0 and out_features % 4 == 0, got [${N}, ${K}]`);
   const out = new Uint16Array((N / 4) * K);
   for (let n = 0; n < N; n++) {
     const i = n >> 2;
@@ -159,12 +134,6 @@ export interface GptqQuantized {
   scales: Uint16Array;
 }
 
-/** torch.round semantics */
-function roundEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r;
-}
-
 /**
  * Group-wise round-to-nearest of an HF weight [N, K] (row-major) at `bits`
  * (GPTQ's quantizer without the Hessian update): asym s = (max − min)/maxq,
@@ -177,38 +146,22 @@ export function quantizeGptqLinear(weight: ArrayLike<number>, N: number, K: numb
   opts: { sym?: boolean; minZero?: number } = {}): GptqQuantized {
   checkBits(bits);
   const G = groupSize === -1 ? K : groupSize;
-  if (weight.length !== N * K) throw new ToolError('SHOAL_ERR_SHAPE', `weight has ${weight.length} values, expected [${N}, ${K}]`);
-  if (!(G > 0) || K % G !== 0) throw new ToolError('SHOAL_ERR_GROUP_SIZE', `group size ${G} does not divide in_features ${K}`);
+  if (weight.length !== N * K) throw new ShoalError('SHOAL_ERR_SHAPE', `weight has ${weight.length} values, expected [${N}, ${K}]`);
+  if (!(G > 0) || K % G !== 0) throw new ShoalError('SHOAL_ERR_GROUP_SIZE', `group size ${G} does not divide in_features ${K}`);
   const maxq = (1 << bits) - 1;
   const sym = opts.sym ?? false;
-  const minZero = opts.minZero ?? 0;
+  const spec: GridSpec = { bits, style: 'gptq', sym, minZero: opts.minZero ?? 0 };
   const groups = K / G;
   const q = new Uint8Array(K * N);
   const zeros = new Uint8Array(groups * N);
   const scales = new Uint16Array(groups * N);
   for (let n = 0; n < N; n++) {
     for (let g = 0; g < groups; g++) {
-      let mn = 0; // GPTQ includes 0 in the range (xmin = min(min, 0), xmax = max(max, 0))
-      let mx = 0;
-      for (let k = g * G; k < (g + 1) * G; k++) {
-        const v = weight[n * K + k]!;
-        if (!Number.isFinite(v)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `weight row ${n}, input ${k} is not finite`);
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
-      }
-      let range: number;
-      if (sym) {
-        const a = Math.max(-mn, mx);
-        range = 2 * a;
-      } else range = mx - mn;
-      if (range === 0) range = 1e-5 * maxq; // all zero: any positive scale
-      const sBits = f64ToF16(range / maxq);
-      const s = f16ToF32(sBits);
-      if (!(s > 0) || !Number.isFinite(s)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `weight range ${range} gives a scale outside f16`);
-      const z = sym ? (maxq + 1) >> 1 : Math.min(maxq, Math.max(minZero, roundEven(-mn / s)));
-      zeros[g * N + n] = z;
-      scales[g * N + n] = sBits;
-      for (let k = g * G; k < (g + 1) * G; k++) q[k * N + n] = Math.min(maxq, Math.max(0, roundEven(weight[n * K + k]! / s) + z));
+      const { mn, mx } = groupRange(weight, n * K + g * G, G, 1, `weight row ${n}, group ${g}`);
+      const p = groupParams(spec, mn, mx);
+      zeros[g * N + n] = p.zero;
+      scales[g * N + n] = p.scaleBits;
+      for (let k = g * G; k < (g + 1) * G; k++) q[k * N + n] = quantizeCode(weight[n * K + k]!, p.scale, p.zero, maxq);
     }
   }
   return { K, N, G, bits, sym, q, zeros, scales };

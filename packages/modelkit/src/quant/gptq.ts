@@ -16,20 +16,23 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeModelMetadata } from '../synth/gen-model.js';
+import { readModelFolder, writeModelMetadata } from '../io/hf-folder.js';
 import { checkGroupCoverage } from './group-check.js';
 import { GptqSequential, type GptqLayerReport } from './gptq/sequential.js';
 import { loadCalibration } from './awq/calib.js';
-import { readModelFolder, relativeError } from './rtn.js';
+import { relativeError } from './rtn.js';
+import { quantizeAwqModel } from './awq/quantize-awq.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
   type GptqQuantized,
 } from '../formats/gptq.js';
 import { ST_DTYPE, LINEAR_KINDS, linearDims, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from '../arch/model-shapes.js';
 import {
-  abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
-  encodeFloats, forgetOutputDir, ToolError, trackOutputDir, writeFileAtomic, type TensorSpec,
-} from '../io/safetensors.js';
+  abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, forgetOutputDir, trackOutputDir, type TensorSpec,
+} from '../io/safetensors-write.js';
+import { Checkpoint } from '../io/safetensors.js';
+import { encodeFloats } from '../io/dtypes.js';
+import { writeFileAtomicSync, ShoalError } from '@shoal/common';
 
 export type GptqCheckpointFormat = 'gptq' | 'gptq_v2';
 export type LowbitLayout = 'gptq' | 'eqat';
@@ -113,35 +116,28 @@ export function lowbitUnquantizableKinds(s: ModelShape, bits: number, groupSize:
 
 export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' | 'groupSize' | 'dtype' | 'checkpointFormat' | 'layout' | 'damp' | 'actOrder' | 'staticGroups'>): { bits: number; groupSize: number } {
   const method = o.method ?? 'rtn';
-  if (method !== 'rtn' && method !== 'awq' && method !== 'gptq') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn, gptq or awq`);
-  if (o.damp !== undefined && !(o.damp >= 0 && o.damp < 1)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--damp ${o.damp} must be in [0, 1) (a fraction of the Hessian's mean diagonal; 0.01 is usual)`);
-  if ((o.actOrder || o.staticGroups) && method !== 'gptq') throw new ToolError('SHOAL_ERR_INVALID_ARG', '--act-order and --static-groups need --method gptq');
-  if (method === 'gptq' && o.layout === 'eqat') throw new ToolError('SHOAL_ERR_INVALID_ARG', '--method gptq writes the GPTQ layout; use --format gptq or gptq-v1');
+  if (method !== 'rtn' && method !== 'awq' && method !== 'gptq') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn, gptq or awq`);
+  if (o.damp !== undefined && !(o.damp >= 0 && o.damp < 1)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--damp ${o.damp} must be in [0, 1) (a fraction of the Hessian's mean diagonal; 0.01 is usual)`);
+  if ((o.actOrder || o.staticGroups) && method !== 'gptq') throw new ShoalError('SHOAL_ERR_INVALID_ARG', '--act-order and --static-groups need --method gptq');
+  if (method === 'gptq' && o.layout === 'eqat') throw new ShoalError('SHOAL_ERR_INVALID_ARG', '--method gptq writes the GPTQ layout; use --format gptq or gptq-v1');
   const bits = o.bits ?? 4;
-  if (!GPTQ_BITS.includes(bits)) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported by the GPTQ layout; use 2, 3, 4 or 8`);
+  if (!GPTQ_BITS.includes(bits)) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported by the GPTQ layout; use 2, 3, 4 or 8`);
   const groupSize = o.groupSize ?? 128;
   if (!Number.isSafeInteger(groupSize) || (groupSize <= 0 && groupSize !== -1)) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer or -1`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer or -1`);
   }
-  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}`);
+  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}`);
   if (o.checkpointFormat !== undefined && o.checkpointFormat !== 'gptq' && o.checkpointFormat !== 'gptq_v2') {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown checkpoint format ${String(o.checkpointFormat)}; use gptq or gptq_v2`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown checkpoint format ${String(o.checkpointFormat)}; use gptq or gptq_v2`);
   }
-  if (o.layout !== undefined && o.layout !== 'gptq' && o.layout !== 'eqat') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown layout ${String(o.layout)}`);
+  if (o.layout !== undefined && o.layout !== 'gptq' && o.layout !== 'eqat') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown layout ${String(o.layout)}`);
   return { bits, groupSize };
 }
 
 /** Folds AWQ scales into a temporary F32 copy of the model (packages/modelkit/src/quant/awq); returns its folder. */
 async function awqFold(opts: GptqQuantizeOptions, bits: number, groupSize: number, tmpRoot: string): Promise<string> {
-  let mod: { quantizeAwqModel?: (o: Record<string, unknown>) => Promise<unknown> };
-  try {
-    mod = (await import('./awq/quantize-awq.js')) as unknown as typeof mod;
-  } catch (err) {
-    throw new ToolError('SHOAL_ERR_NOT_IMPLEMENTED', `the AWQ quantizer is not available (${(err as Error).message}); use --method rtn`);
-  }
-  if (typeof mod.quantizeAwqModel !== 'function') throw new ToolError('SHOAL_ERR_NOT_IMPLEMENTED', 'the AWQ quantizer has no quantizeAwqModel; use --method rtn');
   const folded = path.join(tmpRoot, 'awq-folded');
-  await mod.quantizeAwqModel({
+  await quantizeAwqModel({
     model: opts.model, out: folded, method: 'awq', bits: Math.min(bits, 4), groupSize: groupSize === -1 ? 128 : groupSize,
     foldOnly: true, force: true, ...(opts.calib ? { calib: opts.calib } : {}),
     ...(opts.awqSamples ? { samples: opts.awqSamples } : {}), ...(opts.awqSeqlen ? { seqlen: opts.awqSeqlen } : {}),
@@ -256,7 +252,7 @@ function* folderSteps(opts: GptqQuantizeOptions, bits: number, groupSize: number
   const isGptq = opts.method === 'gptq';
   const descAct = isGptq && (opts.actOrder ?? false) && !(opts.staticGroups ?? false);
   const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
-  if (srcQuant || config.quantization_config) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
+  if (srcQuant || config.quantization_config) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
   const coverage = lowbitCoverage(shape, bits, groupSize, layout);
   const skip = lowbitUnquantizableKinds(shape, bits, groupSize);
   const fdt = ST_DTYPE[dtype];
@@ -268,10 +264,10 @@ function* folderSteps(opts: GptqQuantizeOptions, bits: number, groupSize: number
     const jobs: Job[] = [];
     const seen = new Set<string>();
     for (const t of planTensors(shape)) {
-      if (!ck.has(t.name)) throw new ToolError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
+      if (!ck.has(t.name)) throw new ShoalError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
       const e = ck.entry(t.name);
       if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
-        throw new ToolError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
+        throw new ShoalError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
       }
       seen.add(t.name);
       if (t.role === 'linear' && !skip.includes(t.kind!)) {
@@ -354,11 +350,11 @@ function* folderSteps(opts: GptqQuantizeOptions, bits: number, groupSize: number
     const files = [...w.files];
     if (layout === 'gptq') {
       outConfig.quantization_config = qc;
-      writeFileAtomic(path.join(tmp, 'quantize_config.json'), JSON.stringify(qc, null, 2) + '\n');
+      writeFileAtomicSync(path.join(tmp, 'quantize_config.json'), JSON.stringify(qc, null, 2) + '\n');
       files.push('quantize_config.json');
     } else {
       // EfficientQAT native checkpoints carry no quantization metadata: the sidecar names it
-      writeFileAtomic(path.join(tmp, 'shoal-quant.json'), JSON.stringify({ ...qc, modules_not_quantized: skip }, null, 2) + '\n');
+      writeFileAtomicSync(path.join(tmp, 'shoal-quant.json'), JSON.stringify({ ...qc, modules_not_quantized: skip }, null, 2) + '\n');
       files.push('shoal-quant.json');
     }
     files.push(...writeModelMetadata(tmp, outConfig, gen, tokenizerFrom));

@@ -4,7 +4,7 @@
 // never written); a group that fits some is a note naming the ones left in
 // floating point.
 import { LINEAR_KINDS, linearDims, type LinearKind, type ModelShape } from '../arch/model-shapes.js';
-import { ToolError } from '../io/safetensors.js';
+import { ShoalError } from '@shoal/common';
 
 /** Whether a [out, in] linear can be quantized with this group in the layout. */
 export type GroupFits = (out: number, inFeatures: number, group: number) => boolean;
@@ -47,7 +47,7 @@ export function checkGroupCoverage(shape: ModelShape, group: number, fits: Group
       .sort((a, b) => b.n - a.n || b.g - a.g)
       .slice(0, 4)
       .map((a) => `${a.g} (${a.n === LINEAR_KINDS.length ? 'all linears' : `${a.n} of ${LINEAR_KINDS.length} kinds`})`);
-    throw new ToolError('SHOAL_ERR_GROUP_SIZE',
+    throw new ShoalError('SHOAL_ERR_GROUP_SIZE',
       `--group ${gName} fits none of the linears in ${layout}: ${describe(shape, LINEAR_KINDS)}; nothing would be quantized. `
       + (alternatives.length ? `Groups that would work: ${alternatives.join(', ')}.` : 'No usual group size works for this model.'));
   }

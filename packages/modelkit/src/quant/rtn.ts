@@ -13,19 +13,17 @@
 // them in that dtype instead. The source may be F32, F16 or BF16.
 //
 // The model is processed tensor by tensor (never fully in memory).
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../formats/awq.js';
-import { writeModelMetadata } from '../synth/gen-model.js';
+import { readModelFolder, writeModelMetadata } from '../io/hf-folder.js';
 import { checkGroupCoverage } from './group-check.js';
-import { awqCompatible, ST_DTYPE,
-  isNotConverted, parseModelConfig, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds,
-  type FloatDType, type ModelShape, type QuantConfig,
-} from '../arch/model-shapes.js';
 import {
-  abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
-  encodeFloats, ToolError, type StDType, type TensorSpec,
-} from '../io/safetensors.js';
+  awqCompatible, ST_DTYPE, isNotConverted, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds, type FloatDType, type ModelShape, type QuantConfig,
+} from '../arch/model-shapes.js';
+import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../io/safetensors-write.js';
+import { Checkpoint } from '../io/safetensors.js';
+import { encodeFloats, type StDType } from '../io/dtypes.js';
+import { ShoalError } from '@shoal/common';
 
 export type QuantMethodName = 'rtn' | 'awq';
 
@@ -62,39 +60,21 @@ export interface QuantizeResult {
   seconds: number;
 }
 
-function readJson(file: string): unknown {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new ToolError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; --model must be a Hugging Face model folder`);
-  }
-}
-
-/** config.json (+ generation_config.json) of a Hugging Face model folder, parsed. */
-export function readModelFolder(dir: string): { config: Record<string, unknown>; gen: unknown } & ReturnType<typeof parseModelConfig> {
-  const cfgPath = path.join(dir, 'config.json');
-  if (!existsSync(cfgPath)) throw new ToolError('SHOAL_ERR_CONFIG', `${dir} has no config.json; --model must be a Hugging Face model folder`);
-  const config = readJson(cfgPath) as Record<string, unknown>;
-  const genPath = path.join(dir, 'generation_config.json');
-  const gen = existsSync(genPath) ? readJson(genPath) : null;
-  return { config, gen, ...parseModelConfig(config, gen, cfgPath) };
-}
-
 /** Checks options; returns the validated method/bits/group. */
 export function checkQuantizeOptions(opts: Pick<QuantizeOptions, 'method' | 'bits' | 'groupSize' | 'dtype'>): { bits: number; groupSize: number; dtype: FloatDType } {
   const method = opts.method ?? 'rtn';
   if (method === 'awq') {
-    throw new ToolError('SHOAL_ERR_NOT_IMPLEMENTED', 'AWQ scale search (--method awq) is not implemented yet; use --method rtn');
+    throw new ShoalError('SHOAL_ERR_NOT_IMPLEMENTED', 'AWQ scale search (--method awq) is not implemented yet; use --method rtn');
   }
-  if (method !== 'rtn') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn`);
+  if (method !== 'rtn') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn`);
   const bits = opts.bits ?? 4;
-  if (bits !== 4) throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported; the AutoAWQ gemm layout is 4-bit only, use --bits 4`);
+  if (bits !== 4) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported; the AutoAWQ gemm layout is 4-bit only, use --bits 4`);
   const groupSize = opts.groupSize ?? 128;
   if (!Number.isSafeInteger(groupSize) || groupSize <= 0) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer (32, 64 or 128 are usual)`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--group ${groupSize} must be a positive integer (32, 64 or 128 are usual)`);
   }
   const dtype = opts.dtype ?? 'f16';
-  if (!(dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
+  if (!(dtype in ST_DTYPE)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
   return { bits, groupSize, dtype };
 }
 
@@ -124,7 +104,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
   const { bits, groupSize: G, dtype } = checkQuantizeOptions(opts);
   const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant) {
-    throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
+    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
   }
   const coverage = checkGroupCoverage(shape, G, awqCompatible, 'the AutoAWQ gemm layout (in_features % group == 0, out_features % 8 == 0)');
   const quant: QuantConfig = {
@@ -201,14 +181,14 @@ function planJobs(ck: Checkpoint, shape: ModelShape, quant: QuantConfig, fdt: St
   const seen = new Set<string>();
   for (const t of planned) {
     if (!ck.has(t.name)) {
-      throw new ToolError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
+      throw new ShoalError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
     }
     const e = ck.entry(t.name);
     if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
-      throw new ToolError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
+      throw new ShoalError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
     }
     if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') {
-      throw new ToolError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: tensor ${t.name} is ${e.dtype}; an unquantized F32/F16/BF16 checkpoint is needed`);
+      throw new ShoalError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: tensor ${t.name} is ${e.dtype}; an unquantized F32/F16/BF16 checkpoint is needed`);
     }
     seen.add(t.name);
     if (t.role === 'linear' && !isNotConverted(t.module!, quant.modulesToNotConvert)) {

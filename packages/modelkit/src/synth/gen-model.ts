@@ -14,7 +14,7 @@
 //   lm_head              N(0, 1/hidden)        (logits with std ~1)
 //   RMSNorm gains        N(1, 0.05^2)
 //   q/k/v biases         N(0, 0.05^2)
-import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { packAwq, quantizeLinear } from '../formats/awq.js';
 import { ST_DTYPE,
@@ -22,11 +22,11 @@ import { ST_DTYPE,
   planTensors, unquantizableKinds, validateShape,
   type FloatDType, type ModelShape, type PlannedTensor, type QuantConfig, type ShapeName,
 } from '../arch/model-shapes.js';
-import {
-  abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, f32BitsToBf16Bits,
-  f32BitsToF16Bits, numel, tempSibling, ToolError, writeFileAtomic, type StDType, type TensorSpec,
-} from '../io/safetensors.js';
+import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../io/safetensors-write.js';
+import { f32BitsToBf16Bits, f32BitsToF16Bits, numel, type StDType } from '../io/dtypes.js';
+import { tempSibling, writeFileAtomicSync, ShoalError } from '@shoal/common';
 import { quantizeModelGptqSync } from '../quant/gptq.js';
+import { copyTokenizerFiles, tokenizerVocabSize } from '../io/hf-folder.js';
 
 // ---------------------------------------------------------------------------
 // random numbers
@@ -132,7 +132,7 @@ export function parseQuantName(q: string): number {
   if (q === 'none') return 0;
   const m = /^awq-w4g(\d+)$/.exec(q);
   if (!m || Number(m[1]) <= 0) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --quant ${q}; use one of ${QUANT_NAMES.join(', ')}`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --quant ${q}; use one of ${QUANT_NAMES.join(', ')}`);
   }
   return Number(m[1]);
 }
@@ -177,7 +177,7 @@ export interface GenerateModelResult {
 export function resolveShape(shape: ShapeName | ModelShape = 'tiny', overrides: Partial<ModelShape> = {}): ModelShape {
   let base: ModelShape;
   if (typeof shape === 'string') {
-    if (!isShapeName(shape)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --shape ${shape}; use one of ${Object.keys(MODEL_SHAPES).join(', ')}`);
+    if (!isShapeName(shape)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --shape ${shape}; use one of ${Object.keys(MODEL_SHAPES).join(', ')}`);
     base = MODEL_SHAPES[shape];
   } else base = shape;
   const s: ModelShape = { ...base, ...overrides, eosTokenIds: [...(overrides.eosTokenIds ?? base.eosTokenIds)] };
@@ -194,60 +194,6 @@ export function resolveShape(shape: ShapeName | ModelShape = 'tiny', overrides: 
   }
   validateShape(s, 'generated model');
   return s;
-}
-
-/** Vocabulary size a tokenizer.json needs (largest id + 1). */
-export function tokenizerVocabSize(tokenizerJsonPath: string): number {
-  let j: { model?: { vocab?: unknown }; added_tokens?: Array<{ id?: unknown }> };
-  try {
-    j = JSON.parse(readFileSync(tokenizerJsonPath, 'utf8')) as typeof j;
-  } catch (err) {
-    throw new ToolError('SHOAL_ERR_IO', `cannot read ${tokenizerJsonPath}: ${(err as Error).message}`);
-  }
-  let max = -1;
-  const vocab = j.model?.vocab;
-  if (Array.isArray(vocab)) max = vocab.length - 1;
-  else if (vocab && typeof vocab === 'object') {
-    for (const v of Object.values(vocab as Record<string, unknown>)) if (typeof v === 'number' && v > max) max = v;
-  }
-  for (const t of j.added_tokens ?? []) if (typeof t.id === 'number' && t.id > max) max = t.id;
-  if (max < 0) throw new ToolError('SHOAL_ERR_CONFIG', `${tokenizerJsonPath}: no vocabulary found`);
-  return max + 1;
-}
-
-export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'] as const;
-
-/** Copies the tokenizer files present in src (tokenizer.json is required). */
-export function copyTokenizerFiles(srcDir: string, dstDir: string, required = true): string[] {
-  if (!existsSync(path.join(srcDir, 'tokenizer.json'))) {
-    if (!required) return [];
-    throw new ToolError('SHOAL_ERR_IO', `${srcDir} has no tokenizer.json; point --tokenizer at a Hugging Face tokenizer folder`);
-  }
-  const copied: string[] = [];
-  for (const f of TOKENIZER_FILES) {
-    const src = path.join(srcDir, f);
-    if (existsSync(src)) {
-      copyFileSync(src, path.join(dstDir, f));
-      copied.push(f);
-    }
-  }
-  return copied;
-}
-
-/**
- * The metadata tail every model writer shares: config.json, generation_config.json
- * (when the source has one) and the tokenizer files of tokenizerFrom, written
- * into the temporary output folder. Returns the file names written.
- */
-export function writeModelMetadata(tmp: string, config: Record<string, unknown>, gen: unknown, tokenizerFrom: string): string[] {
-  writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  const files = ['config.json'];
-  if (gen !== null && gen !== undefined) {
-    writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify(gen, null, 2) + '\n');
-    files.push('generation_config.json');
-  }
-  files.push(...copyTokenizerFiles(tokenizerFrom, tmp, false));
-  return files;
 }
 
 // ---------------------------------------------------------------------------
@@ -329,23 +275,23 @@ export function generateModel(opts: GenerateModelOptions): GenerateModelResult {
     }
   }
   const dtype: FloatDType = opts.dtype ?? 'f16';
-  if (!(dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
+  if (!(dtype in ST_DTYPE)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(dtype)}; use f16, f32 or bf16`);
   const seed = opts.seed ?? 0;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seed must be a non-negative integer, got ${seed}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--seed must be a non-negative integer, got ${seed}`);
   const overrides = { ...(opts.overrides ?? {}) };
   let tokVocab: number | null = null;
   if (opts.tokenizerDir) {
     const tj = path.join(opts.tokenizerDir, 'tokenizer.json');
-    if (!existsSync(tj)) throw new ToolError('SHOAL_ERR_IO', `${opts.tokenizerDir} has no tokenizer.json; point --tokenizer at a Hugging Face tokenizer folder`);
+    if (!existsSync(tj)) throw new ShoalError('SHOAL_ERR_IO', `${opts.tokenizerDir} has no tokenizer.json; point --tokenizer at a Hugging Face tokenizer folder`);
     tokVocab = tokenizerVocabSize(tj);
     if (overrides.vocabSize === undefined && (opts.shape ?? 'tiny') === 'tiny') overrides.vocabSize = tokVocab;
   }
   const shape = resolveShape(opts.shape ?? 'tiny', overrides);
   if (tokVocab !== null && tokVocab > shape.vocabSize) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `the tokenizer needs ${tokVocab} vocabulary entries but the model has ${shape.vocabSize}; pass --vocab ${tokVocab} or another tokenizer`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `the tokenizer needs ${tokVocab} vocabulary entries but the model has ${shape.vocabSize}; pass --vocab ${tokVocab} or another tokenizer`);
   }
   const groupSize = typeof opts.quant === 'number' ? opts.quant : parseQuantName(opts.quant ?? 'none');
-  if (!Number.isSafeInteger(groupSize) || groupSize < 0) throw new ToolError('SHOAL_ERR_INVALID_ARG', `invalid group size ${groupSize}`);
+  if (!Number.isSafeInteger(groupSize) || groupSize < 0) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `invalid group size ${groupSize}`);
   const quant: QuantConfig | null = groupSize > 0 ? {
     method: 'awq', bits: 4, groupSize, zeroPoint: true, version: 'gemm',
     modulesToNotConvert: unquantizableKinds(shape, groupSize),
@@ -391,8 +337,8 @@ export function generateModel(opts: GenerateModelOptions): GenerateModelResult {
     }
     w.close();
     const config = buildConfigJson(shape, { dtype, quant });
-    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify(buildGenerationConfigJson(shape), null, 2) + '\n');
+    writeFileAtomicSync(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    writeFileAtomicSync(path.join(tmp, 'generation_config.json'), JSON.stringify(buildGenerationConfigJson(shape), null, 2) + '\n');
     const files = [...w.files, 'config.json', 'generation_config.json'];
     if (opts.tokenizerDir) files.push(...copyTokenizerFiles(opts.tokenizerDir, tmp));
     commitOutputDir(tmp, opts.out);

@@ -1,10 +1,11 @@
 // AutoAWQ gemm packing: hand-computed words, round trips, the quantizer.
 import t from 'tap';
+import { groupParams } from '../../src/quant/grid.js';
 import {
-  AWQ_ORDER, AWQ_REVERSE_ORDER, dequantizeAwq, dequantizeLinear, packAwq, packLinear, quantizeGroupParams,
-  quantizeLinear, roundHalfEven, unpackAwq,
+  AWQ_ORDER, AWQ_REVERSE_ORDER, dequantizeAwq, dequantizeLinear, packAwq, packLinear,
+  quantizeLinear, unpackAwq, AWQ_GRID,
 } from '../../src/formats/awq.js';
-import { f16ToF32 } from '../../src/io/safetensors.js';
+import { f16ToF32 } from '../../src/io/dtypes.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -53,14 +54,10 @@ t.test('packing rejects bad input', async (t) => {
   t.throws(() => quantizeLinear(new Float32Array(8 * 12), 8, 12, 8), { code: 'SHOAL_ERR_GROUP_SIZE' });
 });
 
-t.test('roundHalfEven matches torch.round', async (t) => {
-  t.same([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4, 2.6, -2.6].map(roundHalfEven), [0, 2, 2, -0, -2, -2, 2, 3, -3]);
-});
-
 t.test('group quantizer known values', async (t) => {
   // group [-1, 0, 0.5, 2]: s = 3/15 = 0.2 -> f16 0x3266 = 0.199951171875,
   // z = -round(-1/s) = round(5.0012) = 5, q = round(w/s) + z = [0, 5, 8, 15]
-  const p = quantizeGroupParams(-1, 2);
+  const p = groupParams(AWQ_GRID, -1, 2);
   t.equal(p.scaleBits, 0x3266);
   t.equal(p.scale, 0.199951171875);
   t.equal(p.zero, 5);
@@ -69,12 +66,12 @@ t.test('group quantizer known values', async (t) => {
   t.same(Array.from(ql.zeros), [5, 0]);
   // an all-zero group: range clamps at 1e-5, s = f16(1e-5/15), z = 0, q = 0
   t.equal(ql.zeros[1], 0);
-  t.equal(f16ToF32(ql.scales[1]!), f16ToF32(quantizeGroupParams(0, 0).scaleBits));
+  t.equal(f16ToF32(ql.scales[1]!), f16ToF32(groupParams(AWQ_GRID, 0, 0).scaleBits));
   t.ok(f16ToF32(ql.scales[1]!) > 0);
   // all-positive group: z clamps at 0
-  t.equal(quantizeGroupParams(1, 3).zero, 0);
+  t.equal(groupParams(AWQ_GRID, 1, 3).zero, 0);
   // all-negative group: z clamps at 15
-  t.equal(quantizeGroupParams(-3, -1).zero, 15);
+  t.equal(groupParams(AWQ_GRID, -3, -1).zero, 15);
 });
 
 t.test('quantize -> pack -> dequantize reproduces the quantizer and bounds the error', async (t) => {

@@ -16,7 +16,9 @@ import {
   unpackGptqWeight, unpackGptqZeros,
 } from '../../src/formats/gptq.js';
 import { referenceLogits } from '../../src/eval/reference-forward.js';
-import { Checkpoint, f16ToF32, f64ToF16, writeSafetensors, type TensorData } from '../../src/io/safetensors.js';
+import { Checkpoint } from '../../src/io/safetensors.js';
+import { f16ToF32, f64ToF16 } from '../../src/io/dtypes.js';
+import { writeSafetensors, type TensorData } from '../../src/io/safetensors-write.js';
 import { engine, engineSkip, isas } from '@shoal/testkit';
 
 

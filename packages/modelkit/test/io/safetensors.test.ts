@@ -3,10 +3,9 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  bf16ToF32, buildHeader, Checkpoint, CheckpointWriter, f16ToF32, f32ToBf16, f32ToF16, f64ToF16,
-  SafetensorsReader, SafetensorsWriter, toF16Array, writeSafetensors,
-} from '../../src/io/safetensors.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, f64ToF16, toF16Array } from '../../src/io/dtypes.js';
+import { buildHeader, CheckpointWriter, SafetensorsWriter, writeSafetensors } from '../../src/io/safetensors-write.js';
+import { Checkpoint, SafetensorsReader } from '../../src/io/safetensors.js';
 
 function tmpdir(t: Tap.Test): string {
   const d = mkdtempSync(path.join(os.tmpdir(), 'shoal-st-'));

@@ -9,7 +9,8 @@ import { generateModel } from '../../src/synth/gen-model.js';
 import { LINEAR_KINDS } from '../../src/arch/model-shapes.js';
 import { quantizeModel } from '../../src/quant/rtn.js';
 import { loadReferenceModel, referenceForward } from '../../src/eval/reference-forward.js';
-import { Checkpoint, f32ToF16 } from '../../src/io/safetensors.js';
+import { Checkpoint } from '../../src/io/safetensors.js';
+import { f32ToF16 } from '../../src/io/dtypes.js';
 import { hasShared, sharedPath } from '@shoal/testkit';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-rtn-'));

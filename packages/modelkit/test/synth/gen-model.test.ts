@@ -6,7 +6,8 @@ import path from 'node:path';
 import { generateModel, resolveShape, syntheticValues } from '../../src/synth/gen-model.js';
 import { buildConfigJson, MODEL_SHAPES, planTensors, SHAPE_NAMES, type ModelShape } from '../../src/arch/model-shapes.js';
 import { loadReferenceModel, referenceForward } from '../../src/eval/reference-forward.js';
-import { Checkpoint, f16ToF32, bf16ToF32, f32ToBf16, f32ToF16, SafetensorsReader } from '../../src/io/safetensors.js';
+import { Checkpoint, SafetensorsReader } from '../../src/io/safetensors.js';
+import { f16ToF32, bf16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtypes.js';
 import { hasShared, sharedPath } from '@shoal/testkit';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-gen-'));

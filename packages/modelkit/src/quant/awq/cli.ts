@@ -4,9 +4,9 @@
 // or --pad-ffn is asked for (RTN w4 without padding stays in quantize-rtn.ts).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { ToolError } from '../../io/safetensors.js';
 import type { FloatDType } from '../../arch/model-shapes.js';
 import { quantizeAwqModel, type AwqQuantizeResult, type LayerReport } from './quantize-awq.js';
+import { ShoalError } from '@shoal/common';
 
 export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
@@ -56,13 +56,13 @@ function layerLine(r: LayerReport): string {
 }
 
 export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> {
-  if (o.method !== 'awq' && o.method !== 'rtn') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --method ${o.method}; use rtn or awq`);
+  if (o.method !== 'awq' && o.method !== 'rtn') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${o.method}; use rtn or awq`);
   let sep: RegExp | undefined;
   if (o.calibSep !== undefined) {
     try {
       sep = new RegExp(o.calibSep);
     } catch (err) {
-      throw new ToolError('SHOAL_ERR_INVALID_ARG', `--calib-sep ${o.calibSep} is not a valid regular expression: ${(err as Error).message}`);
+      throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--calib-sep ${o.calibSep} is not a valid regular expression: ${(err as Error).message}`);
     }
   }
   if (o.method === 'rtn' && o.calib?.length) process.stderr.write('note: --calib is only used by --method awq\n');

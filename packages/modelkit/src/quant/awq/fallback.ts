@@ -4,7 +4,7 @@
 // not see, against the FP layer; the one with the lower output MSE is written.
 // The FP function of the AWQ layer equals the original's (folding is exact), so
 // both are compared against the same FP output.
-import type { LayerWeights } from './quantize-awq.js';
+import type { LayerWeights } from './layer.js';
 import { mse } from './ops.js';
 
 export interface FallbackReport {

@@ -36,24 +36,25 @@
 // calibration activations (and the embedding table for the first lookup).
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../../formats/awq.js';
-import { writeModelMetadata } from '../../synth/gen-model.js';
+import { readModelFolder, writeModelMetadata } from '../../io/hf-folder.js';
 import { awqCompatible, ST_DTYPE,
   LINEAR_KINDS, linearDims, planTensors, quantConfigJson, TORCH_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
 } from '../../arch/model-shapes.js';
-import { readModelFolder } from '../rtn.js';
+import { ropeInvFreq } from '../../eval/reference-forward.js';
+import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../../io/safetensors-write.js';
+import { Checkpoint } from '../../io/safetensors.js';
+import { encodeFloats } from '../../io/dtypes.js';
 import { checkGroupCoverage } from '../group-check.js';
-import { applyRope, ropeInvFreq } from '../../eval/reference-forward.js';
-import {
-  abortOutputDir, beginOutputDir, Checkpoint, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES,
-  encodeFloats, ToolError, type TensorSpec,
-} from '../../io/safetensors.js';
 import { loadCalibration } from './calib.js';
 import { awqOrRtn, cloneLayer, type FallbackReport } from './fallback.js';
 import { SUPPORTED_BITS } from './fake-quant.js';
-import {
-  add, backendOps, divColumnsInPlace, divRowsInPlace, linear, meanAbsColumns, mse, rmsnorm,
-} from './ops.js';
+import { backendOps, divColumnsInPlace, divRowsInPlace, linear, mse } from './ops.js';
+import { dims, attentionBlock, mlpBlock, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
+import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedInputs, qdqScaled, type ScaleGroupReport } from './search.js';
+import { ShoalError } from '@shoal/common';
+
+export { attentionAveragedInputs, type LayerWeights, type ScaleGroupReport };
 
 export interface AwqQuantizeOptions {
   /** Unquantized Hugging Face model folder (F32/F16/BF16). */
@@ -110,16 +111,6 @@ export interface AwqQuantizeOptions {
   onStage?: (layer: number, stage: string) => void;
 }
 
-export interface ScaleGroupReport {
-  /** e.g. "input_layernorm→q,k,v" */
-  name: string;
-  alpha: number;
-  /** output MSE at the chosen α */
-  loss: number;
-  /** output MSE at α = 0 (plain RTN of these linears when not duo) */
-  lossAlpha0: number;
-}
-
 export interface LayerReport {
   layer: number;
   seconds: number;
@@ -164,333 +155,37 @@ export interface AwqQuantizeResult {
   peakRssBytes: number;
 }
 
-const N_GRID = 20;
 /** Linears the clip search may touch (llm-awq skips q and k: their error acts through the attention scores). */
 const CLIPPABLE: readonly string[] = ['v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-const CLIP_STEPS = 10; // i = 0..9: shrink up to 45 % (llm-awq max_shrink 0.5, n_grid 20)
-
-export interface LayerWeights {
-  attnNorm: Float32Array;
-  ffnNorm: Float32Array;
-  w: Record<LinearKind, Float32Array>;
-  bias: Partial<Record<LinearKind, Float32Array>>;
-}
-
-interface Ctx {
-  shape: ModelShape;
-  /** FFN size as processed (padded when padFfn) */
-  F: number;
-  T: number;
-  seqlen: number;
-  bits: number;
-  G: number;
-  invFreq: Float32Array;
-  quantized: Set<LinearKind>;
-  duo: boolean;
-  clipTokens: number;
-  /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */
-  clipVAttention: boolean;
-}
-
-function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): { out: number; in: number } {
-  const d = linearDims({ ...ctx.shape, intermediateSize: ctx.F }, kind);
-  return { out: d.out, in: d.in };
-}
 
 /** Checks the options; returns the normalized ones. */
 export function checkAwqOptions(o: AwqQuantizeOptions): { method: 'awq' | 'rtn'; bits: number; G: number; samples: number; seqlen: number } {
   const method = o.method ?? 'awq';
-  if (method !== 'awq' && method !== 'rtn') throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --method ${String(method)}; use rtn or awq`);
+  if (method !== 'awq' && method !== 'rtn') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${String(method)}; use rtn or awq`);
   const bits = o.bits ?? 4;
   if (!SUPPORTED_BITS.includes(bits)) {
-    throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported; use 4 (AutoAWQ gemm), or 3 / 2 (written as fake-quantized F32)`);
+    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported; use 4 (AutoAWQ gemm), or 3 / 2 (written as fake-quantized F32)`);
   }
   const G = o.groupSize ?? 128;
   if (!Number.isSafeInteger(G) || G < 8 || G % 8 !== 0) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `--group ${G} must be a positive multiple of 8 (32, 64 or 128 are usual)`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--group ${G} must be a positive multiple of 8 (32, 64 or 128 are usual)`);
   }
   const samples = o.samples ?? 128;
   const seqlen = o.seqlen ?? 512;
-  if (!Number.isSafeInteger(samples) || samples < 1) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--samples ${samples} must be a positive integer`);
-  if (!Number.isSafeInteger(seqlen) || seqlen < 2) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} must be an integer >= 2`);
-  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}; use f16, f32 or bf16`);
+  if (!Number.isSafeInteger(samples) || samples < 1) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--samples ${samples} must be a positive integer`);
+  if (!Number.isSafeInteger(seqlen) || seqlen < 2) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} must be an integer >= 2`);
+  if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}; use f16, f32 or bf16`);
   if (o.clipTokens !== undefined && (!Number.isSafeInteger(o.clipTokens) || o.clipTokens < 1)) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `clipTokens ${o.clipTokens} must be a positive integer`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `clipTokens ${o.clipTokens} must be a positive integer`);
   }
   for (const c of o.clipLinears ?? []) {
-    if (!CLIPPABLE.includes(c)) throw new ToolError('SHOAL_ERR_INVALID_ARG', `--clip-linears: ${c} is not one of ${CLIPPABLE.join(', ')}`);
+    if (!CLIPPABLE.includes(c)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--clip-linears: ${c} is not one of ${CLIPPABLE.join(', ')}`);
   }
   if (o.backend !== undefined && !['auto', 'cpu', 'cuda'].includes(o.backend)) {
-    throw new ToolError('SHOAL_ERR_INVALID_ARG', `unknown --backend ${String(o.backend)}; use auto, cpu or cuda`);
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --backend ${String(o.backend)}; use auto, cpu or cuda`);
   }
-  if (o.foldOnly && method !== 'awq') throw new ToolError('SHOAL_ERR_INVALID_ARG', 'foldOnly needs method awq');
+  if (o.foldOnly && method !== 'awq') throw new ShoalError('SHOAL_ERR_INVALID_ARG', 'foldOnly needs method awq');
   return { method, bits, G, samples, seqlen };
-}
-
-// ---------------------------------------------------------------------------
-// layer forward (batched over blocks of seqlen tokens)
-// ---------------------------------------------------------------------------
-
-async function attentionBlock(ctx: Ctx, h: Float32Array, wq: Float32Array, wk: Float32Array, wv: Float32Array,
-  lw: LayerWeights): Promise<{ a: Float32Array; out: Float32Array }> {
-  const s = ctx.shape;
-  const D = s.hiddenSize;
-  const qd = s.heads * s.headDim;
-  const kvd = s.kvHeads * s.headDim;
-  const T = ctx.T;
-  const q = await linear(h, T, wq, qd, D, lw.bias['self_attn.q_proj'] ?? null);
-  const k = await linear(h, T, wk, kvd, D, lw.bias['self_attn.k_proj'] ?? null);
-  const v = await linear(h, T, wv, kvd, D, lw.bias['self_attn.v_proj'] ?? null);
-  const a = await backendOps().attention(q, k, v, T, ctx.seqlen, s.heads, s.kvHeads, s.headDim, ctx.invFreq);
-  const out = await linear(a, T, lw.w['self_attn.o_proj'], D, qd, lw.bias['self_attn.o_proj'] ?? null);
-  return { a, out };
-}
-
-async function mlpBlock(ctx: Ctx, h2: Float32Array, wg: Float32Array, wu: Float32Array, wd: Float32Array): Promise<{ m: Float32Array; out: Float32Array }> {
-  const D = ctx.shape.hiddenSize;
-  const g = await linear(h2, ctx.T, wg, ctx.F, D);
-  const u = await linear(h2, ctx.T, wu, ctx.F, D);
-  await backendOps().siluMul(g, u);
-  const m = g; // silu(gate)·up
-  const out = await linear(m, ctx.T, wd, D, ctx.F);
-  return { m, out };
-}
-
-interface LayerActs {
-  h: Float32Array;      // input of q/k/v
-  a: Float32Array;      // input of o
-  attnOut: Float32Array;
-  h2: Float32Array;     // input of gate/up
-  m: Float32Array;      // input of down
-  mlpOut: Float32Array;
-  out: Float32Array;    // layer output
-}
-
-async function forwardLayer(ctx: Ctx, lw: LayerWeights, x: Float32Array): Promise<LayerActs> {
-  const D = ctx.shape.hiddenSize;
-  const eps = ctx.shape.rmsNormEps;
-  const h = rmsnorm(x, ctx.T, D, lw.attnNorm, eps);
-  const { a, out: attnOut } = await attentionBlock(ctx, h, lw.w['self_attn.q_proj'], lw.w['self_attn.k_proj'], lw.w['self_attn.v_proj'], lw);
-  const x1 = add(x, attnOut);
-  const h2 = rmsnorm(x1, ctx.T, D, lw.ffnNorm, eps);
-  const { m, out: mlpOut } = await mlpBlock(ctx, h2, lw.w['mlp.gate_proj'], lw.w['mlp.up_proj'], lw.w['mlp.down_proj']);
-  return { h, a, attnOut, h2, m, mlpOut, out: add(x1, mlpOut) };
-}
-
-// ---------------------------------------------------------------------------
-// scale search
-// ---------------------------------------------------------------------------
-
-interface ScaleTarget { kind: LinearKind; w: Float32Array; N: number }
-
-/** Q(W·diag(s))·diag(s)⁻¹, on the host's cores (bit-identical to fake-quant.ts). */
-function qdqScaled(ctx: Ctx, w: Float32Array, N: number, K: number, s: Float64Array | null): Promise<Float32Array> {
-  return backendOps().fakeQuant(w, N, K, ctx.G, ctx.bits, s);
-}
-
-async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: number, targets: ScaleTarget[],
-  block: (ws: Float32Array[]) => Promise<Float32Array>, ref: Float32Array): Promise<{ scales: Float64Array; report: ScaleGroupReport }> {
-  const xMean = meanAbsColumns(x, ctx.T, K);
-  let wMean: Float64Array | null = null;
-  if (ctx.duo) {
-    // column mean of |w| / max|w| of its group, over the rows of all targets (AutoAWQ)
-    wMean = new Float64Array(K);
-    let rows = 0;
-    for (const t of targets) {
-      for (let n = 0; n < t.N; n++) {
-        const o = n * K;
-        for (let g0 = 0; g0 < K; g0 += ctx.G) {
-          let mx = 0;
-          for (let k = g0; k < g0 + ctx.G; k++) mx = Math.max(mx, Math.abs(t.w[o + k]!));
-          const inv = 1 / (mx + 1e-6);
-          for (let k = g0; k < g0 + ctx.G; k++) wMean[k] = wMean[k]! + Math.abs(t.w[o + k]!) * inv;
-        }
-      }
-      rows += t.N;
-    }
-    for (let k = 0; k < K; k++) wMean[k] = wMean[k]! / rows;
-  }
-  let best = { loss: Infinity, alpha: -1, scales: new Float64Array(K) };
-  let loss0 = NaN;
-  for (let i = 0; i < N_GRID; i++) {
-    const alpha = i / N_GRID;
-    const s = new Float64Array(K);
-    let mx = 0;
-    let mn = Infinity;
-    for (let k = 0; k < K; k++) {
-      let v = Math.pow(xMean[k]!, alpha);
-      if (wMean) v = v / (Math.pow(wMean[k]!, 1 - alpha) + 1e-4);
-      v = Math.max(v, 1e-4);
-      s[k] = v;
-      if (v > mx) mx = v;
-      if (v < mn) mn = v;
-    }
-    const norm = Math.sqrt(mx * mn);
-    for (let k = 0; k < K; k++) s[k] = s[k]! / norm;
-    const ws: Float32Array[] = [];
-    for (const t of targets) ws.push(ctx.quantized.has(t.kind) ? await qdqScaled(ctx, t.w, t.N, K, s) : t.w);
-    const out = await block(ws);
-    const loss = mse(out, ref);
-    if (i === 0) loss0 = loss;
-    if (loss < best.loss) best = { loss, alpha, scales: s };
-  }
-  if (best.alpha < 0) {
-    throw new ToolError('SHOAL_ERR_NUMERIC', `AWQ scale search for ${name} found no finite loss; the model or the calibration activations contain NaN/Inf`);
-  }
-  return { scales: best.scales, report: { name, alpha: best.alpha, loss: best.loss, lossAlpha0: loss0 } };
-}
-
-// ---------------------------------------------------------------------------
-// clip search
-// ---------------------------------------------------------------------------
-
-/** Indices of the calibration tokens the clip search uses: every ⌊T / clipTokens⌋-th (llm-awq's stride). */
-function clipSampleRows(ctx: Ctx): number[] {
-  const step = Math.max(1, Math.floor(ctx.T / ctx.clipTokens));
-  const rows: number[] = [];
-  for (let t = 0; t < ctx.T; t += step) rows.push(t);
-  return rows;
-}
-
-/**
- * Second-moment matrix C_g = Σ_r x_rg x_rgᵀ / |rows| of every input group g
- * (G columns) over the given rows of x [*, K]: [K/G] × [G, G]. One backend
- * GEMM per group (X_gᵀ·X_g, inputs pre-scaled by 1/√|rows| so that an f16
- * backend holds the mean, not the sum).
- */
-async function groupGrams(x: Float32Array, K: number, G: number, rows: readonly number[]): Promise<Float32Array[]> {
-  const S = rows.length;
-  const r = 1 / Math.sqrt(S);
-  const xgT = new Float32Array(G * S); // X_gᵀ [G, S]
-  const grams: Float32Array[] = [];
-  for (let g = 0; g < K / G; g++) {
-    rows.forEach((t, i) => {
-      const o = t * K + g * G;
-      for (let a = 0; a < G; a++) xgT[a * S + i] = x[o + a]! * r;
-    });
-    grams.push(await backendOps().matmul(xgT, G, xgT, G, S));
-  }
-  return grams;
-}
-
-/**
- * Per output row and group of w [N, K], the clamp max(|w|)·(1 − i/20) that
- * minimises dᵀ C_g d (d = Q(clamp(w)) − w; C_g from groupGrams); clamps w in
- * place and returns the mean shrink.
- */
-async function searchClip(ctx: Ctx, w: Float32Array, N: number, K: number, grams: readonly Float32Array[]): Promise<number> {
-  const G = ctx.G;
-  const ng = K / G;
-  let shrinkSum = 0;
-  for (let g = 0; g < ng; g++) {
-    const C = grams[g]!;
-    // deltas d = Q(clamp(w)) − w for every (row, shrink): [N, CLIP_STEPS, G]
-    const Dm = await backendOps().clipDeltas(w, N, K, G, g, ctx.bits, CLIP_STEPS, N_GRID);
-    const orgMax = new Float32Array(N);
-    for (let n = 0; n < N; n++) {
-      const wo = n * K + g * G;
-      let m = 0;
-      for (let j = 0; j < G; j++) m = Math.max(m, Math.abs(w[wo + j]!));
-      orgMax[n] = m;
-    }
-    const E = await backendOps().matmul(Dm, N * CLIP_STEPS, C, G, G); // D · C (C symmetric)
-    for (let n = 0; n < N; n++) {
-      let bestI = 0;
-      let bestErr = Infinity;
-      for (let i = 0; i < CLIP_STEPS; i++) {
-        const r = (n * CLIP_STEPS + i) * G;
-        let e = 0;
-        for (let j = 0; j < G; j++) e += E[r + j]! * Dm[r + j]!;
-        if (e < bestErr) {
-          bestErr = e;
-          bestI = i;
-        }
-      }
-      if (bestI > 0) {
-        const mv = orgMax[n]! * (1 - bestI / N_GRID);
-        const wo = n * K + g * G;
-        for (let j = 0; j < G; j++) w[wo + j] = Math.min(mv, Math.max(-mv, w[wo + j]!));
-      }
-      shrinkSum += bestI / N_GRID;
-    }
-  }
-  return shrinkSum / (N * ng);
-}
-
-/**
- * The inputs of v_proj as o_proj sees them: v's error reaches o_proj only after
- * each query head's attention averaging, ā^q_t = Σ_s p^q_ts x_s (causal, within
- * the token's block of seqlen, RoPE scores scaled by 1/√hd). Returns, per kv head,
- * ā for the given rows and every query head that reads that kv head:
- * [kvHeads] × [rows.length · heads/kvHeads, D].
- * Only the sampled rows' probabilities are formed; each block's P [rows·heads, seqlen]
- * times its inputs X_b [seqlen, D] is one backend GEMM.
- */
-export async function attentionAveragedInputs(ctx: Pick<Ctx, 'shape' | 'T' | 'seqlen' | 'invFreq'>, h: Float32Array,
-  qk: Pick<LayerWeights, 'w' | 'bias'>, rows: readonly number[]): Promise<Float32Array[]> {
-  const s = ctx.shape;
-  const D = s.hiddenSize;
-  const hd = s.headDim;
-  const L = ctx.seqlen;
-  const qd = s.heads * hd;
-  const kvd = s.kvHeads * hd;
-  const perKv = s.heads / s.kvHeads;
-  const scale = 1 / Math.sqrt(hd);
-  // q of the sampled rows [rows, qd]; k of every row [T, kvd]; both rotated
-  const hs = new Float32Array(rows.length * D);
-  rows.forEach((t, i) => hs.set(h.subarray(t * D, (t + 1) * D), i * D));
-  const q = await linear(hs, rows.length, qk.w['self_attn.q_proj'], qd, D, qk.bias['self_attn.q_proj'] ?? null);
-  rows.forEach((t, i) => applyRope(q.subarray(i * qd, (i + 1) * qd), s.heads, hd, t % L, ctx.invFreq));
-  const k = await linear(h, ctx.T, qk.w['self_attn.k_proj'], kvd, D, qk.bias['self_attn.k_proj'] ?? null);
-  for (let t = 0; t < ctx.T; t++) applyRope(k.subarray(t * kvd, (t + 1) * kvd), s.kvHeads, hd, t % L, ctx.invFreq);
-
-  const out = Array.from({ length: s.kvHeads }, () => new Float32Array(rows.length * perKv * D));
-  const xT = new Float32Array(D * L);
-  for (let i0 = 0; i0 < rows.length;) {
-    // the sampled rows of one block
-    const b = Math.floor(rows[i0]! / L);
-    let i1 = i0;
-    while (i1 < rows.length && Math.floor(rows[i1]! / L) === b) i1++;
-    const n = i1 - i0;
-    const P = new Float32Array(n * s.heads * L);
-    for (let i = i0; i < i1; i++) {
-      const pos = rows[i]! % L;
-      for (let qh = 0; qh < s.heads; qh++) {
-        const pr = ((i - i0) * s.heads + qh) * L;
-        const qo = i * qd + qh * hd;
-        const ko = Math.floor(qh / perKv) * hd;
-        let mx = -Infinity;
-        for (let j = 0; j <= pos; j++) {
-          const kr = (b * L + j) * kvd + ko;
-          let dot = 0;
-          for (let c = 0; c < hd; c++) dot += q[qo + c]! * k[kr + c]!;
-          P[pr + j] = dot * scale;
-          if (P[pr + j]! > mx) mx = P[pr + j]!;
-        }
-        let z = 0;
-        for (let j = 0; j <= pos; j++) {
-          const e = Math.exp(P[pr + j]! - mx);
-          P[pr + j] = e;
-          z += e;
-        }
-        for (let j = 0; j <= pos; j++) P[pr + j] = P[pr + j]! / z;
-      }
-    }
-    // X_bᵀ [D, L] so that ops.matmul (x·wᵀ) gives P·X_b
-    for (let j = 0; j < L; j++) {
-      const xo = (b * L + j) * D;
-      for (let c = 0; c < D; c++) xT[c * L + j] = h[xo + c]!;
-    }
-    const M = await backendOps().matmul(P, n * s.heads, xT, D, L); // [n·heads, D]
-    for (let i = i0; i < i1; i++) {
-      for (let qh = 0; qh < s.heads; qh++) {
-        const src = ((i - i0) * s.heads + qh) * D;
-        out[Math.floor(qh / perKv)]!.set(M.subarray(src, src + D), (i * perKv + (qh % perKv)) * D);
-      }
-    }
-    i0 = i1;
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -678,7 +373,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
   const { method, bits, G, samples, seqlen } = checkAwqOptions(opts);
   const { config, gen, shape: shape0, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant) {
-    throw new ToolError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
+    throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
   }
   const F0 = shape0.intermediateSize;
   const F = opts.padFfn ? Math.ceil(F0 / G) * G : F0;
@@ -706,13 +401,13 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     // validate the source against config.json
     const planned0 = planTensors(shape0);
     for (const t of planned0) {
-      if (!ck.has(t.name)) throw new ToolError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
+      if (!ck.has(t.name)) throw new ShoalError('SHOAL_ERR_MISSING_TENSOR', `${ck.dir}: tensor ${t.name} is missing; the checkpoint does not match config.json`);
       const e = ck.entry(t.name);
       if (e.shape.length !== t.shape.length || e.shape.some((d, i) => d !== t.shape[i])) {
-        throw new ToolError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
+        throw new ShoalError('SHOAL_ERR_SHAPE', `${ck.dir}: tensor ${t.name} has shape [${e.shape}], config.json implies [${t.shape}]`);
       }
       if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') {
-        throw new ToolError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: tensor ${t.name} is ${e.dtype}; an unquantized F32/F16/BF16 checkpoint is needed`);
+        throw new ShoalError('SHOAL_ERR_ST_DTYPE', `${ck.dir}: tensor ${t.name} is ${e.dtype}; an unquantized F32/F16/BF16 checkpoint is needed`);
       }
     }
     if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
@@ -742,7 +437,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       if (plannedNames.has(name) || name.endsWith('rotary_emb.inv_freq')) continue;
       if (name === 'lm_head.weight' && shape.tieWordEmbeddings) continue;
       if (/^model\.layers\.\d+\.mlp\./.test(name) && F !== F0) {
-        throw new ToolError('SHOAL_ERR_UNSUPPORTED_ARCH', `${ck.dir}: ${name} is an MLP tensor this tool does not know how to pad; quantize without --pad-ffn`);
+        throw new ShoalError('SHOAL_ERR_UNSUPPORTED_ARCH', `${ck.dir}: ${name} is an MLP tensor this tool does not know how to pad; quantize without --pad-ffn`);
       }
       const e = ck.entry(name);
       const isFloat = e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16';

@@ -1,7 +1,7 @@
 // gptq/cli.ts — the low-bit side of `shoal quantize` (--format gptq|gptq-v1|eqat,
 // --method gptq): options, a progress bar with layer, phase and time left, and
 // the summary.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
 import type { FloatDType } from '../../arch/model-shapes.js';
 import { checkGptqOptions, quantizeModelGptq, type GptqQuantizeResult } from '../gptq.js';

@@ -4,7 +4,8 @@
 // (ops.hessian: XᵀX through the backend GEMM, f64 sums).
 import { backendOps } from '@shoal/engine';
 import type { GptqQuantized } from '../../formats/gptq.js';
-import { f16ToF32, ToolError } from '../../io/safetensors.js';
+import { f16ToF32 } from '../../io/dtypes.js';
+import { ShoalError } from '@shoal/common';
 
 export interface GptqSolveOptions {
   bits: number;
@@ -52,7 +53,7 @@ export async function gptqLinear(w: Float32Array, N: number, K: number, H: Float
     });
   } catch (err) {
     const e = err as Error & { code?: string };
-    throw new ToolError(e.code === 'SHOAL_ERR_OOM' ? 'SHOAL_ERR_OOM' : 'SHOAL_ERR_NUMERIC', `GPTQ: ${e.message}`);
+    throw new ShoalError(e.code === 'SHOAL_ERR_OOM' ? 'SHOAL_ERR_OOM' : 'SHOAL_ERR_NUMERIC', `GPTQ: ${e.message}`);
   }
   const ql: GptqQuantized = { K, N, G: o.group, bits: o.bits, sym: o.sym, q: r.q, zeros: r.zeros, scales: r.scales };
   const deq = new Float32Array(N * K);

@@ -2,7 +2,7 @@
 // quantizer bit for bit; the 2/3-bit grids have the right number of levels.
 import t from 'tap';
 import { dequantizeLinear, quantizeLinear } from '../../../src/formats/awq.js';
-import { fakeQuantize, roundEven } from '../../../src/quant/awq/fake-quant.js';
+import { fakeQuantize } from '../../../src/quant/awq/fake-quant.js';
 import { Rng } from '../../../src/synth/gen-model.js';
 
 function randomWeights(n: number, seed: number): Float32Array {
@@ -11,12 +11,6 @@ function randomWeights(n: number, seed: number): Float32Array {
   for (let i = 0; i < n; i++) w[i] = (rng.nextU32() / 2 ** 32 - 0.5) * 0.2 * (i % 37 === 0 ? 8 : 1);
   return w;
 }
-
-t.test('roundEven is torch.round (half to even)', async (t) => {
-  for (const [x, r] of [[0.5, 0], [1.5, 2], [2.5, 2], [-0.5, -0], [-1.5, -2], [-2.5, -2], [2.4999, 2], [-3.6, -4], [7, 7]] as const) {
-    t.equal(roundEven(x), r, `round(${x})`);
-  }
-});
 
 t.test('4 bits: identical to dequantizeLinear(quantizeLinear(w))', async (t) => {
   const N = 24;

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { awqOrRtn, cloneLayer } from '../../../src/quant/awq/fallback.js';
-import { quantizeAwqModel, type LayerWeights } from '../../../src/quant/awq/quantize-awq.js';
+import { quantizeAwqModel } from '../../../src/quant/awq/quantize-awq.js';
+import type { LayerWeights } from '../../../src/quant/awq/layer.js';
 import { Checkpoint } from '../../../src/io/safetensors.js';
 import { calibDocs, skipStories, STORIES } from '../helpers.js';
 

@@ -2,35 +2,26 @@
 // float64 implementation of the same algorithm, written here line by line after
 // the published reference (GPTQ `fasterquant`): explicit inverse of the damped
 // Hessian by Gauss-Jordan, its Cholesky factor, the block loop with W1 / Err1 and
-// the lazy update, grids from the global W at each group start. Codes, scales,
+// the lazy update, grids (quant/grid.ts, the one grid) from the global W at each
+// group start. Codes, scales,
 // zeros and g_idx must be equal; and on every case GPTQ's quadratic error is
 // below round-to-nearest's on the same grid.
 import t from 'tap';
 import { backendOps } from '@shoal/engine';
 import { Rng } from '../../../src/synth/gen-model.js';
-import { f16ToF32, f64ToF16 } from '../../../src/io/safetensors.js';
+import { f16ToF32 } from '../../../src/io/dtypes.js';
+import { groupParams, quantizeCode } from '../../../src/quant/grid.js';
 import { accumulateHessian, gptqLinear } from '../../../src/quant/gptq/solve.js';
 
 interface RefOpts { bits: number; G: number; damp: number; actOrder: boolean; staticGroups: boolean; sym: boolean; minZero: number; block: number }
 
-function roundEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r;
-}
-
-/** Shoal's grid of one group (formats/gptq.ts): range includes 0, f16 scale. */
+/** The one grid (quant/grid.ts), GPTQ style: range includes 0, f16 scale. */
 function grid(vals: number[], o: RefOpts): { s: number; z: number } {
-  const maxq = 2 ** o.bits - 1;
-  const mn = Math.min(0, ...vals);
-  const mx = Math.max(0, ...vals);
-  let range = o.sym ? 2 * Math.max(-mn, mx) : mx - mn;
-  if (range === 0) range = 1e-5 * maxq;
-  const s = f16ToF32(f64ToF16(range / maxq));
-  const z = o.sym ? (maxq + 1) / 2 : Math.min(maxq, Math.max(o.minZero, roundEven(-mn / s)));
-  return { s, z };
+  const p = groupParams({ bits: o.bits, style: 'gptq', sym: o.sym, minZero: o.minZero }, Math.min(...vals), Math.max(...vals));
+  return { s: p.scale, z: p.zero };
 }
 
-const quant = (w: number, g: { s: number; z: number }, maxq: number) => Math.min(maxq, Math.max(0, roundEven(w / g.s) + g.z));
+const quant = (w: number, g: { s: number; z: number }, maxq: number) => quantizeCode(w, g.s, g.z, maxq);
 
 function inverse(A: number[][]): number[][] {
   const n = A.length;

@@ -1,0 +1,87 @@
+// awq/layer.ts — one decoder layer as the AWQ search sees it: its weights, the
+// search context, and the FP forward batched over blocks of seqlen tokens (the
+// inputs of every linear and the reference outputs of attention and MLP).
+import { linearDims, type LinearKind, type ModelShape } from '../../arch/model-shapes.js';
+import { add, backendOps, linear, rmsnorm } from './ops.js';
+
+export const N_GRID = 20;
+export const CLIP_STEPS = 10; // i = 0..9: shrink up to 45 % (llm-awq max_shrink 0.5, n_grid 20)
+
+export interface LayerWeights {
+  attnNorm: Float32Array;
+  ffnNorm: Float32Array;
+  w: Record<LinearKind, Float32Array>;
+  bias: Partial<Record<LinearKind, Float32Array>>;
+}
+
+export interface Ctx {
+  shape: ModelShape;
+  /** FFN size as processed (padded when padFfn) */
+  F: number;
+  T: number;
+  seqlen: number;
+  bits: number;
+  G: number;
+  invFreq: Float32Array;
+  quantized: Set<LinearKind>;
+  duo: boolean;
+  clipTokens: number;
+  /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */
+  clipVAttention: boolean;
+}
+
+export function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): { out: number; in: number } {
+  const d = linearDims({ ...ctx.shape, intermediateSize: ctx.F }, kind);
+  return { out: d.out, in: d.in };
+}
+
+// ---------------------------------------------------------------------------
+// layer forward (batched over blocks of seqlen tokens)
+// ---------------------------------------------------------------------------
+
+export async function attentionBlock(ctx: Ctx, h: Float32Array, wq: Float32Array, wk: Float32Array, wv: Float32Array,
+  lw: LayerWeights): Promise<{ a: Float32Array; out: Float32Array }> {
+  const s = ctx.shape;
+  const D = s.hiddenSize;
+  const qd = s.heads * s.headDim;
+  const kvd = s.kvHeads * s.headDim;
+  const T = ctx.T;
+  const q = await linear(h, T, wq, qd, D, lw.bias['self_attn.q_proj'] ?? null);
+  const k = await linear(h, T, wk, kvd, D, lw.bias['self_attn.k_proj'] ?? null);
+  const v = await linear(h, T, wv, kvd, D, lw.bias['self_attn.v_proj'] ?? null);
+  const a = await backendOps().attention(q, k, v, T, ctx.seqlen, s.heads, s.kvHeads, s.headDim, ctx.invFreq);
+  const out = await linear(a, T, lw.w['self_attn.o_proj'], D, qd, lw.bias['self_attn.o_proj'] ?? null);
+  return { a, out };
+}
+
+export async function mlpBlock(ctx: Ctx, h2: Float32Array, wg: Float32Array, wu: Float32Array, wd: Float32Array): Promise<{ m: Float32Array; out: Float32Array }> {
+  const D = ctx.shape.hiddenSize;
+  const g = await linear(h2, ctx.T, wg, ctx.F, D);
+  const u = await linear(h2, ctx.T, wu, ctx.F, D);
+  await backendOps().siluMul(g, u);
+  const m = g; // silu(gate)·up
+  const out = await linear(m, ctx.T, wd, D, ctx.F);
+  return { m, out };
+}
+
+export interface LayerActs {
+  h: Float32Array;      // input of q/k/v
+  a: Float32Array;      // input of o
+  attnOut: Float32Array;
+  h2: Float32Array;     // input of gate/up
+  m: Float32Array;      // input of down
+  mlpOut: Float32Array;
+  out: Float32Array;    // layer output
+}
+
+export async function forwardLayer(ctx: Ctx, lw: LayerWeights, x: Float32Array): Promise<LayerActs> {
+  const D = ctx.shape.hiddenSize;
+  const eps = ctx.shape.rmsNormEps;
+  const h = rmsnorm(x, ctx.T, D, lw.attnNorm, eps);
+  const { a, out: attnOut } = await attentionBlock(ctx, h, lw.w['self_attn.q_proj'], lw.w['self_attn.k_proj'], lw.w['self_attn.v_proj'], lw);
+  const x1 = add(x, attnOut);
+  const h2 = rmsnorm(x1, ctx.T, D, lw.ffnNorm, eps);
+  const { m, out: mlpOut } = await mlpBlock(ctx, h2, lw.w['mlp.gate_proj'], lw.w['mlp.up_proj'], lw.w['mlp.down_proj']);
+  return { h, a, attnOut, h2, m, mlpOut, out: add(x1, mlpOut) };
+}
+
