@@ -67,8 +67,10 @@ export interface GptqQuantizeOptions {
   staticGroups?: boolean;
   /** GPTQ: measure every linear's ‖(Ŵ − W)X‖² / ‖WX‖² for GPTQ and for RTN (costs about as much again). */
   layerError?: boolean;
-  onStage?: (layer: number, phase: string) => void;
+  onStage?: (layer: number, phase: string, layers: number) => void;
   onLayer?: (report: GptqLayerReport, layers: number) => void;
+  /** Splits calibration files into documents (BOS before each). */
+  calibSep?: RegExp;
   force?: boolean;
   maxShardBytes?: number;
   onProgress?: (doneTensors: number, totalTensors: number) => void;
@@ -187,7 +189,7 @@ async function gptqFolder(opts: GptqQuantizeOptions, bits: number, groupSize: nu
   const seqlen = opts.awqSeqlen ?? 512;
   const calib = await loadCalibration({
     model: opts.model, shape, ...(opts.calib ? { calib: opts.calib } : {}), ...(opts.calibDocs ? { calibDocs: opts.calibDocs } : {}),
-    samples, seqlen, method: 'gptq',
+    ...(opts.calibSep ? { calibSep: opts.calibSep } : {}), samples, seqlen, method: 'gptq',
   });
   const fmt: GptqCheckpointFormat = opts.checkpointFormat ?? 'gptq_v2';
   const skip = new Set(lowbitUnquantizableKinds(shape, bits, groupSize));

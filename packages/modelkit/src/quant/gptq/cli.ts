@@ -6,10 +6,11 @@ import cliProgress from 'cli-progress';
 import type { FloatDType } from '../../arch/model-shapes.js';
 import { checkGptqOptions, quantizeModelGptq, type GptqQuantizeResult } from '../gptq.js';
 import type { GptqLayerReport } from './sequential.js';
+import { ShoalError } from '@shoal/common';
 
 export interface LowbitCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
-  format: string; sym?: boolean; calib?: string[]; samples?: number; seqlen?: number;
+  format: string; sym?: boolean; calib?: string[]; calibSep?: string; samples?: number; seqlen?: number;
   damp: number; actOrder?: boolean; staticGroups?: boolean; layerError?: boolean;
 }
 
@@ -49,44 +50,58 @@ export async function runLowbitQuantize(o: LowbitCliOpts): Promise<GptqQuantizeR
     ...(format === 'eqat' ? { layout: 'eqat' as const } : {}),
   };
   checkGptqOptions(common);
+  let calibSep: RegExp | undefined;
+  if (o.calibSep !== undefined) {
+    try {
+      calibSep = new RegExp(o.calibSep);
+    } catch (err) {
+      throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--calib-sep ${o.calibSep} is not a valid regular expression: ${(err as Error).message}`);
+    }
+  }
   const tty = !o.json && process.stderr.isTTY;
   const gptq = o.method === 'gptq';
   const bar = tty
     ? new cliProgress.SingleBar({
       stream: process.stderr, hideCursor: true, etaBuffer: 4,
-      format: gptq ? `gptq w${o.bits}g${o.group} [{bar}] {value}/{total} layers | ETA {eta_formatted} | {stage}`
+      format: gptq ? `gptq w${o.bits}g${o.group} [{bar}] {value}/{total} layers | {left} | {stage}`
         : `quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s`,
     }, cliProgress.Presets.shades_classic)
     : null;
   let started = false;
+  // time left from the finished layers' mean (every layer has the same shapes)
+  const t0 = performance.now();
+  let done = 0;
+  const left = (total: number) => {
+    if (done === 0) return 'time left: after layer 0';
+    const s = ((performance.now() - t0) / 1000 / done) * (total - done);
+    return `time left ${s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`}`;
+  };
   const start = (total: number, value: number) => {
     if (!bar || started) return;
-    bar.start(total, value, { stage: '' });
+    bar.start(total, value, { stage: '', left: left(total) });
     started = true;
   };
-  let layers = 0;
   try {
     const r = await quantizeModelGptq({
       ...common, model: o.model, out: o.out, sym: o.sym ?? false,
       checkpointFormat: format === 'gptq-v1' ? 'gptq' : 'gptq_v2', layout: format === 'eqat' ? 'eqat' : 'gptq',
-      ...(o.calib ? { calib: o.calib } : {}), ...(o.samples ? { awqSamples: o.samples } : {}), ...(o.seqlen ? { awqSeqlen: o.seqlen } : {}),
+      ...(o.calib ? { calib: o.calib } : {}), ...(calibSep ? { calibSep } : {}), ...(o.samples ? { awqSamples: o.samples } : {}), ...(o.seqlen ? { awqSeqlen: o.seqlen } : {}),
       layerError: o.layerError ?? false, force: o.force ?? false,
       onProgress: (d, t) => {
         if (gptq || !bar) return;
         start(t, 0);
         bar.update(d);
       },
-      onStage: (l, stage) => {
+      onStage: (l, stage, total) => {
         if (!bar) return;
-        start(Math.max(layers, 1), l);
-        bar.update(l, { stage: `layer ${l}: ${stage}` });
+        start(total, l);
+        bar.update(l, { stage: `layer ${l}: ${stage}`, left: left(total) });
       },
       onLayer: (rep, total) => {
-        layers = total;
+        done = rep.layer + 1;
         if (!bar) return;
         start(total, rep.layer);
-        bar.setTotal(total);
-        bar.update(rep.layer + 1, { stage: '' });
+        bar.update(rep.layer + 1, { stage: '', left: left(total) });
         bar.stop();
         started = false;
         process.stderr.write(layerLine(rep) + '\n');

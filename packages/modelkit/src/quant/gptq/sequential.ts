@@ -43,7 +43,7 @@ export interface GptqSequentialOptions {
   quantize: ReadonlySet<LinearKind>;
   /** group -1: one group over all inputs */
   solve: Omit<GptqSolveOptions, 'group'> & { group: number };
-  onStage?: (layer: number, phase: string) => void;
+  onStage?: (layer: number, phase: string, layers: number) => void;
   onLayer?: (report: GptqLayerReport, layers: number) => void;
 }
 
@@ -86,7 +86,7 @@ export class GptqSequential {
   private async runLayer(l: number): Promise<void> {
     const t0 = performance.now();
     const { shape: s, ck, seqlen } = this.o;
-    const stage = (p: string) => this.o.onStage?.(l, p);
+    const stage = (p: string) => this.o.onStage?.(l, p, s.layers);
     const D = s.hiddenSize;
     const F = s.intermediateSize;
     const qd = s.heads * s.headDim;
