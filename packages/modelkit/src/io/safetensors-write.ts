@@ -205,8 +205,13 @@ const pendingOutputs = new Set<string>();
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 function onInterrupt(sig: NodeJS.Signals): void {
   for (const d of pendingOutputs) rmSync(d, { recursive: true, force: true });
+  pendingOutputs.clear();
   process.stderr.write(`\ninterrupted (${sig}); the unfinished output was removed\n`);
-  process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGTERM' ? 143 : 129);
+  for (const s of SIGNALS) process.off(s, onInterrupt);
+  // Die of the signal itself: process.exit() would wait for a native op still
+  // running on the thread pool (a GPTQ solve can take a minute) before exiting.
+  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  else process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGTERM' ? 143 : 129);
 }
 
 /** Registers a temporary folder to remove if the process is interrupted (until forgetOutputDir). */

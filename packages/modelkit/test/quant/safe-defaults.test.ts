@@ -115,9 +115,11 @@ t.test('Ctrl-C (SIGINT) during GPTQ leaves no partial output', async (t) => {
   }
   t.ok(sawTmp, 'the quantizer was writing into a temporary folder');
   await new Promise((r) => setTimeout(r, 500));
+  const tKill = Date.now();
   child.kill('SIGINT');
-  const { code } = await exited;
-  t.equal(code, 130, `exit 130 after SIGINT (${stderr.trim().split('\n').pop()})`);
+  const { code, signal } = await exited;
+  t.ok(Date.now() - tKill < 15_000, `ended ${Date.now() - tKill} ms after the signal (does not wait for the running native op)`);
+  t.ok(signal === 'SIGINT' || code === 130, `ended by the SIGINT (code ${code}, signal ${signal}; ${stderr.trim().split('\n').pop()})`);
   t.match(stderr, /interrupted \(SIGINT\); the unfinished output was removed/);
   t.same(leftovers(root, 'sigint-out'), [], 'no output folder, no temporary folder');
 });
