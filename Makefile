@@ -25,6 +25,7 @@ native: deps
 CLI_MAIN := packages/cli/dist/src/main.js
 ts: deps
 	npx tsc -b
+	@scripts/prune-dist.sh
 	@chmod +x $(CLI_MAIN)
 
 # Native tests and tools, built by plain CMake (no Node needed).

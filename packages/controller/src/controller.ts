@@ -2,7 +2,6 @@
 // rollout engine, the package registry and the HTTP API, over one Storage.
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import pino, { type Logger } from 'pino';
 import {
   Event, State, Telemetry, parsePayload, type DesiredModel, type DeviceChannel,
 } from '@shoal/protocol';
@@ -14,7 +13,7 @@ import { RolloutEngine } from './rollout.js';
 import { openSqliteStorage } from './storage/sqlite.js';
 import type { Storage } from './storage/types.js';
 import type { ControllerContext, IngestStats } from './context.js';
-import { ShoalError } from '@shoal/common';
+import { ShoalError, createLogger, type Logger } from '@shoal/common';
 
 export class Controller implements ControllerContext {
   readonly storage: Storage;
@@ -41,7 +40,7 @@ export class Controller implements ControllerContext {
   private closed = false;
 
   constructor(readonly config: ResolvedConfig, opts: { storage?: Storage; logger?: Logger } = {}) {
-    this.log = opts.logger ?? pino({ level: config.logLevel, base: { svc: 'controller' } }, pino.destination(2));
+    this.log = opts.logger ?? createLogger(config.logLevel, { svc: 'controller' });
     fs.mkdirSync(config.dataDir, { recursive: true });
     this.storage = opts.storage ?? openSqliteStorage(config.dbFile);
     this.registry = new PackageRegistry(this.storage, config.artifactsDir, config.fleetPublicKeyPem);

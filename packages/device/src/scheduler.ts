@@ -3,7 +3,7 @@
 // AbortSignal, pause/resume around a model swap (queued requests wait).
 import type { ChatMessage } from '@shoal/engine';
 import type { GenerateResult } from '@shoal/protocol';
-import type { EngineHost } from './engine-host.js';
+import type { ServingModel } from './model/loader.js';
 import { ShoalError } from '@shoal/common';
 
 export const PRIORITY_LOCAL = 0;
@@ -60,7 +60,7 @@ export class Scheduler {
   swapping = false;
   readonly stats: SchedulerStats = { requests: 0, errors: 0, rejected: 0, queueDepth: 0, active: 0, ttftMs: null, decodeTokPerSec: null };
 
-  constructor(private readonly host: EngineHost, private readonly opts: { maxDepth: number; maxConcurrent: number; maxTokens: number }, private readonly hooks: SchedulerHooks = {}) {}
+  constructor(private readonly models: ServingModel, private readonly opts: { maxDepth: number; maxConcurrent: number; maxTokens: number }, private readonly hooks: SchedulerHooks = {}) {}
 
   get depth(): number { return this.queue.length; }
   get activeCount(): number { return this.running.size; }
@@ -74,7 +74,7 @@ export class Scheduler {
     if (!this.accepting) return reject('SHUTTING_DOWN', 'the daemon is shutting down and accepts no new requests');
     if (spec.signal?.aborted) return reject('CANCELLED', `request ${spec.id} was cancelled`);
     if (spec.deadline <= Date.now()) return reject('DEADLINE_EXCEEDED', `request ${spec.id} arrived after its deadline`);
-    if (!this.host.current && !this.swapping && !this.paused) return reject('NO_ACTIVE_MODEL', 'no model is active on this device yet');
+    if (!this.models.current && !this.swapping && !this.paused) return reject('NO_ACTIVE_MODEL', 'no model is active on this device yet');
     if (this.queue.length >= this.opts.maxDepth) {
       return reject('QUEUE_FULL', `the request queue is full (${this.queue.length} of ${this.opts.maxDepth} waiting); retry later`);
     }
@@ -114,7 +114,7 @@ export class Scheduler {
 
   private pump(): void {
     while (!this.paused && this.running.size < this.opts.maxConcurrent && this.queue.length > 0) {
-      if (!this.host.current) {
+      if (!this.models.current) {
         if (this.swapping) return;
         // no model and nothing coming: fail what waits
         for (const j of this.queue.splice(0)) {
@@ -139,7 +139,7 @@ export class Scheduler {
   }
 
   private async run(job: Job): Promise<void> {
-    const loaded = this.host.current!;
+    const loaded = this.models.current!;
     const started = Date.now();
     const deadlineCtl = new AbortController();
     const dl = setTimeout(() => deadlineCtl.abort(new ShoalError('DEADLINE_EXCEEDED', `request ${job.id} passed its deadline while generating`)), Math.max(0, job.deadline - Date.now()));
@@ -155,7 +155,7 @@ export class Scheduler {
       } else {
         prompt = job.input.prompt ?? '';
       }
-      const ctx = this.host.contextSizeFor(model);
+      const ctx = this.models.contextSizeFor(model);
       session = model.createSession({ contextSize: ctx });
       const gen = session.generate(prompt, {
         maxTokens: job.input.maxTokens ?? this.opts.maxTokens,

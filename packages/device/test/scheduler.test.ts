@@ -2,12 +2,12 @@
 // bounded depth, deadlines, cancellation, requests queued during a swap.
 import t from 'tap';
 import { Scheduler, PRIORITY_LOCAL, PRIORITY_REMOTE } from '../src/scheduler.js';
-import { EngineHost } from '../src/engine-host.js';
+import { ModelLoader, type LoadedModel } from '../src/model/loader.js';
 import type { Model, GenerateOptions, GenerateStats, GeneratedChunk } from '@shoal/engine';
-import { HttpApi } from '../src/http-api.js';
+import { HttpApi } from '../src/http/api.js';
 import { DeviceMetrics } from '../src/metrics.js';
-import { pino } from 'pino';
-import { jitteredBackoff } from '../src/mqtt-agent.js';
+import { createLogger } from '@shoal/common';
+import { jitteredBackoff } from '../src/mqtt/agent.js';
 import { ShoalError } from '@shoal/common';
 
 /** A model whose generate() yields one token per `stepMs` and honours AbortSignal (DI for the engine). */
@@ -34,8 +34,11 @@ function scriptedModel(stepMs: number, log: string[] = []): Model {
 }
 
 function setup(stepMs: number, maxDepth: number, log: string[] = []) {
-  const host = new EngineHost(async () => scriptedModel(stepMs, log), { threads: 1, backend: 'cpu', contextSize: 256, health: { timeoutSec: 5, tokens: 2, prompt: 'x' } });
-  host.current = { ref: { name: 'm', version: '1' }, dir: '/x', model: scriptedModel(stepMs, log) };
+  // the scheduler's view of the active model (model/active-model.ts in the daemon)
+  const host: { current: LoadedModel | null; contextSizeFor(m: Model): number } = {
+    current: { ref: { name: 'm', version: '1' }, dir: '/x', model: scriptedModel(stepMs, log) },
+    contextSizeFor: () => 256,
+  };
   return { host, sched: new Scheduler(host, { maxDepth, maxConcurrent: 1, maxTokens: 4 }) };
 }
 
@@ -114,11 +117,11 @@ t.test('no model: NO_ACTIVE_MODEL; drain: SHUTTING_DOWN afterwards', async (t) =
 
 t.test('health check: a model that produces no tokens fails with HEALTH_CHECK_FAILED', async (t) => {
   const empty: Model = { ...scriptedModel(1), createSession: () => ({ ...scriptedModel(1).createSession(), async *generate() { return { promptTokens: 1, generatedTokens: 0, stopReason: 'eos', timeToFirstToken: 0, prefillTokensPerSecond: 0, decodeTokensPerSecond: 0 } as GenerateStats; } }) };
-  const host = new EngineHost(async () => empty, { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 2, tokens: 2, prompt: 'x' } });
+  const host = new ModelLoader(async () => empty, { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 2, tokens: 2, prompt: 'x' } });
   await t.rejects(host.loadAndCheck({ name: 'm', version: '1' }, '/x'), { code: 'HEALTH_CHECK_FAILED', message: /no tokens/ });
-  const slow = new EngineHost(async () => scriptedModel(400), { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 1, tokens: 10, prompt: 'x' } });
+  const slow = new ModelLoader(async () => scriptedModel(400), { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 1, tokens: 10, prompt: 'x' } });
   await t.rejects(slow.loadAndCheck({ name: 'm', version: '1' }, '/x'), { code: 'HEALTH_CHECK_FAILED', message: /exceeded 1 s/ });
-  const good = new EngineHost(async () => scriptedModel(1), { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 2, tokens: 3, prompt: 'x' } });
+  const good = new ModelLoader(async () => scriptedModel(1), { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 2, tokens: 3, prompt: 'x' } });
   const r = await good.loadAndCheck({ name: 'm', version: '1' }, '/x');
   t.equal(r.tokens, 3);
 });
@@ -126,7 +129,7 @@ t.test('health check: a model that produces no tokens fails with HEALTH_CHECK_FA
 t.test('HTTP API: SSE stream, client disconnect cancels, 429 when the queue is full, 400/404/405', async (t) => {
   const { host, sched } = setup(20, 1);
   const metrics = new DeviceMetrics();
-  const api = new HttpApi({ scheduler: sched, host, metrics, log: pino({ level: 'silent' }), defaultDeadlineMs: 60_000, healthy: () => ({ ok: true, detail: {} }) });
+  const api = new HttpApi({ scheduler: sched, models: host, metrics, log: createLogger('silent'), defaultDeadlineMs: 60_000, healthy: () => ({ ok: true, detail: {} }) });
   const addr = await api.listen(0, '127.0.0.1');
   t.equal(addr.address, '127.0.0.1');
   t.teardown(() => api.close());

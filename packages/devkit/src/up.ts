@@ -6,10 +6,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pino from 'pino';
 import { startAedes, type RunningBroker } from './brokers.js';
 import { ControllerClient, upConnectionFile, resolveConfig, startController, type Controller, renderDevices, renderRollout, waitRollout, buildPackage, generateFleetKeys, WEB_DIR } from '@shoal/controller';
-import { sharedDir as defaultSharedDir, writeFileAtomicSync, ShoalError } from '@shoal/common';
+import { createLogger, sharedDir as defaultSharedDir, writeFileAtomicSync, ShoalError } from '@shoal/common';
 import { writeDemoTokenizer } from './demo-tokenizer.js';
 import { SimDevice } from './sim.js';
 
@@ -120,7 +119,7 @@ export async function runUp(o: UpOptions): Promise<void> {
       rollout: { tickMs: 200, defaultTimeoutSec: 300 }, logLevel: 'warn',
     };
     writeFileAtomicSync(path.join(dir, 'controller.json'), JSON.stringify(ctlCfgRaw, null, 2) + '\n', { mode: 0o600 });
-    ctl = await step(startController(resolveConfig(ctlCfgRaw, dir), { logger: pino({ level: 'warn' }, pino.destination(path.join(dir, 'controller.log'))) }));
+    ctl = await step(startController(resolveConfig(ctlCfgRaw, dir), { logger: createLogger('warn', undefined, path.join(dir, 'controller.log')) }));
     const apiUrl = `http://127.0.0.1:${ctl.api.address.port}`;
     log(`controller ${apiUrl}/api (log ${path.join(dir, 'controller.log')})`);
     writeFileAtomicSync(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', { mode: 0o600 });

@@ -1,4 +1,4 @@
-// cli-tools.ts — model tooling commands: `shoal gen-model`, `shoal quantize`,
+// commands.ts — model tooling commands: `shoal gen-model`, `shoal quantize`,
 // `shoal eval ppl`.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';

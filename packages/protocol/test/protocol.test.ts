@@ -75,7 +75,7 @@ t.test('manifest canonical form, signing and verification', async (t) => {
 t.test('AsyncAPI document matches the TypeScript contract', async (t) => {
   // yaml is installed with tap (dev dependency tree)
   const YAML = createRequire(import.meta.url)('yaml') as { parse(s: string): any };
-  const doc = YAML.parse(readFileSync(path.join(repoRoot, 'docs', 'protocol.asyncapi.yaml'), 'utf8'));
+  const doc = YAML.parse(readFileSync(path.join(repoRoot, 'packages', 'protocol', 'asyncapi.yaml'), 'utf8'));
   t.equal(doc.asyncapi, '3.0.0');
   t.equal(doc.channels.state.address, 'shoal/v1/devices/{deviceId}/state');
   t.equal(doc.channels.replies.address, 'shoal/v1/clients/{clientId}/replies');

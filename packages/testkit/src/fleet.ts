@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
+import { createLogger } from '@shoal/common';
 import { startAedes, startMosquitto, type RunningBroker } from '@shoal/devkit';
 import { buildPackage, generateFleetKeys, resolveConfig, startController, type Controller, type ControllerConfigInput } from '@shoal/controller';
 
@@ -32,7 +32,7 @@ export async function startTestController(brokerUrl: string, dir: string, extra:
     logLevel: 'silent',
     ...extra,
   }, dir);
-  return startController(cfg, { logger: pino({ level: 'silent' }) });
+  return startController(cfg, { logger: createLogger('silent') });
 }
 
 /** A fake checkpoint directory with a few files. */

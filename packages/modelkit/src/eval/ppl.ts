@@ -1,4 +1,4 @@
-// eval-ppl.ts — perplexity of a model on a text, with sliding windows.
+// eval/ppl.ts — perplexity of a model on a text, with sliding windows.
 //
 // The text is tokenized without special tokens. Windows hold up to ctx
 // positions: BOS (when the model has one) followed by ctx - 1 text tokens, or

@@ -13,7 +13,7 @@
 //               x += Wdown (silu(Wgate h) * Wup h)
 //   logits = lm_head(rmsnorm(x) * g_final)                    (lm_head = embed when tied)
 //
-// AWQ linears are dequantized with awq-pack.ts: w = (q - z) * s.
+// AWQ linears are dequantized with formats/awq.ts: w = (q - z) * s.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dequantizeAwq, unpackAwq } from '../formats/awq.js';

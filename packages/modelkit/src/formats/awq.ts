@@ -117,11 +117,6 @@ export function packLinear(ql: QuantizedLinear): PackedLinear {
   };
 }
 
-/** Quantizes and packs an HF weight [N, K]. */
-export function quantizeAndPack(weight: ArrayLike<number>, outFeatures: number, inFeatures: number, groupSize: number): PackedLinear {
-  return packLinear(quantizeLinear(weight, outFeatures, inFeatures, groupSize));
-}
-
 /**
  * Dequantizes AutoAWQ gemm tensors to an HF-oriented weight [N, K] in float64:
  * w[n, k] = (q[k, n] - z[k/G, n]) * s[k/G, n].

@@ -1,4 +1,4 @@
-// quantize-gptq.ts — writes real 2-, 3-, 4- and 8-bit checkpoints in the GPTQ
+// quant/gptq.ts — writes real 2-, 3-, 4- and 8-bit checkpoints in the GPTQ
 // layout (AutoGPTQ `gptq` or GPTQModel `gptq_v2`) or EfficientQAT's native
 // layout (+ shoal-quant.json), from an unquantized LLaMA-family checkpoint.
 //

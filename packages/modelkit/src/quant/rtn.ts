@@ -1,9 +1,9 @@
-// quantize-rtn.ts — round-to-nearest INT4 quantization of an unquantized
+// quant/rtn.ts — round-to-nearest INT4 quantization of an unquantized
 // LLaMA-family checkpoint into the AutoAWQ `gemm` layout.
 //
 // Every decoder linear (q/k/v/o/gate/up/down) whose in_features is a multiple
 // of the group size (and out_features a multiple of 8, for packing) becomes
-// qweight/qzeros/scales (see awq-pack.ts for the quantizer). Linears that do
+// qweight/qzeros/scales (see formats/awq.ts for the quantizer). Linears that do
 // not fit are kept in floating point and listed by kind (e.g. "mlp.down_proj")
 // in quantization_config.modules_to_not_convert, which AutoAWQ matches as a
 // substring of module names. Embeddings, norms and lm_head stay unquantized.

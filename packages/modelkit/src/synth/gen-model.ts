@@ -258,7 +258,7 @@ export function generateModel(opts: GenerateModelOptions): GenerateModelResult {
   const t0 = performance.now();
   const gptq = parseGptqName(opts.quant);
   if (gptq) {
-    // synthetic float weights (f16) in a sibling temp folder, then GPTQ RTN (quantize-gptq.ts)
+    // synthetic float weights (f16) in a sibling temp folder, then GPTQ RTN (quant/gptq.ts)
     const tmpFloat = tempSibling(path.resolve(opts.out)) + '-float';
     try {
       const f = generateModel({ ...opts, out: tmpFloat, quant: 'none', force: true });

@@ -1,6 +1,6 @@
 // Low-bit checkpoints (GPTQ v1/v2 incl. act-order, EfficientQAT native, AutoAWQ
 // gemv / gemv_fast; 2, 3, 4 and 8 bits) built in the test from known integer
-// codes, zero points and f16 scales, packed by gptq-pack.ts (written from the
+// codes, zero points and f16 scales, packed by formats/gptq.ts (written from the
 // format descriptions, independently of the native loader). Each loads in the
 // engine and gives the logits of the plain dequantized weights written as an
 // F32 checkpoint and run through the float64 reference forward — on every CPU
@@ -172,7 +172,7 @@ function relErr(a: Float32Array, b: Float64Array[], V: number, from = 0): number
   return abs / scale;
 }
 
-t.test('gptq-pack: 3-bit straddling and round trips', async (t) => {
+t.test('formats/gptq: 3-bit straddling and round trips', async (t) => {
   // 32 values of 3 bits fill 3 words; value 10 spans words 0/1, value 21 spans words 1/2
   const q = new Uint8Array(32);
   for (let i = 0; i < 32; i++) q[i] = (i * 5 + 3) & 7;

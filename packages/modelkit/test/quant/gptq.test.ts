@@ -1,4 +1,4 @@
-// quantize-gptq.ts / `shoal quantize --format gptq|gptq-v1|eqat` / gen-model
+// quant/gptq.ts / `shoal quantize --format gptq|gptq-v1|eqat` / gen-model
 // `gptq-w<b>g<G>`: the files written, their metadata, the stored codes (read
 // back with the unpackers) and the engine loading them (when the addon is built).
 import t from 'tap';

@@ -1,4 +1,4 @@
-// stories260K (a real trained model) quantized by quantize-gptq.ts to GPTQ
+// stories260K (a real trained model) quantized by quant/gptq.ts to GPTQ
 // 4-bit, 3-bit and 2-bit (w2g32, also in EfficientQAT's native layout) loads in
 // the engine and evaluates; perplexities on the TinyStories sample stay in
 // documented bounds (docs/lowbit.md). Skips without the addon or shared data.

@@ -1,7 +1,7 @@
 // awq/cli.ts — the AWQ side of `shoal quantize`: extra options, a progress bar
-// with per-layer timings and losses, and the summary. cli-tools.ts adds the
+// with per-layer timings and losses, and the summary. commands.ts adds the
 // options to its `quantize` command and hands over when --method awq, --bits 2/3
-// or --pad-ffn is asked for (RTN w4 without padding stays in quantize-rtn.ts).
+// or --pad-ffn is asked for (RTN w4 without padding stays in quant/rtn.ts).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import type { FloatDType } from '../../arch/model-shapes.js';

@@ -1,6 +1,6 @@
 // awq/quantize-awq.ts — activation-aware weight quantization (AWQ, Lin et al.
 // 2023, as in llm-awq / AutoAWQ) of an unquantized LLaMA-family checkpoint,
-// plus group-wise RTN for the widths and layouts quantize-rtn.ts does not
+// plus group-wise RTN for the widths and layouts quant/rtn.ts does not
 // write (2/3-bit fake quantization, a zero-padded FFN).
 //
 // Per decoder layer, on calibration activations X [samples·seqlen, D] that are
@@ -29,7 +29,7 @@
 //   4. Quantization (AutoAWQ pseudo_quantize: asymmetric, zero point, f16
 //      scales), then the quantized layer is run on X to give the next layer's X.
 //
-// Output: 4 bits → AutoAWQ gemm tensors + quantization_config (awq-pack.ts and
+// Output: 4 bits → AutoAWQ gemm tensors + quantization_config (formats/awq.ts and
 // the CheckpointWriter); 2/3 bits (or fakeQuant) → the quantize-dequantize
 // weights as an F32 checkpoint, so quality can be measured before the runtime
 // runs those widths. Memory: the weights of one layer plus that layer's

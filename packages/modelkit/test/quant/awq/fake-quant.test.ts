@@ -1,4 +1,4 @@
-// Group quantize-dequantize at 2/3/4 bits: the 4-bit path equals awq-pack's
+// Group quantize-dequantize at 2/3/4 bits: the 4-bit path equals formats/awq.ts's
 // quantizer bit for bit; the 2/3-bit grids have the right number of levels.
 import t from 'tap';
 import { dequantizeLinear, quantizeLinear } from '../../../src/formats/awq.js';

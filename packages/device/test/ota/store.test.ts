@@ -4,11 +4,11 @@ import t from 'tap';
 import { promises as fsp, existsSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
-import { downloadFile } from '../src/download.js';
-import { Outbox } from '../src/outbox.js';
+import { downloadFile } from '../../src/ota/download.js';
+import { Outbox } from '../../src/mqtt/outbox.js';
 import { writeFileAtomic } from '@shoal/common';
-import { ModelStore } from '../src/store.js';
-import { startPackageServer, tmpDir } from './helpers.js';
+import { ModelStore } from '../../src/ota/store.js';
+import { startPackageServer, tmpDir } from '../helpers.js';
 
 t.test('download resumes after network drops without re-fetching bytes on disk', async (t) => {
   const root = tmpDir();

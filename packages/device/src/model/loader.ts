@@ -1,5 +1,7 @@
-// Holds the active model and runs health checks. The engine is injected as a
-// loadModel function so the daemon logic does not depend on the native addon.
+// Loads model versions from the store and health-checks them (a few tokens
+// within a deadline). Holds no model: model/active-model.ts owns the one that
+// serves. The engine is injected as a loadModel function so the daemon logic
+// does not depend on the native addon.
 import type { LoadOptions, Model } from '@shoal/engine';
 import type { ModelRef } from '@shoal/protocol';
 import { ShoalError } from '@shoal/common';
@@ -8,7 +10,7 @@ export type LoadModelFn = (dir: string, opts?: LoadOptions) => Promise<Model>;
 
 export interface LoadedModel { ref: ModelRef; dir: string; model: Model }
 
-export interface EngineHostOptions {
+export interface ModelLoaderOptions {
   threads: number;
   backend: 'auto' | 'cpu' | 'cuda';
   contextSize: number;
@@ -22,9 +24,14 @@ export async function loadRealEngine(): Promise<LoadModelFn> {
   return mod.loadModel;
 }
 
-export class EngineHost {
-  current: LoadedModel | null = null;
-  constructor(private readonly loadModel: LoadModelFn, readonly opts: EngineHostOptions) {}
+/** The model requests run on, and the context size a session of it gets (the scheduler's view). */
+export interface ServingModel {
+  readonly current: LoadedModel | null;
+  contextSizeFor(model: Model): number;
+}
+
+export class ModelLoader {
+  constructor(private readonly loadModel: LoadModelFn, readonly opts: ModelLoaderOptions) {}
 
   async load(ref: ModelRef, dir: string): Promise<LoadedModel> {
     const model = await this.loadModel(dir, { threads: this.opts.threads, backend: this.opts.backend });
@@ -67,16 +74,6 @@ export class EngineHost {
       const msg = deadline.aborted ? `health check exceeded ${this.opts.health.timeoutSec} s` : (e as Error).message;
       throw new ShoalError('HEALTH_CHECK_FAILED', `${ref.name}@${ref.version} failed its health check: ${msg}`);
     }
-  }
-
-  engineInfo(): { backend: string; isa: string; threads: number } | null {
-    if (!this.current) return null;
-    const i = this.current.model.info;
-    return { backend: i.backend, isa: i.isa, threads: i.threads };
-  }
-
-  dispose(): void {
-    if (this.current) { try { this.current.model.dispose(); } catch { /* ignore */ } this.current = null; }
   }
 }
 

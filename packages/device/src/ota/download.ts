@@ -9,8 +9,6 @@ import type { FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ShoalError } from '@shoal/common';
 
-export interface HttpGetResult { status: number; headers: http.IncomingHttpHeaders; body: AsyncIterable<Buffer>; abort(): void }
-
 function get(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, idleTimeoutMs: number): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);

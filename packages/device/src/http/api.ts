@@ -7,10 +7,10 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { ChatMessage, MAX_PROMPT_CHARS, formatIssues, type GenerateResult } from '@shoal/protocol';
-import { toErrorInfo } from './errors.js';
-import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from './scheduler.js';
-import type { EngineHost } from './engine-host.js';
-import type { DeviceMetrics } from './metrics.js';
+import { toErrorInfo } from '../errors.js';
+import { PRIORITY_LOCAL, type Scheduler, type GenerateInput } from '../scheduler.js';
+import type { ServingModel } from '../model/loader.js';
+import type { DeviceMetrics } from '../metrics.js';
 import type { Logger } from '@shoal/common';
 import { ShoalError } from '@shoal/common';
 
@@ -38,7 +38,7 @@ const STATUS: Record<string, number> = {
 
 export interface HttpApiDeps {
   scheduler: Scheduler;
-  host: EngineHost;
+  models: Pick<ServingModel, 'current'>;
   metrics: DeviceMetrics;
   log: Logger;
   defaultDeadlineMs: number;
@@ -116,7 +116,7 @@ export class HttpApi {
       return;
     }
     if (req.method === 'GET' && p === '/v1/models') {
-      const cur = this.d.host.current;
+      const cur = this.d.models.current;
       return this.json(res, 200, {
         object: 'list',
         data: cur ? [{ id: cur.ref.name, object: 'model', created: 0, owned_by: 'shoal', version: cur.ref.version }] : [],
@@ -145,7 +145,7 @@ export class HttpApi {
     if (b.seed !== undefined) input.seed = b.seed;
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const modelName = this.d.host.current?.ref.name ?? 'none';
+    const modelName = this.d.models.current?.ref.name ?? 'none';
     // client gone → abort
     const ctl = new AbortController();
     res.on('close', () => { if (!res.writableFinished) ctl.abort(new ShoalError('CANCELLED', `HTTP client of ${id} disconnected`)); });

@@ -11,12 +11,13 @@ import { createReadStream } from 'node:fs';
 import {
   type DesiredModel, type ModelRef, type Phase, type EventType, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, verifyManifest, sha256Hex, manifestBytes,
 } from '@shoal/protocol';
-import { toErrorInfo } from './errors.js';
+import { toErrorInfo } from '../errors.js';
 import { ModelStore, sameRef, dirBytes } from './store.js';
 import { fetchBytes, downloadFile } from './download.js';
-import type { EngineHost, LoadedModel } from './engine-host.js';
-import type { Scheduler } from './scheduler.js';
-import type { DeviceConfig } from './config/load.js';
+import type { LoadedModel, ModelLoader } from '../model/loader.js';
+import type { ActiveModel } from '../model/active-model.js';
+import type { Scheduler } from '../scheduler.js';
+import type { DeviceConfig } from '../config/load.js';
 import { type Logger, fsyncDir, writeJsonAtomic, ShoalError } from '@shoal/common';
 
 const TRANSIENT = new Set(['MANIFEST_FETCH_FAILED', 'DOWNLOAD_FAILED', 'STORE_IO', 'INTERNAL']);
@@ -24,7 +25,8 @@ const TRANSIENT = new Set(['MANIFEST_FETCH_FAILED', 'DOWNLOAD_FAILED', 'STORE_IO
 export interface OtaDeps {
   cfg: DeviceConfig;
   store: ModelStore;
-  host: EngineHost;
+  loader: ModelLoader;
+  active: ActiveModel;
   scheduler: Scheduler;
   log: Logger;
   emit(type: EventType, data: Record<string, unknown>): void;
@@ -68,21 +70,9 @@ export class OtaManager {
 
   /** Loads the active model from the store at start-up (falls back to previous). */
   async restoreActive(): Promise<void> {
-    const { current, previous } = this.d.store.getActive();
-    for (const ref of [current, previous]) {
-      if (!ref || !this.d.store.has(ref)) continue;
-      try {
-        const loaded = await this.d.host.load(ref, this.d.store.versionDir(ref));
-        this.d.host.current = loaded;
-        if (!sameRef(ref, current)) await this.d.store.setActive(ref, null);
-        this.setPhase('active');
-        this.d.log.info({ model: ref }, 'active model loaded');
-        return;
-      } catch (e) {
-        this.d.log.error({ model: ref, err: (e as Error).message }, 'could not load stored model');
-        this.lastError = toErrorInfo(e, 'HEALTH_CHECK_FAILED');
-      }
-    }
+    const failure = await this.d.active.restore(this.d.log);
+    if (failure) this.lastError = toErrorInfo(failure, 'HEALTH_CHECK_FAILED');
+    if (this.d.active.current) this.setPhase('active');
   }
 
   setDesired(model: DesiredModel | null, rolloutId?: string): void {
@@ -125,9 +115,9 @@ export class OtaManager {
 
   private async convergeOnce(): Promise<void> {
     const want = this.desired;
-    if (!want) { if (this.d.host.current) this.setPhase('active'); return; }
+    if (!want) { if (this.d.active.current) this.setPhase('active'); return; }
     const ref: ModelRef = { name: want.name, version: want.version };
-    const cur = this.d.host.current?.ref ?? null;
+    const cur = this.d.active.ref;
     if (sameRef(cur, ref)) { this.setPhase('active'); this.lastError = undefined; return; }
     const k = this.key(want);
     if (this.failedKey === k || this.pinnedKey === k) return;
@@ -150,7 +140,7 @@ export class OtaManager {
         this.failedKey = k;
       } else {
         this.setPhase('failed');
-        this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: this.d.host.current?.ref ?? null });
+        this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: this.d.active.ref });
         if (TRANSIENT.has(info.code) && this.retries < 8) {
           this.retries++;
           const delay = Math.min(300_000, 2000 * 2 ** (this.retries - 1));
@@ -258,17 +248,17 @@ export class OtaManager {
 
   /** Loads + checks a stored version and makes it active; on failure the current model stays. */
   private async healthCheckAndActivate(ref: ModelRef, reason: 'desired' | 'activate' | 'rollback'): Promise<void> {
-    const { store, host, scheduler } = this.d;
+    const { store, loader, active, scheduler } = this.d;
     this.setPhase('health-check');
-    if (!host.current) scheduler.swapping = true;
+    if (!active.current) scheduler.swapping = true;
     let checked: { loaded: LoadedModel; tokens: number; ms: number };
     try {
-      checked = await host.loadAndCheck(ref, store.versionDir(ref));
+      checked = await loader.loadAndCheck(ref, store.versionDir(ref));
     } catch (e) {
       scheduler.swapping = false;
       const info = toErrorInfo(e, 'HEALTH_CHECK_FAILED');
       this.lastError = info;
-      const kept = host.current?.ref ?? null;
+      const kept = active.ref;
       this.d.emit('ota.failed', { name: ref.name, version: ref.version, code: info.code, reason: info.message, ...(this.rolloutId ? { rolloutId: this.rolloutId } : {}), activeModel: kept });
       if (kept) {
         this.setPhase('rolled-back');
@@ -281,21 +271,13 @@ export class OtaManager {
     this.d.emit('ota.health-check', { name: ref.name, version: ref.version, ok: true, tokens: checked.tokens, ms: Math.round(checked.ms) });
     this.setPhase('activating');
     await scheduler.exclusive(async () => {
-      const old = host.current;
-      const prevRef = reason === 'rollback' ? null : old?.ref ?? null;
-      try {
-        await store.setActive(ref, prevRef && !sameRef(prevRef, ref) ? prevRef : store.getActive().previous);
-      } catch (e) {
-        checked.loaded.model.dispose();
-        throw new ShoalError('STORE_IO', `could not write the active pointer: ${(e as Error).message}`);
-      }
-      host.current = checked.loaded;
-      if (old) { try { old.model.dispose(); } catch { /* ignore */ } }
+      const prevRef = reason === 'rollback' ? null : active.ref;
+      await active.activate(checked.loaded, prevRef && !sameRef(prevRef, ref) ? prevRef : active.pointer.previous);
     });
     scheduler.swapping = false;
     this.lastError = undefined;
     this.setPhase('active');
-    this.d.emit(reason === 'desired' ? 'ota.activated' : 'model.activated', { name: ref.name, version: ref.version, reason, previous: store.getActive().previous, ...(this.rolloutId && reason === 'desired' ? { rolloutId: this.rolloutId } : {}) });
+    this.d.emit(reason === 'desired' ? 'ota.activated' : 'model.activated', { name: ref.name, version: ref.version, reason, previous: active.pointer.previous, ...(this.rolloutId && reason === 'desired' ? { rolloutId: this.rolloutId } : {}) });
     const removed = await store.gc(this.d.cfg.store.keepVersions).catch((e) => { this.d.log.warn({ err: (e as Error).message }, 'gc failed'); return []; });
     if (removed.length) this.d.emit('model.gc', { removed });
     this.d.changed();
@@ -305,21 +287,21 @@ export class OtaManager {
   activate(ref: ModelRef): Promise<{ active: ModelRef; previous: ModelRef | null }> {
     return this.withLock(async () => {
       if (!this.d.store.has(ref)) throw new ShoalError('NOT_FOUND', `${ref.name}@${ref.version} is not in the store`);
-      if (!sameRef(this.d.host.current?.ref, ref)) await this.healthCheckAndActivate(ref, 'activate');
+      if (!sameRef(this.d.active.ref, ref)) await this.healthCheckAndActivate(ref, 'activate');
       if (this.desired && !sameRef(this.desired, ref)) this.pinnedKey = this.key(this.desired);
-      return { active: ref, previous: this.d.store.getActive().previous };
+      return { active: ref, previous: this.d.active.pointer.previous };
     });
   }
 
   /** Command: go back to the previous version. */
   rollback(): Promise<{ active: ModelRef; previous: ModelRef | null }> {
     return this.withLock(async () => {
-      const { current, previous } = this.d.store.getActive();
+      const { current, previous } = this.d.active.pointer;
       if (!previous || !this.d.store.has(previous)) throw new ShoalError('NO_PREVIOUS', 'there is no previous version to roll back to');
       const from = current;
       await this.healthCheckAndActivate(previous, 'rollback');
       // the version rolled back from becomes the new "previous"
-      await this.d.store.setActive(previous, from);
+      await this.d.active.keepForRollback(from);
       if (this.desired && !sameRef(this.desired, previous)) this.pinnedKey = this.key(this.desired);
       this.d.emit('ota.rolled-back', { from, to: previous, reason: 'rollback command' });
       this.setPhase('rolled-back');

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import { topics, CHANNEL_POLICY, type Reply } from '@shoal/protocol';
-import type { DeviceConfig } from './config/load.js';
+import type { DeviceConfig } from '../config/load.js';
 import type { Outbox } from './outbox.js';
 import type { Logger } from '@shoal/common';
 

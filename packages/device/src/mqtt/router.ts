@@ -6,7 +6,7 @@ import { z } from 'zod';
 import {
   MAX_PAYLOAD_BYTES, OPS, OP_ARGS, Request, formatIssues, type Op, type OpArgs, type Reply, type GenerateChunk, type EventType, isValidReplyTopic,
 } from '@shoal/protocol';
-import { toErrorInfo } from './errors.js';
+import { toErrorInfo } from '../errors.js';
 import { Lru } from './lru.js';
 import { ShoalError, type DeviceErrorCode } from '@shoal/common';
 

@@ -2,10 +2,10 @@
 import t from 'tap';
 import { mkdirSync, writeFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import { readJetson, readGpuLoad, readPowerRails } from '../src/jetson.js';
-import { collectTelemetry } from '../src/telemetry.js';
+import { readJetson, readGpuLoad, readPowerRails } from '../../src/telemetry/jetson.js';
+import { collectTelemetry } from '../../src/telemetry/service.js';
 import { Telemetry } from '@shoal/protocol';
-import { tmpDir } from './helpers.js';
+import { tmpDir } from '../helpers.js';
 
 function put(root: string, rel: string, text: string): void {
   const f = path.join(root, rel);
