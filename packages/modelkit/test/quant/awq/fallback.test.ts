@@ -38,8 +38,8 @@ t.test('awqOrRtn keeps the quantized layer with the lower held-out error (ties: 
 
 t.test('stories260K: every layer checked on held-out tokens; an RTN layer holds RTN weights', { skip: skipStories }, async (t) => {
   const docs = calibDocs(400);
-  const awq = await quantizeAwqModel({ model: STORIES, out: path.join(root, 'awq'), bits: 3, groupSize: 32, calibDocs: docs, samples: 8, seqlen: 256, holdout: 2 });
-  t.equal(awq.calibration?.heldOutTokens, 512);
+  const awq = await quantizeAwqModel({ model: STORIES, out: path.join(root, 'awq'), bits: 3, groupSize: 32, calibDocs: docs, samples: 4, seqlen: 128, holdout: 2 });
+  t.equal(awq.calibration?.heldOutTokens, 256);
   t.equal(awq.calibration?.heldOutFromSamples, false);
   for (const l of awq.layers) {
     const f = l.fallback!;
@@ -60,6 +60,6 @@ t.test('stories260K: every layer checked on held-out tokens; an RTN layer holds 
   // too little text for the held-out blocks: they come from the samples, and the result says so
   const few = await quantizeAwqModel({ model: STORIES, out: path.join(root, 'few'), bits: 3, groupSize: 32, calibDocs: calibDocs(20), samples: 2, seqlen: 128, holdout: 100 });
   t.match(few.calibration, { samples: 1, heldOutTokens: 128, heldOutFromSamples: true });
-  const off = await quantizeAwqModel({ model: STORIES, out: path.join(root, 'off'), bits: 3, groupSize: 32, calibDocs: docs, samples: 4, seqlen: 256, holdout: 0 });
+  const off = await quantizeAwqModel({ model: STORIES, out: path.join(root, 'off'), bits: 3, groupSize: 32, calibDocs: docs, samples: 2, seqlen: 128, holdout: 0 });
   t.ok(off.layers.every((l) => l.fallback === undefined), 'holdout 0: no check');
 });
