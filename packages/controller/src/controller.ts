@@ -40,7 +40,7 @@ export class Controller implements ControllerContext {
   private closed = false;
 
   constructor(readonly config: ResolvedConfig, opts: { storage?: Storage; logger?: Logger } = {}) {
-    this.log = opts.logger ?? createLogger(config.logLevel, { svc: 'controller' });
+    this.log = opts.logger ?? createLogger(config.logLevel, { svc: 'controller' }, 2, { sync: false });
     fs.mkdirSync(config.dataDir, { recursive: true });
     this.storage = opts.storage ?? openSqliteStorage(config.dbFile);
     this.registry = new PackageRegistry(this.storage, config.artifactsDir, config.fleetPublicKeyPem);

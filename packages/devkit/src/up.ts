@@ -119,7 +119,7 @@ export async function runUp(o: UpOptions): Promise<void> {
       rollout: { tickMs: 200, defaultTimeoutSec: 300 }, logLevel: 'warn',
     };
     writeFileAtomicSync(path.join(dir, 'controller.json'), JSON.stringify(ctlCfgRaw, null, 2) + '\n', { mode: 0o600 });
-    ctl = await step(startController(resolveConfig(ctlCfgRaw, dir), { logger: createLogger('warn', undefined, path.join(dir, 'controller.log')) }));
+    ctl = await step(startController(resolveConfig(ctlCfgRaw, dir), { logger: createLogger('warn', undefined, path.join(dir, 'controller.log'), { sync: false }) }));
     const apiUrl = `http://127.0.0.1:${ctl.api.address.port}`;
     log(`controller ${apiUrl}/api (log ${path.join(dir, 'controller.log')})`);
     writeFileAtomicSync(connFile, JSON.stringify({ api: apiUrl, token, dir }, null, 2) + '\n', { mode: 0o600 });
