@@ -13,6 +13,8 @@
 //       Q(w·diag(s))·diag(s)⁻¹ (fake-quant.h), on the host's cores
 //   ops.clipDeltas(w, rows, cols, group, g, bits, steps, nGrid) → Promise<Float32Array [rows, steps, group]>
 //   ops.siluMul(gate, up)                    → Promise; gate ← silu(gate)·up in place
+//   ops.hessian(x, rows, K, H, scale)        → Promise; H [K, K] f64 += scale · XᵀX (backend GEMM)
+//   ops.gptq(w, N, K, H, options)            → Promise<{q, scales, zeros, gIdx, loss, …}> (gptq.h)
 //
 // The input arrays are referenced (not copied) until the promise settles.
 #include "addon-ops.h"
@@ -20,6 +22,7 @@
 #include "backend.h"
 #include "error.h"
 #include "fake-quant.h"
+#include "gptq.h"
 
 #include <cmath>
 #include <functional>
@@ -141,47 +144,138 @@ struct ActGuard {
     ~ActGuard() { be.free_act(a); }
 };
 
+// y [rows, out] = x [rows, in] · wᵀ through the backend, rows in chunks of kChunkRows.
+void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float * w, int64_t out, int64_t in, float * y) {
+    shoal::LinearSource src;
+    src.name = "ops.matmul";
+    src.in = in;
+    src.out = out;
+    src.weight.name = "ops.matmul.weight";
+    src.weight.dtype = shoal::DType::F32;
+    src.weight.n_dims = 2;
+    src.weight.shape[0] = out;
+    src.weight.shape[1] = in;
+    src.weight.data = w;
+    src.weight.nbytes = (size_t)(out * in) * sizeof(float);
+    src.transient = true;
+    std::unique_ptr<shoal::Linear> lin = be.load_linear(src);
+    const int64_t chunk = std::min<int64_t>(rows, kChunkRows);
+    ActGuard xa(be, chunk, in), ya(be, chunk, out);
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        const int64_t n = std::min(chunk, rows - r0);
+        if (n != chunk) {
+            // last partial chunk: backend ops work on x.rows rows
+            ActGuard xl(be, n, in), yl(be, n, out);
+            be.from_host(xl.a, x + r0 * in);
+            be.matmul(*lin, xl.a, yl.a);
+            be.to_host(yl.a, 0, n, y + r0 * out);
+        } else {
+            be.from_host(xa.a, x + r0 * in);
+            be.matmul(*lin, xa.a, ya.a);
+            be.to_host(ya.a, 0, n, y + r0 * out);
+        }
+    }
+}
+
 class MatmulWorker : public OpWorker {
 public:
     MatmulWorker(Napi::Env env, F32Arg x, int64_t rows, F32Arg w, int64_t out, int64_t in)
         : OpWorker(env, (size_t)(rows * out)), x_(std::move(x)), w_(std::move(w)), rows_(rows), out_n_(out), in_(in) {}
 
 protected:
-    void run(shoal::Backend & be) override {
-        shoal::LinearSource src;
-        src.name = "ops.matmul";
-        src.in = in_;
-        src.out = out_n_;
-        src.weight.name = "ops.matmul.weight";
-        src.weight.dtype = shoal::DType::F32;
-        src.weight.n_dims = 2;
-        src.weight.shape[0] = out_n_;
-        src.weight.shape[1] = in_;
-        src.weight.data = w_.data;
-        src.weight.nbytes = w_.n * sizeof(float);
-        src.transient = true;
-        std::unique_ptr<shoal::Linear> lin = be.load_linear(src);
-        const int64_t chunk = std::min<int64_t>(rows_, kChunkRows);
-        ActGuard xa(be, chunk, in_), ya(be, chunk, out_n_);
-        for (int64_t r0 = 0; r0 < rows_; r0 += chunk) {
-            const int64_t n = std::min(chunk, rows_ - r0);
-            if (n != chunk) {
-                // last partial chunk: backend ops work on x.rows rows
-                ActGuard xl(be, n, in_), yl(be, n, out_n_);
-                be.from_host(xl.a, x_.data + r0 * in_);
-                be.matmul(*lin, xl.a, yl.a);
-                be.to_host(yl.a, 0, n, out_data_ + r0 * out_n_);
-            } else {
-                be.from_host(xa.a, x_.data + r0 * in_);
-                be.matmul(*lin, xa.a, ya.a);
-                be.to_host(ya.a, 0, n, out_data_ + r0 * out_n_);
-            }
-        }
-    }
+    void run(shoal::Backend & be) override { host_matmul(be, x_.data, rows_, w_.data, out_n_, in_, out_data_); }
 
 private:
     F32Arg x_, w_;
     int64_t rows_, out_n_, in_;
+};
+
+// H [K, K] += scale · XᵀX for x [rows, K] (GPTQ's Hessian 2·XᵀX/T): blocks of
+// rows are transposed here and multiplied through the backend (XᵀX = Xᵀ·(Xᵀ)ᵀ),
+// each block's f32 product accumulated in double.
+class HessianWorker : public OpWorker {
+public:
+    HessianWorker(Napi::Env env, F32Arg x, int64_t rows, int64_t k, Napi::Float64Array h, double scale)
+        : OpWorker(env, 0), x_(std::move(x)), rows_(rows), k_(k), h_(h.Data()), href_(Napi::Persistent(h)), scale_(scale) {}
+
+protected:
+    void run(shoal::Backend & be) override {
+        constexpr int64_t kBlock = 2048;
+        const int64_t K = k_;
+        std::vector<float> xt((size_t)(K * std::min(rows_, kBlock))), y((size_t)(K * K));
+        for (int64_t r0 = 0; r0 < rows_; r0 += kBlock) {
+            const int64_t n = std::min(kBlock, rows_ - r0);
+            for (int64_t r = 0; r < n; r++) {
+                const float * xr = x_.data + (r0 + r) * K;
+                for (int64_t k = 0; k < K; k++) xt[(size_t)(k * n + r)] = xr[k];
+            }
+            host_matmul(be, xt.data(), K, xt.data(), K, n, y.data());
+            for (int64_t i = 0; i < K * K; i++) h_[i] += scale_ * (double)y[(size_t)i];
+        }
+    }
+
+private:
+    F32Arg x_;
+    int64_t rows_, k_;
+    double * h_;
+    Napi::Reference<Napi::Float64Array> href_;
+    double scale_;
+};
+
+// GPTQ of one linear (gptq.h) on the host's cores; resolves with
+// { q: Uint8Array [K, N], scales: Uint16Array (f16 bits) [groups, N], zeros: Uint8Array [groups, N],
+//   gIdx: Int32Array [K], loss, dead, errGptq, errRtn, norm }.
+class GptqWorker : public Napi::AsyncWorker {
+public:
+    GptqWorker(Napi::Env env, const GptqParams & p, F32Arg w, Napi::Float64Array h)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), p_(p), w_(std::move(w)), h_(h.Data()),
+          href_(Napi::Persistent(h)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override {
+        try {
+            ok_ = gptq_quantize(p_, h_, w_.data, &out_, &msg_);
+        } catch (const std::bad_alloc &) {
+            ok_ = false;
+            oom_ = true;
+            msg_ = "out of memory in the GPTQ solver";
+        }
+    }
+    void OnOK() override {
+        Napi::Env env = Env();
+        if (!ok_) return deferred_.Reject(make_error(env, oom_ ? SHOAL_ERR_OOM : SHOAL_ERR_INVALID_ARG, msg_).Value());
+        Napi::Object o = Napi::Object::New(env);
+        auto q = Napi::Uint8Array::New(env, out_.q.size());
+        std::copy(out_.q.begin(), out_.q.end(), q.Data());
+        auto sc = Napi::Uint16Array::New(env, out_.scales.size());
+        std::copy(out_.scales.begin(), out_.scales.end(), sc.Data());
+        auto z = Napi::Uint8Array::New(env, out_.zeros.size());
+        std::copy(out_.zeros.begin(), out_.zeros.end(), z.Data());
+        auto gi = Napi::Int32Array::New(env, out_.g_idx.size());
+        std::copy(out_.g_idx.begin(), out_.g_idx.end(), gi.Data());
+        o.Set("q", q);
+        o.Set("scales", sc);
+        o.Set("zeros", z);
+        o.Set("gIdx", gi);
+        o.Set("loss", out_.loss);
+        o.Set("dead", (double)out_.dead);
+        if (p_.errors) {
+            o.Set("errGptq", out_.err_gptq);
+            o.Set("errRtn", out_.err_rtn);
+            o.Set("norm", out_.norm);
+        }
+        deferred_.Resolve(o);
+    }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+
+private:
+    Napi::Promise::Deferred deferred_;
+    GptqParams p_;
+    F32Arg w_;
+    double * h_;
+    Napi::Reference<Napi::Float64Array> href_;
+    GptqOutput out_;
+    std::string msg_;
+    bool ok_ = false, oom_ = false;
 };
 
 class AttentionWorker : public OpWorker {
@@ -351,6 +445,59 @@ Napi::Value ClipDeltas(const Napi::CallbackInfo & info) {
                                       (int)n_grid));
 }
 
+Napi::Float64Array f64_array(Napi::Env env, const Napi::Value & v, const char * what, size_t n) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw_type(env, std::string(what) + " must be a Float64Array");
+    auto a = v.As<Napi::Float64Array>();
+    if (a.ElementLength() != n)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, std::string(what) + " has " + std::to_string(a.ElementLength()) + " values, expected " + std::to_string(n));
+    return a;
+}
+
+// ops.hessian(x, rows, K, H, scale) → Promise; H [K, K] += scale · XᵀX
+Napi::Value Hessian(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg x = f32_arg(env, info[0], "x");
+    const int64_t rows = int_arg(env, info, 1, "rows", 1);
+    const int64_t k = int_arg(env, info, 2, "K", 1);
+    if (k > 65536 || (int64_t)x.n != rows * k) throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.hessian: x must be [rows, K], K <= 65536");
+    Napi::Float64Array h = f64_array(env, info[3], "H", (size_t)(k * k));
+    if (info.Length() < 5 || !info[4].IsNumber()) throw_type(env, "scale must be a number");
+    auto * wk = new HessianWorker(env, std::move(x), rows, k, h, info[4].As<Napi::Number>().DoubleValue());
+    return queue(wk);
+}
+
+// ops.gptq(w, N, K, H, {bits, group, damp, actOrder, staticGroups, sym, minZero, block, errors}) → Promise<result>
+// H [K, K] (f64) is overwritten.
+Napi::Value Gptq(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    F32Arg w = f32_arg(env, info[0], "w");
+    GptqParams p;
+    p.N = int_arg(env, info, 1, "N", 1);
+    p.K = int_arg(env, info, 2, "K", 1);
+    if (p.K > 65536 || (int64_t)w.n != p.N * p.K) throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.gptq: w must be [N, K], K <= 65536");
+    Napi::Float64Array h = f64_array(env, info[3], "H", (size_t)(p.K * p.K));
+    if (info.Length() < 5 || !info[4].IsObject()) throw_type(env, "options must be an object");
+    Napi::Object o = info[4].As<Napi::Object>();
+    auto num = [&](const char * key, double def) { return o.Has(key) && o.Get(key).IsNumber() ? o.Get(key).As<Napi::Number>().DoubleValue() : def; };
+    auto flag = [&](const char * key) { return o.Has(key) && o.Get(key).ToBoolean().Value(); };
+    p.bits = (int)num("bits", 4);
+    p.group = (int64_t)num("group", 128);
+    p.damp = num("damp", 0.01);
+    p.block = (int64_t)num("block", 128);
+    p.min_zero = (int)num("minZero", 0);
+    p.act_order = flag("actOrder");
+    p.static_groups = flag("staticGroups");
+    p.sym = flag("sym");
+    p.errors = flag("errors");
+    if (p.bits < 2 || p.bits > 8 || p.group < 1 || p.K % p.group != 0 || !(p.damp >= 0) || p.block < 1 || p.min_zero < 0 || p.min_zero > 1)
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.gptq: bits 2..8, a group dividing K, damp >= 0, block >= 1, minZero 0 or 1");
+    auto * wk = new GptqWorker(env, p, std::move(w), h);
+    Napi::Promise pr = wk->promise();
+    wk->Queue();
+    return pr;
+}
+
 Napi::Value Matmul(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     F32Arg x = f32_arg(env, info[0], "x");
@@ -441,6 +588,8 @@ Napi::Object OpsInit(Napi::Env env) {
     o.Set("fakeQuant", Napi::Function::New(env, FakeQuant));
     o.Set("clipDeltas", Napi::Function::New(env, ClipDeltas));
     o.Set("siluMul", Napi::Function::New(env, SiluMul));
+    o.Set("hessian", Napi::Function::New(env, Hessian));
+    o.Set("gptq", Napi::Function::New(env, Gptq));
     return o;
 }
 

@@ -16,8 +16,10 @@ constexpr double kMinRange = 1e-5; // AWQ_MIN_RANGE (awq-pack.ts)
 // Round half to even (the default FE_TONEAREST mode of nearbyint).
 inline double round_even(double x) { return std::nearbyint(x); }
 
+} // namespace
+
 // double → f16 → double with round to nearest even (f64ToF16 + f16ToF32).
-double to_f16(double v) {
+double round_to_f16(double v) {
     const double a = std::fabs(v);
     if (a >= 65520.0) return std::copysign(INFINITY, v);
     if (a < 0x1p-14) return std::copysign(round_even(a * 0x1p24) * 0x1p-24, v); // subnormal step 2^-24
@@ -25,6 +27,8 @@ double to_f16(double v) {
     const double m = round_even(std::ldexp(a, 10 - e)); // 1024..2048 (2048 carries into the exponent)
     return std::copysign(std::ldexp(m, e - 10), v);
 }
+
+namespace {
 
 // One group x[0..G) (already scaled) → out[0..G) dequantized; false on a bad group.
 bool qdq_group(const double * x, int G, double qmax, double * out, std::string * err) {
@@ -39,7 +43,7 @@ bool qdq_group(const double * x, int G, double qmax, double * out, std::string *
         return false;
     }
     const double range = std::max(mx - mn, kMinRange);
-    const double scale = to_f16(range / qmax);
+    const double scale = round_to_f16(range / qmax);
     if (!std::isfinite(scale) || scale <= 0) {
         *err = "weight range " + std::to_string(range) + " gives a scale outside f16; the weights are not finite or far too large";
         return false;

@@ -8,6 +8,9 @@
 
 namespace shoal_addon {
 
+// v rounded to the nearest f16 value (ties to even), as a double (±inf above f16's range).
+double round_to_f16(double v);
+
 // out [N, K] = Q(w·diag(s))·diag(s)⁻¹ with groups of G along K, b bits,
 // asymmetric with zero point (scale = max(max − min, 1e-5)/(2^b − 1) rounded
 // to f16, round half to even). s == nullptr: plain Q(w). Rows [n0, n1) only.

@@ -42,6 +42,8 @@ const ENGINE = {
   SHOAL_ERR_NOT_IMPLEMENTED: { message: 'not implemented' },
   /** The AWQ calibration text gives fewer tokens than one block. */
   SHOAL_ERR_CALIB_TOO_SHORT: { message: 'calibration text too short' },
+  /** A --calib file holds no text. */
+  SHOAL_ERR_CALIB_EMPTY: { message: 'calibration file is empty' },
   /** A quantizer's search produced a non-finite value. */
   SHOAL_ERR_NUMERIC: { message: 'a numeric search produced a non-finite value' },
   /** The Hugging Face Hub (or HF_ENDPOINT) failed or answered something unusable. */

@@ -11,14 +11,14 @@ import OpenAI from 'openai';
 import { Ajv } from 'ajv';
 import { createLogger } from '@shoal/common';
 import { loadModel, type Model } from '@shoal/engine';
-import { sharedPath } from '@shoal/testkit';
+import { storiesPath } from '@shoal/testkit';
 import type { ServingModel } from '../src/model/loader.js';
 import { Scheduler, type SchedulerOptions } from '../src/scheduler.js';
 import { HttpApi } from '../src/http/api.js';
 import { DeviceMetrics } from '../src/metrics.js';
 import { engineAvailable } from './helpers.js';
 
-const MODEL = sharedPath('models', 'stories260K');
+const MODEL = storiesPath();
 const skip = engineAvailable() || (existsSync(MODEL) ? false : 'stories260K missing');
 
 interface Served { client: OpenAI; base: string; sched: Scheduler; model: Model; calls: () => number; close(): Promise<void> }

@@ -9,10 +9,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runChaos } from '../src/trials/chaos.js';
 import { shippedBrokerSkip } from '../src/shipped-broker.js';
-import { sharedPath, repoRoot } from '@shoal/testkit';
+import { repoRoot, storiesPath } from '@shoal/testkit';
 import { tmpDir } from '@shoal/testkit/fleet';
 
-const modelDir = sharedPath('models', 'stories260K');
+const modelDir = storiesPath();
 const addon = ['Release', 'Debug'].map((b) => path.join(repoRoot, 'native', 'build', b, 'shoal.node')).find((f) => fs.existsSync(f));
 const skip = shippedBrokerSkip() || (!addon ? 'native engine not built (run `make`)' : false) || (!fs.existsSync(path.join(modelDir, 'model.safetensors')) ? 'stories260K not found in the shared folder' : false);
 

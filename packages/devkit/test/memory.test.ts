@@ -6,10 +6,10 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runMemory } from '../src/trials/memory.js';
-import { sharedPath, repoRoot } from '@shoal/testkit';
+import { repoRoot, storiesPath } from '@shoal/testkit';
 import { tmpDir } from '@shoal/testkit/fleet';
 
-const modelDir = sharedPath('models', 'stories260K');
+const modelDir = storiesPath();
 const addon = ['Release', 'Debug'].map((b) => path.join(repoRoot, 'native', 'build', b, 'shoal.node')).find((f) => fs.existsSync(f));
 const skip = !addon ? 'native engine not built (run `make`)' : !fs.existsSync(path.join(modelDir, 'model.safetensors')) ? 'stories260K not found in the shared folder' : false;
 

@@ -78,6 +78,44 @@ export interface AddonOps {
   clipDeltas(w: Float32Array, rows: number, cols: number, group: number, g: number, bits: number, steps: number, nGrid: number): Promise<Float32Array>;
   /** gate ← silu(gate)·up in place, on the host's cores. */
   siluMul(gate: Float32Array, up: Float32Array): Promise<unknown>;
+  /** H [K, K] += scale · XᵀX for x [rows, K] (blocks transposed natively, products through the backend, f64 sums). */
+  hessian(x: Float32Array, rows: number, K: number, H: Float64Array, scale: number): Promise<unknown>;
+  /** GPTQ of w [N, K] with Hessian H [K, K] (overwritten), on the host's cores (native/addon/gptq.h). */
+  gptq(w: Float32Array, N: number, K: number, H: Float64Array, options: GptqNativeOptions): Promise<GptqNativeResult>;
   /** Chooses the backend for the ops (default auto: CUDA when usable, else CPU); throws SHOAL_ERR_BACKEND. */
   init(backend: 'auto' | 'cpu' | 'cuda'): { backend: string; isa: string; threads: number };
+}
+
+/** @internal options of ops.gptq */
+export interface GptqNativeOptions {
+  bits: number;
+  /** group size dividing K (K: one group) */
+  group: number;
+  /** fraction of mean(diag H) added to the diagonal */
+  damp: number;
+  actOrder?: boolean;
+  staticGroups?: boolean;
+  sym?: boolean;
+  /** 1: asymmetric zeros >= 1 (checkpoint_format gptq stores z − 1) */
+  minZero?: 0 | 1;
+  /** lazy-batch block (default 128) */
+  block?: number;
+  /** also return the quadratic errors of GPTQ and RTN and tr(W H Wᵀ) */
+  errors?: boolean;
+}
+
+/** @internal result of ops.gptq */
+export interface GptqNativeResult {
+  /** codes [K, N] */
+  q: Uint8Array;
+  /** f16 bits [groups, N] */
+  scales: Uint16Array;
+  /** zero points [groups, N] */
+  zeros: Uint8Array;
+  gIdx: Int32Array;
+  loss: number;
+  dead: number;
+  errGptq?: number;
+  errRtn?: number;
+  norm?: number;
 }

@@ -9,3 +9,4 @@ export function backendOps(): AddonOps {
   if (!opsCache) opsCache = addon().ops;
   return opsCache;
 }
+export type { GptqNativeOptions, GptqNativeResult } from './addon-types.js';

@@ -9,8 +9,8 @@ import { generateModel, QUANT_NAMES } from './synth/gen-model.js';
 import { SHAPE_NAMES, type FloatDType, type ModelShape, type ShapeName } from './arch/model-shapes.js';
 import { checkQuantizeOptions, quantizeModel } from './quant/rtn.js';
 import { addAwqQuantizeOptions, needsAwqQuantizer, runAwqQuantize, type AwqCliOpts } from './quant/awq/cli.js';
-import { checkGptqOptions, quantizeModelGptq } from './quant/gptq.js';
 import { resolveModelArg } from '@shoal/common';
+import { addGptqQuantizeOptions, runLowbitQuantize, type LowbitCliOpts } from './quant/gptq/cli.js';
 import type { Isa, LoadOptions, Model } from '@shoal/engine';
 import { ShoalError } from '@shoal/common';
 
@@ -123,10 +123,10 @@ export function registerToolCommands(program: Command): void {
         + `wrote ${r.files.join(', ')} (${formatBytes(r.bytes)}) to ${r.dir} in ${r.seconds.toFixed(1)} s\n`);
     });
 
-  addAwqQuantizeOptions(program
-    .command('quantize'))
-    .description('quantize an F32/F16/BF16 checkpoint to INT4 in the AutoAWQ gemm layout')
-    .option('--method <m>', 'rtn (round to nearest) or awq (activation-aware; needs --calib)', 'rtn')
+  addGptqQuantizeOptions(addAwqQuantizeOptions(program
+    .command('quantize')))
+    .description('quantize an F32/F16/BF16 checkpoint: INT4 AutoAWQ gemm, or 2/3/4/8-bit GPTQ / EfficientQAT layouts')
+    .option('--method <m>', 'rtn (round to nearest), gptq (GPTQ, calibrated; writes the GPTQ layout) or awq (activation-aware); gptq and awq need --calib', 'rtn')
     .option('--bits <n>', 'bits per weight: 4 (AutoAWQ gemm); 2 or 3 write a fake-quantized F32 checkpoint (packed low-bit: --format)', intArg(1), 4)
     .option('--group <n>', 'group size (input channels per scale); -1 for low-bit formats: one scale per output row (compressed-tensors channel)', groupArg, 128)
     .requiredOption('--model <dir>', 'unquantized Hugging Face model folder, or org/name[@revision] from the Hugging Face cache')
@@ -134,38 +134,12 @@ export function registerToolCommands(program: Command): void {
     .addOption(new Option('--dtype <t>', 'storage dtype of tensors left unquantized').choices(['f16', 'f32', 'bf16']).default('f16'))
     .option('--force', 'replace a non-empty output folder')
     .option('--json', 'print the result as JSON')
-    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit), a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat; or compressed-tensors (llm-compressor pack-quantized, --bits 4|8, docs/formats.md)').choices(['awq', 'gptq', 'gptq-v1', 'eqat', 'compressed-tensors']).default('awq'))
+    .addOption(new Option('--format <f>', 'awq (gemm, 4-bit), a low-bit layout (--bits 2|3|4|8, docs/lowbit.md): gptq (gptq_v2 zeros), gptq-v1, eqat; or compressed-tensors (llm-compressor pack-quantized, --bits 4|8, docs/formats.md); --method gptq defaults to gptq-v1').choices(['awq', 'gptq', 'gptq-v1', 'eqat', 'compressed-tensors']).default('awq'))
     .option('--sym', 'low-bit formats: symmetric zero points (AutoGPTQ sym=True; compressed-tensors symmetric: no zero points stored)')
     .action(async (o: QuantizeCliOpts) => {
       o.model = resolveModelArg(o.model);
-      if (o.format && o.format !== 'awq') {
-        checkGptqOptions({
-          method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype,
-          layout: o.format === 'eqat' ? 'eqat' : o.format === 'compressed-tensors' ? 'ct' : 'gptq',
-        });
-        const gbar = progressBar(!o.json, 'quantize [{bar}] {percentage}% | {value}/{total} tensors | ETA {eta}s');
-        let g;
-        try {
-          g = await quantizeModelGptq({
-            model: o.model, out: o.out, method: o.method, bits: o.bits, groupSize: o.group, dtype: o.dtype, sym: o.sym ?? false,
-            checkpointFormat: o.format === 'gptq-v1' ? 'gptq' : 'gptq_v2',
-            layout: o.format === 'eqat' ? 'eqat' : o.format === 'compressed-tensors' ? 'ct' : 'gptq',
-            ...((o as { calib?: string[] }).calib ? { calib: (o as { calib?: string[] }).calib } : {}),
-            ...((o as { samples?: number }).samples ? { awqSamples: (o as { samples?: number }).samples } : {}),
-            ...((o as { seqlen?: number }).seqlen ? { awqSeqlen: (o as { seqlen?: number }).seqlen } : {}),
-            force: o.force ?? false, onProgress: (d, t) => gbar.update(d, t),
-          });
-        } finally {
-          gbar.stop();
-        }
-        if (o.json) process.stdout.write(JSON.stringify(g) + '\n');
-        else {
-          const fmtName = g.layout === 'eqat' ? 'efficientqat' : g.layout === 'ct' ? `compressed-tensors ${g.sym ? 'sym' : 'asym'}` : g.checkpointFormat;
-          process.stdout.write(`${g.method} ${fmtName} w${g.bits}${g.groupSize === -1 ? (g.layout === 'ct' ? ' channel' : 'g-1') : `g${g.groupSize}`}: ${g.quantizedLinears} linears quantized, ${g.keptLinears} kept in ${g.dtype}`
-            + (g.modulesToNotConvert.length ? ` (not quantized: ${g.modulesToNotConvert.join(', ')})` : '') + '\n'
-            + `mean relative weight error ${g.meanRelativeError.toFixed(4)}\n`
-            + `wrote ${g.files.join(', ')} (${formatBytes(g.bytesOut)}, source ${formatBytes(g.bytesIn)}) to ${g.dir} in ${g.seconds.toFixed(1)} s\n`);
-        }
+      if ((o.format && o.format !== 'awq') || o.method === 'gptq') {
+        await runLowbitQuantize(o as unknown as LowbitCliOpts);
         return;
       }
       if (needsAwqQuantizer(o as unknown as AwqCliOpts)) {
@@ -187,6 +161,7 @@ export function registerToolCommands(program: Command): void {
         process.stdout.write(JSON.stringify(r) + '\n');
         return;
       }
+      if (r.note) process.stderr.write(r.note + '\n');
       process.stdout.write(
         `rtn int4 g${r.groupSize}: ${r.quantizedLinears} linears quantized, ${r.keptLinears} kept in ${r.dtype}`
         + (r.modulesToNotConvert.length ? ` (modules_to_not_convert: ${r.modulesToNotConvert.join(', ')})` : '') + '\n'

@@ -194,11 +194,40 @@ export function beginOutputDir(out: string, force = false): string {
   mkdirSync(path.dirname(abs), { recursive: true });
   const tmp = tempSibling(abs);
   mkdirSync(tmp);
+  trackOutputDir(tmp);
   return tmp;
+}
+
+// Unfinished output folders of this process, removed if it is interrupted, so
+// Ctrl-C never leaves a partial output behind. The signal handlers are only
+// installed while such a folder exists (a long-running process keeps its own).
+const pendingOutputs = new Set<string>();
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+function onInterrupt(sig: NodeJS.Signals): void {
+  for (const d of pendingOutputs) rmSync(d, { recursive: true, force: true });
+  pendingOutputs.clear();
+  process.stderr.write(`\ninterrupted (${sig}); the unfinished output was removed\n`);
+  for (const s of SIGNALS) process.off(s, onInterrupt);
+  // Die of the signal itself: process.exit() would wait for a native op still
+  // running on the thread pool (a GPTQ solve can take a minute) before exiting.
+  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  else process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGTERM' ? 143 : 129);
+}
+
+/** Registers a temporary folder to remove if the process is interrupted (until forgetOutputDir). */
+export function trackOutputDir(dir: string): void {
+  if (pendingOutputs.size === 0) for (const s of SIGNALS) process.on(s, onInterrupt);
+  pendingOutputs.add(dir);
+}
+
+export function forgetOutputDir(dir: string): void {
+  if (!pendingOutputs.delete(dir)) return;
+  if (pendingOutputs.size === 0) for (const s of SIGNALS) process.off(s, onInterrupt);
 }
 
 /** Moves a finished temporary folder to `out` (replacing an old one). */
 export function commitOutputDir(tmp: string, out: string): void {
+  forgetOutputDir(tmp);
   const abs = path.resolve(out);
   fsyncDirSync(tmp);
   let old: string | null = null;
@@ -213,6 +242,7 @@ export function commitOutputDir(tmp: string, out: string): void {
 
 /** Removes a temporary folder after a failure. */
 export function abortOutputDir(tmp: string): void {
+  forgetOutputDir(tmp);
   rmSync(tmp, { recursive: true, force: true });
 }
 

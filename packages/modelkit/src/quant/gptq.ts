@@ -2,15 +2,17 @@
 // layout (AutoGPTQ `gptq` or GPTQModel `gptq_v2`) or EfficientQAT's native
 // layout (+ shoal-quant.json), from an unquantized LLaMA-family checkpoint.
 //
-// Method: group-wise round-to-nearest (formats/gptq.ts quantizeGptqLinear; GPTQ's
-// quantizer grid without the Hessian-based error feedback). With method "awq"
-// the AWQ engineer's scale search (packages/modelkit/src/quant/awq, foldOnly) runs first and its
-// folded F32 model is what gets rounded: RTN with AWQ scales.
+// Methods: "gptq" — the published GPTQ algorithm (quant/gptq/: Hessians from
+// calibration activations, layer by layer, error feedback, optional act order);
+// "rtn" — group-wise round-to-nearest on the same grid (formats/gptq.ts
+// quantizeGptqLinear); "awq" — the AWQ scale search (quant/awq, foldOnly) runs
+// first and its folded F32 model is rounded: RTN with AWQ scales.
 //
 // A linear is quantized when the CPU kernels can run it: in_features % 32 == 0,
 // group | in_features, 32 | group (4-bit: group 32 or a multiple of 64). Others
 // stay floating point (.weight) and are listed in modules_to_not_convert.
-// g_idx is written as k / G (no act-order).
+// g_idx is k / G, except with GPTQ act order (desc_act): the group of input k
+// in the order GPTQ quantized them.
 //
 // layout "ct" writes compressed-tensors pack-quantized (llm-compressor's format,
 // formats/compressed-tensors.ts) from the same codes: GPTQ's min/max grid is
@@ -21,14 +23,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readModelFolder, writeModelMetadata } from '../io/hf-folder.js';
+import { checkGroupCoverage } from './group-check.js';
+import { GptqSequential, type GptqLayerReport } from './gptq/sequential.js';
+import { loadCalibration } from './awq/calib.js';
 import { relativeError } from './rtn.js';
 import { quantizeAwqModel } from './awq/quantize-awq.js';
 import { CT_BITS, ctQuantConfig, ctScales, ctWeightShape, packCtWeight, packCtZeros } from '../formats/compressed-tensors.js';
 import {
   dequantizeGptq, GPTQ_BITS, packEqatWeight, packEqatZeros, packGptqWeight, packGptqZeros, quantizeGptqLinear, trivialGIdx,
+  type GptqQuantized,
 } from '../formats/gptq.js';
 import { ST_DTYPE, LINEAR_KINDS, linearDims, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from '../arch/model-shapes.js';
-import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../io/safetensors-write.js';
+import {
+  abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, forgetOutputDir, trackOutputDir, type TensorSpec,
+} from '../io/safetensors-write.js';
 import { Checkpoint } from '../io/safetensors.js';
 import { encodeFloats } from '../io/dtypes.js';
 import { writeFileAtomicSync, ShoalError } from '@shoal/common';
@@ -39,8 +47,8 @@ export type LowbitLayout = 'gptq' | 'eqat' | 'ct';
 export interface GptqQuantizeOptions {
   model: string;
   out: string;
-  /** rtn (default) or awq (AWQ scale search, then RTN) */
-  method?: 'rtn' | 'awq' | string;
+  /** rtn (default), gptq (the GPTQ algorithm, calibrated) or awq (AWQ scale search, then RTN) */
+  method?: 'rtn' | 'gptq' | 'awq' | string;
   bits?: number;
   /** group size; -1 = one group over all inputs (default 128) */
   groupSize?: number;
@@ -53,9 +61,23 @@ export interface GptqQuantizeOptions {
   dtype?: FloatDType;
   /** Calibration text files for method awq. */
   calib?: string[];
-  /** Calibration samples and their length for method awq (AWQ quantizer defaults: 128 × 512). */
+  /** Calibration samples and their length for methods awq and gptq (default 128 × 512). */
   awqSamples?: number;
   awqSeqlen?: number;
+  /** Calibration documents given directly (tests). */
+  calibDocs?: string[];
+  /** GPTQ: dampening as a fraction of the Hessian's mean diagonal (default 0.01). */
+  damp?: number;
+  /** GPTQ: quantize inputs in order of decreasing Hessian diagonal and write g_idx (desc_act). */
+  actOrder?: boolean;
+  /** GPTQ: group grids from the original weights (static_groups). */
+  staticGroups?: boolean;
+  /** GPTQ: measure every linear's ‖(Ŵ − W)X‖² / ‖WX‖² for GPTQ and for RTN (costs about as much again). */
+  layerError?: boolean;
+  onStage?: (layer: number, phase: string, layers: number) => void;
+  onLayer?: (report: GptqLayerReport, layers: number) => void;
+  /** Splits calibration files into documents (BOS before each). */
+  calibSep?: RegExp;
   force?: boolean;
   maxShardBytes?: number;
   onProgress?: (doneTensors: number, totalTensors: number) => void;
@@ -63,8 +85,18 @@ export interface GptqQuantizeOptions {
 
 export interface GptqQuantizeResult {
   dir: string;
-  method: 'rtn' | 'awq+rtn';
+  method: 'rtn' | 'awq+rtn' | 'gptq';
   bits: number;
+  /** GPTQ: act order and static groups as written to quantize_config.json */
+  descAct: boolean;
+  staticGroups: boolean;
+  damp: number | null;
+  /** GPTQ: per-layer reports */
+  layers: GptqLayerReport[];
+  calibration: { samples: number; seqlen: number; documents: number } | null;
+  /** Linears the group does not fit, for the user (null: all quantized). */
+  note: string | null;
+  peakRssBytes: number;
   groupSize: number;
   sym: boolean;
   checkpointFormat: GptqCheckpointFormat;
@@ -93,9 +125,12 @@ export function lowbitUnquantizableKinds(s: ModelShape, bits: number, groupSize:
   return LINEAR_KINDS.filter((k) => !ok(linearDims(s, k).in));
 }
 
-export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' | 'groupSize' | 'dtype' | 'checkpointFormat' | 'layout'>): { bits: number; groupSize: number } {
+export function checkGptqOptions(o: Pick<GptqQuantizeOptions, 'method' | 'bits' | 'groupSize' | 'dtype' | 'checkpointFormat' | 'layout' | 'damp' | 'actOrder' | 'staticGroups'>): { bits: number; groupSize: number } {
   const method = o.method ?? 'rtn';
-  if (method !== 'rtn' && method !== 'awq') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn or awq`);
+  if (method !== 'rtn' && method !== 'awq' && method !== 'gptq') throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --method ${method}; use rtn, gptq or awq`);
+  if (o.damp !== undefined && !(o.damp >= 0 && o.damp < 1)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--damp ${o.damp} must be in [0, 1) (a fraction of the Hessian's mean diagonal; 0.01 is usual)`);
+  if ((o.actOrder || o.staticGroups) && method !== 'gptq') throw new ShoalError('SHOAL_ERR_INVALID_ARG', '--act-order and --static-groups need --method gptq');
+  if (method === 'gptq' && o.layout === 'eqat') throw new ShoalError('SHOAL_ERR_INVALID_ARG', '--method gptq writes the GPTQ layout; use --format gptq or gptq-v1');
   const bits = o.bits ?? 4;
   if (!GPTQ_BITS.includes(bits)) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `--bits ${bits} is not supported by the GPTQ layout; use 2, 3, 4 or 8`);
   const groupSize = o.groupSize ?? 128;
@@ -134,12 +169,66 @@ export async function quantizeModelGptq(opts: GptqQuantizeOptions): Promise<Gptq
   try {
     if (method === 'awq') {
       tmpRoot = mkdtempSync(path.join(os.tmpdir(), 'shoal-gptq-awq-'));
+      trackOutputDir(tmpRoot);
       src = await awqFold(opts, bits, groupSize, tmpRoot);
     }
-    const r = quantizeFolder({ ...opts, model: src }, bits, groupSize, opts.model);
-    return { ...r, method: method === 'awq' ? 'awq+rtn' : 'rtn', seconds: (performance.now() - t0) / 1000 };
+    if (method !== 'gptq') {
+      const steps = folderSteps({ ...opts, model: src }, bits, groupSize, opts.model);
+      let st = steps.next();
+      while (!st.done) st = steps.next(rtnLinear(st.value, bits, groupSize, opts));
+      return { ...st.value, method: method === 'awq' ? 'awq+rtn' : 'rtn', seconds: (performance.now() - t0) / 1000 };
+    }
+    return await gptqFolder(opts, bits, groupSize, t0);
   } finally {
-    if (tmpRoot) rmSync(tmpRoot, { recursive: true, force: true });
+    if (tmpRoot) {
+      forgetOutputDir(tmpRoot);
+      rmSync(tmpRoot, { recursive: true, force: true });
+    }
+  }
+}
+
+/** Which linears the low-bit layouts can hold at this width and group (throws when none). */
+function lowbitCoverage(shape: ModelShape, bits: number, groupSize: number, layout: LowbitLayout) {
+  return checkGroupCoverage(shape, groupSize, (_o, i, g) => lowbitCompatible(i, bits, g),
+    `the ${layout === 'eqat' ? 'EfficientQAT' : 'GPTQ'} layout at ${bits} bits (in_features % 32 == 0, group | in_features${bits === 4 ? ', group 32 or a multiple of 64' : ''})`);
+}
+
+/** GPTQ proper: calibration first (all checks before any work), then the layers in order. */
+async function gptqFolder(opts: GptqQuantizeOptions, bits: number, groupSize: number, t0: number): Promise<GptqQuantizeResult> {
+  const { shape } = readModelFolder(opts.model);
+  lowbitCoverage(shape, bits, groupSize, 'gptq');
+  const samples = opts.awqSamples ?? 128;
+  const seqlen = opts.awqSeqlen ?? 512;
+  const calib = await loadCalibration({
+    model: opts.model, shape, ...(opts.calib ? { calib: opts.calib } : {}), ...(opts.calibDocs ? { calibDocs: opts.calibDocs } : {}),
+    ...(opts.calibSep ? { calibSep: opts.calibSep } : {}), samples, seqlen, method: 'gptq',
+  });
+  const fmt: GptqCheckpointFormat = opts.checkpointFormat ?? 'gptq_v2';
+  const skip = new Set(lowbitUnquantizableKinds(shape, bits, groupSize));
+  const ck = Checkpoint.open(opts.model);
+  try {
+    const seq = new GptqSequential({
+      ck, shape, tokens: calib.tokens, seqlen, quantize: new Set(LINEAR_KINDS.filter((k) => !skip.has(k))),
+      solve: {
+        bits, group: groupSize, damp: opts.damp ?? 0.01, actOrder: opts.actOrder ?? false, staticGroups: opts.staticGroups ?? false,
+        sym: opts.sym ?? false, minZero: fmt === 'gptq' ? 1 : 0, errors: opts.layerError ?? false,
+      },
+      ...(opts.onStage ? { onStage: opts.onStage } : {}), ...(opts.onLayer ? { onLayer: opts.onLayer } : {}),
+    });
+    const steps = folderSteps(opts, bits, groupSize, opts.model);
+    let st = steps.next();
+    while (!st.done) {
+      const req = st.value;
+      const r = await seq.linear(req.layer, req.kind);
+      st = steps.next({ ql: r.ql, gIdx: opts.actOrder && !opts.staticGroups ? r.gIdx : null, deq: r.deq });
+    }
+    return {
+      ...st.value, method: 'gptq', layers: seq.reports,
+      calibration: { samples: calib.samples, seqlen: calib.seqlen, documents: calib.documents },
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    ck.close();
   }
 }
 
@@ -147,16 +236,38 @@ export async function quantizeModelGptq(opts: GptqQuantizeOptions): Promise<Gptq
 export function quantizeModelGptqSync(opts: Omit<GptqQuantizeOptions, 'method' | 'calib'>): GptqQuantizeResult {
   const t0 = performance.now();
   const { bits, groupSize } = checkGptqOptions(opts);
-  return { ...quantizeFolder(opts, bits, groupSize, opts.model), method: 'rtn', seconds: (performance.now() - t0) / 1000 };
+  const steps = folderSteps(opts, bits, groupSize, opts.model);
+  let st = steps.next();
+  while (!st.done) st = steps.next(rtnLinear(st.value, bits, groupSize, opts));
+  return { ...st.value, method: 'rtn', seconds: (performance.now() - t0) / 1000 };
 }
 
-function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: number, tokenizerFrom: string): Omit<GptqQuantizeResult, 'method' | 'seconds'> {
+/** A linear the folder writer needs quantized. */
+interface LinearRequest { wt: Float32Array; N: number; K: number; layer: number; kind: LinearKind; minZero: number }
+/** Its codes; gIdx null: k / G. deq: the dequantized weights when already at hand. */
+interface LinearAnswer { ql: GptqQuantized; gIdx: Int32Array | null; deq?: Float32Array }
+
+function rtnLinear(req: LinearRequest, bits: number, groupSize: number, opts: GptqQuantizeOptions): LinearAnswer {
+  return { ql: quantizeGptqLinear(req.wt, req.N, req.K, bits, groupSize, { sym: opts.sym ?? false, minZero: req.minZero }), gIdx: null };
+}
+
+type FolderResult = Omit<GptqQuantizeResult, 'method' | 'seconds'>;
+
+/**
+ * Writes the output folder tensor by tensor (atomically: a temporary folder
+ * renamed at the end); yields each linear to quantize and takes its codes back,
+ * so RTN runs synchronously and GPTQ asynchronously through the same writer.
+ */
+function* folderSteps(opts: GptqQuantizeOptions, bits: number, groupSize: number, tokenizerFrom: string): Generator<LinearRequest, FolderResult, LinearAnswer> {
   const sym = opts.sym ?? false;
   const fmt: GptqCheckpointFormat = opts.checkpointFormat ?? 'gptq_v2';
   const layout: LowbitLayout = opts.layout ?? 'gptq';
   const dtype: FloatDType = opts.dtype ?? 'f16';
+  const isGptq = opts.method === 'gptq';
+  const descAct = isGptq && (opts.actOrder ?? false) && !(opts.staticGroups ?? false);
   const { config, gen, shape, quant: srcQuant } = readModelFolder(opts.model);
   if (srcQuant || config.quantization_config) throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized; point --model at an unquantized checkpoint`);
+  const coverage = lowbitCoverage(shape, bits, groupSize, layout);
   const skip = lowbitUnquantizableKinds(shape, bits, groupSize, layout);
   const fdt = ST_DTYPE[dtype];
   const ck = Checkpoint.open(opts.model);
@@ -215,7 +326,8 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
     writer = w;
     let quantized = 0;
     let relErrSum = 0;
-    jobs.forEach((job, idx) => {
+    for (let idx = 0; idx < jobs.length; idx++) {
+      const job = jobs[idx]!;
       if (!job.quant) {
         const spec = job.out[0]!;
         const e = ck.entry(job.src);
@@ -224,8 +336,10 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
       } else {
         const [N, K] = job.shape as [number, number];
         const wt = ck.readFloat32(job.src);
+        const m = /^model\.layers\.(\d+)\.(.+)$/.exec(job.module!)!;
         // checkpoint_format gptq stores z − 1: keep asymmetric zeros >= 1
-        const ql = quantizeGptqLinear(wt, N, K, bits, groupSize, { sym, minZero: layout === 'gptq' && fmt === 'gptq' ? 1 : 0 });
+        const ans: LinearAnswer = yield { wt, N, K, layer: Number(m[1]), kind: m[2] as LinearKind, minZero: layout === 'gptq' && fmt === 'gptq' ? 1 : 0 };
+        const ql = ans.ql;
         const ng = K / ql.G;
         if (layout === 'ct') {
           w.append(`${job.module}.weight_packed`, packCtWeight(ql.q, K, N, bits));
@@ -237,17 +351,17 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
           w.append(`${job.module}.qweight`, packGptqWeight(ql.q, K, N, bits));
           w.append(`${job.module}.qzeros`, packGptqZeros(stored, ng, N, bits));
           w.append(`${job.module}.scales`, ql.scales);
-          w.append(`${job.module}.g_idx`, trivialGIdx(K, ql.G));
+          w.append(`${job.module}.g_idx`, ans.gIdx ?? trivialGIdx(K, ql.G));
         } else {
           w.append(`${job.module}.qweight`, packEqatWeight(ql.q, K, N, bits));
           w.append(`${job.module}.qzeros`, packEqatZeros(ql.zeros, ng, N, bits));
           w.append(`${job.module}.scales`, ql.scales);
         }
-        relErrSum += relativeError(wt, dequantizeGptq(ql));
+        relErrSum += relativeError(wt, ans.deq ?? dequantizeGptq(ql, ans.gIdx ?? undefined));
         quantized++;
       }
       opts.onProgress?.(idx + 1, jobs.length);
-    });
+    }
     w.close();
     writer = null;
 
@@ -257,8 +371,10 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
       ? ctQuantConfig([{ bits, groupSize, symmetric: sym }], ignore)
       : layout === 'gptq'
       ? {
-        quant_method: 'gptq', bits, group_size: groupSize, desc_act: false, sym, static_groups: false, true_sequential: true,
-        checkpoint_format: fmt, modules_to_not_convert: skip.length ? skip : null,
+        quant_method: 'gptq', bits, group_size: groupSize, desc_act: descAct, sym, static_groups: isGptq && (opts.staticGroups ?? false),
+        true_sequential: true, damp_percent: isGptq ? (opts.damp ?? 0.01) : 0.01, checkpoint_format: fmt,
+        ...(w.files.length === 1 && w.files[0] === 'model.safetensors' ? { model_file_base_name: 'model' } : {}),
+        modules_to_not_convert: skip.length ? skip : null,
       }
       : { quant_method: 'efficientqat', bits, group_size: groupSize };
     const outConfig: Record<string, unknown> = { ...config, torch_dtype: TORCH_DTYPE[dtype] };
@@ -282,6 +398,8 @@ function quantizeFolder(opts: GptqQuantizeOptions, bits: number, groupSize: numb
       dir: path.resolve(opts.out), bits, groupSize, sym, checkpointFormat: fmt, layout, dtype,
       quantizedLinears: quantized, keptLinears: linears - quantized, modulesToNotConvert: skip,
       meanRelativeError: quantized > 0 ? relErrSum / quantized : 0,
+      descAct, staticGroups: isGptq && (opts.staticGroups ?? false), damp: isGptq ? (opts.damp ?? 0.01) : null,
+      layers: [], calibration: null, note: coverage.note, peakRssBytes: process.resourceUsage().maxRSS * 1024,
       files, bytesIn: ck.files.reduce((a, f) => a + f.fileSize, 0), bytesOut: w.totalBytes,
     };
   } catch (err) {

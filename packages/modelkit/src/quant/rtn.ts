@@ -16,8 +16,9 @@
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../formats/awq.js';
 import { readModelFolder, writeModelMetadata } from '../io/hf-folder.js';
+import { checkGroupCoverage } from './group-check.js';
 import {
-  ST_DTYPE, isNotConverted, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds, type FloatDType, type ModelShape, type QuantConfig,
+  awqCompatible, ST_DTYPE, isNotConverted, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds, type FloatDType, type ModelShape, type QuantConfig,
 } from '../arch/model-shapes.js';
 import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../io/safetensors-write.js';
 import { Checkpoint } from '../io/safetensors.js';
@@ -49,6 +50,8 @@ export interface QuantizeResult {
   quantizedLinears: number;
   keptLinears: number;
   modulesToNotConvert: string[];
+  /** Linears the group does not fit, for the user (null: all quantized). */
+  note: string | null;
   /** Mean over quantized linears of ||W - deq(Q(W))|| / ||W||. */
   meanRelativeError: number;
   files: string[];
@@ -103,6 +106,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
   if (srcQuant) {
     throw new ShoalError('SHOAL_ERR_UNSUPPORTED_QUANT', `${opts.model} is already quantized (${srcQuant.method}); point --model at an unquantized F32/F16/BF16 checkpoint`);
   }
+  const coverage = checkGroupCoverage(shape, G, awqCompatible, 'the AutoAWQ gemm layout (in_features % group == 0, out_features % 8 == 0)');
   const quant: QuantConfig = {
     method: 'awq', bits, groupSize: G, zeroPoint: true, version: 'gemm', modulesToNotConvert: unquantizableKinds(shape, G),
   };
@@ -154,6 +158,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
       quantizedLinears: quantized,
       keptLinears: linears - quantized,
       modulesToNotConvert: quant.modulesToNotConvert,
+      note: coverage.note,
       meanRelativeError: quantized > 0 ? relErrSum / quantized : 0,
       files,
       bytesIn,

@@ -29,7 +29,7 @@ import { writeSafetensors, type TensorData } from '../../src/io/safetensors-writ
 import type { ShapeName, ModelShape } from '../../src/arch/model-shapes.js';
 import type { Model } from '@shoal/engine';
 import { execFileSync } from 'node:child_process';
-import { CLI_MAIN, engine, engineSkip, isas, skipUnlessShared, sharedPath } from '@shoal/testkit';
+import { CLI_MAIN, engine, engineSkip, isas, storiesPath } from '@shoal/testkit';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-ct-'));
 if (!process.env.SHOAL_TEST_KEEP) t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -287,8 +287,8 @@ t.test('compressed-tensors × Llama / Qwen2 / Qwen3 give the dequantized model\'
   }
 });
 
-t.test('stories260K re-packed as compressed-tensors (g32, down_proj ignored): greedy text of the float64 forward of the same values', { skip: engineSkip || skipUnlessShared('models', 'stories260K', 'model.safetensors') }, async (t) => {
-  const src = sharedPath('models', 'stories260K');
+t.test('stories260K re-packed as compressed-tensors (g32, down_proj ignored): greedy text of the float64 forward of the same values', { skip: engineSkip }, async (t) => {
+  const src = storiesPath();
   const ref = JSON.parse(readFileSync(path.join(src, 'reference_greedy.json'), 'utf8')) as { cases: { prompt: string; input_ids: number[] }[] };
   for (const sym of [true, false]) {
     const out = path.join(root, `stories-ct-${sym ? 'sym' : 'asym'}`);
@@ -352,10 +352,10 @@ t.test('stories260K re-packed as compressed-tensors (g32, down_proj ignored): gr
   }
 });
 
-t.test('shoal quantize --format compressed-tensors writes W8A16 channel checkpoints the engine loads', { skip: engineSkip || skipUnlessShared('models', 'stories260K', 'model.safetensors') }, async (t) => {
+t.test('shoal quantize --format compressed-tensors writes W8A16 channel checkpoints the engine loads', { skip: engineSkip }, async (t) => {
   const out = path.join(root, 'cli-w8');
   const stdout = execFileSync(process.execPath, [CLI_MAIN, 'quantize', '--format', 'compressed-tensors', '--bits', '8', '--group', '-1', '--sym',
-    '--model', sharedPath('models', 'stories260K'), '--out', out, '--dtype', 'f32'], { encoding: 'utf8' });
+    '--model', storiesPath(), '--out', out, '--dtype', 'f32'], { encoding: 'utf8' });
   t.match(stdout, /rtn compressed-tensors sym w8 channel: 30 linears quantized, 5 kept in f32 \(not quantized: mlp\.down_proj\)/);
   const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')) as { quantization_config: Record<string, unknown> };
   t.equal(cfg.quantization_config.quant_method, 'compressed-tensors');
@@ -370,5 +370,5 @@ t.test('shoal quantize --format compressed-tensors writes W8A16 channel checkpoi
     model.dispose();
   }
   // 3 bits is not a compressed-tensors layout Shoal writes
-  t.throws(() => execFileSync(process.execPath, [CLI_MAIN, 'quantize', '--format', 'compressed-tensors', '--bits', '3', '--model', sharedPath('models', 'stories260K'), '--out', path.join(root, 'cli-w3')], { stdio: 'pipe' }));
+  t.throws(() => execFileSync(process.execPath, [CLI_MAIN, 'quantize', '--format', 'compressed-tensors', '--bits', '3', '--model', storiesPath(), '--out', path.join(root, 'cli-w3')], { stdio: 'pipe' }));
 });

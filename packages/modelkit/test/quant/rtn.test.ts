@@ -115,14 +115,18 @@ t.test('stories260K g32: layout, config and exact dequantized weights', async (t
   t.ok(agree >= ids.length - 1);
 });
 
-t.test('stories260K g128: nothing fits, every linear is listed', async (t) => {
+t.test('stories260K g128: nothing fits, so nothing is written and the error names the linears', async (t) => {
   const out = path.join(root, 'q128');
-  const r = quantizeModel({ model: STORIES, out, groupSize: 128, dtype: 'f32' });
-  t.equal(r.quantizedLinears, 0);
-  t.same(r.modulesToNotConvert, [...LINEAR_KINDS]);
+  t.throws(() => quantizeModel({ model: STORIES, out, groupSize: 128, dtype: 'f32' }),
+    { code: 'SHOAL_ERR_GROUP_SIZE', message: /fits none of the linears.*down_proj \(in_features 172, out_features 64\).*Groups that would work: 64/ });
+  t.notOk(existsSync(out), 'no output folder');
+  const r = quantizeModel({ model: STORIES, out, groupSize: 64, dtype: 'f32' });
+  t.equal(r.quantizedLinears, 20, 'q, k, v, o quantized (gate/up have 172 outputs, not a multiple of 8)');
+  t.same(r.modulesToNotConvert, ['mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']);
+  t.match(r.note, /does not fit gate_proj, up_proj \(in_features 64, out_features 172\); down_proj \(in_features 172, out_features 64\)/);
   const ck = Checkpoint.open(out);
   t.teardown(() => ck.close());
-  t.equal(ck.entry('model.layers.0.self_attn.q_proj.weight').dtype, 'F32', '--dtype f32 keeps f32');
+  t.equal(ck.entry('model.layers.0.mlp.gate_proj.weight').dtype, 'F32', '--dtype f32 keeps f32');
 });
 
 t.test('synthetic F32 model: every linear quantized, sharded source, options and errors', async (t) => {

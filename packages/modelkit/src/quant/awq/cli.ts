@@ -12,6 +12,7 @@ export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
   calib?: string[]; calibSep?: string; samples: number; seqlen: number; duoScaling?: boolean; padFfn?: boolean;
   clip: boolean; fakeQuant?: boolean; backend: 'auto' | 'cpu' | 'cuda'; clipLinears?: string; vClipError: 'attention' | 'token';
+  holdout?: number;
 }
 
 function posInt(v: string): number {
@@ -31,6 +32,10 @@ export function addAwqQuantizeOptions(cmd: Command): Command {
     .option('--clip-linears <names>', 'comma list of linears to clip (default v_proj,o_proj,gate_proj,up_proj,down_proj; see docs/quantization.md)')
     .addOption(new Option('--v-clip-error <where>', "where v_proj's clip error is measured: after attention averaging (what o_proj sees) or per token (llm-awq)").choices(['attention', 'token']).default('attention'))
     .addOption(new Option('--backend <b>', 'backend of the AWQ products: auto (CUDA when usable), cpu or cuda').choices(['auto', 'cpu', 'cuda']).default('auto'))
+    .option('--holdout <n>', 'AWQ: calibration blocks held out of the search; each layer keeps AWQ or RTN, whichever errs less on them (default samples/8, 0: off)', (v: string) => {
+      if (!/^\d+$/.test(v.trim())) throw new InvalidArgumentError('expected an integer >= 0');
+      return Number(v);
+    })
     .option('--pad-ffn', 'zero-pad the FFN intermediate size to a multiple of the group so down_proj can be quantized')
     .option('--fake-quant', 'write the quantize-dequantize weights as F32 (always so for --bits 2 and 3)');
 }
@@ -43,7 +48,11 @@ export function needsAwqQuantizer(o: { method: string; bits: number; padFfn?: bo
 function layerLine(r: LayerReport): string {
   const sc = r.scales.map((s) => `${s.name.split('→')[1]} a=${s.alpha.toFixed(2)}`).join(' ');
   const rtn = r.rtnOutputMse !== undefined ? ` (rtn ${r.rtnOutputMse.toExponential(2)})` : '';
-  return `layer ${r.layer}: ${r.seconds.toFixed(1)} s, out mse ${r.outputMse.toExponential(2)}${rtn}${sc ? ', ' + sc : ''}`;
+  const mseText = r.outputMse !== null && Number.isFinite(r.outputMse) ? `, out mse ${r.outputMse.toExponential(2)}${rtn}` : '';
+  const fb = r.fallback
+    ? `, held-out mse awq ${r.fallback.awqMse.toExponential(2)} rtn ${r.fallback.rtnMse.toExponential(2)}${r.fallback.choice === 'rtn' ? ' → RTN kept' : ''}`
+    : '';
+  return `layer ${r.layer}: ${r.seconds.toFixed(1)} s${mseText}${fb}${sc ? ', ' + sc : ''}`;
 }
 
 export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> {
@@ -71,7 +80,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
       ...(o.calib ? { calib: o.calib } : {}), ...(sep ? { calibSep: sep } : {}),
       samples: o.samples, seqlen: o.seqlen, duoScaling: o.duoScaling ?? false, padFfn: o.padFfn ?? false,
       clip: o.clip, ...(o.clipLinears ? { clipLinears: o.clipLinears.split(',').map((x) => x.trim()) } : {}), fakeQuant: o.fakeQuant ?? false, backend: o.backend,
-      clipVAttention: o.vClipError === 'attention',
+      clipVAttention: o.vClipError === 'attention', ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
       onStage: (l, stage) => {
         if (!bar) return;
         if (!started) {
@@ -91,6 +100,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
         else started = false;
       },
     });
+    if (r.note && !o.json) process.stderr.write(r.note + '\n');
     if (o.json) {
       process.stdout.write(JSON.stringify(r) + '\n');
     } else {
@@ -100,7 +110,12 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
         `${r.method} w${r.bits} g${r.groupSize} ${kind}: ${r.quantizedLinears} linears quantized, ${r.keptLinears} kept`
         + (r.modulesToNotConvert.length ? ` (not converted: ${r.modulesToNotConvert.join(', ')})` : '')
         + (r.paddedIntermediateSize ? `; FFN padded ${r.intermediateSize} → ${r.paddedIntermediateSize}` : '') + '\n'
-        + (r.calibration ? `calibration: ${r.calibration.samples} × ${r.calibration.seqlen} tokens from ${r.calibration.documents} documents; backend ${r.backend?.backend}/${r.backend?.isa} ×${r.backend?.threads}\n` : '')
+        + (r.calibration ? `calibration: ${r.calibration.samples} × ${r.calibration.seqlen} tokens from ${r.calibration.documents} documents`
+          + (r.calibration.heldOutTokens ? `, ${r.calibration.heldOutTokens} held out${r.calibration.heldOutFromSamples ? ' (taken from the samples: too little text for both)' : ''}` : '')
+          + `; backend ${r.backend?.backend}/${r.backend?.isa} ×${r.backend?.threads}\n` : '')
+        + (r.method === 'awq' && r.calibration?.heldOutTokens
+          ? (r.rtnFallbackLayers.length ? `RTN kept for layer${r.rtnFallbackLayers.length > 1 ? 's' : ''} ${r.rtnFallbackLayers.join(', ')} (lower held-out error than AWQ)\n` : 'AWQ kept for every layer (held-out error at or below RTN)\n')
+          : '')
         + `wrote ${r.files.join(', ')} to ${r.dir} in ${r.seconds.toFixed(1)} s (peak RSS ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB)\n`);
     }
     return r;

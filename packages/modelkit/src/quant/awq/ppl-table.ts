@@ -5,11 +5,14 @@
 //
 //   node packages/modelkit/dist/src/quant/awq/ppl-table.js --model M --stories TXT --wiki RAW --work DIR [--samples 64 --seqlen 512]
 //     [--methods rtn,awq-token,awq,awq-mlpclip] [--bits 4,3] [--groups 32,64] [--pads 0,1]
-//     [--calib-seed N] [--clip-tokens N] [--clip-linears LIST] [--no-clip] [--wiki-limit N] [--json FILE]
+//     [--calib-seed N] [--clip-tokens N] [--clip-linears LIST] [--no-clip] [--wiki-limit N] [--stories-limit N] [--json FILE]
 //
 // Methods: rtn; awq (Shoal's default: v_proj's clip error after attention
-// averaging); awq-token (llm-awq's per-token v clip error); awq-mlpclip (clip
-// search on gate/up/down only).
+// averaging, per-layer RTN fallback on held-out blocks); awq-token (llm-awq's
+// per-token v clip error); awq-mlpclip (clip search on gate/up/down only);
+// gptq, gptq-act (GPTQ, without / with act order: real GPTQ v2 checkpoints,
+// calibrated on the same blocks). A setting whose group fits no linear is
+// reported as skipped.
 //
 // TinyStories protocol: the file separates stories and paragraphs alike by
 // blank lines, so a story is taken to start at a paragraph beginning with
@@ -29,7 +32,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel } from '@shoal/engine';
 import { evaluatePerplexity } from '../../eval/ppl.js';
-import { quantizeAwqModel, type AwqQuantizeResult } from './quantize-awq.js';
+import { quantizeAwqModel } from './quantize-awq.js';
+import { quantizeModelGptq } from '../gptq.js';
 
 /** Stories of the TinyStories sample: paragraphs grouped from one starting with "Once" to the next. */
 export function splitStories(text: string): string[] {
@@ -63,6 +67,7 @@ async function main(): Promise<void> {
       bits: { type: 'string', default: '4,3' }, groups: { type: 'string', default: '32,64' },
       json: { type: 'string' }, 'no-clip': { type: 'boolean' }, methods: { type: 'string', default: 'rtn,awq' }, pads: { type: 'string', default: '0,1' }, 'wiki-limit': { type: 'string' },
       'clip-tokens': { type: 'string' }, 'clip-linears': { type: 'string' }, 'calib-seed': { type: 'string', default: '0' },
+      'stories-limit': { type: 'string' },
     },
   });
   const model = values.model!;
@@ -78,7 +83,7 @@ async function main(): Promise<void> {
   const seqlen = Number(values.seqlen);
   const methods = values.methods!.split(',');
   for (const m of methods) {
-    if (!['rtn', 'awq', 'awq-token', 'awq-mlpclip'].includes(m)) throw new Error(`unknown method ${m}: rtn, awq, awq-token or awq-mlpclip`);
+    if (!['rtn', 'awq', 'awq-token', 'awq-mlpclip', 'gptq', 'gptq-act'].includes(m)) throw new Error(`unknown method ${m}: rtn, awq, awq-token, awq-mlpclip, gptq or gptq-act`);
   }
   const clipTokens = values['clip-tokens'] ? { clipTokens: Number(values['clip-tokens']) } : {};
   const clipLinears = values['clip-linears'] ? { clipLinears: values['clip-linears'].split(',') } : {};
@@ -95,6 +100,7 @@ async function main(): Promise<void> {
         const bos = m.info.bosTokenId!;
         const ids: number[] = [];
         for (const s of evalStories) ids.push(bos, ...tok.encode(s, { addSpecialTokens: false }));
+        if (values['stories-limit']) ids.length = Math.min(ids.length, Number(values['stories-limit']));
         let wikiIds = tok.encode(wikiText, { addSpecialTokens: false });
         if (values['wiki-limit']) wikiIds = wikiIds.slice(0, Number(values['wiki-limit']));
         tokens = { stories: ids, wiki: wikiIds };
@@ -113,23 +119,45 @@ async function main(): Promise<void> {
     for (const G of values.groups!.split(',').map(Number)) {
       for (const pad of values.pads!.split(',').map((p) => p === '1')) {
         for (const variant of methods) {
-          const method = variant === 'rtn' ? 'rtn' : 'awq';
-          const mlpClip = variant === 'awq-mlpclip';
           const out = path.join(work, `${variant}-w${bits}g${G}${pad ? '-pad' : ''}`);
-          const r: AwqQuantizeResult = await quantizeAwqModel({
-            model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
-            calibDocs, samples, seqlen,
-            clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens,
-            ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : clipLinears),
-          });
+          const name = `${variant} w${bits}g${G}${pad ? ' pad' : ''}`;
+          const t0 = performance.now();
+          let info: Record<string, unknown>;
+          try {
+            if (variant.startsWith('gptq')) {
+              if (pad) continue; // GPTQ rows: down_proj FP (no FFN padding in the GPTQ writer)
+              const r = await quantizeModelGptq({
+                model, out, method: 'gptq', bits, groupSize: G, checkpointFormat: 'gptq_v2', dtype: 'f32', force: true,
+                calibDocs, awqSamples: samples, awqSeqlen: seqlen, actOrder: variant === 'gptq-act',
+              });
+              info = { notConverted: r.modulesToNotConvert };
+            } else {
+              const method = variant === 'rtn' ? 'rtn' : 'awq';
+              const mlpClip = variant === 'awq-mlpclip';
+              const r = await quantizeAwqModel({
+                model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
+                calibDocs, samples, seqlen,
+                clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens,
+                ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : clipLinears),
+              });
+              info = {
+                notConverted: r.modulesToNotConvert, alphas: r.layers.map((l) => l.scales.map((s) => s.alpha)),
+                clip: r.layers.map((l) => l.clip), outputMse: r.layers.map((l) => l.outputMse),
+                fallback: r.layers.map((l) => l.fallback ?? null), rtnFallbackLayers: r.rtnFallbackLayers,
+              };
+            }
+          } catch (err) {
+            const e = err as Error & { code?: string };
+            if (e.code !== 'SHOAL_ERR_GROUP_SIZE') throw err;
+            rows.push({ name, method: variant, bits, G, pad, skipped: e.message });
+            process.stderr.write(`${name}: skipped (${e.message})\n`);
+            continue;
+          }
+          const seconds = (performance.now() - t0) / 1000;
           const e = await evaluate(out);
-          const row = {
-            name: `${variant} w${bits}g${G}${pad ? ' pad' : ''}`, method: variant, bits, G, pad, ...e, seconds: r.seconds,
-            notConverted: r.modulesToNotConvert, alphas: r.layers.map((l) => l.scales.map((s) => s.alpha)),
-            clip: r.layers.map((l) => l.clip), outputMse: r.layers.map((l) => l.outputMse),
-          };
+          const row = { name, method: variant, bits, G, pad, ...e, seconds, ...info };
           rows.push(row);
-          process.stderr.write(`${row.name}: stories ${e.stories.toFixed(4)} wiki ${e.wiki.toFixed(4)} (${r.seconds.toFixed(1)} s)\n`);
+          process.stderr.write(`${row.name}: stories ${e.stories.toFixed(4)} wiki ${e.wiki.toFixed(4)} (${seconds.toFixed(1)} s)\n`);
           if (values.json) writeFileSync(values.json, JSON.stringify({ samples, seqlen, stories: stories.length, rows }, null, 1));
         }
       }

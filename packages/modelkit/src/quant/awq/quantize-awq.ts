@@ -37,7 +37,7 @@
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../../formats/awq.js';
 import { readModelFolder, writeModelMetadata } from '../../io/hf-folder.js';
-import { ST_DTYPE,
+import { awqCompatible, ST_DTYPE,
   LINEAR_KINDS, linearDims, planTensors, quantConfigJson, TORCH_DTYPE,
   unquantizableKinds, type FloatDType, type LinearKind, type ModelShape, type QuantConfig,
 } from '../../arch/model-shapes.js';
@@ -45,8 +45,9 @@ import { ropeInvFreq } from '../../eval/reference-forward.js';
 import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../../io/safetensors-write.js';
 import { Checkpoint } from '../../io/safetensors.js';
 import { encodeFloats } from '../../io/dtypes.js';
-import { HfModelTokenizer } from '@shoal/engine';
-import { buildCalibration, readCalibDocuments } from './calib.js';
+import { checkGroupCoverage } from '../group-check.js';
+import { loadCalibration } from './calib.js';
+import { awqOrRtn, cloneLayer, type FallbackReport } from './fallback.js';
 import { SUPPORTED_BITS } from './fake-quant.js';
 import { backendOps, divColumnsInPlace, divRowsInPlace, linear, mse } from './ops.js';
 import { dims, attentionBlock, mlpBlock, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
@@ -96,6 +97,12 @@ export interface AwqQuantizeOptions {
   foldOnly?: boolean;
   /** Also run each layer with RTN weights and report its output error (AWQ). */
   compareRtn?: boolean;
+  /**
+   * Calibration blocks held out of the searches; each layer keeps AWQ or RTN,
+   * whichever has the lower output error on them (default max(1, samples / 8);
+   * 0 turns the fallback off). See fallback.ts.
+   */
+  holdout?: number;
   /** Storage dtype of tensors left unquantized in a 4-bit packed checkpoint (default f16, as AutoAWQ). */
   dtype?: FloatDType;
   force?: boolean;
@@ -110,10 +117,12 @@ export interface LayerReport {
   scales: ScaleGroupReport[];
   /** Mean clip shrink (fraction of max|w| removed) per clipped linear kind. */
   clip: Record<string, number>;
-  /** MSE of the quantized layer's output vs the FP layer on the same input. */
-  outputMse: number;
+  /** MSE of the quantized layer's output vs the FP layer on the same input (null: RTN, no calibration). */
+  outputMse: number | null;
   /** Same for the RTN-quantized layer (compareRtn). */
   rtnOutputMse?: number;
+  /** AWQ vs RTN on the held-out calibration tokens, and which was written (AWQ with holdout). */
+  fallback?: FallbackReport;
 }
 
 export interface AwqQuantizeResult {
@@ -132,7 +141,11 @@ export interface AwqQuantizeResult {
   quantizedLinears: number;
   keptLinears: number;
   modulesToNotConvert: string[];
-  calibration: { samples: number; seqlen: number; tokens: number; documents: number } | null;
+  /** Linears the group does not fit, for the user (null: all quantized). */
+  note: string | null;
+  calibration: { samples: number; seqlen: number; tokens: number; documents: number; heldOutTokens: number; heldOutFromSamples: boolean } | null;
+  /** layers written with RTN because AWQ's held-out error was higher */
+  rtnFallbackLayers: number[];
   layers: LayerReport[];
   backend: { backend: string; isa: string; threads: number } | null;
   files: string[];
@@ -374,6 +387,8 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
   const cannot = fake
     ? LINEAR_KINDS.filter((k) => linearDims(shape, k).in % G !== 0)
     : unquantizableKinds(shape, G);
+  const coverage = opts.foldOnly ? null : checkGroupCoverage(shape, G, fake ? (_o, i, g) => i % g === 0 : awqCompatible,
+    fake ? 'fake quantization (in_features % group == 0)' : 'the AutoAWQ gemm layout (in_features % group == 0, out_features % 8 == 0)');
   const quantizable = new Set(LINEAR_KINDS.filter((k) => !cannot.includes(k)));
   const notConvertKinds: LinearKind[] = opts.foldOnly ? [...LINEAR_KINDS] : cannot;
   const quantized = new Set(LINEAR_KINDS.filter((k) => !notConvertKinds.includes(k)));
@@ -396,22 +411,12 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       }
     }
     if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
-    if (method === 'awq' && seqlen > shape0.maxPositionEmbeddings) {
-      throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} is longer than the model's context (${shape0.maxPositionEmbeddings}); use --seqlen ${shape0.maxPositionEmbeddings} or less`);
-    }
 
-    // calibration (AWQ only)
-    let calib: ReturnType<typeof buildCalibration> | null = null;
-    if (method === 'awq') {
-      const tok = await HfModelTokenizer.load(opts.model, { bos: shape0.bosTokenId, eos: shape0.eosTokenIds });
-      if (!tok) throw new ShoalError('SHOAL_ERR_CONFIG', `${opts.model} has no tokenizer.json; AWQ tokenizes the calibration text with the model's tokenizer`);
-      const docs = [...(opts.calib?.length ? readCalibDocuments(opts.calib, opts.calibSep) : []), ...(opts.calibDocs ?? [])];
-      if (docs.length === 0) throw new ShoalError('SHOAL_ERR_INVALID_ARG', 'AWQ needs calibration text: pass --calib FILE (one or more UTF-8 text files)');
-      calib = buildCalibration(docs, tok, { samples, seqlen });
-      for (const t of calib.tokens) {
-        if (t < 0 || t >= shape0.vocabSize) throw new ShoalError('SHOAL_ERR_TOKENIZER', `the tokenizer produced id ${t}, outside the model's vocabulary 0..${shape0.vocabSize - 1}`);
-      }
-    }
+    // calibration (AWQ only), checked before any work
+    const calib = method === 'awq'
+      ? await loadCalibration({ model: opts.model, shape: shape0, ...(opts.calib ? { calib: opts.calib } : {}), ...(opts.calibDocs ? { calibDocs: opts.calibDocs } : {}), ...(opts.calibSep ? { calibSep: opts.calibSep } : {}), samples, seqlen, method,
+        holdout: opts.foldOnly ? 0 : (opts.holdout ?? Math.max(1, Math.floor(samples / 8))) })
+      : null;
 
     // output plan, in HF order (the writer appends in this order)
     const specs: TensorSpec[] = [];
@@ -458,12 +463,19 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       for (let t = 0; t < ctx.T; t++) x.set(embed.subarray(calib.tokens[t]! * D, (calib.tokens[t]! + 1) * D), t * D);
     }
     const reports: LayerReport[] = [];
+    const rtnFallbackLayers: number[] = [];
     let nQuantized = 0;
+    let xHeld: Float32Array | null = null;
+    if (calib?.heldOut) {
+      xHeld = new Float32Array(calib.heldOut.length * D);
+      calib.heldOut.forEach((tk, t) => xHeld!.set(embed.subarray(tk * D, (tk + 1) * D), t * D));
+    }
     for (let l = 0; l < shape.layers; l++) {
       const tl = performance.now();
       const stage = (st: string) => opts.onStage?.(l, st);
       stage('load');
-      const lw = loadLayer(ck, l, shape0, F);
+      let lw = loadLayer(ck, l, shape0, F);
+      const original = xHeld ? cloneLayer(lw) : null;
       let report: LayerReport;
       let fpOut: Float32Array | null = null;
       let rtnOutputMse: number | undefined;
@@ -477,8 +489,19 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
         fpOut = r.fpOut;
         report = { ...r.report, seconds: 0, outputMse: 0 };
+        if (original && xHeld) {
+          stage('held-out check');
+          const ctxH = { ...ctx, T: xHeld.length / D };
+          const d = await awqOrRtn(async (lwx, xx) => (await forwardLayer(ctxH, lwx, xx)).out, (lwx) => rtnWeights(ctx, lwx), original, lw, xHeld);
+          report.fallback = d.report;
+          xHeld = d.out;
+          if (d.report.choice === 'rtn') {
+            lw = original;
+            rtnFallbackLayers.push(l);
+          }
+        }
       } else {
-        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: NaN };
+        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null };
       }
       // quantize and write in plan order
       stage('quantize');
@@ -559,7 +582,12 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       quantizedLinears: nQuantized,
       keptLinears: linears - nQuantized,
       modulesToNotConvert: notConvertKinds,
-      calibration: calib ? { samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents } : null,
+      note: coverage?.note ?? null,
+      calibration: calib ? {
+        samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents,
+        heldOutTokens: calib.heldOut?.length ?? 0, heldOutFromSamples: calib.heldOutFromSamples,
+      } : null,
+      rtnFallbackLayers,
       layers: reports,
       backend: method === 'awq' ? backendOps().info() : null,
       files,

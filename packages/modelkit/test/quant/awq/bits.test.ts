@@ -57,10 +57,11 @@ t.test('bad options fail with stable codes', { skip: skipStories }, async (t) =>
   const out = path.join(root, 'bad');
   await t.rejects(quantizeAwqModel({ model: STORIES, out, bits: 5, calibDocs: ['x'] }), { code: 'SHOAL_ERR_UNSUPPORTED_QUANT' });
   await t.rejects(quantizeAwqModel({ model: STORIES, out, groupSize: 20, calibDocs: ['x'] }), { code: 'SHOAL_ERR_INVALID_ARG' });
-  await t.rejects(quantizeAwqModel({ model: STORIES, out, method: 'awq' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
-  await t.rejects(quantizeAwqModel({ model: STORIES, out, calibDocs: ['Once upon a time.'], samples: 4, seqlen: 128 }), { code: 'SHOAL_ERR_CALIB_TOO_SHORT' });
-  await t.rejects(quantizeAwqModel({ model: STORIES, out, calibDocs: calibDocs(), seqlen: 4096, samples: 1 }), { code: 'SHOAL_ERR_INVALID_ARG', message: /context/ });
-  await t.rejects(quantizeAwqModel({ model: STORIES, out, calib: [path.join(root, 'missing.txt')] }), { code: 'SHOAL_ERR_IO' });
+  await t.rejects(quantizeAwqModel({ model: STORIES, out, method: 'awq' }), { code: 'SHOAL_ERR_GROUP_SIZE', message: /--group 128 fits none/ });
+  await t.rejects(quantizeAwqModel({ model: STORIES, out, method: 'awq', groupSize: 32 }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
+  await t.rejects(quantizeAwqModel({ model: STORIES, out, groupSize: 32, calibDocs: ['Once upon a time.'], samples: 4, seqlen: 128 }), { code: 'SHOAL_ERR_CALIB_TOO_SHORT' });
+  await t.rejects(quantizeAwqModel({ model: STORIES, out, groupSize: 32, calibDocs: calibDocs(), seqlen: 4096, samples: 1 }), { code: 'SHOAL_ERR_INVALID_ARG', message: /context/ });
+  await t.rejects(quantizeAwqModel({ model: STORIES, out, groupSize: 32, calib: [path.join(root, 'missing.txt')] }), { code: 'SHOAL_ERR_IO' });
   const notModel = path.join(root, 'not-a-model');
   writeFileSync(path.join(root, 'x.txt'), 'hello');
   await t.rejects(quantizeAwqModel({ model: notModel, out, calibDocs: ['x'] }), { code: 'SHOAL_ERR_CONFIG' });

@@ -74,8 +74,8 @@ t.test('packed AWQ checkpoint = quantizer fake-quant model; AWQ ≤ RTN per laye
   t.ok(d < 0.4 * dq && d < 0.1 * maxAbs(b), `engine INT4 vs the quantizer's dequantized model: max |Δlogit| ${d.toExponential(2)} (quantization error ${dq.toFixed(3)}, logits up to ${maxAbs(b).toFixed(1)})`);
 
   for (const l of packed.layers) {
-    t.ok(l.rtnOutputMse !== undefined && l.outputMse <= l.rtnOutputMse,
-      `layer ${l.layer}: AWQ output MSE ${l.outputMse.toExponential(3)} <= RTN ${l.rtnOutputMse?.toExponential(3)}`);
+    t.ok(l.rtnOutputMse !== undefined && l.outputMse !== null && l.outputMse <= l.rtnOutputMse,
+      `layer ${l.layer}: AWQ output MSE ${l.outputMse?.toExponential(3)} <= RTN ${l.rtnOutputMse?.toExponential(3)}`);
     for (const s of l.scales) t.ok(s.loss <= s.lossAlpha0, `layer ${l.layer} ${s.name}: α=${s.alpha} loss ${s.loss.toExponential(3)} <= α=0 ${s.lossAlpha0.toExponential(3)}`);
     t.ok(Object.keys(l.clip).length === 5, `layer ${l.layer}: v, o, gate, up, down clipped (q, k never)`);
   }

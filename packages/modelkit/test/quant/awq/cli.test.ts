@@ -38,7 +38,7 @@ t.test('quantize --method awq --pad-ffn --json, then eval ppl', { skip: skipStor
 });
 
 t.test('quantize --method awq without --calib fails with a code', { skip: skipStories }, async (t) => {
-  await t.rejects(run(['quantize', '--method', 'awq', '--model', STORIES, '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
+  await t.rejects(run(['quantize', '--method', 'awq', '--group', '32', '--model', STORIES, '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
   await t.rejects(run(['quantize', '--method', 'awq', '--bits', '5', '--model', STORIES, '--calib', 'x', '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_UNSUPPORTED_QUANT' });
   await t.rejects(run(['quantize', '--method', 'awq', '--clip-linears', 'q_proj', '--model', STORIES, '--calib', 'x', '--out', path.join(root, 'x')]),
     { code: 'SHOAL_ERR_INVALID_ARG', message: /q_proj is not one of v_proj, o_proj/ });

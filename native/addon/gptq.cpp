@@ -1,0 +1,383 @@
+// gptq.cpp — see gptq.h. Follows the published algorithm (IST-DASLab/gptq
+// `fasterquant`, AutoGPTQ `GPTQ.fasterquant`), with one deliberate choice: the
+// scale of each group is rounded to f16 before the group's codes are chosen
+// (Shoal's one grid, packages/modelkit/src/quant/grid.ts, GPTQ style; the test
+// compares against a reference built on it),
+// so the error fed back is the error of the weights that are stored.
+//
+// Steps, for W [N, K] and H [K, K]:
+//   dead inputs (H_kk = 0): H_kk = 1, W[:, k] = 0
+//   static groups: each group's grid from the original W
+//   act order: permute inputs by decreasing H_kk
+//   H += damp · mean(diag H) · I
+//   U = upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), computed as the inverse of the
+//       upper factor R of H = R·Rᵀ, which is the Cholesky factor of H with rows
+//       and columns reversed (no explicit inverse of H is formed)
+//   for each block of `block` inputs, for each input i in it:
+//       at a group start: the group's grid from the current weights (the values
+//           at the start of the block inside it, as the reference implementation)
+//       q = Q(w_i); e = (w_i − q) / U_ii; w_j −= e · U_ij for the block's j > i
+//   then the inputs after the block: W[:, i2:] −= E · U[i1:i2, i2:]
+// Rows of W are independent given U: threads take rows.
+#include "gptq.h"
+
+#include "fake-quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <thread>
+
+namespace shoal_addon {
+
+namespace {
+
+// [0, n) split over the host's cores.
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> & fn) {
+    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    if (nt == 1) return fn(0, n);
+    const int64_t step = (n + nt - 1) / nt;
+    std::vector<std::thread> th;
+    for (int64_t t = 1; t < nt; t++) th.emplace_back([&, t] { fn(std::min(n, t * step), std::min(n, (t + 1) * step)); });
+    fn(0, std::min(n, step));
+    for (auto & x : th) x.join();
+}
+
+// Σ a[k]·b[k] with 8 independent partial sums (vectorizable without reassociation).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+double dot(const double * a, const double * b, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[k + l] * b[k + l];
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+// y[k] −= e·x[k]
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void axpy_neg(double * y, const double * x, double e, int64_t n) {
+    for (int64_t k = 0; k < n; k++) y[k] -= e * x[k];
+}
+
+// In-place lower Cholesky of the row-major A [K, K] (lower triangle read and
+// written), left-looking in panels of 64 columns; false when not positive definite.
+bool cholesky_lower(double * A, int64_t K, int64_t * bad) {
+    constexpr int64_t nb = 64;
+    bool ok = true;
+    for (int64_t p0 = 0; p0 < K && ok; p0 += nb) {
+        const int64_t p1 = std::min(K, p0 + nb);
+        if (p0 > 0)
+            parallel_for(K - p0, [&](int64_t r0, int64_t r1) {
+                for (int64_t i = p0 + r0; i < p0 + r1; i++)
+                    for (int64_t c = p0; c < std::min(p1, i + 1); c++) A[i * K + c] -= dot(A + i * K, A + c * K, p0);
+            });
+        for (int64_t c = p0; c < p1; c++) {
+            for (int64_t j = p0; j < c; j++)
+                A[c * K + j] = (A[c * K + j] - dot(A + c * K + p0, A + j * K + p0, j - p0)) / A[j * K + j];
+            const double d = A[c * K + c] - dot(A + c * K + p0, A + c * K + p0, c - p0);
+            if (!(d > 0) || !std::isfinite(d)) {
+                *bad = c;
+                ok = false;
+                break;
+            }
+            A[c * K + c] = std::sqrt(d);
+        }
+        if (!ok) break;
+        parallel_for(K - p1, [&](int64_t r0, int64_t r1) {
+            for (int64_t i = p1 + r0; i < p1 + r1; i++)
+                for (int64_t j = p0; j < p1; j++)
+                    A[i * K + j] = (A[i * K + j] - dot(A + i * K + p0, A + j * K + p0, j - p0)) / A[j * K + j];
+        });
+    }
+    return ok;
+}
+
+// Shoal's grid of one group (quant/grid.ts groupParams, style gptq): range
+// includes 0, scale rounded to f16.
+struct Grid {
+    double s;
+    int z;
+    uint16_t sbits;
+};
+
+uint16_t f16_bits_exact(double v) { // v > 0, exactly an f16 value
+    if (v < 0x1p-14) return (uint16_t)std::lround(v * 0x1p24);
+    const int e = std::ilogb(v);
+    return (uint16_t)(((e + 15) << 10) | ((int)std::ldexp(v, 10 - e) - 1024));
+}
+
+double f16_value(uint16_t h) { // positive finite f16 bits
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    return e == 0 ? std::ldexp((double)m, -24) : std::ldexp((double)(1024 + m), e - 25);
+}
+
+bool make_grid(double mn, double mx, int maxq, bool sym, int min_zero, Grid * g, std::string * err) {
+    mn = std::min(mn, 0.0);
+    mx = std::max(mx, 0.0);
+    double range = sym ? 2 * std::max(-mn, mx) : mx - mn;
+    if (!std::isfinite(range)) {
+        *err = "a weight is not finite; the checkpoint is corrupt";
+        return false;
+    }
+    if (range == 0) range = 1e-5 * maxq;
+    const double s = round_to_f16(range / maxq);
+    if (!(s > 0) || !std::isfinite(s)) {
+        *err = "weight range " + std::to_string(range) + " gives a scale outside f16";
+        return false;
+    }
+    g->s = s;
+    g->sbits = f16_bits_exact(s);
+    g->z = sym ? (maxq + 1) >> 1 : (int)std::min<double>(maxq, std::max<double>(min_zero, std::nearbyint(-mn / s)));
+    return true;
+}
+
+inline int quant(double w, const Grid & g, int maxq) {
+    return (int)std::min<double>(maxq, std::max(0.0, std::nearbyint(w / g.s) + g.z));
+}
+
+} // namespace
+
+bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput * out, std::string * err) {
+    const int64_t N = p.N, K = p.K, G = p.group, B = std::max<int64_t>(1, p.block);
+    if (N < 1 || K < 1 || G < 1 || K % G != 0 || p.bits < 2 || p.bits > 8) {
+        *err = "gptq: need N, K >= 1, a group dividing K and bits 2..8";
+        return false;
+    }
+    const int maxq = (1 << p.bits) - 1;
+    const int64_t ng = K / G;
+    out->q.assign((size_t)(K * N), 0);
+    out->scales.assign((size_t)(ng * N), 0);
+    out->zeros.assign((size_t)(ng * N), 0);
+    out->g_idx.assign((size_t)K, 0);
+
+    // undamped H kept (as f32) for the error report
+    std::vector<float> H0;
+    if (p.errors) H0.assign(H, H + K * K);
+
+    std::vector<char> dead((size_t)K, 0);
+    out->dead = 0;
+    for (int64_t k = 0; k < K; k++)
+        if (H[k * K + k] == 0) {
+            dead[k] = 1;
+            H[k * K + k] = 1;
+            out->dead++;
+        }
+    auto wv = [&](int64_t n, int64_t k) -> double { return dead[k] ? 0.0 : (double)W[n * K + k]; };
+
+    // static groups: grids from the original weights, in original order
+    std::vector<Grid> static_grid;
+    std::string gerr;
+    bool gok = true;
+    if (p.static_groups) {
+        static_grid.resize((size_t)(ng * N));
+        for (int64_t n = 0; n < N && gok; n++)
+            for (int64_t g = 0; g < ng && gok; g++) {
+                double mn = INFINITY, mx = -INFINITY;
+                for (int64_t k = g * G; k < (g + 1) * G; k++) {
+                    mn = std::min(mn, wv(n, k));
+                    mx = std::max(mx, wv(n, k));
+                }
+                gok = make_grid(mn, mx, maxq, p.sym, p.min_zero, &static_grid[g * N + n], &gerr);
+            }
+        if (!gok) {
+            *err = gerr;
+            return false;
+        }
+    }
+
+    // permutation (act order: decreasing diag H, ties in input order)
+    std::vector<int64_t> perm((size_t)K);
+    std::iota(perm.begin(), perm.end(), 0);
+    if (p.act_order)
+        std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return H[a * K + a] > H[b * K + b]; });
+
+    double mean_diag = 0;
+    for (int64_t k = 0; k < K; k++) mean_diag += H[k * K + k];
+    mean_diag /= (double)K;
+    const double damp = p.damp * mean_diag;
+
+    // A = J·P·(H + damp)·Pᵀ·J (permuted, then reversed), lower Cholesky A = M·Mᵀ;
+    // then R = J·M·J is upper with P H Pᵀ = R·Rᵀ and U = R⁻¹ = J·M⁻¹·J.
+    std::vector<double> A((size_t)(K * K));
+    parallel_for(K, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; i++) {
+            const int64_t pi = perm[K - 1 - i];
+            for (int64_t j = 0; j <= i; j++) A[i * K + j] = H[pi * K + perm[K - 1 - j]] + (i == j ? damp : 0.0);
+        }
+    });
+    int64_t bad = -1;
+    if (!cholesky_lower(A.data(), K, &bad)) {
+        *err = "the Hessian is not positive definite after dampening (pivot " + std::to_string(bad) +
+               "); raise --damp (e.g. 0.1) or use more calibration tokens";
+        return false;
+    }
+    // Minv = M⁻¹ (lower), column by column (independent): X[j][i] = Minv[i][j], i >= j
+    double * X = H; // H is no longer needed: reuse it
+    parallel_for(K, [&](int64_t c0, int64_t c1) {
+        std::vector<double> x((size_t)K);
+        for (int64_t j = c0; j < c1; j++) {
+            // forward substitution of M x = e_j, x[i] for i >= j
+            for (int64_t i = j; i < K; i++) {
+                const double s = (i == j ? 1.0 : 0.0) - dot(A.data() + i * K + j, x.data() + j, i - j);
+                x[i] = s / A[i * K + i];
+            }
+            for (int64_t i = 0; i < j; i++) X[j * K + i] = 0;
+            for (int64_t i = j; i < K; i++) X[j * K + i] = x[i];
+        }
+    });
+    // U[i][j] = Minv[K−1−i][K−1−j] = X[K−1−j][K−1−i], upper (j >= i); into A
+    parallel_for(K, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; i++)
+            for (int64_t j = 0; j < K; j++) A[i * K + j] = j >= i ? X[(K - 1 - j) * K + (K - 1 - i)] : 0.0;
+    });
+    const double * U = A.data();
+
+    // column-by-column quantization, rows in tiles (U's rows reused across a tile)
+    constexpr int64_t R = 8;
+    std::vector<double> losses((size_t)N, 0.0);
+    std::vector<std::string> errs;
+    std::vector<char> oks;
+    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    errs.resize((size_t)nt);
+    oks.assign((size_t)nt, 1);
+    const int64_t step = (N + nt - 1) / nt;
+    auto rows = [&](int64_t t) {
+        const int64_t n0 = std::min(N, t * step), n1 = std::min(N, (t + 1) * step);
+        std::vector<double> w((size_t)(R * K)), wb((size_t)(R * B)), e((size_t)(R * B));
+        std::vector<Grid> grid((size_t)R);
+        for (int64_t t0 = n0; t0 < n1; t0 += R) {
+            const int64_t nr = std::min(R, n1 - t0);
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t i = 0; i < K; i++) w[r * K + i] = wv(t0 + r, perm[i]);
+            for (int64_t i1 = 0; i1 < K; i1 += B) {
+                const int64_t i2 = std::min(K, i1 + B), cnt = i2 - i1;
+                for (int64_t r = 0; r < nr; r++) std::copy(&w[r * K + i1], &w[r * K + i2], &wb[r * B]);
+                for (int64_t i = i1; i < i2; i++) {
+                    const double d = U[i * K + i];
+                    for (int64_t r = 0; r < nr; r++) {
+                        const int64_t n = t0 + r;
+                        double * wr = &w[r * K];
+                        const Grid * gp;
+                        if (p.static_groups) {
+                            gp = &static_grid[(perm[i] / G) * N + n];
+                        } else {
+                            if (i % G == 0) {
+                                // the group's grid from the weights as they were at the start of this block
+                                double mn = INFINITY, mx = -INFINITY;
+                                for (int64_t k = i; k < i + G; k++) {
+                                    const double v = k < i2 ? wb[r * B + (k - i1)] : wr[k];
+                                    mn = std::min(mn, v);
+                                    mx = std::max(mx, v);
+                                }
+                                if (!make_grid(mn, mx, maxq, p.sym, p.min_zero, &grid[r], &errs[t])) {
+                                    oks[t] = 0;
+                                    return;
+                                }
+                                const int64_t g = i / G;
+                                out->scales[g * N + n] = grid[r].sbits;
+                                out->zeros[g * N + n] = (uint8_t)grid[r].z;
+                            }
+                            gp = &grid[r];
+                        }
+                        const int qv = quant(wr[i], *gp, maxq);
+                        const double dq = (qv - gp->z) * gp->s;
+                        const double er = (wr[i] - dq) / d;
+                        losses[n] += er * er;
+                        out->q[perm[i] * N + n] = (uint8_t)qv;
+                        e[r * B + (i - i1)] = er;
+                        axpy_neg(wr + i + 1, U + i * K + i + 1, er, i2 - i - 1);
+                    }
+                }
+                // lazy update of the inputs after the block
+                if (i2 < K)
+                    for (int64_t c = 0; c < cnt; c++)
+                        for (int64_t r = 0; r < nr; r++) axpy_neg(&w[r * K + i2], U + (i1 + c) * K + i2, e[r * B + c], K - i2);
+            }
+        }
+    };
+    {
+        std::vector<std::thread> th;
+        for (int64_t t = 1; t < nt; t++) th.emplace_back(rows, t);
+        rows(0);
+        for (auto & x : th) x.join();
+    }
+    for (int64_t t = 0; t < nt; t++)
+        if (!oks[t]) {
+            *err = errs[t];
+            return false;
+        }
+    out->loss = 0;
+    for (double l : losses) out->loss += l;
+    if (p.static_groups) {
+        for (int64_t g = 0; g < ng; g++)
+            for (int64_t n = 0; n < N; n++) {
+                out->scales[g * N + n] = static_grid[g * N + n].sbits;
+                out->zeros[g * N + n] = (uint8_t)static_grid[g * N + n].z;
+            }
+        for (int64_t k = 0; k < K; k++) out->g_idx[k] = (int32_t)(k / G);
+    } else {
+        for (int64_t i = 0; i < K; i++) out->g_idx[perm[i]] = (int32_t)(i / G);
+    }
+
+    if (p.errors) {
+        // δᵀ H δ per row for GPTQ's and RTN's weights (RTN: the same grid on the
+        // original weights, groups in input order), and wᵀ H w
+        std::vector<double> eg((size_t)N, 0), er((size_t)N, 0), en((size_t)N, 0);
+        bool rok = true;
+        std::string rerr;
+        parallel_for(N, [&](int64_t n0, int64_t n1) {
+            std::vector<double> dg((size_t)K), dr((size_t)K), w0((size_t)K), hv((size_t)K);
+            std::string e2;
+            for (int64_t n = n0; n < n1; n++) {
+                for (int64_t k = 0; k < K; k++) w0[k] = wv(n, k);
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t g = out->g_idx[k];
+                    const double s = f16_value(out->scales[g * N + n]);
+                    dg[k] = (out->q[k * N + n] - (double)out->zeros[g * N + n]) * s - w0[k];
+                }
+                for (int64_t g = 0; g < ng; g++) {
+                    double mn = INFINITY, mx = -INFINITY;
+                    for (int64_t k = g * G; k < (g + 1) * G; k++) {
+                        mn = std::min(mn, w0[k]);
+                        mx = std::max(mx, w0[k]);
+                    }
+                    Grid gr;
+                    if (!make_grid(mn, mx, maxq, p.sym, p.min_zero, &gr, &e2)) {
+                        rok = false;
+                        return;
+                    }
+                    for (int64_t k = g * G; k < (g + 1) * G; k++) dr[k] = (quant(w0[k], gr, maxq) - gr.z) * gr.s - w0[k];
+                }
+                double a = 0, b = 0, c = 0;
+                for (int64_t i = 0; i < K; i++) {
+                    const float * hr = &H0[(size_t)(i * K)];
+                    double sg = 0, sr = 0, sw = 0;
+                    for (int64_t j = 0; j < K; j++) {
+                        sg += hr[j] * dg[j];
+                        sr += hr[j] * dr[j];
+                        sw += hr[j] * w0[j];
+                    }
+                    a += dg[i] * sg;
+                    b += dr[i] * sr;
+                    c += w0[i] * sw;
+                }
+                eg[n] = a;
+                er[n] = b;
+                en[n] = c;
+            }
+        });
+        if (!rok) {
+            *err = "gptq: RTN comparison failed on a non-finite weight";
+            return false;
+        }
+        out->err_gptq = std::accumulate(eg.begin(), eg.end(), 0.0);
+        out->err_rtn = std::accumulate(er.begin(), er.end(), 0.0);
+        out->norm = std::accumulate(en.begin(), en.end(), 0.0);
+    }
+    return true;
+}
+
+} // namespace shoal_addon
