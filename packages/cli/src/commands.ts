@@ -37,7 +37,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
       c('gen-model', 'write a synthetic random-weight checkpoint with a real LLaMA-family shape (HF layout, optional AutoAWQ INT4)'),
       c('quantize', 'quantize an F32/F16/BF16 checkpoint: INT4 AutoAWQ gemm, or 2/3/4/8-bit GPTQ / EfficientQAT layouts'),
       c('eval', 'evaluate models', false),
-      c('pull', 'download a model from the Hugging Face Hub into the Hugging Face cache (resumable, sha256-checked)'),
+      { ...c('pull', 'download a model from the Hugging Face Hub into the Hugging Face cache (resumable, sha256-checked)'), term: 'pull [options] <repo>' },
     ],
   },
   {
