@@ -38,7 +38,7 @@ t.test('quantize --json and errors', async (t) => {
   t.equal(j.quantizedLinears, 20);
   t.same(j.modulesToNotConvert, ['mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']);
   // AWQ needs calibration text: the error says so before anything is written
-  await t.rejects(run(['quantize', '--method', 'awq', '--model', storiesPath(), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
+  await t.rejects(run(['quantize', '--method', 'awq', '--group', '32', '--model', storiesPath(), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_INVALID_ARG', message: /--calib/ });
   await t.rejects(run(['quantize', '--bits', '8', '--model', storiesPath(), '--out', path.join(root, 'x')]), { code: 'SHOAL_ERR_UNSUPPORTED_QUANT' });
   t.notOk(existsSync(path.join(root, 'x')));
 });

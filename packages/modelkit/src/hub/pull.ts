@@ -17,7 +17,7 @@ import { closeSync, createReadStream, existsSync, mkdirSync, openSync, renameSyn
 import path from 'node:path';
 import { listFiles, modelInfo } from '@huggingface/hub';
 import { COMMIT_HASH, hfHubCacheDir, parseRepoSpec, repoFolder } from '@shoal/common';
-import { ShoalError, writeFileAtomic } from '@shoal/common';
+import { ShoalError, writeFileAtomicSync } from '@shoal/common';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
@@ -317,7 +317,7 @@ export async function pullModel(opts: PullOptions): Promise<PullResult> {
   await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 4, chosen.length)) }, worker));
   if (!COMMIT_HASH.test(revision)) {
     mkdirSync(path.dirname(path.join(root, 'refs', revision)), { recursive: true });
-    writeFileAtomic(path.join(root, 'refs', revision), commit);
+    writeFileAtomicSync(path.join(root, 'refs', revision), commit);
   }
   files.sort((a, b) => a.path.localeCompare(b.path));
   return { repo: spec.repo, revision, commit, snapshot, files, bytesDownloaded: dl.bytesDownloaded, seconds: (performance.now() - t0) / 1000 };

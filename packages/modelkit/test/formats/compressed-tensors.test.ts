@@ -5,9 +5,11 @@
 // channel, symmetric and asymmetric, act-order g_idx, an ignore list by name and by
 // pattern. Each loads in the engine on every CPU ISA and is compared with the float64
 // reference forward of its dequantized weights:
-//  - prefill logits ≤ 1e-4 of the logit range against the weights as the engine holds
-//    them (w = u·s + f16(−s·zu): the CPU layout stores −s·z as f16, exact for symmetric
-//    schemes whose zu is a power of two), and ≤ 5e-3 against the exact (u − zu)·s;
+//  - prefill logits within PREFILL_Q8_TOL of the logit range against the weights as the
+//    engine holds them (w = u·s + f16(−s·zu)) and against the exact (u − zu)·s. The CPU
+//    prefill multiplies int8-quantized activations (VNNI GEMM, docs/engine.md), so the
+//    engine is not exact math any more: the bound is the one native-vs-reference uses
+//    for int8 activations (observed ≤ 7.3e-2; a layout or indexing bug gives order 1);
 //  - greedy tokens identical to the reference's greedy tokens.
 // stories260K re-packed as compressed-tensors (sym and asym, g32, down_proj ignored)
 // generates the same greedy text as the float64 forward of the same quantized values.
@@ -30,6 +32,9 @@ import type { ShapeName, ModelShape } from '../../src/arch/model-shapes.js';
 import type { Model } from '@shoal/engine';
 import { execFileSync } from 'node:child_process';
 import { CLI_MAIN, engine, engineSkip, isas, storiesPath } from '@shoal/testkit';
+
+/** Prefill on int8 activations vs float64 math, relative to the logit range (as in engine/test/native-vs-reference). */
+const PREFILL_Q8_TOL = 1.2e-1;
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-ct-'));
 if (!process.env.SHOAL_TEST_KEEP) t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -206,7 +211,7 @@ function referenceGreedy(dir: string, prompt: number[], steps: number): Greedy {
  * to `err` (measured below, per model and ISA); tokens must be identical at every step
  * whose reference margin is above 2·err, and a first difference is accepted only at a
  * near-tie (margin ≤ 2·err) where the engine picked the reference's runner-up; the
- * message reports it. (Prefill, which runs in f32, is checked to 1e-4 separately.)
+ * message reports it. (Prefill is checked against PREFILL_Q8_TOL separately.)
  */
 type Asserts = { pass(msg: string): void; ok(v: unknown, msg: string): unknown };
 async function checkGreedy(t: Asserts, label: string, model: Model, prompt: number[], ref: Greedy): Promise<void> {
@@ -276,8 +281,8 @@ t.test('compressed-tensors × Llama / Qwen2 / Qwen3 give the dequantized model\'
           const all = await s.eval(toks, { allLogits: true });
           const eh = relErr(all, refHeld, V);
           const ee = relErr(all, refExact, V);
-          t.ok(eh <= 1e-4, `${a.name} ${c.name} [${isa}] ${model.info.quant}: prefill vs float64 of the held weights ${eh.toExponential(2)} <= 1e-4`);
-          t.ok(ee <= 5e-3, `${a.name} ${c.name} [${isa}]: prefill vs float64 of (q − z)·s ${ee.toExponential(2)} <= 5e-3`);
+          t.ok(eh <= PREFILL_Q8_TOL, `${a.name} ${c.name} [${isa}] ${model.info.quant}: prefill vs float64 of the held weights ${eh.toExponential(2)} <= ${PREFILL_Q8_TOL}`);
+          t.ok(ee <= PREFILL_Q8_TOL, `${a.name} ${c.name} [${isa}]: prefill vs float64 of (q − z)·s ${ee.toExponential(2)} <= ${PREFILL_Q8_TOL}`);
           await checkGreedy(t, `${a.name} ${c.name} [${isa}]`, model, toks.slice(0, 5), greedy);
         } finally {
           model.dispose();
@@ -336,13 +341,13 @@ t.test('stories260K re-packed as compressed-tensors (g32, down_proj ignored): gr
       t.equal(model.info.quant, `ct-w4g32${sym ? '' : '-asym'}`);
       for (const c of ref.cases.slice(1)) {
         const want = referenceGreedy(deq, c.input_ids, 40);
-        // prefill (f32 activations) over the prompt and the reference's continuation
+        // prefill (int8 activations) over the prompt and the reference's continuation
         const seq = [...c.input_ids, ...want.tokens];
         const refAll = referenceLogits(deq, seq);
         const ps = model.createSession({ contextSize: 128 });
         const pre = relErr(await ps.eval(seq, { allLogits: true }), refAll, 512);
         ps.dispose();
-        t.ok(pre <= 1e-4, `stories260K ct ${sym ? 'sym' : 'asym'} '${c.prompt}': prefill of ${seq.length} tokens vs float64 ${pre.toExponential(2)} <= 1e-4`);
+        t.ok(pre <= PREFILL_Q8_TOL, `stories260K ct ${sym ? 'sym' : 'asym'} '${c.prompt}': prefill of ${seq.length} tokens vs float64 ${pre.toExponential(2)} <= ${PREFILL_Q8_TOL}`);
         await checkGreedy(t, `stories260K ct ${sym ? 'sym' : 'asym'} '${c.prompt}'`, model, c.input_ids, want);
         if (model.tokenizer) t.comment(`float64: ${JSON.stringify(model.tokenizer.decode(want.tokens))}`);
       }

@@ -117,7 +117,7 @@ export async function runLowbitQuantize(o: LowbitCliOpts): Promise<GptqQuantizeR
     }
     if (!tty) for (const l of r.layers) process.stdout.write(layerLine(l) + '\n');
     const kind = r.layout === 'eqat' ? 'efficientqat' : r.layout === 'ct' ? `compressed-tensors ${r.sym ? 'sym' : 'asym'}` : r.checkpointFormat;
-    process.stdout.write(`${r.method} ${kind} w${r.bits}g${r.groupSize}${r.descAct ? ' act-order' : ''}${r.staticGroups ? ' static-groups' : ''}: `
+    process.stdout.write(`${r.method} ${kind} w${r.bits}${r.groupSize === -1 && r.layout === 'ct' ? ' channel' : `g${r.groupSize}`}${r.descAct ? ' act-order' : ''}${r.staticGroups ? ' static-groups' : ''}: `
       + `${r.quantizedLinears} linears quantized, ${r.keptLinears} kept in ${r.dtype}`
       + (r.modulesToNotConvert.length ? ` (not quantized: ${r.modulesToNotConvert.join(', ')})` : '') + '\n'
       + (r.calibration ? `calibration: ${r.calibration.samples} × ${r.calibration.seqlen} tokens from ${r.calibration.documents} documents; damp ${r.damp}\n` : '')

@@ -121,6 +121,8 @@ for (const f of FORMATS) {
       lo = Math.min(lo, v);
       hi = Math.max(hi, v);
     }));
-    t.ok(maxDiff <= 5e-3 * (hi - lo), `engine vs float64 reference of the dequantized weights: max |Δlogit| ${maxDiff.toExponential(2)} (range ${(hi - lo).toFixed(2)})`);
+    // the CPU prefill multiplies int8-quantized activations, so the bound is native-vs-reference's
+    // for int8 activations (1.2e-1 of the range; observed up to 2.2e-2 with act order); a layout bug gives order 1
+    t.ok(maxDiff <= 1.2e-1 * (hi - lo), `engine vs float64 reference of the dequantized weights: max |Δlogit| ${maxDiff.toExponential(2)} (range ${(hi - lo).toFixed(2)})`);
   });
 }
