@@ -9,7 +9,8 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { fsyncDirSync, tempSibling, writeFileAtomicSync, ShoalError } from '@shoal/common';
-import { DTYPE_BYTES, dtypeBytes, isStDType, isUint, numel, type StDType } from './dtypes.js';
+import { DTYPE_BYTES, dtypeBytes, encodeFloats, isStDType, isUint, numel, type StDType } from './dtypes.js';
+import type { Checkpoint } from './safetensors.js';
 
 // ---------------------------------------------------------------------------
 // writing
@@ -334,4 +335,11 @@ export class CheckpointWriter {
     this.writer = null;
     this.closed = true;
   }
+}
+
+/** Copies tensor `src` of `ck` into `w` as `spec`: float tensors converted to spec's dtype, anything else byte for byte. */
+export function appendCopied(w: CheckpointWriter, ck: Checkpoint, src: string, spec: TensorSpec): void {
+  const e = ck.entry(src);
+  const isFloat = e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16' || e.dtype === 'F64';
+  w.append(spec.name, isFloat && spec.dtype !== e.dtype ? encodeFloats(ck.readFloat32(src), spec.dtype) : ck.read(src));
 }

@@ -35,10 +35,9 @@ import {
 } from '../formats/gptq.js';
 import { ST_DTYPE, LINEAR_KINDS, linearDims, planTensors, TORCH_DTYPE, type FloatDType, type LinearKind, type ModelShape } from '../arch/model-shapes.js';
 import {
-  abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, forgetOutputDir, trackOutputDir, type TensorSpec,
+  abortOutputDir, appendCopied, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, forgetOutputDir, trackOutputDir, type TensorSpec,
 } from '../io/safetensors-write.js';
 import { Checkpoint } from '../io/safetensors.js';
-import { encodeFloats } from '../io/dtypes.js';
 import { writeFileAtomicSync, ShoalError } from '@shoal/common';
 
 export type GptqCheckpointFormat = 'gptq' | 'gptq_v2';
@@ -329,10 +328,7 @@ function* folderSteps(opts: GptqQuantizeOptions, bits: number, groupSize: number
     for (let idx = 0; idx < jobs.length; idx++) {
       const job = jobs[idx]!;
       if (!job.quant) {
-        const spec = job.out[0]!;
-        const e = ck.entry(job.src);
-        const isFloat = e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16' || e.dtype === 'F64';
-        w.append(spec.name, isFloat && spec.dtype !== e.dtype ? encodeFloats(ck.readFloat32(job.src), spec.dtype) : ck.read(job.src));
+        appendCopied(w, ck, job.src, job.out[0]!);
       } else {
         const [N, K] = job.shape as [number, number];
         const wt = ck.readFloat32(job.src);

@@ -20,9 +20,9 @@ import { checkGroupCoverage } from './group-check.js';
 import {
   awqCompatible, ST_DTYPE, isNotConverted, planTensors, quantConfigJson, TORCH_DTYPE, unquantizableKinds, type FloatDType, type ModelShape, type QuantConfig,
 } from '../arch/model-shapes.js';
-import { abortOutputDir, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../io/safetensors-write.js';
+import { abortOutputDir, appendCopied, beginOutputDir, CheckpointWriter, commitOutputDir, DEFAULT_MAX_SHARD_BYTES, type TensorSpec } from '../io/safetensors-write.js';
 import { Checkpoint } from '../io/safetensors.js';
-import { encodeFloats, type StDType } from '../io/dtypes.js';
+import { type StDType } from '../io/dtypes.js';
 import { ShoalError } from '@shoal/common';
 
 export type QuantMethodName = 'rtn' | 'awq';
@@ -123,10 +123,7 @@ export function quantizeModel(opts: QuantizeOptions): QuantizeResult {
     let relErrSum = 0;
     jobs.forEach((job, idx) => {
       if (job.kind === 'copy') {
-        const spec = job.out[0]!;
-        const e = ck.entry(job.src);
-        const isFloat = e.dtype === 'F32' || e.dtype === 'F16' || e.dtype === 'BF16' || e.dtype === 'F64';
-        w.append(spec.name, isFloat && spec.dtype !== e.dtype ? encodeFloats(ck.readFloat32(job.src), spec.dtype) : ck.read(job.src));
+        appendCopied(w, ck, job.src, job.out[0]!);
       } else {
         const [N, K] = job.shape as [number, number];
         const wt = ck.readFloat32(job.src);
