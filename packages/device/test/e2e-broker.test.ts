@@ -43,6 +43,9 @@ async function outageScenario(t: Test, broker: Broker, protocolVersion: 4 | 5, p
   await fleet.waitEvent((e) => e.type === 'ota.activated', 30_000, 'ota.activated after the outage');
   // let the tail of the outbox drain
   await new Promise((r) => setTimeout(r, 500));
+  // the observer resumed its session: the broker kept its subscription and queue across the
+  // outage (without this, events sent before it re-subscribed would be lost to it, not to the device)
+  t.same(fleet.sessionPresent.slice(-1), [true], 'observer session present after the broker came back');
   const emitted = emittedEventIds(daemon.logs());
   const during = emitted.filter((e) => e.time > downAt && e.time < upAt);
   t.ok(during.length >= 3, `${during.length} events were produced while the broker was down`);

@@ -81,7 +81,11 @@ export async function startMosquitto(): Promise<Broker> {
   const conf = path.join(dir, 'mosquitto.conf');
   writeFileSync(conf, [
     `listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`,
-    'autosave_interval 1', 'log_dest none', '',
+    'autosave_interval 1',
+    // stay the user who started it: as root mosquitto switches to 'mosquitto', cannot write the
+    // database into this temp dir, and every session is silently lost on restart
+    `user ${os.userInfo().username}`,
+    'log_dest none', '',
   ].join('\n'));
   let proc: ChildProcess | null = null;
   const b: Broker = {
@@ -308,6 +312,8 @@ export class FleetClient {
   /** Event messages the broker flagged as redeliveries (DUP=1, MQTT §3.3.1.1). */
   redeliveredEvents: Event[] = [];
   eventMessages = 0;
+  /** CONNACK session-present flag of each connection (MQTT §3.2.2.1.1). */
+  sessionPresent: boolean[] = [];
   states: State[] = [];
   telemetry: unknown[] = [];
   constructor(readonly url: string, readonly deviceId: string, opts: { clientId?: string; protocolVersion?: 4 | 5; clean?: boolean } = {}) {
@@ -319,6 +325,7 @@ export class FleetClient {
 
   async connect(): Promise<this> {
     this.client = mqtt.connect(this.url, { clientId: this.clientId, protocolVersion: this.opts.protocolVersion ?? 4, clean: this.opts.clean ?? true, reconnectPeriod: 200, ...(this.opts.protocolVersion === 5 && this.opts.clean === false ? { properties: { sessionExpiryInterval: 3600 } } : {}) });
+    this.client.on('connect', (ack) => { this.sessionPresent.push(ack.sessionPresent); });
     this.client.on('message', (topic, payload, packet) => {
       if (payload.length === 0) return;
       const msg = JSON.parse(payload.toString());
