@@ -54,6 +54,7 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("experts", mi.n_experts);
     o.Set("expertsUsed", mi.n_experts_used);
     o.Set("activeParameters", (double)mi.n_active_params);
+    o.Set("expertCache", mi.expert_cache ? mi.expert_cache : "off");
     return o;
 }
 
@@ -67,10 +68,10 @@ namespace {
 class LoadWorker : public Napi::AsyncWorker {
 public:
     LoadWorker(Napi::Env env, std::string dir, int threads, std::string backend, std::string isa, std::string kv_cache,
-               std::string lm_head)
+               std::string lm_head, std::string expert_cache)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dir_(std::move(dir)),
           threads_(threads), backend_(std::move(backend)), isa_(std::move(isa)), kv_cache_(std::move(kv_cache)),
-          lm_head_(std::move(lm_head)) {}
+          lm_head_(std::move(lm_head)), expert_cache_(std::move(expert_cache)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
 
     void Execute() override {
@@ -80,6 +81,7 @@ public:
         p.isa = isa_.c_str();
         p.kv_cache = kv_cache_.c_str();
         p.lm_head = lm_head_.c_str();
+        p.expert_cache = expert_cache_.c_str();
         char err[kErrLen];
         shoal_model * m = nullptr;
         status_ = shoal_model_load(dir_.c_str(), &p, &m, err, sizeof err);
@@ -102,7 +104,7 @@ private:
     Napi::Promise::Deferred deferred_;
     std::string dir_;
     int threads_;
-    std::string backend_, isa_, kv_cache_, lm_head_; // "" = the engine's defaults
+    std::string backend_, isa_, kv_cache_, lm_head_, expert_cache_; // "" = the engine's defaults
     shoal_status status_ = SHOAL_OK;
     std::string message_;
     ModelPtr model_;
@@ -114,7 +116,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "loadModel(dir, options): dir must be a string");
     int threads = 0;
-    std::string backend = "auto", isa = "auto", kv_cache, lm_head;
+    std::string backend = "auto", isa = "auto", kv_cache, lm_head, expert_cache;
     if (info.Length() > 1 && info[1].IsObject()) {
         Napi::Object o = info[1].As<Napi::Object>();
         if (o.Has("threads") && o.Get("threads").IsNumber()) threads = o.Get("threads").As<Napi::Number>().Int32Value();
@@ -122,8 +124,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         if (o.Has("isa") && o.Get("isa").IsString()) isa = o.Get("isa").As<Napi::String>();
         if (o.Has("kvCache") && o.Get("kvCache").IsString()) kv_cache = o.Get("kvCache").As<Napi::String>();
         if (o.Has("lmHead") && o.Get("lmHead").IsString()) lm_head = o.Get("lmHead").As<Napi::String>();
+        if (o.Has("expertCache") && o.Get("expertCache").IsString()) expert_cache = o.Get("expertCache").As<Napi::String>();
     }
-    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head);
+    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head, expert_cache);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

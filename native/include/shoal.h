@@ -52,6 +52,9 @@ typedef struct shoal_model_params {
                              // "f32" | "q8" (int8, one scale per position and KV head; CPU only)
     const char * lm_head;    // output matrix: "native" (default; NULL or "" too): as stored | "q8": a float
                              // (f32/f16/bf16) one held as int8, one scale per row or per 128 inputs (CPU)
+    const char * expert_cache; // MoE: path of a file for the experts' repacked weights, mapped read-only so
+                             // an expert is resident only once routed; built on the first load, reused
+                             // while the checkpoint is unchanged. NULL or "": experts repacked in memory
 } shoal_model_params;
 
 shoal_model_params shoal_model_default_params(void);
@@ -97,6 +100,7 @@ typedef struct shoal_model_info {
     int          n_experts;     // MoE experts per layer (0: dense)
     int          n_experts_used; // experts routed per token
     int64_t      n_active_params; // parameters used per token (MoE: top_k of E experts)
+    const char * expert_cache;  // "off" | "created" | "reused" | "rebuilt (<why>)" | "off: <why it could not be used>"
 } shoal_model_info;
 
 void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);

@@ -81,6 +81,7 @@ shoal_model_params shoal_model_default_params(void) {
     p.isa = "auto";
     p.kv_cache = "f16";
     p.lm_head = "native";
+    p.expert_cache = "";
     return p;
 }
 
@@ -105,6 +106,7 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
         SHOAL_CHECK(head == "q8" || head == "native", SHOAL_ERR_INVALID_ARG,
                     "lm_head must be q8 or native, got '" + head + "'");
         lo.lm_head_q8 = head == "q8";
+        if (p.expert_cache) lo.expert_cache = p.expert_cache;
         // auto: the GPU only when its capability table covers the checkpoint (backend-choice.h)
         shoal::BackendCaps caps;
         std::string why;
@@ -161,6 +163,7 @@ void shoal_model_get_info(const shoal_model * model, shoal_model_info * info) {
     info->n_experts = c.n_experts;
     info->n_experts_used = c.n_experts_used;
     info->n_active_params = m.n_active_params;
+    info->expert_cache = m.expert_cache_state.c_str();
     info->kv_cache = shoal::kv_type_name(m.kv_type);
     info->kv_bytes_per_position = m.kv_bytes_per_position;
     info->lm_head = m.lm_head->kind();

@@ -4,6 +4,7 @@
 // and KV cache; their layout is its own business.
 #pragma once
 #include "arch.h"
+#include "repack-cache.h"
 #include "tensor.h"
 
 #include <cstdint>
@@ -87,6 +88,18 @@ public:
     // decode step). nullptr when the backend has no such layout or the shape
     // does not fit it; the caller then keeps load_linear's.
     virtual std::unique_ptr<Linear> load_linear_int8(const LinearSource & src) { (void)src; return nullptr; }
+    // Repack cache (repack-cache.h): a linear the backend can serve straight from a
+    // mapped file of its repacked layout (CPU: INT4). write_cached repacks src and
+    // appends it to the file; load_cached builds the linear over the mapped entry
+    // (nullptr when the entry does not fit src: the caller rebuilds the file). By
+    // default nothing is cacheable and experts are loaded with load_linear.
+    virtual bool cacheable(const LinearSource & src) const { (void)src; return false; }
+    virtual void write_cached(const LinearSource & src, RepackCacheWriter & w) { (void)src; (void)w; }
+    virtual std::unique_ptr<Linear> load_cached(const LinearSource & src, const RepackCache::Entry & e,
+                                                std::shared_ptr<const RepackCache> keep) {
+        (void)src; (void)e; (void)keep;
+        return nullptr;
+    }
 
     // ---- memory ------------------------------------------------------------
     // Allocates an activation matrix [rows, cols]; free with free_act.

@@ -1,13 +1,69 @@
 // model.cpp — turns a validated checkpoint into backend weights.
 #include "model.h"
 #include "error.h"
+#include "safetensors.h"
 
 #include <cctype>
 #include <chrono>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace shoal {
 
 static bool is_float_kind(const std::string & k) { return k == "f32" || k == "f16" || k == "bf16"; }
+
+// The source a repack cache belongs to: every checkpoint file's path, size, mtime and
+// inode, the backend and the experts' names. Any change to them makes a new key.
+static uint64_t cache_key(const ModelSource & src, const Backend & be, const std::vector<const LinearSource *> & ls) {
+    std::string id = std::string("shoal-expert-cache ") + be.name();
+    for (const auto & f : src.files) {
+        struct stat st{};
+        ::stat(f->path.c_str(), &st);
+        id += "\n" + f->path + " " + std::to_string(f->size) + " " + std::to_string((long long)st.st_mtim.tv_sec) + "." +
+              std::to_string((long long)st.st_mtim.tv_nsec) + " " + std::to_string((unsigned long long)st.st_ino);
+    }
+    for (const LinearSource * l : ls) id += "\n" + l->name + " " + std::to_string(l->out) + "x" + std::to_string(l->in);
+    return fnv1a64(id.data(), id.size());
+}
+
+static bool cache_fits(const RepackCache & c, const std::vector<const LinearSource *> & ls) {
+    if (c.size() != ls.size()) return false;
+    for (size_t i = 0; i < ls.size(); i++)
+        if (!c.entry(i, ls[i]->name)) return false;
+    return true;
+}
+
+// Opens the expert cache at path, or (re)builds it when missing or stale. nullptr when it
+// cannot be written (read-only folder, full disk): the experts are then repacked in memory.
+static std::shared_ptr<const RepackCache> open_expert_cache(Backend & be, const std::string & path, uint64_t key,
+                                                            const std::vector<const LinearSource *> & ls,
+                                                            std::string & state) {
+    std::string why;
+    auto c = RepackCache::open(path, key, &why);
+    if (c && cache_fits(*c, ls)) {
+        state = "reused";
+        return c;
+    }
+    if (c) why = "its entries do not match the checkpoint";
+    const bool existed = why != "no cache file yet";
+    c.reset();
+    try {
+        RepackCacheWriter w(path, key);
+        for (const LinearSource * l : ls) be.write_cached(*l, w);
+        w.commit();
+    } catch (const Error & e) {
+        state = std::string("off: ") + e.what();
+        return nullptr;
+    }
+    std::string why2;
+    c = RepackCache::open(path, key, &why2);
+    if (!c || !cache_fits(*c, ls)) {
+        state = "off: the cache just written does not read back (" + why2 + ")";
+        return nullptr;
+    }
+    state = existed ? "rebuilt (" + why + ")" : "created";
+    return c;
+}
 
 static std::unique_ptr<Linear> load(Backend & be, const LinearSource & src, int64_t & bytes) {
     auto l = be.load_linear(src);
@@ -36,6 +92,36 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
     int64_t linear_bytes = 0, active_bytes = 0;
     int64_t expert_params = 0, active_expert_params = 0;
     auto load_vec_opt = [&](const TensorView & t) { return t.data ? be.load_vec(t) : nullptr; };
+    // MoE experts from a mapped repack cache when asked for and the backend holds them so
+    std::shared_ptr<const RepackCache> cache;
+    size_t cache_next = 0, cache_damaged = 0;
+    if (!opt.expert_cache.empty() && c.n_experts > 0) {
+        std::vector<const LinearSource *> ls;
+        bool all = true;
+        for (int i = 0; i < c.n_layers; i++)
+            for (const ExpertSource & e : src.layers[i].experts)
+                for (const LinearSource * l : {&e.gate, &e.up, &e.down}) {
+                    all = all && be.cacheable(*l);
+                    ls.push_back(l);
+                }
+        if (all && !ls.empty())
+            cache = open_expert_cache(be, opt.expert_cache, cache_key(src, be, ls), ls, m->expert_cache_state);
+        else
+            m->expert_cache_state = "off: the " + std::string(be.name()) + " backend keeps these experts in memory";
+    }
+    auto load_expert = [&](const LinearSource & l, int64_t & bytes) {
+        if (cache) {
+            const RepackCache::Entry * e = cache->entry(cache_next++, l.name);
+            auto lin = e ? be.load_cached(l, *e, cache) : nullptr;
+            if (lin) {
+                bytes += (int64_t)lin->bytes();
+                return lin;
+            }
+            cache_damaged++; // a damaged entry: this expert in memory, the file rebuilt next time
+        }
+        return load(be, l, bytes);
+    };
+
     m->embed = be.load_embedding(src.embed);
     if (src.pos_embed.data) m->pos_embed = be.load_embedding(src.pos_embed);
     m->layers.resize(c.n_layers);
@@ -64,9 +150,9 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
             int64_t experts = 0;
             lw.experts.resize(ls.experts.size());
             for (size_t e = 0; e < ls.experts.size(); e++) {
-                lw.experts[e].gate = load(be, ls.experts[e].gate, experts);
-                lw.experts[e].up = load(be, ls.experts[e].up, experts);
-                lw.experts[e].down = load(be, ls.experts[e].down, experts);
+                lw.experts[e].gate = load_expert(ls.experts[e].gate, experts);
+                lw.experts[e].up = load_expert(ls.experts[e].up, experts);
+                lw.experts[e].down = load_expert(ls.experts[e].down, experts);
             }
             linear_bytes += experts;
             active_bytes += experts / c.n_experts * c.n_experts_used;
@@ -80,6 +166,11 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
         }
         linear_bytes += dense;
         active_bytes += dense;
+    }
+    if (cache_damaged) {
+        ::unlink(opt.expert_cache.c_str());
+        m->expert_cache_state = "off: " + std::to_string(cache_damaged) + " damaged entries in " + opt.expert_cache +
+                                " (removed; rebuilt on the next load)";
     }
     if (c.final_norm) {
         m->final_norm = be.load_vec(src.final_norm);

@@ -53,6 +53,8 @@ struct Model {
     KvType  kv_type = KvType::F16;       // sessions' KV cache element type
     int64_t kv_bytes_per_position = 0;   // K and V, all layers
     double  load_seconds = 0, repack_seconds = 0;
+    // "off" | "created" | "reused" | "rebuilt (<why>)" | "off: <why>" (shoal_model_info.expert_cache)
+    std::string expert_cache_state = "off";
 
     // The backend's thread pool and scratch are shared: one forward pass at a time.
     std::mutex compute_mutex;
@@ -62,6 +64,9 @@ struct Model {
 struct LoadOptions {
     KvType kv_type = KvType::F16; // element type of the sessions' KV caches
     bool   lm_head_q8 = false;    // a float output matrix as int8 with per-row/group scales (else as stored)
+    // MoE: a file of the experts' repacked weights (repack-cache.h), mapped read-only so that
+    // experts are resident only once routed; built on the first load. Empty: experts in memory.
+    std::string expert_cache;
 };
 
 // Builds a Model from a validated checkpoint on the chosen backend.

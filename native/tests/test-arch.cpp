@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -584,6 +585,77 @@ void run_family(Family & f, const std::string & dir, const std::vector<std::stri
     }
 }
 
+// Logits of a 9-token prompt and three greedy steps, loaded with the given expert cache
+// path ("" = none); *state gets shoal_model_info.expert_cache.
+std::vector<float> cached_logits(const std::string & dir, const std::string & cache, std::string * state) {
+    shoal_model_params mp = shoal_model_default_params();
+    mp.expert_cache = cache.c_str();
+    char err[512];
+    shoal_model * m = nullptr;
+    std::vector<float> out;
+    if (shoal_model_load(dir.c_str(), &mp, &m, err, sizeof err) != SHOAL_OK) {
+        check(false, "load " + dir + " with expert cache '" + cache + "': " + err);
+        return out;
+    }
+    shoal_model_info info;
+    shoal_model_get_info(m, &info);
+    *state = info.expert_cache;
+    shoal_session * s = nullptr;
+    shoal_session_new(m, 32, &s, err, sizeof err);
+    std::vector<int32_t> toks = prompt(9, 3);
+    std::vector<float> lg(kV);
+    shoal_session_eval(s, toks.data(), (int)toks.size(), lg.data(), 0, err, sizeof err);
+    for (int i = 0; i < 4; i++) {
+        out.insert(out.end(), lg.begin(), lg.end());
+        int32_t t = argmax(lg.data(), kV);
+        shoal_session_eval(s, &t, 1, lg.data(), 0, err, sizeof err);
+    }
+    shoal_session_free(s);
+    shoal_model_free(m);
+    return out;
+}
+
+// The MoE expert cache (repack-cache.h): mapped experts give exactly the logits of experts
+// repacked in memory; a stale, truncated or damaged file is never used; an unwritable path
+// falls back to memory.
+void expert_cache_checks(const std::string & dir) {
+    const std::string tag = dir.substr(dir.rfind('/') + 1) + " expert cache: ", path = dir + ".experts";
+    std::string st;
+    const std::vector<float> ref = cached_logits(dir, "", &st);
+    check(st == "off", tag + "off without a path (" + st + ")");
+    auto expect = [&](const std::string & what, const std::string & want) {
+        const std::vector<float> got = cached_logits(dir, path, &st);
+        check(got == ref, tag + what + ": logits identical to experts in memory");
+        check(st.compare(0, want.size(), want) == 0, tag + what + ": state '" + st + "' starts with '" + want + "'");
+    };
+    auto patch = [&](long off, const std::string & bytes) {
+        FILE * f = std::fopen(path.c_str(), "r+b");
+        if (!f) return check(false, tag + "cannot open " + path);
+        std::fseek(f, off, SEEK_SET);
+        std::fwrite(bytes.data(), 1, bytes.size(), f);
+        std::fclose(f);
+    };
+    struct stat sb{};
+    expect("first load", "created");
+    check(::stat(path.c_str(), &sb) == 0 && sb.st_size > 4096, tag + "file written");
+    expect("second load", "reused");
+    patch(16, "XXXXXXXX"); // the key
+    expect("another key", "rebuilt (written for another checkpoint");
+    check(::truncate(path.c_str(), sb.st_size / 2) == 0, tag + "truncate");
+    expect("truncated", "rebuilt (truncated");
+    patch(4096, std::string(24, '\x7f')); // the first entry's n, k, group
+    expect("damaged entry", "off: 1 damaged entries");
+    check(::stat(path.c_str(), &sb) != 0, tag + "a damaged file is removed");
+    expect("after the damaged one", "created");
+    const std::string model = dir + "/model.safetensors";
+    struct timespec later[2] = {{0, UTIME_OMIT}, {sb.st_mtime + 100, 0}};
+    check(::utimensat(AT_FDCWD, model.c_str(), later, 0) == 0, tag + "touch the checkpoint");
+    expect("checkpoint changed", "rebuilt (written for another checkpoint");
+    const std::vector<float> got = cached_logits(dir, dir + "/no/such/dir/cache", &st);
+    check(got == ref && st.compare(0, 5, "off: ") == 0, tag + "unwritable path: in memory (" + st + ")");
+    std::printf("%sstates and logits as expected (file %lld bytes)\n", tag.c_str(), (long long)sb.st_size);
+}
+
 } // namespace
 
 int main() {
@@ -690,6 +762,7 @@ int main() {
             check(false, std::string(name) + ": " + e.what());
         }
     }
+    for (const char * name : {"mixtral-awq", "qwen3_moe-awq"}) expert_cache_checks(root + "/" + name);
     std::string cmd = "rm -rf '" + root + "'";
     if (std::system(cmd.c_str()) != 0) std::printf("could not remove %s\n", root.c_str());
     return finish();

@@ -28,6 +28,7 @@
 #include <random>
 #include <string>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 extern "C" double shoal_measure_read_bandwidth(int n_threads, size_t bytes, int reps);
@@ -135,6 +136,16 @@ void generate(const std::string & dir, int L, const Shape & s) {
         << s.G << ", \"zero_point\": true, \"version\": \"gemm\", \"modules_to_not_convert\": [\"gate\"]}}";
 }
 
+// Resident set of this process in bytes (/proc/self/statm), 0 where unavailable.
+double rss_bytes() {
+    long pages = 0, resident = 0;
+    FILE * f = std::fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    const int n = std::fscanf(f, "%ld %ld", &pages, &resident);
+    std::fclose(f);
+    return n == 2 ? (double)resident * (double)::sysconf(_SC_PAGESIZE) : 0;
+}
+
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0 : v[v.size() / 2];
@@ -145,7 +156,7 @@ double median(std::vector<double> v) {
 int main(int argc, char ** argv) {
     int L = 2, N = 32, threads = 0, rounds = 3;
     bool json = false;
-    std::string dir;
+    std::string dir, cache;
     for (int i = 1; i < argc; i++) {
         const std::string a = argv[i];
         auto next = [&]() -> const char * {
@@ -158,8 +169,9 @@ int main(int argc, char ** argv) {
         else if (a == "--threads") threads = std::atoi(next());
         else if (a == "--rounds") rounds = std::atoi(next());
         else if (a == "--json") json = true;
+        else if (a == "--expert-cache") cache = next();
         else {
-            std::fprintf(stderr, "usage: bench-moe [--dir D] [--layers L] [--tokens N] [--threads T] [--rounds R] [--json]\n");
+            std::fprintf(stderr, "usage: bench-moe [--dir D] [--layers L] [--tokens N] [--threads T] [--rounds R] [--expert-cache FILE] [--json]\n");
             return 2;
         }
     }
@@ -171,7 +183,11 @@ int main(int argc, char ** argv) {
     try {
         auto be = shoal::make_cpu_backend("auto", threads);
         shoal::Backend * bep = be.get();
-        auto m = shoal::build_model(shoal::load_model_source(dir), std::move(be), shoal::LoadOptions{});
+        shoal::LoadOptions lo;
+        lo.expert_cache = cache;
+        const double rss0 = rss_bytes();
+        auto m = shoal::build_model(shoal::load_model_source(dir), std::move(be), lo);
+        const double rss_load = rss_bytes() - rss0;
         const int nt = bep->n_threads();
         std::vector<double> bw, tps, bpt;
         for (int r = 0; r < rounds; r++) {
@@ -190,6 +206,7 @@ int main(int argc, char ** argv) {
             tps.push_back(N / dt);
             bpt.push_back((double)(bep->weight_bytes_read - b0) / N);
         }
+        const double rss_decode = rss_bytes() - rss0;
         const double total = (double)m->weight_bytes, active = (double)m->bytes_per_token, read = median(bpt);
         const double t = median(tps), b = median(bw);
         const double gbs = read * t / 1e9;
@@ -199,8 +216,10 @@ int main(int argc, char ** argv) {
         if (json) {
             std::printf("{\"model\":\"mixtral-8x7b-shape\",\"layers\":%d,\"threads\":%d,\"isa\":\"%s\",\"tokens\":%d,\"rounds\":%d,"
                         "\"weight_bytes\":%.0f,\"active_bytes_per_token\":%.0f,\"read_bytes_per_token\":%.0f,"
-                        "\"decode_tok_s\":%.3f,\"read_gb_s\":%.2f,\"membw_gb_s\":%.2f,\"roofline_pct\":%.1f}\n",
-                        L, nt, bep->isa(), N, rounds, total, active, read, t, gbs, b, 100 * gbs / b);
+                        "\"decode_tok_s\":%.3f,\"read_gb_s\":%.2f,\"membw_gb_s\":%.2f,\"roofline_pct\":%.1f,"
+                        "\"expert_cache\":\"%s\",\"build_seconds\":%.3f,\"rss_after_load\":%.0f,\"rss_after_decode\":%.0f}\n",
+                        L, nt, bep->isa(), N, rounds, total, active, read, t, gbs, b, 100 * gbs / b,
+                        m->expert_cache_state.c_str(), m->repack_seconds, rss_load, rss_decode);
         } else {
             std::printf("Mixtral-8x7B shape, %d of 32 layers, AutoAWQ w4g128, %s, %d threads, %d decode tokens x %d rounds\n", L,
                         bep->isa(), nt, N, rounds);
@@ -212,6 +231,9 @@ int main(int argc, char ** argv) {
             std::printf("  bytes read / time       %9.2f GB/s = %.0f%% of the measured read bandwidth %.2f GB/s (min %.2f max %.2f)\n",
                         gbs, 100 * gbs / b, b, mm(bw).first, mm(bw).second);
             std::printf("  reading every expert would need %.2f tok/s or less at that bandwidth\n", b * 1e9 / total);
+            std::printf("  expert cache            %s; model built in %.2f s\n", m->expert_cache_state.c_str(), m->repack_seconds);
+            std::printf("  resident after load     %9.1f MiB, after decoding %9.1f MiB (process RSS growth from the load)\n",
+                        rss_load / 1048576, rss_decode / 1048576);
         }
     } catch (const shoal::Error & e) {
         std::fprintf(stderr, "bench-moe: %s\n", e.what());

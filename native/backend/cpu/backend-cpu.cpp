@@ -75,6 +75,7 @@ struct CpuLinear : Linear {
     DType dt = DType::F32;         // float weights: dtype of w
     const void * w = nullptr;      // float weights [out][in], in the mapped checkpoint
     std::vector<float> bias;       // [out] or empty
+    std::shared_ptr<const RepackCache> cache; // keeps the mapped file of qw's ext_* arrays alive
     size_t bytes() const override {
         const size_t wb = q4 ? qw.bytes() : qx ? qxw.bytes() : (size_t)(in * out) * dtype_size(dt);
         return wb + bias.size() * sizeof(float) + perm.size() * sizeof(int32_t);
@@ -173,12 +174,74 @@ public:
             l->dt = w.dtype;
             l->w = w.data; // no copy: f16/bf16 are converted in the kernels
         }
-        if (src.has_bias) {
-            SHOAL_CHECK(is_float(src.bias.dtype) && src.bias.numel() == src.out, SHOAL_ERR_SHAPE,
-                        "linear '" + src.name + "': bias must be a float vector of " + std::to_string(src.out));
-            l->bias.resize(src.out);
-            k_.to_f32(src.bias.dtype, src.bias.data, src.out, l->bias.data());
+        load_bias(src, *l);
+        return l;
+    }
+
+    void load_bias(const LinearSource & src, CpuLinear & l) {
+        if (!src.has_bias) return;
+        SHOAL_CHECK(is_float(src.bias.dtype) && src.bias.numel() == src.out, SHOAL_ERR_SHAPE,
+                    "linear '" + src.name + "': bias must be a float vector of " + std::to_string(src.out));
+        l.bias.resize(src.out);
+        k_.to_f32(src.bias.dtype, src.bias.data, src.out, l.bias.data());
+    }
+
+    // INT4 linears (AWQ and the 4-bit low-bit formats) are served from the repack cache:
+    // an entry is [meta: i64 n, i64 k, i64 group][qs][scale][szero][perm].
+    bool cacheable(const LinearSource & src) const override {
+        return src.awq || (src.qfmt != QFormat::None && src.bits == 4);
+    }
+
+    void write_cached(const LinearSource & src, RepackCacheWriter & w) override {
+        Q4Buffer q;
+        std::vector<int32_t> perm;
+        if (src.awq) {
+            q = q4_repack(src, pool_);
+        } else {
+            LowbitWeights lw = lowbit_repack(src, pool_);
+            SHOAL_CHECK(lw.bits == 4, SHOAL_ERR_INTERNAL, "linear '" + src.name + "': not INT4, cannot be cached");
+            q = std::move(lw.q4);
+            perm = std::move(lw.perm);
         }
+        const int64_t meta[3] = {q.n, q.k, q.group};
+        auto blob = [](const void * p, size_t n) { return CacheBlob{static_cast<const uint8_t *>(p), n}; };
+        w.add(src.name, {blob(meta, sizeof meta), blob(q.qs.data(), q.qs.size()),
+                         blob(q.scale.data(), 2 * q.scale.size()), blob(q.szero.data(), 2 * q.szero.size()),
+                         blob(perm.data(), 4 * perm.size())});
+        for (const TensorView * t : {&src.qweight, &src.qzeros, &src.scales}) release_pages(t->data, t->nbytes);
+    }
+
+    std::unique_ptr<Linear> load_cached(const LinearSource & src, const RepackCache::Entry & e,
+                                        std::shared_ptr<const RepackCache> keep) override {
+        if (e.blobs.size() != 5 || e.blobs[0].size != 3 * sizeof(int64_t)) return nullptr;
+        int64_t meta[3];
+        std::memcpy(meta, e.blobs[0].data, sizeof meta);
+        const int64_t N = meta[0], K = meta[1], G = meta[2];
+        if (N != src.out || K != src.in || G <= 0 || G % 32 != 0 || K % G != 0) return nullptr;
+        const uint64_t ng = (uint64_t)N * (uint64_t)(K / G);
+        if (e.blobs[1].size != (uint64_t)N * (uint64_t)K / 2 || e.blobs[2].size != 2 * ng || e.blobs[3].size != 2 * ng ||
+            (e.blobs[4].size != 0 && e.blobs[4].size != 4 * (uint64_t)K))
+            return nullptr;
+        auto l = std::make_unique<CpuLinear>();
+        l->in = K;
+        l->out = N;
+        l->q4 = true;
+        l->qw.n = N;
+        l->qw.k = K;
+        l->qw.group = (int)G;
+        l->qw.ext_qs = e.blobs[1].data;
+        l->qw.ext_scale = reinterpret_cast<const uint16_t *>(e.blobs[2].data); // 64-byte aligned in the file
+        l->qw.ext_szero = reinterpret_cast<const uint16_t *>(e.blobs[3].data);
+        if (e.blobs[4].size) {
+            l->perm.resize((size_t)K);
+            std::memcpy(l->perm.data(), e.blobs[4].data, e.blobs[4].size);
+            for (int32_t v : l->perm)
+                if (v < 0 || v >= K) return nullptr;
+        }
+        l->cache = std::move(keep);
+        load_bias(src, *l);
+        // the checkpoint's INT4 tensors are not read again
+        for (const TensorView * t : {&src.qweight, &src.qzeros, &src.scales}) release_pages(t->data, t->nbytes);
         return l;
     }
 

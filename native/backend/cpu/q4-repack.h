@@ -37,8 +37,17 @@ struct Q4Buffer {
     std::vector<uint8_t>  qs;     // [N][K/2]
     std::vector<uint16_t> scale;  // f16 [N][K/G]
     std::vector<uint16_t> szero;  // f16 [N][K/G]
-    Q4Rows view() const { return Q4Rows{n, k, group, qs.data(), scale.data(), szero.data()}; }
-    size_t bytes() const { return qs.size() + 2 * (scale.size() + szero.size()); }
+    // Or the same three arrays in a mapped repack cache file (repack-cache.h), not owned.
+    const uint8_t * ext_qs = nullptr;
+    const uint16_t * ext_scale = nullptr, * ext_szero = nullptr;
+    Q4Rows view() const {
+        if (ext_qs) return Q4Rows{n, k, group, ext_qs, ext_scale, ext_szero};
+        return Q4Rows{n, k, group, qs.data(), scale.data(), szero.data()};
+    }
+    size_t bytes() const {
+        if (ext_qs) return (size_t)(n * k / 2) + 4 * (size_t)(n * (k / group));
+        return qs.size() + 2 * (scale.size() + szero.size());
+    }
 };
 
 // Repacks src (src.awq must be true). Throws shoal::Error on unsupported shapes.

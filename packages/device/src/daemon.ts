@@ -124,7 +124,7 @@ export class DeviceDaemon {
     const { cfg } = this;
     const loadModel = this.opts.loadModel ?? (await loadRealEngine());
     this.outbox = new Outbox(path.join(cfg.store.dir, '.state', 'outbox.sqlite'), cfg.outbox.maxEvents);
-    const loader = new ModelLoader(loadModel, { threads: cfg.engine.threads, backend: cfg.engine.backend, kvCache: cfg.engine.kvCache, lmHead: cfg.engine.lmHead, contextSize: cfg.engine.contextSize, health: cfg.health });
+    const loader = new ModelLoader(loadModel, { threads: cfg.engine.threads, backend: cfg.engine.backend, kvCache: cfg.engine.kvCache, lmHead: cfg.engine.lmHead, expertCache: cfg.engine.expertCache, contextSize: cfg.engine.contextSize, health: cfg.health });
     this.active = new ActiveModel(this.store, loader);
     this.scheduler = new Scheduler(this.active, {
       maxDepth: cfg.queue.maxDepth, maxConcurrent: cfg.queue.maxConcurrent, maxTokens: cfg.engine.maxTokens,

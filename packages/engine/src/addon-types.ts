@@ -9,6 +9,7 @@ export interface AddonModelInfo {
   tiedEmbeddings: boolean; groupSize: number; parameters: number; fileBytes: number; weightBytes: number;
   bytesPerToken: number; loadSeconds: number; repackSeconds: number; backendNote: string;
   family: string; slidingWindow: number; experts: number; expertsUsed: number; activeParameters: number;
+  expertCache: string;
 }
 
 /** @internal */
@@ -54,7 +55,7 @@ export interface AddonSession {
 
 /** @internal */
 export interface Addon {
-  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string; kvCache?: string; lmHead?: string }): Promise<AddonModel>;
+  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string; kvCache?: string; lmHead?: string; expertCache?: string }): Promise<AddonModel>;
   AddonSession: new (model: AddonModel, contextSize: number) => AddonSession;
   cpuFeatures(): string;
   /** Memory read bandwidth in GB/s (blocks the calling thread). */

@@ -26,7 +26,8 @@ export function addLoadOptions(cmd: Command): Command {
     .option('--backend <name>', 'auto | cpu | cuda', 'auto')
     .option('--isa <name>', 'CPU kernels: auto | scalar | avx2 | avx512 | neon | neon-dotprod', 'auto')
     .addOption(new Option('--kv-cache <type>', 'KV cache: f16 | f32 | q8 (int8, CPU only)').choices(KV_CACHE_TYPES).default('f16'))
-    .addOption(new Option('--lm-head <mode>', 'output matrix: native | q8 (int8, half the bytes of f16)').choices(LM_HEAD_MODES).default('native'));
+    .addOption(new Option('--lm-head <mode>', 'output matrix: native | q8 (int8, half the bytes of f16)').choices(LM_HEAD_MODES).default('native'))
+    .option('--expert-cache <file>', 'MoE: file of the repacked experts, mapped so only routed experts are resident: auto (under $SHOAL_CACHE_DIR or ~/.cache/shoal) | off | a path', 'auto');
 }
 
 export function addSamplingOptions(cmd: Command): Command {
@@ -41,7 +42,7 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('-n, --max-tokens <n>', 'tokens to generate at most', intArg('--max-tokens', 0), 256);
 }
 
-export interface LoadFlags { model: string; threads: number; backend: string; isa: string; kvCache: string; lmHead: string }
+export interface LoadFlags { model: string; threads: number; backend: string; isa: string; kvCache: string; lmHead: string; expertCache?: string }
 export interface SamplingFlags {
   temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   repeatLastN: number; seed: number; maxTokens: number;
@@ -50,6 +51,7 @@ export interface SamplingFlags {
 export const loadOptions = (f: LoadFlags): LoadOptions => ({
   threads: f.threads, backend: f.backend as Backend, isa: f.isa as Isa,
   kvCache: f.kvCache as KvCacheType, lmHead: f.lmHead as LmHeadMode,
+  ...(f.expertCache !== undefined ? { expertCache: f.expertCache } : {}),
 });
 
 export const generateOptions = (f: SamplingFlags): GenerateOptions => ({

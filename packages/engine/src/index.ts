@@ -12,3 +12,4 @@ export * from './json-constraint.js';
 export * from './token-trie.js';
 export * from './serve.js';
 export { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
+export { expertCachePath, shoalCacheDir } from './expert-cache.js';

@@ -27,6 +27,13 @@ export interface LoadOptions {
   lmHead?: LmHeadMode;
   /** Load the tokenizer (tokenizer.json) too; default true when present. */
   tokenizer?: boolean;
+  /**
+   * MoE models: where the experts' repacked weights are kept. A file path: built on the first
+   * load and memory-mapped read-only after, so an expert is resident only once routed (and the
+   * kernel may drop its pages again); 'auto': such a file under the user's cache folder
+   * (expertCachePath); 'off' (default): repacked into memory at every load. Ignored by dense models.
+   */
+  expertCache?: string;
 }
 
 export interface ModelInfo {
@@ -60,6 +67,8 @@ export interface ModelInfo {
   activeParameters: number;  // parameters used per token (MoE: top-k of the experts; else = parameters)
   slidingWindow: number;     // attention window in positions (0: full attention)
   experts: number;           // MoE experts per layer (0: dense)
+  /** MoE: "created" | "reused" | "rebuilt (<why>)" the expert cache file, or "off" / "off: <why it could not be used>". */
+  expertCache: string;
   expertsUsed: number;       // experts routed per token
   loadSeconds: number;
   repackSeconds: number;

@@ -4,7 +4,11 @@
 // does not depend on the native addon.
 import type { LoadOptions, Model } from '@shoal/engine';
 import type { ModelRef } from '@shoal/protocol';
+import path from 'node:path';
 import { ShoalError } from '@shoal/common';
+
+/** The expert cache inside a version folder: store GC removes it with the version; dense models never write it. */
+export const EXPERT_CACHE_FILE = '.shoal-expert-cache';
 
 export type LoadModelFn = (dir: string, opts?: LoadOptions) => Promise<Model>;
 
@@ -15,6 +19,8 @@ export interface ModelLoaderOptions {
   backend: 'auto' | 'cpu' | 'cuda';
   kvCache?: 'f16' | 'f32' | 'q8';
   lmHead?: 'native' | 'q8';
+  /** MoE: keep the repacked experts in EXPERT_CACHE_FILE inside the version folder (default true). */
+  expertCache?: boolean;
   contextSize: number;
   health: { timeoutSec: number; tokens: number; prompt: string };
 }
@@ -38,6 +44,7 @@ export class ModelLoader {
   async load(ref: ModelRef, dir: string): Promise<LoadedModel> {
     const model = await this.loadModel(dir, {
       threads: this.opts.threads, backend: this.opts.backend, kvCache: this.opts.kvCache, lmHead: this.opts.lmHead,
+      expertCache: this.opts.expertCache === false ? 'off' : path.join(dir, EXPERT_CACHE_FILE),
     });
     return { ref, dir, model };
   }
