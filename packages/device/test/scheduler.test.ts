@@ -2,7 +2,7 @@
 // bounded depth, deadlines, cancellation, requests queued during a swap.
 import t from 'tap';
 import { Scheduler, PRIORITY_LOCAL, PRIORITY_REMOTE } from '../src/scheduler.js';
-import { ModelLoader, type LoadedModel } from '../src/model/loader.js';
+import { EXPERT_CACHE_FILE, ModelLoader, type LoadedModel } from '../src/model/loader.js';
 import type { Model, GenerateOptions, GenerateStats, GeneratedChunk, ServeChunk, ServeOptions, ServeStats } from '@shoal/engine';
 import { HttpApi } from '../src/http/api.js';
 import { DeviceMetrics } from '../src/metrics.js';
@@ -146,6 +146,14 @@ t.test('health check: a model that produces no tokens fails with HEALTH_CHECK_FA
   const good = new ModelLoader(async () => scriptedModel(1), { threads: 1, backend: 'cpu', contextSize: 64, health: { timeoutSec: 2, tokens: 3, prompt: 'x' } });
   const r = await good.loadAndCheck({ name: 'm', version: '1' }, '/x');
   t.equal(r.tokens, 3);
+});
+
+t.test('model loader: the expert cache goes inside the version folder (removed with it), or is off', async (t) => {
+  const seen: Array<string | undefined> = [];
+  const opts = { threads: 1, backend: 'cpu' as const, contextSize: 64, health: { timeoutSec: 2, tokens: 1, prompt: 'x' } };
+  await new ModelLoader(async (_dir, o) => { seen.push(o?.expertCache); return scriptedModel(1); }, opts).load({ name: 'm', version: '1' }, '/store/m/1');
+  await new ModelLoader(async (_dir, o) => { seen.push(o?.expertCache); return scriptedModel(1); }, { ...opts, expertCache: false }).load({ name: 'm', version: '1' }, '/store/m/1');
+  t.same(seen, [`/store/m/1/${EXPERT_CACHE_FILE}`, 'off']);
 });
 
 t.test('HTTP API: SSE stream, client disconnect cancels, 429 when the queue is full, 400/404/405', async (t) => {
