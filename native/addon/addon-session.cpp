@@ -15,12 +15,36 @@ std::vector<int32_t> int32_array(Napi::Env env, const Napi::Value & v, const cha
     return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
 }
 
-class EvalWorker : public Napi::AsyncWorker {
+// What every session worker shares: the promise it settles, the session it holds
+// busy while it runs, and the engine's status and message of that run.
+template <typename Base> class SessionWorker : public Base {
+public:
+    SessionWorker(Napi::Env env, std::shared_ptr<SessionHolder> h)
+        : Base(env), deferred_(Napi::Promise::Deferred::New(env)), h_(std::move(h)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void OnError(const Napi::Error & e) override {
+        h_->busy = false;
+        deferred_.Reject(e.Value());
+    }
+
+protected:
+    // Frees the session; rejects the promise with the engine's error and returns true when it failed.
+    bool rejected() {
+        h_->busy = false;
+        if (status_ == SHOAL_OK) return false;
+        deferred_.Reject(make_error(this->Env(), status_, message_).Value());
+        return true;
+    }
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<SessionHolder> h_;
+    shoal_status status_ = SHOAL_OK;
+    std::string message_;
+};
+
+class EvalWorker : public SessionWorker<Napi::AsyncWorker> {
 public:
     EvalWorker(Napi::Env env, std::shared_ptr<SessionHolder> h, std::vector<int32_t> tokens, bool all)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), h_(std::move(h)),
-          tokens_(std::move(tokens)), all_(all) {}
-    Napi::Promise promise() { return deferred_.Promise(); }
+        : SessionWorker(env, std::move(h)), tokens_(std::move(tokens)), all_(all) {}
 
     void Execute() override {
         shoal_model_info mi;
@@ -32,37 +56,26 @@ public:
         if (status_ != SHOAL_OK) message_ = err;
     }
     void OnOK() override {
-        h_->busy = false;
-        Napi::Env env = Env();
-        if (status_ != SHOAL_OK) return deferred_.Reject(make_error(env, status_, message_).Value());
-        Napi::Float32Array out = Napi::Float32Array::New(env, logits_.size());
+        if (rejected()) return;
+        Napi::Float32Array out = Napi::Float32Array::New(Env(), logits_.size());
         std::copy(logits_.begin(), logits_.end(), out.Data());
         deferred_.Resolve(out);
     }
-    void OnError(const Napi::Error & e) override {
-        h_->busy = false;
-        deferred_.Reject(e.Value());
-    }
 
 private:
-    Napi::Promise::Deferred deferred_;
-    std::shared_ptr<SessionHolder> h_;
     std::vector<int32_t> tokens_;
     bool all_;
     std::vector<float> logits_;
-    shoal_status status_ = SHOAL_OK;
-    std::string message_;
 };
 
-class GenerateWorker : public Napi::AsyncProgressQueueWorker<int32_t> {
+class GenerateWorker : public SessionWorker<Napi::AsyncProgressQueueWorker<int32_t>> {
 public:
     GenerateWorker(Napi::Env env, Napi::Function on_token, std::shared_ptr<SessionHolder> h, std::vector<int32_t> prompt,
                    shoal_sampling_params sp, int max_tokens, std::vector<int32_t> stop)
-        : Napi::AsyncProgressQueueWorker<int32_t>(env), deferred_(Napi::Promise::Deferred::New(env)),
-          h_(std::move(h)), prompt_(std::move(prompt)), sp_(sp), max_tokens_(max_tokens), stop_(std::move(stop)) {
+        : SessionWorker(env, std::move(h)), prompt_(std::move(prompt)), sp_(sp), max_tokens_(max_tokens),
+          stop_(std::move(stop)) {
         on_token_ = Napi::Persistent(on_token);
     }
-    Napi::Promise promise() { return deferred_.Promise(); }
 
     void Execute(const ExecutionProgress & progress) override {
         struct Ctx { const ExecutionProgress * p; } ctx{&progress};
@@ -83,10 +96,8 @@ public:
         on_token_.Call({a});
     }
     void OnOK() override {
-        h_->busy = false;
-        Napi::Env env = Env();
-        if (status_ != SHOAL_OK) return deferred_.Reject(make_error(env, status_, message_).Value());
-        Napi::Object r = Napi::Object::New(env);
+        if (rejected()) return;
+        Napi::Object r = Napi::Object::New(Env());
         r.Set("promptTokens", result_.n_prompt);
         r.Set("generatedTokens", result_.n_generated);
         r.Set("stopReason", result_.stop_reason);
@@ -94,22 +105,14 @@ public:
         r.Set("decodeSeconds", result_.decode_seconds);
         deferred_.Resolve(r);
     }
-    void OnError(const Napi::Error & e) override {
-        h_->busy = false;
-        deferred_.Reject(e.Value());
-    }
 
 private:
-    Napi::Promise::Deferred deferred_;
     Napi::FunctionReference on_token_;
-    std::shared_ptr<SessionHolder> h_;
     std::vector<int32_t> prompt_;
     shoal_sampling_params sp_;
     int max_tokens_;
     std::vector<int32_t> stop_;
     shoal_generate_result result_{};
-    shoal_status status_ = SHOAL_OK;
-    std::string message_;
 };
 
 double num(Napi::Object o, const char * key, double def) {
@@ -131,11 +134,9 @@ shoal_sampling_params sampling_params(Napi::Object o) {
 
 // One step: eval the fed tokens, draw with controls (everything copied, so the
 // JS arrays may change while the worker runs).
-class StepWorker : public Napi::AsyncWorker {
+class StepWorker : public SessionWorker<Napi::AsyncWorker> {
 public:
-    StepWorker(Napi::Env env, std::shared_ptr<SessionHolder> h)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), h_(std::move(h)) {}
-    Napi::Promise promise() { return deferred_.Promise(); }
+    StepWorker(Napi::Env env, std::shared_ptr<SessionHolder> h) : SessionWorker(env, std::move(h)) {}
 
     std::vector<int32_t> tokens, history, counted, bias_ids;
     std::vector<float> bias_values;
@@ -156,9 +157,8 @@ public:
         if (status_ != SHOAL_OK) message_ = err;
     }
     void OnOK() override {
-        h_->busy = false;
+        if (rejected()) return;
         Napi::Env env = Env();
-        if (status_ != SHOAL_OK) return deferred_.Reject(make_error(env, status_, message_).Value());
         Napi::Object o = Napi::Object::New(env);
         o.Set("token", r_.token);
         o.Set("logprob", r_.logprob);
@@ -172,17 +172,9 @@ public:
         o.Set("topLogprobs", lps);
         deferred_.Resolve(o);
     }
-    void OnError(const Napi::Error & e) override {
-        h_->busy = false;
-        deferred_.Reject(e.Value());
-    }
 
 private:
-    Napi::Promise::Deferred deferred_;
-    std::shared_ptr<SessionHolder> h_;
     shoal_sample_result r_{};
-    shoal_status status_ = SHOAL_OK;
-    std::string message_;
 };
 
 template <typename T, typename A> std::vector<T> typed(Napi::Env env, Napi::Object o, const char * key, napi_typedarray_type type) {
