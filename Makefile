@@ -94,10 +94,14 @@ bench-moe: native-tests
 # under .bench/peer for this benchmark only; a random Q4_0 GGUF of the same shape is written
 # by native/tools/make-gguf; the engines run alternately, 3 pairs at 1 and 2 threads, 512-token
 # prompt then 128 decoded. Takes minutes and wants an idle machine: not part of `make test`.
+# PEER_SHAPE=llama-2-7b for the 7B shape (a 3.9 GB checkpoint and a 3.8 GB GGUF under .bench).
+PEER_SHAPE ?= tinyllama-1.1b
+PEER_MODEL := $(BENCH_DIR)/$(PEER_SHAPE)-awq-w4g128
+PEER_JSON := $(BENCH_DIR)/$(if $(filter tinyllama-1.1b,$(PEER_SHAPE)),peer.json,peer-$(PEER_SHAPE).json)
 bench-peer: all native-tests
 	@mkdir -p $(BENCH_DIR)
-	@[ -f $(BENCH_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
-	node scripts/bench-peer.mjs --shoal-model $(BENCH_MODEL) --out $(BENCH_DIR)/peer.json
+	@[ -f $(PEER_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape $(PEER_SHAPE) --quant awq-w4g128 --out $(PEER_MODEL)
+	node scripts/bench-peer.mjs --shoal-model $(PEER_MODEL) --shape $(PEER_SHAPE) --out $(PEER_JSON)
 
 # `make demo`: the build tools if missing (scripts/setup.sh), the build, then `shoal up`:
 # stories260K quantized to INT4 with AWQ, rolled out to three local devices, a story from each.
