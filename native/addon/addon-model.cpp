@@ -28,6 +28,7 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("kvCache", mi.kv_cache);
     o.Set("kvBytesPerPosition", (double)mi.kv_bytes_per_position);
     o.Set("lmHead", mi.lm_head);
+    o.Set("precision", mi.precision);
     o.Set("vocabSize", mi.vocab_size);
     o.Set("hiddenSize", mi.hidden_size);
     o.Set("intermediateSize", mi.intermediate_size);
@@ -67,10 +68,10 @@ namespace {
 class LoadWorker : public Napi::AsyncWorker {
 public:
     LoadWorker(Napi::Env env, std::string dir, int threads, std::string backend, std::string isa, std::string kv_cache,
-               std::string lm_head)
+               std::string lm_head, std::string precision)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dir_(std::move(dir)),
           threads_(threads), backend_(std::move(backend)), isa_(std::move(isa)), kv_cache_(std::move(kv_cache)),
-          lm_head_(std::move(lm_head)) {}
+          lm_head_(std::move(lm_head)), precision_(std::move(precision)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
 
     void Execute() override {
@@ -80,6 +81,7 @@ public:
         p.isa = isa_.c_str();
         p.kv_cache = kv_cache_.c_str();
         p.lm_head = lm_head_.c_str();
+        p.precision = precision_.c_str();
         char err[kErrLen];
         shoal_model * m = nullptr;
         status_ = shoal_model_load(dir_.c_str(), &p, &m, err, sizeof err);
@@ -102,7 +104,7 @@ private:
     Napi::Promise::Deferred deferred_;
     std::string dir_;
     int threads_;
-    std::string backend_, isa_, kv_cache_, lm_head_; // "" = the engine's defaults
+    std::string backend_, isa_, kv_cache_, lm_head_, precision_; // "" = the engine's defaults
     shoal_status status_ = SHOAL_OK;
     std::string message_;
     ModelPtr model_;
@@ -114,7 +116,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "loadModel(dir, options): dir must be a string");
     int threads = 0;
-    std::string backend = "auto", isa = "auto", kv_cache, lm_head;
+    std::string backend = "auto", isa = "auto", kv_cache, lm_head, precision;
     if (info.Length() > 1 && info[1].IsObject()) {
         Napi::Object o = info[1].As<Napi::Object>();
         if (o.Has("threads") && o.Get("threads").IsNumber()) threads = o.Get("threads").As<Napi::Number>().Int32Value();
@@ -122,8 +124,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         if (o.Has("isa") && o.Get("isa").IsString()) isa = o.Get("isa").As<Napi::String>();
         if (o.Has("kvCache") && o.Get("kvCache").IsString()) kv_cache = o.Get("kvCache").As<Napi::String>();
         if (o.Has("lmHead") && o.Get("lmHead").IsString()) lm_head = o.Get("lmHead").As<Napi::String>();
+        if (o.Has("precision") && o.Get("precision").IsString()) precision = o.Get("precision").As<Napi::String>();
     }
-    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head);
+    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head, precision);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

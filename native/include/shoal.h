@@ -52,6 +52,10 @@ typedef struct shoal_model_params {
                              // "f32" | "q8" (int8, one scale per position and KV head; CPU only)
     const char * lm_head;    // output matrix: "native" (default; NULL or "" too): as stored | "q8": a float
                              // (f32/f16/bf16) one held as int8, one scale per row or per 128 inputs (CPU)
+    const char * precision;  // quantized (2/3/4/8-bit) linears: "fast" (default; NULL or "" too): f16 −s·z and
+                             // int8 activations per 32-block (docs/engine.md) | "exact": f32 (q − z)·s and f32
+                             // activations, for checks against a float64 forward (CPU only: backend "cuda" fails
+                             // with SHOAL_ERR_BACKEND, "auto" takes the CPU; lm_head must be "native")
 } shoal_model_params;
 
 shoal_model_params shoal_model_default_params(void);
@@ -97,6 +101,7 @@ typedef struct shoal_model_info {
     int          n_experts;     // MoE experts per layer (0: dense)
     int          n_experts_used; // experts routed per token
     int64_t      n_active_params; // parameters used per token (MoE: top_k of E experts)
+    const char * precision;     // arithmetic of the quantized linears: "fast" | "exact"
 } shoal_model_info;
 
 void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);
