@@ -28,6 +28,7 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("kvCache", mi.kv_cache);
     o.Set("kvBytesPerPosition", (double)mi.kv_bytes_per_position);
     o.Set("lmHead", mi.lm_head);
+    o.Set("precision", mi.precision);
     o.Set("vocabSize", mi.vocab_size);
     o.Set("hiddenSize", mi.hidden_size);
     o.Set("intermediateSize", mi.intermediate_size);
@@ -68,10 +69,10 @@ namespace {
 class LoadWorker : public Napi::AsyncWorker {
 public:
     LoadWorker(Napi::Env env, std::string dir, int threads, std::string backend, std::string isa, std::string kv_cache,
-               std::string lm_head, std::string expert_cache)
+               std::string lm_head, std::string expert_cache, std::string precision)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), dir_(std::move(dir)),
           threads_(threads), backend_(std::move(backend)), isa_(std::move(isa)), kv_cache_(std::move(kv_cache)),
-          lm_head_(std::move(lm_head)), expert_cache_(std::move(expert_cache)) {}
+          lm_head_(std::move(lm_head)), expert_cache_(std::move(expert_cache)), precision_(std::move(precision)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
 
     void Execute() override {
@@ -82,6 +83,7 @@ public:
         p.kv_cache = kv_cache_.c_str();
         p.lm_head = lm_head_.c_str();
         p.expert_cache = expert_cache_.c_str();
+        p.precision = precision_.c_str();
         char err[kErrLen];
         shoal_model * m = nullptr;
         status_ = shoal_model_load(dir_.c_str(), &p, &m, err, sizeof err);
@@ -104,7 +106,7 @@ private:
     Napi::Promise::Deferred deferred_;
     std::string dir_;
     int threads_;
-    std::string backend_, isa_, kv_cache_, lm_head_, expert_cache_; // "" = the engine's defaults
+    std::string backend_, isa_, kv_cache_, lm_head_, expert_cache_, precision_; // "" = the engine's defaults
     shoal_status status_ = SHOAL_OK;
     std::string message_;
     ModelPtr model_;
@@ -116,7 +118,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "loadModel(dir, options): dir must be a string");
     int threads = 0;
-    std::string backend = "auto", isa = "auto", kv_cache, lm_head, expert_cache;
+    std::string backend = "auto", isa = "auto", kv_cache, lm_head, expert_cache, precision;
     if (info.Length() > 1 && info[1].IsObject()) {
         Napi::Object o = info[1].As<Napi::Object>();
         if (o.Has("threads") && o.Get("threads").IsNumber()) threads = o.Get("threads").As<Napi::Number>().Int32Value();
@@ -125,8 +127,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         if (o.Has("kvCache") && o.Get("kvCache").IsString()) kv_cache = o.Get("kvCache").As<Napi::String>();
         if (o.Has("lmHead") && o.Get("lmHead").IsString()) lm_head = o.Get("lmHead").As<Napi::String>();
         if (o.Has("expertCache") && o.Get("expertCache").IsString()) expert_cache = o.Get("expertCache").As<Napi::String>();
+        if (o.Has("precision") && o.Get("precision").IsString()) precision = o.Get("precision").As<Napi::String>();
     }
-    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head, expert_cache);
+    auto * w = new LoadWorker(env, info[0].As<Napi::String>(), threads, backend, isa, kv_cache, lm_head, expert_cache, precision);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

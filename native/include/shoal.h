@@ -55,6 +55,10 @@ typedef struct shoal_model_params {
     const char * expert_cache; // MoE: path of a file for the experts' repacked weights, mapped read-only so
                              // an expert is resident only once routed; built on the first load, reused
                              // while the checkpoint is unchanged. NULL or "": experts repacked in memory
+    const char * precision;  // quantized (2/3/4/8-bit) linears: "fast" (default; NULL or "" too): f16 −s·z and
+                             // int8 activations per 32-block (docs/engine.md) | "exact": f32 (q − z)·s and f32
+                             // activations, for checks against a float64 forward (CPU only: backend "cuda" fails
+                             // with SHOAL_ERR_BACKEND, "auto" takes the CPU; lm_head must be "native")
 } shoal_model_params;
 
 shoal_model_params shoal_model_default_params(void);
@@ -101,6 +105,7 @@ typedef struct shoal_model_info {
     int          n_experts_used; // experts routed per token
     int64_t      n_active_params; // parameters used per token (MoE: top_k of E experts)
     const char * expert_cache;  // "off" | "created" | "reused" | "rebuilt (<why>)" | "off: <why it could not be used>"
+    const char * precision;     // arithmetic of the quantized linears: "fast" | "exact"
 } shoal_model_info;
 
 void shoal_model_get_info(const shoal_model * model, shoal_model_info * info);

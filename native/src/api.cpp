@@ -82,6 +82,7 @@ shoal_model_params shoal_model_default_params(void) {
     p.kv_cache = "f16";
     p.lm_head = "native";
     p.expert_cache = "";
+    p.precision = "fast";
     return p;
 }
 
@@ -91,7 +92,7 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
     return guarded(err, err_len, [&] {
         SHOAL_CHECK(dir && out, SHOAL_ERR_INVALID_ARG, "shoal_model_load: dir and out are required");
         const shoal_model_params p = params ? *params : shoal_model_default_params();
-        const std::string backend = p.backend ? p.backend : "auto";
+        std::string backend = p.backend ? p.backend : "auto";
         SHOAL_CHECK(p.n_threads >= 0 && p.n_threads <= 1024, SHOAL_ERR_INVALID_ARG,
                     "n_threads must be between 0 and 1024, got " + std::to_string(p.n_threads));
         const auto t0 = std::chrono::steady_clock::now();
@@ -107,6 +108,18 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
                     "lm_head must be q8 or native, got '" + head + "'");
         lo.lm_head_q8 = head == "q8";
         if (p.expert_cache) lo.expert_cache = p.expert_cache;
+        shoal::Precision prec = shoal::Precision::Fast;
+        const std::string prec_name = p.precision && *p.precision ? p.precision : "fast";
+        SHOAL_CHECK(shoal::parse_precision(prec_name, &prec), SHOAL_ERR_INVALID_ARG,
+                    "precision must be fast or exact, got '" + prec_name + "'");
+        if (prec == shoal::Precision::Exact) {
+            SHOAL_CHECK(!lo.lm_head_q8, SHOAL_ERR_INVALID_ARG,
+                        "precision 'exact' keeps the output matrix as stored: lm_head must be native, not q8");
+            // the exact kernels are the CPU's: no GPU choice to make
+            SHOAL_CHECK(backend == "auto" || backend == "cpu", SHOAL_ERR_BACKEND,
+                        "precision 'exact' runs on the CPU backend only; use backend cpu or auto, not '" + backend + "'");
+            backend = "cpu";
+        }
         // auto: the GPU only when its capability table covers the checkpoint (backend-choice.h)
         shoal::BackendCaps caps;
         std::string why;
@@ -117,7 +130,7 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
             SHOAL_CHECK(cannot.empty(), SHOAL_ERR_BACKEND,
                         "backend 'cuda' cannot run " + std::string(dir) + ": " + cannot + "; use --backend cpu or auto");
         }
-        auto be = shoal::make_backend(choice.name, p.isa ? p.isa : "auto", p.n_threads);
+        auto be = shoal::make_backend(choice.name, p.isa ? p.isa : "auto", p.n_threads, prec);
         auto m = shoal::build_model(std::move(src), std::move(be), lo);
         m->backend_note = choice.note;
         m->load_seconds = seconds_since(t0);
@@ -167,6 +180,7 @@ void shoal_model_get_info(const shoal_model * model, shoal_model_info * info) {
     info->kv_cache = shoal::kv_type_name(m.kv_type);
     info->kv_bytes_per_position = m.kv_bytes_per_position;
     info->lm_head = m.lm_head->kind();
+    info->precision = m.backend->precision();
 }
 
 shoal_status shoal_session_new(shoal_model * model, int n_ctx, shoal_session ** out, char * err, size_t err_len) {

@@ -22,6 +22,17 @@ bool parse_kv_type(const std::string & s, KvType * out) {
     return false;
 }
 
+const char * precision_name(Precision p) { return p == Precision::Exact ? "exact" : "fast"; }
+
+bool parse_precision(const std::string & s, Precision * out) {
+    for (Precision p : {Precision::Fast, Precision::Exact})
+        if (s == precision_name(p)) {
+            *out = p;
+            return true;
+        }
+    return false;
+}
+
 bool cuda_backend_usable(std::string * why) {
 #if defined(SHOAL_HAVE_CUDA)
     return cuda_usable(why);
@@ -44,8 +55,15 @@ bool gpu_backend_caps(BackendCaps * caps, std::string * why) {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads) {
-    if (name == "cpu") return make_cpu_backend(isa, n_threads);
+std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads,
+                                      Precision precision) {
+    if (name == "cpu") return make_cpu_backend(isa, n_threads, precision);
+    if (precision == Precision::Exact) {
+        // the exact kernels are the CPU's (kernels.h ExactRows): a verification mode
+        SHOAL_CHECK(name == "auto", SHOAL_ERR_BACKEND,
+                    "precision 'exact' runs on the CPU backend only; use backend cpu or auto, not '" + name + "'");
+        return make_cpu_backend(isa, n_threads, precision);
+    }
     if (name == "cuda" || name == "auto") {
         std::string why;
         if (cuda_backend_usable(&why)) {
@@ -53,7 +71,7 @@ std::unique_ptr<Backend> make_backend(const std::string & name, const std::strin
             return make_cuda_backend();
 #endif
         }
-        if (name == "auto") return make_cpu_backend(isa, n_threads);
+        if (name == "auto") return make_cpu_backend(isa, n_threads, precision);
         fail(SHOAL_ERR_BACKEND, "backend 'cuda' is not available: " + why);
     }
     fail(SHOAL_ERR_BACKEND, "unknown backend '" + name + "' (expected auto, cpu or cuda)");

@@ -78,6 +78,8 @@ public:
     virtual const char * name() const = 0;      // "cpu" | "cuda"
     virtual const char * isa() const = 0;       // kernels in use, e.g. "avx512"
     virtual int n_threads() const = 0;
+    // Arithmetic of the quantized linears (Precision): "fast" | "exact".
+    virtual const char * precision() const { return "fast"; }
 
     // ---- weights (the source views point into the mapped checkpoint) -------
     virtual std::unique_ptr<Linear>    load_linear(const LinearSource & src) = 0;
@@ -176,8 +178,21 @@ public:
     uint64_t weight_bytes_read = 0;
 };
 
+// Arithmetic of the CPU backend's quantized (2/3/4/8-bit) linears; float weights and
+// every other op are the same in both.
+//   Fast (default): the kernels of the fast layouts (kernels.h Q4Rows / QxRows): f16
+//     s and f16 −s·z per group, activations quantized to int8 per 32-block for decode
+//     and INT4 prefill.
+//   Exact: for verification against a float64 forward of the dequantized weights
+//     (docs/engine.md): f32 s and z, w = (q − z)·s rounded once to f32, f32
+//     activations (kernels.h ExactRows: the exact_* entries of the kernel table).
+enum class Precision : uint8_t { Fast = 0, Exact = 1 };
+const char * precision_name(Precision p); // "fast" | "exact"
+// Parses "fast" | "exact"; false for anything else.
+bool parse_precision(const std::string & s, Precision * out);
+
 // Creates the CPU backend. isa: "auto" or a name from cpu_isas(); n_threads 0 = all cores.
-std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads);
+std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads, Precision precision = Precision::Fast);
 // Space-separated ISAs whose kernels are compiled in and supported by this CPU, best last.
 std::string cpu_isas();
 
@@ -185,7 +200,9 @@ std::string cpu_isas();
 // SHOAL_ERR_BACKEND saying why when CUDA is not compiled in, or there is no
 // driver, no device or no kernels for it); "auto": CUDA when a usable GPU is
 // present, else the CPU. isa and n_threads configure the CPU backend.
-std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads);
+// precision Exact: the CPU only (SHOAL_ERR_BACKEND for "cuda"; "auto" takes the CPU).
+std::unique_ptr<Backend> make_backend(const std::string & name, const std::string & isa, int n_threads,
+                                      Precision precision = Precision::Fast);
 // Whether the CUDA backend is compiled in and usable here; otherwise why not.
 bool cuda_backend_usable(std::string * why);
 struct BackendCaps; // backend-choice.h

@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "kernels.h"
 #include "lowbit-repack.h"
+#include "exact-repack.h"
 #include "error.h"
 #include "tensor.h"
 #include "threadpool.h"
@@ -516,6 +517,192 @@ void test_lowbit_matmul(std::vector<Bk> & bks, Backend & ref) {
         auto t4 = make_lowbit({QFormat::Gptq, 4, 32, 256, 96, 0, false}); // 256 % 96 != 0
         expect("GPTQ group not dividing K", SHOAL_ERR_GROUP_SIZE, t4->src);
     }
+}
+
+// ---- precision exact ---------------------------------------------------------------
+// Backends made with Precision::Exact hold every 2/3/4/8-bit linear as ExactRows: (q − z)·s
+// in f32 with f32 activations. Checked on every ISA, at 1 and 2 threads, decode (M 1, 3)
+// and prefill (M 17), for AutoAWQ gemm (F16 and F32 scales: the fast path rounds both s and
+// −s·z to f16) and every low-bit format:
+//  - matmul against the double product of the checkpoint's (q − z)·s within
+//    kExactTol·Σ|w·x| (+1e-7): f32 rounding only, no int8 activations (whose bound above is
+//    amax/254 per input, ~1e-2 of Σ|w·x|), no f16 −s·z;
+//  - exact_dequant of every ISA bit-identical to the scalar kernel, and to (float)((q − z)·s)
+//    of the double weights (one rounding; AutoAWQ gemv_fast stores −s·z, so z = −sz/s is
+//    itself rounded: within 2^-22·(|w| + 1) there).
+constexpr double kExactTol = 2e-6;
+
+// An AutoAWQ gemm source over copies of the tensors (scales as F16 or F32).
+struct AwqSource {
+    std::vector<int32_t> qw, qz;
+    std::vector<uint16_t> s16;
+    std::vector<float> s32;
+    LinearSource src;
+};
+std::unique_ptr<AwqSource> awq_source(const AwqTensors & t, const std::vector<float> * f32_scales) {
+    auto a = std::make_unique<AwqSource>();
+    a->qw = t.qweight;
+    a->qz = t.qzeros;
+    LinearSource & src = a->src;
+    src.name = "test.exact";
+    src.in = t.K;
+    src.out = t.N;
+    src.awq = true;
+    src.group_size = (int)t.G;
+    src.qweight = view("qweight", DType::I32, {t.K, t.N / 8}, a->qw.data(), a->qw.size() * 4);
+    src.qzeros = view("qzeros", DType::I32, {t.K / t.G, t.N / 8}, a->qz.data(), a->qz.size() * 4);
+    if (f32_scales) {
+        a->s32 = *f32_scales;
+        src.scales = view("scales", DType::F32, {t.K / t.G, t.N}, a->s32.data(), a->s32.size() * 4);
+    } else {
+        a->s16 = t.scales;
+        src.scales = view("scales", DType::F16, {t.K / t.G, t.N}, a->s16.data(), a->s16.size() * 2);
+    }
+    return a;
+}
+
+// One case: a fresh source per load (loads release the source pages), the double
+// weights w [K][N] and a label.
+struct ExactCase {
+    std::string tag;
+    int64_t N, K;
+    std::vector<double> w;
+    std::function<LinearSource()> src; // keeps its tensors alive until the next call
+    bool z_rounded = false;            // gemv_fast: z = −sz/s rounded to f32
+};
+
+void test_exact(std::vector<Bk> & bks, Backend & ref) {
+    std::vector<ExactCase> cases;
+    struct S { int64_t N, K, G; };
+    for (const S & sh : {S{8, 32, 32}, S{24, 96, 32}, S{40, 192, 64}, S{136, 384, 128}, S{32, 2048, 128}})
+        for (bool f32s : {false, true}) {
+            auto t = std::make_shared<AwqTensors>(make_awq(sh.K, sh.N, sh.G));
+            auto sc = std::make_shared<std::vector<float>>();
+            if (f32s) { // F32 scales with low bits an f16 cannot hold
+                for (uint16_t h : t->scales) sc->push_back(f16_to_f32(h) * (1.0f + urand(-1e-3f, 1e-3f)));
+                for (int64_t k = 0; k < sh.K; k++)
+                    for (int64_t n = 0; n < sh.N; n++) {
+                        const double s16 = f16_to_f32(t->scales[k / sh.G * sh.N + n]), s = (*sc)[k / sh.G * sh.N + n];
+                        t->w[k * sh.N + n] = t->w[k * sh.N + n] / s16 * s; // (q − z) exact in double
+                    }
+            }
+            auto holder = std::make_shared<std::unique_ptr<AwqSource>>();
+            ExactCase c;
+            std::ostringstream tag;
+            tag << "awq-gemm " << (f32s ? "F32" : "F16") << " scales N=" << sh.N << " K=" << sh.K << " G=" << sh.G;
+            c.tag = tag.str();
+            c.N = sh.N;
+            c.K = sh.K;
+            c.w = t->w;
+            c.src = [t, sc, f32s, holder]() {
+                *holder = awq_source(*t, f32s ? sc.get() : nullptr);
+                return (*holder)->src;
+            };
+            cases.push_back(std::move(c));
+        }
+    std::vector<LowbitCase> lc;
+    for (int bits : {2, 3, 4, 8}) {
+        lc.push_back({QFormat::Gptq, bits, 40, 256, 64, 1, false});
+        lc.push_back({QFormat::Gptq, bits, 24, 384, 128, 0, true});
+        lc.push_back({QFormat::EqatNative, bits, 16, 224, 32, 0, false});
+    }
+    lc.push_back({QFormat::AwqGemv, 4, 40, 256, 64, 0, false});
+    lc.push_back({QFormat::AwqGemvFast, 4, 24, 384, 128, 0, false});
+    for (int bits : {4, 8})
+        for (bool sym : {true, false}) {
+            lc.push_back({QFormat::CtPacked, bits, 40, 256, 64, 0, true, sym, false});
+            lc.push_back({QFormat::CtPacked, bits, 24, 160, 160, 0, false, sym, true}); // channel, K % 64 != 0
+        }
+    lc.push_back({QFormat::CtPacked, 8, 40, 256, 64, 0, false, false, false, true});
+    for (const LowbitCase & l : lc) {
+        auto t = std::shared_ptr<LowbitTensors>(make_lowbit(l).release());
+        auto holder = std::make_shared<std::unique_ptr<LowbitTensors>>();
+        ExactCase c;
+        std::ostringstream tag;
+        tag << fmt_name(l.fmt) << (l.zero_offset ? "-v1" : "") << (l.act_order ? "-act" : "") << (l.sym ? "-sym" : "")
+            << (l.channel ? "-channel" : "") << (l.zp_i8 ? "-zp-i8" : "") << " w" << l.bits << " N=" << l.N << " K=" << l.K
+            << " G=" << l.G;
+        c.tag = tag.str();
+        c.N = l.N;
+        c.K = l.K;
+        c.w = t->w;
+        c.z_rounded = l.fmt == QFormat::AwqGemvFast;
+        c.src = [t, holder]() {
+            *holder = clone(*t);
+            return (*holder)->src;
+        };
+        cases.push_back(std::move(c));
+    }
+
+    double worst = 0; // max |y − want| / Σ|w·x| over every ISA and case
+    ThreadPool pool(1);
+    for (ExactCase & c : cases) {
+        // dequant: every ISA's table bit-identical to the scalar kernel and to float((q − z)·s)
+        const ExactBuffer eb = exact_repack(c.src(), pool);
+        std::vector<float> dref((size_t)(c.N * c.K));
+        kernels_ref().exact_dequant(eb.view(), 0, c.N, dref.data());
+        bool exact_ok = true;
+        for (int64_t n = 0; n < c.N; n++)
+            for (int64_t j = 0; j < c.K; j++) {
+                const int64_t k = eb.perm.empty() ? j : eb.perm[j]; // column j holds input perm[j]
+                const double w = c.w[k * c.N + n];
+                const float got = dref[n * c.K + j];
+                // gemv_fast: z's rounding moves w by |s·z|·2^-24 (|s·z| < 1 here)
+                if (c.z_rounded ? !(std::fabs(got - w) <= std::ldexp(std::fabs(w) + 1.0, -22)) : got != (float)w) exact_ok = false;
+            }
+        check(exact_ok, "exact_dequant scalar: " + c.tag + (c.z_rounded ? " within 2^-22 of" : " ==") + " float((q − z)·s)");
+        std::istringstream is(cpu_isas());
+        for (std::string isa; is >> isa;) {
+            std::vector<float> d((size_t)(c.N * c.K), -1.0f);
+            cpu_kernels(isa)->exact_dequant(eb.view(), 0, c.N, d.data());
+            check(d == dref, isa + ": exact_dequant bit-identical to scalar, " + c.tag);
+        }
+        // matmul through the backends (decode: exact_matvec; prefill: exact_dequant + gemm_f32)
+        for (int64_t M : {1, 3, 17}) {
+            const std::vector<float> x = rand_vec(M * c.K);
+            std::vector<double> want(M * c.N), tol(M * c.N), mag(M * c.N);
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < c.N; n++) {
+                    double acc = 0, a = 0;
+                    for (int64_t k = 0; k < c.K; k++) {
+                        acc += c.w[k * c.N + n] * x[m * c.K + k];
+                        a += std::fabs(c.w[k * c.N + n] * x[m * c.K + k]);
+                    }
+                    want[m * c.N + n] = acc;
+                    mag[m * c.N + n] = a;
+                    tol[m * c.N + n] = kExactTol * a + 1e-7;
+                }
+            const std::string tag = "exact " + c.tag + " M=" + std::to_string(M);
+            auto run = [&](const std::string & name, Backend & b) {
+                const std::vector<float> y = run_matmul(b, c.src(), x, M);
+                check_close(name + ": " + tag + " vs double", y, want, tol);
+                for (size_t i = 0; i < y.size(); i++) worst = std::max(worst, std::fabs(y[i] - want[i]) / (mag[i] + 1e-30));
+            };
+            run("scalar", ref);
+            for (auto & bk : bks) run(bk.name, *bk.b);
+        }
+        auto lin = ref.load_linear(c.src());
+        const size_t ng = (size_t)(c.K / eb.group);
+        check(lin->bytes() == (size_t)(c.N * c.K * eb.bits / 8) + (size_t)c.N * ng * 8 + eb.perm.size() * 4 &&
+                  lin->kind() == (eb.bits == 4 ? std::string("q4") : "q" + std::to_string(eb.bits)),
+              "exact Linear::bytes/kind " + c.tag);
+    }
+    std::printf("exact: worst |y − double| / Σ|w·x| = %.2e over %zu cases × ISAs × M (bound %.0e)\n", worst, cases.size(), kExactTol);
+    // the exact backend reports its precision; the int8 lm_head is not made in this mode
+    check(std::string(ref.precision()) == "exact" && std::string(make_cpu_backend("scalar", 1)->precision()) == "fast",
+          "Backend::precision");
+    std::vector<float> wf(64 * 32, 0.01f);
+    LinearSource head;
+    head.name = "head";
+    head.in = 32;
+    head.out = 64;
+    head.weight = view("head", DType::F32, {64, 32}, wf.data(), wf.size() * 4);
+    check(ref.load_linear_int8(head) == nullptr && make_cpu_backend("scalar", 1)->load_linear_int8(head) != nullptr,
+          "precision exact keeps the output matrix as stored (no int8 lm_head)");
+    bool threw = false;
+    try { make_backend("cuda", "auto", 1, Precision::Exact); } catch (const Error & e) { threw = e.status == SHOAL_ERR_BACKEND; }
+    check(threw, "precision exact on backend cuda → SHOAL_ERR_BACKEND");
+    check(std::string(make_backend("auto", "scalar", 1, Precision::Exact)->name()) == "cpu", "precision exact: auto takes the CPU");
 }
 
 // ---- tests ----------------------------------------------------------------------
@@ -1180,6 +1367,17 @@ int main() {
     test_head_rmsnorm(bks, *ref);
     test_rope(bks, *ref);
     test_attention(bks, *ref);
+    {
+        auto exact_ref = make_cpu_backend("scalar", 1, Precision::Exact);
+        std::vector<Bk> exact_bks;
+        std::istringstream es(cpu_isas());
+        for (std::string isa; es >> isa;)
+            for (int th : {1, 2}) {
+                if (isa == "scalar" && th == 1) continue;
+                exact_bks.push_back({isa + "/t" + std::to_string(th) + "/exact", make_cpu_backend(isa, th, Precision::Exact)});
+            }
+        test_exact(exact_bks, *exact_ref);
+    }
     std::printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail == 0 ? 0 : 1;
 }

@@ -8,6 +8,7 @@
 #include "kernels.h"
 #include "model-source.h"
 #include "lowbit-repack.h"
+#include "exact-repack.h"
 #include "q4-repack.h"
 #include "route.h"
 #include "threadpool.h"
@@ -71,18 +72,21 @@ struct CpuLinear : Linear {
     Q4Buffer qw;                   // INT4 repacked (q4-repack.h / lowbit-repack.h)
     bool qx = false;
     QxBuffer qxw;                  // 2/3/8-bit repacked (lowbit-repack.h)
+    bool exact = false;
+    ExactBuffer ew;                // any bits, precision exact (exact-repack.h)
     std::vector<int32_t> perm;     // GPTQ desc_act: x'[j] = x[perm[j]], empty when none
     DType dt = DType::F32;         // float weights: dtype of w
     const void * w = nullptr;      // float weights [out][in], in the mapped checkpoint
     std::vector<float> bias;       // [out] or empty
     std::shared_ptr<const RepackCache> cache; // keeps the mapped file of qw's ext_* arrays alive
     size_t bytes() const override {
-        const size_t wb = q4 ? qw.bytes() : qx ? qxw.bytes() : (size_t)(in * out) * dtype_size(dt);
+        const size_t wb = q4 ? qw.bytes() : qx ? qxw.bytes() : exact ? ew.bytes() : (size_t)(in * out) * dtype_size(dt);
         return wb + bias.size() * sizeof(float) + perm.size() * sizeof(int32_t);
     }
     const char * kind() const override {
         if (q4) return "q4";
         if (qx) return qxw.bits == 2 ? "q2" : qxw.bits == 3 ? "q3" : "q8";
+        if (exact) return ew.bits == 2 ? "q2" : ew.bits == 3 ? "q3" : ew.bits == 4 ? "q4" : "q8";
         return float_kind(dt);
     }
 };
@@ -136,9 +140,10 @@ float * fp(const Act & a) { return static_cast<float *>(a.data); }
 
 class CpuBackend : public Backend {
 public:
-    CpuBackend(const Kernels & k, int n_threads) : k_(k), pool_(n_threads) {}
+    CpuBackend(const Kernels & k, int n_threads, Precision prec) : k_(k), pool_(n_threads), prec_(prec) {}
 
     const char * name() const override { return "cpu"; }
+    const char * precision() const override { return precision_name(prec_); }
     const char * isa() const override { return k_.isa; }
     int n_threads() const override { return pool_.size(); }
 
@@ -146,7 +151,13 @@ public:
         auto l = std::make_unique<CpuLinear>();
         l->in = src.in;
         l->out = src.out;
-        if (src.awq) {
+        if (prec_ == Precision::Exact && (src.awq || src.qfmt != QFormat::None)) {
+            // precision exact: f32 s and z, f32 activations (kernels.h ExactRows)
+            l->exact = true;
+            l->ew = exact_repack(src, pool_);
+            l->perm = std::move(l->ew.perm);
+            for (const TensorView * t : {&src.qweight, &src.qzeros, &src.scales}) release_pages(t->data, t->nbytes);
+        } else if (src.awq) {
             l->q4 = true;
             l->qw = q4_repack(src, pool_);
             // The repacked copy replaces the checkpoint bytes: drop them from RSS.
@@ -189,7 +200,8 @@ public:
     // INT4 linears (AWQ and the 4-bit low-bit formats) are served from the repack cache:
     // an entry is [meta: i64 n, i64 k, i64 group][qs][scale][szero][perm].
     bool cacheable(const LinearSource & src) const override {
-        return src.awq || (src.qfmt != QFormat::None && src.bits == 4);
+        // precision exact keeps its own f32-scale layout in memory (verification only)
+        return prec_ == Precision::Fast && (src.awq || (src.qfmt != QFormat::None && src.bits == 4));
     }
 
     void write_cached(const LinearSource & src, RepackCacheWriter & w) override {
@@ -248,6 +260,7 @@ public:
     std::unique_ptr<Linear> load_linear_int8(const LinearSource & src) override {
         const TensorView & w = src.weight;
         const int64_t N = src.out, K = src.in;
+        if (prec_ == Precision::Exact) return nullptr; // the output matrix as stored
         // the 8-bit QxRows layout: 32 | K, groups of kHeadGroup inputs (or the whole row)
         if (src.awq || src.qfmt != QFormat::None || src.has_bias || !is_float(w.dtype) || w.numel() != N * K || K % 32 != 0)
             return nullptr;
@@ -415,7 +428,13 @@ public:
             // counts a multiple of 4, the kernels' rows per pass).
             const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
             const int64_t step = ((N + n_tasks - 1) / n_tasks + 3) / 4 * 4;
-            if (w.q4 || w.qx) {
+            if (w.exact) {
+                const ExactRows e = w.ew.view();
+                pool_.parallel_for((N + step - 1) / step, [&](int64_t t, int) {
+                    const int64_t n0 = t * step, n1 = std::min(N, n0 + step);
+                    for (int64_t m = 0; m < M; m++) k_.exact_matvec(e, xp + m * K, n0, n1, yp + m * N + n0);
+                });
+            } else if (w.q4 || w.qx) {
                 const int group = w.q4 ? w.qw.group : w.qxw.group;
                 const int64_t nb = K / 32, ng = K / group;
                 quantize_input(xp, M, K, group);
@@ -466,6 +485,10 @@ public:
                 if (w.qx) {
                     panel.resize(kPanelRows * K);
                     k_.qx_dequant(w.qxw.view(), n0, n1, panel.data());
+                    wp = panel.data();
+                } else if (w.exact) {
+                    panel.resize(kPanelRows * K);
+                    k_.exact_dequant(w.ew.view(), n0, n1, panel.data());
                     wp = panel.data();
                 } else if (w.dt == DType::F32) {
                     wp = static_cast<const float *>(w.w) + n0 * K;
@@ -718,6 +741,7 @@ private:
 
     const Kernels & k_;
     ThreadPool pool_;
+    Precision prec_;
     // Decode activations quantized for the INT4 matvec: [M][K], [M][K/32], [M][K/G].
     std::vector<int8_t> xq_;
     std::vector<float> xd_, xg_;
@@ -730,13 +754,13 @@ private:
 
 } // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads) {
+std::unique_ptr<Backend> make_cpu_backend(const std::string & isa, int n_threads, Precision precision) {
     const std::string avail = cpu_isas();
     std::string pick = isa;
     if (isa.empty() || isa == "auto") pick = avail.substr(avail.rfind(' ') + 1); // best is last
     const Kernels * k = cpu_kernels(pick);
     SHOAL_CHECK(k, SHOAL_ERR_BACKEND, "CPU ISA '" + isa + "' is not supported by this CPU; available: " + avail);
-    return std::make_unique<CpuBackend>(*k, n_threads);
+    return std::make_unique<CpuBackend>(*k, n_threads, precision);
 }
 
 } // namespace shoal

@@ -233,12 +233,38 @@ void gelu_tanh(float * x, int64_t n) {
     }
 }
 
+// Precision "exact": (c − z)·s per weight in f32 (one rounding), f32 activations.
+void exact_dequant(const ExactRows & w, int64_t n0, int64_t n1, float * out) {
+    const int64_t K = w.k, ng = K / w.group, rb = w.row_bytes();
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t * row = w.qs + n * rb;
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t g = n * ng + k / w.group;
+            out[(n - n0) * K + k] = ((float)exact_code(row, w.bits, k, K) - w.zero[g]) * w.scale[g];
+        }
+    }
+}
+
+void exact_matvec(const ExactRows & w, const float * x, int64_t n0, int64_t n1, float * y) {
+    const int64_t K = w.k, ng = K / w.group, rb = w.row_bytes();
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t * row = w.qs + n * rb;
+        float acc = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t g = n * ng + k / w.group;
+            const float wk = ((float)exact_code(row, w.bits, k, K) - w.zero[g]) * w.scale[g];
+            acc += wk * x[k];
+        }
+        y[n - n0] = acc;
+    }
+}
+
 } // namespace
 
 const Kernels & kernels_ref() {
     static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_gemm, q4_dequant, fw_matvec, to_f32, gemm_f32,
                               rmsnorm, rope, attn_group, silu_mul, add, qx_matvec, qx_dequant,
-                              layernorm, relu, gelu_erf, gelu_tanh};
+                              layernorm, relu, gelu_erf, gelu_tanh, exact_dequant, exact_matvec};
     return k;
 }
 

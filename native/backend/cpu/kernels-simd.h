@@ -654,6 +654,59 @@ template <class V> void gelu_tanh(float * x, int64_t n) {
     }
 }
 
+// ---- precision "exact" (ExactRows, kernels.h) ---------------------------------
+// The codes of a 128-input chunk (the last T = 32..96 wide) as int8: nibbles of the
+// Q4 layout, the 2/3-bit planes, or the int8 q − 128 of the 8-bit rows.
+inline void exact_codes_chunk(const uint8_t * row, int bits, int64_t k0, int64_t T, int8_t * c) {
+    if (bits == 8) {
+        std::memcpy(c, row + k0, (size_t)T);
+    } else if (bits == 4) {
+        const uint8_t * b = row + k0 / 2;
+        const int64_t half = T / 2;
+        for (int64_t j = 0; j < half; j++) {
+            c[j] = (int8_t)(b[j] & 15);
+            c[half + j] = (int8_t)(b[j] >> 4);
+        }
+    } else {
+        uint8_t q[128];
+        qx_unpack_chunk(row, bits, k0, T, q);
+        for (int64_t i = 0; i < T; i++) c[i] = (int8_t)q[i];
+    }
+}
+
+// Row n → o [K] = (c − z)·s: a subtraction and a product per weight (no FMA), so
+// every ISA gives the scalar reference's floats bit for bit.
+template <class V> inline void exact_row(const ExactRows & w, int64_t n, float * o) {
+    const int64_t K = w.k, G = w.group, ng = K / G;
+    const uint8_t * row = w.qs + n * w.row_bytes();
+    const float * s = w.scale + n * ng;
+    const float * z = w.zero + n * ng;
+    for (int64_t k0 = 0; k0 < K; k0 += 128) {
+        const int64_t T = std::min<int64_t>(128, K - k0);
+        int8_t c[128];
+        exact_codes_chunk(row, w.bits, k0, T, c);
+        for (int64_t b = 0; b < T; b += 32) { // a 32-block lies in one group (32 | G)
+            const int64_t g = (k0 + b) / G;
+            const typename V::F sv = V::set1(s[g]), zv = V::set1(z[g]);
+            for (int i = 0; i < 32; i += V::W) V::store(o + k0 + b + i, V::mul(V::sub(V::load_i8(c + b + i), zv), sv));
+        }
+    }
+}
+
+template <class V> void exact_dequant(const ExactRows & w, int64_t n0, int64_t n1, float * out) {
+    for (int64_t n = n0; n < n1; n++) exact_row<V>(w, n, out + (n - n0) * w.k);
+}
+
+// Decode: each row dequantized into thread-local f32, then an f32 dot with x.
+template <class V> void exact_matvec(const ExactRows & w, const float * x, int64_t n0, int64_t n1, float * y) {
+    thread_local std::vector<float> wr; // [K]
+    wr.resize((size_t)w.k);
+    for (int64_t n = n0; n < n1; n++) {
+        exact_row<V>(w, n, wr.data());
+        y[n - n0] = dot<V>(wr.data(), x, w.k);
+    }
+}
+
 // Prefill on INT4 weights where the ISA has no GEMM of its own: the decode
 // kernel once per activation row over the panel's rows, which stay in cache.
 template <decltype(Kernels::q4_matvec) MV>
@@ -669,7 +722,7 @@ Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, declty
                      decltype(Kernels::qx_matvec) qxmv) {
     return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4gemm, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
                    gemm_f32<V, MR>, rmsnorm<V>, rope<V>, attn_group<V>, silu_mul<V>, add<V>, qxmv, qx_dequant<V>,
-                   layernorm<V>, relu<V>, gelu_erf<V>, gelu_tanh<V>};
+                   layernorm<V>, relu<V>, gelu_erf<V>, gelu_tanh<V>, exact_dequant<V>, exact_matvec<V>};
 }
 
 } // namespace

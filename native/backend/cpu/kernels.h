@@ -43,6 +43,26 @@ struct QxRows {
     int64_t row_bytes() const { return k * bits / 8; }
 };
 
+// Quantized weights for precision "exact" (shoal_model_params.precision): the
+// codes of the Q4Rows layout (bits 4) or of the QxRows layout (bits 2, 3, 8)
+// with f32 s and f32 z per (row, group) in the units of the stored codes, so
+//   w = (c − z) · s        (c: the stored nibble, 2/3-bit value, or int8 q − 128;
+//                           for bits 8, z is the checkpoint's zero − 128)
+// is one f32 rounding of the checkpoint's (q − z)·s: (c − z) is an exact integer
+// in f32 and the product rounds once. No f16 −s·z, no int8 activations; the
+// kernels take f32 activations. A verification mode: ~2× the bytes of Q4Rows
+// per group term and no integer dot products.
+struct ExactRows {
+    int64_t n = 0;                   // N output rows
+    int64_t k = 0;                   // K inputs, K % 32 == 0, K % G == 0
+    int     group = 0;               // G, 32 | G
+    int     bits = 0;                // 4: Q4Rows codes; 2, 3, 8: QxRows codes
+    const uint8_t * qs = nullptr;    // [N][K·bits/8]
+    const float *   scale = nullptr; // [N][K/G]  s
+    const float *   zero = nullptr;  // [N][K/G]  z (code units)
+    int64_t row_bytes() const { return k * bits / 8; }
+};
+
 // One activation row quantized for the integer dot kernels ("q8"):
 // x[i] ≈ q[i] · d[i/32]. The quantization is the same scalar code for every
 // ISA, so all ISAs see bit-identical q and d.
@@ -130,6 +150,13 @@ struct Kernels {
     void (*gelu_erf)(float * x, int64_t n);
     // x [n] in place: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (gelu_new, gelu_pytorch_tanh)
     void (*gelu_tanh)(float * x, int64_t n);
+
+    // ---- precision "exact" (ExactRows): the INT4/2/3/8 weight kernels of that mode ----
+    // out [n1−n0][K] f32 = (c − z)·s of rows n0..n1, bit-identical on every ISA (one
+    // subtraction and one product per weight, no FMA): prefill panels for gemm_f32.
+    void (*exact_dequant)(const ExactRows & w, int64_t n0, int64_t n1, float * out);
+    // y[n − n0] = Σ_k ((c − z)·s)[n, k] · x[k] for n in [n0, n1), x f32 [K] (decode).
+    void (*exact_matvec)(const ExactRows & w, const float * x, int64_t n0, int64_t n1, float * y);
 };
 
 // Value q (0..2^bits−1; for bits 8 the stored q − 128) of input k in a QxRows row (scalar).
@@ -141,6 +168,16 @@ static inline int qx_value(const uint8_t * row, int bits, int64_t k, int64_t K) 
     if (bits == 2) return lo;
     const int hi = (c[T / 4 + j % (T / 8)] >> (j / (T / 8))) & 1;
     return lo | (hi << 2);
+}
+
+// Stored code c of input k in an ExactRows row (scalar): bits 4 the Q4Rows nibble
+// (q4-repack.h: chunk of T ≤ 128 at k0, byte j low = k0 + j, high = k0 + T/2 + j),
+// other bits qx_value.
+static inline int exact_code(const uint8_t * row, int bits, int64_t k, int64_t K) {
+    if (bits != 4) return qx_value(row, bits, k, K);
+    const int64_t k0 = k / 128 * 128, T = (K - k0) < 128 ? (K - k0) : 128, j = k - k0;
+    const uint8_t b = row[k0 / 2 + j % (T / 2)];
+    return j < T / 2 ? (b & 15) : (b >> 4);
 }
 
 // The scalar reference kernels (always available; the oracle of the tests).

@@ -35,7 +35,7 @@ constexpr int64_t kTile = 64;
 
 } // namespace
 
-void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_t * q, float * s, float * sz) {
+void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_t * q, float * s, float * sz, float * z_out) {
     const int64_t K = src.in, N = src.out, G = src.group_size, ng = (K + G - 1) / G;
     const int b = src.bits;
     const uint32_t mask = (1u << b) - 1;
@@ -67,6 +67,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 const float sc = fval(src.scales, g * N + n);
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = -sc * z;
+                if (z_out) z_out[(n - n0) * ng + g] = z;
             }
         }
         break;
@@ -83,6 +84,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 const float sc = fval(src.scales, n * 8 * W + g);
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = -sc * z;
+                if (z_out) z_out[(n - n0) * ng + g] = z;
             }
         }
         break;
@@ -103,8 +105,11 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 qn[k] = (uint8_t)((v >> (4 * ((P % 64) % 4))) & 15);
             }
             for (int64_t g = 0; g < ng; g++) {
-                s[(n - n0) * ng + g] = fval(src.scales, g * N + n);
-                sz[(n - n0) * ng + g] = fval(src.qzeros, g * N + n); // scaled_zeros = −s·z
+                const float sc = fval(src.scales, g * N + n), szv = fval(src.qzeros, g * N + n); // scaled_zeros = −s·z
+                s[(n - n0) * ng + g] = sc;
+                sz[(n - n0) * ng + g] = szv;
+                // the format stores −s·z, not z: z = −sz/s, rounded once to f32 (s = 0: z = 0)
+                if (z_out) z_out[(n - n0) * ng + g] = sc != 0.0f ? (float)(-(double)szv / (double)sc) : 0.0f;
             }
         }
         break;
@@ -131,6 +136,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 const float sc = fval(src.scales, n * ng + g);
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = -sc * zu;
+                if (z_out) z_out[(n - n0) * ng + g] = zu;
             }
         }
         break;

@@ -49,8 +49,11 @@ LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool);
 
 // Decodes rows [n0, n1) of src into integer weights q [n1−n0][K] (input order of
 // the checkpoint), scales s and zero terms sz = −s·z [n1−n0][ceil(K/G)] (group
-// numbering of the checkpoint). Exposed for tests.
-void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_t * q, float * s, float * sz);
+// numbering of the checkpoint) and, when z is not null, the zero points z in the
+// units of q (w = (q − z)·s; AutoAWQ gemv_fast stores −s·z: z = −sz/s in f32).
+// Exposed for tests and the exact repack (exact-repack.h).
+void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_t * q, float * s, float * sz,
+                        float * z = nullptr);
 
 // Packs one row of K values q (0..2^bits−1) into the QxRows layout (row_bytes bytes).
 void qx_pack_row(const uint8_t * q, int64_t K, int bits, uint8_t * dst);

@@ -3,7 +3,7 @@
 /** @internal */
 export interface AddonModelInfo {
   arch: string; quant: string; dtype: string; backend: string; isa: string; threads: number;
-  kvCache: 'f32' | 'f16' | 'q8'; kvBytesPerPosition: number; lmHead: string;
+  kvCache: 'f32' | 'f16' | 'q8'; kvBytesPerPosition: number; lmHead: string; precision: 'fast' | 'exact';
   vocabSize: number; hiddenSize: number; intermediateSize: number; layers: number; heads: number;
   kvHeads: number; headDim: number; contextLength: number; bosTokenId: number | null; eosTokenIds: number[];
   tiedEmbeddings: boolean; groupSize: number; parameters: number; fileBytes: number; weightBytes: number;
@@ -55,7 +55,7 @@ export interface AddonSession {
 
 /** @internal */
 export interface Addon {
-  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string; kvCache?: string; lmHead?: string; expertCache?: string }): Promise<AddonModel>;
+  loadModel(dir: string, opts: { threads?: number; backend?: string; isa?: string; kvCache?: string; lmHead?: string; expertCache?: string; precision?: string }): Promise<AddonModel>;
   AddonSession: new (model: AddonModel, contextSize: number) => AddonSession;
   cpuFeatures(): string;
   /** Memory read bandwidth in GB/s (blocks the calling thread). */

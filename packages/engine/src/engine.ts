@@ -6,7 +6,7 @@ import path from 'node:path';
 import { addon } from './addon.js';
 import { resolveExpertCache } from './expert-cache.js';
 import { HfModelTokenizer } from './tokenizer.js';
-import { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
+import { KV_CACHE_TYPES, LM_HEAD_MODES, PRECISIONS } from './types.js';
 import type { AddonModel, AddonSession } from './addon-types.js';
 import { ConstraintCache, serveLoop, toolFormat } from './serve.js';
 import type { ServeChunk, ServeOptions, ServeStats } from './serve-options.js';
@@ -49,12 +49,14 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     throw new ShoalError('SHOAL_ERR_INVALID_ARG', `kvCache must be one of ${KV_CACHE_TYPES.join(', ')}, got '${String(opts.kvCache)}'`);
   if (opts.lmHead !== undefined && !LM_HEAD_MODES.includes(opts.lmHead))
     throw new ShoalError('SHOAL_ERR_INVALID_ARG', `lmHead must be one of ${LM_HEAD_MODES.join(', ')}, got '${String(opts.lmHead)}'`);
+  if (opts.precision !== undefined && !PRECISIONS.includes(opts.precision))
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `precision must be one of ${PRECISIONS.join(', ')}, got '${String(opts.precision)}'`);
   const expertCache = resolveExpertCache(opts.expertCache, abs);
   // a CPU kernel set names the CPU: tests that compare ISAs must not land on a GPU
   const backend = opts.backend ?? (opts.isa && opts.isa !== 'auto' ? 'cpu' : 'auto');
   const native = await addon().loadModel(abs, {
     threads: opts.threads ?? 0, backend, isa: opts.isa ?? 'auto',
-    kvCache: opts.kvCache ?? 'f16', lmHead: opts.lmHead ?? 'native', expertCache,
+    kvCache: opts.kvCache ?? 'f16', lmHead: opts.lmHead ?? 'native', expertCache, precision: opts.precision ?? 'fast',
   });
   try {
     const ni = native.info();

@@ -11,5 +11,5 @@ export * from './serve-options.js';
 export * from './json-constraint.js';
 export * from './token-trie.js';
 export * from './serve.js';
-export { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
+export { KV_CACHE_TYPES, LM_HEAD_MODES, PRECISIONS } from './types.js';
 export { expertCachePath, shoalCacheDir } from './expert-cache.js';

@@ -13,6 +13,14 @@ export const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'f16', 'q8'];
 /** Output matrix storage: as in the checkpoint (default), or int8 with per-row / per-128 scales (CPU). */
 export type LmHeadMode = 'native' | 'q8';
 export const LM_HEAD_MODES: readonly LmHeadMode[] = ['native', 'q8'];
+/**
+ * Arithmetic of the quantized (2/3/4/8-bit) linears. 'fast' (default): f16 −s·z and int8
+ * activations per 32-block, the speed path. 'exact': f32 (q − z)·s and f32 activations, so
+ * logits match a float64 forward of the dequantized weights to ~1e-6 (with kvCache 'f32');
+ * for verification, CPU only (docs/engine.md).
+ */
+export type Precision = 'fast' | 'exact';
+export const PRECISIONS: readonly Precision[] = ['fast', 'exact'];
 
 export interface LoadOptions {
   /** Worker threads for the CPU backend; 0 or absent = all cores. */
@@ -25,6 +33,8 @@ export interface LoadOptions {
   kvCache?: KvCacheType;
   /** Output matrix storage (default native; q8 halves its bytes per token against f16). */
   lmHead?: LmHeadMode;
+  /** Quantized-linear arithmetic (default 'fast'); 'exact' runs on the CPU only and needs lmHead 'native'. */
+  precision?: Precision;
   /** Load the tokenizer (tokenizer.json) too; default true when present. */
   tokenizer?: boolean;
   /**
@@ -48,6 +58,7 @@ export interface ModelInfo {
   kvCache: KvCacheType;      // KV cache element type of the sessions
   kvBytesPerPosition: number; // KV cache bytes per position (K and V, all layers)
   lmHead: string;            // output matrix as held: "q8" | "f16" | "f32" | "bf16" | "q4" ...
+  precision: Precision;      // arithmetic of the quantized linears: "fast" | "exact"
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;

@@ -2,6 +2,7 @@
 // real stories260K: the info reports them, f16 (the default) halves the f32
 // cache and keeps greedy output equal to the reference, q8 holds about a
 // quarter plus its scales; bad values are refused with SHOAL_ERR_INVALID_ARG.
+// The precision option: reported, exact on the CPU only and with the output matrix as stored.
 // And `shoal bench` sizes: defaults fit the model's context, explicit sizes
 // that cannot fit are refused.
 import t from 'tap';
@@ -59,6 +60,20 @@ t.test('kvCache and lmHead options', { skip }, async (t) => {
   const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as { cases: RefCase[] };
   const c = ref.cases[1]!;
   t.same(await greedy('f16', c), c.ids_after_bos, 'f16 KV: greedy output equals the reference');
+});
+
+t.test('precision option', { skip }, async (t) => {
+  const d = await loadModel(sharedPath(...STORIES), { threads: 1, tokenizer: false });
+  t.equal(d.info.precision, 'fast', 'default precision fast');
+  d.dispose();
+  const e = await loadModel(sharedPath(...STORIES), { threads: 1, tokenizer: false, precision: 'exact', backend: 'auto' });
+  t.equal(e.info.precision, 'exact', 'precision exact reported');
+  t.equal(e.info.backend, 'cpu', 'precision exact: auto takes the CPU');
+  t.equal(e.info.lmHead, 'f32', 'the output matrix as stored');
+  e.dispose();
+  await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'double' as 'exact' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /precision must be one of fast, exact/ });
+  await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'exact', lmHead: 'q8' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /lm_head must be native/ });
+  await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'exact', backend: 'cuda' }), { code: 'SHOAL_ERR_BACKEND', message: /CPU backend only/ });
 });
 
 t.test('bench sizes fit the model', async (t) => {

@@ -2,4 +2,5 @@
 export * from './shared.js';
 export * from './engine.js';
 export * from './numeric.js';
+export * from './logits.js';
 export * from './system.js';

@@ -14,7 +14,7 @@ import { hasShared, sharedPath, storiesPath } from '@shoal/testkit';
 function info(v: number, ctx: number, bos: number | null): ModelInfo {
   return {
     dir: '', arch: 'LlamaForCausalLM', family: 'llama', quant: 'none', dtype: 'f32', backend: 'cpu', isa: 'test', threads: 1,
-    kvCache: 'f16', kvBytesPerPosition: 0, lmHead: 'f32',
+    kvCache: 'f16', kvBytesPerPosition: 0, lmHead: 'f32', precision: 'fast',
     vocabSize: v, hiddenSize: 0, intermediateSize: 0, layers: 0, heads: 0, kvHeads: 0, headDim: 0, contextLength: ctx,
     bosTokenId: bos, eosTokenIds: [], tiedEmbeddings: false, groupSize: 0, parameters: 0, fileBytes: 0, weightBytes: 0,
     bytesPerToken: 0, activeParameters: 0, slidingWindow: 0, experts: 0, expertsUsed: 0, expertCache: 'off', loadSeconds: 0, repackSeconds: 0,

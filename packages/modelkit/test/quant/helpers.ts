@@ -1,7 +1,7 @@
 // helpers.ts — shared bits of the quantizer tests: stories260K, calibration
 // text and engine logits.
 import { readFileSync } from 'node:fs';
-import { loadModel } from '@shoal/engine';
+import { loadModel, type LoadOptions } from '@shoal/engine';
 import { hasShared, sharedPath, storiesPath } from '@shoal/testkit';
 
 export const STORIES = storiesPath();
@@ -17,9 +17,9 @@ export function calibDocs(n = 40): string[] {
 /** Token ids of a later part of the TinyStories sample (held out from calibration). */
 export const EVAL_TOKENS = [1, 403, 407, 261, 378, 275, 260, 265, 349, 432, 271, 297, 433, 301, 356, 268, 310, 395, 286, 266, 302, 289, 370, 291, 270, 476, 267, 318, 280, 260, 485, 346];
 
-/** All-position logits of `tokens` from the engine (prefill path). */
-export async function engineLogits(dir: string, tokens: number[] = EVAL_TOKENS): Promise<Float32Array> {
-  const m = await loadModel(dir, { threads: 1 });
+/** All-position logits of `tokens` from the engine (prefill path); opts: e.g. precision 'exact' with an f32 KV cache. */
+export async function engineLogits(dir: string, tokens: number[] = EVAL_TOKENS, opts: LoadOptions = {}): Promise<Float32Array> {
+  const m = await loadModel(dir, { threads: 1, ...opts });
   try {
     const s = m.createSession({ contextSize: 64 });
     try {

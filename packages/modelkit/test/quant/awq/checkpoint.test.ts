@@ -1,6 +1,8 @@
 // AWQ INT4 (g32, FFN padded so every linear is quantized) on stories260K:
 // the packed AutoAWQ checkpoint loads in the engine and gives the logits of the
-// quantizer's own quantize-dequantize model; per layer, the AWQ output error on
+// quantizer's own quantize-dequantize model (precision 'exact': within 1e-4 of the
+// float64 forward, same argmax, same greedy tokens; the default 'fast' against exact
+// at a measured bound); per layer, the AWQ output error on
 // the calibration set is never above RTN's, and each scale search never ends
 // above its α = 0 (RTN) loss.
 import t from 'tap';
@@ -13,6 +15,12 @@ import { quantizeAwqModel } from '../../../src/quant/awq/quantize-awq.js';
 import { loadReferenceModel, referenceForward } from '../../../src/eval/reference-forward.js';
 import { Checkpoint } from '../../../src/io/safetensors.js';
 import { calibDocs, engineLogits, EVAL_TOKENS, maxAbs, maxAbsDiff, skipStories, STORIES } from '../helpers.js';
+import { compareLogits, describeComparison, engineGreedy, referenceGreedy } from '@shoal/testkit';
+
+/** Precision exact vs the float64 forward, relative to max |logit|. */
+const REL_TOL = 1e-4;
+/** Precision fast vs exact, relative to max |logit| (measured 6.7e-2 on this 64-wide model). */
+const FAST_VS_EXACT = 1.2e-1;
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-awq-ck-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -58,20 +66,38 @@ t.test('packed AWQ checkpoint = quantizer fake-quant model; AWQ ≤ RTN per laye
   const lb = referenceForward(refFake, EVAL_TOKENS.slice(0, 12));
   t.equal(Math.max(...la.map((r, i) => maxAbsDiff(r, lb[i]!))), 0, 'reference logits identical');
 
-  // The engine runs the packed INT4 tensors through its own kernels: they keep
-  // −s·z in f16 (q4-repack.h) and quantize the activations to int8 per
-  // 32-block (decode and prefill alike, as llama.cpp's Q4_0 × Q8_0 does),
-  // while the fake-quant model is f32 end to end. On this 64-wide model the
-  // int8 activations move the logits by ~1.3 (a quarter of the quantization
-  // error, 6.5% of the logit range; on 2048-wide models far less); a packing
-  // bug moves them by at least the quantization error.
-  const a = await engineLogits(packedDir);
-  const b = await engineLogits(fakeDir);
+  // Precision exact: the engine holds (q − z)·s in f32 and multiplies f32 activations, so
+  // the packed INT4 checkpoint gives the float64 forward's logits and greedy tokens.
+  const V = 512;
+  const want = referenceForward(refPacked, EVAL_TOKENS);
+  const exact = await engineLogits(packedDir, EVAL_TOKENS, { precision: 'exact', kvCache: 'f32' });
+  const ex = compareLogits(exact, want, V);
+  t.ok(ex.rel <= REL_TOL && ex.argmaxSame === EVAL_TOKENS.length, `precision exact vs float64 forward: ${describeComparison(ex)} (<= ${REL_TOL}, every argmax)`);
+  const fakeF32 = await engineLogits(fakeDir, EVAL_TOKENS, { kvCache: 'f32' });
+  const xf = compareLogits(exact, Array.from({ length: EVAL_TOKENS.length }, (_, p) => fakeF32.subarray(p * V, (p + 1) * V)), V);
+  t.ok(xf.rel <= REL_TOL, `precision exact INT4 vs the engine on the F32 fake-quant model: ${describeComparison(xf)} (<= ${REL_TOL})`);
+  const prompt = EVAL_TOKENS.slice(0, 8);
+  const wantGreedy = referenceGreedy(packedDir, prompt, 24);
+  const xm = await loadModel(packedDir, { threads: 1, precision: 'exact', kvCache: 'f32', tokenizer: false });
+  try {
+    t.same(await engineGreedy(xm, prompt, 24, 64), wantGreedy, `precision exact: ${wantGreedy.length} greedy tokens = the float64 forward's`);
+  } finally {
+    xm.dispose();
+  }
+
+  // The default precision 'fast' runs the packed INT4 tensors through its own kernels: they
+  // keep −s·z in f16 (q4-repack.h) and quantize the activations to int8 per 32-block
+  // (decode and prefill alike, as llama.cpp's Q4_0 × Q8_0 does), while the exact mode is
+  // f32 end to end. On this 64-wide model the int8 activations move the logits by ~1.3 (a
+  // quarter of the quantization error, 6.7% of max |logit|; on 2048-wide models far less);
+  // a packing bug moves them by at least the quantization error.
+  const a = await engineLogits(packedDir, EVAL_TOKENS, { kvCache: 'f32' });
   const fp = await engineLogits(STORIES);
-  const d = maxAbsDiff(a, b);
-  const dq = maxAbsDiff(b, fp);
+  const d = maxAbsDiff(a, exact);
+  const dq = maxAbsDiff(exact, fp);
+  const fe = compareLogits(a, Array.from({ length: EVAL_TOKENS.length }, (_, p) => exact.subarray(p * V, (p + 1) * V)), V);
   t.ok(dq > 0.1, `quantization moved the logits (max |Δ| vs FP ${dq.toFixed(3)})`);
-  t.ok(d < 0.4 * dq && d < 0.1 * maxAbs(b), `engine INT4 vs the quantizer's dequantized model: max |Δlogit| ${d.toExponential(2)} (quantization error ${dq.toFixed(3)}, logits up to ${maxAbs(b).toFixed(1)})`);
+  t.ok(fe.rel <= FAST_VS_EXACT && fe.argmaxWrong === 0 && d < 0.4 * dq, `precision fast vs exact: ${describeComparison(fe)} (<= ${FAST_VS_EXACT}, argmax except near-ties), max |Δlogit| ${d.toExponential(2)} < 0.4 × the quantization error ${dq.toFixed(3)} (logits up to ${maxAbs(exact).toFixed(1)})`);
 
   for (const l of packed.layers) {
     t.ok(l.rtnOutputMse !== undefined && l.outputMse !== null && l.outputMse <= l.rtnOutputMse,
