@@ -115,6 +115,9 @@ t.test('malformed input, duplicates, cancel, queue limit', { skip: engineAvailab
   });
   t.match(tc.final.result, { stopReason: 'tool_calls', toolCalls: [{ name: 'go', arguments: /^\{"dock":-?\d+\}$/ }] });
   t.match((await fleet.request('generate', { prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] })).final, { ok: false, error: { code: 'INVALID_ARGS' } });
+  // maxTokens past what the prompt leaves of the context: a stable code and the counts, not a truncated answer
+  t.match((await fleet.request('generate', { prompt: 'Once upon a time', maxTokens: 600 })).final,
+    { ok: false, error: { code: 'CONTEXT_LENGTH_EXCEEDED', message: /the prompt has \d+ tokens and maxTokens asks for 600 more, but the context holds 512; set maxTokens to at most \d+/ } });
   t.equal((await fleet.request('set-telemetry-interval', { seconds: 5 })).final.ok, true);
   await fleet.waitState((s) => s.telemetryIntervalSec === 5, 5_000, 'interval in state');
 

@@ -103,10 +103,27 @@ t.test('OpenAI client against the device', { skip, timeout: 240_000 }, async (t)
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, temperature: 7 }), { status: 400, param: 'temperature' });
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, stop: ['a', 'b', 'c', 'd', 'e'] }), { status: 400, param: 'stop' });
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, logit_bias: { 99999: 5 } }), { status: 400 });
-    const past = await client.chat.completions.create({ model: 'stories', messages: USER, max_tokens: 600, temperature: 0, logit_bias: { 2: -100 } });
-    t.equal(past.choices[0]!.finish_reason, 'length', 'max_tokens past the context: generation ends at the context');
-    // every position filled; the last token is drawn from the full cache (and never stored)
-    t.equal(past.usage!.completion_tokens, 512 - past.usage!.prompt_tokens + 1, 'the whole context used');
+    // max_tokens (or its newer names) past what the prompt leaves of the context: a 400 naming it, with the counts, not retried
+    const n0 = s.calls();
+    await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, max_tokens: 600 }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_tokens', message: /maximum context length is 512 tokens\. However, you requested \d+ tokens \(\d+ in the messages, 600 in the completion/ });
+    await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, max_completion_tokens: 500, stream: true }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_completion_tokens' });
+    await fails(t, client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 510 }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_tokens', message: /\(\d+ in the prompt, 510 in the completion/ });
+    await fails(t, client.responses.create({ model: 'stories', input: 'Once upon a time', max_output_tokens: 509 }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_output_tokens', message: /\(\d+ in the input, 509 in the completion/ });
+    t.equal(s.calls() - n0, 4, 'none of them retried');
+    // exactly filling the context is allowed
+    const prompt = (await client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 1 })).usage!.prompt_tokens;
+    const full = await client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 512 - prompt, temperature: 0, logit_bias: { 2: -100 } });
+    t.equal(full.usage!.completion_tokens, 512 - prompt, 'prompt + max_tokens = the context: served whole');
+    // without max_tokens the answer may use what the context has left (the daemon's cap, 64 here, is larger)
+    const longer = 'the cat sat on the mat and '.repeat(46);
+    const rest = await client.completions.create({ model: 'stories', prompt: longer, temperature: 0, logit_bias: { 2: -100 } });
+    t.ok(rest.usage!.prompt_tokens > 512 - 64, `a prompt of ${rest.usage!.prompt_tokens} tokens leaves less than the cap`);
+    t.equal(rest.choices[0]!.finish_reason, 'length');
+    t.equal(rest.usage!.completion_tokens, 512 - rest.usage!.prompt_tokens + 1, 'the rest of the context used (the last token drawn from the full cache)');
   });
 
   t.test('stop strings across token boundaries, never streamed in part', async (t) => {

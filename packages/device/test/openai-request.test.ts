@@ -75,11 +75,15 @@ t.test('completions', async (t) => {
 });
 
 t.test('error shapes', async (t) => {
-  const e = contextLengthExceeded(600, 16, 512);
+  const e = contextLengthExceeded(500, 16, 512, { promptParam: 'messages', maxTokensParam: 'max_completion_tokens' });
   t.equal(e.status, 400);
   t.same(Object.keys(e.body().error).sort(), ['code', 'message', 'param', 'type']);
   t.equal(e.code, 'context_length_exceeded');
-  t.match(e.message, /maximum context length is 512 tokens.*requested 616 tokens \(600 tokens in the prompt plus 16/);
+  t.equal(e.param, 'max_completion_tokens', 'names the parameter that asked for too many tokens');
+  t.match(e.message, /maximum context length is 512 tokens.*requested 516 tokens \(500 in the messages, 16 in the completion, asked for by 'max_completion_tokens'\).*at most 12/);
+  const p = contextLengthExceeded(600, 0, 512, { promptParam: 'input' });
+  t.equal(p.param, 'input', 'the prompt alone: names the prompt');
+  t.match(p.message, /maximum context length is 512 tokens.*input resulted in 600 tokens/);
   const q = fromDeviceCode('QUEUE_FULL', 'full', { retryAfterSec: 2.2 });
   t.equal(q.status, 429);
   t.equal(q.headers['retry-after'], '3');

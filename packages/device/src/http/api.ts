@@ -64,7 +64,10 @@ export class HttpApi {
     const info = toErrorInfo(err);
     const d = ((err as ShoalError).details ?? {}) as Record<string, unknown>;
     if (info.code === 'CONTEXT_LENGTH_EXCEEDED')
-      return contextLengthExceeded(Number(d.promptTokens ?? 0), Number(d.maxTokens ?? 0), Number(d.contextSize ?? 0), 'messages');
+      return contextLengthExceeded(Number(d.promptTokens ?? 0), Number(d.maxTokens ?? 0), Number(d.contextSize ?? 0), {
+        ...(typeof d.promptParam === 'string' ? { promptParam: d.promptParam } : {}),
+        ...(typeof d.maxTokensParam === 'string' ? { maxTokensParam: d.maxTokensParam } : {}),
+      });
     const e = fromDeviceCode(info.code, info.message, { retryAfterSec: this.retryAfterSec() });
     if (info.code === 'INVALID_ARGS' && typeof d.param === 'string') return new OpenAIError(400, info.message, 'invalid_request_error', 'invalid_value', d.param);
     return e;
@@ -152,7 +155,7 @@ export class HttpApi {
     const parsed: ParsedRequest = kind === 'chat' ? parseChatRequest(raw) : kind === 'completion' ? parseCompletionRequest(raw) : parseResponsesRequest(raw);
     if (!this.d.models.current && !this.d.scheduler.swapping) throw new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
     if (this.d.models.current && parsed.model !== undefined && !this.modelMatches(parsed.model)) throw modelNotFound(parsed.model, this.modelIds());
-    const input: GenerateInput = { ...parsed.options };
+    const input: GenerateInput = { ...parsed.options, promptParam: parsed.promptParam, maxTokensParam: parsed.maxTokensParam };
     if (parsed.messages) input.messages = parsed.messages; else input.prompt = parsed.prompt!;
     const chat = kind === 'chat';
     const id = `${chat ? 'chatcmpl' : kind === 'completion' ? 'cmpl' : 'resp'}-${randomUUID()}`;

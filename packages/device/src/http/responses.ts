@@ -112,7 +112,8 @@ export function parseResponsesRequest(raw: unknown): ParsedRequest & { instructi
     if (typeof tc === 'object' && !b.tools!.some((t) => t.name === tc.name)) throw badParam('tool_choice', `Invalid 'tool_choice': no tool named '${tc.name}'`);
     o.toolChoice = typeof tc === 'string' ? tc : { name: tc.name };
   }
-  return { model: b.model, stream: b.stream === true, includeUsage: true, messages: toMessages(b), options: o, instructions: b.instructions ?? null };
+  return { model: b.model, stream: b.stream === true, includeUsage: true, messages: toMessages(b), options: o, instructions: b.instructions ?? null,
+    promptParam: 'input', maxTokensParam: 'max_output_tokens' };
 }
 
 type Emit = (ev: { type: string; [k: string]: unknown }) => void;
