@@ -11,4 +11,5 @@ export * from './serve-options.js';
 export * from './json-constraint.js';
 export * from './token-trie.js';
 export * from './serve.js';
+export * from './tool-format.js';
 export { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
