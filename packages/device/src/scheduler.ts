@@ -4,7 +4,7 @@
 import { ShoalError, isDeviceErrorCode } from '@shoal/common';
 import {
   KvSlotPool, PromptError, slotsWithinBudget, toolFormat, toolSystemPrompt,
-  type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session,
+  type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session, type ToolCallOut,
 } from '@shoal/engine';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
 import type { LoadedModel, ServingModel } from './model/loader.js';
@@ -32,6 +32,8 @@ export interface JobSpec {
   /** Aborted by the caller: cancel op, HTTP client gone. */
   signal?: AbortSignal;
   onChunk?: (text: string, tokens: number, logprobs?: TokenLogprob[]) => void;
+  /** Each tool call as soon as it is complete (index 0, 1, ... in the answer). */
+  onToolCall?: (call: ToolCallOut & { index: number }) => void;
 }
 
 interface Job extends JobSpec {
@@ -203,7 +205,7 @@ export class Scheduler {
         const tools = input.tools?.length && input.toolChoice !== 'none' ? input.tools : undefined;
         const fmt = toolFormat(tok.chatTemplateText ?? '');
         let messages = input.messages as ApiChatMessage[];
-        if (tools && !fmt.native) messages = [{ role: 'system', content: toolSystemPrompt(tools, fmt) }, ...messages];
+        if (tools && !fmt.native) messages = [{ role: 'system', content: toolSystemPrompt(tools, fmt, input.parallelToolCalls !== false) }, ...messages];
         return tok.encodeChat(messages, { addGenerationPrompt: true, ...(tools && fmt.native ? { tools } : {}) });
       } catch (e) {
         if (e instanceof PromptError) throw new ShoalError('INVALID_ARGS', e.message, { param: e.param });
@@ -260,6 +262,7 @@ export class Scheduler {
       for (;;) {
         const r = await gen.next();
         if (r.done) { stats = r.value; break; }
+        if (r.value.toolCall) { job.onToolCall?.(r.value.toolCall); continue; }
         let lp: TokenLogprob[] | undefined;
         if (r.value.token >= 0) {
           n++;
