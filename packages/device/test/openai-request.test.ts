@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { parseChatRequest, parseCompletionRequest, paramPath } from '../src/http/openai-request.js';
 import { OpenAIError, contextLengthExceeded, fromDeviceCode } from '../src/http/openai-errors.js';
+import { parseResponsesRequest } from '../src/http/responses.js';
 
 const chat = (extra: Record<string, unknown>) => ({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...extra });
 
@@ -89,4 +90,16 @@ t.test('error shapes', async (t) => {
   t.equal(q.headers['retry-after'], '3');
   t.equal(fromDeviceCode('GENERATION_FAILED', 'x').status, 500);
   t.equal(fromDeviceCode('INVALID_ARGS', 'x').status, 400);
+});
+
+t.test('the names of the token limit and of the prompt travel with the request (for context_length_exceeded); parallel_tool_calls', async (t) => {
+  t.match(parseChatRequest(chat({ max_tokens: 5 })), { promptParam: 'messages', maxTokensParam: 'max_tokens', options: { maxTokens: 5 } });
+  t.match(parseChatRequest(chat({ max_completion_tokens: 7, max_tokens: 5 })), { maxTokensParam: 'max_completion_tokens', options: { maxTokens: 7 } });
+  t.match(parseCompletionRequest({ model: 'm', prompt: 'x', max_tokens: 3 }), { promptParam: 'prompt', maxTokensParam: 'max_tokens' });
+  t.match(parseResponsesRequest({ model: 'm', input: 'x', max_output_tokens: 9 }), { promptParam: 'input', maxTokensParam: 'max_output_tokens', options: { maxTokens: 9 } });
+  const tools = [{ type: 'function', function: { name: 'f' } }];
+  t.equal(parseChatRequest(chat({ tools, parallel_tool_calls: false })).options.parallelToolCalls, false);
+  t.equal(parseChatRequest(chat({ tools })).options.parallelToolCalls, undefined, 'default: parallel');
+  t.equal(parseResponsesRequest({ model: 'm', input: 'x', tools: [{ type: 'function', name: 'f' }], parallel_tool_calls: false }).options.parallelToolCalls, false);
+  rejects(t, () => parseChatRequest(chat({ tools, parallel_tool_calls: 'no' })), 'parallel_tool_calls');
 });
