@@ -171,8 +171,12 @@ export class ChatPrompt {
     if (!name) {
       // No template (base models such as stories260K): the turns as plain
       // text, so a completion model simply continues the conversation. BOS is
-      // added as an id by encode().
-      return messages.map((m) => m.content.trim()).join('\n') + (addGenerationPrompt ? '\n' : '');
+      // added as an id by encode(). Tool calls as the model was told to write
+      // them (one JSON object per line, toolSystemPrompt).
+      const plain = toolFormat('');
+      return messages.map((m) => (m.tool_calls?.length
+        ? callsAsText(m.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments })), plain)
+        : m.content.trim())).join('\n') + (addGenerationPrompt ? '\n' : '');
     }
     try {
       return this.templates.get(name)!.render({
