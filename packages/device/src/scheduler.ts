@@ -4,7 +4,7 @@
 import { ShoalError, isDeviceErrorCode } from '@shoal/common';
 import {
   KvSlotPool, PromptError, slotsWithinBudget, toolFormat, toolSystemPrompt,
-  type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session,
+  type ApiChatMessage, type ChatMessage, type Model, type ServeOptions, type ServeStats, type Session, type ToolCallOut,
 } from '@shoal/engine';
 import type { GenerateResult, TokenLogprob } from '@shoal/protocol';
 import type { LoadedModel, ServingModel } from './model/loader.js';
@@ -17,6 +17,9 @@ export const PRIORITY_REMOTE = 1;
 export interface GenerateInput extends ServeOptions {
   prompt?: string | number[];
   messages?: Array<ChatMessage | ApiChatMessage>;
+  /** The transport's names of the prompt and of maxTokens, for errors (OpenAI: messages / max_tokens ...; MQTT: the defaults). */
+  promptParam?: string;
+  maxTokensParam?: string;
 }
 
 export interface JobSpec {
@@ -29,6 +32,8 @@ export interface JobSpec {
   /** Aborted by the caller: cancel op, HTTP client gone. */
   signal?: AbortSignal;
   onChunk?: (text: string, tokens: number, logprobs?: TokenLogprob[]) => void;
+  /** Each tool call as soon as it is complete (index 0, 1, ... in the answer). */
+  onToolCall?: (call: ToolCallOut & { index: number }) => void;
 }
 
 interface Job extends JobSpec {
@@ -200,7 +205,7 @@ export class Scheduler {
         const tools = input.tools?.length && input.toolChoice !== 'none' ? input.tools : undefined;
         const fmt = toolFormat(tok.chatTemplateText ?? '');
         let messages = input.messages as ApiChatMessage[];
-        if (tools && !fmt.native) messages = [{ role: 'system', content: toolSystemPrompt(tools, fmt) }, ...messages];
+        if (tools && !fmt.native) messages = [{ role: 'system', content: toolSystemPrompt(tools, fmt, input.parallelToolCalls !== false) }, ...messages];
         return tok.encodeChat(messages, { addGenerationPrompt: true, ...(tools && fmt.native ? { tools } : {}) });
       } catch (e) {
         if (e instanceof PromptError) throw new ShoalError('INVALID_ARGS', e.message, { param: e.param });
@@ -223,18 +228,27 @@ export class Scheduler {
     let ok = false;
     try {
       const model = loaded.model;
-      const { prompt: _p, messages: _m, ...options } = job.input;
+      const { prompt: _p, messages: _m, promptParam: _pp, maxTokensParam: _mp, ...options } = job.input;
       const ids = this.promptIds(model, job.input);
       if (ids.length === 0) throw new ShoalError('INVALID_ARGS', 'the prompt is empty', { param: 'prompt' });
       const ctx = this.models.contextSizeFor(model);
-      const maxTokens = options.maxTokens ?? this.opts.maxTokens;
-      // A prompt that leaves no room is the client's mistake (400); a max_tokens
-      // past the context just ends the generation there (finish_reason "length").
+      const promptParam = job.input.promptParam ?? (job.input.messages ? 'messages' : 'prompt');
+      // A prompt that leaves no room, or a maxTokens the prompt leaves no room
+      // for, is the client's mistake (400, as OpenAI answers); without
+      // maxTokens the answer may use what the context has left.
       if (ids.length >= ctx) {
         throw new ShoalError('CONTEXT_LENGTH_EXCEEDED',
-          `the prompt has ${ids.length} tokens but the context holds ${ctx} (at least one must stay free for the answer); shorten the messages`,
-          { promptTokens: ids.length, maxTokens: 0, contextSize: ctx });
+          `the prompt has ${ids.length} tokens but the context holds ${ctx} (at least one must stay free for the answer); shorten the ${promptParam}`,
+          { promptTokens: ids.length, maxTokens: 0, contextSize: ctx, promptParam });
       }
+      if (options.maxTokens !== undefined && ids.length + options.maxTokens > ctx) {
+        const maxTokensParam = job.input.maxTokensParam ?? 'maxTokens';
+        throw new ShoalError('CONTEXT_LENGTH_EXCEEDED',
+          `the prompt has ${ids.length} tokens and ${maxTokensParam} asks for ${options.maxTokens} more, but the context holds ${ctx}; ` +
+          `set ${maxTokensParam} to at most ${ctx - ids.length} or shorten the ${promptParam}`,
+          { promptTokens: ids.length, maxTokens: options.maxTokens, contextSize: ctx, promptParam, maxTokensParam });
+      }
+      const maxTokens = options.maxTokens ?? this.opts.maxTokens;
       lease = pool.acquire(ids);
       this.updateKvStats();
       tokens = ids;
@@ -248,6 +262,7 @@ export class Scheduler {
       for (;;) {
         const r = await gen.next();
         if (r.done) { stats = r.value; break; }
+        if (r.value.toolCall) { job.onToolCall?.(r.value.toolCall); continue; }
         let lp: TokenLogprob[] | undefined;
         if (r.value.token >= 0) {
           n++;

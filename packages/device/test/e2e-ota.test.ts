@@ -140,7 +140,8 @@ t.test(`OTA lifecycle over ${kind} with the real engine`, { skip, timeout: 90_00
   t.equal(((await h.json()) as { model: string }).model, 'stories');
 
   // 8. SIGTERM: queued and running requests finish, exit code 0, retained state says offline
-  const inflight = Array.from({ length: 12 }, () => fetch(`${base}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 500 }) }));
+  // max_tokens within the test config's 256-position context (more would be a 400 context_length_exceeded)
+  const inflight = Array.from({ length: 12 }, () => fetch(`${base}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 240 }) }));
   await new Promise((r) => setTimeout(r, 40));
   const code = await daemon.kill('SIGTERM');
   t.equal(code, 0, 'exit 0 after SIGTERM');

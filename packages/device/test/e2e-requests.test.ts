@@ -114,7 +114,18 @@ t.test('malformed input, duplicates, cancel, queue limit', { skip: engineAvailab
     tools: [{ type: 'function', function: { name: 'go', parameters: { type: 'object', properties: { dock: { type: 'integer' } }, required: ['dock'] } } }],
   });
   t.match(tc.final.result, { stopReason: 'tool_calls', toolCalls: [{ name: 'go', arguments: /^\{"dock":-?\d+\}$/ }] });
+  // parallel calls (EOS banned: after each call only another one may follow) and parallelToolCalls false
+  const goTools = [{ type: 'function', function: { name: 'go', parameters: { type: 'object', properties: { dock: { type: 'integer', enum: [1, 2, 3] } }, required: ['dock'] } } }];
+  const par = await fleet.request('generate', { messages: [{ role: 'user', content: 'Go' }], maxTokens: 150, temperature: 0.9, seed: 7, toolChoice: 'required', logitBias: { 2: -100 }, tools: goTools });
+  const parCalls = (par.final.result as { toolCalls: Array<{ name: string; arguments: string }> }).toolCalls;
+  t.ok(parCalls.length >= 2 && parCalls.every((c) => c.name === 'go' && [1, 2, 3].includes((JSON.parse(c.arguments) as { dock: number }).dock)), `${parCalls.length} calls over MQTT`);
+  const one = await fleet.request('generate', { messages: [{ role: 'user', content: 'Go' }], maxTokens: 150, temperature: 0.9, seed: 7, toolChoice: 'required', logitBias: { 2: -100 }, tools: goTools, parallelToolCalls: false });
+  t.match(one.final.result, { stopReason: 'tool_calls', toolCalls: [{ name: 'go' }] });
+  t.equal((one.final.result as { toolCalls: unknown[] }).toolCalls.length, 1, 'parallelToolCalls false: one call');
   t.match((await fleet.request('generate', { prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] })).final, { ok: false, error: { code: 'INVALID_ARGS' } });
+  // maxTokens past what the prompt leaves of the context: a stable code and the counts, not a truncated answer
+  t.match((await fleet.request('generate', { prompt: 'Once upon a time', maxTokens: 600 })).final,
+    { ok: false, error: { code: 'CONTEXT_LENGTH_EXCEEDED', message: /the prompt has \d+ tokens and maxTokens asks for 600 more, but the context holds 512; set maxTokens to at most \d+/ } });
   t.equal((await fleet.request('set-telemetry-interval', { seconds: 5 })).final.ok, true);
   await fleet.waitState((s) => s.telemetryIntervalSec === 5, 5_000, 'interval in state');
 

@@ -103,10 +103,27 @@ t.test('OpenAI client against the device', { skip, timeout: 240_000 }, async (t)
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, temperature: 7 }), { status: 400, param: 'temperature' });
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, stop: ['a', 'b', 'c', 'd', 'e'] }), { status: 400, param: 'stop' });
     await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, logit_bias: { 99999: 5 } }), { status: 400 });
-    const past = await client.chat.completions.create({ model: 'stories', messages: USER, max_tokens: 600, temperature: 0, logit_bias: { 2: -100 } });
-    t.equal(past.choices[0]!.finish_reason, 'length', 'max_tokens past the context: generation ends at the context');
-    // every position filled; the last token is drawn from the full cache (and never stored)
-    t.equal(past.usage!.completion_tokens, 512 - past.usage!.prompt_tokens + 1, 'the whole context used');
+    // max_tokens (or its newer names) past what the prompt leaves of the context: a 400 naming it, with the counts, not retried
+    const n0 = s.calls();
+    await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, max_tokens: 600 }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_tokens', message: /maximum context length is 512 tokens\. However, you requested \d+ tokens \(\d+ in the messages, 600 in the completion/ });
+    await fails(t, client.chat.completions.create({ model: 'stories', messages: USER, max_completion_tokens: 500, stream: true }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_completion_tokens' });
+    await fails(t, client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 510 }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_tokens', message: /\(\d+ in the prompt, 510 in the completion/ });
+    await fails(t, client.responses.create({ model: 'stories', input: 'Once upon a time', max_output_tokens: 509 }),
+      { status: 400, code: 'context_length_exceeded', param: 'max_output_tokens', message: /\(\d+ in the input, 509 in the completion/ });
+    t.equal(s.calls() - n0, 4, 'none of them retried');
+    // exactly filling the context is allowed
+    const prompt = (await client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 1 })).usage!.prompt_tokens;
+    const full = await client.completions.create({ model: 'stories', prompt: 'Once upon a time', max_tokens: 512 - prompt, temperature: 0, logit_bias: { 2: -100 } });
+    t.equal(full.usage!.completion_tokens, 512 - prompt, 'prompt + max_tokens = the context: served whole');
+    // without max_tokens the answer may use what the context has left (the daemon's cap, 64 here, is larger)
+    const longer = 'the cat sat on the mat and '.repeat(46);
+    const rest = await client.completions.create({ model: 'stories', prompt: longer, temperature: 0, logit_bias: { 2: -100 } });
+    t.ok(rest.usage!.prompt_tokens > 512 - 64, `a prompt of ${rest.usage!.prompt_tokens} tokens leaves less than the cap`);
+    t.equal(rest.choices[0]!.finish_reason, 'length');
+    t.equal(rest.usage!.completion_tokens, 512 - rest.usage!.prompt_tokens + 1, 'the rest of the context used (the last token drawn from the full cache)');
   });
 
   t.test('stop strings across token boundaries, never streamed in part', async (t) => {
@@ -217,7 +234,7 @@ t.test('OpenAI client against the device', { skip, timeout: 240_000 }, async (t)
     t.equal(call.function.name, 'move');
     t.ok(ajv.validate(tools[0]!.function.parameters!, JSON.parse(call.function.arguments)), `arguments ${call.function.arguments} valid`);
     // streamed, assembled by the SDK's own helper
-    const runner = client.chat.completions.stream({ model: 'stories', messages: USER, tools, tool_choice: 'required', max_tokens: 120, temperature: 0.7, seed: 2 });
+    const runner = client.chat.completions.stream({ model: 'stories', messages: USER, tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 120, temperature: 0.7, seed: 2 });
     const final = await runner.finalChatCompletion();
     const sc = final.choices[0]!.message.tool_calls![0]! as OpenAI.ChatCompletionMessageFunctionToolCall;
     t.ok(['move', 'say'].includes(sc.function.name), 'a known tool');
@@ -230,6 +247,57 @@ t.test('OpenAI client against the device', { skip, timeout: 240_000 }, async (t)
     });
     t.equal(back.choices[0]!.finish_reason, 'length');
     t.ok(back.choices[0]!.message.content);
+  });
+
+  t.test('parallel tool calls: several in one answer, streamed by index, parallel_tool_calls false → one, round trip', async (t) => {
+    const tools: OpenAI.ChatCompletionFunctionTool[] = [
+      { type: 'function', function: { name: 'beep', parameters: { type: 'object', properties: {}, additionalProperties: false } } },
+      { type: 'function', function: { name: 'turn', parameters: { type: 'object', properties: { deg: { type: 'integer', enum: [90, 180] } }, required: ['deg'], additionalProperties: false } } },
+    ];
+    const ajv = new Ajv({ strict: false });
+    const valid = (c: OpenAI.ChatCompletionMessageToolCall) => {
+      const f = (c as OpenAI.ChatCompletionMessageFunctionToolCall).function;
+      return ajv.validate(tools.find((x) => x.function.name === f.name)!.function.parameters!, JSON.parse(f.arguments));
+    };
+    // EOS banned: after each call the grammar offers only EOS or the start of another call
+    const req = { model: 'stories', messages: USER, tools, tool_choice: 'required' as const, max_tokens: 160, temperature: 0.9, seed: 7, logit_bias: { 2: -100 } };
+    const many = await client.chat.completions.create(req);
+    const calls = many.choices[0]!.message.tool_calls!;
+    t.ok(calls.length >= 2, `${calls.length} calls in one answer`);
+    t.ok(calls.every(valid), 'each call\'s arguments match its schema');
+    t.equal(new Set(calls.map((c) => c.id)).size, calls.length, 'distinct ids');
+    // the same request streamed: the SDK's own accumulator rebuilds the same calls from the index of each delta
+    const raw: Array<{ index: number; id?: string }> = [];
+    const runner = client.chat.completions.stream(req);
+    runner.on('chunk', (c) => { for (const d of c.choices[0]?.delta.tool_calls ?? []) raw.push({ index: d.index, ...(d.id ? { id: d.id } : {}) }); });
+    const final = await runner.finalChatCompletion();
+    const sc = final.choices[0]!.message.tool_calls!;
+    t.same(sc.map((c) => [(c as OpenAI.ChatCompletionMessageFunctionToolCall).function.name, (c as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments]),
+      calls.map((c) => [(c as OpenAI.ChatCompletionMessageFunctionToolCall).function.name, (c as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments]), 'stream = non-stream');
+    t.same([...new Set(raw.map((r) => r.index))], calls.map((_, i) => i), 'deltas carry indices 0, 1, ... in order');
+    t.equal(raw.filter((r) => r.id).length, calls.length, 'one id per call, in its first delta');
+    // parallel_tool_calls false: one call, then only EOS is allowed (the ban cannot prolong it)
+    for (const stream of [false, true]) {
+      const one = stream
+        ? await client.chat.completions.stream({ ...req, parallel_tool_calls: false }).finalChatCompletion()
+        : await client.chat.completions.create({ ...req, parallel_tool_calls: false });
+      t.equal(one.choices[0]!.message.tool_calls!.length, 1, `parallel_tool_calls false${stream ? ' (stream)' : ''}: one call`);
+      t.equal(one.choices[0]!.finish_reason, 'tool_calls');
+    }
+    // round trip: the calls and one result each go back through the history
+    const back = await client.chat.completions.create({
+      model: 'stories', max_tokens: 8, tools, tool_choice: 'none',
+      messages: [...USER, many.choices[0]!.message as OpenAI.ChatCompletionMessageParam, ...calls.map((c) => ({ role: 'tool' as const, tool_call_id: c.id, content: 'done' }))],
+    });
+    t.ok(back.choices[0]!.message.content, 'answered in text after the results');
+    // the Responses API: one function_call item per call
+    const rs = await client.responses.create({ model: 'stories', input: 'Once upon a time', max_output_tokens: 160, temperature: 0.9, tool_choice: 'required',
+      tools: tools.map((x) => ({ type: 'function' as const, name: x.function.name, parameters: x.function.parameters!, strict: true })) });
+    t.ok(rs.output.filter((o) => o.type === 'function_call').length >= 1);
+    const rs1 = await client.responses.create({ model: 'stories', input: 'Once upon a time', max_output_tokens: 160, temperature: 0.9, tool_choice: 'required', parallel_tool_calls: false,
+      tools: tools.map((x) => ({ type: 'function' as const, name: x.function.name, parameters: x.function.parameters!, strict: true })) });
+    t.equal(rs1.output.filter((o) => o.type === 'function_call').length, 1, 'Responses: parallel_tool_calls false → one call');
+    t.equal(rs1.parallel_tool_calls, false);
   });
 
   t.test('Responses API: text, instructions, stream events, max_output_tokens, structured output, tools', async (t) => {

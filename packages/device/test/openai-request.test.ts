@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { parseChatRequest, parseCompletionRequest, paramPath } from '../src/http/openai-request.js';
 import { OpenAIError, contextLengthExceeded, fromDeviceCode } from '../src/http/openai-errors.js';
+import { parseResponsesRequest } from '../src/http/responses.js';
 
 const chat = (extra: Record<string, unknown>) => ({ model: 'm', messages: [{ role: 'user', content: 'hi' }], ...extra });
 
@@ -75,14 +76,30 @@ t.test('completions', async (t) => {
 });
 
 t.test('error shapes', async (t) => {
-  const e = contextLengthExceeded(600, 16, 512);
+  const e = contextLengthExceeded(500, 16, 512, { promptParam: 'messages', maxTokensParam: 'max_completion_tokens' });
   t.equal(e.status, 400);
   t.same(Object.keys(e.body().error).sort(), ['code', 'message', 'param', 'type']);
   t.equal(e.code, 'context_length_exceeded');
-  t.match(e.message, /maximum context length is 512 tokens.*requested 616 tokens \(600 tokens in the prompt plus 16/);
+  t.equal(e.param, 'max_completion_tokens', 'names the parameter that asked for too many tokens');
+  t.match(e.message, /maximum context length is 512 tokens.*requested 516 tokens \(500 in the messages, 16 in the completion, asked for by 'max_completion_tokens'\).*at most 12/);
+  const p = contextLengthExceeded(600, 0, 512, { promptParam: 'input' });
+  t.equal(p.param, 'input', 'the prompt alone: names the prompt');
+  t.match(p.message, /maximum context length is 512 tokens.*input resulted in 600 tokens/);
   const q = fromDeviceCode('QUEUE_FULL', 'full', { retryAfterSec: 2.2 });
   t.equal(q.status, 429);
   t.equal(q.headers['retry-after'], '3');
   t.equal(fromDeviceCode('GENERATION_FAILED', 'x').status, 500);
   t.equal(fromDeviceCode('INVALID_ARGS', 'x').status, 400);
+});
+
+t.test('the names of the token limit and of the prompt travel with the request (for context_length_exceeded); parallel_tool_calls', async (t) => {
+  t.match(parseChatRequest(chat({ max_tokens: 5 })), { promptParam: 'messages', maxTokensParam: 'max_tokens', options: { maxTokens: 5 } });
+  t.match(parseChatRequest(chat({ max_completion_tokens: 7, max_tokens: 5 })), { maxTokensParam: 'max_completion_tokens', options: { maxTokens: 7 } });
+  t.match(parseCompletionRequest({ model: 'm', prompt: 'x', max_tokens: 3 }), { promptParam: 'prompt', maxTokensParam: 'max_tokens' });
+  t.match(parseResponsesRequest({ model: 'm', input: 'x', max_output_tokens: 9 }), { promptParam: 'input', maxTokensParam: 'max_output_tokens', options: { maxTokens: 9 } });
+  const tools = [{ type: 'function', function: { name: 'f' } }];
+  t.equal(parseChatRequest(chat({ tools, parallel_tool_calls: false })).options.parallelToolCalls, false);
+  t.equal(parseChatRequest(chat({ tools })).options.parallelToolCalls, undefined, 'default: parallel');
+  t.equal(parseResponsesRequest({ model: 'm', input: 'x', tools: [{ type: 'function', name: 'f' }], parallel_tool_calls: false }).options.parallelToolCalls, false);
+  rejects(t, () => parseChatRequest(chat({ tools, parallel_tool_calls: 'no' })), 'parallel_tool_calls');
 });

@@ -3,7 +3,9 @@
 //  1. a multi-turn chat: time to first token per turn with the prefix cache
 //     and without it (without, TTFT grows with the history);
 //  2. constrained decoding: decode time per token with a JSON schema against
-//     the same request without, alternated A B A B (shared cores drift).
+//     the same request without, alternated A B A B (shared cores drift); wall
+//     time and the process's CPU time (which other processes' load on shared
+//     cores disturbs far less than the wall clock).
 import { loadModel } from './engine.js';
 import { KvSlotPool } from './kv-slots.js';
 import type { ApiChatMessage } from './chat-prompt.js';
@@ -21,6 +23,8 @@ export interface ChatBenchResult {
   lastOverFirst: number;
   constrained?: {
     runs: number; tokens: number; plainMsPerToken: number[]; schemaMsPerToken: number[]; ratioMedian: number; ratioSpread: [number, number];
+    /** The same runs in CPU time of this process (decode threads + the constraint on the JS thread) per token. */
+    plainCpuMsPerToken: number[]; schemaCpuMsPerToken: number[]; cpuRatioMedian: number; cpuRatioSpread: [number, number];
     /** Mask + recognizer time per generated token, measured inside the loop (independent of the decode's noise). */
     constraintMsPerToken: number[];
     /** (median plain decode + median constraint time) / median plain decode. */
@@ -55,15 +59,20 @@ async function chat(model: Model, pool: KvSlotPool<Session>, turns: number, repl
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 
-async function decodeMsPerToken(session: Session, ids: number[], o: ServeOptions): Promise<{ ms: number; tokens: number; constraintMs: number }> {
+async function decodeMsPerToken(session: Session, ids: number[], o: ServeOptions): Promise<{ ms: number; cpuMs: number; tokens: number; constraintMs: number }> {
   session.reset();
   const gen = session.serve(ids, { ...o, temperature: 0 });
   let first = 0;
+  let cpu0: NodeJS.CpuUsage | null = null;
   let n = 0;
   let r;
-  while (!(r = await gen.next()).done) { if (r.value.token >= 0) { n++; if (n === 1) first = performance.now(); } }
+  while (!(r = await gen.next()).done) { if (r.value.token >= 0) { n++; if (n === 1) { first = performance.now(); cpu0 = process.cpuUsage(); } } }
   const last = performance.now();
-  return { ms: n > 1 ? (last - first) / (n - 1) : NaN, tokens: n, constraintMs: n > 0 ? (r.value.constraintSeconds * 1000) / n : 0 };
+  const cpu = cpu0 ? process.cpuUsage(cpu0) : null;
+  return {
+    ms: n > 1 ? (last - first) / (n - 1) : NaN, cpuMs: cpu && n > 1 ? (cpu.user + cpu.system) / 1000 / (n - 1) : NaN,
+    tokens: n, constraintMs: n > 0 ? (r.value.constraintSeconds * 1000) / n : 0,
+  };
 }
 
 export async function runChatBench(dir: string, opts: LoadOptions & { turns?: number; replyTokens?: number; contextSize?: number; constrainedRuns?: number; constrainedTokens?: number; onPhase?: (p: string) => void } = {}): Promise<ChatBenchResult> {
@@ -106,19 +115,26 @@ export async function runChatBench(dir: string, opts: LoadOptions & { turns?: nu
       const s = model.createSession({ contextSize: ctx });
       const plain: number[] = [];
       const withSchema: number[] = [];
+      const plainCpu: number[] = [];
+      const schemaCpu: number[] = [];
       const constraintMs: number[] = [];
       // warm-up: builds the vocabulary trie once (per model, not per request)
       await decodeMsPerToken(s, ids, { maxTokens: 4, responseFormat: { type: 'json_schema', name: 'plan', schema, strict: true } });
       for (let i = 0; i < runs; i++) {
-        plain.push((await decodeMsPerToken(s, ids, { maxTokens: n, logitBias: {} })).ms);
+        const p = await decodeMsPerToken(s, ids, { maxTokens: n, logitBias: {} });
+        plain.push(p.ms);
+        plainCpu.push(p.cpuMs);
         const w = await decodeMsPerToken(s, ids, { maxTokens: n, responseFormat: { type: 'json_schema', name: 'plan', schema, strict: true } });
         withSchema.push(w.ms);
+        schemaCpu.push(w.cpuMs);
         constraintMs.push(w.constraintMs);
       }
       s.dispose();
       const ratios = withSchema.map((w, i) => w / plain[i]!);
+      const cpuRatios = schemaCpu.map((w, i) => w / plainCpu[i]!);
       result.constrained = {
         runs, tokens: n, plainMsPerToken: plain, schemaMsPerToken: withSchema, ratioMedian: median(ratios), ratioSpread: [Math.min(...ratios), Math.max(...ratios)],
+        plainCpuMsPerToken: plainCpu, schemaCpuMsPerToken: schemaCpu, cpuRatioMedian: median(cpuRatios), cpuRatioSpread: [Math.min(...cpuRatios), Math.max(...cpuRatios)],
         constraintMsPerToken: constraintMs, costRatio: (median(plain) + median(constraintMs)) / median(plain),
       };
     }

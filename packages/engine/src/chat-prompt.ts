@@ -6,6 +6,7 @@
 // special tokens: the template already writes BOS where the model wants it
 // (as transformers' apply_chat_template(tokenize=True) does).
 import { Template } from '@huggingface/jinja';
+import { callsAsText, toolFormat } from './tool-format.js';
 
 /** A problem with the caller's messages; `param` is the JSON path of the culprit, e.g. `messages[2].content[0].type`. */
 export class PromptError extends Error {
@@ -144,20 +145,38 @@ export class ChatPrompt {
   get templateHandlesTools(): boolean {
     const name = this.templates.has('tool_use') ? 'tool_use' : this.defaultName;
     if (!name) return false;
+    return /\btools\b/.test(this.templateText(name));
+  }
+
+  /** Source text of a named template. */
+  private templateText(name: string): string {
     const src = this.src.chatTemplate;
-    const text = typeof src === 'string' ? src : src?.find((x) => x.name === name)?.template ?? '';
-    return /\btools\b/.test(text);
+    return typeof src === 'string' ? src : src?.find((x) => x.name === name)?.template ?? '';
   }
 
   /** The prompt text (special tokens as their strings). */
   render(messages: TemplateMessage[], opts: RenderOptions = {}): string {
     const addGenerationPrompt = opts.addGenerationPrompt ?? true;
     const name = opts.tools?.length && this.templates.has('tool_use') ? 'tool_use' : this.defaultName;
+    if (name) {
+      // Templates that render one call per assistant message (Llama 3.1 raises
+      // on more) get parallel calls as the text the model writes for them
+      // (tool-format.ts), so the history reads as it was generated.
+      const fmt = toolFormat(this.templateText(name));
+      if (fmt.oneCallPerMessage)
+        messages = messages.map((m) => (m.tool_calls && m.tool_calls.length > 1
+          ? { role: m.role, content: m.content + callsAsText(m.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments })), fmt) }
+          : m));
+    }
     if (!name) {
       // No template (base models such as stories260K): the turns as plain
       // text, so a completion model simply continues the conversation. BOS is
-      // added as an id by encode().
-      return messages.map((m) => m.content.trim()).join('\n') + (addGenerationPrompt ? '\n' : '');
+      // added as an id by encode(). Tool calls as the model was told to write
+      // them (one JSON object per line, toolSystemPrompt).
+      const plain = toolFormat('');
+      return messages.map((m) => (m.tool_calls?.length
+        ? callsAsText(m.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments })), plain)
+        : m.content.trim())).join('\n') + (addGenerationPrompt ? '\n' : '');
     }
     try {
       return this.templates.get(name)!.render({

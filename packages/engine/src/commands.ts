@@ -80,6 +80,8 @@ export function registerEngineCommands(program: Command): void {
         const c = r.constrained;
         process.stdout.write(`JSON schema decode: ${c.schemaMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token vs plain ${c.plainMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token → ` +
           `ratio median ${c.ratioMedian.toFixed(3)} (${c.ratioSpread[0].toFixed(3)}–${c.ratioSpread[1].toFixed(3)})\n` +
+          `in CPU time: ${c.schemaCpuMsPerToken.map((x) => x.toFixed(1)).join(', ')} vs ${c.plainCpuMsPerToken.map((x) => x.toFixed(1)).join(', ')} ms/token → ` +
+          `ratio median ${c.cpuRatioMedian.toFixed(3)} (${c.cpuRatioSpread[0].toFixed(3)}–${c.cpuRatioSpread[1].toFixed(3)})\n` +
           `constraint work measured in the loop: ${c.constraintMsPerToken.map((x) => x.toFixed(2)).join(', ')} ms/token → cost ratio ${c.costRatio.toFixed(3)}\n`);
       }
     });

@@ -8,7 +8,8 @@ import { resolveExpertCache } from './expert-cache.js';
 import { HfModelTokenizer } from './tokenizer.js';
 import { KV_CACHE_TYPES, LM_HEAD_MODES, PRECISIONS } from './types.js';
 import type { AddonModel, AddonSession } from './addon-types.js';
-import { ConstraintCache, serveLoop, toolFormat } from './serve.js';
+import { ConstraintCache, serveLoop } from './serve.js';
+import { toolFormat, withMarkerToken } from './tool-format.js';
 import type { ServeChunk, ServeOptions, ServeStats } from './serve-options.js';
 import type {
   GenerateOptions, GenerateStats, GeneratedChunk, LoadOptions, Model, ModelInfo, Session, Tokenizer,
@@ -201,7 +202,8 @@ class EngineSession implements Session {
         stepper: { setSampler: (p) => native.setSampler(p), step: (a, b, c) => native.step(a, b, c), cancel: () => native.cancel(),
           position: () => native.position(), contextSize: () => native.contextSize() },
         tokenizer: tok, eosIds: this.model.info.eosTokenIds, vocabSize: this.model.info.vocabSize,
-        constraints: this.model.constraints, toolFormat: toolFormat(tok.chatTemplateText ?? ''),
+        constraints: this.model.constraints,
+        toolFormat: withMarkerToken(toolFormat(tok.chatTemplateText ?? ''), { encode: (t, o) => tok.encode(t, o) }, tok.vocabTexts?.(this.model.info.vocabSize) ?? []),
       }, prompt, opts);
     } finally {
       this.busy = false;

@@ -11,5 +11,6 @@ export * from './serve-options.js';
 export * from './json-constraint.js';
 export * from './token-trie.js';
 export * from './serve.js';
+export * from './tool-format.js';
 export { KV_CACHE_TYPES, LM_HEAD_MODES, PRECISIONS } from './types.js';
 export { expertCachePath, shoalCacheDir } from './expert-cache.js';

@@ -14,6 +14,7 @@
 // the listed keys (a subset of what the schema allows, so the output still
 // validates). Whitespace: at most one space or newline between tokens, so a
 // model cannot stall in blanks.
+import { TOOL_MARKER } from './tool-format.js';
 
 export class SchemaError extends Error {
   constructor(message: string, readonly path: string) {
@@ -156,6 +157,7 @@ type Frame =
   | { t: 'num'; int: boolean; part: 0 | 1 | 2 | 3 | 4 | 5 | 6; digits: number } // 0 start, 1 after '-', 2 int digits (leading 0: digits=-1), 3 after '.', 4 frac, 5 after e/E(+/-), 6 exp digits
   | { t: 'obj'; node: Node; st: 0 | 1 | 2 | 3 | 4; seen: string[]; key: string; ws: boolean } // 0 after '{', 1 in key (child), 2 after key (expect ':'), 3 after value (expect , or }), 4 after ',' (expect key)
   | { t: 'arr'; node: Node; st: 0 | 1 | 2; n: number; ws: boolean } // 0 after '[', 1 after value (expect , or ]), 2 after ',' (expect value)
+  | { t: 'calls'; n: number; max: number; more: Record<string, Node>; end: string } // tool calls: n done; `more` starts the next
   | { t: 'end'; ws: boolean };
 
 export interface State {
@@ -169,6 +171,9 @@ const push = (up: State | null, f: Frame): State => ({ f, up });
 
 export interface ToolSpec { name: string; parameters?: Record<string, unknown> }
 
+/** How the calls are written (tool-format.ts ToolFormat). */
+export interface ToolCallSyntax { open: string; callPrefix: string; callSuffix: string; separator: string; close: string; argsKey: string }
+
 export class JsonConstraint {
   readonly root: Node;
   private start: State;
@@ -178,20 +183,31 @@ export class JsonConstraint {
   }
 
   /**
-   * One tool call as `prefix{"name": "<tool>", "<argsKey>": <arguments>}suffix`:
-   * the name is one of the tools and the arguments match that tool's
-   * parameters schema.
+   * One to `maxCalls` tool calls:
+   * `open` (callPrefix{"name": "<tool>", "<argsKey>": <arguments>}callSuffix) joined by `separator`, then `close`.
+   * Each name is one of the tools and its arguments match that tool's
+   * parameters schema; after each call only EOS (or `close`) or the separator
+   * of a next call may follow.
    */
-  static toolCall(tools: ToolSpec[], format: { prefix: string; suffix: string; argsKey: string }): JsonConstraint {
+  static toolCall(tools: ToolSpec[], f: ToolCallSyntax, maxCalls = 1): JsonConstraint {
+    if (!Number.isInteger(maxCalls) || maxCalls < 1) throw new SchemaError(`maxCalls must be a positive integer, got ${maxCalls}`, 'tools');
     const c = new JsonConstraint(null);
-    const next: Record<string, Node> = {};
+    const first: Record<string, Node> = {};
+    const more: Record<string, Node> = {};
     for (const t of tools) {
       const params = t.parameters && Object.keys(t.parameters).length ? t.parameters : { type: 'object' };
-      next[`${format.prefix}{"name": ${JSON.stringify(t.name)}, ${JSON.stringify(format.argsKey)}: `] = compileSchema(params);
+      const node = compileSchema(params);
+      const head = `${f.callPrefix}{"name": ${JSON.stringify(t.name)}, ${JSON.stringify(f.argsKey)}: `;
+      first[f.open + head] = node;
+      more[f.separator + head] = node;
     }
-    let st = push(null, { t: 'end', ws: false });
-    st = push(st, { t: 'then', f: { t: 'lit', opts: [`}${format.suffix}`], pos: 0 } });
-    c.start = push(st, { t: 'lit', opts: Object.keys(next), pos: 0, next });
+    const end = `}${f.callSuffix}`;
+    // no trailing blank: after a call come only EOS, `close` or the next call's separator
+    let st = push(null, { t: 'end', ws: true });
+    if (f.close) st = push(st, { t: 'then', f: { t: 'lit', opts: [f.close], pos: 0 } });
+    st = push(st, { t: 'calls', n: 0, max: maxCalls, more, end });
+    st = push(st, { t: 'then', f: { t: 'lit', opts: [end], pos: 0 } });
+    c.start = push(st, { t: 'lit', opts: Object.keys(first), pos: 0, next: first });
     return c;
   }
 
@@ -239,6 +255,7 @@ export class JsonConstraint {
       case 'num': own = `n${f.int ? 'i' : ''}${f.part}:${f.digits}`; break;
       case 'obj': own = `o${nodeId(f.node)}${f.st}${f.ws ? 'w' : ''}${JSON.stringify(f.seen)}${f.st === 2 ? JSON.stringify(f.key) : ''}`; break;
       case 'arr': own = `a${nodeId(f.node)}${f.st}${f.ws ? 'w' : ''}${f.node.maxItems !== undefined || f.node.minItems !== undefined ? `:${f.n}` : ''}`; break;
+      case 'calls': own = `c${f.n}`; break;
       case 'end': own = `e${f.ws ? 'w' : ''}`; break;
     }
     s.k = (s.up ? this.key(s.up) + '|' : '') + own;
@@ -274,6 +291,7 @@ const isDigit = (c: string) => c >= '0' && c <= '9';
 function frameDone(f: Frame): boolean {
   if (f.t === 'num') return f.part === 2 || f.part === 4 || f.part === 6;
   if (f.t === 'lit') return f.opts.some((o) => o.length === f.pos);
+  if (f.t === 'calls') return f.n >= 1;
   return false;
 }
 
@@ -286,6 +304,7 @@ function completeInto(up: State, f: Frame): State | null {
   const p = up.f;
   if (p.t === 'end') return up;
   if (p.t === 'then') return push(up.up, p.f);
+  if (p.t === 'calls') return push(up.up, { ...p, n: p.n + 1 });
   if (p.t === 'arr') return push(up.up, { ...p, st: 1, n: p.n + 1, ws: false });
   if (p.t === 'obj' && p.st === 2) return push(up.up, { ...p, st: 3, seen: [...p.seen, p.key], ws: false });
   void f;
@@ -331,6 +350,16 @@ function step(s: State, c: string): State | null {
       return !f.ws && isWs(c) ? push(up, { t: 'end', ws: true }) : null;
     case 'then':
       return null; // never on top
+    case 'calls': {
+      // after a call: the separator of another one, or the end of the calls
+      if (f.n < f.max) {
+        const opts = Object.keys(f.more).filter((o) => o[0] === c);
+        if (opts.length) return afterLit(push(s, { t: 'then', f: { t: 'lit', opts: [f.end], pos: 0 } }), opts, 1, f.more);
+      }
+      if (!frameDone(f)) return null;
+      const parent = completeInto(up!, f);
+      return parent ? step(parent, c) : null;
+    }
     case 'value':
       if (isWs(c)) return f.ws ? null : push(up, { ...f, ws: true });
       return startValue(up!, f.node, c);
@@ -393,6 +422,7 @@ function step(s: State, c: string): State | null {
         return push(up, { ...f, esc: 1 });
       }
       if (c < ' ') return null; // control characters must be escaped
+      if (c === TOOL_MARKER) return null; // a special token's stand-in, never string text
       return strChar(s, f, c);
     }
     case 'obj': {

@@ -39,6 +39,7 @@ export interface ServeOptions extends ServeSampling {
   responseFormat?: ResponseFormat;
   tools?: FunctionTool[];
   toolChoice?: ToolChoice;
+  /** false: at most one call per answer (default: up to MAX_PARALLEL_TOOL_CALLS). */
   parallelToolCalls?: boolean;
 }
 
@@ -53,6 +54,8 @@ export interface ServeChunk {
   text: string;
   logprob?: number;
   top?: TokenLogprob[];
+  /** A tool call whose JSON just closed (token -1): index 0, 1, ... in the order generated. */
+  toolCall?: ToolCallOut & { index: number };
 }
 
 export interface ToolCallOut { id: string; name: string; arguments: string }

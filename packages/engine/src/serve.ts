@@ -2,14 +2,14 @@
 // Session.serve(). Each step evaluates the fed tokens and draws one token in
 // native code (shoal_session_step) with penalties, logit bias, an allowed-token
 // mask and logprobs; this loop adds what needs text: stop strings, JSON /
-// tool-call constraints (json-constraint.ts + token-trie.ts) and tool-call
-// detection for tool_choice "auto".
-import { randomBytes } from 'node:crypto';
+// tool-call constraints (json-constraint.ts + token-trie.ts, formats in
+// tool-format.ts), tool-call detection for tool_choice "auto" and each call
+// handed out as soon as its JSON closes (parallel calls stream one by one).
 import { ShoalError } from '@shoal/common';
 import { JsonConstraint, SchemaError, type State } from './json-constraint.js';
 import { ConstraintMasker, TokenTrie } from './token-trie.js';
 import { StopMatcher } from './stop-matcher.js';
-import type { FunctionTool } from './chat-prompt.js';
+import { CallScanner, MAX_PARALLEL_TOOL_CALLS, TOOL_MARKER, toolCallId, type ToolFormat } from './tool-format.js';
 import type { ServeChunk, ServeOptions, ServeStats, ToolCallOut } from './serve-options.js';
 import type { Tokenizer } from './types.js';
 
@@ -28,39 +28,25 @@ export interface Stepper {
   contextSize(): number;
 }
 
-/** How a chat template writes a tool call, read from its source. */
-export interface ToolFormat { prefix: string; suffix: string; argsKey: string; trigger: string; native: boolean }
-
-export function toolFormat(templateText: string): ToolFormat {
-  if (templateText.includes('<tool_call>')) return { prefix: '<tool_call>\n', suffix: '\n</tool_call>', argsKey: 'arguments', trigger: '<tool_call>', native: true };
-  if (templateText.includes('[TOOL_CALLS]')) return { prefix: '[', suffix: ']', argsKey: 'arguments', trigger: '[{"name"', native: true };
-  if (templateText.includes('"parameters": ') && /ipython|python_tag/.test(templateText)) return { prefix: '', suffix: '', argsKey: 'parameters', trigger: '{"name"', native: true };
-  return { prefix: '', suffix: '', argsKey: 'arguments', trigger: '{"name"', native: false };
-}
-
-/** For templates without a tool format: the tools and the answer format as a system message. */
-export function toolSystemPrompt(tools: FunctionTool[], fmt: ToolFormat): string {
-  return 'You can call these functions:\n' + tools.map((t) => JSON.stringify(t.function)).join('\n') +
-    `\nTo call one, answer only with ${fmt.prefix}{"name": <function name>, "${fmt.argsKey}": <arguments object>}${fmt.suffix}`;
-}
-
-/** 9 alphanumeric characters: accepted by every template (Mistral insists on exactly that). */
-export function toolCallId(): string {
-  const a = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
-  return [...randomBytes(9)].map((b) => a[b % a.length]).join('');
-}
-
 /** Per-model caches: the vocabulary trie is built once (≈ 0.1 s for 32k tokens). */
 export class ConstraintCache {
   private trie: TokenTrie | null = null;
+  private usable: Array<string | null> | null = null;
   private readonly maskers = new Map<string, ConstraintMasker>();
   constructor(private readonly texts: () => Array<string | null>, private readonly vocabSize: number, private readonly eos: number[]) {}
 
-  masker(key: string, make: () => JsonConstraint): ConstraintMasker {
+  /** Token texts without any that contain TOOL_MARKER: only the special token may stand there. */
+  private tokenTexts(): Array<string | null> {
+    this.usable ??= this.texts().map((t) => (t !== null && t.includes(TOOL_MARKER) ? null : t));
+    return this.usable;
+  }
+
+  masker(key: string, make: () => JsonConstraint, specials: ReadonlyArray<readonly [string, number]> = []): ConstraintMasker {
+    key = `${key}:${JSON.stringify(specials)}`;
     let m = this.maskers.get(key);
     if (!m) {
-      this.trie ??= new TokenTrie(this.texts());
-      m = new ConstraintMasker(make(), this.trie, this.texts(), this.vocabSize, this.eos);
+      this.trie ??= new TokenTrie(this.tokenTexts());
+      m = new ConstraintMasker(make(), this.trie, this.tokenTexts(), this.vocabSize, this.eos, specials);
       this.maskers.set(key, m);
       if (this.maskers.size > 64) this.maskers.delete(this.maskers.keys().next().value!);
     }
@@ -85,8 +71,12 @@ function constraintFor(ctx: ServeContext, o: ServeOptions): { masker: Constraint
     if (tools.length && choice !== 'none') {
       const pick = typeof choice === 'object' ? tools.filter((t) => t.function.name === choice.name) : tools;
       const specs = pick.map((t) => ({ name: t.function.name, ...(t.function.parameters ? { parameters: t.function.parameters } : {}) }));
-      const key = `tool:${JSON.stringify(ctx.toolFormat)}:${JSON.stringify(specs)}`;
-      const masker = ctx.constraints.masker(key, () => JsonConstraint.toolCall(specs, ctx.toolFormat));
+      // a named tool_choice asks for that function: one call of it
+      const maxCalls = o.parallelToolCalls === false || typeof choice === 'object' ? 1 : MAX_PARALLEL_TOOL_CALLS;
+      const f = ctx.toolFormat;
+      const key = `tool:${JSON.stringify(f)}:${maxCalls}:${JSON.stringify(specs)}`;
+      const specials: Array<[string, number]> = f.markerId !== null ? [[TOOL_MARKER, f.markerId]] : [];
+      const masker = ctx.constraints.masker(key, () => JsonConstraint.toolCall(specs, f, maxCalls), specials);
       return { masker, mode: choice === 'auto' ? 'tool-auto' : 'tool' };
     }
     const rf = o.responseFormat;
@@ -132,7 +122,15 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
   let state: State | null = c && mode === 'constrained' ? c.masker.constraint.initial() : null;
   let held = ''; // detect mode: text that may be the start of a tool call
   let content = '';
-  let callText = '';
+  const f = ctx.toolFormat;
+  const calls = new CallScanner(); // tool-call text → each call's JSON as it closes
+  const toolCalls: ToolCallOut[] = [];
+  /** Tool-call text: complete calls are handed out as chunks. */
+  const callChunks = (text: string): ServeChunk[] => calls.push(text).map((call) => {
+    const out = { id: toolCallId(), name: String(call.name), arguments: JSON.stringify(call[f.argsKey] ?? {}) };
+    toolCalls.push(out);
+    return { token: -1, text: '', toolCall: { index: toolCalls.length - 1, ...out } };
+  });
   let finish: ServeStats['finishReason'] = 'length';
   let stoppedByString = false;
   let contextFull = false;
@@ -168,21 +166,30 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
         constraintMs += performance.now() - a0;
         if (!state) throw new ShoalError('SHOAL_ERR_INTERNAL', `constrained decoding drew token ${r.token}, which its mask did not allow`);
       }
+      let done: ServeChunk[] = [];
       if (mode === 'detect') {
         held += piece;
         piece = '';
         const lead = held.trimStart();
-        const trig = ctx.toolFormat.trigger;
-        if (lead.length >= trig.length ? lead.startsWith(trig) : trig.startsWith(lead)) {
-          if (lead.length >= trig.length) {
+        if (f.markerId !== null) {
+          // the marker is a special token: a call starts with that token, text before it is content
+          if (r.token === f.markerId) {
+            const a0 = performance.now();
+            state = c!.masker.advance(c!.masker.constraint.initial(), r.token);
+            constraintMs += performance.now() - a0;
+            mode = 'constrained';
+            held = '';
+          } else if (lead) { mode = 'free'; piece = held; held = ''; }
+        } else if (lead.length >= f.trigger.length ? lead.startsWith(f.trigger) : f.trigger.startsWith(lead)) {
+          if (lead.length >= f.trigger.length) {
             // a tool call: constrain the rest; the text so far must fit the call's format
             const s = c!.masker.constraint.feedText(c!.masker.constraint.initial(), lead);
-            if (s) { mode = 'constrained'; state = s; callText = lead; held = ''; }
+            if (s) { mode = 'constrained'; state = s; done = callChunks(lead); held = ''; }
             else { mode = 'free'; piece = held; held = ''; }
           }
         } else { mode = 'free'; piece = held; held = ''; }
       } else if (mode === 'constrained' && c!.mode !== 'json') {
-        callText += piece;
+        done = callChunks(piece);
         piece = '';
       }
       if (piece) {
@@ -193,11 +200,12 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
       } else {
         yield { token: r.token, text: '', ...lp };
       }
+      for (const d of done) yield d;
     }
     if (!stoppedByString) {
       // release what was held back (a UTF-8 tail, a partial stop string, an undecided tool-call start)
       let tail = decoder.flush();
-      if (mode === 'constrained' && c!.mode !== 'json') { callText += tail; tail = ''; }
+      if (mode === 'constrained' && c!.mode !== 'json') { for (const d of callChunks(tail)) yield d; tail = ''; }
       if (mode === 'detect') { tail = held + tail; held = ''; }
       const s = stop.push(tail);
       const rest = s.stopped ? s.text : s.text + stop.flush();
@@ -207,16 +215,8 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
     o.signal?.removeEventListener('abort', onAbort);
   }
   if (o.signal?.aborted) throw new ShoalError('SHOAL_ERR_CANCELLED', 'generation cancelled');
-  const toolCalls: ToolCallOut[] = [];
-  if (callText && c && c.mode !== 'json' && state && c.masker.constraint.isComplete(state)) {
-    const f = ctx.toolFormat;
-    let body = callText.trim();
-    if (f.prefix && body.startsWith(f.prefix.trim())) body = body.slice(f.prefix.trim().length);
-    if (f.suffix && body.endsWith(f.suffix.trim())) body = body.slice(0, body.length - f.suffix.trim().length);
-    const call = JSON.parse(body) as Record<string, unknown>;
-    toolCalls.push({ id: toolCallId(), name: String(call.name), arguments: JSON.stringify(call[f.argsKey] ?? {}) });
-    finish = 'tool_calls';
-  }
+  // all calls complete (EOS or the closing text reached): the answer is the calls; cut short by a limit, those that closed
+  if (toolCalls.length && c && c.mode !== 'json' && state && c.masker.constraint.isComplete(state)) finish = 'tool_calls';
   const span = (lastAt - firstAt) / 1000;
   const ttft = firstAt ? (firstAt - started) / 1000 : 0;
   return {

@@ -110,6 +110,8 @@ export class ConstraintMasker {
     private readonly texts: ReadonlyArray<string | null>,
     readonly vocabSize: number,
     private readonly eosIds: readonly number[],
+    /** Special tokens the grammar names by a stand-in character (TOOL_MARKER → Mistral's [TOOL_CALLS] id). */
+    private readonly specials: ReadonlyArray<readonly [string, number]> = [],
     private readonly maxCached = 2048,
   ) {
     // Inside a string nearly every token is plain text; walking all of them
@@ -157,6 +159,7 @@ export class ConstraintMasker {
       }
     }
     if (c.isComplete(state)) for (const e of this.eosIds) if (e >= 0 && e < this.vocabSize) set(e);
+    for (const [ch, id] of this.specials) if (id >= 0 && id < this.vocabSize && c.feed(state, ch)) set(id);
     this.stats.computed++;
     this.stats.nodesVisited += visited;
     this.cache.set(key, m);
@@ -166,7 +169,8 @@ export class ConstraintMasker {
 
   /** The state after a sampled token (null if the token was not allowed: a bug upstream). */
   advance(state: State, token: number): State | null {
-    const text = this.texts[token];
+    const special = this.specials.find(([, id]) => id === token);
+    const text = special ? special[0] : this.texts[token];
     if (text === null || text === undefined) return null;
     return this.constraint.feedText(state, text);
   }

@@ -129,4 +129,8 @@ t.test('no template: plain turns, BOS once as an id', async (t) => {
   const prompt = new ChatPrompt({}, { bosTokenId: 256, encode: (text, o) => hf.encode(text, { add_special_tokens: o.addSpecialTokens }).ids });
   t.notOk(prompt.hasTemplate);
   t.same(prompt.encode([{ role: 'user', content: ' hi ' }]), [256, 104, 105, 10]);
+  // tool calls come back as the model was told to write them, one per line
+  const calls = [{ id: 'a1B2c3D4e', type: 'function' as const, function: { name: 'f', arguments: { a: 1 } } }, { id: 'b1B2c3D4e', type: 'function' as const, function: { name: 'g', arguments: {} } }];
+  t.equal(prompt.render([{ role: 'user', content: 'go' }, { role: 'assistant', content: '', tool_calls: calls }, { role: 'tool', content: 'ok', tool_call_id: 'a1B2c3D4e' }]),
+    'go\n{"name": "f", "arguments": {"a": 1}}\n{"name": "g", "arguments": {}}\nok\n');
 });

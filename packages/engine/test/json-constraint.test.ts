@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import { JsonConstraint, SchemaError } from '../src/json-constraint.js';
 import { ConstraintMasker, TokenTrie, vocabTexts } from '../src/token-trie.js';
+import { CallScanner, TOOL_MARKER, toolFormat, withMarkerToken } from '../src/tool-format.js';
 
 function sharedDir(): string {
   if (process.env.SHOAL_SHARED) return process.env.SHOAL_SHARED;
@@ -31,7 +32,7 @@ export const SCHEMAS: Array<Record<string, unknown>> = [
 ];
 
 /** Draws allowed tokens at random (closing tokens favoured so walks end) until EOS. */
-function walk(masker: ConstraintMasker, texts: Array<string | null>, eos: number, seed: number, maxSteps: number): { text: string; done: boolean } {
+function walk(masker: ConstraintMasker, texts: Array<string | null>, eos: number, seed: number, maxSteps: number, eosChance = 0.7): { text: string; done: boolean } {
   let s = seed >>> 0 || 1;
   const rnd = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s / 4294967296; };
   let state = masker.constraint.initial();
@@ -43,7 +44,7 @@ function walk(masker: ConstraintMasker, texts: Array<string | null>, eos: number
     if (allowed.length === 0) throw new Error(`dead end after ${JSON.stringify(out)}`);
     let pick: number;
     const closers = allowed.filter((id) => id === eos || /["\]}]/.test(texts[id] ?? ''));
-    if (closers.includes(eos) && rnd() < 0.7) pick = eos;
+    if (closers.includes(eos) && rnd() < eosChance) pick = eos;
     else if (closers.length && rnd() < 0.35) pick = closers[Math.floor(rnd() * closers.length)]!;
     else pick = allowed[Math.floor(rnd() * allowed.length)]!;
     if (pick === eos) return { text: out, done: true };
@@ -138,7 +139,7 @@ t.test('tool-call recognizer: name among the tools, arguments by that tool\'s sc
     { name: 'move_to', parameters: { type: 'object', properties: { dock: { type: 'integer' } }, required: ['dock'] } },
     { name: 'stop' },
   ];
-  const c = JsonConstraint.toolCall(tools, { prefix: '<tool_call>\n', suffix: '\n</tool_call>', argsKey: 'arguments' });
+  const c = JsonConstraint.toolCall(tools, toolFormat('<tool_call>'));
   const done = (s: string) => { const st = c.feedText(c.initial(), s); return st !== null && c.isComplete(st); };
   t.ok(done('<tool_call>\n{"name": "move", "arguments": {"x":1.5}}\n</tool_call>'));
   t.ok(done('<tool_call>\n{"name": "move_to", "arguments": {"dock": 3}}\n</tool_call>'));
@@ -146,7 +147,8 @@ t.test('tool-call recognizer: name among the tools, arguments by that tool\'s sc
   t.notOk(c.feedText(c.initial(), '<tool_call>\n{"name": "move", "arguments": {"dock"'), 'arguments follow the named tool');
   t.notOk(c.feedText(c.initial(), '<tool_call>\n{"name": "fly"'), 'unknown tool');
   t.notOk(done('<tool_call>\n{"name": "move", "arguments": {"x":1}}'), 'suffix required');
-  const l = JsonConstraint.toolCall(tools, { prefix: '', suffix: '', argsKey: 'parameters' });
+  t.notOk(c.feedText(c.initial(), '<tool_call>\n{"name": "stop", "arguments": {}}\n</tool_call>\n<'), 'one call only by default');
+  const l = JsonConstraint.toolCall(tools, toolFormat('"parameters": <|python_tag|>'));
   t.ok(l.isComplete(l.feedText(l.initial(), '{"name": "move", "parameters": {"x": 2}}')!));
   // random walks: every finished call parses into a known tool with valid arguments
   const file = path.join(shared, 'models/stories260K/tokenizer.json');
@@ -165,4 +167,61 @@ t.test('tool-call recognizer: name among the tools, arguments by that tool\'s sc
     t.ok(ajv.validate(tool.parameters ?? { type: 'object' }, call.arguments), `${call.name} arguments valid`);
   }
   t.ok(finished >= 30, `${finished}/40 finished`);
+});
+
+t.test('parallel tool calls in each template format; the special marker token only where the marker goes', async (t) => {
+  const tools = [
+    { name: 'move', parameters: { type: 'object', properties: { x: { type: 'integer' } }, required: ['x'], additionalProperties: false } },
+    { name: 'say', parameters: { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] } },
+  ];
+  const ok = (c: JsonConstraint, s: string) => { const st = c.feedText(c.initial(), s); return st !== null && c.isComplete(st); };
+  // Qwen: <tool_call> blocks, a newline between
+  const q = JsonConstraint.toolCall(tools, toolFormat('<tool_call>'), 2);
+  const qc = (n: number) => `<tool_call>\n{"name": "move", "arguments": {"x": ${n}}}\n</tool_call>`;
+  t.ok(ok(q, qc(1)), 'one call');
+  t.ok(ok(q, `${qc(1)}\n${qc(2)}`), 'two calls');
+  t.notOk(q.feedText(q.initial(), `${qc(1)}\n${qc(2)}\n<`), 'no third call past maxCalls 2');
+  t.notOk(ok(q, `${qc(1)}\n<tool_call>\n{"name": "say", "arguments": {"text": "a"}}`), 'each call closed by its suffix');
+  // Llama 3.1: "; " between JSON objects
+  const l = JsonConstraint.toolCall(tools, toolFormat('"parameters": <|python_tag|>'), 16);
+  t.ok(ok(l, '{"name": "move", "parameters": {"x": 1}}; {"name": "say", "parameters": {"text": "hi"}}'));
+  t.notOk(l.feedText(l.initial(), '{"name": "move", "parameters": {"x": 1}}, {'), 'the format\'s own separator only');
+  // Mistral with [TOOL_CALLS] as a special token (id 7, no text): the grammar writes TOOL_MARKER there
+  const texts: Array<string | null> = ['a', 'b', null, 'c', 'd', 'e', 'f', null];
+  const mf = withMarkerToken(toolFormat('[TOOL_CALLS]'), { encode: (s) => (s === '[TOOL_CALLS]' ? [7] : [...s].map(() => 0)) }, texts);
+  t.equal(mf.markerId, 7);
+  t.equal(mf.open, `${TOOL_MARKER}[`);
+  const m = JsonConstraint.toolCall(tools, mf, 16);
+  t.ok(ok(m, `${TOOL_MARKER}[{"name": "move", "arguments": {"x": 1}}, {"name": "say", "arguments": {"text": "x"}}]`), 'a list of calls after the marker');
+  t.notOk(ok(m, `${TOOL_MARKER}[{"name": "move", "arguments": {"x": 1}}`), 'the list must close');
+  t.notOk(m.feedText(m.initial(), '[{"name"'), 'the marker is required');
+  t.notOk(m.feedText(m.initial(), `${TOOL_MARKER}[{"name": "say", "arguments": {"text": "${TOOL_MARKER}`), 'never inside a string');
+  // a tokenizer where the marker is plain text: the model spells it out
+  const plain = withMarkerToken(toolFormat('[TOOL_CALLS]'), { encode: (s) => [...s].map(() => 0) }, texts);
+  t.equal(plain.markerId, null);
+  t.ok(ok(JsonConstraint.toolCall(tools, plain), '[TOOL_CALLS][{"name": "move", "arguments": {"x": 1}}]'));
+  // the scanner hands out each call as its JSON closes, braces in strings included
+  const sc = new CallScanner();
+  t.same(sc.push('<tool_call>\n{"name": "say", "arguments": {"text": "}{\\"'), []);
+  t.same(sc.push('"}}\n</tool_call>\n<tool_call>\n{"name": "move", "arguments": {"x": 2}}'), [{ name: 'say', arguments: { text: '}{"' } }, { name: 'move', arguments: { x: 2 } }]);
+  // random walks over a real vocabulary: every finished answer is 1..maxCalls valid calls
+  const file = path.join(shared, 'models/stories260K/tokenizer.json');
+  if (!existsSync(file)) return;
+  const vt = vocabTexts(JSON.parse(readFileSync(file, 'utf8')), 512);
+  const masker = new ConstraintMasker(JsonConstraint.toolCall(tools, toolFormat('<tool_call>'), 3), new TokenTrie(vt), vt, 512, [2]);
+  const ajv = new Ajv({ strict: false });
+  let multi = 0;
+  let finished = 0;
+  for (let seed = 1; seed <= 60; seed++) {
+    const r = walk(masker, vt, 2, seed, 600, 0.2); // EOS less favoured: more walks go on to another call
+    if (!r.done) continue;
+    finished++;
+    const calls = new CallScanner().push(r.text) as Array<{ name: string; arguments: unknown }>;
+    t.ok(calls.length >= 1 && calls.length <= 3, `seed ${seed}: ${calls.length} calls`);
+    t.equal(r.text.split('<tool_call>').length - 1, calls.length, 'one block per call');
+    for (const call of calls) t.ok(ajv.validate(tools.find((x) => x.name === call.name)!.parameters, call.arguments), `${call.name} arguments valid`);
+    if (calls.length > 1) multi++;
+  }
+  t.ok(finished >= 40, `${finished}/60 finished`);
+  t.ok(multi >= 5, `${multi} walks made several calls`);
 });

@@ -3,7 +3,8 @@
 // given), so stop strings, tool-call detection for tool_choice "auto",
 // constrained tool calls and JSON output are tested exactly.
 import t from 'tap';
-import { ConstraintCache, serveLoop, toolFormat, type Stepper, type StepControls } from '../src/serve.js';
+import { ConstraintCache, serveLoop, type Stepper, type StepControls } from '../src/serve.js';
+import { toolFormat } from '../src/tool-format.js';
 import type { Tokenizer } from '../src/types.js';
 import type { ServeChunk, ServeOptions, ServeStats } from '../src/serve-options.js';
 
@@ -102,4 +103,19 @@ t.test('context full ends with length; a prompt that does not fit is an error', 
   t.equal(r.stats.reason, 'context_full');
   t.equal(r.stats.finishReason, 'length');
   await t.rejects(run(stepper(t, 'a', 0), {}), { code: 'SHOAL_ERR_CONTEXT_FULL' });
+});
+
+t.test('parallel tool calls (Qwen blocks): each handed out as it closes, with its index; false allows one', async (t) => {
+  const both = [{ type: 'function' as const, function: { name: 'say', parameters: { type: 'object', properties: { t: { type: 'string' } }, required: ['t'] } } }, ...tools];
+  const script = '<tool_call>\n{"name": "move", "arguments": {"x": 1}}\n</tool_call>\n<tool_call>\n{"name": "say", "arguments": {"t": "}"}}\n</tool_call>';
+  const { chunks, stats } = await run(stepper(t, script), { tools: both, toolChoice: 'auto' }, QWEN);
+  t.equal(stats.finishReason, 'tool_calls');
+  t.same(stats.toolCalls.map((c) => [c.name, JSON.parse(c.arguments)]), [['move', { x: 1 }], ['say', { t: '}' }]]);
+  const handed = chunks.map((c, i) => [i, c.toolCall] as const).filter(([, c]) => c);
+  t.same(handed.map(([, c]) => c!.index), [0, 1]);
+  t.ok(handed[0]![0] < chunks.findIndex((c) => c.token === idOf('y')), 'the first call is out before the second is generated');
+  // parallel_tool_calls false: the same script is refused at the second call
+  const fails: string[] = [];
+  await run(stepper({ fail: (m) => fails.push(m) }, script), { tools: both, toolChoice: 'required', parallelToolCalls: false }, QWEN).catch(() => {});
+  t.match(fails[0], /at 64 not allowed/, 'no second <tool_call> (nor a blank after the call)');
 });

@@ -252,6 +252,8 @@ export const GenerateArgs = z.object({
   responseFormat: ResponseFormat.optional(),
   tools: z.array(FunctionTool).min(1).max(64).optional(),
   toolChoice: ToolChoice.optional(),
+  /** false: at most one tool call per answer (default: several, each in toolCalls). */
+  parallelToolCalls: z.boolean().optional(),
   /** Stream chunk replies (default true); false = one final reply with the whole text. */
   stream: z.boolean().optional(),
 }).strict()

@@ -64,7 +64,10 @@ export class HttpApi {
     const info = toErrorInfo(err);
     const d = ((err as ShoalError).details ?? {}) as Record<string, unknown>;
     if (info.code === 'CONTEXT_LENGTH_EXCEEDED')
-      return contextLengthExceeded(Number(d.promptTokens ?? 0), Number(d.maxTokens ?? 0), Number(d.contextSize ?? 0), 'messages');
+      return contextLengthExceeded(Number(d.promptTokens ?? 0), Number(d.maxTokens ?? 0), Number(d.contextSize ?? 0), {
+        ...(typeof d.promptParam === 'string' ? { promptParam: d.promptParam } : {}),
+        ...(typeof d.maxTokensParam === 'string' ? { maxTokensParam: d.maxTokensParam } : {}),
+      });
     const e = fromDeviceCode(info.code, info.message, { retryAfterSec: this.retryAfterSec() });
     if (info.code === 'INVALID_ARGS' && typeof d.param === 'string') return new OpenAIError(400, info.message, 'invalid_request_error', 'invalid_value', d.param);
     return e;
@@ -152,7 +155,7 @@ export class HttpApi {
     const parsed: ParsedRequest = kind === 'chat' ? parseChatRequest(raw) : kind === 'completion' ? parseCompletionRequest(raw) : parseResponsesRequest(raw);
     if (!this.d.models.current && !this.d.scheduler.swapping) throw new ShoalError('NO_ACTIVE_MODEL', 'no model is active on this device yet');
     if (this.d.models.current && parsed.model !== undefined && !this.modelMatches(parsed.model)) throw modelNotFound(parsed.model, this.modelIds());
-    const input: GenerateInput = { ...parsed.options };
+    const input: GenerateInput = { ...parsed.options, promptParam: parsed.promptParam, maxTokensParam: parsed.maxTokensParam };
     if (parsed.messages) input.messages = parsed.messages; else input.prompt = parsed.prompt!;
     const chat = kind === 'chat';
     const id = `${chat ? 'chatcmpl' : kind === 'completion' ? 'cmpl' : 'resp'}-${randomUUID()}`;
@@ -180,7 +183,7 @@ export class HttpApi {
       if (chat) sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
       responses?.start();
     };
-    // Tool calls are streamed whole once known; content text as it comes.
+    // Content text is streamed as it comes, each tool call once it is complete.
     const holdText = chat && !!parsed.options.tools?.length && parsed.options.toolChoice !== 'none';
     const result: GenerateResult = await this.d.scheduler.submit({
       id, source: 'http', priority: PRIORITY_LOCAL, input, deadline: Date.now() + this.d.defaultDeadlineMs, signal: ctl.signal,
@@ -191,6 +194,13 @@ export class HttpApi {
         sse(res, chat
           ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { content: text }, logprobs: lp ? { content: chatLp(lp) } : null, finish_reason: null }] }
           : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text, logprobs: lp ? complLp(lp) : null, finish_reason: null }] });
+      } : undefined,
+      // each call as it completes: id, type and name first, then the arguments, under the call's index (the SDKs merge by index)
+      onToolCall: stream && chat ? (call) => {
+        startStream();
+        const chunk = (tc: Record<string, unknown>) => sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { tool_calls: [tc] }, logprobs: null, finish_reason: null }] });
+        chunk({ index: call.index, id: call.id, type: 'function', function: { name: call.name, arguments: '' } });
+        chunk({ index: call.index, function: { arguments: call.arguments } });
       } : undefined,
     });
     this.lastRequestMs = Date.now() - t0;
@@ -206,7 +216,6 @@ export class HttpApi {
     }
     if (stream) {
       startStream();
-      if (chat && toolCalls.length) sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { tool_calls: toolCalls }, logprobs: null, finish_reason: null }] });
       sse(res, chat
         ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finish }], usage, timings: result.timings }
         : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text: '', logprobs: null, finish_reason: finish }], usage, timings: result.timings });

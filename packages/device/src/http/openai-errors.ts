@@ -28,11 +28,25 @@ export function badParam(param: string, message: string, code = 'invalid_value')
   return new OpenAIError(400, message, 'invalid_request_error', code, param);
 }
 
-export function contextLengthExceeded(promptTokens: number, maxTokens: number, contextSize: number, param = 'messages'): OpenAIError {
-  const what = maxTokens > 0 ? `${promptTokens} tokens in the prompt plus ${maxTokens} requested for the completion` : `${promptTokens} tokens in the prompt`;
-  return new OpenAIError(400,
-    `This model's maximum context length is ${contextSize} tokens. However, you requested ${promptTokens + maxTokens} tokens (${what}). Please reduce the length of the messages or completion.`,
-    'invalid_request_error', 'context_length_exceeded', param);
+/**
+ * 400 context_length_exceeded as OpenAI words it, with the token counts.
+ * `param` is the culprit: the prompt's parameter (messages, prompt, input) when
+ * the prompt alone does not fit, else the one that asked for the completion
+ * tokens (max_tokens, max_completion_tokens, max_output_tokens).
+ */
+export function contextLengthExceeded(
+  promptTokens: number, maxTokens: number, contextSize: number,
+  opts: { promptParam?: string; maxTokensParam?: string } = {},
+): OpenAIError {
+  const promptParam = opts.promptParam ?? 'messages';
+  const maxParam = opts.maxTokensParam ?? 'max_tokens';
+  const message = maxTokens > 0
+    ? `This model's maximum context length is ${contextSize} tokens. However, you requested ${promptTokens + maxTokens} tokens ` +
+      `(${promptTokens} in the ${promptParam}, ${maxTokens} in the completion, asked for by '${maxParam}'). ` +
+      `Please reduce the length of the ${promptParam} or '${maxParam}' (at most ${Math.max(0, contextSize - promptTokens)} for this prompt).`
+    : `This model's maximum context length is ${contextSize} tokens. However, your ${promptParam} resulted in ${promptTokens} tokens ` +
+      `(at least one must stay free for the answer). Please reduce the length of the ${promptParam}.`;
+  return new OpenAIError(400, message, 'invalid_request_error', 'context_length_exceeded', maxTokens > 0 ? maxParam : promptParam);
 }
 
 export function modelNotFound(model: string, available: string[]): OpenAIError {

@@ -117,6 +117,9 @@ export interface ParsedRequest {
   messages?: ApiChatMessage[];
   prompt?: string | number[];
   options: ServeOptions;
+  /** Wire names for errors: the prompt's parameter and the one that set options.maxTokens. */
+  promptParam: 'messages' | 'prompt' | 'input';
+  maxTokensParam: 'max_tokens' | 'max_completion_tokens' | 'max_output_tokens';
 }
 
 /** `["messages", 0, "content"]` → `messages[0].content` */
@@ -205,6 +208,8 @@ export function parseChatRequest(raw: unknown): ParsedRequest {
     includeUsage: b.stream_options?.include_usage === true,
     messages: b.messages as ApiChatMessage[],
     options,
+    promptParam: 'messages',
+    maxTokensParam: b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens',
   };
 }
 
@@ -218,7 +223,7 @@ export function parseCompletionRequest(raw: unknown): ParsedRequest {
   if (b.logprobs != null && b.logprobs > 0) { options.logprobs = true; options.topLogprobs = b.logprobs; }
   else if (b.logprobs === 0) { options.logprobs = true; options.topLogprobs = 0; }
   const prompt = typeof b.prompt === 'string' ? b.prompt : typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : (b.prompt as number[]);
-  return { model: b.model, stream: b.stream === true, includeUsage: b.stream_options?.include_usage === true, prompt, options };
+  return { model: b.model, stream: b.stream === true, includeUsage: b.stream_options?.include_usage === true, prompt, options, promptParam: 'prompt', maxTokensParam: 'max_tokens' };
 }
 
 export function responseFormat(rf: z.infer<typeof ResponseFormatSchema>): ResponseFormat {

@@ -112,7 +112,9 @@ export function parseResponsesRequest(raw: unknown): ParsedRequest & { instructi
     if (typeof tc === 'object' && !b.tools!.some((t) => t.name === tc.name)) throw badParam('tool_choice', `Invalid 'tool_choice': no tool named '${tc.name}'`);
     o.toolChoice = typeof tc === 'string' ? tc : { name: tc.name };
   }
-  return { model: b.model, stream: b.stream === true, includeUsage: true, messages: toMessages(b), options: o, instructions: b.instructions ?? null };
+  if (b.parallel_tool_calls != null) o.parallelToolCalls = b.parallel_tool_calls;
+  return { model: b.model, stream: b.stream === true, includeUsage: true, messages: toMessages(b), options: o, instructions: b.instructions ?? null,
+    promptParam: 'input', maxTokensParam: 'max_output_tokens' };
 }
 
 type Emit = (ev: { type: string; [k: string]: unknown }) => void;
@@ -136,7 +138,7 @@ export class ResponsesWriter {
     return {
       id: this.id, object: 'response', created_at: this.created, status, error: null, incomplete_details: null,
       instructions: (this.req as { instructions?: string | null }).instructions ?? null, max_output_tokens: o.maxTokens ?? null,
-      model: this.model, output, parallel_tool_calls: false, previous_response_id: null,
+      model: this.model, output, parallel_tool_calls: o.parallelToolCalls !== false, previous_response_id: null,
       temperature: o.temperature ?? 0, top_p: o.topP ?? 1,
       text: { format: o.responseFormat ? (o.responseFormat.type === 'json_schema' ? { type: 'json_schema', name: o.responseFormat.name, schema: o.responseFormat.schema, strict: o.responseFormat.strict } : o.responseFormat) : { type: 'text' } },
       tool_choice: typeof o.toolChoice === 'object' ? { type: 'function', name: o.toolChoice.name } : o.toolChoice ?? 'auto',
