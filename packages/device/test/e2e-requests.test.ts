@@ -119,6 +119,11 @@ t.test('malformed input, duplicates, cancel, queue limit', { skip: engineAvailab
   const par = await fleet.request('generate', { messages: [{ role: 'user', content: 'Go' }], maxTokens: 150, temperature: 0.9, seed: 7, toolChoice: 'required', logitBias: { 2: -100 }, tools: goTools });
   const parCalls = (par.final.result as { toolCalls: Array<{ name: string; arguments: string }> }).toolCalls;
   t.ok(parCalls.length >= 2 && parCalls.every((c) => c.name === 'go' && [1, 2, 3].includes((JSON.parse(c.arguments) as { dock: number }).dock)), `${parCalls.length} calls over MQTT`);
+  // streamed: each call in its own chunk before the final reply, in order, equal to the result's
+  const streamed = par.all.filter((r) => !r.done && (r.chunk as { toolCall?: unknown }).toolCall)
+    .map((r) => (r.chunk as { toolCall: { index: number; id: string; name: string; arguments: string } }).toolCall);
+  t.same(streamed.map((c) => c.index), parCalls.map((_c, i) => i), 'one chunk per tool call, indices 0, 1, ...');
+  t.same(streamed.map(({ index: _i, ...c }) => c), parCalls, 'streamed calls equal the final toolCalls');
   const one = await fleet.request('generate', { messages: [{ role: 'user', content: 'Go' }], maxTokens: 150, temperature: 0.9, seed: 7, toolChoice: 'required', logitBias: { 2: -100 }, tools: goTools, parallelToolCalls: false });
   t.match(one.final.result, { stopReason: 'tool_calls', toolCalls: [{ name: 'go' }] });
   t.equal((one.final.result as { toolCalls: unknown[] }).toolCalls.length, 1, 'parallelToolCalls false: one call');

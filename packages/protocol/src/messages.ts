@@ -324,8 +324,12 @@ export const GenerateResult = z.object({
 });
 export type GenerateResult = z.infer<typeof GenerateResult>;
 
-/** A streamed piece of a generate reply. */
-export const GenerateChunk = z.object({ text: z.string(), tokens: z.number().int().nonnegative(), logprobs: z.array(TokenLogprob).optional() });
+/** A streamed piece of a generate reply: text, or (text '', tokens 0) one tool call as soon as it is complete. */
+export const GenerateChunk = z.object({
+  text: z.string(), tokens: z.number().int().nonnegative(), logprobs: z.array(TokenLogprob).optional(),
+  /** index: its place in result.toolCalls (0, 1, ...) */
+  toolCall: z.object({ index: z.number().int().nonnegative(), id: z.string(), name: z.string(), arguments: z.string() }).strict().optional(),
+}).strict();
 export type GenerateChunk = z.infer<typeof GenerateChunk>;
 
 /**
