@@ -298,6 +298,24 @@ t.test('OpenAI client against the device', { skip, timeout: 240_000 }, async (t)
       tools: tools.map((x) => ({ type: 'function' as const, name: x.function.name, parameters: x.function.parameters!, strict: true })) });
     t.equal(rs1.output.filter((o) => o.type === 'function_call').length, 1, 'Responses: parallel_tool_calls false → one call');
     t.equal(rs1.parallel_tool_calls, false);
+    // streamed: each call's events (added → arguments delta → arguments done → item done) once, at
+    // consecutive output indices, and the completed response lists the same items
+    const rss = await client.responses.create({ model: 'stories', input: 'Once upon a time', max_output_tokens: 160, temperature: 0.9, tool_choice: 'required', stream: true,
+      tools: tools.map((x) => ({ type: 'function' as const, name: x.function.name, parameters: x.function.parameters!, strict: true })) });
+    const evs: Array<{ type: string; output_index?: number; item?: { type: string; id?: string; arguments?: string } ; response?: OpenAI.Responses.Response }> = [];
+    for await (const ev of rss) evs.push(ev as (typeof evs)[number]);
+    const done = evs.filter((e) => e.type === 'response.output_item.done' && e.item?.type === 'function_call');
+    const added = evs.filter((e) => e.type === 'response.output_item.added' && e.item?.type === 'function_call');
+    const completed = evs[evs.length - 1]!.response!;
+    const finalCalls = completed.output.filter((o) => o.type === 'function_call');
+    t.ok(done.length >= 1 && done.length === added.length && done.length === finalCalls.length, `${done.length} streamed calls, each added and done once`);
+    t.same(done.map((e) => e.output_index), finalCalls.map((_c, i) => i), 'output indices 0, 1, ...');
+    t.same(done.map((e) => e.item), finalCalls, 'the completed response lists the streamed calls');
+    for (const [i, d] of done.entries()) {
+      const seq = evs.filter((e) => e.output_index === i).map((e) => e.type);
+      t.same(seq, ['response.output_item.added', 'response.function_call_arguments.delta', 'response.function_call_arguments.done', 'response.output_item.done'], `call ${i}: events in order`);
+      t.ok(d.item?.arguments && JSON.parse(d.item.arguments), `call ${i}: arguments parse`);
+    }
   });
 
   t.test('Responses API: text, instructions, stream events, max_output_tokens, structured output, tools', async (t) => {

@@ -196,8 +196,9 @@ export class HttpApi {
           : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text, logprobs: lp ? complLp(lp) : null, finish_reason: null }] });
       } : undefined,
       // each call as it completes: id, type and name first, then the arguments, under the call's index (the SDKs merge by index)
-      onToolCall: stream && chat ? (call) => {
+      onToolCall: stream && (chat || kind === 'responses') ? (call) => {
         startStream();
+        if (kind === 'responses') return responses!.toolCall(call);
         const chunk = (tc: Record<string, unknown>) => sse(res, { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: { tool_calls: [tc] }, logprobs: null, finish_reason: null }] });
         chunk({ index: call.index, id: call.id, type: 'function', function: { name: call.name, arguments: '' } });
         chunk({ index: call.index, function: { arguments: call.arguments } });

@@ -125,6 +125,9 @@ export class ResponsesWriter {
   private text = '';
   private readonly msgId = `msg_${randomUUID().replaceAll('-', '')}`;
   private opened = false;
+  private closed = false;
+  /** call ids whose events were streamed as the call completed */
+  private readonly streamedCalls = new Set<string>();
 
   constructor(private readonly id: string, private readonly created: number, private readonly model: string,
     private readonly req: ParsedRequest, private readonly emit: Emit | null) {}
@@ -166,30 +169,50 @@ export class ResponsesWriter {
     this.send('response.output_text.delta', { item_id: this.msgId, output_index: 0, content_index: 0, delta: text, logprobs: [] });
   }
 
+  private messageItem(text: string): Record<string, unknown> {
+    return { id: this.msgId, type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] };
+  }
+
+  private closeMessage(text: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.openMessage();
+    const item = this.messageItem(text);
+    this.send('response.output_text.done', { item_id: this.msgId, output_index: 0, content_index: 0, text, logprobs: [] });
+    this.send('response.content_part.done', { item_id: this.msgId, output_index: 0, content_index: 0, part: (item.content as unknown[])[0] });
+    this.send('response.output_item.done', { output_index: 0, item });
+  }
+
+  private functionCallItem(c: { id: string; name: string; arguments: string }): Record<string, unknown> {
+    return { id: `fc_${c.id}`, type: 'function_call', status: 'completed', call_id: c.id, name: c.name, arguments: c.arguments };
+  }
+
+  private sendFunctionCall(c: { id: string; name: string; arguments: string }, output_index: number): void {
+    const item = this.functionCallItem(c);
+    this.send('response.output_item.added', { output_index, item: { ...item, status: 'in_progress', arguments: '' } });
+    this.send('response.function_call_arguments.delta', { item_id: item.id, output_index, delta: c.arguments });
+    this.send('response.function_call_arguments.done', { item_id: item.id, output_index, arguments: c.arguments });
+    this.send('response.output_item.done', { output_index, item });
+    this.streamedCalls.add(c.id);
+  }
+
+  /** A tool call as soon as it is complete (streaming): after the message item when text came first. */
+  toolCall(c: { index: number; id: string; name: string; arguments: string }): void {
+    if (!this.emit) return;
+    if (this.opened) this.closeMessage(this.text);
+    this.sendFunctionCall(c, (this.opened ? 1 : 0) + c.index);
+  }
+
   /** The final response object (also sent as response.completed when streaming). */
   finish(r: GenerateResult): Record<string, unknown> {
     const output: Array<Record<string, unknown>> = [];
-    const part = { type: 'output_text', text: r.text, annotations: [], logprobs: [] };
     if (r.text || !r.toolCalls?.length) {
-      const item = { id: this.msgId, type: 'message', status: 'completed', role: 'assistant', content: [part] };
-      if (this.emit) {
-        this.openMessage();
-        this.send('response.output_text.done', { item_id: this.msgId, output_index: 0, content_index: 0, text: r.text, logprobs: [] });
-        this.send('response.content_part.done', { item_id: this.msgId, output_index: 0, content_index: 0, part });
-        this.send('response.output_item.done', { output_index: 0, item });
-      }
-      output.push(item);
+      if (this.emit) this.closeMessage(r.text);
+      output.push(this.messageItem(r.text));
     }
     for (const c of r.toolCalls ?? []) {
-      const item = { id: `fc_${c.id}`, type: 'function_call', status: 'completed', call_id: c.id, name: c.name, arguments: c.arguments };
-      const output_index = output.length;
-      if (this.emit) {
-        this.send('response.output_item.added', { output_index, item: { ...item, status: 'in_progress', arguments: '' } });
-        this.send('response.function_call_arguments.delta', { item_id: item.id, output_index, delta: c.arguments });
-        this.send('response.function_call_arguments.done', { item_id: item.id, output_index, arguments: c.arguments });
-        this.send('response.output_item.done', { output_index, item });
-      }
-      output.push(item);
+      if (this.emit && !this.streamedCalls.has(c.id)) this.sendFunctionCall(c, output.length);
+      output.push(this.functionCallItem(c));
     }
     const incomplete = r.stopReason === 'max_tokens' || r.stopReason === 'context_full';
     const usage = {
