@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 ADDON := native/build/Release/shoal.node
 NATIVE_TEST_DIR := native/build-tests
 
-.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench bench-peer bench-moe demo fuzz clean trials
+.PHONY: all deps native ts native-tests test test-native test-ts check-layout bench bench-peer bench-ab bench-moe demo fuzz clean trials
 
 all: native ts web
 
@@ -94,6 +94,18 @@ bench-moe: native-tests
 # under .bench/peer for this benchmark only; a random Q4_0 GGUF of the same shape is written
 # by native/tools/make-gguf; the engines run alternately, 3 pairs at 1 and 2 threads, 512-token
 # prompt then 128 decoded. Takes minutes and wants an idle machine: not part of `make test`.
+# This engine against itself at another revision (REV=<commit>), same model, A B A B:
+# the other revision's shoal-run is built in a worktree under .bench/ab-<rev>.
+bench-ab: native-tests
+	@[ -n "$(REV)" ] || { echo "usage: make bench-ab REV=<commit>"; exit 2; }
+	@mkdir -p $(BENCH_DIR)
+	@[ -f $(BENCH_MODEL)/config.json ] || node $(CLI_MAIN) gen-model --shape tinyllama-1.1b --quant awq-w4g128 --out $(BENCH_MODEL)
+	@[ -d $(BENCH_DIR)/ab-$(REV) ] || git worktree add --detach $(BENCH_DIR)/ab-$(REV) $(REV)
+	cmake -S $(BENCH_DIR)/ab-$(REV)/native -B $(BENCH_DIR)/ab-$(REV)/native/build-tests -DCMAKE_BUILD_TYPE=Release -DSHOAL_TESTS=ON >/dev/null
+	cmake --build $(BENCH_DIR)/ab-$(REV)/native/build-tests --target shoal-run --parallel $(JOBS)
+	node scripts/bench-ab.mjs --a $(BENCH_DIR)/ab-$(REV)/native/build-tests/shoal-run --b native/build-tests/shoal-run \
+	  --model $(BENCH_MODEL) --label-a $(REV) --label-b HEAD --out $(BENCH_DIR)/ab-$(REV).json
+
 # PEER_SHAPE=llama-2-7b for the 7B shape (a 3.9 GB checkpoint and a 3.8 GB GGUF under .bench).
 PEER_SHAPE ?= tinyllama-1.1b
 PEER_MODEL := $(BENCH_DIR)/$(PEER_SHAPE)-awq-w4g128
