@@ -274,7 +274,7 @@ export function baseConfig(opts: { deviceId: string; brokerUrl: string; storeDir
     engine: { threads: 1, contextSize: 256, maxTokens: 32 },
     health: { timeoutSec: 30, tokens: 4 },
     download: { retries: 5, idleTimeoutSec: 5, progressIntervalMs: 100 },
-    shutdown: { drainTimeoutSec: 10 },
+    shutdown: { drainTimeoutSec: 30 },
     ...rest,
   };
 }
