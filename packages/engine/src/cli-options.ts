@@ -1,7 +1,7 @@
 // cli-options.ts — option parsing shared by the engine's commands.
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { KV_CACHE_TYPES, LM_HEAD_MODES } from './types.js';
-import type { Backend, GenerateOptions, Isa, KvCacheType, LmHeadMode, LoadOptions } from './types.js';
+import { KV_CACHE_TYPES, LM_HEAD_MODES, PRECISIONS } from './types.js';
+import type { Backend, GenerateOptions, Isa, KvCacheType, LmHeadMode, LoadOptions, Precision } from './types.js';
 
 export function intArg(name: string, min = -Infinity) {
   return (v: string): number => {
@@ -27,6 +27,7 @@ export function addLoadOptions(cmd: Command): Command {
     .option('--isa <name>', 'CPU kernels: auto | scalar | avx2 | avx512 | neon | neon-dotprod', 'auto')
     .addOption(new Option('--kv-cache <type>', 'KV cache: f16 | f32 | q8 (int8, CPU only)').choices(KV_CACHE_TYPES).default('f16'))
     .addOption(new Option('--lm-head <mode>', 'output matrix: native | q8 (int8, half the bytes of f16)').choices(LM_HEAD_MODES).default('native'))
+    .addOption(new Option('--precision <p>', 'quantized linears: fast (int8 activations) | exact (f32 math, for checks against a float64 reference; CPU)').choices(PRECISIONS).default('fast'))
     .option('--expert-cache <file>', 'MoE: file of the repacked experts, mapped so only routed experts are resident: auto (under $SHOAL_CACHE_DIR or ~/.cache/shoal) | off | a path', 'auto');
 }
 
@@ -42,7 +43,7 @@ export function addSamplingOptions(cmd: Command): Command {
     .option('-n, --max-tokens <n>', 'tokens to generate at most', intArg('--max-tokens', 0), 256);
 }
 
-export interface LoadFlags { model: string; threads: number; backend: string; isa: string; kvCache: string; lmHead: string; expertCache?: string }
+export interface LoadFlags { model: string; threads: number; backend: string; isa: string; kvCache: string; lmHead: string; expertCache?: string; precision?: string }
 export interface SamplingFlags {
   temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number;
   repeatLastN: number; seed: number; maxTokens: number;
@@ -52,6 +53,7 @@ export const loadOptions = (f: LoadFlags): LoadOptions => ({
   threads: f.threads, backend: f.backend as Backend, isa: f.isa as Isa,
   kvCache: f.kvCache as KvCacheType, lmHead: f.lmHead as LmHeadMode,
   ...(f.expertCache !== undefined ? { expertCache: f.expertCache } : {}),
+  ...(f.precision !== undefined ? { precision: f.precision as Precision } : {}),
 });
 
 export const generateOptions = (f: SamplingFlags): GenerateOptions => ({
