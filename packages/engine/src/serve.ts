@@ -121,6 +121,10 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
   let mode: 'free' | 'detect' | 'constrained' = c && c.mode !== 'tool-auto' ? 'constrained' : c ? 'detect' : 'free';
   let state: State | null = c && mode === 'constrained' ? c.masker.constraint.initial() : null;
   let held = ''; // detect mode: text that may be the start of a tool call
+  // free text after which a call may still come (tool_choice auto, formats with a distinct marker):
+  // `pending` holds back a tail that may be the start of the marker text
+  const watch = c?.mode === 'tool-auto' && ctx.toolFormat.afterText;
+  let pending = '';
   let content = '';
   const f = ctx.toolFormat;
   const calls = new CallScanner(); // tool-call text → each call's JSON as it closes
@@ -192,6 +196,36 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
         done = callChunks(piece);
         piece = '';
       }
+      let callAfterText = false;
+      if (mode === 'free' && watch) {
+        if (f.markerId !== null) {
+          if (r.token === f.markerId) {
+            state = c!.masker.advance(c!.masker.constraint.initial(), r.token);
+            mode = 'constrained';
+            callAfterText = true;
+            piece = '';
+          }
+        } else {
+          pending += piece;
+          const at = pending.indexOf(f.trigger);
+          const s = at >= 0 ? c!.masker.constraint.feedText(c!.masker.constraint.initial(), pending.slice(at)) : null;
+          if (s) {
+            // the text before the marker is content; the marker starts the calls
+            done = callChunks(pending.slice(at));
+            piece = pending.slice(0, at);
+            state = s;
+            mode = 'constrained';
+            callAfterText = true;
+            pending = '';
+          } else {
+            // hold back the longest tail that could begin the marker
+            let k = at >= 0 ? 0 : Math.min(pending.length, f.trigger.length - 1);
+            while (k > 0 && !f.trigger.startsWith(pending.slice(pending.length - k))) k--;
+            piece = pending.slice(0, pending.length - k);
+            pending = pending.slice(pending.length - k);
+          }
+        }
+      }
       if (piece) {
         const s = stop.push(piece);
         content += s.text;
@@ -200,6 +234,11 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
       } else {
         yield { token: r.token, text: '', ...lp };
       }
+      if (callAfterText) {
+        // a partial stop-string match held back in the content is content after all
+        const rest = stop.flush();
+        if (rest) { content += rest; yield { token: -1, text: rest }; }
+      }
       for (const d of done) yield d;
     }
     if (!stoppedByString) {
@@ -207,6 +246,7 @@ export async function* serveLoop(ctx: ServeContext, prompt: number[], o: ServeOp
       let tail = decoder.flush();
       if (mode === 'constrained' && c!.mode !== 'json') { for (const d of callChunks(tail)) yield d; tail = ''; }
       if (mode === 'detect') { tail = held + tail; held = ''; }
+      if (pending) { tail = pending + tail; pending = ''; }
       const s = stop.push(tail);
       const rest = s.stopped ? s.text : s.text + stop.flush();
       if (rest) { content += rest; yield { token: -1, text: rest }; }

@@ -39,14 +39,20 @@ export interface ToolFormat {
   native: boolean;
   /** The template renders only one call per assistant message (Llama 3.1 raises on more). */
   oneCallPerMessage: boolean;
+  /**
+   * Calls may follow text (tool_choice auto): the marker cannot be mistaken for prose, so it is
+   * watched for all along (Qwen3 thinks first, then calls). Llama-3.1 JSON and the system-prompt
+   * format: only an answer that starts as a call is one.
+   */
+  afterText: boolean;
 }
 
 export function toolFormat(templateText: string): ToolFormat {
-  const base = { callPrefix: '', callSuffix: '', separator: '\n', open: '', close: '', argsKey: 'arguments' as const, marker: null, markerId: null, native: true, oneCallPerMessage: false };
+  const base = { callPrefix: '', callSuffix: '', separator: '\n', open: '', close: '', argsKey: 'arguments' as const, marker: null, markerId: null, native: true, oneCallPerMessage: false, afterText: false };
   if (templateText.includes('<tool_call>'))
-    return { ...base, callPrefix: '<tool_call>\n', callSuffix: '\n</tool_call>', trigger: '<tool_call>' };
+    return { ...base, callPrefix: '<tool_call>\n', callSuffix: '\n</tool_call>', trigger: '<tool_call>', afterText: true };
   if (templateText.includes('[TOOL_CALLS]'))
-    return { ...base, open: '[TOOL_CALLS][', separator: ', ', close: ']', trigger: '[TOOL_CALLS]', marker: '[TOOL_CALLS]' };
+    return { ...base, open: '[TOOL_CALLS][', separator: ', ', close: ']', trigger: '[TOOL_CALLS]', marker: '[TOOL_CALLS]', afterText: true };
   if (templateText.includes('"parameters": ') && /ipython|python_tag/.test(templateText))
     return { ...base, separator: '; ', argsKey: 'parameters', trigger: '{"name"', oneCallPerMessage: /tool_calls\s*\|\s*length\s*[!=]=\s*1\b/.test(templateText) };
   return { ...base, trigger: '{"name"', native: false };

@@ -82,6 +82,30 @@ t.test('tool_choice auto: plain text that is not a call is released', async (t) 
   t.equal(st.masked, 0, 'never constrained');
 });
 
+t.test('tool_choice auto: a call after text (Qwen3 thinks first) is detected; the text stays content', async (t) => {
+  const st = stepper(t, '<think>\nx is 3\n</think>\n\n<tool_call>\n{"name": "move", "arguments": {"x":3}}\n</tool_call>');
+  const { chunks, stats } = await run(st, { tools, toolChoice: 'auto' }, QWEN);
+  t.equal(stats.finishReason, 'tool_calls');
+  t.same(stats.toolCalls.map((c) => [c.name, c.arguments]), [['move', '{"x":3}']]);
+  t.equal(stats.text, '<think>\nx is 3\n</think>\n\n', 'content: the text before the marker');
+  t.equal(chunks.map((c) => c.text).join(''), stats.text, 'streamed content never shows a piece of the marker');
+  t.ok(st.masked > 20, 'constrained once the marker was written');
+  // Mistral's marker as text (no special token in this vocabulary)
+  const ms = stepper(t, 'Sure. [TOOL_CALLS][{"name": "move", "arguments": {"x": 2}}]');
+  const m = await run(ms, { tools, toolChoice: 'auto' }, '[TOOL_CALLS]');
+  t.same(m.stats.toolCalls.map((c) => [c.name, c.arguments]), [['move', '{"x":2}']]);
+  t.equal(m.stats.text, 'Sure. ');
+  // text that only looks like the marker's start, and a stop string next to it
+  const near = await run(stepper(t, 'a <tool b <tool_cal END c'), { tools, toolChoice: 'auto', stop: ['END'] }, QWEN);
+  t.equal(near.stats.text, 'a <tool b <tool_cal ', 'held-back marker prefixes released as content');
+  t.equal(near.chunks.map((c) => c.text).join(''), near.stats.text);
+  t.equal(near.stats.reason, 'stop_string');
+  // Llama-3.1 JSON: a call must be the whole answer, not follow text
+  const ll = await run(stepper(t, 'ok {"name": "move", "parameters": {"x": 1}}'), { tools, toolChoice: 'auto' }, '"parameters": ... <|python_tag|>');
+  t.equal(ll.stats.toolCalls.length, 0);
+  t.equal(ll.stats.text, 'ok {"name": "move", "parameters": {"x": 1}}');
+});
+
 t.test('tool_choice required / named: constrained from the first token (Llama-3.1 format)', async (t) => {
   const llama = '"parameters": ... <|python_tag|>';
   const st = stepper(t, '{"name": "move", "parameters": {"x": -12}}');
