@@ -3,3 +3,4 @@ export * from './shared.js';
 export * from './engine.js';
 export * from './numeric.js';
 export * from './system.js';
+export * from './prom-lint.js';
