@@ -46,7 +46,7 @@ for (const r of results.filter((x) => 'emitted' in x)) {
 }
 const mem = results.filter((x) => 'rssLast' in x);
 if (mem.length) {
-  rows.push('', '| memory trial | RSS after the first tenth | RSS after the last | growth | failed requests | time |', '|---|---|---|---|---|---|');
-  for (const r of mem) rows.push(`| ${r.requests} requests, ${r.deployments} deployments | ${(r.rssFirstTenth / 2 ** 20).toFixed(1)} MiB | ${(r.rssLast / 2 ** 20).toFixed(1)} MiB | ${r.growthPct} % | ${r.failedRequests} | ${r.seconds} s |`);
+  rows.push('', '| memory trial | RSS after the first tenth | RSS after the last | growth | trend from the first tenth on | peak | failed requests | time |', '|---|---|---|---|---|---|---|---|');
+  for (const r of mem) rows.push(`| ${r.requests} requests, ${r.deployments} deployments | ${(r.rssFirstTenth / 2 ** 20).toFixed(1)} MiB | ${(r.rssLast / 2 ** 20).toFixed(1)} MiB | ${r.growthPct} % | ${r.slopeKiBPerDeployment} KiB per deployment | ${(r.rssPeak / 2 ** 20).toFixed(1)} MiB | ${r.failedRequests} | ${r.seconds} s |`);
 }
 console.log(rows.join('\n'));

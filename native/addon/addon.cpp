@@ -5,6 +5,10 @@
 #include <string>
 #include "addon-ops.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace shoal_addon {
 
 static Napi::Value CpuFeatures(const Napi::CallbackInfo & info) {
@@ -20,6 +24,19 @@ static Napi::Value MeasureBandwidth(const Napi::CallbackInfo & info) {
     return Napi::Number::New(info.Env(), shoal_measure_read_bandwidth(threads, (size_t)bytes, reps));
 }
 
+// trimNativeHeap() → true when memory went back to the system. glibc keeps freed
+// memory in its arenas: after large buffers are freed (a model replaced, a download
+// hashed) the main arena can hold tens of MB the process no longer uses, and RSS
+// depends on what happened to be freed last. malloc_trim(0) returns every free page
+// of every arena (glibc >= 2.8); other C libraries: no-op.
+static Napi::Value TrimNativeHeap(const Napi::CallbackInfo & info) {
+#if defined(__GLIBC__)
+    return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+    return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     env.SetInstanceData(new AddonData());
     exports.Set("loadModel", Napi::Function::New(env, LoadModel));
@@ -27,6 +44,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("AddonSession", AddonSession::Init(env));
     exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures));
     exports.Set("measureBandwidth", Napi::Function::New(env, MeasureBandwidth));
+    exports.Set("trimNativeHeap", Napi::Function::New(env, TrimNativeHeap));
     Napi::Object codes = Napi::Object::New(env);
     // every status the header defines (the enum only grows; unknown names end the list)
     for (int s = SHOAL_OK; std::string(shoal_status_name((shoal_status)s)) != "SHOAL_ERR_UNKNOWN"; s++)

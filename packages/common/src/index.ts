@@ -6,3 +6,4 @@ export * from './checkout.js';
 export * from './errors.js';
 export * from './hf-cache.js';
 export * from './timers.js';
+export * from './metrics.js';

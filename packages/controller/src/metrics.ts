@@ -2,6 +2,7 @@
 // Names follow the Prometheus conventions: snake_case, a `shoal_controller_` prefix, base
 // units (seconds), `_total` on counters only.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { removeMisnamedTotals } from '@shoal/common';
 import type { Storage, RolloutStatus } from './storage/types.js';
 
 export const ROLLOUT_STATES: readonly RolloutStatus[] = ['running', 'paused', 'succeeded', 'failed', 'aborted'];
@@ -26,12 +27,7 @@ export class ControllerMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'shoal_controller_' });
-    // prom-client's nodejs_active_{handles,requests,resources}_total are gauges, and a `_total`
-    // suffix is reserved for counters (promtool check metrics rejects them): leave them out
-    for (const m of this.registry.getMetricsAsArray()) {
-      const { name, type } = m as unknown as { name: string; type: string };
-      if (name.endsWith('_total') && String(type) !== 'counter') this.registry.removeSingleMetric(name);
-    }
+    removeMisnamedTotals(this.registry);
   }
 
   /** Gauges computed from storage at scrape time. */

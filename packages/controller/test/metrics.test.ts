@@ -1,9 +1,10 @@
 // /metrics: prom-client exposition with the controller's metrics; every metric name follows
-// the Prometheus conventions (checked with promtool when installed, else with the rules here).
+// the Prometheus conventions (testkit's lintExposition, and promtool when installed).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { api, startBroker, startTestController, tmpDir, TOKEN } from '@shoal/testkit/fleet';
+import { lintExposition, parseExposition } from '@shoal/testkit';
 
 function hasPromtool(): boolean {
   try { execFileSync('promtool', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
@@ -27,17 +28,9 @@ t.test('controller /metrics', async (t) => {
     t.ok(text.includes(m), `exposes ${m}`);
   }
   t.match(text, /shoal_controller_api_request_duration_seconds_count\{method="GET",route="\/api\/devices\/:id",code="404"\} 1/, 'latency by route template and status');
-  // exposition-format rules: names [a-zA-Z_:][a-zA-Z0-9_:]*, snake_case, counters end in _total,
-  // units in base units (no _ms/_milliseconds/_kb), HELP and TYPE for each family
-  const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => ({ name: m[1]!, type: m[2]! }));
-  t.ok(families.length > 10);
-  for (const f of families) {
-    t.match(f.name, /^[a-z_][a-z0-9_]*$/, `${f.name}: snake_case`);
-    if (f.type === 'counter') t.match(f.name, /_total$/, `${f.name}: counter ends in _total`);
-    else t.notMatch(f.name, /_total$/, `${f.name}: only counters end in _total`);
-    t.notMatch(f.name, /_(ms|milliseconds|kb|mb|percent)(_|$)/, `${f.name}: base units`);
-    t.ok(text.includes(`# HELP ${f.name} `), `${f.name}: has HELP`);
-  }
+  // the naming rules promtool check metrics enforces (testkit/src/prom-lint.ts)
+  t.same(lintExposition(text), [], 'no Prometheus naming rule broken');
+  t.ok(parseExposition(text).families.length > 10);
   if (hasPromtool()) {
     const out = execFileSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     t.equal(out.trim(), '', `promtool check metrics: ${out}`);

@@ -17,6 +17,7 @@ import { onDesired } from './mqtt/desired.js';
 import { opHandlers } from './mqtt/handlers/index.js';
 import { ModelLoader, loadRealEngine, type LoadModelFn } from './model/loader.js';
 import { ActiveModel } from './model/active-model.js';
+import { releaseMemory } from './model/release-memory.js';
 import { Scheduler } from './scheduler.js';
 import { TelemetryService } from './telemetry/service.js';
 import { HttpApi } from './http/api.js';
@@ -29,8 +30,10 @@ import type { Service } from './service.js';
 export { AGENT_VERSION };
 
 export interface DaemonOptions {
-  /** Engine entry point; defaults to @shoal/engine. */
+  /** Engine entry point; defaults to @shoal/engine (with its trimNativeHeap). */
   loadModel?: LoadModelFn;
+  /** Returns freed C-heap memory to the system after model operations (with a full GC first); defaults to @shoal/engine's with the real engine. */
+  trimNativeHeap?: () => boolean;
   logger?: Logger;
 }
 
@@ -122,7 +125,8 @@ export class DeviceDaemon {
   /** Builds every component (no I/O besides opening the outbox), then starts the services in order. */
   async start(): Promise<void> {
     const { cfg } = this;
-    const loadModel = this.opts.loadModel ?? (await loadRealEngine());
+    const engine = this.opts.loadModel ? { loadModel: this.opts.loadModel, trimNativeHeap: this.opts.trimNativeHeap } : await loadRealEngine();
+    const { loadModel, trimNativeHeap } = engine;
     this.outbox = new Outbox(path.join(cfg.store.dir, '.state', 'outbox.sqlite'), cfg.outbox.maxEvents);
     const loader = new ModelLoader(loadModel, { threads: cfg.engine.threads, backend: cfg.engine.backend, kvCache: cfg.engine.kvCache, lmHead: cfg.engine.lmHead, expertCache: cfg.engine.expertCache, contextSize: cfg.engine.contextSize, health: cfg.health });
     this.active = new ActiveModel(this.store, loader);
@@ -151,6 +155,7 @@ export class DeviceDaemon {
         this.emit(t, d);
       },
       changed: () => this.changed(),
+      releaseMemory: () => releaseMemory(trimNativeHeap),
     });
     this.telemetry = new TelemetryService({
       deviceId: cfg.deviceId, storeDir: cfg.store.dir, sysfsRoot: cfg.jetson.sysfsRoot,

@@ -1,5 +1,8 @@
-// Prometheus metrics of the daemon (prom-client, own registry).
+// Prometheus metrics of the daemon (prom-client, own registry), served at GET /metrics.
+// Names follow the Prometheus conventions (packages/device/test/metrics.test.ts checks the
+// exposition): snake_case, base units (seconds, bytes), `_total` on counters only.
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import { removeMisnamedTotals } from '@shoal/common';
 
 export class DeviceMetrics {
   readonly registry = new Registry();
@@ -14,6 +17,7 @@ export class DeviceMetrics {
   readonly otaBytes = new Counter({ name: 'shoal_ota_download_bytes_total', help: 'Bytes downloaded for model packages', registers: [this.registry] });
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'shoal_device_' });
+    removeMisnamedTotals(this.registry);
   }
   /** Called before each scrape (set by the owner) to refresh gauges. */
   refresh: () => void = () => {};

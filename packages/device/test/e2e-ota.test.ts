@@ -9,7 +9,7 @@ import t from 'tap';
 import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { State, Reply, Event } from '@shoal/protocol';
-import { skipUnlessInstalled } from '@shoal/testkit';
+import { lintExposition, skipUnlessInstalled } from '@shoal/testkit';
 import {
   engineAvailable, startAedes, startMosquitto, makeKeys, tmpDir, buildPackage, startPackageServer,
   baseConfig, writeDeviceConfig, startDaemon, FleetClient, cleanup, waitFor, type BuiltPackage, type PackageServer,
@@ -93,6 +93,7 @@ t.test(`OTA lifecycle over ${kind} with the real engine`, { skip, timeout: 90_00
   const metrics = await (await fetch(`${base}/metrics`)).text();
   t.match(metrics, /shoal_requests_total\{source="http",outcome="ok"\} 2/);
   t.match(metrics, /shoal_active_model_info\{name="stories",version="1.0.0"\} 1/);
+  t.same(lintExposition(metrics), [], 'the live exposition passes the Prometheus naming rules');
   const badBody = await fetch(`${base}/v1/chat/completions`, { method: 'POST', body: '{"messages": 5}' });
   t.equal(badBody.status, 400);
   t.match((await badBody.json() as { error: { code: string; param: string } }).error, { code: 'invalid_value', param: 'messages' });

@@ -60,6 +60,8 @@ export interface Addon {
   cpuFeatures(): string;
   /** Memory read bandwidth in GB/s (blocks the calling thread). */
   measureBandwidth(threads: number, bytes: number, reps: number): number;
+  /** malloc_trim(0) on glibc: free pages of the C heap go back to the system; true when some did. */
+  trimNativeHeap(): boolean;
   statusCodes: Record<string, number>;
   /** Single backend ops on f32 arrays, on a worker thread (addon-ops.cpp); used by the AWQ quantizer. */
   ops: AddonOps;

@@ -224,6 +224,15 @@ class EngineSession implements Session {
   }
 }
 
+/**
+ * Returns the C heap's free pages to the system (glibc malloc_trim; a no-op elsewhere).
+ * Call after releasing a model: glibc otherwise keeps what was freed in its arenas, so RSS
+ * stays at its high-water mark. Returns true when some memory was released.
+ */
+export function trimNativeHeap(): boolean {
+  return addon().trimNativeHeap();
+}
+
 /** CPU kernel sets compiled in and supported here, e.g. "scalar avx2 avx512". */
 export function cpuIsas(): string[] {
   return addon().cpuFeatures().split(/\s+/).filter(Boolean);

@@ -4,3 +4,4 @@ export * from './engine.js';
 export * from './numeric.js';
 export * from './logits.js';
 export * from './system.js';
+export * from './prom-lint.js';

@@ -26,10 +26,10 @@ export interface ModelLoaderOptions {
 }
 
 /** Loads the engine (@shoal/engine) at run time, so tests can run the daemon logic without the addon. */
-export async function loadRealEngine(): Promise<LoadModelFn> {
-  const mod = (await import('@shoal/engine')) as { loadModel?: LoadModelFn };
-  if (typeof mod.loadModel !== 'function') throw new ShoalError('INTERNAL', '@shoal/engine does not export loadModel');
-  return mod.loadModel;
+export async function loadRealEngine(): Promise<{ loadModel: LoadModelFn; trimNativeHeap: () => boolean }> {
+  const mod = (await import('@shoal/engine')) as { loadModel?: LoadModelFn; trimNativeHeap?: () => boolean };
+  if (typeof mod.loadModel !== 'function' || typeof mod.trimNativeHeap !== 'function') throw new ShoalError('INTERNAL', '@shoal/engine does not export loadModel and trimNativeHeap');
+  return { loadModel: mod.loadModel, trimNativeHeap: mod.trimNativeHeap };
 }
 
 /** The model requests run on, and the context size a session of it gets (the scheduler's view). */

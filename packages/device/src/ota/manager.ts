@@ -42,6 +42,8 @@ export interface OtaDeps {
   log: Logger;
   emit(type: EventType, data: Record<string, unknown>): void;
   changed(): void;
+  /** Returns garbage and freed C-heap pages to the system (model/release-memory.ts); run after every model operation. */
+  releaseMemory?(): void;
 }
 
 export function freeBytes(dir: string): number {
@@ -75,11 +77,20 @@ export class OtaManager {
     if (this.phase !== p) { this.phase = p; this.d.changed(); }
   }
 
-  /** Serializes model operations (converge, activate, rollback, remove). */
+  /**
+   * Serializes model operations (converge, activate, rollback, remove). After each, memory is
+   * released: a replaced model, a download and its hashing leave large buffers that V8 and glibc
+   * would otherwise keep (model/release-memory.ts).
+   */
   private withLock<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.lock.then(fn, fn);
+    const run = () => fn().finally(() => this.releaseMemory());
+    const p = this.lock.then(run, run);
     this.lock = p.catch(() => {});
     return p;
+  }
+
+  private releaseMemory(): void {
+    try { this.d.releaseMemory?.(); } catch (e) { this.d.log.warn({ err: (e as Error).message }, 'releasing memory failed'); }
   }
 
   /** Loads the active model from the store at start-up (falls back to previous). */

@@ -1,7 +1,10 @@
 // Memory over a long life: one `shoal device` daemon (child process, real engine) serves
 // generation requests over its HTTP API and installs one deployment after another (each a
 // new version: download, verify, health check, swap, GC). RSS of the daemon is read from
-// /proc after the first tenth of the work and after the last; a leak shows as growth.
+// /proc after the first tenth of the work and after the last; a leak shows as growth. One
+// RSS reading is noisy (V8 collects when it likes, the C heap keeps what it freed until
+// trimmed), so RSS is also read after every deployment and the least-squares slope from the
+// baseline on is reported: a leak is a slope, noise is not.
 // Used by packages/devkit/test/memory.test.ts (short) and scripts/trials.ts (long).
 import { spawn } from 'node:child_process';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
@@ -21,6 +24,8 @@ export interface MemoryOptions {
   dir: string; modelDir: string; requests: number; deployments: number;
   /** Deployments (with their share of requests) before the baseline RSS is read; default a tenth. */
   baselineDeployments?: number;
+  /** Called after each deployment and its share of requests, with the daemon's pid (probes: heap snapshots, smaps). */
+  onCheckpoint?: (deployment: number, pid: number) => Promise<void> | void;
   log?: (m: string) => void;
 }
 export interface MemoryResult {
@@ -28,6 +33,22 @@ export interface MemoryResult {
   /** RSS (bytes) after the baseline share of the work (default: the first tenth), and after the last. */
   rssFirstTenth: number; rssLast: number; baselineRequests: number;
   growthPct: number; seconds: number; failedRequests: number;
+  /** Least-squares slope of RSS after each deployment from the baseline on, KiB per deployment. */
+  slopeKiBPerDeployment: number;
+  /** Highest RSS read after a deployment (bytes). */
+  rssPeak: number;
+}
+
+/** Least-squares slope of ys over 0, 1, 2, … (0 for fewer than two points). */
+export function leastSquaresSlope(ys: number[]): number {
+  const n = ys.length;
+  if (n < 2) return 0;
+  const mx = (n - 1) / 2;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  ys.forEach((y, x) => { num += (x - mx) * (y - my); den += (x - mx) ** 2; });
+  return num / den;
 }
 
 function rssOf(pid: number): number {
@@ -94,10 +115,14 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryResult> {
     let done = 0;
     let rssFirstTenth = 0;
     let baselineRequests = 0;
+    const baselineAt = o.baselineDeployments ?? Math.max(1, Math.round(o.deployments / 10));
+    const samples: number[] = [];
     for (let i = 1; i <= o.deployments; i++) {
       await deploy(i);
       for (let k = 0; k < perDeploy && done < o.requests; k++, done++) await request();
-      if (i === (o.baselineDeployments ?? Math.max(1, Math.round(o.deployments / 10)))) { baselineRequests = done; rssFirstTenth = rssOf(proc.pid!); log(`after ${done} requests and ${i} deployments: RSS ${(rssFirstTenth / 2 ** 20).toFixed(1)} MiB`); }
+      await o.onCheckpoint?.(i, proc.pid!);
+      if (i >= baselineAt) samples.push(rssOf(proc.pid!));
+      if (i === baselineAt) { baselineRequests = done; rssFirstTenth = rssOf(proc.pid!); log(`after ${done} requests and ${i} deployments: RSS ${(rssFirstTenth / 2 ** 20).toFixed(1)} MiB`); }
     }
     while (done < o.requests) { await request(); done++; }
     const rssLast = rssOf(proc.pid!);
@@ -106,6 +131,7 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryResult> {
       requests: done, deployments: o.deployments, rssFirstTenth, rssLast, baselineRequests,
       growthPct: Math.round(((rssLast - rssFirstTenth) / rssFirstTenth) * 1000) / 10,
       seconds: Math.round((Date.now() - t0) / 100) / 10, failedRequests: failed,
+      slopeKiBPerDeployment: Math.round((leastSquaresSlope(samples) / 1024) * 10) / 10, rssPeak: Math.max(...samples, rssLast),
     };
   } finally {
     await client.endAsync(true).catch(() => undefined);
