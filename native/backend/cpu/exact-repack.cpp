@@ -14,14 +14,6 @@
 namespace shoal {
 namespace {
 
-float fval(const TensorView & t, int64_t i) {
-    switch (t.dtype) {
-        case DType::F16: return f16_to_f32(static_cast<const uint16_t *>(t.data)[i]);
-        case DType::BF16: return bf16_to_f32(static_cast<const uint16_t *>(t.data)[i]);
-        default: return static_cast<const float *>(t.data)[i];
-    }
-}
-
 constexpr int64_t kTile = 64;
 
 } // namespace
@@ -44,7 +36,7 @@ ExactBuffer exact_repack(const LinearSource & src, ThreadPool & pool) {
         pool.parallel_for((N + kTile - 1) / kTile, [&](int64_t t, int) {
             for (int64_t n = t * kTile; n < std::min(N, t * kTile + kTile); n++)
                 for (int64_t g = 0; g < ng; g++) {
-                    out.scale[n * ng + g] = fval(src.scales, g * N + n);
+                    out.scale[n * ng + g] = scale_f32(src.scales, g * N + n);
                     out.zero[n * ng + g] = (float)((qz[g * nw + n / 8] >> shift[n % 8]) & 15);
                 }
         });

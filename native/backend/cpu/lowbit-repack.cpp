@@ -11,15 +11,16 @@
 #include <string>
 
 namespace shoal {
-namespace {
 
-float fval(const TensorView & t, int64_t i) {
+float scale_f32(const TensorView & t, int64_t i) {
     switch (t.dtype) {
         case DType::F16: return f16_to_f32(static_cast<const uint16_t *>(t.data)[i]);
         case DType::BF16: return bf16_to_f32(static_cast<const uint16_t *>(t.data)[i]);
         default: return static_cast<const float *>(t.data)[i];
     }
 }
+
+namespace {
 
 // Value of width b at bit position bit of a little-endian stream of 32-bit
 // words (values may straddle two words, as GPTQ 3-bit does).
@@ -64,7 +65,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 const uint32_t zraw = gptq ? bits_at(zr, n * b, b) : (zr[n / per] >> (b * (n % per))) & mask;
                 // v1 ("gptq"): stored z − 1, read back as AutoGPTQ does: (stored & maxq) + 1
                 const float z = (float)(zraw + (uint32_t)src.zero_offset);
-                const float sc = fval(src.scales, g * N + n);
+                const float sc = scale_f32(src.scales, g * N + n);
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = -sc * z;
                 if (z_out) z_out[(n - n0) * ng + g] = z;
@@ -81,7 +82,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
             for (int64_t k = 0; k < K; k++) qn[k] = (uint8_t)((qw[n * (K / 8) + k / 8] >> (4 * (k % 8))) & 15);
             for (int64_t g = 0; g < ng; g++) {
                 const float z = (float)((qz[n * W + g / 8] >> (4 * (g % 8))) & 15);
-                const float sc = fval(src.scales, n * 8 * W + g);
+                const float sc = scale_f32(src.scales, n * 8 * W + g);
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = -sc * z;
                 if (z_out) z_out[(n - n0) * ng + g] = z;
@@ -105,7 +106,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 qn[k] = (uint8_t)((v >> (4 * ((P % 64) % 4))) & 15);
             }
             for (int64_t g = 0; g < ng; g++) {
-                const float sc = fval(src.scales, g * N + n), szv = fval(src.qzeros, g * N + n); // scaled_zeros = −s·z
+                const float sc = scale_f32(src.scales, g * N + n), szv = scale_f32(src.qzeros, g * N + n); // scaled_zeros = −s·z
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = szv;
                 // the format stores −s·z, not z: z = −sz/s, rounded once to f32 (s = 0: z = 0)
@@ -133,7 +134,7 @@ void lowbit_decode_rows(const LinearSource & src, int64_t n0, int64_t n1, uint8_
                 const float zu = src.ct_symmetric     ? (float)zsym
                                  : src.ct_zp_unpacked ? (float)((int)qz8[n * ng + g] + (int)zsym)
                                                       : (float)((qz[(n / pf) * ng + g] >> (b * (n % pf))) & mask);
-                const float sc = fval(src.scales, n * ng + g);
+                const float sc = scale_f32(src.scales, n * ng + g);
                 s[(n - n0) * ng + g] = sc;
                 sz[(n - n0) * ng + g] = -sc * zu;
                 if (z_out) z_out[(n - n0) * ng + g] = zu;

@@ -44,6 +44,9 @@ struct LowbitWeights {
     size_t bytes() const { return (bits == 4 ? q4.bytes() : qx.bytes()) + perm.size() * sizeof(int32_t); }
 };
 
+// Element i of a F32/F16/BF16 tensor (scales, scaled zeros) as f32.
+float scale_f32(const TensorView & t, int64_t i);
+
 // Repacks src (src.qfmt != None, not AwqGemm). Throws shoal::Error naming the tensor.
 LowbitWeights lowbit_repack(const LinearSource & src, ThreadPool & pool);
 

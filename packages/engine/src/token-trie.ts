@@ -14,8 +14,8 @@ interface TokenizerJson {
   pre_tokenizer?: unknown;
 }
 
-/** GPT-2's printable-character alphabet for bytes (ByteLevel), inverted: char → byte. */
-function byteLevelDecoder(): Map<string, number> {
+/** GPT-2's printable-character alphabet for bytes (ByteLevel): the character of each byte 0..255. */
+export function byteLevelAlphabet(): string[] {
   const bs: number[] = [];
   for (let i = 33; i <= 126; i++) bs.push(i);
   for (let i = 161; i <= 172; i++) bs.push(i);
@@ -23,9 +23,14 @@ function byteLevelDecoder(): Map<string, number> {
   const cs = [...bs];
   let n = 0;
   for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
-  const m = new Map<string, number>();
-  bs.forEach((b, i) => m.set(String.fromCodePoint(cs[i]!), b));
-  return m;
+  const out: string[] = new Array(256);
+  bs.forEach((b, i) => { out[b] = String.fromCodePoint(cs[i]!); });
+  return out;
+}
+
+/** The alphabet inverted: char → byte. */
+function byteLevelDecoder(): Map<string, number> {
+  return new Map(byteLevelAlphabet().map((c, b) => [c, b]));
 }
 
 /**

@@ -5,6 +5,7 @@
 // without merges whose post-processor adds BOS like Llama's: a BOS added twice
 // or a special token split into bytes changes the ids.
 import t from 'tap';
+import { byteLevelAlphabet } from '../src/token-trie.js';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,23 +29,10 @@ interface Style {
   cases: Array<{ name: string; messages: TemplateMessage[]; tools: unknown; add_generation_prompt: boolean; text: string; ids: number[] }>;
 }
 
-/** GPT-2's byte → printable character map (the ByteLevel pre-tokenizer's alphabet). */
-function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let i = 33; i <= 126; i++) bs.push(i);
-  for (let i = 161; i <= 172; i++) bs.push(i);
-  for (let i = 174; i <= 255; i++) bs.push(i);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
-  const out: string[] = new Array(256);
-  bs.forEach((b, i) => { out[b] = String.fromCodePoint(cs[i]!); });
-  return out;
-}
 
 export function byteTokenizer(special: string[], bos: string | null, addBos: boolean): Tokenizer {
   const vocab: Record<string, number> = {};
-  bytesToUnicode().forEach((ch, b) => { vocab[ch] = b; });
+  byteLevelAlphabet().forEach((ch, b) => { vocab[ch] = b; });
   special.forEach((s, k) => { vocab[s] = 256 + k; });
   const bosId = bos ? 256 + special.indexOf(bos) : -1;
   const json = {

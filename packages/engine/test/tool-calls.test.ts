@@ -6,6 +6,7 @@
 // several calls in one assistant message rendered back through the Mistral,
 // Qwen3 and Llama-3.3 templates.
 import t from 'tap';
+import { byteLevelAlphabet } from '../src/token-trie.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,25 +20,12 @@ import type { ApiChatMessage } from '../src/chat-prompt.js';
 const FIX = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../test/fixtures');
 const template = (name: string) => readFileSync(path.join(FIX, 'templates', name), 'utf8');
 
-/** GPT-2's byte → printable character map (the ByteLevel alphabet). */
-function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let i = 33; i <= 126; i++) bs.push(i);
-  for (let i = 161; i <= 172; i++) bs.push(i);
-  for (let i = 174; i <= 255; i++) bs.push(i);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
-  const out: string[] = new Array(256);
-  bs.forEach((b, i) => { out[b] = String.fromCodePoint(cs[i]!); });
-  return out;
-}
 
 /** A model folder's tokenizer files: byte-level BPE without merges (ids 0..255 = bytes), the specials after them. */
 function tokenizerDir(special: string[], chatTemplate: string, bos: string, eos: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'shoal-tok-'));
   const vocab: Record<string, number> = {};
-  bytesToUnicode().forEach((ch, b) => { vocab[ch] = b; });
+  byteLevelAlphabet().forEach((ch, b) => { vocab[ch] = b; });
   special.forEach((s, k) => { vocab[s] = 256 + k; });
   writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({
     version: '1.0', truncation: null, padding: null,
