@@ -2,7 +2,7 @@
 // text and engine logits.
 import { readFileSync } from 'node:fs';
 import { loadModel, type LoadOptions } from '@shoal/engine';
-import { hasShared, sharedPath, storiesPath } from '@shoal/testkit';
+import { engineGreedy, hasShared, sharedPath, storiesPath } from '@shoal/testkit';
 
 export const STORIES = storiesPath();
 export const STORIES_TXT = sharedPath('data', 'tinystories-valid-sample', 'tinystories_val.txt');
@@ -33,3 +33,13 @@ export async function engineLogits(dir: string, tokens: number[] = EVAL_TOKENS, 
 }
 
 export { maxAbs, maxAbsDiff, rand } from '@shoal/testkit';
+
+/** The engine's greedy tokens on the model at dir in precision exact with an f32 KV cache (for the float64 comparisons). */
+export async function exactGreedy(dir: string, prompt: readonly number[], steps: number, contextSize = 64): Promise<number[]> {
+  const m = await loadModel(dir, { threads: 1, precision: 'exact', kvCache: 'f32', tokenizer: false });
+  try {
+    return await engineGreedy(m, prompt, steps, contextSize);
+  } finally {
+    m.dispose();
+  }
+}

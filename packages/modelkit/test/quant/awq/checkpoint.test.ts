@@ -14,8 +14,8 @@ import type { LinearKind } from '../../../src/arch/model-shapes.js';
 import { quantizeAwqModel } from '../../../src/quant/awq/quantize-awq.js';
 import { loadReferenceModel, referenceForward } from '../../../src/eval/reference-forward.js';
 import { Checkpoint } from '../../../src/io/safetensors.js';
-import { calibDocs, engineLogits, EVAL_TOKENS, maxAbs, maxAbsDiff, skipStories, STORIES } from '../helpers.js';
-import { compareLogits, describeComparison, engineGreedy, referenceGreedy } from '@shoal/testkit';
+import { calibDocs, engineLogits, EVAL_TOKENS, exactGreedy, maxAbs, maxAbsDiff, skipStories, STORIES } from '../helpers.js';
+import { compareLogits, describeComparison, referenceGreedy } from '@shoal/testkit';
 
 /** Precision exact vs the float64 forward, relative to max |logit|. */
 const REL_TOL = 1e-4;
@@ -78,12 +78,7 @@ t.test('packed AWQ checkpoint = quantizer fake-quant model; AWQ ≤ RTN per laye
   t.ok(xf.rel <= REL_TOL, `precision exact INT4 vs the engine on the F32 fake-quant model: ${describeComparison(xf)} (<= ${REL_TOL})`);
   const prompt = EVAL_TOKENS.slice(0, 8);
   const wantGreedy = referenceGreedy(packedDir, prompt, 24);
-  const xm = await loadModel(packedDir, { threads: 1, precision: 'exact', kvCache: 'f32', tokenizer: false });
-  try {
-    t.same(await engineGreedy(xm, prompt, 24, 64), wantGreedy, `precision exact: ${wantGreedy.length} greedy tokens = the float64 forward's`);
-  } finally {
-    xm.dispose();
-  }
+  t.same(await exactGreedy(packedDir, prompt, 24), wantGreedy, `precision exact: ${wantGreedy.length} greedy tokens = the float64 forward's`);
 
   // The default precision 'fast' runs the packed INT4 tensors through its own kernels: they
   // keep −s·z in f16 (q4-repack.h) and quantize the activations to int8 per 32-block
