@@ -28,6 +28,8 @@ export interface Ctx {
   clipTokens: number;
   /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */
   clipVAttention: boolean;
+  /** calibration blocks the α candidates of q,k,v and gate,up are evaluated on (stats.searchBlocks) */
+  searchBlocks: readonly number[];
 }
 
 export function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): { out: number; in: number } {
