@@ -155,3 +155,26 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
   avg.forEach((v, kh) => close(st.clip.vAvg![kh]!, v, `attention-averaged v inputs, kv head ${kh}`));
   close(st.fpOut, full.out, 'FP layer output');
 });
+
+t.test('ops.hessian: upper-triangle panels mirrored = XᵀX over several row blocks and panels, accumulated on a symmetric H', async (t) => {
+  backendOps().init('cpu');
+  const K = 1030; // panels of 512: 512, 512, 6
+  const rows = 2060; // row blocks of 2048: 2048, 12
+  const x = rand(rows * K, 21);
+  const H = new Float64Array(K * K);
+  await backendOps().hessian(x.subarray(0, 1000 * K), 1000, K, H, 0.5);
+  await backendOps().hessian(x.subarray(1000 * K), rows - 1000, K, H, 0.5);
+  let asym = 0;
+  for (let i = 0; i < K; i++) for (let j = 0; j < i; j++) asym = Math.max(asym, Math.abs(H[i * K + j]! - H[j * K + i]!));
+  t.equal(asym, 0, 'exactly symmetric');
+  let err = 0;
+  const pick = (n: number) => Math.floor((n * 2654435761) % K);
+  const pairs: Array<[number, number]> = [[0, 0], [K - 1, K - 1], [511, 512], [512, 1029], [1029, 0], [1024, 1025]];
+  for (let n = 0; n < 400; n++) pairs.push([pick(n), pick(n + 7919)]);
+  for (const [i, j] of pairs) {
+    let s = 0;
+    for (let r = 0; r < rows; r++) s += x[r * K + i]! * x[r * K + j]!;
+    err = Math.max(err, Math.abs(H[i * K + j]! - 0.5 * s));
+  }
+  t.ok(err < 1e-4, `max |H − ½XᵀX| over ${pairs.length} entries ${err.toExponential(2)} (diagonal ≈ ${H[0]!.toFixed(1)})`);
+});
