@@ -264,7 +264,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
       { kind: 'self_attn.q_proj', w: W['self_attn.q_proj'], N: qd },
       { kind: 'self_attn.k_proj', w: W['self_attn.k_proj'], N: kvd },
       { kind: 'self_attn.v_proj', w: W['self_attn.v_proj'], N: kvd },
-    ], forwardLoss(async ([wq, wk, wv]) => (await attentionBlock(ctxS, sx.h, wq!, wk!, wv!, lw)).out, sx.attnOut));
+    ], forwardLoss(ctxS, sx.h, sx.attnOut, async (c, xc, [wq, wk, wv]) => (await attentionBlock(c, xc, wq!, wk!, wv!, lw)).out));
     s1 = r.scales;
     reports.push(r.report);
   }
@@ -284,7 +284,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
     const r = await searchScale(ctx, 'post_attention_layernorm→gate,up', st.meanH2, D, [
       { kind: 'mlp.gate_proj', w: W['mlp.gate_proj'], N: ctx.F },
       { kind: 'mlp.up_proj', w: W['mlp.up_proj'], N: ctx.F },
-    ], forwardLoss(async ([wg, wu]) => (await mlpBlock(ctxS, sx.h2, wg!, wu!, W['mlp.down_proj'])).out, sx.mlpOut));
+    ], forwardLoss(ctxS, sx.h2, sx.mlpOut, async (c, xc, [wg, wu]) => (await mlpBlock(c, xc, wg!, wu!, W['mlp.down_proj'])).out));
     s3 = r.scales;
     reports.push(r.report);
   }

@@ -7,6 +7,7 @@ import { applyRope } from '../../eval/reference-forward.js';
 import { backendOps, linear, mse } from './ops.js';
 import { CLIP_STEPS, N_GRID, type Ctx, type LayerWeights } from './layer.js';
 import { ShoalError } from '@shoal/common';
+import { forEachChunk } from './stats.js';
 
 export interface ScaleGroupReport {
   /** e.g. "input_layernorm→q,k,v" */
@@ -106,9 +107,22 @@ export function gramLoss(C: Float32Array, w: Float32Array, N: number, K: number)
   };
 }
 
-/** Candidate loss by running the block on the given inputs: mse(block(ws), ref). */
-export function forwardLoss(block: (ws: Float32Array[]) => Promise<Float32Array>, ref: Float32Array): CandidateLoss {
-  return async (ws) => mse(await block(ws), ref);
+/**
+ * Candidate loss by running the block on the search tokens: mse(block(ws), ref)
+ * over x [ctx.T, D], chunk by chunk of whole blocks (stats.forEachChunk), so a
+ * candidate's [T, F] intermediates are never held for all search tokens at once.
+ */
+export function forwardLoss(ctx: Ctx, x: Float32Array, ref: Float32Array,
+  block: (ctxc: Ctx, xc: Float32Array, ws: Float32Array[]) => Promise<Float32Array>): CandidateLoss {
+  const D = ctx.shape.hiddenSize;
+  return async (ws) => {
+    let se = 0;
+    await forEachChunk(ctx, x, async (ctxc, xc, t0) => {
+      const out = await block(ctxc, xc, ws);
+      se += mse(out, ref.subarray(t0 * D, t0 * D + out.length)) * out.length;
+    });
+    return se / (ctx.T * D);
+  };
 }
 
 // ---------------------------------------------------------------------------

@@ -12,9 +12,49 @@ import { backendOps } from './ops.js';
 import { forwardLayer, type Ctx, type LayerWeights } from './layer.js';
 import { attentionAveragedInputs } from './search.js';
 
-/** Calibration blocks per chunk of the streamed forward passes (≈ 4096 tokens). */
+/**
+ * Calibration blocks per chunk of the streamed forward passes (≈ 1024 tokens):
+ * a chunk's largest buffers ([1024, 5632] f32 for TinyLlama's MLP, 23 MiB) stay
+ * under glibc's 32 MiB mmap threshold, so they are reused from the heap instead
+ * of being mapped and zero-faulted anew for every chunk and candidate.
+ */
 export function chunkBlocks(seqlen: number): number {
-  return Math.max(1, Math.floor(4096 / seqlen));
+  return Math.max(1, Math.floor(1024 / seqlen));
+}
+
+/** Rows gathered before each ops.hessian call (its mirror step costs K² per call). */
+const GRAM_ROWS = 4096;
+
+/** Accumulates C += XᵀX / T through ops.hessian, staging rows so each call gets ~GRAM_ROWS of them. */
+class GramAccumulator {
+  readonly H: Float64Array;
+  private stage: Float32Array | null = null;
+  private n = 0;
+  constructor(private readonly K: number, private readonly T: number, private readonly cap: number) {
+    this.H = new Float64Array(K * K);
+  }
+  async add(x: Float32Array, rows: number): Promise<void> {
+    if (rows >= this.cap) {
+      await this.flush();
+      await backendOps().hessian(x, rows, this.K, this.H, 1 / this.T);
+      return;
+    }
+    if (this.n + rows > this.cap) await this.flush();
+    this.stage ??= new Float32Array(this.cap * this.K);
+    this.stage.set(x.subarray(0, rows * this.K), this.n * this.K);
+    this.n += rows;
+  }
+  async flush(): Promise<void> {
+    if (this.n === 0) return;
+    await backendOps().hessian(this.stage!.subarray(0, this.n * this.K), this.n, this.K, this.H, 1 / this.T);
+    this.n = 0;
+  }
+  /** C as f32 (the candidates' GEMM operand); drops the staging buffer. */
+  async result(): Promise<Float32Array> {
+    await this.flush();
+    this.stage = null;
+    return Float32Array.from(this.H);
+  }
 }
 
 /** Small deterministic PRNG (mulberry32) for the search-block subsample. */
@@ -126,8 +166,9 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
   const L = ctx.seqlen;
   const perKv = s.heads / s.kvHeads;
   const sums = { h: new Float64Array(D), a: new Float64Array(qd), h2: new Float64Array(D), m: new Float64Array(F) };
-  const Ha = req.gramA ? new Float64Array(qd * qd) : null;
-  const Hm = req.gramM ? new Float64Array(F * F) : null;
+  const gramRows = Math.max(1, Math.floor(GRAM_ROWS / (chunkBlocks(L) * L))) * chunkBlocks(L) * L;
+  const Ha = req.gramA ? new GramAccumulator(qd, T, gramRows) : null;
+  const Hm = req.gramM ? new GramAccumulator(F, T, gramRows) : null;
   const ST = req.searchBlocks.length * L;
   const search: SearchSet = { T: ST, h: new Float32Array(ST * D), attnOut: new Float32Array(ST * D), h2: new Float32Array(ST * D), mlpOut: new Float32Array(ST * D) };
   const R = req.clipRows.length;
@@ -144,8 +185,8 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
     addAbsColumns(sums.a, acts.a, n, qd);
     addAbsColumns(sums.h2, acts.h2, n, D);
     addAbsColumns(sums.m, acts.m, n, F);
-    if (Ha) await backendOps().hessian(acts.a, n, qd, Ha, 1 / T);
-    if (Hm) await backendOps().hessian(acts.m, n, F, Hm, 1 / T);
+    if (Ha) await Ha.add(acts.a, n);
+    if (Hm) await Hm.add(acts.m, n);
     req.searchBlocks.forEach((b, i) => {
       const bt = b * L;
       if (bt < t0 || bt >= t0 + n) return;
@@ -175,8 +216,8 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
   const mean = (v: Float64Array) => v.map((x) => x / T);
   return {
     meanH: mean(sums.h), meanA: mean(sums.a), meanH2: mean(sums.h2), meanM: mean(sums.m),
-    gramA: Ha ? Float32Array.from(Ha) : null,
-    gramM: Hm ? Float32Array.from(Hm) : null,
+    gramA: Ha ? await Ha.result() : null,
+    gramM: Hm ? await Hm.result() : null,
     search, clip, fpOut,
   };
 }

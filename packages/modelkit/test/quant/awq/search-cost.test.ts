@@ -6,9 +6,9 @@ import t from 'tap';
 import { backendOps } from '@shoal/engine';
 import type { LinearKind, ModelShape } from '../../../src/arch/model-shapes.js';
 import { LINEAR_KINDS } from '../../../src/arch/model-shapes.js';
-import { forwardLayer, type Ctx, type LayerWeights } from '../../../src/quant/awq/layer.js';
-import { meanAbsColumns } from '../../../src/quant/awq/ops.js';
-import { attentionAveragedInputs, gramLoss, searchScale, type CandidateLoss } from '../../../src/quant/awq/search.js';
+import { attentionBlock, forwardLayer, type Ctx, type LayerWeights } from '../../../src/quant/awq/layer.js';
+import { meanAbsColumns, mse } from '../../../src/quant/awq/ops.js';
+import { attentionAveragedInputs, forwardLoss, gramLoss, searchScale, type CandidateLoss } from '../../../src/quant/awq/search.js';
 import { chunkBlocks, layerStats, searchBlocks } from '../../../src/quant/awq/stats.js';
 import { checkAwqOptions } from '../../../src/quant/awq/quantize-awq.js';
 import { rand } from '../helpers.js';
@@ -91,9 +91,9 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
   const heads = 4;
   const kvHeads = 2;
   const hd = 4;
-  const seqlen = 2048; // chunkBlocks = 2: three blocks make two chunks
+  const seqlen = 512; // chunkBlocks = 2: nine blocks make five chunks, the Gram is staged over 8 blocks then 1
   t.equal(chunkBlocks(seqlen), 2);
-  const samples = 3;
+  const samples = 9;
   const T = samples * seqlen;
   const shape = { hiddenSize: D, intermediateSize: F, heads, kvHeads, headDim: hd, rmsNormEps: 1e-5 } as ModelShape;
   const invFreq = new Float32Array(hd / 2).map((_, i) => 1 / Math.pow(10000, (2 * i) / hd));
@@ -108,7 +108,7 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
     shape, F, T, seqlen, bits: 4, G: 8, invFreq, quantized: new Set(LINEAR_KINDS), duo: false, clipTokens: 64, clipVAttention: true, searchBlocks: [0, 2],
   };
   const x = rand(T * D, 5);
-  const clipRows = [0, 100, 2047, 2048, 4095, 4096, 6000];
+  const clipRows = [0, 100, 511, 512, 1023, 1024, 1500, 3000, 4607];
   const st = await layerStats(ctx, lw, x, { searchBlocks: [0, 2], clipRows, gramA: true, gramM: true, vAvg: true });
   const full = await forwardLayer(ctx, lw, x);
   const close = (a: ArrayLike<number>, b: ArrayLike<number>, what: string, tol = 1e-5) => {
@@ -154,6 +154,14 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
   const avg = await attentionAveragedInputs(ctx, full.h, lw, clipRows);
   avg.forEach((v, kh) => close(st.clip.vAvg![kh]!, v, `attention-averaged v inputs, kv head ${kh}`));
   close(st.fpOut, full.out, 'FP layer output');
+
+  // a candidate's loss over the search tokens, chunk by chunk = the MSE of one forward over them all
+  const wq = w['self_attn.q_proj'].map((v, i) => v + (i % 5 === 0 ? 0.05 : 0));
+  const ref = full.attnOut;
+  const chunked = await forwardLoss(ctx, full.h, ref, async (c, xc, [a, b, v]) => (await attentionBlock(c, xc, a!, b!, v!, lw)).out)(
+    [wq, w['self_attn.k_proj'], w['self_attn.v_proj']]);
+  const whole = mse((await attentionBlock(ctx, full.h, wq, w['self_attn.k_proj'], w['self_attn.v_proj'], lw)).out, ref);
+  t.ok(whole > 0 && Math.abs(chunked - whole) <= 1e-6 * whole, `chunked candidate loss ${chunked.toExponential(6)} = whole ${whole.toExponential(6)}`);
 });
 
 t.test('ops.hessian: upper-triangle panels mirrored = XᵀX over several row blocks and panels, accumulated on a symmetric H', async (t) => {
