@@ -52,7 +52,8 @@ import { SUPPORTED_BITS } from './fake-quant.js';
 import { backendOps, divColumnsInPlace, divRowsInPlace, mse } from './ops.js';
 import { dims, attentionBlock, mlpBlock, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
 import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedInputs, qdqScaled, forwardLoss, gramLoss, type ScaleGroupReport } from './search.js';
-import { forEachChunk, layerStats, searchBlocks } from './stats.js';
+import { forEachChunk } from './layer.js';
+import { layerStats, searchBlocks } from './stats.js';
 import { ShoalError } from '@shoal/common';
 
 export { attentionAveragedInputs, type LayerWeights, type ScaleGroupReport };

@@ -5,9 +5,8 @@
 import { type LinearKind } from '../../arch/model-shapes.js';
 import { applyRope } from '../../eval/reference-forward.js';
 import { backendOps, linear, mse } from './ops.js';
-import { CLIP_STEPS, N_GRID, type Ctx, type LayerWeights } from './layer.js';
+import { CLIP_STEPS, N_GRID, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
 import { ShoalError } from '@shoal/common';
-import { forEachChunk } from './stats.js';
 
 export interface ScaleGroupReport {
   /** e.g. "input_layernorm→q,k,v" */
@@ -109,7 +108,7 @@ export function gramLoss(C: Float32Array, w: Float32Array, N: number, K: number)
 
 /**
  * Candidate loss by running the block on the search tokens: mse(block(ws), ref)
- * over x [ctx.T, D], chunk by chunk of whole blocks (stats.forEachChunk), so a
+ * over x [ctx.T, D], chunk by chunk of whole blocks (layer.forEachChunk), so a
  * candidate's [T, F] intermediates are never held for all search tokens at once.
  */
 export function forwardLoss(ctx: Ctx, x: Float32Array, ref: Float32Array,

@@ -9,18 +9,9 @@
 //   - the clip search's sampled rows (and v_proj's attention-averaged inputs)
 //   - the FP layer output of every token (for the output MSE of the report)
 import { backendOps } from './ops.js';
-import { forwardLayer, type Ctx, type LayerWeights } from './layer.js';
-import { attentionAveragedInputs } from './search.js';
+import { chunkBlocks, forEachChunk, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
 
-/**
- * Calibration blocks per chunk of the streamed forward passes (≈ 1024 tokens):
- * a chunk's largest buffers ([1024, 5632] f32 for TinyLlama's MLP, 23 MiB) stay
- * under glibc's 32 MiB mmap threshold, so they are reused from the heap instead
- * of being mapped and zero-faulted anew for every chunk and candidate.
- */
-export function chunkBlocks(seqlen: number): number {
-  return Math.max(1, Math.floor(1024 / seqlen));
-}
+import { attentionAveragedInputs } from './search.js';
 
 /** Rows gathered before each ops.hessian call (its mirror step costs K² per call). */
 const GRAM_ROWS = 4096;
@@ -144,16 +135,6 @@ export interface StatsRequest {
   gramA: boolean;
   gramM: boolean;
   vAvg: boolean;
-}
-
-/** Runs fn on each chunk of whole blocks of x [T, D]: ctx with T = chunk tokens, the chunk's view and first token. */
-export async function forEachChunk(ctx: Ctx, x: Float32Array, fn: (ctxc: Ctx, xc: Float32Array, t0: number) => Promise<void>): Promise<void> {
-  const D = ctx.shape.hiddenSize;
-  const step = chunkBlocks(ctx.seqlen) * ctx.seqlen;
-  for (let t0 = 0; t0 < ctx.T; t0 += step) {
-    const n = Math.min(step, ctx.T - t0);
-    await fn({ ...ctx, T: n }, x.subarray(t0 * D, (t0 + n) * D), t0);
-  }
 }
 
 /** The FP forward of layer lw over x [T, D], chunk by chunk, reduced to what the searches need. */

@@ -6,10 +6,10 @@ import t from 'tap';
 import { backendOps } from '@shoal/engine';
 import type { LinearKind, ModelShape } from '../../../src/arch/model-shapes.js';
 import { LINEAR_KINDS } from '../../../src/arch/model-shapes.js';
-import { attentionBlock, forwardLayer, type Ctx, type LayerWeights } from '../../../src/quant/awq/layer.js';
+import { attentionBlock, chunkBlocks, forwardLayer, type Ctx, type LayerWeights } from '../../../src/quant/awq/layer.js';
 import { meanAbsColumns, mse } from '../../../src/quant/awq/ops.js';
 import { attentionAveragedInputs, forwardLoss, gramLoss, searchScale, type CandidateLoss } from '../../../src/quant/awq/search.js';
-import { chunkBlocks, layerStats, searchBlocks } from '../../../src/quant/awq/stats.js';
+import { layerStats, searchBlocks } from '../../../src/quant/awq/stats.js';
 import { checkAwqOptions } from '../../../src/quant/awq/quantize-awq.js';
 import { rand } from '../helpers.js';
 
