@@ -5,8 +5,10 @@
 //
 // Per decoder layer, on calibration activations X [samples·seqlen, D] that are
 // the outputs of the already quantized layers before it:
-//   1. FP forward of the layer: the inputs of every linear and the reference
-//      outputs of the attention block and the MLP.
+//   1. FP forward of the layer, streamed over chunks of whole blocks (stats.ts):
+//      per-channel mean |x| of every linear's input and the input Gram matrices
+//      of o_proj / down_proj over all tokens; inputs and reference outputs of the
+//      attention block and the MLP on the search blocks; the clip rows.
 //   2. Scale search for each group of linears sharing an input
 //        input_layernorm → q,k,v   (loss on the attention block output)
 //        v → o                     (only when v and o have the same shape: no GQA)
@@ -15,6 +17,10 @@
 //      s = mean|x|^α (duo: / (mean|w/max_group|w||^(1−α) + 1e-4)), clamped ≥ 1e-4,
 //      normalised by √(max s · min s); α ∈ {0, 0.05, …, 0.95}; the weights are
 //      replaced by Q(W·diag(s))·diag(s)⁻¹ and the α with the lowest output MSE wins.
+//      v→o and up→down: the MSE of the one linear's output, exact from its input
+//      Gram C = XᵀX/T (Σ_n d_n C d_nᵀ / N); q,k,v and gate,up: the block run on a
+//      seeded subsample of whole blocks (searchTokens) — AutoAWQ runs all tokens
+//      on a GPU, this is the CPU trade-off (docs/quantization.md).
 //      All four searches use the FP layer; then the scales are folded into the
 //      preceding norm gain or linear rows (the FP function is unchanged).
 //   3. Clip search for every quantized linear except q and k: per output
@@ -32,8 +38,10 @@
 // Output: 4 bits → AutoAWQ gemm tensors + quantization_config (formats/awq.ts and
 // the CheckpointWriter); 2/3 bits (or fakeQuant) → the quantize-dequantize
 // weights as an F32 checkpoint, so quality can be measured before the runtime
-// runs those widths. Memory: the weights of one layer plus that layer's
-// calibration activations (and the embedding table for the first lookup).
+// runs those widths. Memory: the weights of one layer, the calibration
+// activations x [T, D] and the FP layer output [T, D], the Gram matrices, and
+// one chunk's intermediates (no [T, F] buffer); the embedding table only for
+// the first lookup.
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../../formats/awq.js';
 import { readModelFolder, writeModelMetadata } from '../../io/hf-folder.js';
