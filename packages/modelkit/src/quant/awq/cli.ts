@@ -114,6 +114,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
         + (r.paddedIntermediateSize ? `; FFN padded ${r.intermediateSize} → ${r.paddedIntermediateSize}` : '') + '\n'
         + (r.calibration ? `calibration: ${r.calibration.samples} × ${r.calibration.seqlen} tokens from ${r.calibration.documents} documents`
           + (r.calibration.heldOutTokens ? `, ${r.calibration.heldOutTokens} held out${r.calibration.heldOutFromSamples ? ' (taken from the samples: too little text for both)' : ''}` : '')
+          + `; scale candidates of q,k,v and gate,up on ${r.calibration.searchTokens} of them (--search-tokens)`
           + `; backend ${r.backend?.backend}/${r.backend?.isa} ×${r.backend?.threads}\n` : '')
         + (r.method === 'awq' && r.calibration?.heldOutTokens
           ? (r.rtnFallbackLayers.length ? `RTN kept for layer${r.rtnFallbackLayers.length > 1 ? 's' : ''} ${r.rtnFallbackLayers.join(', ')} (lower held-out error than AWQ)\n` : 'AWQ kept for every layer (held-out error at or below RTN)\n')

@@ -161,7 +161,11 @@ export interface AwqQuantizeResult {
   modulesToNotConvert: string[];
   /** Linears the group does not fit, for the user (null: all quantized). */
   note: string | null;
-  calibration: { samples: number; seqlen: number; tokens: number; documents: number; heldOutTokens: number; heldOutFromSamples: boolean } | null;
+  calibration: {
+    samples: number; seqlen: number; tokens: number; documents: number; heldOutTokens: number; heldOutFromSamples: boolean;
+    /** tokens (whole blocks) the q,k,v and gate,up scale candidates were evaluated on */
+    searchTokens: number;
+  } | null;
   /** layers written with RTN because AWQ's held-out error was higher */
   rtnFallbackLayers: number[];
   layers: LayerReport[];
@@ -635,6 +639,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       calibration: calib ? {
         samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents,
         heldOutTokens: calib.heldOut?.length ?? 0, heldOutFromSamples: calib.heldOutFromSamples,
+        searchTokens: ctx.searchBlocks.length * seqlen,
       } : null,
       rtnFallbackLayers,
       layers: reports,
