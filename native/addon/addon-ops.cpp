@@ -190,9 +190,13 @@ private:
     int64_t rows_, out_n_, in_;
 };
 
-// H [K, K] += scale · XᵀX for x [rows, K] (GPTQ's Hessian 2·XᵀX/T): blocks of
-// rows are transposed here and multiplied through the backend (XᵀX = Xᵀ·(Xᵀ)ᵀ),
-// each block's f32 product accumulated in double.
+// H [K, K] += scale · XᵀX for x [rows, K] (GPTQ's Hessian 2·XᵀX/T, AWQ's input
+// Gram): blocks of rows are transposed here and multiplied through the backend
+// (XᵀX = Xᵀ·(Xᵀ)ᵀ), each block's f32 product accumulated in double. XᵀX is
+// symmetric, so only its upper triangle is formed, a panel of kPanel rows of Xᵀ
+// at a time against the rows of Xᵀ from the panel's first row on (about
+// 1/2 + kPanel/2K of the full product), and mirrored into the lower triangle at
+// the end. H must be symmetric on entry (zeros, or what this op accumulated).
 class HessianWorker : public OpWorker {
 public:
     HessianWorker(Napi::Env env, F32Arg x, int64_t rows, int64_t k, Napi::Float64Array h, double scale)
@@ -201,16 +205,35 @@ public:
 protected:
     void run(shoal::Backend & be) override {
         constexpr int64_t kBlock = 2048;
+        constexpr int64_t kPanel = 512;
         const int64_t K = k_;
-        std::vector<float> xt((size_t)(K * std::min(rows_, kBlock))), y((size_t)(K * K));
+        std::vector<float> xt((size_t)(K * std::min(rows_, kBlock))), y((size_t)(std::min(K, kPanel) * K));
         for (int64_t r0 = 0; r0 < rows_; r0 += kBlock) {
             const int64_t n = std::min(kBlock, rows_ - r0);
             for (int64_t r = 0; r < n; r++) {
                 const float * xr = x_.data + (r0 + r) * K;
                 for (int64_t k = 0; k < K; k++) xt[(size_t)(k * n + r)] = xr[k];
             }
-            host_matmul(be, xt.data(), K, xt.data(), K, n, y.data());
-            for (int64_t i = 0; i < K * K; i++) h_[i] += scale_ * (double)y[(size_t)i];
+            for (int64_t i0 = 0; i0 < K; i0 += kPanel) {
+                const int64_t p = std::min(kPanel, K - i0);
+                const int64_t m = K - i0;
+                // y [p, m]: rows i0..i0+p of XᵀX, columns i0..K
+                host_matmul(be, xt.data() + i0 * n, p, xt.data() + i0 * n, m, n, y.data());
+                for (int64_t a = 0; a < p; a++) {
+                    double * hr = h_ + (i0 + a) * K + i0;
+                    const float * yr = y.data() + a * m;
+                    for (int64_t b = a; b < m; b++) hr[b] += scale_ * (double)yr[b];
+                }
+            }
+        }
+        // lower triangle ← upper, in tiles (cache-friendly transpose)
+        constexpr int64_t kTile = 64;
+        for (int64_t i0 = 0; i0 < K; i0 += kTile) {
+            for (int64_t j0 = 0; j0 <= i0; j0 += kTile) {
+                for (int64_t i = i0; i < std::min(i0 + kTile, K); i++) {
+                    for (int64_t j = j0; j < std::min(j0 + kTile, i); j++) h_[i * K + j] = h_[j * K + i];
+                }
+            }
         }
     }
 

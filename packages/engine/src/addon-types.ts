@@ -81,7 +81,7 @@ export interface AddonOps {
   clipDeltas(w: Float32Array, rows: number, cols: number, group: number, g: number, bits: number, steps: number, nGrid: number): Promise<Float32Array>;
   /** gate ← silu(gate)·up in place, on the host's cores. */
   siluMul(gate: Float32Array, up: Float32Array): Promise<unknown>;
-  /** H [K, K] += scale · XᵀX for x [rows, K] (blocks transposed natively, products through the backend, f64 sums). */
+  /** H [K, K] += scale · XᵀX for x [rows, K] (blocks transposed natively, upper-triangle products through the backend, f64 sums, mirrored); H must be symmetric on entry. */
   hessian(x: Float32Array, rows: number, K: number, H: Float64Array, scale: number): Promise<unknown>;
   /** GPTQ of w [N, K] with Hessian H [K, K] (overwritten), on the host's cores (native/addon/gptq.h). */
   gptq(w: Float32Array, N: number, K: number, H: Float64Array, options: GptqNativeOptions): Promise<GptqNativeResult>;

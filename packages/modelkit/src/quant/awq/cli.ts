@@ -12,7 +12,7 @@ export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
   calib?: string[]; calibSep?: string; samples: number; seqlen: number; duoScaling?: boolean; padFfn?: boolean;
   clip: boolean; fakeQuant?: boolean; backend: 'auto' | 'cpu' | 'cuda'; clipLinears?: string; vClipError: 'attention' | 'token';
-  holdout?: number;
+  holdout?: number; searchTokens?: number;
 }
 
 function posInt(v: string): number {
@@ -28,6 +28,7 @@ export function addAwqQuantizeOptions(cmd: Command): Command {
     .option('--samples <n>', 'calibration blocks (AWQ)', posInt, 128)
     .option('--seqlen <n>', 'tokens per calibration block (AWQ)', posInt, 512)
     .option('--duo-scaling', 'AutoAWQ duo scaling: s = mean|x|^a / mean|w|^(1-a)')
+    .option('--search-tokens <n>', 'AWQ: calibration tokens (whole blocks, a fixed seeded subsample) on which the q,k,v and gate,up scale candidates are evaluated; statistics, v→o / up→down losses and the forward use all tokens (default 4096; see docs/quantization.md)', posInt)
     .option('--no-clip', 'skip the AWQ clipping search')
     .option('--clip-linears <names>', 'comma list of linears to clip (default v_proj,o_proj,gate_proj,up_proj,down_proj; see docs/quantization.md)')
     .addOption(new Option('--v-clip-error <where>', "where v_proj's clip error is measured: after attention averaging (what o_proj sees) or per token (llm-awq)").choices(['attention', 'token']).default('attention'))
@@ -81,6 +82,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
       samples: o.samples, seqlen: o.seqlen, duoScaling: o.duoScaling ?? false, padFfn: o.padFfn ?? false,
       clip: o.clip, ...(o.clipLinears ? { clipLinears: o.clipLinears.split(',').map((x) => x.trim()) } : {}), fakeQuant: o.fakeQuant ?? false, backend: o.backend,
       clipVAttention: o.vClipError === 'attention', ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
+      ...(o.searchTokens !== undefined ? { searchTokens: o.searchTokens } : {}),
       onStage: (l, stage) => {
         if (!bar) return;
         if (!started) {
@@ -112,6 +114,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
         + (r.paddedIntermediateSize ? `; FFN padded ${r.intermediateSize} → ${r.paddedIntermediateSize}` : '') + '\n'
         + (r.calibration ? `calibration: ${r.calibration.samples} × ${r.calibration.seqlen} tokens from ${r.calibration.documents} documents`
           + (r.calibration.heldOutTokens ? `, ${r.calibration.heldOutTokens} held out${r.calibration.heldOutFromSamples ? ' (taken from the samples: too little text for both)' : ''}` : '')
+          + `; scale candidates of q,k,v and gate,up on ${r.calibration.searchTokens} of them (--search-tokens)`
           + `; backend ${r.backend?.backend}/${r.backend?.isa} ×${r.backend?.threads}\n` : '')
         + (r.method === 'awq' && r.calibration?.heldOutTokens
           ? (r.rtnFallbackLayers.length ? `RTN kept for layer${r.rtnFallbackLayers.length > 1 ? 's' : ''} ${r.rtnFallbackLayers.join(', ')} (lower held-out error than AWQ)\n` : 'AWQ kept for every layer (held-out error at or below RTN)\n')

@@ -28,6 +28,8 @@ export interface Ctx {
   clipTokens: number;
   /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */
   clipVAttention: boolean;
+  /** calibration blocks the α candidates of q,k,v and gate,up are evaluated on (stats.searchBlocks) */
+  searchBlocks: readonly number[];
 }
 
 export function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): { out: number; in: number } {
@@ -38,6 +40,27 @@ export function dims(ctx: { shape: ModelShape; F: number }, kind: LinearKind): {
 // ---------------------------------------------------------------------------
 // layer forward (batched over blocks of seqlen tokens)
 // ---------------------------------------------------------------------------
+
+/**
+ * Calibration blocks per chunk of the streamed forward passes (≈ 1024 tokens):
+ * a chunk's largest buffers ([1024, 5632] f32 for TinyLlama's MLP, 23 MiB) stay
+ * under glibc's 32 MiB mmap threshold, so they are reused from the heap instead
+ * of being mapped and zero-faulted anew for every chunk and candidate.
+ */
+export function chunkBlocks(seqlen: number): number {
+  return Math.max(1, Math.floor(1024 / seqlen));
+}
+
+/** Runs fn on each chunk of whole blocks of x [T, D]: ctx with T = chunk tokens, the chunk's view and first token. */
+export async function forEachChunk(ctx: Ctx, x: Float32Array, fn: (ctxc: Ctx, xc: Float32Array, t0: number) => Promise<void>): Promise<void> {
+  const D = ctx.shape.hiddenSize;
+  const step = chunkBlocks(ctx.seqlen) * ctx.seqlen;
+  for (let t0 = 0; t0 < ctx.T; t0 += step) {
+    const n = Math.min(step, ctx.T - t0);
+    await fn({ ...ctx, T: n }, x.subarray(t0 * D, (t0 + n) * D), t0);
+  }
+}
+
 
 export async function attentionBlock(ctx: Ctx, h: Float32Array, wq: Float32Array, wk: Float32Array, wv: Float32Array,
   lw: LayerWeights): Promise<{ a: Float32Array; out: Float32Array }> {

@@ -5,7 +5,7 @@
 //
 //   node packages/modelkit/dist/src/quant/awq/ppl-table.js --model M --stories TXT --wiki RAW --work DIR [--samples 64 --seqlen 512]
 //     [--methods rtn,awq-token,awq,awq-mlpclip] [--bits 4,3] [--groups 32,64] [--pads 0,1]
-//     [--calib-seed N] [--clip-tokens N] [--clip-linears LIST] [--no-clip] [--wiki-limit N] [--stories-limit N] [--json FILE]
+//     [--calib-seed N] [--clip-tokens N] [--search-tokens N] [--clip-linears LIST] [--no-clip] [--wiki-limit N] [--stories-limit N] [--json FILE]
 //
 // Methods: rtn; awq (Shoal's default: v_proj's clip error after attention
 // averaging, per-layer RTN fallback on held-out blocks); awq-token (llm-awq's
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
       bits: { type: 'string', default: '4,3' }, groups: { type: 'string', default: '32,64' },
       json: { type: 'string' }, 'no-clip': { type: 'boolean' }, methods: { type: 'string', default: 'rtn,awq' }, pads: { type: 'string', default: '0,1' }, 'wiki-limit': { type: 'string' },
       'clip-tokens': { type: 'string' }, 'clip-linears': { type: 'string' }, 'calib-seed': { type: 'string', default: '0' },
-      'stories-limit': { type: 'string' },
+      'stories-limit': { type: 'string' }, 'search-tokens': { type: 'string' },
     },
   });
   const model = values.model!;
@@ -86,6 +86,7 @@ async function main(): Promise<void> {
     if (!['rtn', 'awq', 'awq-token', 'awq-mlpclip', 'gptq', 'gptq-act'].includes(m)) throw new Error(`unknown method ${m}: rtn, awq, awq-token, awq-mlpclip, gptq or gptq-act`);
   }
   const clipTokens = values['clip-tokens'] ? { clipTokens: Number(values['clip-tokens']) } : {};
+  const searchTokens = values['search-tokens'] ? { searchTokens: Number(values['search-tokens']) } : {};
   const clipLinears = values['clip-linears'] ? { clipLinears: values['clip-linears'].split(',') } : {};
   process.stderr.write(`${stories.length} stories; calibration: first 200, evaluation: last 500\n`);
 
@@ -137,7 +138,7 @@ async function main(): Promise<void> {
               const r = await quantizeAwqModel({
                 model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
                 calibDocs, samples, seqlen,
-                clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens,
+                clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens, ...searchTokens,
                 ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : clipLinears),
               });
               info = {

@@ -5,8 +5,10 @@
 //
 // Per decoder layer, on calibration activations X [samples·seqlen, D] that are
 // the outputs of the already quantized layers before it:
-//   1. FP forward of the layer: the inputs of every linear and the reference
-//      outputs of the attention block and the MLP.
+//   1. FP forward of the layer, streamed over chunks of whole blocks (stats.ts):
+//      per-channel mean |x| of every linear's input and the input Gram matrices
+//      of o_proj / down_proj over all tokens; inputs and reference outputs of the
+//      attention block and the MLP on the search blocks; the clip rows.
 //   2. Scale search for each group of linears sharing an input
 //        input_layernorm → q,k,v   (loss on the attention block output)
 //        v → o                     (only when v and o have the same shape: no GQA)
@@ -15,6 +17,10 @@
 //      s = mean|x|^α (duo: / (mean|w/max_group|w||^(1−α) + 1e-4)), clamped ≥ 1e-4,
 //      normalised by √(max s · min s); α ∈ {0, 0.05, …, 0.95}; the weights are
 //      replaced by Q(W·diag(s))·diag(s)⁻¹ and the α with the lowest output MSE wins.
+//      v→o and up→down: the MSE of the one linear's output, exact from its input
+//      Gram C = XᵀX/T (Σ_n d_n C d_nᵀ / N); q,k,v and gate,up: the block run on a
+//      seeded subsample of whole blocks (searchTokens) — AutoAWQ runs all tokens
+//      on a GPU, this is the CPU trade-off (docs/quantization.md).
 //      All four searches use the FP layer; then the scales are folded into the
 //      preceding norm gain or linear rows (the FP function is unchanged).
 //   3. Clip search for every quantized linear except q and k: per output
@@ -32,8 +38,10 @@
 // Output: 4 bits → AutoAWQ gemm tensors + quantization_config (formats/awq.ts and
 // the CheckpointWriter); 2/3 bits (or fakeQuant) → the quantize-dequantize
 // weights as an F32 checkpoint, so quality can be measured before the runtime
-// runs those widths. Memory: the weights of one layer plus that layer's
-// calibration activations (and the embedding table for the first lookup).
+// runs those widths. Memory: the weights of one layer, the calibration
+// activations x [T, D] and the FP layer output [T, D], the Gram matrices, and
+// one chunk's intermediates (no [T, F] buffer); the embedding table only for
+// the first lookup.
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../../formats/awq.js';
 import { readModelFolder, writeModelMetadata } from '../../io/hf-folder.js';
@@ -49,9 +57,11 @@ import { checkGroupCoverage } from '../group-check.js';
 import { loadCalibration } from './calib.js';
 import { awqOrRtn, cloneLayer, type FallbackReport } from './fallback.js';
 import { SUPPORTED_BITS } from './fake-quant.js';
-import { backendOps, divColumnsInPlace, divRowsInPlace, linear, mse } from './ops.js';
+import { backendOps, divColumnsInPlace, divRowsInPlace, mse } from './ops.js';
 import { dims, attentionBlock, mlpBlock, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
-import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedInputs, qdqScaled, type ScaleGroupReport } from './search.js';
+import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedInputs, qdqScaled, forwardLoss, gramLoss, type ScaleGroupReport } from './search.js';
+import { forEachChunk } from './layer.js';
+import { layerStats, searchBlocks } from './stats.js';
 import { ShoalError } from '@shoal/common';
 
 export { attentionAveragedInputs, type LayerWeights, type ScaleGroupReport };
@@ -75,6 +85,14 @@ export interface AwqQuantizeOptions {
   duoScaling?: boolean;
   /** Clip search (default true). */
   clip?: boolean;
+  /**
+   * Calibration tokens the α candidates of the two scale groups whose loss goes
+   * through attention or SiLU (q,k,v and gate,up) are evaluated on: ⌈N / seqlen⌉
+   * whole blocks drawn with a fixed seed (default 4096: 8 blocks of 512). The
+   * activation statistics, the v→o / up→down losses (exact, from the input Gram
+   * over all tokens) and the forward to the next layer use every token.
+   */
+  searchTokens?: number;
   /** Calibration tokens sub-sampled for the clip search (llm-awq n_sample_token). */
   clipTokens?: number;
   /**
@@ -143,7 +161,11 @@ export interface AwqQuantizeResult {
   modulesToNotConvert: string[];
   /** Linears the group does not fit, for the user (null: all quantized). */
   note: string | null;
-  calibration: { samples: number; seqlen: number; tokens: number; documents: number; heldOutTokens: number; heldOutFromSamples: boolean } | null;
+  calibration: {
+    samples: number; seqlen: number; tokens: number; documents: number; heldOutTokens: number; heldOutFromSamples: boolean;
+    /** tokens (whole blocks) the q,k,v and gate,up scale candidates were evaluated on */
+    searchTokens: number;
+  } | null;
   /** layers written with RTN because AWQ's held-out error was higher */
   rtnFallbackLayers: number[];
   layers: LayerReport[];
@@ -154,6 +176,9 @@ export interface AwqQuantizeResult {
   /** peak resident set size of this process so far */
   peakRssBytes: number;
 }
+
+/** Default --search-tokens: 8 blocks of 512 (see AwqQuantizeOptions.searchTokens). */
+export const DEFAULT_SEARCH_TOKENS = 4096;
 
 /** Linears the clip search may touch (llm-awq skips q and k: their error acts through the attention scores). */
 const CLIPPABLE: readonly string[] = ['v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -175,6 +200,9 @@ export function checkAwqOptions(o: AwqQuantizeOptions): { method: 'awq' | 'rtn';
   if (!Number.isSafeInteger(samples) || samples < 1) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--samples ${samples} must be a positive integer`);
   if (!Number.isSafeInteger(seqlen) || seqlen < 2) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--seqlen ${seqlen} must be an integer >= 2`);
   if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}; use f16, f32 or bf16`);
+  if (o.searchTokens !== undefined && (!Number.isSafeInteger(o.searchTokens) || o.searchTokens < 1)) {
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--search-tokens ${String(o.searchTokens)} must be a positive integer (tokens of whole calibration blocks; default ${DEFAULT_SEARCH_TOKENS})`);
+  }
   if (o.clipTokens !== undefined && (!Number.isSafeInteger(o.clipTokens) || o.clipTokens < 1)) {
     throw new ShoalError('SHOAL_ERR_INVALID_ARG', `clipTokens ${o.clipTokens} must be a positive integer`);
   }
@@ -225,108 +253,119 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
   const D = s.hiddenSize;
   const qd = s.heads * s.headDim;
   const kvd = s.kvHeads * s.headDim;
-  const T = ctx.T;
-  stage('fp forward');
-  const fp = await forwardLayer(ctx, lw, x);
   const q = (k: LinearKind) => ctx.quantized.has(k);
   const reports: ScaleGroupReport[] = [];
   const W = lw.w;
+  const clipOn = !opts.foldOnly && opts.clip !== false;
+  const clipKind = (kind: LinearKind) => clipOn && q(kind) && (!opts.clipLinears || opts.clipLinears.includes(kind.split('.')[1]!));
+  const voGroup = kvd === D && qd === D && q('self_attn.o_proj');
 
-  // 1. input_layernorm → q, k, v (loss on the attention block output)
+  // FP forward over all tokens, chunk by chunk, reduced to the searches' inputs
+  stage('fp forward');
+  const st = await layerStats(ctx, lw, x, {
+    searchBlocks: ctx.searchBlocks, clipRows: clipOn ? clipSampleRows(ctx) : [],
+    gramA: voGroup, gramM: q('mlp.down_proj'), vAvg: clipKind('self_attn.v_proj') && ctx.clipVAttention,
+  });
+  const sx = st.search;
+  const ctxS: Ctx = { ...ctx, T: sx.T };
+
+  // 1. input_layernorm → q, k, v (loss on the attention block output, search blocks)
   let s1: Float64Array | null = null;
   if (q('self_attn.q_proj') || q('self_attn.k_proj') || q('self_attn.v_proj')) {
     stage('scales qkv');
-    const r = await searchScale(ctx, 'input_layernorm→q,k,v', fp.h, D, [
+    const r = await searchScale(ctx, 'input_layernorm→q,k,v', st.meanH, D, [
       { kind: 'self_attn.q_proj', w: W['self_attn.q_proj'], N: qd },
       { kind: 'self_attn.k_proj', w: W['self_attn.k_proj'], N: kvd },
       { kind: 'self_attn.v_proj', w: W['self_attn.v_proj'], N: kvd },
-    ], async ([wq, wk, wv]) => (await attentionBlock(ctx, fp.h, wq!, wk!, wv!, lw)).out, fp.attnOut);
+    ], forwardLoss(ctxS, sx.h, sx.attnOut, async (c, xc, [wq, wk, wv]) => (await attentionBlock(c, xc, wq!, wk!, wv!, lw)).out));
     s1 = r.scales;
     reports.push(r.report);
   }
-  // 2. v → o (only without GQA: same weight shapes)
+  // 2. v → o (only without GQA: same weight shapes); o_proj's output error, exactly, from its input Gram over all tokens
   let s2: Float64Array | null = null;
-  if (kvd === D && qd === D && q('self_attn.o_proj')) {
+  if (voGroup) {
     stage('scales v→o');
-    const r = await searchScale(ctx, 'v_proj→o_proj', fp.a, qd, [{ kind: 'self_attn.o_proj', w: W['self_attn.o_proj'], N: D }],
-      async ([wo]) => linear(fp.a, T, wo!, D, qd, lw.bias['self_attn.o_proj'] ?? null), fp.attnOut);
+    const r = await searchScale(ctx, 'v_proj→o_proj', st.meanA, qd, [{ kind: 'self_attn.o_proj', w: W['self_attn.o_proj'], N: D }],
+      gramLoss(st.gramA!, W['self_attn.o_proj'], D, qd));
     s2 = r.scales;
     reports.push(r.report);
   }
-  // 3. post_attention_layernorm → gate, up (loss on the MLP output)
+  // 3. post_attention_layernorm → gate, up (loss on the MLP output, search blocks)
   let s3: Float64Array | null = null;
   if (q('mlp.gate_proj') || q('mlp.up_proj')) {
     stage('scales gate,up');
-    const r = await searchScale(ctx, 'post_attention_layernorm→gate,up', fp.h2, D, [
+    const r = await searchScale(ctx, 'post_attention_layernorm→gate,up', st.meanH2, D, [
       { kind: 'mlp.gate_proj', w: W['mlp.gate_proj'], N: ctx.F },
       { kind: 'mlp.up_proj', w: W['mlp.up_proj'], N: ctx.F },
-    ], async ([wg, wu]) => (await mlpBlock(ctx, fp.h2, wg!, wu!, W['mlp.down_proj'])).out, fp.mlpOut);
+    ], forwardLoss(ctxS, sx.h2, sx.mlpOut, async (c, xc, [wg, wu]) => (await mlpBlock(c, xc, wg!, wu!, W['mlp.down_proj'])).out));
     s3 = r.scales;
     reports.push(r.report);
   }
-  // 4. up → down
+  // 4. up → down (down_proj's output error from its input Gram over all tokens)
   let s4: Float64Array | null = null;
   if (q('mlp.down_proj')) {
     stage('scales up→down');
-    const r = await searchScale(ctx, 'up_proj→down_proj', fp.m, ctx.F, [{ kind: 'mlp.down_proj', w: W['mlp.down_proj'], N: D }],
-      async ([wd]) => linear(fp.m, T, wd!, D, ctx.F), fp.mlpOut);
+    const r = await searchScale(ctx, 'up_proj→down_proj', st.meanM, ctx.F, [{ kind: 'mlp.down_proj', w: W['mlp.down_proj'], N: D }],
+      gramLoss(st.gramM!, W['mlp.down_proj'], D, ctx.F));
     s4 = r.scales;
     reports.push(r.report);
   }
+  const cr = st.clip;
+  const R = clipOn ? clipSampleRows(ctx).length : 0;
 
   // fold the scales (AutoAWQ apply_scale): preceding op ÷ s, following columns × s,
-  // and the recorded inputs ÷ s for the clip search
+  // and the recorded clip inputs ÷ s (attention averages are linear in the inputs)
   if (s1) {
     divInPlace(lw.attnNorm, s1);
     for (const k of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'] as const) scaleColsInPlace(W[k], linearN(ctx, k), D, s1);
-    divActs(fp.h, T, D, s1);
+    divActs(cr.h, R, D, s1);
+    for (const v of cr.vAvg ?? []) divActs(v, v.length / D, D, s1);
   }
   if (s2) {
     divRowsInPlace(W['self_attn.v_proj'], kvd, D, s2);
     const vb = lw.bias['self_attn.v_proj'];
     if (vb) divInPlace(vb, s2);
     scaleColsInPlace(W['self_attn.o_proj'], D, qd, s2);
-    divActs(fp.a, T, qd, s2);
+    divActs(cr.a, R, qd, s2);
   }
   if (s3) {
     divInPlace(lw.ffnNorm, s3);
     scaleColsInPlace(W['mlp.gate_proj'], ctx.F, D, s3);
     scaleColsInPlace(W['mlp.up_proj'], ctx.F, D, s3);
-    divActs(fp.h2, T, D, s3);
+    divActs(cr.h2, R, D, s3);
   }
   if (s4) {
     divRowsInPlace(W['mlp.up_proj'], ctx.F, D, s4);
     scaleColsInPlace(W['mlp.down_proj'], D, ctx.F, s4);
-    divActs(fp.m, T, ctx.F, s4);
+    divActs(cr.m, R, ctx.F, s4);
   }
 
   const clip: Record<string, number> = {};
-  if (!opts.foldOnly && opts.clip !== false) {
+  if (clipOn) {
     const inputs: Partial<Record<LinearKind, Float32Array>> = {
-      'self_attn.v_proj': fp.h, 'self_attn.o_proj': fp.a, 'mlp.gate_proj': fp.h2, 'mlp.up_proj': fp.h2, 'mlp.down_proj': fp.m,
+      'self_attn.v_proj': cr.h, 'self_attn.o_proj': cr.a, 'mlp.gate_proj': cr.h2, 'mlp.up_proj': cr.h2, 'mlp.down_proj': cr.m,
     };
-    const rows = clipSampleRows(ctx);
+    const all = Array.from({ length: R }, (_, i) => i);
     for (const kind of ['self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'] as const) {
-      if (!q(kind) || (opts.clipLinears && !opts.clipLinears.includes(kind.split('.')[1]!))) continue;
+      if (!clipKind(kind)) continue;
       stage(`clip ${kind.split('.')[1]}`);
       const d = dims(ctx, kind);
-      if (kind === 'self_attn.v_proj' && ctx.clipVAttention) {
+      if (kind === 'self_attn.v_proj' && cr.vAvg) {
         // each kv head's rows against the inputs averaged by the query heads that read it
         const hd = s.headDim;
-        const avg = await attentionAveragedInputs(ctx, fp.h, lw, rows);
         let shrink = 0;
         for (let kh = 0; kh < s.kvHeads; kh++) {
-          const xs = avg[kh]!;
+          const xs = cr.vAvg[kh]!;
           const grams = await groupGrams(xs, D, ctx.G, Array.from({ length: xs.length / D }, (_, i) => i));
           shrink += await searchClip(ctx, W[kind].subarray(kh * hd * D, (kh + 1) * hd * D), hd, D, grams);
         }
         clip[kind.split('.')[1]!] = shrink / s.kvHeads;
         continue;
       }
-      clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, await groupGrams(inputs[kind]!, d.in, ctx.G, rows));
+      clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, await groupGrams(inputs[kind]!, d.in, ctx.G, all));
     }
   }
-  return { report: { layer: l, scales: reports, clip }, fpOut: fp.out };
+  return { report: { layer: l, scales: reports, clip }, fpOut: st.fpOut };
 }
 
 function linearN(ctx: Ctx, kind: LinearKind): number {
@@ -450,17 +489,18 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     writer = w;
     const putFloat = (name: string, v: Float32Array) => w.append(name, encodeFloats(v, fdt));
 
-    const embed = ck.readFloat32('model.embed_tokens.weight');
+    let embed: Float32Array | null = ck.readFloat32('model.embed_tokens.weight');
     putFloat('model.embed_tokens.weight', embed);
     const D = shape.hiddenSize;
     const ctx: Ctx = {
       shape, F, T: calib ? calib.samples * calib.seqlen : 0, seqlen, bits, G,
       invFreq: Float32Array.from(ropeInvFreq(shape)), quantized: quantizable, duo: opts.duoScaling ?? false, clipTokens: opts.clipTokens ?? 512, clipVAttention: opts.clipVAttention ?? true,
+      searchBlocks: calib ? searchBlocks(calib.samples, seqlen, opts.searchTokens ?? DEFAULT_SEARCH_TOKENS) : [],
     };
     let x: Float32Array | null = null;
     if (calib) {
       x = new Float32Array(ctx.T * D);
-      for (let t = 0; t < ctx.T; t++) x.set(embed.subarray(calib.tokens[t]! * D, (calib.tokens[t]! + 1) * D), t * D);
+      for (let t = 0; t < ctx.T; t++) x.set(embed!.subarray(calib.tokens[t]! * D, (calib.tokens[t]! + 1) * D), t * D);
     }
     const reports: LayerReport[] = [];
     const rtnFallbackLayers: number[] = [];
@@ -468,8 +508,9 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     let xHeld: Float32Array | null = null;
     if (calib?.heldOut) {
       xHeld = new Float32Array(calib.heldOut.length * D);
-      calib.heldOut.forEach((tk, t) => xHeld!.set(embed.subarray(tk * D, (tk + 1) * D), t * D));
+      calib.heldOut.forEach((tk, t) => xHeld!.set(embed!.subarray(tk * D, (tk + 1) * D), t * D));
     }
+    embed = null; // written and looked up: not needed during the layers
     for (let l = 0; l < shape.layers; l++) {
       const tl = performance.now();
       const stage = (st: string) => opts.onStage?.(l, st);
@@ -482,9 +523,13 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       if (method === 'awq') {
         if (opts.compareRtn) {
           stage('rtn reference');
-          const fpRef = await forwardLayer(ctx, lw, x!);
-          const rtn = await forwardLayer(ctx, await rtnWeights(ctx, lw), x!);
-          rtnOutputMse = mse(rtn.out, fpRef.out);
+          const rtnW = await rtnWeights(ctx, lw);
+          let se = 0;
+          await forEachChunk(ctx, x!, async (ctxc, xc) => {
+            const fpRef = (await forwardLayer(ctxc, lw, xc)).out;
+            se += mse((await forwardLayer(ctxc, rtnW, xc)).out, fpRef) * fpRef.length;
+          });
+          rtnOutputMse = se / (ctx.T * D);
         }
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
         fpOut = r.fpOut;
@@ -536,11 +581,19 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       }
       if (method === 'awq') {
         // the next layer sees the outputs of this quantized layer
+        // (chunk by chunk, in place: a chunk's output depends on its own blocks only)
         stage('quantized forward');
-        const qOut = (await forwardLayer(ctx, { ...lw, w: deq }, x!)).out;
-        report.outputMse = mse(qOut, fpOut!);
+        const qlw = { ...lw, w: deq };
+        const fpo = fpOut!;
+        let se = 0;
+        await forEachChunk(ctx, x!, async (ctxc, xc, t0) => {
+          const qo = (await forwardLayer(ctxc, qlw, xc)).out;
+          se += mse(qo, fpo.subarray(t0 * D, t0 * D + qo.length)) * qo.length;
+          xc.set(qo);
+        });
+        fpOut = null;
+        report.outputMse = se / (ctx.T * D);
         if (rtnOutputMse !== undefined) report.rtnOutputMse = rtnOutputMse;
-        x = qOut;
       }
       report.seconds = (performance.now() - tl) / 1000;
       reports.push(report);
@@ -586,6 +639,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       calibration: calib ? {
         samples: calib.samples, seqlen: calib.seqlen, tokens: calib.tokens.length, documents: calib.documents,
         heldOutTokens: calib.heldOut?.length ?? 0, heldOutFromSamples: calib.heldOutFromSamples,
+        searchTokens: ctx.searchBlocks.length * seqlen,
       } : null,
       rtnFallbackLayers,
       layers: reports,

@@ -4,8 +4,8 @@
 // exactly as dᵀ C d with the group's input second moments).
 import { type LinearKind } from '../../arch/model-shapes.js';
 import { applyRope } from '../../eval/reference-forward.js';
-import { backendOps, linear, meanAbsColumns, mse } from './ops.js';
-import { CLIP_STEPS, N_GRID, type Ctx, type LayerWeights } from './layer.js';
+import { backendOps, linear, mse } from './ops.js';
+import { CLIP_STEPS, N_GRID, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
 import { ShoalError } from '@shoal/common';
 
 export interface ScaleGroupReport {
@@ -29,9 +29,16 @@ export function qdqScaled(ctx: Ctx, w: Float32Array, N: number, K: number, s: Fl
   return backendOps().fakeQuant(w, N, K, ctx.G, ctx.bits, s);
 }
 
-export async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: number, targets: ScaleTarget[],
-  block: (ws: Float32Array[]) => Promise<Float32Array>, ref: Float32Array): Promise<{ scales: Float64Array; report: ScaleGroupReport }> {
-  const xMean = meanAbsColumns(x, ctx.T, K);
+/** Output loss of one candidate set of weights (one array per ScaleTarget, same order). */
+export type CandidateLoss = (ws: Float32Array[]) => Promise<number>;
+
+/**
+ * The α grid of AWQ's scale search: s = xMean^α (duo: / wMean^(1−α)), and the α
+ * whose candidate weights Q(W·diag(s))·diag(s)⁻¹ give the lowest `loss`.
+ * xMean: per-channel mean |x| of the group's input over all calibration tokens.
+ */
+export async function searchScale(ctx: Ctx, name: string, xMean: Float64Array, K: number, targets: ScaleTarget[],
+  loss: CandidateLoss): Promise<{ scales: Float64Array; report: ScaleGroupReport }> {
   let wMean: Float64Array | null = null;
   if (ctx.duo) {
     // column mean of |w| / max|w| of its group, over the rows of all targets (AutoAWQ)
@@ -70,15 +77,51 @@ export async function searchScale(ctx: Ctx, name: string, x: Float32Array, K: nu
     for (let k = 0; k < K; k++) s[k] = s[k]! / norm;
     const ws: Float32Array[] = [];
     for (const t of targets) ws.push(ctx.quantized.has(t.kind) ? await qdqScaled(ctx, t.w, t.N, K, s) : t.w);
-    const out = await block(ws);
-    const loss = mse(out, ref);
-    if (i === 0) loss0 = loss;
-    if (loss < best.loss) best = { loss, alpha, scales: s };
+    const l = await loss(ws);
+    if (i === 0) loss0 = l;
+    if (l < best.loss) best = { loss: l, alpha, scales: s };
   }
   if (best.alpha < 0) {
     throw new ShoalError('SHOAL_ERR_NUMERIC', `AWQ scale search for ${name} found no finite loss; the model or the calibration activations contain NaN/Inf`);
   }
   return { scales: best.scales, report: { name, alpha: best.alpha, loss: best.loss, lossAlpha0: loss0 } };
+}
+
+/**
+ * Candidate loss of a block whose output is one linear's output (v→o: o_proj,
+ * up→down: down_proj), from the input Gram matrix C = XᵀX / T [K, K] instead of
+ * the product over all T tokens: with d_n = ŵ_n − w_n (the bias cancels),
+ *   mean_{t,n} (x_t·d_n)² = Σ_n d_n C d_nᵀ / N,
+ * the same MSE as mse(X·Ŵᵀ, X·Wᵀ), exactly up to rounding. One backend GEMM
+ * D·C [N, K] per candidate (C symmetric), summed in f64.
+ */
+export function gramLoss(C: Float32Array, w: Float32Array, N: number, K: number): CandidateLoss {
+  return async ([wq]) => {
+    const d = new Float32Array(N * K);
+    for (let i = 0; i < d.length; i++) d[i] = wq![i]! - w[i]!;
+    const E = await backendOps().matmul(d, N, C, K, K);
+    let s = 0;
+    for (let i = 0; i < d.length; i++) s += E[i]! * d[i]!;
+    return s / N;
+  };
+}
+
+/**
+ * Candidate loss by running the block on the search tokens: mse(block(ws), ref)
+ * over x [ctx.T, D], chunk by chunk of whole blocks (layer.forEachChunk), so a
+ * candidate's [T, F] intermediates are never held for all search tokens at once.
+ */
+export function forwardLoss(ctx: Ctx, x: Float32Array, ref: Float32Array,
+  block: (ctxc: Ctx, xc: Float32Array, ws: Float32Array[]) => Promise<Float32Array>): CandidateLoss {
+  const D = ctx.shape.hiddenSize;
+  return async (ws) => {
+    let se = 0;
+    await forEachChunk(ctx, x, async (ctxc, xc, t0) => {
+      const out = await block(ctxc, xc, ws);
+      se += mse(out, ref.subarray(t0 * D, t0 * D + out.length)) * out.length;
+    });
+    return se / (ctx.T * D);
+  };
 }
 
 // ---------------------------------------------------------------------------

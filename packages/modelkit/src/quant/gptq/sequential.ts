@@ -48,6 +48,9 @@ export interface GptqSequentialOptions {
 }
 
 /** Runs the layers in order as the writer asks for their linears. */
+/** Rows per chunk of the MLP forward (a [1024, F] gate/up chunk stays small). */
+const MLP_ROWS = 1024;
+
 export class GptqSequential {
   private readonly o: GptqSequentialOptions;
   private x: Float32Array | null = null;
@@ -94,7 +97,7 @@ export class GptqSequential {
     const T = this.o.tokens.length;
     const p = `model.layers.${l}`;
     if (!this.x) this.x = this.embed();
-    const x = this.x;
+    let x: Float32Array | null = this.x;
     const w = {} as Record<LinearKind, Float32Array>;
     const bias: Partial<Record<LinearKind, Float32Array>> = {};
     for (const kind of LINEAR_KINDS) {
@@ -139,20 +142,26 @@ export class GptqSequential {
     stage('forward o');
     const x1 = add(x, await linear(a, T, w['self_attn.o_proj'], D, qd, bias['self_attn.o_proj'] ?? null));
     a = null;
+    x = null; // x1 carries the residual stream from here
+    this.x = null;
     let h2: Float32Array | null = rmsnorm(x1, T, D, ck.readFloat32(`${p}.post_attention_layernorm.weight`), eps);
     await solve(['mlp.gate_proj', 'mlp.up_proj'], h2, D, 'gate,up');
     stage('forward mlp');
-    const g = await linear(h2, T, w['mlp.gate_proj'], F, D);
-    let u: Float32Array | null = await linear(h2, T, w['mlp.up_proj'], F, D);
+    // m = silu(gate)·up [T, F], filled in chunks of rows (the MLP is per token), so
+    // gate and up are never held for all T tokens (2 × [T, F] f32 less at the peak)
+    const m = new Float32Array(T * F);
+    for (let r0 = 0; r0 < T; r0 += MLP_ROWS) {
+      const n = Math.min(MLP_ROWS, T - r0);
+      const hc = h2.subarray(r0 * D, (r0 + n) * D);
+      const g = await linear(hc, n, w['mlp.gate_proj'], F, D);
+      await backendOps().siluMul(g, await linear(hc, n, w['mlp.up_proj'], F, D));
+      m.set(g, r0 * F);
+    }
     h2 = null;
-    await backendOps().siluMul(g, u);
-    u = null;
-    await solve(['mlp.down_proj'], g, F, 'down');
+    await solve(['mlp.down_proj'], m, F, 'down');
     if (l + 1 < s.layers) {
       stage('forward down');
-      this.x = add(x1, await linear(g, T, w['mlp.down_proj'], D, F));
-    } else {
-      this.x = null;
+      this.x = add(x1, await linear(m, T, w['mlp.down_proj'], D, F));
     }
     const report = { layer: l, seconds: (performance.now() - t0) / 1000, linears: reports };
     this.reports.push(report);

@@ -69,3 +69,17 @@ t.test('quantize --backend: cuda without a usable GPU is a clear error; cpu name
   await t.rejects(run([...args, '--v-clip-error', 'heads', '--out', path.join(root, 'b-bad')]), /heads.*attention, token|Allowed choices/);
   t.same(Object.keys(j.layers[0]!.clip).sort(), ['gate_proj', 'up_proj'], 'only the listed linears were clipped');
 });
+
+t.test('quantize --search-tokens: whole blocks of the calibration, bad values rejected before any work', { skip: skipStories }, async (t) => {
+  const calib = path.join(root, 'calib-s.txt');
+  writeFileSync(calib, calibDocs(40).join('\n\n'));
+  const args = ['quantize', '--method', 'awq', '--bits', '4', '--group', '32', '--model', STORIES, '--calib', calib, '--samples', '6', '--seqlen', '64', '--fake-quant', '--holdout', '0'];
+  type J = { calibration: { tokens: number; searchTokens: number } };
+  const a = JSON.parse(await run([...args, '--search-tokens', '100', '--out', path.join(root, 's-100'), '--json'])) as J;
+  t.equal(a.calibration.tokens, 384);
+  t.equal(a.calibration.searchTokens, 128, '100 tokens → 2 whole blocks of 64');
+  const d = JSON.parse(await run([...args, '--out', path.join(root, 's-def'), '--json'])) as J;
+  t.equal(d.calibration.searchTokens, 384, 'the default 4096 covers all 6 blocks');
+  await t.rejects(run([...args, '--search-tokens', '0', '--out', path.join(root, 's-bad')]), /--search-tokens.*positive integer/);
+  t.notOk(existsSync(path.join(root, 's-bad')), 'no output folder left behind');
+});

@@ -1,0 +1,204 @@
+// awq/stats.ts — what AWQ's searches need from one layer's FP forward, gathered
+// chunk by chunk (whole calibration blocks of seqlen tokens), so that no
+// [T, F] activation of all calibration tokens is ever held:
+//   - per-channel mean |x| of the inputs of q/k/v, o, gate/up and down (all tokens)
+//   - the input Gram matrices C = XᵀX / T of o_proj (v→o group) and down_proj
+//     (up→down group), all tokens, f64 sums in the backend's hessian op
+//   - the inputs and block outputs of the search blocks (a seeded subsample of
+//     whole blocks) for the groups whose loss goes through attention or SiLU
+//   - the clip search's sampled rows (and v_proj's attention-averaged inputs)
+//   - the FP layer output of every token (for the output MSE of the report)
+import { backendOps } from './ops.js';
+import { chunkBlocks, forEachChunk, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
+
+import { attentionAveragedInputs } from './search.js';
+
+/** Rows gathered before each ops.hessian call (its mirror step costs K² per call). */
+const GRAM_ROWS = 4096;
+
+/** Accumulates C += XᵀX / T through ops.hessian, staging rows so each call gets ~GRAM_ROWS of them. */
+class GramAccumulator {
+  readonly H: Float64Array;
+  private stage: Float32Array | null = null;
+  private n = 0;
+  constructor(private readonly K: number, private readonly T: number, private readonly cap: number) {
+    this.H = new Float64Array(K * K);
+  }
+  async add(x: Float32Array, rows: number): Promise<void> {
+    if (rows >= this.cap) {
+      await this.flush();
+      await backendOps().hessian(x, rows, this.K, this.H, 1 / this.T);
+      return;
+    }
+    if (this.n + rows > this.cap) await this.flush();
+    this.stage ??= new Float32Array(this.cap * this.K);
+    this.stage.set(x.subarray(0, rows * this.K), this.n * this.K);
+    this.n += rows;
+  }
+  async flush(): Promise<void> {
+    if (this.n === 0) return;
+    await backendOps().hessian(this.stage!.subarray(0, this.n * this.K), this.n, this.K, this.H, 1 / this.T);
+    this.n = 0;
+  }
+  /** C as f32 (the candidates' GEMM operand); drops the staging buffer. */
+  async result(): Promise<Float32Array> {
+    await this.flush();
+    this.stage = null;
+    return Float32Array.from(this.H);
+  }
+}
+
+/** Small deterministic PRNG (mulberry32) for the search-block subsample. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export const SEARCH_SEED = 0x5eed;
+
+/**
+ * The calibration blocks the α candidates of the nonlinear groups are evaluated
+ * on: ⌈searchTokens / seqlen⌉ of `samples` blocks, drawn without replacement
+ * with a fixed seed, ascending; all blocks when that covers them.
+ */
+export function searchBlocks(samples: number, seqlen: number, searchTokens: number, seed = SEARCH_SEED): number[] {
+  const n = Math.min(samples, Math.ceil(searchTokens / seqlen));
+  const idx = Array.from({ length: samples }, (_, i) => i);
+  if (n >= samples) return idx;
+  const rnd = mulberry32(seed);
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(rnd() * (samples - i));
+    [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+  }
+  return idx.slice(0, n).sort((a, b) => a - b);
+}
+
+/** Rows [rows.length, K] of x [*, K]. */
+export function gatherRows(x: Float32Array, K: number, rows: readonly number[]): Float32Array {
+  const out = new Float32Array(rows.length * K);
+  rows.forEach((t, i) => out.set(x.subarray(t * K, (t + 1) * K), i * K));
+  return out;
+}
+
+/** acc[k] += Σ_m |x[m, k]| */
+function addAbsColumns(acc: Float64Array, x: Float32Array, M: number, K: number): void {
+  for (let m = 0; m < M; m++) {
+    const o = m * K;
+    for (let k = 0; k < K; k++) acc[k] = acc[k]! + Math.abs(x[o + k]!);
+  }
+}
+
+export interface SearchSet {
+  /** tokens in the search blocks */
+  T: number;
+  h: Float32Array;       // [T, D] input of q/k/v
+  attnOut: Float32Array; // [T, D]
+  h2: Float32Array;      // [T, D] input of gate/up
+  mlpOut: Float32Array;  // [T, D]
+}
+
+export interface ClipRows {
+  h: Float32Array;  // [R, D]
+  a: Float32Array;  // [R, qd]
+  h2: Float32Array; // [R, D]
+  m: Float32Array;  // [R, F]
+  /** per kv head, [R · heads/kvHeads, D] (only when asked) */
+  vAvg: Float32Array[] | null;
+}
+
+export interface LayerStats {
+  meanH: Float64Array;
+  meanA: Float64Array;
+  meanH2: Float64Array;
+  meanM: Float64Array;
+  /** C = AᵀA / T [qd, qd] of o_proj's input (null: not asked) */
+  gramA: Float32Array | null;
+  /** C = MᵀM / T [F, F] of down_proj's input (null: not asked) */
+  gramM: Float32Array | null;
+  search: SearchSet;
+  clip: ClipRows;
+  /** FP layer output [T, D] */
+  fpOut: Float32Array;
+}
+
+export interface StatsRequest {
+  /** blocks (of ctx.seqlen tokens) for the search set */
+  searchBlocks: readonly number[];
+  /** token rows (ascending) for the clip search */
+  clipRows: readonly number[];
+  gramA: boolean;
+  gramM: boolean;
+  vAvg: boolean;
+}
+
+/** The FP forward of layer lw over x [T, D], chunk by chunk, reduced to what the searches need. */
+export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, req: StatsRequest): Promise<LayerStats> {
+  const s = ctx.shape;
+  const D = s.hiddenSize;
+  const qd = s.heads * s.headDim;
+  const F = ctx.F;
+  const T = ctx.T;
+  const L = ctx.seqlen;
+  const perKv = s.heads / s.kvHeads;
+  const sums = { h: new Float64Array(D), a: new Float64Array(qd), h2: new Float64Array(D), m: new Float64Array(F) };
+  const gramRows = Math.max(1, Math.floor(GRAM_ROWS / (chunkBlocks(L) * L))) * chunkBlocks(L) * L;
+  const Ha = req.gramA ? new GramAccumulator(qd, T, gramRows) : null;
+  const Hm = req.gramM ? new GramAccumulator(F, T, gramRows) : null;
+  const ST = req.searchBlocks.length * L;
+  const search: SearchSet = { T: ST, h: new Float32Array(ST * D), attnOut: new Float32Array(ST * D), h2: new Float32Array(ST * D), mlpOut: new Float32Array(ST * D) };
+  const R = req.clipRows.length;
+  const clip: ClipRows = {
+    h: new Float32Array(R * D), a: new Float32Array(R * qd), h2: new Float32Array(R * D), m: new Float32Array(R * F),
+    vAvg: req.vAvg ? Array.from({ length: s.kvHeads }, () => new Float32Array(R * perKv * D)) : null,
+  };
+  const fpOut = new Float32Array(T * D);
+  let ci = 0; // next clip row
+  await forEachChunk(ctx, x, async (ctxc, xc, t0) => {
+    const n = ctxc.T;
+    const acts = await forwardLayer(ctxc, lw, xc);
+    addAbsColumns(sums.h, acts.h, n, D);
+    addAbsColumns(sums.a, acts.a, n, qd);
+    addAbsColumns(sums.h2, acts.h2, n, D);
+    addAbsColumns(sums.m, acts.m, n, F);
+    if (Ha) await Ha.add(acts.a, n);
+    if (Hm) await Hm.add(acts.m, n);
+    req.searchBlocks.forEach((b, i) => {
+      const bt = b * L;
+      if (bt < t0 || bt >= t0 + n) return;
+      const src = (bt - t0) * D;
+      const dst = i * L * D;
+      search.h.set(acts.h.subarray(src, src + L * D), dst);
+      search.attnOut.set(acts.attnOut.subarray(src, src + L * D), dst);
+      search.h2.set(acts.h2.subarray(src, src + L * D), dst);
+      search.mlpOut.set(acts.mlpOut.subarray(src, src + L * D), dst);
+    });
+    const local: number[] = [];
+    const first = ci;
+    while (ci < R && req.clipRows[ci]! < t0 + n) local.push(req.clipRows[ci++]! - t0);
+    local.forEach((r, j) => {
+      const i = first + j;
+      clip.h.set(acts.h.subarray(r * D, (r + 1) * D), i * D);
+      clip.a.set(acts.a.subarray(r * qd, (r + 1) * qd), i * qd);
+      clip.h2.set(acts.h2.subarray(r * D, (r + 1) * D), i * D);
+      clip.m.set(acts.m.subarray(r * F, (r + 1) * F), i * F);
+    });
+    if (clip.vAvg && local.length) {
+      const avg = await attentionAveragedInputs(ctxc, acts.h, lw, local);
+      avg.forEach((v, kh) => clip.vAvg![kh]!.set(v, first * perKv * D));
+    }
+    fpOut.set(acts.out, t0 * D);
+  });
+  const mean = (v: Float64Array) => v.map((x) => x / T);
+  return {
+    meanH: mean(sums.h), meanA: mean(sums.a), meanH2: mean(sums.h2), meanM: mean(sums.m),
+    gramA: Ha ? await Ha.result() : null,
+    gramM: Hm ? await Hm.result() : null,
+    search, clip, fpOut,
+  };
+}
