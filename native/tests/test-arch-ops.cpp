@@ -10,6 +10,7 @@
 #include "error.h"
 #include "route.h"
 #include "tensor.h"
+#include "test-tensors.h"
 
 #include <algorithm>
 #include <cmath>
@@ -60,21 +61,8 @@ std::vector<float> rand_vec(size_t n, float a = -1, float b = 1) {
     return v;
 }
 
-TensorView view(const std::string & name, DType dt, std::vector<int64_t> shape, const void * data, size_t nbytes) {
-    TensorView v;
-    v.name = name;
-    v.dtype = dt;
-    v.n_dims = (int)shape.size();
-    for (size_t i = 0; i < shape.size(); i++) v.shape[i] = shape[i];
-    v.data = data;
-    v.nbytes = nbytes;
-    return v;
-}
-
-struct Bk {
-    std::string name;
-    std::unique_ptr<Backend> b;
-};
+using shoal_test::Bk;
+using shoal_test::view;
 
 using RowOp = std::function<std::vector<float>(Backend &)>;
 void compare_all(std::vector<Bk> & bks, Backend & ref, const std::string & tag, const RowOp & op,

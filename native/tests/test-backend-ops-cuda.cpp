@@ -23,6 +23,7 @@
 #include "model.h"
 #include "shoal.h"
 #include "tensor.h"
+#include "test-tensors.h"
 #include "test-helpers.h"
 
 #include <algorithm>
@@ -79,16 +80,7 @@ void check_close(const std::string & what, const std::vector<float> & got, const
     check(ok, what);
 }
 
-TensorView view(const std::string & name, DType dt, std::vector<int64_t> shape, const void * data, size_t nbytes) {
-    TensorView v;
-    v.name = name;
-    v.dtype = dt;
-    v.n_dims = (int)shape.size();
-    for (size_t i = 0; i < shape.size(); i++) v.shape[i] = shape[i];
-    v.data = data;
-    v.nbytes = nbytes;
-    return v;
-}
+using shoal_test::view;
 
 std::vector<float> download(Backend & b, const Act & a, int64_t rows) {
     std::vector<float> out((size_t)(rows * a.cols));

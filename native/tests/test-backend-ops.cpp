@@ -11,6 +11,7 @@
 #include "exact-repack.h"
 #include "error.h"
 #include "tensor.h"
+#include "test-tensors.h"
 #include "threadpool.h"
 
 #include <algorithm>
@@ -109,21 +110,8 @@ AwqTensors make_awq(int64_t K, int64_t N, int64_t G) {
     return t;
 }
 
-TensorView view(const std::string & name, DType dt, std::vector<int64_t> shape, const void * data, size_t nbytes) {
-    TensorView v;
-    v.name = name;
-    v.dtype = dt;
-    v.n_dims = (int)shape.size();
-    for (size_t i = 0; i < shape.size(); i++) v.shape[i] = shape[i];
-    v.data = data;
-    v.nbytes = nbytes;
-    return v;
-}
-
-struct Bk {
-    std::string name;
-    std::unique_ptr<Backend> b;
-};
+using shoal_test::Bk;
+using shoal_test::view;
 
 // Runs y = x·Wᵀ on backend b, with x [M][K] given; returns y [M][N].
 std::vector<float> run_matmul(Backend & b, const LinearSource & src, const std::vector<float> & x, int64_t M) {
