@@ -18,6 +18,7 @@
 // `shoal quantize --format compressed-tensors` writes what the loader reads.
 // Skips the engine parts when the native addon is not built (`make native`).
 import t from 'tap';
+import { groupIndex, seededRandom } from './random-quant.js';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,12 +44,7 @@ const FAST_VS_EXACT = 1.2e-1;
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-ct-'));
 if (!process.env.SHOAL_TEST_KEEP) t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
-let seed = 24681357;
-function rnd(): number {
-  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-  return seed / 2 ** 32;
-}
-const rint = (n: number) => Math.floor(rnd() * n);
+const { rnd, rint } = seededRandom(24681357); // deterministic data
 
 interface Arch { name: string; shape: ShapeName; overrides: Partial<ModelShape> }
 const ARCHS: Arch[] = [
@@ -121,14 +117,7 @@ function buildCase(base: string, tag: string, c: Case): { qdir: string; exact: s
     for (let i = 0; i < zu.length; i++) zu[i] = c.sym ? half : rint(maxq + 1);
     const sc = new Uint16Array(ng * N);
     for (let i = 0; i < sc.length; i++) sc[i] = f64ToF16((0.5 + 0.5 * rnd()) * 0.08 / maxq);
-    const gIdx = new Int32Array(K);
-    for (let k = 0; k < K; k++) gIdx[k] = Math.floor(k / G);
-    if (c.act) {
-      for (let k = K - 1; k > 0; k--) {
-        const j = rint(k + 1);
-        [gIdx[k], gIdx[j]] = [gIdx[j]!, gIdx[k]!];
-      }
-    }
+    const gIdx = groupIndex(K, G, !!c.act, rint);
     const we = new Float32Array(N * K);
     for (let k = 0; k < K; k++) {
       for (let n = 0; n < N; n++) {

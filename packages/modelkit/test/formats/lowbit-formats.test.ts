@@ -10,6 +10,7 @@
 // (bounds below). Mixed-up metadata gives its error code through the JS API.
 // Skips the engine parts when the native addon is not built (`make native`).
 import t from 'tap';
+import { groupIndex, seededRandom } from './random-quant.js';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,13 +29,7 @@ import { compareLogits, describeComparison, engine, engineGreedy, engineSkip, is
 const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-lowbit-'));
 t.teardown(() => rmSync(root, { recursive: true, force: true }));
 
-// deterministic integers
-let seed = 987654321;
-function rnd(): number {
-  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-  return seed / 2 ** 32;
-}
-const rint = (n: number) => Math.floor(rnd() * n);
+const { rnd, rint } = seededRandom(987654321); // deterministic data
 
 type Fmt = 'gptq' | 'eqat' | 'gemv' | 'gemv_fast';
 interface Case { name: string; fmt: Fmt; bits: number; group: number; v1?: boolean; act?: boolean }
@@ -88,14 +83,7 @@ function buildCase(c: Case): { qdir: string; fdir: string } {
     for (let i = 0; i < z.length; i++) z[i] = c.v1 ? 1 + rint(maxq) : rint(maxq + 1);
     const sc = new Uint16Array(ng * N);
     for (let i = 0; i < sc.length; i++) sc[i] = f64ToF16((0.5 + 0.5 * rnd()) * 0.06 / maxq);
-    const gIdx = new Int32Array(K);
-    for (let k = 0; k < K; k++) gIdx[k] = Math.floor(k / G);
-    if (c.act) {
-      for (let k = K - 1; k > 0; k--) {
-        const j = rint(k + 1);
-        [gIdx[k], gIdx[j]] = [gIdx[j]!, gIdx[k]!];
-      }
-    }
+    const gIdx = groupIndex(K, G, !!c.act, rint);
     const w = new Float32Array(N * K);
     const szF16 = new Uint16Array(c.fmt === 'gemv_fast' ? ng * N : 0);
     if (c.fmt === 'gemv_fast') for (let i = 0; i < szF16.length; i++) szF16[i] = f64ToF16(-f16ToF32(sc[i]!) * z[i]!);
