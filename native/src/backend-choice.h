@@ -33,6 +33,10 @@ struct BackendCaps {
     int64_t memory_bytes = -1;           // free memory for the weights; -1 = not limited
 };
 
+// What the CUDA backend runs (its load_linear and ops), without memory_bytes: declared here,
+// beside the rules that read it, so that builds without CUDA test the same table.
+BackendCaps cuda_declared_caps();
+
 // The backend's copy of the weights of src, in bytes, as the CUDA backend holds them
 // (INT4: 0.5 B per weight + 4 B per (row, group); floats as stored; a tied lm_head once).
 int64_t gpu_weight_bytes(const ModelSource & src);

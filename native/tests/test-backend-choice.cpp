@@ -63,20 +63,9 @@ ModelSource model(QFormat f = QFormat::None, int bits = 4, int group = 128) {
     return s;
 }
 
-// What the CUDA backend declares (cuda_caps), with a chosen amount of free memory.
+// What the CUDA backend declares (cuda_declared_caps), with a chosen amount of free memory.
 BackendCaps cuda_like(int64_t free_bytes) {
-    BackendCaps c;
-    c.name = "cuda";
-    QuantCap awq;
-    awq.fmt = QFormat::AwqGemm;
-    awq.bits = 4;
-    awq.f16_scales_only = true;
-    awq.k_multiple = 32;
-    awq.group_multiple = 32;
-    awq.n_multiple = 8;
-    c.quant.push_back(awq);
-    c.ops = {"head_rmsnorm"};
-    c.max_head_dim = 256;
+    BackendCaps c = cuda_declared_caps();
     c.memory_bytes = free_bytes;
     return c;
 }

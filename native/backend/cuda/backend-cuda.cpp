@@ -643,20 +643,7 @@ bool cuda_usable(std::string * why) {
 }
 
 BackendCaps cuda_caps() {
-    BackendCaps c;
-    c.name = "cuda";
-    // load_linear: AwqGemm 4-bit only, F16 scales, K % 32, G % 32, K % G, N % 8
-    QuantCap awq;
-    awq.fmt = QFormat::AwqGemm;
-    awq.bits = 4;
-    awq.f16_scales_only = true;
-    awq.k_multiple = 32;
-    awq.group_multiple = 32;
-    awq.n_multiple = 8;
-    c.quant.push_back(awq);
-    c.f32 = c.f16 = c.bf16 = true; // wtype_of
-    c.ops = {"head_rmsnorm", "layernorm", "activation", "learned_positions", "copy_cols", "moe", "sliding_window"};
-    c.max_head_dim = 256;          // attention(): even head_dim <= 256
+    BackendCaps c = cuda_declared_caps(); // backend-choice.cpp: keep it in step with load_linear and the ops
     size_t fr = 0, tot = 0;
     CUDA_CHECK(cudaSetDevice(device_index()));
     CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
