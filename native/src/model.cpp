@@ -45,7 +45,7 @@ static std::shared_ptr<const RepackCache> open_expert_cache(Backend & be, const 
         return c;
     }
     if (c) why = "its entries do not match the checkpoint";
-    const bool existed = why != "no cache file yet";
+    const bool existed = ::access(path.c_str(), F_OK) == 0; // stale, damaged or foreign: rebuilt
     c.reset();
     try {
         RepackCacheWriter w(path, key);
