@@ -8,14 +8,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-
-/** An error with a stable code, for `--model` arguments that name nothing usable. */
-export class ModelRefError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'ModelRefError';
-  }
-}
+import { ShoalError } from './errors.js';
 
 export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.HF_HUB_CACHE) return path.resolve(env.HF_HUB_CACHE);
@@ -70,8 +63,8 @@ export function cachedSnapshot(cacheDir: string, spec: RepoSpec): string | null 
 /**
  * A `--model` argument: an existing path, or anything that is not of the form
  * "org/name[@revision]", as it is (the command reports a missing folder its own way);
- * otherwise the snapshot from the Hugging Face cache. Throws ModelRefError
- * (SHOAL_ERR_IO) saying what to run when the repository is not in the cache.
+ * otherwise the snapshot from the Hugging Face cache. Throws ShoalError
+ * SHOAL_ERR_IO saying what to run when the repository is not in the cache.
  */
 export function resolveModelArg(arg: string, opts: { cacheDir?: string; env?: NodeJS.ProcessEnv } = {}): string {
   if (existsSync(arg)) return arg;
@@ -80,7 +73,7 @@ export function resolveModelArg(arg: string, opts: { cacheDir?: string; env?: No
   const cacheDir = opts.cacheDir ?? hfHubCacheDir(opts.env);
   const snap = cachedSnapshot(cacheDir, spec);
   if (!snap) {
-    throw new ModelRefError('SHOAL_ERR_IO', `${arg} is not a directory and not in the Hugging Face cache ${cacheDir}; `
+    throw new ShoalError('SHOAL_ERR_IO', `${arg} is not a directory and not in the Hugging Face cache ${cacheDir}; `
       + `download it with: shoal pull ${arg}`);
   }
   return snap;

@@ -6,13 +6,13 @@
 // special tokens: the template already writes BOS where the model wants it
 // (as transformers' apply_chat_template(tokenize=True) does).
 import { Template } from '@huggingface/jinja';
+import { ShoalError } from '@shoal/common';
 import { callsAsText, toolFormat } from './tool-format.js';
 
 /** A problem with the caller's messages; `param` is the JSON path of the culprit, e.g. `messages[2].content[0].type`. */
-export class PromptError extends Error {
-  readonly code = 'INVALID_PROMPT';
+export class PromptError extends ShoalError {
   constructor(message: string, readonly param: string) {
-    super(message);
+    super('SHOAL_ERR_INVALID_ARG', message, { param });
     this.name = 'PromptError';
   }
 }

@@ -14,11 +14,13 @@
 // the listed keys (a subset of what the schema allows, so the output still
 // validates). Whitespace: at most one space or newline between tokens, so a
 // model cannot stall in blanks.
+import { ShoalError } from '@shoal/common';
 import { TOOL_MARKER } from './tool-format.js';
 
-export class SchemaError extends Error {
+/** A schema constrained decoding cannot follow; `path` is the JSON path of the culprit. */
+export class SchemaError extends ShoalError {
   constructor(message: string, readonly path: string) {
-    super(message);
+    super('SHOAL_ERR_INVALID_ARG', message, { path });
     this.name = 'SchemaError';
   }
 }
