@@ -11,8 +11,12 @@ import {
 } from './cli-options.js';
 import type { ChatMessage, GenerateStats, Session } from './types.js';
 
-const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
-const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
+/** Bytes with the unit that keeps three significant digits (a 1 MB demo model and a 4 GB 7B both read well). */
+export function bytesText(b: number): string {
+  const units: Array<[number, string]> = [[1e9, 'GB'], [1e6, 'MB'], [1e3, 'kB']];
+  for (const [scale, unit] of units) if (b >= scale) return `${(b / scale).toPrecision(3)} ${unit}`;
+  return `${b} B`;
+}
 
 async function streamTo(out: NodeJS.WriteStream, gen: AsyncGenerator<{ text: string }, GenerateStats>): Promise<GenerateStats> {
   for (;;) {
@@ -108,11 +112,11 @@ export function registerEngineCommands(program: Command): void {
         ['prefill', `${r.prefillTokensPerSecond.toFixed(1)} tok/s (${r.promptTokens} tokens) · ${r.prefillGflops.toFixed(1)} GFLOP/s`],
         ['time to first token', `${(r.timeToFirstTokenSeconds * 1000).toFixed(0)} ms`],
         ['decode', `${r.decodeTokensPerSecond.toFixed(2)} tok/s (${r.decodeTokens} tokens)`],
-        ['weights read / token', gb(r.model.bytesPerToken)],
+        ['weights read / token', bytesText(r.model.bytesPerToken)],
         ['decode effective bandwidth', `${r.decodeEffectiveGBs.toFixed(1)} GB/s`],
         ['measured memory bandwidth', `${r.memoryBandwidthGBs.toFixed(1)} GB/s`],
         ['roofline', `${r.rooflineTokensPerSecond.toFixed(1)} tok/s → ${(r.rooflineFraction * 100).toFixed(1)}% reached`],
-        ['peak RSS', `${mb(r.peakRssBytes)} (budget ${mb(r.peakRssBudgetBytes)}: 1.15 × weights + KV ${r.kvCache} ${mb(r.kvCacheBytes)} + 150 MB)`],
+        ['peak RSS', `${bytesText(r.peakRssBytes)} (budget ${bytesText(r.peakRssBudgetBytes)}: 1.15 × weights + KV ${r.kvCache} ${bytesText(r.kvCacheBytes)} + 150 MB)`],
       );
       process.stdout.write(t.toString() + '\n');
     });
