@@ -1,5 +1,5 @@
 // commands.ts — model tooling commands: `shoal gen-model`, `shoal quantize`,
-// `shoal eval ppl`, `shoal pull`. --model takes a folder or org/name[@revision] from the
+// `shoal eval ppl`, `shoal eval layer-error`, `shoal pull`. --model takes a folder or org/name[@revision] from the
 // Hugging Face cache.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -76,6 +76,10 @@ interface GenModelCliOpts {
 interface QuantizeCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
   format?: string; sym?: boolean;
+}
+
+interface LayerErrorCliOpts {
+  model: string; reference: string; text: string[]; textSep?: string; samples: number; seqlen: number; json?: boolean;
 }
 
 interface PplCliOpts {
@@ -217,6 +221,46 @@ export function registerToolCommands(program: Command): void {
       } finally {
         model.dispose();
       }
+    });
+
+  evalCmd
+    .command('layer-error')
+    .description('per-layer error of a quantized checkpoint against its FP model: ‖ŷ−y‖²/‖y−x‖² of each decoder layer on the FP input (any method or format)')
+    .requiredOption('--model <dir>', 'quantized model folder (AutoAWQ gemm, GPTQ, or a float / fake-quantized checkpoint), or org/name[@revision]')
+    .requiredOption('--reference <dir>', 'the FP model it was quantized from (its tokenizer.json tokenizes --text)')
+    .requiredOption('--text <files...>', 'UTF-8 text; the held-out blocks are cut from its end (calibration takes the start)')
+    .option('--text-sep <regex>', 'split the text into documents at this regex (BOS before each)', '\\n\\s*\\n')
+    .option('--samples <n>', 'held-out blocks', intArg(1), 8)
+    .option('--seqlen <n>', 'tokens per block', intArg(1), 512)
+    .option('--json', 'print the result as JSON')
+    .action(async (o: LayerErrorCliOpts) => {
+      let sep: RegExp;
+      try {
+        sep = new RegExp(o.textSep ?? '\\n\\s*\\n');
+      } catch (err) {
+        throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--text-sep ${o.textSep} is not a valid regular expression: ${(err as Error).message}`);
+      }
+      // imported here: only this command needs the layer forward and the format readers
+      const { measureLayerError, formatLayerErrorLine } = await import('./eval/layer-error.js');
+      const bar = progressBar(!o.json, 'layer-error [{bar}] {value}/{total} layers | ETA {eta}s');
+      let r;
+      try {
+        r = await measureLayerError({
+          model: resolveModelArg(o.model), reference: resolveModelArg(o.reference), text: o.text, sep, samples: o.samples, seqlen: o.seqlen,
+          onLayer: (rep, total) => bar.update(rep.layer + 1, total),
+        });
+      } finally {
+        bar.stop();
+      }
+      if (o.json) {
+        process.stdout.write(JSON.stringify(r) + '\n');
+        return;
+      }
+      process.stdout.write(`${o.model} (${r.format.label}) vs ${o.reference}: ${r.samples} × ${r.seqlen} held-out tokens, `
+        + `documents ${r.documents.first}..${r.documents.first + r.documents.count - 1} of ${r.documents.total} (the end of the text)\n`);
+      for (const l of r.layers) process.stdout.write(formatLayerErrorLine(l) + '\n');
+      if (r.layers.some((l) => l.linearsNote)) process.stdout.write(`per-linear errors not reported: ${r.layers.find((l) => l.linearsNote)!.linearsNote}\n`);
+      process.stdout.write(`mean over ${r.layers.length} layers ${r.meanRelError.toExponential(3)}, all layers together ${r.totalRelError.toExponential(3)} (${r.seconds.toFixed(1)} s)\n`);
     });
 
   program
