@@ -315,6 +315,12 @@ t.test('stories260K: RTN, GPTQ and AWQ checkpoints load, give finite errors, w4 
   // down_proj (172 inputs) is not quantized at group 64: its error is exactly 0
   t.equal(res.rtn2!.layers[0]!.linears!['mlp.down_proj'], 0, 'RTN w2g64: down_proj (kept in F32) 0');
   for (const n of ['rtn-gemm4', 'awq4', 'awq2']) t.equal(res[n]!.layers[0]!.linears, null, `${n}: no per-linear errors (${res[n]!.layers[0]!.linearsNote})`);
+  // a zero-padded FFN (--pad-ffn: 172 → 192, so down_proj is quantized too) is compared as a whole layer
+  const padded = await quantizeAwqModel({ model: STORIES, out: dir('awq4-pad'), bits: 4, groupSize: 64, padFfn: true, dtype: 'f32', ...calib, samples: 8, seqlen: 256 });
+  t.equal(padded.paddedIntermediateSize, 192);
+  const rp = await measure(dir('awq4-pad'));
+  t.ok(rp.layers.every((l) => Number.isFinite(l.relError) && l.relError > 0 && l.relError < res.awq2!.layers[l.layer]!.relError), `padded AWQ w4g64: ${rp.layers.map((l) => l.relError.toExponential(2)).join(' ')}`);
+  t.equal(rp.layers[0]!.quantizedLinears, 7, 'padded: all 7 linears quantized');
   // every linear stored quantized is read as such
   t.equal(res.gptq4!.layers[0]!.quantizedLinears, 6, 'GPTQ: 6 linears quantized per layer (down_proj, 172 inputs, kept)');
   t.equal(res['rtn-gemm4']!.layers[0]!.quantizedLinears, 4, 'AutoAWQ gemm: q, k, v, o (gate/up have 172 outputs, not a multiple of 8)');
