@@ -5,14 +5,13 @@
 // with the same format readers the float64 reference forward and the format
 // tests use. For `shoal eval layer-error`: the FP model and a quantized one are
 // read the same way and run through the same layer forward.
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { ShoalError } from '@shoal/common';
 import {
   isNotConverted, LINEAR_KINDS, linearDims, parseModelConfig, type LinearKind, type ModelShape,
 } from '../arch/model-shapes.js';
 import { dequantizeAwq } from '../formats/awq.js';
 import { dequantizeGptq, unpackGptqWeight, unpackGptqZeros } from '../formats/gptq.js';
+import { readFolderJson } from '../io/hf-folder.js';
 import { Checkpoint } from '../io/safetensors.js';
 
 /** How a checkpoint stores its linears, and what the writer is known to have done. */
@@ -55,31 +54,6 @@ export interface ModelFolder {
   shape: ModelShape;
   format: WeightFormat;
   ck: Checkpoint;
-}
-
-function readConfig(dir: string): Record<string, unknown> {
-  const file = path.join(dir, 'config.json');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ShoalError('SHOAL_ERR_CONFIG', `cannot read ${file}: ${(err as Error).message}; the model folder needs a config.json`);
-  }
-  try {
-    const c = JSON.parse(text) as unknown;
-    if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new Error('not a JSON object');
-    return c as Record<string, unknown>;
-  } catch (err) {
-    throw new ShoalError('SHOAL_ERR_CONFIG', `${file} is not valid: ${(err as Error).message}`);
-  }
-}
-
-function readGeneration(dir: string): unknown {
-  try {
-    return JSON.parse(readFileSync(path.join(dir, 'generation_config.json'), 'utf8')) as unknown;
-  } catch {
-    return null;
-  }
 }
 
 function positive(q: Record<string, unknown>, key: string, where: string, fallback?: number): number {
@@ -134,11 +108,10 @@ export function weightFormat(config: Record<string, unknown>, where: string): We
 
 /** Opens a model folder: its shape (config.json), weight format and tensors. Close ck when done. */
 export function openModelFolder(dir: string): ModelFolder {
-  const config = readConfig(dir);
-  const where = path.join(dir, 'config.json');
+  const { config, gen, cfgPath: where } = readFolderJson(dir);
   const format = weightFormat(config, where);
   // the shape is the same whatever the quantization (parseModelConfig reads AutoAWQ configs only)
-  const { shape } = parseModelConfig({ ...config, quantization_config: null }, readGeneration(dir), where);
+  const { shape } = parseModelConfig({ ...config, quantization_config: null }, gen, where);
   const ck = Checkpoint.open(dir);
   return { dir, shape, format, ck };
 }

@@ -14,13 +14,20 @@ function readJson(file: string): unknown {
   }
 }
 
-/** config.json (+ generation_config.json) of a Hugging Face model folder, parsed. */
-export function readModelFolder(dir: string): { config: Record<string, unknown>; gen: unknown } & ReturnType<typeof parseModelConfig> {
+/** config.json (an object) and generation_config.json (null when absent) of a model folder, as JSON. */
+export function readFolderJson(dir: string): { config: Record<string, unknown>; gen: unknown; cfgPath: string } {
   const cfgPath = path.join(dir, 'config.json');
   if (!existsSync(cfgPath)) throw new ShoalError('SHOAL_ERR_CONFIG', `${dir} has no config.json; --model must be a Hugging Face model folder`);
-  const config = readJson(cfgPath) as Record<string, unknown>;
+  const config = readJson(cfgPath);
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new ShoalError('SHOAL_ERR_CONFIG', `${cfgPath} is not a JSON object`);
   const genPath = path.join(dir, 'generation_config.json');
   const gen = existsSync(genPath) ? readJson(genPath) : null;
+  return { config: config as Record<string, unknown>, gen, cfgPath };
+}
+
+/** config.json (+ generation_config.json) of a Hugging Face model folder, parsed. */
+export function readModelFolder(dir: string): { config: Record<string, unknown>; gen: unknown } & ReturnType<typeof parseModelConfig> {
+  const { config, gen, cfgPath } = readFolderJson(dir);
   return { config, gen, ...parseModelConfig(config, gen, cfgPath) };
 }
 
