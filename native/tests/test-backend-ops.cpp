@@ -731,7 +731,10 @@ void test_half() {
 void test_q4_matmul(std::vector<Bk> & bks, Backend & ref) {
     struct S { int64_t N, K, G; };
     const S shapes[] = {{8, 32, 32},   {24, 96, 32},   {48, 160, 32},  {16, 224, 32},  {40, 192, 64},
-                        {72, 320, 64}, {64, 128, 128}, {136, 384, 128}, {256, 1024, 128}, {32, 2048, 128}};
+                        {72, 320, 64}, {64, 128, 128}, {136, 384, 128}, {256, 1024, 128}, {32, 2048, 128},
+                        // K/G past one vector of scales and not a multiple of it (the f16 scale
+                        // rows' tails): 20 groups, and TinyLlama's down projection's 44
+                        {24, 640, 32}, {16, 5632, 128}};
     for (const S & s : shapes) {
         const AwqTensors t = make_awq(s.K, s.N, s.G);
         for (int64_t M : {1, 3, 17, 64, 7}) {
