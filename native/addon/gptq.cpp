@@ -24,6 +24,7 @@
 #include "fake-quant.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <numeric>
@@ -214,20 +215,46 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
                "); raise --damp (e.g. 0.1) or use more calibration tokens";
         return false;
     }
-    // Minv = M⁻¹ (lower), column by column (independent): X[j][i] = Minv[i][j], i >= j
+    // Minv = M⁻¹ (lower), column by column (independent): X[j][i] = Minv[i][j], i >= j.
+    // Columns go in groups of kCols that walk the rows of M together, so each row
+    // segment M[i, j0..i] is read from memory once per group instead of once per
+    // column (it stays in cache for the group's dot products); the groups are handed
+    // out in order to the threads (column j costs ∝ (K − j)², so contiguous halves
+    // would leave one thread with 7/8 of the work). Every x[i] is the same dot
+    // product over the same values as column by column: the result is unchanged.
     double * X = H; // H is no longer needed: reuse it
-    parallel_for(K, [&](int64_t c0, int64_t c1) {
-        std::vector<double> x((size_t)K);
-        for (int64_t j = c0; j < c1; j++) {
-            // forward substitution of M x = e_j, x[i] for i >= j
-            for (int64_t i = j; i < K; i++) {
-                const double s = (i == j ? 1.0 : 0.0) - dot(A.data() + i * K + j, x.data() + j, i - j);
-                x[i] = s / A[i * K + i];
+    {
+        constexpr int64_t kCols = 16;
+        const int64_t n_groups = (K + kCols - 1) / kCols;
+        std::atomic<int64_t> next{0};
+        const double * Ap = A.data();
+        auto worker = [&] {
+            std::vector<double> xs((size_t)(kCols * K));
+            for (int64_t gi; (gi = next.fetch_add(1)) < n_groups;) {
+                const int64_t j0 = gi * kCols, j1 = std::min(K, j0 + kCols);
+                // forward substitution of M x_j = e_j, x_j[i] for i >= j
+                for (int64_t i = j0; i < K; i++) {
+                    const double * Ai = Ap + i * K;
+                    const double d = Ai[i];
+                    for (int64_t j = j0; j < std::min(j1, i + 1); j++) {
+                        double * x = xs.data() + (j - j0) * K;
+                        const double s = (i == j ? 1.0 : 0.0) - dot(Ai + j, x + j, i - j);
+                        x[i] = s / d;
+                    }
+                }
+                for (int64_t j = j0; j < j1; j++) {
+                    const double * x = xs.data() + (j - j0) * K;
+                    for (int64_t i = 0; i < j; i++) X[j * K + i] = 0;
+                    for (int64_t i = j; i < K; i++) X[j * K + i] = x[i];
+                }
             }
-            for (int64_t i = 0; i < j; i++) X[j * K + i] = 0;
-            for (int64_t i = j; i < K; i++) X[j * K + i] = x[i];
-        }
-    });
+        };
+        const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n_groups, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+        std::vector<std::thread> th;
+        for (int64_t t = 1; t < nt; t++) th.emplace_back(worker);
+        worker();
+        for (auto & t : th) t.join();
+    }
     // U[i][j] = Minv[K−1−i][K−1−j] = X[K−1−j][K−1−i], upper (j >= i); into A
     parallel_for(K, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; i++)
