@@ -30,6 +30,10 @@
 #include <numeric>
 #include <thread>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
 namespace shoal_addon {
 
 namespace {
@@ -45,13 +49,17 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> & fn) {
     for (auto & x : th) x.join();
 }
 
-// Σ a[k]·b[k] with 8 independent partial sums (vectorizable without reassociation).
+// Σ a[k]·b[k] with 32 independent partial sums: four vector chains, so the
+// Cholesky and the inverse are not bound by the latency of one FMA chain.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 double dot(const double * a, const double * b, int64_t n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double acc[32] = {};
     int64_t k = 0;
+    for (; k + 32 <= n; k += 32)
+        for (int l = 0; l < 32; l++) acc[l] += a[k + l] * b[k + l];
     for (; k + 8 <= n; k += 8)
         for (int l = 0; l < 8; l++) acc[l] += a[k + l] * b[k + l];
+    for (int l = 0; l < 8; l++) acc[l] = (acc[l] + acc[l + 8]) + (acc[l + 16] + acc[l + 24]);
     double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (; k < n; k++) s += a[k] * b[k];
     return s;
@@ -61,6 +69,83 @@ double dot(const double * a, const double * b, int64_t n) {
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void axpy_neg(double * y, const double * x, double e, int64_t n) {
     for (int64_t k = 0; k < n; k++) y[k] -= e * x[k];
+}
+
+// GPTQ's lazy update of the inputs after a block, for the nr rows of a tile:
+// w[r][j] −= Σ_c e[r][c] · U[c][j] for j in [0, n), c = 0..cnt−1 in order (w and U
+// rows with stride ldw, ldu; e [nr][lde]). Columns go 16 at a time, a row's 16
+// running values held in registers over all cnt terms: each w element is read
+// and written once per block instead of once per term (the tile has R = 32
+// rows, so U's block is read from memory once per 32 rows of W).
+#if defined(__x86_64__) || defined(_M_X64)
+// block_update's full tiles on AVX-512: 8 rows × 16 columns of running values in
+// 16 registers, each U value loaded once for all 8 rows (U's rows are K doubles
+// apart, a multiple of 4 KiB for K % 512 == 0, so re-reading them per row
+// missed L1). w −= e·u is one fused step, as the other ISAs' FMA builds.
+__attribute__((target("avx512f")))
+void block_update8_avx512(double * w0, int64_t ldw, const double * U, int64_t ldu, const double * e0, int64_t lde,
+                          int64_t ngroups, int64_t cnt, int64_t n16) {
+    for (int64_t j0 = 0; j0 < n16; j0 += 16)
+      for (int64_t g = 0; g < ngroups; g++) { // groups of 8 rows share the L1-resident U columns
+        double * w = w0 + g * 8 * ldw;
+        const double * e = e0 + g * 8 * lde;
+        __m512d a[8][2];
+        for (int r = 0; r < 8; r++) {
+            a[r][0] = _mm512_loadu_pd(w + r * ldw + j0);
+            a[r][1] = _mm512_loadu_pd(w + r * ldw + j0 + 8);
+        }
+        for (int64_t c = 0; c < cnt; c++) {
+            const __m512d u0 = _mm512_loadu_pd(U + c * ldu + j0), u1 = _mm512_loadu_pd(U + c * ldu + j0 + 8);
+            for (int r = 0; r < 8; r++) {
+                const __m512d ec = _mm512_set1_pd(e[r * lde + c]);
+                a[r][0] = _mm512_fnmadd_pd(ec, u0, a[r][0]);
+                a[r][1] = _mm512_fnmadd_pd(ec, u1, a[r][1]);
+            }
+        }
+        for (int r = 0; r < 8; r++) {
+            _mm512_storeu_pd(w + r * ldw + j0, a[r][0]);
+            _mm512_storeu_pd(w + r * ldw + j0 + 8, a[r][1]);
+        }
+      }
+}
+const bool g_avx512 = __builtin_cpu_supports("avx512f");
+#else
+const bool g_avx512 = false;
+#endif
+
+// GPTQ's lazy update for a tile of nr rows (see above): the AVX-512 kernel for
+// full tiles, else per row, 16 columns at a time in registers, then the rest.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void block_update_rows(double * w, int64_t ldw, const double * U, int64_t ldu, const double * e, int64_t lde, int64_t nr,
+                       int64_t cnt, int64_t j0, int64_t n) {
+    for (; j0 + 16 <= n; j0 += 16)
+        for (int64_t r = 0; r < nr; r++) {
+            double acc[16];
+            double * wr = w + r * ldw + j0;
+            for (int l = 0; l < 16; l++) acc[l] = wr[l];
+            for (int64_t c = 0; c < cnt; c++) {
+                const double ec = e[r * lde + c];
+                const double * u = U + c * ldu + j0;
+                for (int l = 0; l < 16; l++) acc[l] -= ec * u[l];
+            }
+            for (int l = 0; l < 16; l++) wr[l] = acc[l];
+        }
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t c = 0; c < cnt; c++) axpy_neg(w + r * ldw + j0, U + c * ldu + j0, e[r * lde + c], n - j0);
+}
+
+void block_update(double * w, int64_t ldw, const double * U, int64_t ldu, const double * e, int64_t lde, int64_t nr,
+                  int64_t cnt, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (g_avx512 && nr >= 8) {
+        const int64_t full = nr / 8 * 8, n16 = n / 16 * 16;
+        block_update8_avx512(w, ldw, U, ldu, e, lde, full / 8, cnt, n16);
+        block_update_rows(w, ldw, U, ldu, e, lde, full, cnt, n16, n);                                  // last columns
+        block_update_rows(w + full * ldw, ldw, U, ldu, e + full * lde, lde, nr - full, cnt, 0, n);     // last rows
+        return;
+    }
+#endif
+    block_update_rows(w, ldw, U, ldu, e, lde, nr, cnt, 0, n);
 }
 
 // In-place lower Cholesky of the row-major A [K, K] (lower triangle read and
@@ -263,7 +348,7 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
     const double * U = A.data();
 
     // column-by-column quantization, rows in tiles (U's rows reused across a tile)
-    constexpr int64_t R = 8;
+    constexpr int64_t R = 32; // rows per tile: U's block is read once per tile
     std::vector<double> losses((size_t)N, 0.0);
     std::vector<std::string> errs;
     std::vector<char> oks;
@@ -319,9 +404,7 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
                     }
                 }
                 // lazy update of the inputs after the block
-                if (i2 < K)
-                    for (int64_t c = 0; c < cnt; c++)
-                        for (int64_t r = 0; r < nr; r++) axpy_neg(&w[r * K + i2], U + (i1 + c) * K + i2, e[r * B + c], K - i2);
+                if (i2 < K) block_update(&w[i2], K, U + i1 * K + i2, K, e.data(), B, nr, cnt, K - i2);
             }
         }
     };
