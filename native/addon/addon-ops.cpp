@@ -243,14 +243,26 @@ protected:
         std::vector<PanelActs> acts((size_t)((K + kPanel - 1) / kPanel));
         for (int64_t r0 = 0; r0 < rows_; r0 += kBlock) {
             const int64_t n = std::min(kBlock, rows_ - r0);
-            // xt [K, n] = the block transposed, in 64 × 64 tiles, columns of xt split over the cores
-            host_parallel_rows(K / 64 + (K % 64 != 0), [&](int64_t c0, int64_t c1, std::string *) {
-                for (int64_t rb = 0; rb < n; rb += 64)
-                    for (int64_t k0 = c0 * 64; k0 < std::min(K, c1 * 64); k0 += 64)
-                        for (int64_t r = rb; r < std::min(n, rb + 64); r++) {
-                            const float * xr = x_.data + (r0 + r) * K;
-                            for (int64_t k = k0; k < std::min(K, k0 + 64); k++) xt[(size_t)(k * n + r)] = xr[k];
+            // xt [K, n] = the block transposed, in 16 × 16 tiles through a local buffer
+            // (16 whole 64-byte lines read, 16 written: xt's rows are n floats apart,
+            // often a multiple of 4 KiB, and a wider tile's stores thrashed one L1
+            // set), columns of xt split over the cores
+            host_parallel_rows(K / 16 + (K % 16 != 0), [&](int64_t c0, int64_t c1, std::string *) {
+                float tile[16][16];
+                for (int64_t rb = 0; rb < n; rb += 16) {
+                    const int64_t nr = std::min<int64_t>(16, n - rb);
+                    for (int64_t k0 = c0 * 16; k0 < std::min(K, c1 * 16); k0 += 16) {
+                        const int64_t nk = std::min<int64_t>(16, K - k0);
+                        for (int64_t r = 0; r < nr; r++) {
+                            const float * xr = x_.data + (r0 + rb + r) * K + k0;
+                            for (int64_t k = 0; k < nk; k++) tile[k][r] = xr[k];
                         }
+                        for (int64_t k = 0; k < nk; k++) {
+                            float * d = xt.data() + (k0 + k) * n + rb;
+                            for (int64_t r = 0; r < nr; r++) d[r] = tile[k][r];
+                        }
+                    }
+                }
                 return true;
             });
             for (int64_t i0 = 0; i0 < K; i0 += kPanel) {
