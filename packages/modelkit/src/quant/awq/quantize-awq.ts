@@ -63,6 +63,7 @@ import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedI
 import { forEachChunk } from './layer.js';
 import { layerStats, searchBlocks } from './stats.js';
 import { ShoalError } from '@shoal/common';
+import { PhaseTimer, type PhaseTimes } from '../phases.js';
 
 export { attentionAveragedInputs, type LayerWeights, type ScaleGroupReport };
 
@@ -144,6 +145,8 @@ export interface LayerReport {
   rtnOutputMse?: number;
   /** AWQ vs RTN on the held-out calibration tokens, and which was written (AWQ with holdout). */
   fallback?: FallbackReport;
+  /** wall and CPU seconds per stage of this layer (the stages onStage announces) */
+  phases: PhaseTimes;
 }
 
 export interface AwqQuantizeResult {
@@ -258,7 +261,7 @@ async function rtnWeights(ctx: Ctx, lw: LayerWeights): Promise<LayerWeights> {
 }
 
 async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, opts: AwqQuantizeOptions,
-  stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse'>; searchOut: Float32Array }> {
+  stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse' | 'phases'>; searchOut: Float32Array }> {
   const s = ctx.shape;
   const D = s.hiddenSize;
   const qd = s.heads * s.headDim;
@@ -523,7 +526,11 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     embed = null; // written and looked up: not needed during the layers
     for (let l = 0; l < shape.layers; l++) {
       const tl = performance.now();
-      const stage = (st: string) => opts.onStage?.(l, st);
+      const timer = new PhaseTimer();
+      const stage = (st: string) => {
+        timer.start(st);
+        opts.onStage?.(l, st);
+      };
       stage('load');
       let lw = loadLayer(ck, l, shape0, F);
       const original = xHeld ? cloneLayer(lw) : null;
@@ -546,7 +553,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         }
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
         searchOut = r.searchOut;
-        report = { ...r.report, seconds: 0, outputMse: 0 };
+        report = { ...r.report, seconds: 0, outputMse: 0, phases: {} };
         if (original && xHeld) {
           stage('held-out check');
           const ctxH = { ...ctx, T: xHeld.length / D };
@@ -559,7 +566,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
           }
         }
       } else {
-        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null };
+        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null, phases: {} };
       }
       // quantize and write in plan order
       stage('quantize');
@@ -616,6 +623,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         if (rtnOutputMse !== undefined) report.rtnOutputMse = rtnOutputMse;
       }
       report.seconds = (performance.now() - tl) / 1000;
+      report.phases = timer.finish();
       reports.push(report);
       opts.onLayer?.(report, shape.layers);
     }
