@@ -144,8 +144,8 @@ struct ActGuard {
     ~ActGuard() { be.free_act(a); }
 };
 
-// y [rows, out] = x [rows, in] · wᵀ through the backend, rows in chunks of kChunkRows.
-void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float * w, int64_t out, int64_t in, float * y) {
+// A backend linear over the caller's f32 weights w [out, in] (not copied, not cached).
+std::unique_ptr<shoal::Linear> transient_linear(shoal::Backend & be, const float * w, int64_t out, int64_t in) {
     shoal::LinearSource src;
     src.name = "ops.matmul";
     src.in = in;
@@ -158,7 +158,18 @@ void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float
     src.weight.data = w;
     src.weight.nbytes = (size_t)(out * in) * sizeof(float);
     src.transient = true;
-    std::unique_ptr<shoal::Linear> lin = be.load_linear(src);
+    return be.load_linear(src);
+}
+
+// y [rows, out] = x [rows, in] · wᵀ through the backend, rows in chunks of kChunkRows.
+void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float * w, int64_t out, int64_t in, float * y) {
+    std::unique_ptr<shoal::Linear> lin = transient_linear(be, w, out, in);
+    if (be.host_acts()) {
+        // host memory: the caller's arrays are the activations (no copies, no chunks)
+        shoal::Act xa{const_cast<float *>(x), rows, in}, ya{y, rows, out};
+        be.matmul(*lin, xa, ya);
+        return;
+    }
     const int64_t chunk = std::min<int64_t>(rows, kChunkRows);
     ActGuard xa(be, chunk, in), ya(be, chunk, out);
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -190,6 +201,22 @@ private:
     int64_t rows_, out_n_, in_;
 };
 
+// Rows [0, n) split over the host's cores; fn(n0, n1, &err) → ok. Host-side
+// element-wise work: it does not touch the backend (no lock needed).
+void host_parallel_rows(int64_t n, const std::function<bool(int64_t, int64_t, std::string *)> & fn) {
+    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    std::vector<std::string> errs((size_t)nt);
+    std::vector<char> ok((size_t)nt, 1);
+    std::vector<std::thread> th;
+    const int64_t step = (n + nt - 1) / nt;
+    for (int64_t t = 1; t < nt; t++)
+        th.emplace_back([&, t] { ok[t] = fn(t * step, std::min(n, (t + 1) * step), &errs[t]); });
+    ok[0] = fn(0, std::min(n, step), &errs[0]);
+    for (auto & x : th) x.join();
+    for (int64_t t = 0; t < nt; t++)
+        if (!ok[t]) shoal::fail(SHOAL_ERR_INVALID_ARG, errs[t]);
+}
+
 // H [K, K] += scale · XᵀX for x [rows, K] (GPTQ's Hessian 2·XᵀX/T, AWQ's input
 // Gram): blocks of rows are transposed here and multiplied through the backend
 // (XᵀX = Xᵀ·(Xᵀ)ᵀ), each block's f32 product accumulated in double. XᵀX is
@@ -208,33 +235,79 @@ protected:
         constexpr int64_t kPanel = 512;
         const int64_t K = k_;
         std::vector<float> xt((size_t)(K * std::min(rows_, kBlock))), y((size_t)(std::min(K, kPanel) * K));
+        // Host-memory backends (CPU) multiply xt and y in place. Others get
+        // activations per panel shape, kept for the whole call (a fresh [512, K]
+        // pair per panel and block cost an allocation and a memset of tens of MiB
+        // each time); key: rows of the block (n) and panel index.
+        struct PanelActs { int64_t n = -1; std::unique_ptr<ActGuard> x, y; };
+        std::vector<PanelActs> acts((size_t)((K + kPanel - 1) / kPanel));
         for (int64_t r0 = 0; r0 < rows_; r0 += kBlock) {
             const int64_t n = std::min(kBlock, rows_ - r0);
-            for (int64_t r = 0; r < n; r++) {
-                const float * xr = x_.data + (r0 + r) * K;
-                for (int64_t k = 0; k < K; k++) xt[(size_t)(k * n + r)] = xr[k];
-            }
+            // xt [K, n] = the block transposed, in 16 × 16 tiles through a local buffer
+            // (16 whole 64-byte lines read, 16 written: xt's rows are n floats apart,
+            // often a multiple of 4 KiB, and a wider tile's stores thrashed one L1
+            // set), columns of xt split over the cores
+            host_parallel_rows(K / 16 + (K % 16 != 0), [&](int64_t c0, int64_t c1, std::string *) {
+                float tile[16][16];
+                for (int64_t rb = 0; rb < n; rb += 16) {
+                    const int64_t nr = std::min<int64_t>(16, n - rb);
+                    for (int64_t k0 = c0 * 16; k0 < std::min(K, c1 * 16); k0 += 16) {
+                        const int64_t nk = std::min<int64_t>(16, K - k0);
+                        for (int64_t r = 0; r < nr; r++) {
+                            const float * xr = x_.data + (r0 + rb + r) * K + k0;
+                            for (int64_t k = 0; k < nk; k++) tile[k][r] = xr[k];
+                        }
+                        for (int64_t k = 0; k < nk; k++) {
+                            float * d = xt.data() + (k0 + k) * n + rb;
+                            for (int64_t r = 0; r < nr; r++) d[r] = tile[k][r];
+                        }
+                    }
+                }
+                return true;
+            });
             for (int64_t i0 = 0; i0 < K; i0 += kPanel) {
                 const int64_t p = std::min(kPanel, K - i0);
                 const int64_t m = K - i0;
                 // y [p, m]: rows i0..i0+p of XᵀX, columns i0..K
-                host_matmul(be, xt.data() + i0 * n, p, xt.data() + i0 * n, m, n, y.data());
-                for (int64_t a = 0; a < p; a++) {
-                    double * hr = h_ + (i0 + a) * K + i0;
-                    const float * yr = y.data() + a * m;
-                    for (int64_t b = a; b < m; b++) hr[b] += scale_ * (double)yr[b];
+                std::unique_ptr<shoal::Linear> lin = transient_linear(be, xt.data() + i0 * n, m, n);
+                if (be.host_acts()) {
+                    shoal::Act xa{xt.data() + i0 * n, p, n}, ya{y.data(), p, m};
+                    be.matmul(*lin, xa, ya);
+                } else {
+                    PanelActs & pa = acts[(size_t)(i0 / kPanel)];
+                    if (pa.n != n) {
+                        pa.x.reset();
+                        pa.y.reset();
+                        pa.x = std::make_unique<ActGuard>(be, p, n);
+                        pa.y = std::make_unique<ActGuard>(be, p, m);
+                        pa.n = n;
+                    }
+                    be.from_host(pa.x->a, xt.data() + i0 * n);
+                    be.matmul(*lin, pa.x->a, pa.y->a);
+                    be.to_host(pa.y->a, 0, p, y.data());
                 }
+                host_parallel_rows(p, [&](int64_t a0, int64_t a1, std::string *) {
+                    for (int64_t a = a0; a < a1; a++) {
+                        double * hr = h_ + (i0 + a) * K + i0;
+                        const float * yr = y.data() + a * m;
+                        for (int64_t b = a; b < m; b++) hr[b] += scale_ * (double)yr[b];
+                    }
+                    return true;
+                });
             }
         }
-        // lower triangle ← upper, in tiles (cache-friendly transpose)
+        // lower triangle ← upper, in tiles (cache-friendly transpose), row tiles over the cores
         constexpr int64_t kTile = 64;
-        for (int64_t i0 = 0; i0 < K; i0 += kTile) {
-            for (int64_t j0 = 0; j0 <= i0; j0 += kTile) {
-                for (int64_t i = i0; i < std::min(i0 + kTile, K); i++) {
-                    for (int64_t j = j0; j < std::min(j0 + kTile, i); j++) h_[i * K + j] = h_[j * K + i];
+        host_parallel_rows((K + kTile - 1) / kTile, [&](int64_t t0, int64_t t1, std::string *) {
+            for (int64_t i0 = t0 * kTile; i0 < std::min(K, t1 * kTile); i0 += kTile) {
+                for (int64_t j0 = 0; j0 <= i0; j0 += kTile) {
+                    for (int64_t i = i0; i < std::min(i0 + kTile, K); i++) {
+                        for (int64_t j = j0; j < std::min(j0 + kTile, i); j++) h_[i * K + j] = h_[j * K + i];
+                    }
                 }
             }
-        }
+            return true;
+        });
     }
 
 private:
@@ -336,22 +409,6 @@ private:
     int64_t rows_;
     int seqlen_, heads_, kv_heads_, hd_;
 };
-
-// Rows [0, n) split over the host's cores; fn(n0, n1, &err) → ok. Host-side
-// element-wise work: it does not touch the backend (no lock needed).
-void host_parallel_rows(int64_t n, const std::function<bool(int64_t, int64_t, std::string *)> & fn) {
-    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
-    std::vector<std::string> errs((size_t)nt);
-    std::vector<char> ok((size_t)nt, 1);
-    std::vector<std::thread> th;
-    const int64_t step = (n + nt - 1) / nt;
-    for (int64_t t = 1; t < nt; t++)
-        th.emplace_back([&, t] { ok[t] = fn(t * step, std::min(n, (t + 1) * step), &errs[t]); });
-    ok[0] = fn(0, std::min(n, step), &errs[0]);
-    for (auto & x : th) x.join();
-    for (int64_t t = 0; t < nt; t++)
-        if (!ok[t]) shoal::fail(SHOAL_ERR_INVALID_ARG, errs[t]);
-}
 
 class FakeQuantWorker : public OpWorker {
 public:

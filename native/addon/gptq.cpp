@@ -24,10 +24,15 @@
 #include "fake-quant.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <numeric>
 #include <thread>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 namespace shoal_addon {
 
@@ -44,13 +49,17 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> & fn) {
     for (auto & x : th) x.join();
 }
 
-// Σ a[k]·b[k] with 8 independent partial sums (vectorizable without reassociation).
+// Σ a[k]·b[k] with 32 independent partial sums: four vector chains, so the
+// Cholesky and the inverse are not bound by the latency of one FMA chain.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 double dot(const double * a, const double * b, int64_t n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double acc[32] = {};
     int64_t k = 0;
+    for (; k + 32 <= n; k += 32)
+        for (int l = 0; l < 32; l++) acc[l] += a[k + l] * b[k + l];
     for (; k + 8 <= n; k += 8)
         for (int l = 0; l < 8; l++) acc[l] += a[k + l] * b[k + l];
+    for (int l = 0; l < 8; l++) acc[l] = (acc[l] + acc[l + 8]) + (acc[l + 16] + acc[l + 24]);
     double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (; k < n; k++) s += a[k] * b[k];
     return s;
@@ -62,8 +71,145 @@ void axpy_neg(double * y, const double * x, double e, int64_t n) {
     for (int64_t k = 0; k < n; k++) y[k] -= e * x[k];
 }
 
+// GPTQ's lazy update of the inputs after a block, for the nr rows of a tile:
+// w[r][j] −= Σ_c e[r][c] · U[c][j] for j in [0, n), c = 0..cnt−1 in order (w and U
+// rows with stride ldw, ldu; e [nr][lde]). Columns go 16 at a time, a row's 16
+// running values held in registers over all cnt terms: each w element is read
+// and written once per block instead of once per term (the tile has R = 32
+// rows, so U's block is read from memory once per 32 rows of W).
+#if defined(__x86_64__) || defined(_M_X64)
+// block_update's full tiles on AVX-512: 8 rows × 16 columns of running values in
+// 16 registers, each U value loaded once for all 8 rows (U's rows are K doubles
+// apart, a multiple of 4 KiB for K % 512 == 0, so re-reading them per row
+// missed L1). w −= e·u is one fused step, as the other ISAs' FMA builds.
+__attribute__((target("avx512f")))
+void block_update8_avx512(double * w0, int64_t ldw, const double * U, int64_t ldu, const double * e0, int64_t lde,
+                          int64_t ngroups, int64_t cnt, int64_t n16) {
+    for (int64_t j0 = 0; j0 < n16; j0 += 16)
+      for (int64_t g = 0; g < ngroups; g++) { // groups of 8 rows share the L1-resident U columns
+        double * w = w0 + g * 8 * ldw;
+        const double * e = e0 + g * 8 * lde;
+        __m512d a[8][2];
+        for (int r = 0; r < 8; r++) {
+            a[r][0] = _mm512_loadu_pd(w + r * ldw + j0);
+            a[r][1] = _mm512_loadu_pd(w + r * ldw + j0 + 8);
+        }
+        for (int64_t c = 0; c < cnt; c++) {
+            const __m512d u0 = _mm512_loadu_pd(U + c * ldu + j0), u1 = _mm512_loadu_pd(U + c * ldu + j0 + 8);
+            for (int r = 0; r < 8; r++) {
+                const __m512d ec = _mm512_set1_pd(e[r * lde + c]);
+                a[r][0] = _mm512_fnmadd_pd(ec, u0, a[r][0]);
+                a[r][1] = _mm512_fnmadd_pd(ec, u1, a[r][1]);
+            }
+        }
+        for (int r = 0; r < 8; r++) {
+            _mm512_storeu_pd(w + r * ldw + j0, a[r][0]);
+            _mm512_storeu_pd(w + r * ldw + j0 + 8, a[r][1]);
+        }
+      }
+}
+const bool g_avx512 = __builtin_cpu_supports("avx512f");
+#else
+const bool g_avx512 = false;
+#endif
+
+// GPTQ's lazy update for a tile of nr rows (see above): the AVX-512 kernel for
+// full tiles, else per row, 16 columns at a time in registers, then the rest.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void block_update_rows(double * w, int64_t ldw, const double * U, int64_t ldu, const double * e, int64_t lde, int64_t nr,
+                       int64_t cnt, int64_t j0, int64_t n) {
+    for (; j0 + 16 <= n; j0 += 16)
+        for (int64_t r = 0; r < nr; r++) {
+            double acc[16];
+            double * wr = w + r * ldw + j0;
+            for (int l = 0; l < 16; l++) acc[l] = wr[l];
+            for (int64_t c = 0; c < cnt; c++) {
+                const double ec = e[r * lde + c];
+                const double * u = U + c * ldu + j0;
+                for (int l = 0; l < 16; l++) acc[l] -= ec * u[l];
+            }
+            for (int l = 0; l < 16; l++) wr[l] = acc[l];
+        }
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t c = 0; c < cnt; c++) axpy_neg(w + r * ldw + j0, U + c * ldu + j0, e[r * lde + c], n - j0);
+}
+
+void block_update(double * w, int64_t ldw, const double * U, int64_t ldu, const double * e, int64_t lde, int64_t nr,
+                  int64_t cnt, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (g_avx512 && nr >= 8) {
+        const int64_t full = nr / 8 * 8, n16 = n / 16 * 16;
+        block_update8_avx512(w, ldw, U, ldu, e, lde, full / 8, cnt, n16);
+        block_update_rows(w, ldw, U, ldu, e, lde, full, cnt, n16, n);                                  // last columns
+        block_update_rows(w + full * ldw, ldw, U, ldu, e + full * lde, lde, nr - full, cnt, 0, n);     // last rows
+        return;
+    }
+#endif
+    block_update_rows(w, ldw, U, ldu, e, lde, nr, cnt, 0, n);
+}
+
 // In-place lower Cholesky of the row-major A [K, K] (lower triangle read and
 // written), left-looking in panels of 64 columns; false when not positive definite.
+#if defined(__x86_64__) || defined(_M_X64)
+// Σ of the 8 lanes, pairwise in a fixed order.
+__attribute__((target("avx512f"))) inline double hsum(__m512d v) { return _mm512_reduce_add_pd(v); }
+
+// Cholesky's left-looking update of one panel on AVX-512: A[i][c] −= Σ_{k<p0}
+// A[i][k]·A[c][k] for rows i in [r0, r1) and panel columns c in [p0, min(p1, i+1)),
+// p0 % 8 == 0. Tiles of 4 rows × 4 columns: 16 dot products share their loads
+// (8 loads per 16 FMAs instead of 2 per FMA).
+__attribute__((target("avx512f")))
+void chol_update_avx512(double * A, int64_t K, int64_t p0, int64_t p1, int64_t r0, int64_t r1) {
+    for (int64_t i0 = r0; i0 < r1; i0 += 4) {
+        const int64_t ni = std::min<int64_t>(4, r1 - i0);
+        const double * ar[4];
+        for (int ii = 0; ii < 4; ii++) ar[ii] = A + (i0 + std::min<int64_t>(ii, ni - 1)) * K;
+        for (int64_t c0 = p0; c0 < std::min(p1, i0 + ni); c0 += 4) {
+            const int64_t nc = std::min<int64_t>(4, p1 - c0);
+            const double * br[4];
+            for (int cc = 0; cc < 4; cc++) br[cc] = A + (c0 + std::min<int64_t>(cc, nc - 1)) * K;
+            __m512d acc[4][4];
+            for (int ii = 0; ii < 4; ii++)
+                for (int cc = 0; cc < 4; cc++) acc[ii][cc] = _mm512_setzero_pd();
+            for (int64_t k = 0; k < p0; k += 8) {
+                const __m512d b0 = _mm512_loadu_pd(br[0] + k), b1 = _mm512_loadu_pd(br[1] + k);
+                const __m512d b2 = _mm512_loadu_pd(br[2] + k), b3 = _mm512_loadu_pd(br[3] + k);
+                for (int ii = 0; ii < 4; ii++) {
+                    const __m512d a = _mm512_loadu_pd(ar[ii] + k);
+                    acc[ii][0] = _mm512_fmadd_pd(a, b0, acc[ii][0]);
+                    acc[ii][1] = _mm512_fmadd_pd(a, b1, acc[ii][1]);
+                    acc[ii][2] = _mm512_fmadd_pd(a, b2, acc[ii][2]);
+                    acc[ii][3] = _mm512_fmadd_pd(a, b3, acc[ii][3]);
+                }
+            }
+            for (int ii = 0; ii < ni; ii++)
+                for (int cc = 0; cc < nc; cc++) {
+                    const int64_t i = i0 + ii, c = c0 + cc;
+                    if (c <= i) A[i * K + c] -= hsum(acc[ii][cc]);
+                }
+        }
+    }
+}
+
+// Four dot products Σ_k a[k]·x_q[k], k < n, sharing the loads of a (the inverse's
+// columns of one group against one row of M).
+__attribute__((target("avx512f")))
+void dot4_avx512(const double * a, const double * const * x, int64_t n, double * out) {
+    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const __m512d av = _mm512_loadu_pd(a + k);
+        for (int q = 0; q < 4; q++) acc[q] = _mm512_fmadd_pd(av, _mm512_loadu_pd(x[q] + k), acc[q]);
+    }
+    if (k < n) {
+        const __mmask8 m = (__mmask8)((1u << (n - k)) - 1);
+        const __m512d av = _mm512_maskz_loadu_pd(m, a + k);
+        for (int q = 0; q < 4; q++) acc[q] = _mm512_fmadd_pd(av, _mm512_maskz_loadu_pd(m, x[q] + k), acc[q]);
+    }
+    for (int q = 0; q < 4; q++) out[q] = hsum(acc[q]);
+}
+#endif
+
 bool cholesky_lower(double * A, int64_t K, int64_t * bad) {
     constexpr int64_t nb = 64;
     bool ok = true;
@@ -71,6 +217,9 @@ bool cholesky_lower(double * A, int64_t K, int64_t * bad) {
         const int64_t p1 = std::min(K, p0 + nb);
         if (p0 > 0)
             parallel_for(K - p0, [&](int64_t r0, int64_t r1) {
+#if defined(__x86_64__) || defined(_M_X64)
+                if (g_avx512) return chol_update_avx512(A, K, p0, p1, p0 + r0, p0 + r1);
+#endif
                 for (int64_t i = p0 + r0; i < p0 + r1; i++)
                     for (int64_t c = p0; c < std::min(p1, i + 1); c++) A[i * K + c] -= dot(A + i * K, A + c * K, p0);
             });
@@ -214,20 +363,66 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
                "); raise --damp (e.g. 0.1) or use more calibration tokens";
         return false;
     }
-    // Minv = M⁻¹ (lower), column by column (independent): X[j][i] = Minv[i][j], i >= j
+    // Minv = M⁻¹ (lower), column by column (independent): X[j][i] = Minv[i][j], i >= j.
+    // Columns go in groups of kCols that walk the rows of M together, so each row
+    // segment M[i, j0..i] is read from memory once per group instead of once per
+    // column (it stays in cache for the group's dot products); the groups are handed
+    // out in order to the threads (column j costs ∝ (K − j)², so contiguous halves
+    // would leave one thread with 7/8 of the work). Every x[i] is the same dot
+    // product over the same values as column by column: the result is unchanged.
     double * X = H; // H is no longer needed: reuse it
-    parallel_for(K, [&](int64_t c0, int64_t c1) {
-        std::vector<double> x((size_t)K);
-        for (int64_t j = c0; j < c1; j++) {
-            // forward substitution of M x = e_j, x[i] for i >= j
-            for (int64_t i = j; i < K; i++) {
-                const double s = (i == j ? 1.0 : 0.0) - dot(A.data() + i * K + j, x.data() + j, i - j);
-                x[i] = s / A[i * K + i];
+    {
+        constexpr int64_t kCols = 16;
+        const int64_t n_groups = (K + kCols - 1) / kCols;
+        std::atomic<int64_t> next{0};
+        const double * Ap = A.data();
+        auto worker = [&] {
+            std::vector<double> xs((size_t)(kCols * K));
+            for (int64_t gi; (gi = next.fetch_add(1)) < n_groups;) {
+                const int64_t j0 = gi * kCols, j1 = std::min(K, j0 + kCols);
+                // forward substitution of M x_j = e_j, x_j[i] for i >= j
+#if defined(__x86_64__) || defined(_M_X64)
+                if (g_avx512) {
+                    // x_j[k] = 0 for j0 <= k < j, so every column's sum can run over
+                    // [j0, i) and four columns share the loads of M's row
+                    for (int64_t j = j0; j < j1; j++) std::fill_n(xs.data() + (j - j0) * K + j0, j - j0, 0.0);
+                    for (int64_t i = j0; i < K; i++) {
+                        const double * Ai = Ap + i * K;
+                        const double d = Ai[i];
+                        const int64_t je = std::min(j1, i + 1);
+                        for (int64_t j = j0; j < je; j += 4) {
+                            const double * xq[4];
+                            double sq[4];
+                            for (int q = 0; q < 4; q++) xq[q] = xs.data() + (std::min(j + q, je - 1) - j0) * K + j0;
+                            dot4_avx512(Ai + j0, xq, i - j0, sq);
+                            for (int q = 0; q < 4 && j + q < je; q++)
+                                xs[(size_t)((j + q - j0) * K + i)] = ((i == j + q ? 1.0 : 0.0) - sq[q]) / d;
+                        }
+                    }
+                } else
+#endif
+                for (int64_t i = j0; i < K; i++) {
+                    const double * Ai = Ap + i * K;
+                    const double d = Ai[i];
+                    for (int64_t j = j0; j < std::min(j1, i + 1); j++) {
+                        double * x = xs.data() + (j - j0) * K;
+                        const double s = (i == j ? 1.0 : 0.0) - dot(Ai + j, x + j, i - j);
+                        x[i] = s / d;
+                    }
+                }
+                for (int64_t j = j0; j < j1; j++) {
+                    const double * x = xs.data() + (j - j0) * K;
+                    for (int64_t i = 0; i < j; i++) X[j * K + i] = 0;
+                    for (int64_t i = j; i < K; i++) X[j * K + i] = x[i];
+                }
             }
-            for (int64_t i = 0; i < j; i++) X[j * K + i] = 0;
-            for (int64_t i = j; i < K; i++) X[j * K + i] = x[i];
-        }
-    });
+        };
+        const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n_groups, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+        std::vector<std::thread> th;
+        for (int64_t t = 1; t < nt; t++) th.emplace_back(worker);
+        worker();
+        for (auto & t : th) t.join();
+    }
     // U[i][j] = Minv[K−1−i][K−1−j] = X[K−1−j][K−1−i], upper (j >= i); into A
     parallel_for(K, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; i++)
@@ -236,7 +431,7 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
     const double * U = A.data();
 
     // column-by-column quantization, rows in tiles (U's rows reused across a tile)
-    constexpr int64_t R = 8;
+    constexpr int64_t R = 32; // rows per tile: U's block is read once per tile
     std::vector<double> losses((size_t)N, 0.0);
     std::vector<std::string> errs;
     std::vector<char> oks;
@@ -292,9 +487,7 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
                     }
                 }
                 // lazy update of the inputs after the block
-                if (i2 < K)
-                    for (int64_t c = 0; c < cnt; c++)
-                        for (int64_t r = 0; r < nr; r++) axpy_neg(&w[r * K + i2], U + (i1 + c) * K + i2, e[r * B + c], K - i2);
+                if (i2 < K) block_update(&w[i2], K, U + i1 * K + i2, K, e.data(), B, nr, cnt, K - i2);
             }
         }
     };

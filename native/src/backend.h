@@ -104,6 +104,10 @@ public:
     }
 
     // ---- memory ------------------------------------------------------------
+    // true: an Act is plain host f32 memory, data [rows, cols] row-major, so a
+    // caller may wrap its own buffers as {data, rows, cols} and pass them to the
+    // ops instead of copying through new_act / from_host / to_host (CPU).
+    virtual bool host_acts() const { return false; }
     // Allocates an activation matrix [rows, cols]; free with free_act.
     virtual Act  new_act(int64_t rows, int64_t cols) = 0;
     virtual void free_act(Act & a) = 0;

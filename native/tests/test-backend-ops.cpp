@@ -868,7 +868,8 @@ void test_q8_reuse(std::vector<Bk> & bks) {
 
 void test_float_matmul(std::vector<Bk> & bks, Backend & ref) {
     struct S { int64_t N, K; };
-    const S shapes[] = {{7, 13}, {33, 100}, {64, 257}, {130, 1000}, {5, 4096}, {16, 64}};
+    // {300, 520}: several prefill tasks of a few panels and K slices
+    const S shapes[] = {{7, 13}, {33, 100}, {64, 257}, {130, 1000}, {5, 4096}, {16, 64}, {300, 520}};
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
         for (const S & s : shapes) {
             // weights stored in dt; the double reference uses the decoded values
@@ -894,7 +895,7 @@ void test_float_matmul(std::vector<Bk> & bks, Backend & ref) {
             src.weight = view("weight", dt, {s.N, s.K}, wp, s.N * s.K * dtype_size(dt));
             src.has_bias = with_bias;
             src.bias = view("bias", DType::F32, {s.N}, bias.data(), s.N * 4);
-            for (int64_t M : {1, 3, 17, 64}) {
+            for (int64_t M : {1, 3, 17, 64, 530}) { // 530: more than one block of rows (kGemmRowBlock)
                 const std::vector<float> x = rand_vec(M * s.K);
                 // tolerance: f32 accumulation, 1e-5·Σ|w·x| (K <= 4096)
                 std::vector<double> want(M * s.N), tol(M * s.N);
@@ -922,6 +923,49 @@ void test_float_matmul(std::vector<Bk> & bks, Backend & ref) {
             auto lin = ref.load_linear(src);
             check(lin->bytes() == (size_t)(s.N * s.K) * dtype_size(dt) + (with_bias ? s.N * 4 : 0),
                   std::string(dtype_name(dt)) + " Linear::bytes");
+        }
+    }
+}
+
+// The f32 GEMM kernel of every SIMD ISA (gemm_f32: cache-blocked, k cut into
+// slices, y carried between slices in f32) gives exactly one FMA chain per
+// element over t = 0..k−1 in order: the blocking must not change a bit. Shapes
+// cover several k slices (KC = 256), partial column blocks, every row
+// remainder, and strides larger than the row. The scalar kernel (no FMA) is the
+// tolerance reference.
+void test_gemm_f32_kernels() {
+    struct S { int64_t m, n, k; };
+    const S shapes[] = {{1, 5, 300}, {7, 33, 257}, {29, 70, 600}, {47, 96, 1000}, {13, 300, 513}, {64, 16, 2048}};
+    std::istringstream is(cpu_isas());
+    for (std::string isa; is >> isa;) {
+        if (isa == "scalar") continue;
+        const Kernels * kt = cpu_kernels(isa);
+        for (const S & s : shapes) {
+            const int64_t ldx = s.k + 3, ldy = s.n + 5;
+            const std::vector<float> x = rand_vec(s.m * ldx), w = rand_vec(s.n * s.k);
+            std::vector<float> y(s.m * ldy, -7.0f), yr(s.m * ldy, -7.0f);
+            kt->gemm_f32(x.data(), ldx, s.m, w.data(), s.n, s.k, y.data(), ldy);
+            kernels_ref().gemm_f32(x.data(), ldx, s.m, w.data(), s.n, s.k, yr.data(), ldy);
+            bool exact = true, close = true, untouched = true;
+            for (int64_t i = 0; i < s.m; i++) {
+                for (int64_t j = 0; j < s.n; j++) {
+                    float acc = 0.0f;
+                    double mag = 0;
+                    for (int64_t t = 0; t < s.k; t++) {
+                        acc = std::fma(x[i * ldx + t], w[j * s.k + t], acc);
+                        mag += std::fabs((double)x[i * ldx + t] * w[j * s.k + t]);
+                    }
+                    const float got = y[i * ldy + j];
+                    if (std::memcmp(&got, &acc, 4) != 0) exact = false;
+                    if (std::fabs((double)got - yr[i * ldy + j]) > 1e-5 * mag + 1e-6) close = false;
+                }
+                for (int64_t j = s.n; j < ldy; j++) untouched = untouched && y[i * ldy + j] == -7.0f;
+            }
+            std::ostringstream tag;
+            tag << isa << ": gemm_f32 m=" << s.m << " n=" << s.n << " k=" << s.k;
+            check(exact, tag.str() + " is one in-order FMA chain per element (bit-exact)");
+            check(close, tag.str() + " vs scalar");
+            check(untouched, tag.str() + " leaves y beyond n alone");
         }
     }
 }
@@ -1341,6 +1385,7 @@ int main() {
     test_half();
     test_isa_selection();
     test_threadpool();
+    test_gemm_f32_kernels();
     auto ref = make_cpu_backend("scalar", 1);
     std::vector<Bk> bks;
     std::istringstream is(cpu_isas());

@@ -58,6 +58,9 @@ constexpr int64_t kGemmMinRows = 4;
 // 2 registers: 32/16/8 floats); the f32 panel [32][K] stays in L2.
 constexpr int64_t kPanelRows = 32;
 constexpr int64_t kGemmRowBlock = 512;
+// Weight rows per prefill task on float (and dequantized low-bit) weights: a few
+// panels, so one slice of the block of x serves many columns (gemm_f32).
+constexpr int64_t kFloatTaskRows = 8 * kPanelRows;
 // Inputs per scale of the int8 lm_head (load_linear_int8).
 // 128: 3% more bytes than one scale per row; on stories260K perplexity +0.01%
 // at 32, +0.06% per row (K = 64 there, so 128 is per row).
@@ -324,6 +327,7 @@ public:
         return v;
     }
 
+    bool host_acts() const override { return true; }
     Act new_act(int64_t rows, int64_t cols) override {
         Act a;
         a.rows = rows;
@@ -470,30 +474,33 @@ public:
                 });
             }
         } else {
-            // Prefill: panels of 32 output rows → f32 [32][K] in thread-local
-            // scratch, then the register-blocked f32 GEMM over a block of rows
-            // of x. Blocks of kGemmRowBlock rows keep x in cache while every
-            // panel passes over it (the quantizer multiplies tens of thousands
-            // of rows at once; one pass over all of them per panel ran at the
-            // speed of memory).
+            // Prefill: blocks of kGemmRowBlock rows of x (the quantizer multiplies
+            // tens of thousands of rows at once); per block the output columns go in
+            // tasks of up to kFloatTaskRows weight rows, converted (f16/bf16) or
+            // dequantized to f32 in thread-local scratch [rows][K], then the
+            // cache-blocked f32 GEMM (kernels-simd.h gemm_f32), which reads the
+            // block of x once per slice of K for all the task's columns. Tasks
+            // shrink (in whole panels) until every thread has at least two.
+            int64_t task_rows = kFloatTaskRows;
+            while (task_rows > kPanelRows && (N + task_rows - 1) / task_rows < 2 * pool_.size()) task_rows -= kPanelRows;
             for (int64_t m0 = 0; m0 < M; m0 += kGemmRowBlock) {
             const int64_t mb = std::min(kGemmRowBlock, M - m0);
-            pool_.parallel_for((N + kPanelRows - 1) / kPanelRows, [&](int64_t t, int) {
-                const int64_t n0 = t * kPanelRows, n1 = std::min(N, n0 + kPanelRows);
-                thread_local std::vector<float> panel; // [32][K]
+            pool_.parallel_for((N + task_rows - 1) / task_rows, [&](int64_t t, int) {
+                const int64_t n0 = t * task_rows, n1 = std::min(N, n0 + task_rows);
+                thread_local std::vector<float> panel; // [task_rows][K]
                 const float * wp;
                 if (w.qx) {
-                    panel.resize(kPanelRows * K);
+                    panel.resize((n1 - n0) * K);
                     k_.qx_dequant(w.qxw.view(), n0, n1, panel.data());
                     wp = panel.data();
                 } else if (w.exact) {
-                    panel.resize(kPanelRows * K);
+                    panel.resize((n1 - n0) * K);
                     k_.exact_dequant(w.ew.view(), n0, n1, panel.data());
                     wp = panel.data();
                 } else if (w.dt == DType::F32) {
                     wp = static_cast<const float *>(w.w) + n0 * K;
                 } else {
-                    panel.resize(kPanelRows * K);
+                    panel.resize((n1 - n0) * K);
                     k_.to_f32(w.dt, static_cast<const uint8_t *>(w.w) + (size_t)(n0 * K) * 2, (n1 - n0) * K, panel.data());
                     wp = panel.data();
                 }

@@ -183,13 +183,31 @@ template <class V> void to_f32(DType dt, const void * src, int64_t n, float * ds
 
 // GEMM micro-kernel, outer-product form: MR rows of x times an NR = 2·W column
 // block of w packed k-major (wt [k][NR]); acc[i] holds y[i][j0, j0+NR), so no
-// horizontal sums. Per k: 2 loads of w, MR broadcasts of x, 2·MR FMAs.
+// horizontal sums. Per k: 2 loads of w, MR broadcasts of x, 2·MR FMAs. With
+// accumulate the accumulators start from y (an earlier slice of k), else from 0:
+// either way each y element is one chain of FMAs over t = 0..k−1 in order, so
+// cutting k into slices does not change a bit of the result.
 template <class V, int MR>
-inline void gemm_micro(const float * x, int64_t ldx, const float * wt, int64_t k, float * y, int64_t ldy, int ncols) {
+inline void gemm_micro(const float * x, int64_t ldx, const float * wt, int64_t k, float * y, int64_t ldy, int ncols, bool accumulate) {
     using F = typename V::F;
     F a0[MR], a1[MR];
-    #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) a0[i] = a1[i] = V::zero();
+    if (!accumulate) {
+        #pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) a0[i] = a1[i] = V::zero();
+    } else if (ncols == 2 * V::W) {
+        #pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            a0[i] = V::load(y + i * ldy);
+            a1[i] = V::load(y + i * ldy + V::W);
+        }
+    } else {
+        for (int i = 0; i < MR; i++) {
+            float tmp[2 * V::W] = {};
+            for (int j = 0; j < ncols; j++) tmp[j] = y[i * ldy + j];
+            a0[i] = V::load(tmp);
+            a1[i] = V::load(tmp + V::W);
+        }
+    }
     for (int64_t t = 0; t < k; t++) {
         const F w0 = V::load(wt + t * 2 * V::W), w1 = V::load(wt + t * 2 * V::W + V::W);
         #pragma GCC unroll 16
@@ -213,29 +231,52 @@ inline void gemm_micro(const float * x, int64_t ldx, const float * wt, int64_t k
     }
 }
 
-// y [m][n] = x [m][k] · w [n][k]ᵀ. Each block of NR columns of w is packed
-// k-major into thread-local scratch [k][NR] (zero-padded), then swept by MR-row
-// micro-kernels (remainder rows by 4, 2, 1).
+// One R-row tile of x (a k-slice of kc) across all column blocks of the packed
+// slice wt [n/NR][kc][NR]; the tile (R × kc floats) stays in L1 meanwhile.
+template <class V, int R>
+void gemm_sweep(const float * x, int64_t ldx, const float * wt, int64_t n, int64_t kc, float * y, int64_t ldy, bool acc) {
+    constexpr int NR = 2 * V::W;
+    for (int64_t j0 = 0; j0 < n; j0 += NR)
+        gemm_micro<V, R>(x, ldx, wt + (j0 / NR) * kc * NR, kc, y + j0, ldy, (int)std::min<int64_t>(NR, n - j0), acc);
+}
+
+// y [m][n] = x [m][k] · w [n][k]ᵀ, blocked for the cache: k in slices of KC;
+// per slice every NR-column block of w is packed k-major into thread-local
+// scratch [n/NR][KC][NR] (zero-padded; KC·n floats, L2-sized for the backend's
+// tasks of a few hundred columns), then each MR-row tile of x (MR × KC, in L1)
+// is swept across all the column blocks before the next tile (remainder rows by
+// 4, 2, 1). x is read once per slice instead of once per column block; y is
+// carried from slice to slice in f32 (gemm_micro), so the result is the same
+// single FMA chain per element as with no slicing.
 template <class V, int MR>
 void gemm_f32(const float * x, int64_t ldx, int64_t m, const float * w, int64_t n, int64_t k, float * y, int64_t ldy) {
     constexpr int NR = 2 * V::W;
-    thread_local std::vector<float> wt; // [k][NR]
-    wt.resize((size_t)(k * NR));
-    for (int64_t j0 = 0; j0 < n; j0 += NR) {
-        const int nc = (int)std::min<int64_t>(NR, n - j0);
-        // transpose in 16-deep slabs: reads 64-byte runs of each row, writes stay in L1
-        for (int64_t t0 = 0; t0 < k; t0 += 16) {
-            const int64_t t1 = std::min<int64_t>(k, t0 + 16);
-            for (int j = 0; j < NR; j++) {
-                const float * wr = j < nc ? w + (j0 + j) * k : nullptr; // nullptr: zero padding
-                for (int64_t t = t0; t < t1; t++) wt[t * NR + j] = wr ? wr[t] : 0.0f;
+    constexpr int64_t KC = 256;
+    const int64_t nb = (n + NR - 1) / NR;
+    thread_local std::vector<float> wbuf; // [nb][KC][NR], from a 64-byte boundary (no load splits a cache line)
+    wbuf.resize((size_t)(nb * std::min(k, KC) * NR + 16));
+    float * const wt = wbuf.data() + ((64 - (reinterpret_cast<uintptr_t>(wbuf.data()) & 63)) & 63) / sizeof(float);
+    for (int64_t t0 = 0; t0 < k; t0 += KC) {
+        const int64_t kc = std::min(KC, k - t0);
+        const bool acc = t0 > 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t j0 = b * NR;
+            const int nc = (int)std::min<int64_t>(NR, n - j0);
+            float * wb = wt + b * kc * NR;
+            // transpose in 16-deep slabs: reads 64-byte runs of each row, writes stay in L1
+            for (int64_t s0 = 0; s0 < kc; s0 += 16) {
+                const int64_t s1 = std::min<int64_t>(kc, s0 + 16);
+                for (int j = 0; j < NR; j++) {
+                    const float * wr = j < nc ? w + (j0 + j) * k + t0 : nullptr; // nullptr: zero padding
+                    for (int64_t t = s0; t < s1; t++) wb[t * NR + j] = wr ? wr[t] : 0.0f;
+                }
             }
         }
         int64_t i = 0;
-        for (; i + MR <= m; i += MR) gemm_micro<V, MR>(x + i * ldx, ldx, wt.data(), k, y + i * ldy + j0, ldy, nc);
-        for (; i + 4 <= m; i += 4) gemm_micro<V, 4>(x + i * ldx, ldx, wt.data(), k, y + i * ldy + j0, ldy, nc);
-        for (; i + 2 <= m; i += 2) gemm_micro<V, 2>(x + i * ldx, ldx, wt.data(), k, y + i * ldy + j0, ldy, nc);
-        for (; i < m; i++) gemm_micro<V, 1>(x + i * ldx, ldx, wt.data(), k, y + i * ldy + j0, ldy, nc);
+        for (; i + MR <= m; i += MR) gemm_sweep<V, MR>(x + i * ldx + t0, ldx, wt, n, kc, y + i * ldy, ldy, acc);
+        for (; i + 4 <= m; i += 4) gemm_sweep<V, 4>(x + i * ldx + t0, ldx, wt, n, kc, y + i * ldy, ldy, acc);
+        for (; i + 2 <= m; i += 2) gemm_sweep<V, 2>(x + i * ldx + t0, ldx, wt, n, kc, y + i * ldy, ldy, acc);
+        for (; i < m; i++) gemm_sweep<V, 1>(x + i * ldx + t0, ldx, wt, n, kc, y + i * ldy, ldy, acc);
     }
 }
 

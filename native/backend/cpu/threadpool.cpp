@@ -53,7 +53,13 @@ void ThreadPool::run(int64_t n_tasks, TaskFn fn, void * ctx) {
     }
     if (sleepers_.load() > 0) cv_.notify_all();
     work(0);
-    while (completed_.load(std::memory_order_acquire) < n_tasks) cpu_relax();
+    // Spin for the other threads' last tasks, then yield: on a machine with more
+    // runnable threads than cores, a worker that was preempted mid-task needs a
+    // core, and spinning on it only delays the task we wait for.
+    for (int i = 0; completed_.load(std::memory_order_acquire) < n_tasks; i++) {
+        if (i < kSpinIters) cpu_relax();
+        else std::this_thread::yield();
+    }
 }
 
 void ThreadPool::worker(int id) {

@@ -39,9 +39,9 @@
 // the CheckpointWriter); 2/3 bits (or fakeQuant) → the quantize-dequantize
 // weights as an F32 checkpoint, so quality can be measured before the runtime
 // runs those widths. Memory: the weights of one layer, the calibration
-// activations x [T, D] and the FP layer output [T, D], the Gram matrices, and
-// one chunk's intermediates (no [T, F] buffer); the embedding table only for
-// the first lookup.
+// activations x [T, D], the Gram matrices, the search blocks and their FP layer
+// output, and one chunk's intermediates (no [T, F] buffer); the embedding table
+// only for the first lookup.
 import path from 'node:path';
 import { dequantizeLinear, packAwq, quantizeLinear } from '../../formats/awq.js';
 import { readModelFolder, writeModelMetadata } from '../../io/hf-folder.js';
@@ -63,6 +63,7 @@ import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedI
 import { forEachChunk } from './layer.js';
 import { layerStats, searchBlocks } from './stats.js';
 import { ShoalError } from '@shoal/common';
+import { PhaseTimer, type PhaseTimes } from '../phases.js';
 
 export { attentionAveragedInputs, type LayerWeights, type ScaleGroupReport };
 
@@ -135,12 +136,17 @@ export interface LayerReport {
   scales: ScaleGroupReport[];
   /** Mean clip shrink (fraction of max|w| removed) per clipped linear kind. */
   clip: Record<string, number>;
-  /** MSE of the quantized layer's output vs the FP layer on the same input (null: RTN, no calibration). */
+  /**
+   * MSE of the quantized layer's output vs the FP layer on the same input, over the
+   * search blocks (calibration.searchTokens tokens; null: RTN, no calibration).
+   */
   outputMse: number | null;
-  /** Same for the RTN-quantized layer (compareRtn). */
+  /** Same for the RTN-quantized layer, on the same tokens (compareRtn). */
   rtnOutputMse?: number;
   /** AWQ vs RTN on the held-out calibration tokens, and which was written (AWQ with holdout). */
   fallback?: FallbackReport;
+  /** wall and CPU seconds per stage of this layer (the stages onStage announces) */
+  phases: PhaseTimes;
 }
 
 export interface AwqQuantizeResult {
@@ -220,6 +226,13 @@ export function checkAwqOptions(o: AwqQuantizeOptions): { method: 'awq' | 'rtn';
 // one layer
 // ---------------------------------------------------------------------------
 
+/** The given blocks (of `size` elements each) of x, in order, into a new array. */
+function gatherBlocks(x: Float32Array, blocks: readonly number[], size: number): Float32Array {
+  const out = new Float32Array(blocks.length * size);
+  blocks.forEach((b, i) => out.set(x.subarray(b * size, (b + 1) * size), i * size));
+  return out;
+}
+
 function divInPlace(v: Float32Array, s: Float64Array): void {
   for (let i = 0; i < v.length; i++) v[i] = v[i]! / s[i]!;
 }
@@ -248,7 +261,7 @@ async function rtnWeights(ctx: Ctx, lw: LayerWeights): Promise<LayerWeights> {
 }
 
 async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, opts: AwqQuantizeOptions,
-  stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse'>; fpOut: Float32Array }> {
+  stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse' | 'phases'>; searchOut: Float32Array }> {
   const s = ctx.shape;
   const D = s.hiddenSize;
   const qd = s.heads * s.headDim;
@@ -365,7 +378,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
       clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, await groupGrams(inputs[kind]!, d.in, ctx.G, all));
     }
   }
-  return { report: { layer: l, scales: reports, clip }, fpOut: st.fpOut };
+  return { report: { layer: l, scales: reports, clip }, searchOut: st.searchOut };
 }
 
 function linearN(ctx: Ctx, kind: LinearKind): number {
@@ -513,27 +526,34 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     embed = null; // written and looked up: not needed during the layers
     for (let l = 0; l < shape.layers; l++) {
       const tl = performance.now();
-      const stage = (st: string) => opts.onStage?.(l, st);
+      const timer = new PhaseTimer();
+      const stage = (st: string) => {
+        timer.start(st);
+        opts.onStage?.(l, st);
+      };
       stage('load');
       let lw = loadLayer(ck, l, shape0, F);
       const original = xHeld ? cloneLayer(lw) : null;
       let report: LayerReport;
-      let fpOut: Float32Array | null = null;
+      let searchOut: Float32Array | null = null;
       let rtnOutputMse: number | undefined;
       if (method === 'awq') {
         if (opts.compareRtn) {
           stage('rtn reference');
+          // on the search blocks, as the AWQ output MSE
           const rtnW = await rtnWeights(ctx, lw);
+          const xs = gatherBlocks(x!, ctx.searchBlocks, ctx.seqlen * D);
+          const ctxS = { ...ctx, T: xs.length / D };
           let se = 0;
-          await forEachChunk(ctx, x!, async (ctxc, xc) => {
+          await forEachChunk(ctxS, xs, async (ctxc, xc) => {
             const fpRef = (await forwardLayer(ctxc, lw, xc)).out;
             se += mse((await forwardLayer(ctxc, rtnW, xc)).out, fpRef) * fpRef.length;
           });
-          rtnOutputMse = se / (ctx.T * D);
+          rtnOutputMse = se / xs.length;
         }
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
-        fpOut = r.fpOut;
-        report = { ...r.report, seconds: 0, outputMse: 0 };
+        searchOut = r.searchOut;
+        report = { ...r.report, seconds: 0, outputMse: 0, phases: {} };
         if (original && xHeld) {
           stage('held-out check');
           const ctxH = { ...ctx, T: xHeld.length / D };
@@ -546,7 +566,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
           }
         }
       } else {
-        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null };
+        report = { layer: l, scales: [], clip: {}, seconds: 0, outputMse: null, phases: {} };
       }
       // quantize and write in plan order
       stage('quantize');
@@ -582,20 +602,28 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       if (method === 'awq') {
         // the next layer sees the outputs of this quantized layer
         // (chunk by chunk, in place: a chunk's output depends on its own blocks only)
+        // (the report's output MSE: on the search blocks, against the FP output kept for them)
         stage('quantized forward');
         const qlw = { ...lw, w: deq };
-        const fpo = fpOut!;
+        const fpo = searchOut!;
+        const L = ctx.seqlen;
         let se = 0;
         await forEachChunk(ctx, x!, async (ctxc, xc, t0) => {
           const qo = (await forwardLayer(ctxc, qlw, xc)).out;
-          se += mse(qo, fpo.subarray(t0 * D, t0 * D + qo.length)) * qo.length;
+          ctx.searchBlocks.forEach((b, i) => {
+            const bt = b * L;
+            if (bt < t0 || bt >= t0 + ctxc.T) return;
+            const q = qo.subarray((bt - t0) * D, (bt - t0 + L) * D);
+            se += mse(q, fpo.subarray(i * L * D, (i + 1) * L * D)) * q.length;
+          });
           xc.set(qo);
         });
-        fpOut = null;
-        report.outputMse = se / (ctx.T * D);
+        searchOut = null;
+        report.outputMse = se / fpo.length;
         if (rtnOutputMse !== undefined) report.rtnOutputMse = rtnOutputMse;
       }
       report.seconds = (performance.now() - tl) / 1000;
+      report.phases = timer.finish();
       reports.push(report);
       opts.onLayer?.(report, shape.layers);
     }

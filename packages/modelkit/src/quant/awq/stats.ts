@@ -7,9 +7,12 @@
 //   - the inputs and block outputs of the search blocks (a seeded subsample of
 //     whole blocks) for the groups whose loss goes through attention or SiLU
 //   - the clip search's sampled rows (and v_proj's attention-averaged inputs)
-//   - the FP layer output of every token (for the output MSE of the report)
-import { backendOps } from './ops.js';
-import { chunkBlocks, forEachChunk, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
+//   - the FP layer output of the search blocks (for the output MSE of the report)
+// down_proj runs on the search blocks only: nothing else needs its output of the
+// FP layer (mean |m| and the Gram are of its input), and over all tokens it is
+// 2·T·D·F FLOP (1.5 TFLOP per TinyLlama layer at 65,536 tokens).
+import { add, backendOps, linear, rmsnorm } from './ops.js';
+import { attentionBlock, chunkBlocks, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
 
 import { attentionAveragedInputs } from './search.js';
 
@@ -123,8 +126,8 @@ export interface LayerStats {
   gramM: Float32Array | null;
   search: SearchSet;
   clip: ClipRows;
-  /** FP layer output [T, D] */
-  fpOut: Float32Array;
+  /** FP layer output of the search blocks [search.T, D] (the report's output MSE) */
+  searchOut: Float32Array;
 }
 
 export interface StatsRequest {
@@ -157,27 +160,37 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
     h: new Float32Array(R * D), a: new Float32Array(R * qd), h2: new Float32Array(R * D), m: new Float32Array(R * F),
     vAvg: req.vAvg ? Array.from({ length: s.kvHeads }, () => new Float32Array(R * perKv * D)) : null,
   };
-  const fpOut = new Float32Array(T * D);
+  const searchOut = new Float32Array(ST * D);
+  const eps = s.rmsNormEps;
   let ci = 0; // next clip row
   await forEachChunk(ctx, x, async (ctxc, xc, t0) => {
     const n = ctxc.T;
-    const acts = await forwardLayer(ctxc, lw, xc);
+    // the FP layer up to down_proj's input (forwardLayer without down_proj)
+    const h = rmsnorm(xc, n, D, lw.attnNorm, eps);
+    const { a, out: attnOut } = await attentionBlock(ctxc, h, lw.w['self_attn.q_proj'], lw.w['self_attn.k_proj'], lw.w['self_attn.v_proj'], lw);
+    const x1 = add(xc, attnOut);
+    const h2 = rmsnorm(x1, n, D, lw.ffnNorm, eps);
+    const m = await linear(h2, n, lw.w['mlp.gate_proj'], F, D);
+    await backendOps().siluMul(m, await linear(h2, n, lw.w['mlp.up_proj'], F, D));
+    const acts = { h, a, h2, m };
     addAbsColumns(sums.h, acts.h, n, D);
     addAbsColumns(sums.a, acts.a, n, qd);
     addAbsColumns(sums.h2, acts.h2, n, D);
     addAbsColumns(sums.m, acts.m, n, F);
     if (Ha) await Ha.add(acts.a, n);
     if (Hm) await Hm.add(acts.m, n);
-    req.searchBlocks.forEach((b, i) => {
-      const bt = b * L;
-      if (bt < t0 || bt >= t0 + n) return;
+    for (let i = 0; i < req.searchBlocks.length; i++) {
+      const bt = req.searchBlocks[i]! * L;
+      if (bt < t0 || bt >= t0 + n) continue;
       const src = (bt - t0) * D;
       const dst = i * L * D;
-      search.h.set(acts.h.subarray(src, src + L * D), dst);
-      search.attnOut.set(acts.attnOut.subarray(src, src + L * D), dst);
-      search.h2.set(acts.h2.subarray(src, src + L * D), dst);
-      search.mlpOut.set(acts.mlpOut.subarray(src, src + L * D), dst);
-    });
+      const mlpOut = await linear(m.subarray((bt - t0) * F, (bt - t0 + L) * F), L, lw.w['mlp.down_proj'], D, F);
+      search.h.set(h.subarray(src, src + L * D), dst);
+      search.attnOut.set(attnOut.subarray(src, src + L * D), dst);
+      search.h2.set(h2.subarray(src, src + L * D), dst);
+      search.mlpOut.set(mlpOut, dst);
+      searchOut.set(add(x1.subarray(src, src + L * D), mlpOut), dst);
+    }
     const local: number[] = [];
     const first = ci;
     while (ci < R && req.clipRows[ci]! < t0 + n) local.push(req.clipRows[ci++]! - t0);
@@ -192,13 +205,12 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
       const avg = await attentionAveragedInputs(ctxc, acts.h, lw, local);
       avg.forEach((v, kh) => clip.vAvg![kh]!.set(v, first * perKv * D));
     }
-    fpOut.set(acts.out, t0 * D);
   });
   const mean = (v: Float64Array) => v.map((x) => x / T);
   return {
     meanH: mean(sums.h), meanA: mean(sums.a), meanH2: mean(sums.h2), meanM: mean(sums.m),
     gramA: Ha ? await Ha.result() : null,
     gramM: Hm ? await Hm.result() : null,
-    search, clip, fpOut,
+    search, clip, searchOut,
   };
 }

@@ -16,6 +16,7 @@ import { LINEAR_KINDS, linearDims, type LinearKind, type ModelShape } from '../.
 import { ropeInvFreq } from '../../eval/reference-forward.js';
 import type { Checkpoint } from '../../io/safetensors.js';
 import { add, backendOps, linear, rmsnorm } from '../awq/ops.js';
+import { PhaseTimer, type PhaseTimes } from '../phases.js';
 import { accumulateHessian, gptqLinear, type GptqLinearResult, type GptqSolveOptions } from './solve.js';
 
 export interface GptqLinearReport {
@@ -31,6 +32,8 @@ export interface GptqLayerReport {
   layer: number;
   seconds: number;
   linears: GptqLinearReport[];
+  /** wall and CPU seconds per stage of this layer (the stages onStage announces) */
+  phases: PhaseTimes;
 }
 
 export interface GptqSequentialOptions {
@@ -89,7 +92,12 @@ export class GptqSequential {
   private async runLayer(l: number): Promise<void> {
     const t0 = performance.now();
     const { shape: s, ck, seqlen } = this.o;
-    const stage = (p: string) => this.o.onStage?.(l, p, s.layers);
+    const timer = new PhaseTimer();
+    const stage = (p: string) => {
+      timer.start(p);
+      this.o.onStage?.(l, p, s.layers);
+    };
+    stage('load');
     const D = s.hiddenSize;
     const F = s.intermediateSize;
     const qd = s.heads * s.headDim;
@@ -163,7 +171,7 @@ export class GptqSequential {
       stage('forward down');
       this.x = add(x1, await linear(m, T, w['mlp.down_proj'], D, F));
     }
-    const report = { layer: l, seconds: (performance.now() - t0) / 1000, linears: reports };
+    const report = { layer: l, seconds: (performance.now() - t0) / 1000, linears: reports, phases: timer.finish() };
     this.reports.push(report);
     this.o.onLayer?.(report, s.layers);
   }

@@ -153,7 +153,7 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
   close(st.clip.a, rows(full.a, heads * hd), 'clip rows of a');
   const avg = await attentionAveragedInputs(ctx, full.h, lw, clipRows);
   avg.forEach((v, kh) => close(st.clip.vAvg![kh]!, v, `attention-averaged v inputs, kv head ${kh}`));
-  close(st.fpOut, full.out, 'FP layer output');
+  close(st.searchOut, blockRows(full.out, D), 'FP layer output of the search blocks');
 
   // a candidate's loss over the search tokens, chunk by chunk = the MSE of one forward over them all
   const wq = w['self_attn.q_proj'].map((v, i) => v + (i % 5 === 0 ? 0.05 : 0));
