@@ -106,9 +106,10 @@ t.test(`OTA lifecycle over ${kind} with the real engine`, { skip, timeout: 90_00
   t.match(rb.final, { ok: true, result: { active: { version: '1.0.0' }, previous: { version: '1.1.0' } } });
   await fleet.waitState((s) => s.model?.version === '1.0.0' && s.phase === 'rolled-back', 5_000, 'rolled back to v1');
   t.equal(((await fleet.request('generate', { prompt: 'Once', maxTokens: 4 })).final.result as { model: { version: string } }).model.version, '1.0.0');
+  const beforeActivate = fleet.states.length; // the first v1.1 state must not count as the return to it
   const act = await fleet.request('activate', { name: 'stories', version: '1.1.0' });
   t.match(act.final, { ok: true, result: { active: { version: '1.1.0' } } });
-  await fleet.waitState((s) => s.model?.version === '1.1.0' && s.phase === 'active', 5_000, 'v1.1 active again');
+  await fleet.waitState((s) => s.model?.version === '1.1.0' && s.phase === 'active', 5_000, 'v1.1 active again', beforeActivate);
   t.ok(fleet.events.some((e) => e.type === 'ota.rolled-back') && fleet.events.some((e) => e.type === 'model.activated'));
 
   // 5. a signed package that fails the health check → automatic rollback, v1.1 keeps serving
@@ -163,8 +164,9 @@ t.test(`OTA lifecycle over ${kind} with the real engine`, { skip, timeout: 90_00
   const v4 = await buildPackage(root, 'stories', '4.0.0', keys);
   const st = statfsSync(storeDir);
   const free = Number(st.bavail) * Number(st.bsize);
+  const beforeRestart = fleet.states.length; // states of the daemon before the restart do not count
   daemon = await startDaemon(writeDeviceConfig(cfgDir, { ...cfg, store: { dir: storeDir, keepVersions: 3, reserveBytes: free + 1_000_000_000 } }));
-  await fleet.waitState((s) => s.online && s.model?.version === '1.1.0', 10_000, 'active model restored after restart');
+  await fleet.waitState((s) => s.online && s.model?.version === '1.1.0', 10_000, 'active model restored after restart', beforeRestart);
   fleet.events.length = 0;
   // retried with backoff until retryUntil (the rollout's timeout), then a final failure
   await fleet.setDesired({ ...desiredFor(srv, v4), retryUntil: Date.now() + 8000 });

@@ -371,8 +371,13 @@ export class FleetClient {
     return this.client.publishAsync(topics.desired(this.deviceId), JSON.stringify(desired), { qos: 1, retain: true });
   }
 
-  async waitState(pred: (s: State) => boolean, timeoutMs: number, what: string): Promise<State> {
-    return waitFor(() => [...this.states].reverse().find(pred), timeoutMs, what);
+  /**
+   * The newest state so far that matches. `since` (a states.length taken before the change the
+   * test waits for) skips older states, which a return to an earlier state would otherwise
+   * match at once.
+   */
+  async waitState(pred: (s: State) => boolean, timeoutMs: number, what: string, since = 0): Promise<State> {
+    return waitFor(() => this.states.slice(since).reverse().find(pred), timeoutMs, what);
   }
 
   async waitEvent(pred: (e: Event) => boolean, timeoutMs: number, what: string): Promise<Event> {
