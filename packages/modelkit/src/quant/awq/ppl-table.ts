@@ -34,6 +34,7 @@ import { loadModel } from '@shoal/engine';
 import { evaluatePerplexity } from '../../eval/ppl.js';
 import { quantizeAwqModel } from './quantize-awq.js';
 import { quantizeModelGptq } from '../gptq.js';
+import { mulberry32 } from '../seeded-random.js';
 
 /** Stories of the TinyStories sample: paragraphs grouped from one starting with "Once" to the next. */
 export function splitStories(text: string): string[] {
@@ -44,14 +45,7 @@ export function splitStories(text: string): string[] {
 export function shuffled<T>(items: readonly T[], seed: number): T[] {
   const out = [...items];
   if (seed === 0) return out;
-  let a = seed >>> 0;
-  const rand = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seed);
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [out[i], out[j]] = [out[j]!, out[i]!];

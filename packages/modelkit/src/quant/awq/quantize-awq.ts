@@ -324,7 +324,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
     reports.push(r.report);
   }
   const cr = st.clip;
-  const R = clipOn ? clipSampleRows(ctx).length : 0;
+  const R = cr.h.length / D; // the clip rows layerStats gathered (none with the clip search off)
 
   // fold the scales (AutoAWQ apply_scale): preceding op ÷ s, following columns × s,
   // and the recorded clip inputs ÷ s (attention averages are linear in the inputs)

@@ -13,8 +13,8 @@
 // 2·T·D·F FLOP (1.5 TFLOP per TinyLlama layer at 65,536 tokens).
 import { add, backendOps, linear, rmsnorm } from './ops.js';
 import { attentionBlock, chunkBlocks, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
-
 import { attentionAveragedInputs } from './search.js';
+import { mulberry32 } from '../seeded-random.js';
 
 /** Rows gathered before each ops.hessian call (its mirror step costs K² per call). */
 const GRAM_ROWS = 4096;
@@ -51,18 +51,6 @@ class GramAccumulator {
   }
 }
 
-/** Small deterministic PRNG (mulberry32) for the search-block subsample. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export const SEARCH_SEED = 0x5eed;
 
 /**
@@ -80,13 +68,6 @@ export function searchBlocks(samples: number, seqlen: number, searchTokens: numb
     [idx[i], idx[j]] = [idx[j]!, idx[i]!];
   }
   return idx.slice(0, n).sort((a, b) => a - b);
-}
-
-/** Rows [rows.length, K] of x [*, K]. */
-export function gatherRows(x: Float32Array, K: number, rows: readonly number[]): Float32Array {
-  const out = new Float32Array(rows.length * K);
-  rows.forEach((t, i) => out.set(x.subarray(t * K, (t + 1) * K), i * K));
-  return out;
 }
 
 /** acc[k] += Σ_m |x[m, k]| */

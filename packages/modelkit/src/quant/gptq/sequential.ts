@@ -50,10 +50,10 @@ export interface GptqSequentialOptions {
   onLayer?: (report: GptqLayerReport, layers: number) => void;
 }
 
-/** Runs the layers in order as the writer asks for their linears. */
 /** Rows per chunk of the MLP forward (a [1024, F] gate/up chunk stays small). */
 const MLP_ROWS = 1024;
 
+/** Runs the layers in order as the writer asks for their linears. */
 export class GptqSequential {
   private readonly o: GptqSequentialOptions;
   private x: Float32Array | null = null;
