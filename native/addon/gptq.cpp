@@ -38,9 +38,23 @@ namespace shoal_addon {
 
 namespace {
 
+// Threads for n independent pieces of work: the host's cores, at most n, at least 1.
+int64_t host_threads(int64_t n) {
+    return std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+}
+
+// worker() on host_threads(n) threads (this one included); the workers share the
+// n items among themselves (e.g. through an atomic counter).
+void on_host_threads(int64_t n, const std::function<void()> & worker) {
+    std::vector<std::thread> th;
+    for (int64_t t = 1; t < host_threads(n); t++) th.emplace_back(worker);
+    worker();
+    for (auto & x : th) x.join();
+}
+
 // [0, n) split over the host's cores.
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> & fn) {
-    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    const int64_t nt = host_threads(n);
     if (nt == 1) return fn(0, n);
     const int64_t step = (n + nt - 1) / nt;
     std::vector<std::thread> th;
@@ -148,8 +162,6 @@ void block_update(double * w, int64_t ldw, const double * U, int64_t ldu, const 
     block_update_rows(w, ldw, U, ldu, e, lde, nr, cnt, 0, n);
 }
 
-// In-place lower Cholesky of the row-major A [K, K] (lower triangle read and
-// written), left-looking in panels of 64 columns; false when not positive definite.
 #if defined(__x86_64__) || defined(_M_X64)
 // Σ of the 8 lanes, pairwise in a fixed order.
 __attribute__((target("avx512f"))) inline double hsum(__m512d v) { return _mm512_reduce_add_pd(v); }
@@ -210,6 +222,8 @@ void dot4_avx512(const double * a, const double * const * x, int64_t n, double *
 }
 #endif
 
+// In-place lower Cholesky of the row-major A [K, K] (lower triangle read and
+// written), left-looking in panels of 64 columns; false when not positive definite.
 bool cholesky_lower(double * A, int64_t K, int64_t * bad) {
     constexpr int64_t nb = 64;
     bool ok = true;
@@ -368,8 +382,9 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
     // segment M[i, j0..i] is read from memory once per group instead of once per
     // column (it stays in cache for the group's dot products); the groups are handed
     // out in order to the threads (column j costs ∝ (K − j)², so contiguous halves
-    // would leave one thread with 7/8 of the work). Every x[i] is the same dot
-    // product over the same values as column by column: the result is unchanged.
+    // would leave one thread with 7/8 of the work). The portable path sums each x[i]
+    // as column by column did; the AVX-512 path sums over [j0, i) (the extra terms
+    // are zeros) in dot4_avx512's order, so its last bits can differ.
     double * X = H; // H is no longer needed: reuse it
     {
         constexpr int64_t kCols = 16;
@@ -417,11 +432,7 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
                 }
             }
         };
-        const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n_groups, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
-        std::vector<std::thread> th;
-        for (int64_t t = 1; t < nt; t++) th.emplace_back(worker);
-        worker();
-        for (auto & t : th) t.join();
+        on_host_threads(n_groups, worker);
     }
     // U[i][j] = Minv[K−1−i][K−1−j] = X[K−1−j][K−1−i], upper (j >= i); into A
     parallel_for(K, [&](int64_t r0, int64_t r1) {
@@ -435,7 +446,7 @@ bool gptq_quantize(const GptqParams & p, double * H, const float * W, GptqOutput
     std::vector<double> losses((size_t)N, 0.0);
     std::vector<std::string> errs;
     std::vector<char> oks;
-    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    const int64_t nt = host_threads(N);
     errs.resize((size_t)nt);
     oks.assign((size_t)nt, 1);
     const int64_t step = (N + nt - 1) / nt;
