@@ -70,11 +70,12 @@ export interface Addon {
 /** @internal */
 export interface AddonOps {
   /** y [rows, out] = x [rows, in] · wᵀ, w [out, in]. */
-  matmul(x: Float32Array, rows: number, w: Float32Array, out: number, inFeatures: number): Promise<Float32Array>;
+  matmul(x: Float32Array, rows: number, w: Float32Array, out: number, inFeatures: number, precision?: 'f32' | 'bf16'): Promise<Float32Array>;
   /** Causal attention with RoPE over blocks of seqlen rows (positions 0..seqlen-1 each). */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, seqlen: number, heads: number,
     kvHeads: number, headDim: number, invFreq: Float32Array): Promise<Float32Array>;
-  info(): { backend: string; isa: string; threads: number };
+  /** bf16Native: ops.matmul(…, 'bf16') runs on native bf16 instructions (else an f32 emulation of the same rounding) */
+  info(): { backend: string; isa: string; threads: number; bf16Native?: boolean };
   /** Q(w·diag(s))·diag(s)⁻¹ per group of `group` along cols (AutoAWQ asymmetric, f16 scales), on the host's cores. */
   fakeQuant(w: Float32Array, rows: number, cols: number, group: number, bits: number, colScale: Float64Array | null): Promise<Float32Array>;
   /** llm-awq clip candidates of group g: Q(clamp(w, ±max|w|·(1 − i/nGrid))) − w, [rows, steps, group]. */

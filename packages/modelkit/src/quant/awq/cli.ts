@@ -12,7 +12,7 @@ export interface AwqCliOpts {
   method: string; bits: number; group: number; model: string; out: string; dtype: FloatDType; force?: boolean; json?: boolean;
   calib?: string[]; calibSep?: string; samples: number; seqlen: number; duoScaling?: boolean; padFfn?: boolean;
   clip: boolean; fakeQuant?: boolean; backend: 'auto' | 'cpu' | 'cuda'; clipLinears?: string; vClipError: 'attention' | 'token';
-  holdout?: number; searchTokens?: number;
+  holdout?: number; searchTokens?: number; alphaSearch: 'grid' | 'coarse-fine'; layerInput: 'fp' | 'quantized'; precision: 'auto' | 'bf16' | 'f32';
 }
 
 function posInt(v: string): number {
@@ -29,6 +29,9 @@ export function addAwqQuantizeOptions(cmd: Command): Command {
     .option('--seqlen <n>', 'tokens per calibration block (AWQ)', posInt, 512)
     .option('--duo-scaling', 'AutoAWQ duo scaling: s = mean|x|^a / mean|w|^(1-a)')
     .option('--search-tokens <n>', 'AWQ: calibration tokens (whole blocks, a fixed seeded subsample) on which the q,k,v and gate,up scale candidates are evaluated; statistics, v→o / up→down losses and the forward use all tokens (default 4096; see docs/quantization.md)', posInt)
+    .addOption(new Option('--alpha-search <how>', 'AWQ: walk the scale exponent grid coarse-fine (every 4th α, then the neighbours of the best: 11 of 20 candidates, the same α when the loss is unimodal) or the whole grid (llm-awq)').choices(['coarse-fine', 'grid']).default('coarse-fine'))
+    .addOption(new Option('--layer-input <which>', "AWQ: each layer's calibration input is the previous FP layer's output (AutoAWQ, llm-awq) or the previous quantized layer's (one more forward per layer)").choices(['fp', 'quantized']).default('fp'))
+    .addOption(new Option('--precision <p>', 'AWQ: products of the calibration forwards and candidate losses: bf16 inputs with f32 sums, f32, or auto (bf16 where the CPU has AVX512-BF16)').choices(['auto', 'bf16', 'f32']).default('auto'))
     .option('--no-clip', 'skip the AWQ clipping search')
     .option('--clip-linears <names>', 'comma list of linears to clip (default v_proj,o_proj,gate_proj,up_proj,down_proj; see docs/quantization.md)')
     .addOption(new Option('--v-clip-error <where>', "where v_proj's clip error is measured: after attention averaging (what o_proj sees) or per token (llm-awq)").choices(['attention', 'token']).default('attention'))
@@ -81,7 +84,7 @@ export async function runAwqQuantize(o: AwqCliOpts): Promise<AwqQuantizeResult> 
       ...(o.calib ? { calib: o.calib } : {}), ...(sep ? { calibSep: sep } : {}),
       samples: o.samples, seqlen: o.seqlen, duoScaling: o.duoScaling ?? false, padFfn: o.padFfn ?? false,
       clip: o.clip, ...(o.clipLinears ? { clipLinears: o.clipLinears.split(',').map((x) => x.trim()) } : {}), fakeQuant: o.fakeQuant ?? false, backend: o.backend,
-      clipVAttention: o.vClipError === 'attention', ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
+      clipVAttention: o.vClipError === 'attention', alphaSearch: o.alphaSearch, layerInput: o.layerInput, precision: o.precision, ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
       ...(o.searchTokens !== undefined ? { searchTokens: o.searchTokens } : {}),
       onStage: (l, stage) => {
         if (!bar) return;

@@ -26,15 +26,15 @@ export function cloneLayer(lw: LayerWeights): LayerWeights {
 /**
  * run(lw, x) → the layer's output on x; qdq(lw) → lw with its quantized linears
  * replaced by their quantize-dequantize weights. Returns the decision and the
- * chosen quantized layer's output on the held-out tokens (the next layer's input).
+ * chosen quantized layer's output on the held-out tokens and the FP layer's (one of them is the next layer's input).
  */
 export async function awqOrRtn(run: (lw: LayerWeights, x: Float32Array) => Promise<Float32Array>, qdq: (lw: LayerWeights) => Promise<LayerWeights>,
-  original: LayerWeights, awq: LayerWeights, xHeld: Float32Array): Promise<{ report: FallbackReport; out: Float32Array }> {
+  original: LayerWeights, awq: LayerWeights, xHeld: Float32Array): Promise<{ report: FallbackReport; out: Float32Array; fp: Float32Array }> {
   const fp = await run(original, xHeld);
   const a = await run(await qdq(awq), xHeld);
   const r = await run(await qdq(original), xHeld);
   const awqMse = mse(a, fp);
   const rtnMse = mse(r, fp);
   // ties (e.g. every α = 0 and no clip) keep AWQ: the same weights
-  return awqMse <= rtnMse ? { report: { choice: 'awq', awqMse, rtnMse }, out: a } : { report: { choice: 'rtn', awqMse, rtnMse }, out: r };
+  return awqMse <= rtnMse ? { report: { choice: 'awq', awqMse, rtnMse }, out: a, fp } : { report: { choice: 'rtn', awqMse, rtnMse }, out: r, fp };
 }

@@ -2,9 +2,17 @@
 // search context, and the FP forward batched over blocks of seqlen tokens (the
 // inputs of every linear and the reference outputs of attention and MLP).
 import { linearDims, type LinearKind, type ModelShape } from '../../arch/model-shapes.js';
-import { add, backendOps, linear, rmsnorm } from './ops.js';
+import { add, backendOps, linear, rmsnorm, type Precision } from './ops.js';
 
 export const N_GRID = 20;
+/** Spacing of the coarse α pass of --alpha-search coarse-fine (search.ts fineNeighbours). */
+export const COARSE_STEP = 4;
+/**
+ * How the α grid is searched: every point (llm-awq, AutoAWQ), or every
+ * COARSE_STEP-th point and then the neighbours of the best (the same α when
+ * the loss is unimodal over the grid; 11 instead of 20 candidates).
+ */
+export type AlphaSearch = 'grid' | 'coarse-fine';
 export const CLIP_STEPS = 10; // i = 0..9: shrink up to 45 % (llm-awq max_shrink 0.5, n_grid 20)
 
 export interface LayerWeights {
@@ -25,6 +33,9 @@ export interface Ctx {
   invFreq: Float32Array;
   quantized: Set<LinearKind>;
   duo: boolean;
+  alphaSearch: AlphaSearch;
+  /** products of the layer forwards and candidate losses (the Gram sums and the clip search stay f32) */
+  precision: Precision;
   clipTokens: number;
   /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */
   clipVAttention: boolean;
@@ -69,21 +80,22 @@ export async function attentionBlock(ctx: Ctx, h: Float32Array, wq: Float32Array
   const qd = s.heads * s.headDim;
   const kvd = s.kvHeads * s.headDim;
   const T = ctx.T;
-  const q = await linear(h, T, wq, qd, D, lw.bias['self_attn.q_proj'] ?? null);
-  const k = await linear(h, T, wk, kvd, D, lw.bias['self_attn.k_proj'] ?? null);
-  const v = await linear(h, T, wv, kvd, D, lw.bias['self_attn.v_proj'] ?? null);
+  const p = ctx.precision;
+  const q = await linear(h, T, wq, qd, D, lw.bias['self_attn.q_proj'] ?? null, p);
+  const k = await linear(h, T, wk, kvd, D, lw.bias['self_attn.k_proj'] ?? null, p);
+  const v = await linear(h, T, wv, kvd, D, lw.bias['self_attn.v_proj'] ?? null, p);
   const a = await backendOps().attention(q, k, v, T, ctx.seqlen, s.heads, s.kvHeads, s.headDim, ctx.invFreq);
-  const out = await linear(a, T, lw.w['self_attn.o_proj'], D, qd, lw.bias['self_attn.o_proj'] ?? null);
+  const out = await linear(a, T, lw.w['self_attn.o_proj'], D, qd, lw.bias['self_attn.o_proj'] ?? null, p);
   return { a, out };
 }
 
 export async function mlpBlock(ctx: Ctx, h2: Float32Array, wg: Float32Array, wu: Float32Array, wd: Float32Array): Promise<{ m: Float32Array; out: Float32Array }> {
   const D = ctx.shape.hiddenSize;
-  const g = await linear(h2, ctx.T, wg, ctx.F, D);
-  const u = await linear(h2, ctx.T, wu, ctx.F, D);
+  const g = await linear(h2, ctx.T, wg, ctx.F, D, null, ctx.precision);
+  const u = await linear(h2, ctx.T, wu, ctx.F, D, null, ctx.precision);
   await backendOps().siluMul(g, u);
   const m = g; // silu(gate)·up
-  const out = await linear(m, ctx.T, wd, D, ctx.F);
+  const out = await linear(m, ctx.T, wd, D, ctx.F, null, ctx.precision);
   return { m, out };
 }
 

@@ -6,9 +6,13 @@ import { backendOps } from '@shoal/engine';
 
 export { backendOps };
 
+/** Precision of the products: f32, or bf16 inputs with f32 sums (engine ops.matmul). */
+export type Precision = 'f32' | 'bf16';
+
 /** y [M, N] = x [M, K] · wᵀ (+ bias), w [N, K]. */
-export async function linear(x: Float32Array, M: number, w: Float32Array, N: number, K: number, bias: Float32Array | null = null): Promise<Float32Array> {
-  const y = await backendOps().matmul(x, M, w, N, K);
+export async function linear(x: Float32Array, M: number, w: Float32Array, N: number, K: number, bias: Float32Array | null = null,
+  precision: Precision = 'f32'): Promise<Float32Array> {
+  const y = await backendOps().matmul(x, M, w, N, K, precision);
   if (bias) {
     for (let m = 0; m < M; m++) {
       const o = m * N;

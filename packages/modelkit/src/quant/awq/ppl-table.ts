@@ -6,6 +6,7 @@
 //   node packages/modelkit/dist/src/quant/awq/ppl-table.js --model M --stories TXT --wiki RAW --work DIR [--samples 64 --seqlen 512]
 //     [--methods rtn,awq-token,awq,awq-mlpclip] [--bits 4,3] [--groups 32,64] [--pads 0,1]
 //     [--calib-seed N] [--clip-tokens N] [--search-tokens N] [--clip-linears LIST] [--no-clip] [--wiki-limit N] [--stories-limit N] [--json FILE]
+//     [--layer-input fp|quantized] [--precision auto|bf16|f32] [--alpha-search grid|coarse-fine]
 //
 // Methods: rtn; awq (Shoal's default: v_proj's clip error after attention
 // averaging, per-layer RTN fallback on held-out blocks); awq-token (llm-awq's
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
       json: { type: 'string' }, 'no-clip': { type: 'boolean' }, methods: { type: 'string', default: 'rtn,awq' }, pads: { type: 'string', default: '0,1' }, 'wiki-limit': { type: 'string' },
       'clip-tokens': { type: 'string' }, 'clip-linears': { type: 'string' }, 'calib-seed': { type: 'string', default: '0' },
       'stories-limit': { type: 'string' }, 'search-tokens': { type: 'string' },
+      'layer-input': { type: 'string' }, precision: { type: 'string' }, 'alpha-search': { type: 'string' },
     },
   });
   const model = values.model!;
@@ -81,6 +83,11 @@ async function main(): Promise<void> {
   }
   const clipTokens = values['clip-tokens'] ? { clipTokens: Number(values['clip-tokens']) } : {};
   const searchTokens = values['search-tokens'] ? { searchTokens: Number(values['search-tokens']) } : {};
+  const awqMode = {
+    ...(values['layer-input'] ? { layerInput: values['layer-input'] as 'fp' | 'quantized' } : {}),
+    ...(values.precision ? { precision: values.precision as 'auto' | 'bf16' | 'f32' } : {}),
+    ...(values['alpha-search'] ? { alphaSearch: values['alpha-search'] as 'grid' | 'coarse-fine' } : {}),
+  };
   const clipLinears = values['clip-linears'] ? { clipLinears: values['clip-linears'].split(',') } : {};
   process.stderr.write(`${stories.length} stories; calibration: first 200, evaluation: last 500\n`);
 
@@ -132,7 +139,7 @@ async function main(): Promise<void> {
               const r = await quantizeAwqModel({
                 model, out, method, bits, groupSize: G, padFfn: pad, fakeQuant: true, force: true,
                 calibDocs, samples, seqlen,
-                clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens, ...searchTokens,
+                clip: !values['no-clip'], clipVAttention: variant !== 'awq-token', ...clipTokens, ...searchTokens, ...awqMode,
                 ...(mlpClip ? { clipLinears: ['gate_proj', 'up_proj', 'down_proj'] } : clipLinears),
               });
               info = {

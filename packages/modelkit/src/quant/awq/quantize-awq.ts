@@ -57,8 +57,8 @@ import { checkGroupCoverage } from '../group-check.js';
 import { loadCalibration } from './calib.js';
 import { awqOrRtn, cloneLayer, type FallbackReport } from './fallback.js';
 import { SUPPORTED_BITS } from './fake-quant.js';
-import { backendOps, divColumnsInPlace, divRowsInPlace, mse } from './ops.js';
-import { dims, attentionBlock, mlpBlock, forwardLayer, type Ctx, type LayerWeights } from './layer.js';
+import { backendOps, divColumnsInPlace, divRowsInPlace, mse, type Precision } from './ops.js';
+import { dims, attentionBlock, mlpBlock, forwardLayer, type AlphaSearch, type Ctx, type LayerWeights } from './layer.js';
 import { searchScale, clipSampleRows, groupGrams, searchClip, attentionAveragedInputs, qdqScaled, forwardLoss, gramLoss, type ScaleGroupReport } from './search.js';
 import { forEachChunk } from './layer.js';
 import { layerStats, searchBlocks } from './stats.js';
@@ -94,6 +94,24 @@ export interface AwqQuantizeOptions {
    * over all tokens) and the forward to the next layer use every token.
    */
   searchTokens?: number;
+  /**
+   * How the α grid of the scale search is walked (default coarse-fine: every
+   * 4th α, then the neighbours of the best; 'grid': all 20, as llm-awq). See
+   * layer.ts AlphaSearch.
+   */
+  alphaSearch?: AlphaSearch;
+  /**
+   * The next layer's calibration input: the FP layer's output (default, as
+   * AutoAWQ and llm-awq) or the quantized layer's (one more forward per layer).
+   */
+  layerInput?: LayerInput;
+  /**
+   * Products of the calibration forwards and candidate losses: bf16 inputs with
+   * f32 sums (default when the CPU multiplies bf16 natively, as AutoAWQ's f16
+   * GPU run) or f32. The Gram sums, the clip search and the held-out AWQ/RTN
+   * check stay f32.
+   */
+  precision?: Precision | 'auto';
   /** Calibration tokens sub-sampled for the clip search (llm-awq n_sample_token). */
   clipTokens?: number;
   /**
@@ -157,6 +175,12 @@ export interface AwqQuantizeResult {
   /** true: quantize-dequantize weights stored as F32 (no packing) */
   fakeQuant: boolean;
   duoScaling: boolean;
+  /** how the α grid was searched (null: RTN) */
+  alphaSearch: AlphaSearch | null;
+  /** the next layer's calibration input (null: RTN) */
+  layerInput: LayerInput | null;
+  /** products of the forwards and candidate losses, and whether bf16 ran on native instructions (null: RTN) */
+  precision: { products: Precision; bf16Native: boolean } | null;
   clip: boolean;
   /** where v_proj's clip error was measured (null: no clip search) */
   vClipError: 'attention' | 'token' | null;
@@ -183,6 +207,11 @@ export interface AwqQuantizeResult {
   peakRssBytes: number;
 }
 
+export type LayerInput = 'fp' | 'quantized';
+
+/** Default --alpha-search (see AwqQuantizeOptions.alphaSearch). */
+export const DEFAULT_ALPHA_SEARCH: AlphaSearch = 'coarse-fine';
+
 /** Default --search-tokens: 8 blocks of 512 (see AwqQuantizeOptions.searchTokens). */
 export const DEFAULT_SEARCH_TOKENS = 4096;
 
@@ -208,6 +237,15 @@ export function checkAwqOptions(o: AwqQuantizeOptions): { method: 'awq' | 'rtn';
   if (o.dtype !== undefined && !(o.dtype in ST_DTYPE)) throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --dtype ${String(o.dtype)}; use f16, f32 or bf16`);
   if (o.searchTokens !== undefined && (!Number.isSafeInteger(o.searchTokens) || o.searchTokens < 1)) {
     throw new ShoalError('SHOAL_ERR_INVALID_ARG', `--search-tokens ${String(o.searchTokens)} must be a positive integer (tokens of whole calibration blocks; default ${DEFAULT_SEARCH_TOKENS})`);
+  }
+  if (o.alphaSearch !== undefined && o.alphaSearch !== 'grid' && o.alphaSearch !== 'coarse-fine') {
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --alpha-search ${String(o.alphaSearch)}; use coarse-fine or grid`);
+  }
+  if (o.layerInput !== undefined && o.layerInput !== 'fp' && o.layerInput !== 'quantized') {
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --layer-input ${String(o.layerInput)}; use fp or quantized`);
+  }
+  if (o.precision !== undefined && !['auto', 'f32', 'bf16'].includes(o.precision)) {
+    throw new ShoalError('SHOAL_ERR_INVALID_ARG', `unknown --precision ${String(o.precision)}; use auto, bf16 or f32`);
   }
   if (o.clipTokens !== undefined && (!Number.isSafeInteger(o.clipTokens) || o.clipTokens < 1)) {
     throw new ShoalError('SHOAL_ERR_INVALID_ARG', `clipTokens ${o.clipTokens} must be a positive integer`);
@@ -261,7 +299,7 @@ async function rtnWeights(ctx: Ctx, lw: LayerWeights): Promise<LayerWeights> {
 }
 
 async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, opts: AwqQuantizeOptions,
-  stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse' | 'phases'>; searchOut: Float32Array }> {
+  stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse' | 'phases'>; searchIn: Float32Array; searchOut: Float32Array }> {
   const s = ctx.shape;
   const D = s.hiddenSize;
   const qd = s.heads * s.headDim;
@@ -278,6 +316,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
   const st = await layerStats(ctx, lw, x, {
     searchBlocks: ctx.searchBlocks, clipRows: clipOn ? clipSampleRows(ctx) : [],
     gramA: voGroup, gramM: q('mlp.down_proj'), vAvg: clipKind('self_attn.v_proj') && ctx.clipVAttention,
+    propagate: (opts.layerInput ?? 'fp') === 'fp',
   });
   const sx = st.search;
   const ctxS: Ctx = { ...ctx, T: sx.T };
@@ -299,7 +338,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
   if (voGroup) {
     stage('scales v→o');
     const r = await searchScale(ctx, 'v_proj→o_proj', st.meanA, qd, [{ kind: 'self_attn.o_proj', w: W['self_attn.o_proj'], N: D }],
-      gramLoss(st.gramA!, W['self_attn.o_proj'], D, qd));
+      gramLoss(st.gramA!, W['self_attn.o_proj'], D, qd, ctx.precision));
     s2 = r.scales;
     reports.push(r.report);
   }
@@ -319,7 +358,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
   if (q('mlp.down_proj')) {
     stage('scales up→down');
     const r = await searchScale(ctx, 'up_proj→down_proj', st.meanM, ctx.F, [{ kind: 'mlp.down_proj', w: W['mlp.down_proj'], N: D }],
-      gramLoss(st.gramM!, W['mlp.down_proj'], D, ctx.F));
+      gramLoss(st.gramM!, W['mlp.down_proj'], D, ctx.F, ctx.precision));
     s4 = r.scales;
     reports.push(r.report);
   }
@@ -378,7 +417,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
       clip[kind.split('.')[1]!] = await searchClip(ctx, W[kind], d.out, d.in, await groupGrams(inputs[kind]!, d.in, ctx.G, all));
     }
   }
-  return { report: { layer: l, scales: reports, clip }, searchOut: st.searchOut };
+  return { report: { layer: l, scales: reports, clip }, searchIn: sx.x, searchOut: st.searchOut };
 }
 
 function linearN(ctx: Ctx, kind: LinearKind): number {
@@ -446,6 +485,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
   const quantized = new Set(LINEAR_KINDS.filter((k) => !notConvertKinds.includes(k)));
   const quant: QuantConfig = { method: 'awq', bits, groupSize: G, zeroPoint: true, version: 'gemm', modulesToNotConvert: notConvertKinds };
 
+  const layerInput: LayerInput = opts.layerInput ?? 'fp';
   const ck = Checkpoint.open(opts.model);
   let tmp: string | null = null;
   let writer: CheckpointWriter | null = null;
@@ -463,6 +503,8 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       }
     }
     if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
+    const precision: Precision = opts.precision === 'f32' || opts.precision === 'bf16' ? opts.precision
+      : method === 'awq' && (backendOps().info().bf16Native === true) ? 'bf16' : 'f32';
 
     // calibration (AWQ only), checked before any work
     const calib = method === 'awq'
@@ -507,10 +549,11 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     const D = shape.hiddenSize;
     const ctx: Ctx = {
       shape, F, T: calib ? calib.samples * calib.seqlen : 0, seqlen, bits, G,
-      invFreq: Float32Array.from(ropeInvFreq(shape)), quantized: quantizable, duo: opts.duoScaling ?? false, clipTokens: opts.clipTokens ?? 512, clipVAttention: opts.clipVAttention ?? true,
+      invFreq: Float32Array.from(ropeInvFreq(shape)), quantized: quantizable, duo: opts.duoScaling ?? false, alphaSearch: opts.alphaSearch ?? DEFAULT_ALPHA_SEARCH, precision, clipTokens: opts.clipTokens ?? 512, clipVAttention: opts.clipVAttention ?? true,
       searchBlocks: calib ? searchBlocks(calib.samples, seqlen, opts.searchTokens ?? DEFAULT_SEARCH_TOKENS) : [],
     };
     let x: Float32Array | null = null;
+    const propagateFp = layerInput === 'fp';
     if (calib) {
       x = new Float32Array(ctx.T * D);
       for (let t = 0; t < ctx.T; t++) x.set(embed!.subarray(calib.tokens[t]! * D, (calib.tokens[t]! + 1) * D), t * D);
@@ -536,6 +579,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       const original = xHeld ? cloneLayer(lw) : null;
       let report: LayerReport;
       let searchOut: Float32Array | null = null;
+      let searchIn: Float32Array | null = null;
       let rtnOutputMse: number | undefined;
       if (method === 'awq') {
         if (opts.compareRtn) {
@@ -553,13 +597,14 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         }
         const r = await awqLayer(ctx, l, lw, x!, opts, stage);
         searchOut = r.searchOut;
+        searchIn = r.searchIn;
         report = { ...r.report, seconds: 0, outputMse: 0, phases: {} };
         if (original && xHeld) {
           stage('held-out check');
-          const ctxH = { ...ctx, T: xHeld.length / D };
+          const ctxH: Ctx = { ...ctx, T: xHeld.length / D, precision: 'f32' };
           const d = await awqOrRtn(async (lwx, xx) => (await forwardLayer(ctxH, lwx, xx)).out, (lwx) => rtnWeights(ctx, lwx), original, lw, xHeld);
           report.fallback = d.report;
-          xHeld = d.out;
+          xHeld = propagateFp ? d.fp : d.out;
           if (d.report.choice === 'rtn') {
             lw = original;
             rtnFallbackLayers.push(l);
@@ -600,25 +645,37 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         }
       }
       if (method === 'awq') {
-        // the next layer sees the outputs of this quantized layer
-        // (chunk by chunk, in place: a chunk's output depends on its own blocks only)
-        // (the report's output MSE: on the search blocks, against the FP output kept for them)
-        stage('quantized forward');
         const qlw = { ...lw, w: deq };
         const fpo = searchOut!;
         const L = ctx.seqlen;
         let se = 0;
-        await forEachChunk(ctx, x!, async (ctxc, xc, t0) => {
-          const qo = (await forwardLayer(ctxc, qlw, xc)).out;
-          ctx.searchBlocks.forEach((b, i) => {
-            const bt = b * L;
-            if (bt < t0 || bt >= t0 + ctxc.T) return;
-            const q = qo.subarray((bt - t0) * D, (bt - t0 + L) * D);
-            se += mse(q, fpo.subarray(i * L * D, (i + 1) * L * D)) * q.length;
+        if (propagateFp) {
+          // x already holds the FP layer's output (layerStats); the report's
+          // output MSE: the quantized layer on the search blocks' inputs
+          stage('output error');
+          const ctxS = { ...ctx, T: searchIn!.length / D };
+          await forEachChunk(ctxS, searchIn!, async (ctxc, xc, t0) => {
+            const qo = (await forwardLayer(ctxc, qlw, xc)).out;
+            se += mse(qo, fpo.subarray(t0 * D, t0 * D + qo.length)) * qo.length;
           });
-          xc.set(qo);
-        });
+        } else {
+          // the next layer sees the outputs of this quantized layer
+          // (chunk by chunk, in place: a chunk's output depends on its own blocks only)
+          // (the report's output MSE: on the search blocks, against the FP output kept for them)
+          stage('quantized forward');
+          await forEachChunk(ctx, x!, async (ctxc, xc, t0) => {
+            const qo = (await forwardLayer(ctxc, qlw, xc)).out;
+            ctx.searchBlocks.forEach((b, i) => {
+              const bt = b * L;
+              if (bt < t0 || bt >= t0 + ctxc.T) return;
+              const q = qo.subarray((bt - t0) * D, (bt - t0 + L) * D);
+              se += mse(q, fpo.subarray(i * L * D, (i + 1) * L * D)) * q.length;
+            });
+            xc.set(qo);
+          });
+        }
         searchOut = null;
+        searchIn = null;
         report.outputMse = se / fpo.length;
         if (rtnOutputMse !== undefined) report.rtnOutputMse = rtnOutputMse;
       }
@@ -656,6 +713,9 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       groupSize: G,
       fakeQuant: fake,
       duoScaling: ctx.duo,
+      alphaSearch: method === 'awq' ? ctx.alphaSearch : null,
+      layerInput: method === 'awq' ? layerInput : null,
+      precision: method === 'awq' ? { products: ctx.precision, bf16Native: (backendOps().info().bf16Native === true) } : null,
       clip: clipped,
       vClipError: clipped ? (ctx.clipVAttention ? 'attention' : 'token') : null,
       intermediateSize: F0,

@@ -4,8 +4,8 @@
 // exactly as dᵀ C d with the group's input second moments).
 import { type LinearKind } from '../../arch/model-shapes.js';
 import { applyRope } from '../../eval/reference-forward.js';
-import { backendOps, linear, mse } from './ops.js';
-import { CLIP_STEPS, N_GRID, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
+import { backendOps, linear, mse, type Precision } from './ops.js';
+import { CLIP_STEPS, COARSE_STEP, N_GRID, forEachChunk, type AlphaSearch, type Ctx, type LayerWeights } from './layer.js';
 import { ShoalError } from '@shoal/common';
 
 export interface ScaleGroupReport {
@@ -16,6 +16,8 @@ export interface ScaleGroupReport {
   loss: number;
   /** output MSE at α = 0 (plain RTN of these linears when not duo) */
   lossAlpha0: number;
+  /** every α evaluated and its loss, ascending α (all 20 with --alpha-search grid) */
+  candidates: Array<{ alpha: number; loss: number }>;
 }
 
 // ---------------------------------------------------------------------------
@@ -58,9 +60,7 @@ export async function searchScale(ctx: Ctx, name: string, xMean: Float64Array, K
     }
     for (let k = 0; k < K; k++) wMean[k] = wMean[k]! / rows;
   }
-  let best = { loss: Infinity, alpha: -1, scales: new Float64Array(K) };
-  let loss0 = NaN;
-  for (let i = 0; i < N_GRID; i++) {
+  const candidate = async (i: number): Promise<{ loss: number; scales: Float64Array<ArrayBuffer> }> => {
     const alpha = i / N_GRID;
     const s = new Float64Array(K);
     let mx = 0;
@@ -77,14 +77,56 @@ export async function searchScale(ctx: Ctx, name: string, xMean: Float64Array, K
     for (let k = 0; k < K; k++) s[k] = s[k]! / norm;
     const ws: Float32Array[] = [];
     for (const t of targets) ws.push(ctx.quantized.has(t.kind) ? await qdqScaled(ctx, t.w, t.N, K, s) : t.w);
-    const l = await loss(ws);
-    if (i === 0) loss0 = l;
-    if (l < best.loss) best = { loss: l, alpha, scales: s };
-  }
+    return { loss: await loss(ws), scales: s };
+  };
+  const scalesOf = new Map<number, Float64Array<ArrayBuffer>>();
+  const walk = await walkAlphaGrid(ctx.alphaSearch, async (i) => {
+    const c = await candidate(i);
+    scalesOf.set(i, c.scales);
+    return c.loss;
+  });
+  const best = { loss: walk.loss, alpha: walk.best < 0 ? -1 : walk.best / N_GRID, scales: walk.best < 0 ? new Float64Array(K) : scalesOf.get(walk.best)! };
+  const loss0 = walk.losses.get(0)!;
   if (best.alpha < 0) {
     throw new ShoalError('SHOAL_ERR_NUMERIC', `AWQ scale search for ${name} found no finite loss; the model or the calibration activations contain NaN/Inf`);
   }
-  return { scales: best.scales, report: { name, alpha: best.alpha, loss: best.loss, lossAlpha0: loss0 } };
+  const candidates = [...walk.losses.keys()].sort((p, q) => p - q).map((i) => ({ alpha: i / N_GRID, loss: walk.losses.get(i)! }));
+  return { scales: best.scales, report: { name, alpha: best.alpha, loss: best.loss, lossAlpha0: loss0, candidates } };
+}
+
+/**
+ * Walks the α grid i = 0..N_GRID−1 (α = i / N_GRID) with `evaluate(i)` → loss:
+ * 'grid' evaluates every i; 'coarse-fine' every COARSE_STEP-th i (0 included),
+ * then the i within COARSE_STEP − 1 of the best of those. If the loss is
+ * unimodal over the grid its minimum lies strictly between the coarse
+ * neighbours of the best coarse point, so both walks pick the same i (5 + ≤ 6
+ * instead of 20 evaluations). best: the lowest finite loss, the smallest i on
+ * ties (as one ascending pass picks); −1 when no loss is finite.
+ */
+export async function walkAlphaGrid(mode: AlphaSearch, evaluate: (i: number) => Promise<number>): Promise<{ best: number; loss: number; losses: Map<number, number> }> {
+  const losses = new Map<number, number>();
+  const pick = () => {
+    let best = -1;
+    let loss = Infinity;
+    for (const i of [...losses.keys()].sort((p, q) => p - q)) {
+      if (losses.get(i)! < loss) {
+        loss = losses.get(i)!;
+        best = i;
+      }
+    }
+    return { best, loss };
+  };
+  const step = mode === 'coarse-fine' ? COARSE_STEP : 1;
+  for (let i = 0; i < N_GRID; i += step) losses.set(i, await evaluate(i));
+  if (mode === 'coarse-fine') {
+    const c = pick().best;
+    if (c >= 0) {
+      for (let i = Math.max(0, c - COARSE_STEP + 1); i <= Math.min(N_GRID - 1, c + COARSE_STEP - 1); i++) {
+        if (!losses.has(i)) losses.set(i, await evaluate(i));
+      }
+    }
+  }
+  return { ...pick(), losses };
 }
 
 /**
@@ -95,11 +137,11 @@ export async function searchScale(ctx: Ctx, name: string, xMean: Float64Array, K
  * the same MSE as mse(X·Ŵᵀ, X·Wᵀ), exactly up to rounding. One backend GEMM
  * D·C [N, K] per candidate (C symmetric), summed in f64.
  */
-export function gramLoss(C: Float32Array, w: Float32Array, N: number, K: number): CandidateLoss {
+export function gramLoss(C: Float32Array, w: Float32Array, N: number, K: number, precision: Precision = 'f32'): CandidateLoss {
   return async ([wq]) => {
     const d = new Float32Array(N * K);
     for (let i = 0; i < d.length; i++) d[i] = wq![i]! - w[i]!;
-    const E = await backendOps().matmul(d, N, C, K, K);
+    const E = await backendOps().matmul(d, N, C, K, K, precision);
     let s = 0;
     for (let i = 0; i < d.length; i++) s += E[i]! * d[i]!;
     return s / N;

@@ -7,10 +7,12 @@
 //   - the inputs and block outputs of the search blocks (a seeded subsample of
 //     whole blocks) for the groups whose loss goes through attention or SiLU
 //   - the clip search's sampled rows (and v_proj's attention-averaged inputs)
-//   - the FP layer output of the search blocks (for the output MSE of the report)
-// down_proj runs on the search blocks only: nothing else needs its output of the
-// FP layer (mean |m| and the Gram are of its input), and over all tokens it is
-// 2·T·D·F FLOP (1.5 TFLOP per TinyLlama layer at 65,536 tokens).
+//   - the layer input and FP layer output of the search blocks (the report's output MSE)
+//   - with req.propagate: the FP layer output of every token, written over x
+//     (the next layer's calibration input, as AutoAWQ and llm-awq pass it on)
+// Without req.propagate down_proj runs on the search blocks only: nothing else
+// needs its output of the FP layer (mean |m| and the Gram are of its input),
+// and over all tokens it is 2·T·D·F FLOP (1.5 TFLOP per TinyLlama layer at 65,536 tokens).
 import { add, backendOps, linear, rmsnorm } from './ops.js';
 import { attentionBlock, chunkBlocks, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
 import { attentionAveragedInputs } from './search.js';
@@ -81,6 +83,7 @@ function addAbsColumns(acc: Float64Array, x: Float32Array, M: number, K: number)
 export interface SearchSet {
   /** tokens in the search blocks */
   T: number;
+  x: Float32Array;       // [T, D] layer input
   h: Float32Array;       // [T, D] input of q/k/v
   attnOut: Float32Array; // [T, D]
   h2: Float32Array;      // [T, D] input of gate/up
@@ -119,6 +122,8 @@ export interface StatsRequest {
   gramA: boolean;
   gramM: boolean;
   vAvg: boolean;
+  /** write the FP layer's output over x, chunk by chunk (x is not read again afterwards) */
+  propagate: boolean;
 }
 
 /** The FP forward of layer lw over x [T, D], chunk by chunk, reduced to what the searches need. */
@@ -135,7 +140,7 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
   const Ha = req.gramA ? new GramAccumulator(qd, T, gramRows) : null;
   const Hm = req.gramM ? new GramAccumulator(F, T, gramRows) : null;
   const ST = req.searchBlocks.length * L;
-  const search: SearchSet = { T: ST, h: new Float32Array(ST * D), attnOut: new Float32Array(ST * D), h2: new Float32Array(ST * D), mlpOut: new Float32Array(ST * D) };
+  const search: SearchSet = { T: ST, x: new Float32Array(ST * D), h: new Float32Array(ST * D), attnOut: new Float32Array(ST * D), h2: new Float32Array(ST * D), mlpOut: new Float32Array(ST * D) };
   const R = req.clipRows.length;
   const clip: ClipRows = {
     h: new Float32Array(R * D), a: new Float32Array(R * qd), h2: new Float32Array(R * D), m: new Float32Array(R * F),
@@ -151,8 +156,8 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
     const { a, out: attnOut } = await attentionBlock(ctxc, h, lw.w['self_attn.q_proj'], lw.w['self_attn.k_proj'], lw.w['self_attn.v_proj'], lw);
     const x1 = add(xc, attnOut);
     const h2 = rmsnorm(x1, n, D, lw.ffnNorm, eps);
-    const m = await linear(h2, n, lw.w['mlp.gate_proj'], F, D);
-    await backendOps().siluMul(m, await linear(h2, n, lw.w['mlp.up_proj'], F, D));
+    const m = await linear(h2, n, lw.w['mlp.gate_proj'], F, D, null, ctx.precision);
+    await backendOps().siluMul(m, await linear(h2, n, lw.w['mlp.up_proj'], F, D, null, ctx.precision));
     const acts = { h, a, h2, m };
     addAbsColumns(sums.h, acts.h, n, D);
     addAbsColumns(sums.a, acts.a, n, qd);
@@ -160,17 +165,24 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
     addAbsColumns(sums.m, acts.m, n, F);
     if (Ha) await Ha.add(acts.a, n);
     if (Hm) await Hm.add(acts.m, n);
+    // down_proj over the whole chunk only when its output goes on to the next layer
+    const mlpAll = req.propagate ? await linear(m, n, lw.w['mlp.down_proj'], D, F, null, ctx.precision) : null;
     for (let i = 0; i < req.searchBlocks.length; i++) {
       const bt = req.searchBlocks[i]! * L;
       if (bt < t0 || bt >= t0 + n) continue;
       const src = (bt - t0) * D;
       const dst = i * L * D;
-      const mlpOut = await linear(m.subarray((bt - t0) * F, (bt - t0 + L) * F), L, lw.w['mlp.down_proj'], D, F);
+      const mlpOut = mlpAll ? mlpAll.subarray(src, src + L * D)
+        : await linear(m.subarray((bt - t0) * F, (bt - t0 + L) * F), L, lw.w['mlp.down_proj'], D, F, null, ctx.precision);
+      search.x.set(xc.subarray(src, src + L * D), dst);
       search.h.set(h.subarray(src, src + L * D), dst);
       search.attnOut.set(attnOut.subarray(src, src + L * D), dst);
       search.h2.set(h2.subarray(src, src + L * D), dst);
       search.mlpOut.set(mlpOut, dst);
       searchOut.set(add(x1.subarray(src, src + L * D), mlpOut), dst);
+    }
+    if (mlpAll) {
+      for (let i = 0; i < xc.length; i++) xc[i] = x1[i]! + mlpAll[i]!;
     }
     const local: number[] = [];
     const first = ci;

@@ -105,11 +105,12 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
   LINEAR_KINDS.forEach((k, i) => { w[k] = rand(sizes[k], 10 + i).map((v) => v * 0.6); });
   const lw: LayerWeights = { attnNorm: rand(D, 3).map((v) => 1 + v), ffnNorm: rand(D, 4).map((v) => 1 + v), w, bias: {} };
   const ctx: Ctx = {
-    shape, F, T, seqlen, bits: 4, G: 8, invFreq, quantized: new Set(LINEAR_KINDS), duo: false, clipTokens: 64, clipVAttention: true, searchBlocks: [0, 2],
+    shape, F, T, seqlen, bits: 4, G: 8, invFreq, quantized: new Set(LINEAR_KINDS), duo: false, alphaSearch: 'grid', precision: 'f32', clipTokens: 64, clipVAttention: true, searchBlocks: [0, 2],
   };
   const x = rand(T * D, 5);
   const clipRows = [0, 100, 511, 512, 1023, 1024, 1500, 3000, 4607];
-  const st = await layerStats(ctx, lw, x, { searchBlocks: [0, 2], clipRows, gramA: true, gramM: true, vAvg: true });
+  const st = await layerStats(ctx, lw, x, { searchBlocks: [0, 2], clipRows, gramA: true, gramM: true, vAvg: true, propagate: false });
+  t.same(x, rand(T * D, 5), 'without propagate x is left as it was');
   const full = await forwardLayer(ctx, lw, x);
   const close = (a: ArrayLike<number>, b: ArrayLike<number>, what: string, tol = 1e-5) => {
     let e = 0;
@@ -154,6 +155,17 @@ t.test('streamed FP pass (several chunks) = one forward over all tokens', async 
   const avg = await attentionAveragedInputs(ctx, full.h, lw, clipRows);
   avg.forEach((v, kh) => close(st.clip.vAvg![kh]!, v, `attention-averaged v inputs, kv head ${kh}`));
   close(st.searchOut, blockRows(full.out, D), 'FP layer output of the search blocks');
+
+  close(st.search.x, blockRows(x, D), 'search blocks: layer input');
+
+  // propagate: the FP layer output over x (the next layer's input, AutoAWQ), the statistics unchanged
+  const xp = x.slice();
+  const stp = await layerStats(ctx, lw, xp, { searchBlocks: [0, 2], clipRows, gramA: true, gramM: true, vAvg: true, propagate: true });
+  close(xp, full.out, 'propagate: x holds the FP layer output of every token');
+  t.same(stp.meanM, st.meanM, 'propagate: the same mean |m|');
+  t.same(stp.gramM, st.gramM, 'propagate: the same down_proj Gram');
+  t.same(stp.searchOut, st.searchOut, 'propagate: the same search-block output');
+  t.same(stp.search.x, st.search.x, 'propagate: the search blocks keep their input');
 
   // a candidate's loss over the search tokens, chunk by chunk = the MSE of one forward over them all
   const wq = w['self_attn.q_proj'].map((v, i) => v + (i % 5 === 0 ? 0.05 : 0));
