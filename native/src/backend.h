@@ -24,10 +24,10 @@ struct Act {
 // A linear layer prepared (converted or repacked) for one backend.
 struct Linear {
     int64_t in = 0, out = 0;
-    // Opt-in for the quantizer (ops.matmul 'bf16'): the CPU backend's prefill
-    // GEMM on unquantized f32/f16/bf16 weights multiplies bf16-rounded inputs
-    // with f32 sums (kernels.h gemm_bf16). Decode-sized batches and quantized
-    // weights ignore it; so does the CUDA backend (f32 as before).
+    // Opt-in for the quantizer (ops.matmul 'bf16'): the CPU backend multiplies
+    // unquantized f32/f16/bf16 weights with its GEMM on bf16-rounded inputs and
+    // f32 sums (kernels.h gemm_bf16), for any number of rows. Quantized weights
+    // ignore it; so does the CUDA backend (f32 as before).
     bool bf16_products = false;
     virtual ~Linear() = default;
     // Bytes the backend holds for this layer (and reads per token at batch 1).

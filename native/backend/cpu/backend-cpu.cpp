@@ -428,7 +428,9 @@ public:
                 for (int64_t j = 0; j < K; j++) xperm_[m * K + j] = xp[m * K + w.perm[j]];
             xp = xperm_.data();
         }
-        if (M < kGemmMinRows) {
+        // bf16 products on float weights: always the GEMM (gemm_bf16), whatever M
+        const bool bf16 = w.bf16_products && !w.q4 && !w.qx && !w.exact;
+        if (M < kGemmMinRows && !bf16) {
             // Decode: rows of W split into ~4 contiguous tasks per thread (row
             // counts a multiple of 4, the kernels' rows per pass).
             const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
@@ -506,7 +508,7 @@ public:
                     k_.to_f32(w.dt, static_cast<const uint8_t *>(w.w) + (size_t)(n0 * K) * 2, (n1 - n0) * K, panel.data());
                     wp = panel.data();
                 }
-                const auto gemm = w.bf16_products && !w.qx && !w.exact ? k_.gemm_bf16 : k_.gemm_f32;
+                const auto gemm = bf16 ? k_.gemm_bf16 : k_.gemm_f32;
                 gemm(xp + m0 * K, K, mb, wp, n1 - n0, K, yp + m0 * N + n0, N);
             });
             }
