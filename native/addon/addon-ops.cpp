@@ -9,7 +9,7 @@
 //                                            → Promise<Float32Array [rows, heads*headDim]>
 //       rows = blocks × seqlen; each block of seqlen rows is one causal
 //       sequence at positions 0..seqlen-1 (RoPE rotate_half, then attention).
-//   ops.init(backend)                        → {backend, isa, threads}   "auto" | "cpu" | "cuda"
+//   ops.init(backend)                        → {backend, isa, threads, bf16Native}   "auto" | "cpu" | "cuda"
 //   ops.info()                               → {backend, isa, threads, bf16Native}
 //   ops.fakeQuant(w, rows, cols, group, bits, colScale|null) → Promise<Float32Array [rows, cols]>
 //       Q(w·diag(s))·diag(s)⁻¹ (fake-quant.h), on the host's cores
