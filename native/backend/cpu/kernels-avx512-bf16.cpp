@@ -102,6 +102,8 @@ void gemm_bf16_avx512bf16(const float * x, int64_t ldx, int64_t m, const float *
             uint32_t * wb = wt + b * kp * NR;
             for (int j = 0; j < NR; j++) {
                 const int64_t c = b * NR + j;
+                if (c + 2 < n) // rows of w come from DRAM: ask for the one after next now
+                    for (int64_t o = 0; o < kc; o += 16) _mm_prefetch((const char *)(w + (c + 2) * k + t0 + o), _MM_HINT_T0);
                 if (c < n) to_pairs(w + c * k + t0, kc, row.data());
                 for (int64_t p = 0; p < kp; p++) wb[p * NR + j] = c < n ? row[p] : 0u;
             }
