@@ -2,13 +2,15 @@
 // thread (AsyncWorker) through the Backend interface (backend.h), so the
 // quantizer uses the engine's kernels (CUDA when usable, else CPU; g_backend below).
 //
-//   ops.matmul(x, rows, w, out, in)          → Promise<Float32Array [rows, out]>   y = x · wᵀ
+//   ops.matmul(x, rows, w, out, in, precision?) → Promise<Float32Array [rows, out]>   y = x · wᵀ
+//       precision 'f32' (default) or 'bf16': inputs rounded to bf16, f32 sums
+//       (Linear::bf16_products; CUDA ignores it and multiplies in f32)
 //   ops.attention(q, k, v, rows, seqlen, heads, kvHeads, headDim, invFreq)
 //                                            → Promise<Float32Array [rows, heads*headDim]>
 //       rows = blocks × seqlen; each block of seqlen rows is one causal
 //       sequence at positions 0..seqlen-1 (RoPE rotate_half, then attention).
-//   ops.init(backend)                        → {backend, isa, threads}   "auto" | "cpu" | "cuda"
-//   ops.info()                               → {backend, isa, threads}
+//   ops.init(backend)                        → {backend, isa, threads, bf16Native}   "auto" | "cpu" | "cuda"
+//   ops.info()                               → {backend, isa, threads, bf16Native}
 //   ops.fakeQuant(w, rows, cols, group, bits, colScale|null) → Promise<Float32Array [rows, cols]>
 //       Q(w·diag(s))·diag(s)⁻¹ (fake-quant.h), on the host's cores
 //   ops.clipDeltas(w, rows, cols, group, g, bits, steps, nGrid) → Promise<Float32Array [rows, steps, group]>
@@ -162,8 +164,10 @@ std::unique_ptr<shoal::Linear> transient_linear(shoal::Backend & be, const float
 }
 
 // y [rows, out] = x [rows, in] · wᵀ through the backend, rows in chunks of kChunkRows.
-void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float * w, int64_t out, int64_t in, float * y) {
+void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float * w, int64_t out, int64_t in, float * y,
+                 bool bf16 = false) {
     std::unique_ptr<shoal::Linear> lin = transient_linear(be, w, out, in);
+    lin->bf16_products = bf16;
     if (be.host_acts()) {
         // host memory: the caller's arrays are the activations (no copies, no chunks)
         shoal::Act xa{const_cast<float *>(x), rows, in}, ya{y, rows, out};
@@ -190,15 +194,17 @@ void host_matmul(shoal::Backend & be, const float * x, int64_t rows, const float
 
 class MatmulWorker : public OpWorker {
 public:
-    MatmulWorker(Napi::Env env, F32Arg x, int64_t rows, F32Arg w, int64_t out, int64_t in)
-        : OpWorker(env, (size_t)(rows * out)), x_(std::move(x)), w_(std::move(w)), rows_(rows), out_n_(out), in_(in) {}
+    MatmulWorker(Napi::Env env, F32Arg x, int64_t rows, F32Arg w, int64_t out, int64_t in, bool bf16)
+        : OpWorker(env, (size_t)(rows * out)), x_(std::move(x)), w_(std::move(w)), rows_(rows), out_n_(out), in_(in),
+          bf16_(bf16) {}
 
 protected:
-    void run(shoal::Backend & be) override { host_matmul(be, x_.data, rows_, w_.data, out_n_, in_, out_data_); }
+    void run(shoal::Backend & be) override { host_matmul(be, x_.data, rows_, w_.data, out_n_, in_, out_data_, bf16_); }
 
 private:
     F32Arg x_, w_;
     int64_t rows_, out_n_, in_;
+    bool bf16_;
 };
 
 // Rows [0, n) split over the host's cores; fn(n0, n1, &err) → ok. Host-side
@@ -589,7 +595,14 @@ Napi::Value Matmul(const Napi::CallbackInfo & info) {
         throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: x has " + std::to_string(x.n) + " values, expected rows*in = " + std::to_string(rows * in));
     if ((int64_t)w.n != out * in)
         throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: w has " + std::to_string(w.n) + " values, expected out*in = " + std::to_string(out * in));
-    auto * wk = new MatmulWorker(env, std::move(x), rows, std::move(w), out, in);
+    bool bf16 = false;
+    if (info.Length() > 5 && !info[5].IsUndefined()) {
+        const std::string prec = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+        if (prec != "f32" && prec != "bf16")
+            throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: precision must be 'f32' or 'bf16', got " + prec);
+        bf16 = prec == "bf16";
+    }
+    auto * wk = new MatmulWorker(env, std::move(x), rows, std::move(w), out, in, bf16);
     Napi::Promise p = wk->promise();
     wk->Queue();
     return p;
@@ -623,6 +636,7 @@ Napi::Object info_object(Napi::Env env, shoal::Backend & be) {
     o.Set("backend", be.name());
     o.Set("isa", be.isa());
     o.Set("threads", be.n_threads());
+    o.Set("bf16Native", be.bf16_native());
     return o;
 }
 

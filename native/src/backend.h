@@ -24,6 +24,11 @@ struct Act {
 // A linear layer prepared (converted or repacked) for one backend.
 struct Linear {
     int64_t in = 0, out = 0;
+    // Opt-in for the quantizer (ops.matmul 'bf16'): the CPU backend multiplies
+    // unquantized f32/f16/bf16 weights with its GEMM on bf16-rounded inputs and
+    // f32 sums (kernels.h gemm_bf16), for any number of rows. Quantized weights
+    // ignore it; so does the CUDA backend (f32 as before).
+    bool bf16_products = false;
     virtual ~Linear() = default;
     // Bytes the backend holds for this layer (and reads per token at batch 1).
     virtual size_t bytes() const = 0;
@@ -80,6 +85,9 @@ public:
     virtual int n_threads() const = 0;
     // Arithmetic of the quantized linears (Precision): "fast" | "exact".
     virtual const char * precision() const { return "fast"; }
+    // Whether Linear::bf16_products runs on native bf16 dot products (else an
+    // emulation with the same results, or ignored: CUDA).
+    virtual bool bf16_native() const { return false; }
 
     // ---- weights (the source views point into the mapped checkpoint) -------
     virtual std::unique_ptr<Linear>    load_linear(const LinearSource & src) = 0;

@@ -970,6 +970,111 @@ void test_gemm_f32_kernels() {
     }
 }
 
+// gemm_bf16 (kernels.h) of every ISA against the scalar definition, bit for bit
+// on normal-range data (AVX512_BF16's vdpbf16ps on Zen 5 included), and against
+// double products: of the bf16-rounded inputs within f32 accumulation error, of
+// the unrounded inputs within the bf16 rounding error of each product. Shapes
+// cover odd k (a zero pair partner), several k slices (KC = 512 native, 256 for
+// the emulation), partial column blocks, every row remainder and wide strides.
+void test_gemm_bf16_kernels() {
+    std::istringstream is(cpu_isas());
+    for (std::string isa; is >> isa;) {
+        const Kernels * kt = cpu_kernels(isa);
+        const std::string name = isa + (kt->gemm_bf16_native ? " (native bf16)" : "");
+        for (int64_t m : {1, 5, 13, 64})
+            for (int64_t n : {1, 33, 256})
+                for (int64_t k : {1, 7, 256, 257, 600}) {
+                    const int64_t ldx = k + 3, ldy = n + 5;
+                    const std::vector<float> x = rand_vec(m * ldx), w = rand_vec(n * k, -2, 2);
+                    std::vector<float> y(m * ldy, -7.0f), yr(m * ldy, -7.0f);
+                    kt->gemm_bf16(x.data(), ldx, m, w.data(), n, k, y.data(), ldy);
+                    kernels_ref().gemm_bf16(x.data(), ldx, m, w.data(), n, k, yr.data(), ldy);
+                    bool exact = true, rounded = true, unrounded = true, untouched = true;
+                    for (int64_t i = 0; i < m; i++) {
+                        for (int64_t j = 0; j < n; j++) {
+                            double sr = 0, su = 0, mag = 0;
+                            for (int64_t t = 0; t < k; t++) {
+                                const double a = x[i * ldx + t], b = w[j * k + t];
+                                sr += (double)bf16_round((float)a) * bf16_round((float)b);
+                                su += a * b;
+                                mag += std::fabs(a * b);
+                            }
+                            const float got = y[i * ldy + j];
+                            if (std::memcmp(&got, &yr[i * ldy + j], 4) != 0) exact = false;
+                            // f32 sums: k roundings of at most 2^-24 of the running |sum|
+                            if (std::fabs(got - sr) > (double)k * 0x1p-24 * 1.01 * mag) rounded = false;
+                            // bf16 keeps 8 significant bits (unit roundoff 2^-8): each
+                            // rounded product is within 2^-7 + 2^-16 of the unrounded one
+                            if (std::fabs(got - su) > (0x1p-7 + 0x1p-16 + (double)k * 0x1p-24) * mag) unrounded = false;
+                        }
+                        for (int64_t j = n; j < ldy; j++) untouched = untouched && y[i * ldy + j] == -7.0f;
+                    }
+                    std::ostringstream tag;
+                    tag << name << ": gemm_bf16 m=" << m << " n=" << n << " k=" << k;
+                    check(exact, tag.str() + " equals the scalar definition bit for bit");
+                    check(rounded, tag.str() + " vs double product of the bf16 inputs");
+                    check(unrounded, tag.str() + " vs double product of the f32 inputs");
+                    check(untouched, tag.str() + " leaves y beyond n alone");
+                }
+        // NaN in x stays NaN in its row; ties round to even (1 + 2^-8 → 1, 1 + 3·2^-8 → 1 + 2^-6)
+        std::vector<float> x = {std::nanf(""), 1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f}, w = {1.0f, 1.0f}, y(2);
+        kt->gemm_bf16(x.data(), 2, 2, w.data(), 1, 2, y.data(), 1);
+        check(std::isnan(y[0]), isa + ": gemm_bf16 keeps NaN");
+        check(y[1] == 2.0f + 0x1p-6f, isa + ": gemm_bf16 rounds inputs to nearest even bf16");
+    }
+}
+
+// Linear::bf16_products through Backend::matmul: float weights take gemm_bf16
+// for any M, decode-sized too (bit-identical on every ISA and thread count, as
+// the kernel is), bf16 weights too (converted to f32 panels first); unflagged
+// linears stay on the f32 path.
+void test_bf16_matmul(std::vector<Bk> & bks, Backend & ref) {
+    const int64_t N = 70, K = 257;
+    std::vector<Backend *> all{&ref};
+    for (auto & bk : bks) all.push_back(bk.b.get());
+    const std::vector<float> wf = rand_vec(N * K);
+    std::vector<uint16_t> wh(N * K);
+    for (int64_t i = 0; i < N * K; i++) {
+        const float r = bf16_round(wf[i]);
+        uint32_t u;
+        std::memcpy(&u, &r, 4);
+        wh[i] = (uint16_t)(u >> 16);
+    }
+    for (DType dt : {DType::F32, DType::BF16}) {
+        LinearSource src;
+        src.name = "test.bf16";
+        src.in = K;
+        src.out = N;
+        const void * wp = dt == DType::F32 ? (const void *)wf.data() : (const void *)wh.data();
+        src.weight = view("weight", dt, {N, K}, wp, N * K * dtype_size(dt));
+        for (int64_t M : {1, 5, 530}) {
+            const std::vector<float> x = rand_vec(M * K);
+            std::vector<float> want(M * N);
+            kernels_ref().gemm_bf16(x.data(), K, M, wf.data(), N, K, want.data(), N);
+            auto run = [&](Backend & b, bool bf16) {
+                auto lin = b.load_linear(src);
+                lin->bf16_products = bf16;
+                Act xa = b.new_act(M, K), ya = b.new_act(M, N);
+                b.from_host(xa, x.data());
+                b.matmul(*lin, xa, ya);
+                std::vector<float> y(M * N);
+                b.to_host(ya, 0, M, y.data());
+                b.free_act(xa);
+                b.free_act(ya);
+                return y;
+            };
+            std::ostringstream tag;
+            tag << dtype_name(dt) << " matmul bf16_products N=" << N << " K=" << K << " M=" << M;
+            for (Backend * b : all) {
+                const std::vector<float> y = run(*b, true), yf = run(*b, false);
+                const std::string who = std::string(b->isa()) + "/t" + std::to_string(b->n_threads()) + ": " + tag.str();
+                check(std::memcmp(y.data(), want.data(), y.size() * 4) == 0, who + " equals gemm_bf16 bit for bit");
+                check(y != yf, who + " differs from the f32 path");
+            }
+        }
+    }
+}
+
 // Runs a row op f(backend, act) on every backend and compares.
 using RowOp = std::function<std::vector<float>(Backend &)>;
 void compare_all(std::vector<Bk> & bks, Backend & ref, const std::string & tag, const RowOp & op,
@@ -1386,6 +1491,7 @@ int main() {
     test_isa_selection();
     test_threadpool();
     test_gemm_f32_kernels();
+    test_gemm_bf16_kernels();
     auto ref = make_cpu_backend("scalar", 1);
     std::vector<Bk> bks;
     std::istringstream is(cpu_isas());
@@ -1399,6 +1505,7 @@ int main() {
     test_matmul_shared(bks, *ref);
     test_lowbit_matmul(bks, *ref);
     test_float_matmul(bks, *ref);
+    test_bf16_matmul(bks, *ref);
     test_rmsnorm_silu_add_embed(bks, *ref);
     test_head_rmsnorm(bks, *ref);
     test_rope(bks, *ref);

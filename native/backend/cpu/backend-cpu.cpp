@@ -148,6 +148,7 @@ public:
     const char * name() const override { return "cpu"; }
     const char * precision() const override { return precision_name(prec_); }
     const char * isa() const override { return k_.isa; }
+    bool bf16_native() const override { return k_.gemm_bf16_native; }
     int n_threads() const override { return pool_.size(); }
 
     std::unique_ptr<Linear> load_linear(const LinearSource & src) override {
@@ -427,7 +428,9 @@ public:
                 for (int64_t j = 0; j < K; j++) xperm_[m * K + j] = xp[m * K + w.perm[j]];
             xp = xperm_.data();
         }
-        if (M < kGemmMinRows) {
+        // bf16 products on float weights: always the GEMM (gemm_bf16), whatever M
+        const bool bf16 = w.bf16_products && !w.q4 && !w.qx && !w.exact;
+        if (M < kGemmMinRows && !bf16) {
             // Decode: rows of W split into ~4 contiguous tasks per thread (row
             // counts a multiple of 4, the kernels' rows per pass).
             const int64_t n_tasks = std::max<int64_t>(1, std::min<int64_t>(N / 16, 4 * pool_.size()));
@@ -478,8 +481,9 @@ public:
             // tens of thousands of rows at once); per block the output columns go in
             // tasks of up to kFloatTaskRows weight rows, converted (f16/bf16) or
             // dequantized to f32 in thread-local scratch [rows][K], then the
-            // cache-blocked f32 GEMM (kernels-simd.h gemm_f32), which reads the
-            // block of x once per slice of K for all the task's columns. Tasks
+            // cache-blocked f32 GEMM (kernels-simd-gemm.h gemm_f32; gemm_bf16 on
+            // float weights when the Linear asks), which reads the block of x
+            // once per slice of K for all the task's columns. Tasks
             // shrink (in whole panels) until every thread has at least two.
             int64_t task_rows = kFloatTaskRows;
             while (task_rows > kPanelRows && (N + task_rows - 1) / task_rows < 2 * pool_.size()) task_rows -= kPanelRows;
@@ -504,7 +508,8 @@ public:
                     k_.to_f32(w.dt, static_cast<const uint8_t *>(w.w) + (size_t)(n0 * K) * 2, (n1 - n0) * K, panel.data());
                     wp = panel.data();
                 }
-                k_.gemm_f32(xp + m0 * K, K, mb, wp, n1 - n0, K, yp + m0 * N + n0, N);
+                const auto gemm = bf16 ? k_.gemm_bf16 : k_.gemm_f32;
+                gemm(xp + m0 * K, K, mb, wp, n1 - n0, K, yp + m0 * N + n0, N);
             });
             }
         }

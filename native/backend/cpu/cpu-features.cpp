@@ -36,6 +36,9 @@ CpuFeatures detect() {
         f.avx512bw = os_avx512 && (b & (1u << 30));
         f.avx512vl = os_avx512 && (b & (1u << 31));
         f.avx512vnni = os_avx512 && (c & (1u << 11));
+        // leaf 7 subleaf 1 exists when subleaf 0 reports max subleaf >= 1 (EAX)
+        unsigned a1, b1, c1, d1;
+        if (a >= 1 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) f.avx512bf16 = os_avx512 && (a1 & (1u << 5));
     }
 #elif defined(__aarch64__)
     const unsigned long hw = getauxval(AT_HWCAP);
@@ -59,7 +62,7 @@ const std::string & cpu_feature_string() {
         const std::pair<bool, const char *> names[] = {
             {f.avx2, "avx2"}, {f.fma, "fma"}, {f.f16c, "f16c"}, {f.avx512f, "avx512f"},
             {f.avx512bw, "avx512bw"}, {f.avx512vl, "avx512vl"}, {f.avx512dq, "avx512dq"},
-            {f.avx512vnni, "avx512vnni"}, {f.neon, "neon"}, {f.dotprod, "dotprod"}, {f.fp16, "fp16"}};
+            {f.avx512vnni, "avx512vnni"}, {f.avx512bf16, "avx512bf16"}, {f.neon, "neon"}, {f.dotprod, "dotprod"}, {f.fp16, "fp16"}};
         std::string out;
         for (const auto & n : names)
             if (n.first) out += (out.empty() ? "" : " ") + std::string(n.second);

@@ -9,6 +9,7 @@ struct CpuFeatures {
     // x86-64 (each also requires the OS to save the register state)
     bool avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
+    bool avx512bf16 = false;
     // AArch64
     bool neon = false, dotprod = false, fp16 = false;
 };

@@ -2,6 +2,7 @@
 // The INT4 matvec multiplies 4-bit weights by int8 activations with VNNI
 // vpdpbusd (u8 × s8 → s32), 128 inputs per step; everything else is the
 // generic code of kernels-simd.h over 16-float registers.
+#include "cpu-features.h"
 #include "kernels-simd.h"
 #include "kernels-x86-qx.h"
 
@@ -264,7 +265,16 @@ void q4_matvec(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float 
 } // namespace
 
 const Kernels & kernels_avx512() {
-    static const Kernels k = simd::make_kernels<V, 12>("avx512", q4_matvec, q4_gemm, qx_matvec);
+    static const Kernels k = [] {
+        Kernels t = simd::make_kernels<V, 12>("avx512", q4_matvec, q4_gemm, qx_matvec);
+#ifdef SHOAL_HAVE_AVX512BF16
+        if (cpu_features().avx512bf16) { // else the f32 emulation of make_kernels
+            t.gemm_bf16 = gemm_bf16_avx512bf16;
+            t.gemm_bf16_native = true;
+        }
+#endif
+        return t;
+    }();
     return k;
 }
 

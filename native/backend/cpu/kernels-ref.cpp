@@ -142,6 +142,21 @@ void gemm_f32(const float * x, int64_t ldx, int64_t m, const float * w, int64_t 
         }
 }
 
+void gemm_bf16(const float * x, int64_t ldx, int64_t m, const float * w, int64_t n, int64_t k, float * y, int64_t ldy) {
+    // element t of a row, rounded to bf16; 0 past the end (odd k)
+    auto at = [k](const float * r, int64_t t) { return t < k ? bf16_round(r[t]) : 0.0f; };
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            const float * xr = x + i * ldx, * wr = w + j * k;
+            float acc = 0.0f;
+            for (int64_t t = 0; t < k; t += 2) {
+                acc = std::fma(at(xr, t + 1), at(wr, t + 1), acc);
+                acc = std::fma(at(xr, t), at(wr, t), acc);
+            }
+            y[i * ldy + j] = acc;
+        }
+}
+
 void rmsnorm(const float * x, const float * w, int64_t n, float eps, float * out) {
     float ss = 0.0f;
     for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
@@ -262,9 +277,9 @@ void exact_matvec(const ExactRows & w, const float * x, int64_t n0, int64_t n1, 
 } // namespace
 
 const Kernels & kernels_ref() {
-    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_gemm, q4_dequant, fw_matvec, to_f32, gemm_f32,
+    static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_gemm, q4_dequant, fw_matvec, to_f32, gemm_f32, gemm_bf16,
                               rmsnorm, rope, attn_group, silu_mul, add, qx_matvec, qx_dequant,
-                              layernorm, relu, gelu_erf, gelu_tanh, exact_dequant, exact_matvec};
+                              layernorm, relu, gelu_erf, gelu_tanh, exact_dequant, exact_matvec, false};
     return k;
 }
 

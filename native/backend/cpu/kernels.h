@@ -8,6 +8,7 @@
 #include "tensor.h"
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace shoal {
@@ -126,6 +127,14 @@ struct Kernels {
     // y[i*ldy + j] = Σ_t x[i*ldx + t] · w[j*k + t] for i < m, j < n (w: f32 panel [n][k]).
     void (*gemm_f32)(const float * x, int64_t ldx, int64_t m, const float * w, int64_t n, int64_t k,
                      float * y, int64_t ldy);
+    // As gemm_f32 with bf16 products (Linear::bf16_products): x and w rounded to
+    // bf16 (bf16_round), then per y element, over k-pairs p in order,
+    //   acc = fma(x[2p+1], w[2p+1], acc); acc = fma(x[2p], w[2p], acc)
+    // (the order of VDPBF16PS; bf16 × bf16 is exact in f32, so one rounding per
+    // step); for odd k the missing element is 0. The scalar table is the
+    // definition; the others match it bit for bit on normal-range data.
+    void (*gemm_bf16)(const float * x, int64_t ldx, int64_t m, const float * w, int64_t n, int64_t k,
+                      float * y, int64_t ldy);
     // out [n] = x [n] / sqrt(mean(x²) + eps) · w [n]
     void (*rmsnorm)(const float * x, const float * w, int64_t n, float eps, float * out);
     // One head v [≥ n_rot] in place, HF rotate_half: pairs (i, i + n_rot/2);
@@ -157,7 +166,22 @@ struct Kernels {
     void (*exact_dequant)(const ExactRows & w, int64_t n0, int64_t n1, float * out);
     // y[n − n0] = Σ_k ((c − z)·s)[n, k] · x[k] for n in [n0, n1), x f32 [K] (decode).
     void (*exact_matvec)(const ExactRows & w, const float * x, int64_t n0, int64_t n1, float * y);
+
+    // gemm_bf16 runs on native bf16 dot products (AVX512_BF16), not an emulation.
+    bool gemm_bf16_native = false;
 };
+
+// f32 rounded to the nearest bf16 (ties to even), back as f32; NaN stays NaN
+// (quieted). Subnormals are kept, unlike the AVX512_BF16 conversions.
+static inline float bf16_round(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;
+    else u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
 
 // Value q (0..2^bits−1; for bits 8 the stored q − 128) of input k in a QxRows row (scalar).
 static inline int qx_value(const uint8_t * row, int bits, int64_t k, int64_t K) {
@@ -191,5 +215,9 @@ const Kernels & kernels_avx2();
 const Kernels & kernels_avx512();
 const Kernels & kernels_neon();
 const Kernels & kernels_neon_dotprod();
+// gemm_bf16 on AVX512_BF16 (kernels-avx512-bf16.cpp; x86-64 builds whose compiler
+// has -mavx512bf16, SHOAL_HAVE_AVX512BF16), for the AVX-512 table when CPUID has it.
+void gemm_bf16_avx512bf16(const float * x, int64_t ldx, int64_t m, const float * w, int64_t n, int64_t k, float * y,
+                          int64_t ldy);
 
 } // namespace shoal

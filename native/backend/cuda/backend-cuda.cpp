@@ -400,6 +400,7 @@ public:
         cuda::rmsnorm(hp(x), v.w.as<float>(), x.rows * n_heads, v.n, eps, hp(x), s_);
     }
 
+    // Linear::bf16_products is ignored here: f32 (f16 activations) as always.
     void matmul(const Linear & wl, const Act & x, Act & y) override {
         bind();
         const auto & w = static_cast<const CudaLinear &>(wl);

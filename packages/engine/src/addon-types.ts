@@ -67,15 +67,23 @@ export interface Addon {
   ops: AddonOps;
 }
 
+/** @internal what ops.info() and ops.init() return */
+export interface OpsInfo { backend: string; isa: string; threads: number; bf16Native: boolean }
+
 /** @internal */
 export interface AddonOps {
-  /** y [rows, out] = x [rows, in] · wᵀ, w [out, in]. */
-  matmul(x: Float32Array, rows: number, w: Float32Array, out: number, inFeatures: number, precision?: 'f32' | 'bf16'): Promise<Float32Array>;
+  /**
+   * y [rows, out] = x [rows, in] · wᵀ, w [out, in]. precision 'bf16' (CPU; CUDA ignores it): x and w rounded
+   * to bf16, products exact, sums in f32 (faster where the CPU has AVX512_BF16; see info().bf16Native);
+   * default 'f32'. Anything else throws SHOAL_ERR_INVALID_ARG.
+   */
+  matmul(x: Float32Array, rows: number, w: Float32Array, out: number, inFeatures: number,
+    precision?: 'f32' | 'bf16'): Promise<Float32Array>;
   /** Causal attention with RoPE over blocks of seqlen rows (positions 0..seqlen-1 each). */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, seqlen: number, heads: number,
     kvHeads: number, headDim: number, invFreq: Float32Array): Promise<Float32Array>;
-  /** bf16Native: ops.matmul(…, 'bf16') runs on native bf16 instructions (else an f32 emulation of the same rounding) */
-  info(): { backend: string; isa: string; threads: number; bf16Native?: boolean };
+  /** bf16Native: matmul 'bf16' runs on native bf16 dot products (else emulated in f32, or ignored on CUDA). */
+  info(): OpsInfo;
   /** Q(w·diag(s))·diag(s)⁻¹ per group of `group` along cols (AutoAWQ asymmetric, f16 scales), on the host's cores. */
   fakeQuant(w: Float32Array, rows: number, cols: number, group: number, bits: number, colScale: Float64Array | null): Promise<Float32Array>;
   /** llm-awq clip candidates of group g: Q(clamp(w, ±max|w|·(1 − i/nGrid))) − w, [rows, steps, group]. */
@@ -87,7 +95,7 @@ export interface AddonOps {
   /** GPTQ of w [N, K] with Hessian H [K, K] (overwritten), on the host's cores (native/addon/gptq.h). */
   gptq(w: Float32Array, N: number, K: number, H: Float64Array, options: GptqNativeOptions): Promise<GptqNativeResult>;
   /** Chooses the backend for the ops (default auto: CUDA when usable, else CPU); throws SHOAL_ERR_BACKEND. */
-  init(backend: 'auto' | 'cpu' | 'cuda'): { backend: string; isa: string; threads: number };
+  init(backend: 'auto' | 'cpu' | 'cuda'): OpsInfo;
 }
 
 /** @internal options of ops.gptq */

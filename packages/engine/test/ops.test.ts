@@ -22,6 +22,45 @@ t.test('ops.matmul equals x·wᵀ (odd shapes, several row chunks)', async (t) =
   }
 });
 
+// a copy rounded to bf16, to nearest even (the inputs here are finite)
+function bf16(a: Float32Array): Float32Array {
+  const r = Float32Array.from(a);
+  const u = new Uint32Array(r.buffer);
+  for (let i = 0; i < u.length; i++) u[i] = ((u[i]! + 0x7fff + ((u[i]! >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return r;
+}
+
+t.test("ops.matmul 'bf16' equals bf16-rounded inputs with f32 sums, odd element of each pair first", async (t) => {
+  // bf16 × bf16 and the f32 sum with it are exact in f64, so fround(p + acc) is one
+  // f32 FMA: the JavaScript chain must match bit for bit on every ISA.
+  for (const [M, K, N] of [[1, 5, 3], [5, 7, 9], [37, 64, 33], [600, 257, 40]] as const) {
+    const x = rand(M * K, M + 100);
+    const w = rand(N * K, N + 100);
+    const y = await addon().ops.matmul(x, M, w, N, K, 'bf16');
+    const yf = await addon().ops.matmul(x, M, w, N, K, 'f32');
+    const y0 = await addon().ops.matmul(x, M, w, N, K);
+    t.same(yf, y0, `[${M}, ${K}] x [${N}, ${K}]^T: 'f32' is the default`);
+    const xb = bf16(x);
+    const wb = bf16(w);
+    let bad = 0;
+    let differs = false;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let acc = 0;
+        for (let k = 0; k < K; k += 2) {
+          if (k + 1 < K) acc = Math.fround(xb[m * K + k + 1]! * wb[n * K + k + 1]! + acc);
+          acc = Math.fround(xb[m * K + k]! * wb[n * K + k]! + acc);
+        }
+        if (acc !== y[m * N + n]) bad++;
+        if (y[m * N + n] !== yf[m * N + n]) differs = true;
+      }
+    }
+    t.equal(bad, 0, `[${M}, ${K}] x [${N}, ${K}]^T: every output equals the bf16 chain`);
+    t.ok(differs, `[${M}, ${K}] x [${N}, ${K}]^T: 'bf16' is not the f32 result`);
+  }
+  t.type(addon().ops.info().bf16Native, 'boolean');
+});
+
 t.test('ops.attention equals RoPE + causal softmax attention per block (GQA)', async (t) => {
   const seqlen = 6;
   const blocks = 2;
@@ -81,5 +120,8 @@ t.test('ops reject bad shapes with a code', async (t) => {
   t.throws(() => ops.matmul(new Float64Array(6) as unknown as Float32Array, 2, new Float32Array(6), 2, 3), { code: 'SHOAL_ERR_INVALID_ARG' });
   const f = new Float32Array(16);
   t.throws(() => ops.attention(f, f, f, 3, 2, 1, 1, 16, new Float32Array(8)), { code: 'SHOAL_ERR_INVALID_ARG' });
+  const x = new Float32Array(6);
+  t.throws(() => ops.matmul(x, 2, x, 2, 3, 'f16' as 'f32'), { code: 'SHOAL_ERR_INVALID_ARG', message: /precision must be 'f32' or 'bf16'/ });
+  t.throws(() => ops.matmul(x, 2, x, 2, 3, 16 as unknown as 'f32'), { code: 'SHOAL_ERR_INVALID_ARG' });
   t.match(ops.info(), { backend: 'cpu' });
 });

@@ -504,7 +504,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     }
     if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
     const precision: Precision = opts.precision === 'f32' || opts.precision === 'bf16' ? opts.precision
-      : method === 'awq' && (backendOps().info().bf16Native === true) ? 'bf16' : 'f32';
+      : method === 'awq' && backendOps().info().bf16Native ? 'bf16' : 'f32';
 
     // calibration (AWQ only), checked before any work
     const calib = method === 'awq'
@@ -715,7 +715,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
       duoScaling: ctx.duo,
       alphaSearch: method === 'awq' ? ctx.alphaSearch : null,
       layerInput: method === 'awq' ? layerInput : null,
-      precision: method === 'awq' ? { products: ctx.precision, bf16Native: (backendOps().info().bf16Native === true) } : null,
+      precision: method === 'awq' ? { products: ctx.precision, bf16Native: backendOps().info().bf16Native } : null,
       clip: clipped,
       vClipError: clipped ? (ctx.clipVAttention ? 'attention' : 'token') : null,
       intermediateSize: F0,
