@@ -15,7 +15,8 @@
 //       Q(w·diag(s))·diag(s)⁻¹ (fake-quant.h), on the host's cores
 //   ops.clipDeltas(w, rows, cols, group, g, bits, steps, nGrid) → Promise<Float32Array [rows, steps, group]>
 //   ops.siluMul(gate, up)                    → Promise; gate ← silu(gate)·up in place
-//   ops.hessian(x, rows, K, H, scale)        → Promise; H [K, K] f64 += scale · XᵀX (backend GEMM)
+//   ops.hessian(x, rows, K, H, scale, precision?) → Promise; H [K, K] f64 += scale · XᵀX (backend GEMM;
+//       'bf16': each panel product as ops.matmul 'bf16', the sums across row blocks in f64)
 //   ops.gptq(w, N, K, H, options)            → Promise<{q, scales, zeros, gIdx, loss, …}> (gptq.h)
 //
 // The input arrays are referenced (not copied) until the promise settles.
@@ -232,8 +233,8 @@ void host_parallel_rows(int64_t n, const std::function<bool(int64_t, int64_t, st
 // the end. H must be symmetric on entry (zeros, or what this op accumulated).
 class HessianWorker : public OpWorker {
 public:
-    HessianWorker(Napi::Env env, F32Arg x, int64_t rows, int64_t k, Napi::Float64Array h, double scale)
-        : OpWorker(env, 0), x_(std::move(x)), rows_(rows), k_(k), h_(h.Data()), href_(Napi::Persistent(h)), scale_(scale) {}
+    HessianWorker(Napi::Env env, F32Arg x, int64_t rows, int64_t k, Napi::Float64Array h, double scale, bool bf16)
+        : OpWorker(env, 0), x_(std::move(x)), rows_(rows), k_(k), h_(h.Data()), href_(Napi::Persistent(h)), scale_(scale), bf16_(bf16) {}
 
 protected:
     void run(shoal::Backend & be) override {
@@ -276,6 +277,7 @@ protected:
                 const int64_t m = K - i0;
                 // y [p, m]: rows i0..i0+p of XᵀX, columns i0..K
                 std::unique_ptr<shoal::Linear> lin = transient_linear(be, xt.data() + i0 * n, m, n);
+                lin->bf16_products = bf16_; // each panel product in bf16 (the f64 sums across blocks stay)
                 if (be.host_acts()) {
                     shoal::Act xa{xt.data() + i0 * n, p, n}, ya{y.data(), p, m};
                     be.matmul(*lin, xa, ya);
@@ -322,6 +324,7 @@ private:
     double * h_;
     Napi::Reference<Napi::Float64Array> href_;
     double scale_;
+    bool bf16_;
 };
 
 // GPTQ of one linear (gptq.h) on the host's cores; resolves with
@@ -540,7 +543,16 @@ Napi::Float64Array f64_array(Napi::Env env, const Napi::Value & v, const char * 
     return a;
 }
 
-// ops.hessian(x, rows, K, H, scale) → Promise; H [K, K] += scale · XᵀX
+// Optional precision argument i: 'f32' (default) → false, 'bf16' → true, anything else throws.
+static bool bf16_arg(Napi::Env env, const Napi::CallbackInfo & info, size_t i, const char * op) {
+    if (info.Length() <= i || info[i].IsUndefined()) return false;
+    const std::string prec = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string("(not a string)");
+    if (prec != "f32" && prec != "bf16")
+        throw make_error(env, SHOAL_ERR_INVALID_ARG, std::string(op) + ": precision must be 'f32' or 'bf16', got " + prec);
+    return prec == "bf16";
+}
+
+// ops.hessian(x, rows, K, H, scale, precision?) → Promise; H [K, K] += scale · XᵀX
 Napi::Value Hessian(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     F32Arg x = f32_arg(env, info[0], "x");
@@ -549,7 +561,8 @@ Napi::Value Hessian(const Napi::CallbackInfo & info) {
     if (k > 65536 || (int64_t)x.n != rows * k) throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.hessian: x must be [rows, K], K <= 65536");
     Napi::Float64Array h = f64_array(env, info[3], "H", (size_t)(k * k));
     if (info.Length() < 5 || !info[4].IsNumber()) throw_type(env, "scale must be a number");
-    auto * wk = new HessianWorker(env, std::move(x), rows, k, h, info[4].As<Napi::Number>().DoubleValue());
+    const bool bf16 = bf16_arg(env, info, 5, "ops.hessian");
+    auto * wk = new HessianWorker(env, std::move(x), rows, k, h, info[4].As<Napi::Number>().DoubleValue(), bf16);
     return queue(wk);
 }
 
@@ -595,13 +608,7 @@ Napi::Value Matmul(const Napi::CallbackInfo & info) {
         throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: x has " + std::to_string(x.n) + " values, expected rows*in = " + std::to_string(rows * in));
     if ((int64_t)w.n != out * in)
         throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: w has " + std::to_string(w.n) + " values, expected out*in = " + std::to_string(out * in));
-    bool bf16 = false;
-    if (info.Length() > 5 && !info[5].IsUndefined()) {
-        const std::string prec = info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : std::string("(not a string)");
-        if (prec != "f32" && prec != "bf16")
-            throw make_error(env, SHOAL_ERR_INVALID_ARG, "ops.matmul: precision must be 'f32' or 'bf16', got " + prec);
-        bf16 = prec == "bf16";
-    }
+    const bool bf16 = bf16_arg(env, info, 5, "ops.matmul");
     auto * wk = new MatmulWorker(env, std::move(x), rows, std::move(w), out, in, bf16);
     Napi::Promise p = wk->promise();
     wk->Queue();

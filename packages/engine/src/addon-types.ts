@@ -91,7 +91,7 @@ export interface AddonOps {
   /** gate ← silu(gate)·up in place, on the host's cores. */
   siluMul(gate: Float32Array, up: Float32Array): Promise<unknown>;
   /** H [K, K] += scale · XᵀX for x [rows, K] (blocks transposed natively, upper-triangle products through the backend, f64 sums, mirrored); H must be symmetric on entry. */
-  hessian(x: Float32Array, rows: number, K: number, H: Float64Array, scale: number): Promise<unknown>;
+  hessian(x: Float32Array, rows: number, K: number, H: Float64Array, scale: number, precision?: 'f32' | 'bf16'): Promise<unknown>;
   /** GPTQ of w [N, K] with Hessian H [K, K] (overwritten), on the host's cores (native/addon/gptq.h). */
   gptq(w: Float32Array, N: number, K: number, H: Float64Array, options: GptqNativeOptions): Promise<GptqNativeResult>;
   /** Chooses the backend for the ops (default auto: CUDA when usable, else CPU); throws SHOAL_ERR_BACKEND. */

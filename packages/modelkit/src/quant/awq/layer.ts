@@ -34,7 +34,7 @@ export interface Ctx {
   quantized: Set<LinearKind>;
   duo: boolean;
   alphaSearch: AlphaSearch;
-  /** products of the layer forwards and candidate losses (the Gram sums and the clip search stay f32) */
+  /** products of the layer forwards, Gram panels and candidate losses (AwqQuantizeOptions.precision) */
   precision: Precision;
   clipTokens: number;
   /** v_proj's clip error measured after attention averaging (attentionAveragedInputs). */

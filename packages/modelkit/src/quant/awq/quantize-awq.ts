@@ -106,10 +106,11 @@ export interface AwqQuantizeOptions {
    */
   layerInput?: LayerInput;
   /**
-   * Products of the calibration forwards and candidate losses: bf16 inputs with
-   * f32 sums (default when the CPU multiplies bf16 natively, as AutoAWQ's f16
-   * GPU run) or f32. The Gram sums, the clip search and the held-out AWQ/RTN
-   * check stay f32.
+   * Products of the calibration forwards, the Gram panels, the candidate losses
+   * and the held-out AWQ/RTN check: bf16 inputs with f32 sums (default 'auto':
+   * bf16 when the CPU multiplies bf16 natively — AutoAWQ runs the same passes
+   * in f16 on a GPU) or f32. Sums across blocks, statistics and the clip
+   * search stay f32/f64.
    */
   precision?: Precision | 'auto';
   /** Calibration tokens sub-sampled for the clip search (llm-awq n_sample_token). */
@@ -601,7 +602,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
         report = { ...r.report, seconds: 0, outputMse: 0, phases: {} };
         if (original && xHeld) {
           stage('held-out check');
-          const ctxH: Ctx = { ...ctx, T: xHeld.length / D, precision: 'f32' };
+          const ctxH: Ctx = { ...ctx, T: xHeld.length / D };
           const d = await awqOrRtn(async (lwx, xx) => (await forwardLayer(ctxH, lwx, xx)).out, (lwx) => rtnWeights(ctx, lwx), original, lw, xHeld);
           report.fallback = d.report;
           xHeld = propagateFp ? d.fp : d.out;

@@ -3,7 +3,8 @@
 // [T, F] activation of all calibration tokens is ever held:
 //   - per-channel mean |x| of the inputs of q/k/v, o, gate/up and down (all tokens)
 //   - the input Gram matrices C = XᵀX / T of o_proj (v→o group) and down_proj
-//     (up→down group), all tokens, f64 sums in the backend's hessian op
+//     (up→down group), all tokens, f64 sums in the backend's hessian op (its
+//     panel products in ctx.precision)
 //   - the inputs and block outputs of the search blocks (a seeded subsample of
 //     whole blocks) for the groups whose loss goes through attention or SiLU
 //   - the clip search's sampled rows (and v_proj's attention-averaged inputs)
@@ -13,7 +14,7 @@
 // Without req.propagate down_proj runs on the search blocks only: nothing else
 // needs its output of the FP layer (mean |m| and the Gram are of its input),
 // and over all tokens it is 2·T·D·F FLOP (1.5 TFLOP per TinyLlama layer at 65,536 tokens).
-import { add, backendOps, linear, rmsnorm } from './ops.js';
+import { add, backendOps, linear, rmsnorm, type Precision } from './ops.js';
 import { attentionBlock, chunkBlocks, forEachChunk, type Ctx, type LayerWeights } from './layer.js';
 import { attentionAveragedInputs } from './search.js';
 import { mulberry32 } from '../seeded-random.js';
@@ -26,13 +27,13 @@ class GramAccumulator {
   readonly H: Float64Array;
   private stage: Float32Array | null = null;
   private n = 0;
-  constructor(private readonly K: number, private readonly T: number, private readonly cap: number) {
+  constructor(private readonly K: number, private readonly T: number, private readonly cap: number, private readonly precision: Precision) {
     this.H = new Float64Array(K * K);
   }
   async add(x: Float32Array, rows: number): Promise<void> {
     if (rows >= this.cap) {
       await this.flush();
-      await backendOps().hessian(x, rows, this.K, this.H, 1 / this.T);
+      await backendOps().hessian(x, rows, this.K, this.H, 1 / this.T, this.precision);
       return;
     }
     if (this.n + rows > this.cap) await this.flush();
@@ -42,7 +43,7 @@ class GramAccumulator {
   }
   async flush(): Promise<void> {
     if (this.n === 0) return;
-    await backendOps().hessian(this.stage!.subarray(0, this.n * this.K), this.n, this.K, this.H, 1 / this.T);
+    await backendOps().hessian(this.stage!.subarray(0, this.n * this.K), this.n, this.K, this.H, 1 / this.T, this.precision);
     this.n = 0;
   }
   /** C as f32 (the candidates' GEMM operand); drops the staging buffer. */
@@ -137,8 +138,8 @@ export async function layerStats(ctx: Ctx, lw: LayerWeights, x: Float32Array, re
   const perKv = s.heads / s.kvHeads;
   const sums = { h: new Float64Array(D), a: new Float64Array(qd), h2: new Float64Array(D), m: new Float64Array(F) };
   const gramRows = Math.max(1, Math.floor(GRAM_ROWS / (chunkBlocks(L) * L))) * chunkBlocks(L) * L;
-  const Ha = req.gramA ? new GramAccumulator(qd, T, gramRows) : null;
-  const Hm = req.gramM ? new GramAccumulator(F, T, gramRows) : null;
+  const Ha = req.gramA ? new GramAccumulator(qd, T, gramRows, ctx.precision) : null;
+  const Hm = req.gramM ? new GramAccumulator(F, T, gramRows, ctx.precision) : null;
   const ST = req.searchBlocks.length * L;
   const search: SearchSet = { T: ST, x: new Float32Array(ST * D), h: new Float32Array(ST * D), attnOut: new Float32Array(ST * D), h2: new Float32Array(ST * D), mlpOut: new Float32Array(ST * D) };
   const R = req.clipRows.length;
