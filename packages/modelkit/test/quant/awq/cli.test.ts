@@ -83,3 +83,37 @@ t.test('quantize --search-tokens: whole blocks of the calibration, bad values re
   await t.rejects(run([...args, '--search-tokens', '0', '--out', path.join(root, 's-bad')]), /--search-tokens.*positive integer/);
   t.notOk(existsSync(path.join(root, 's-bad')), 'no output folder left behind');
 });
+
+t.test('quantize --layer-input, --precision, --alpha-search: reported, honoured, bad values rejected', { skip: skipStories }, async (t) => {
+  const calib = path.join(root, 'calib-m.txt');
+  writeFileSync(calib, calibDocs(40).join('\n\n'));
+  const args = ['quantize', '--method', 'awq', '--bits', '4', '--group', '32', '--model', STORIES, '--calib', calib, '--samples', '6', '--seqlen', '64', '--fake-quant', '--holdout', '0'];
+  type J = {
+    layerInput: string; alphaSearch: string; precision: { products: string; bf16Native: boolean };
+    layers: Array<{ outputMse: number; scales: Array<{ alpha: number; candidates: Array<{ alpha: number; loss: number }> }> }>;
+  };
+  const native = backendOps().info().bf16Native;
+  const d = JSON.parse(await run([...args, '--out', path.join(root, 'm-def'), '--json'])) as J;
+  t.equal(d.layerInput, 'fp', 'default: the FP output is the next layer input');
+  t.equal(d.alphaSearch, 'coarse-fine');
+  t.same(d.precision, { products: native ? 'bf16' : 'f32', bf16Native: native }, 'auto: bf16 only where the CPU multiplies it natively');
+  t.ok(d.layers.every((l) => l.scales.every((s) => s.candidates.length <= 11 && s.candidates.some((c) => c.alpha === s.alpha))), 'coarse-fine: at most 11 α, the chosen one among them');
+  t.ok(d.layers.every((l) => Number.isFinite(l.outputMse) && l.outputMse > 0), 'output error measured on the search blocks');
+
+  const g = JSON.parse(await run([...args, '--layer-input', 'quantized', '--precision', 'f32', '--alpha-search', 'grid', '--out', path.join(root, 'm-old'), '--json'])) as J;
+  t.match(g, { layerInput: 'quantized', alphaSearch: 'grid', precision: { products: 'f32' } });
+  t.ok(g.layers.every((l) => l.scales.every((s) => s.candidates.length === 20)), 'grid: all 20 α');
+  // layer 0 sees the embeddings either way: the same search as the default on f32 products
+  const f = JSON.parse(await run([...args, '--precision', 'f32', '--alpha-search', 'grid', '--out', path.join(root, 'm-fp'), '--json'])) as J;
+  t.same(f.layers[0]!.scales, g.layers[0]!.scales, 'layer 0: identical scale search whatever the layer input');
+  t.notSame(f.layers.slice(1).map((l) => l.outputMse), g.layers.slice(1).map((l) => l.outputMse), 'later layers see different inputs');
+  const b = JSON.parse(await run([...args, '--precision', 'bf16', '--alpha-search', 'grid', '--out', path.join(root, 'm-bf'), '--json'])) as J;
+  t.equal(b.precision.products, 'bf16', 'bf16 forced (emulated where not native)');
+  t.ok(b.layers[0]!.scales.every((s, i) => s.candidates.every((c, k) => Math.abs(c.loss - f.layers[0]!.scales[i]!.candidates[k]!.loss) <= 0.05 * f.layers[0]!.scales[i]!.candidates[k]!.loss)),
+    'bf16 candidate losses within 5 % of f32 on layer 0');
+
+  for (const [opt, bad, msg] of [['--layer-input', 'int4', /Allowed choices|fp, quantized/], ['--precision', 'fp8', /Allowed choices|auto, bf16, f32/], ['--alpha-search', 'random', /Allowed choices|coarse-fine, grid/]] as const) {
+    await t.rejects(run([...args, opt, bad, '--out', path.join(root, 'm-bad')]), msg, `${opt} ${bad} refused`);
+  }
+  t.notOk(existsSync(path.join(root, 'm-bad')), 'no output folder left behind');
+});

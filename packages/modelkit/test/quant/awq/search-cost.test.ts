@@ -198,3 +198,10 @@ t.test('ops.hessian: upper-triangle panels mirrored = XᵀX over several row blo
   }
   t.ok(err < 1e-4, `max |H − ½XᵀX| over ${pairs.length} entries ${err.toExponential(2)} (diagonal ≈ ${H[0]!.toFixed(1)})`);
 });
+
+t.test('checkAwqOptions: layerInput, precision and alphaSearch values', async (t) => {
+  t.throws(() => checkAwqOptions({ model: 'm', out: 'o', layerInput: 'int4' as 'fp' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--layer-input int4; use fp or quantized/ });
+  t.throws(() => checkAwqOptions({ model: 'm', out: 'o', precision: 'fp8' as 'f32' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--precision fp8; use auto, bf16 or f32/ });
+  t.throws(() => checkAwqOptions({ model: 'm', out: 'o', alphaSearch: 'random' as 'grid' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--alpha-search random; use coarse-fine or grid/ });
+  t.doesNotThrow(() => checkAwqOptions({ model: 'm', out: 'o', layerInput: 'quantized', precision: 'bf16', alphaSearch: 'grid' }));
+});
