@@ -59,37 +59,66 @@ struct V {
 // R rows at once share the activation loads. Per 128-input chunk c: 64 weight
 // bytes; low nibbles ↔ x[128c, +64), high ↔ x[128c+64, +64); dpbusd lane l sums
 // 4 consecutive inputs (4l..4l+3 of the half), i.e. 32-block l/8 of the half.
+// Three things keep a pass streaming (bench-q4-ab, one thread, Zen 5; all
+// bit-identical to the kernel before them):
+//  * the activation block scales of a chunk's lanes come from its 4 values of
+//    x.d by a permute, not from a [K/128][32] f32 table: on K = 5632 that table
+//    was 5.5 KiB more in L1 beside the weight stream (down projection from
+//    cache 51 → 57 GB/s);
+//  * the weights are prefetched in address order over the pass's R rows (one
+//    stream 16 KiB ahead), not 16 KiB ahead in each row (R streams whose lines
+//    lie K/2 bytes apart, across 4 KiB pages when K/2 = 2,816);
+//  * the scale and −s·z rows of the pass 16 KiB of weights ahead are
+//    prefetched at the start of a pass (they are read once per row, before its
+//    first chunk), and the f32 copies of the rows' scales sit K/G rounded to 16
+//    floats apart, not 4 KiB apart.
 template <int R, bool G_GE_64>
-inline void q4_rows(const Q4Rows & w, const Q8Row & x, const float * dv, const int32_t * grp, int64_t n, float * y) {
-    const int64_t K = w.k, G = w.group, ng = K / G, nc = K / 128;
+inline void q4_rows(const Q4Rows & w, const Q8Row & x, const int32_t * grp, int64_t n, float * y) {
+    const int64_t K = w.k, G = w.group, ng = K / G, nc = K / 128, st = (ng + 15) / 16 * 16;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    float sf[R][1024], zf[R][1024]; // [K/G] f32 scales of each row
+    float sf[R * 1024], zf[R * 1024]; // [R][st] f32 scales of each row (st <= 1024)
     const uint8_t * row[R];
+    const uint8_t * blk = w.qs + n * (K / 2); // the R rows, contiguous
     __m512 al[R], ah[R];
+    {
+        const int64_t pass_bytes = R * (K / 2), ahead = n + R * ((simd::kPrefetchBytes + pass_bytes - 1) / pass_bytes);
+        if (ahead + R <= w.n)
+            for (int64_t off = 0; off < R * ng * 2; off += 64) {
+                __builtin_prefetch(reinterpret_cast<const char *>(w.scale + ahead * ng) + off);
+                __builtin_prefetch(reinterpret_cast<const char *>(w.szero + ahead * ng) + off);
+            }
+    }
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        simd::f16_row<V>(w.scale + (n + r) * ng, ng, sf[r]);
-        simd::f16_row<V>(w.szero + (n + r) * ng, ng, zf[r]);
+        simd::f16_row<V>(w.scale + (n + r) * ng, ng, sf + r * st);
+        simd::f16_row<V>(w.szero + (n + r) * ng, ng, zf + r * st);
         row[r] = w.qs + (n + r) * (K / 2);
         al[r] = ah[r] = _mm512_setzero_ps();
     }
+    // lanes 0-7 ← x.d[4c] (low half) or x.d[4c + 2] (high), lanes 8-15 ← the next block's
+    const __m512i pl = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i ph = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     for (int64_t c = 0; c < nc; c++) {
         const __m512i xl = _mm512_loadu_si512(x.q + 128 * c);
         const __m512i xh = _mm512_loadu_si512(x.q + 128 * c + 64);
-        const __m512 dl = _mm512_loadu_ps(dv + 32 * c), dh = _mm512_loadu_ps(dv + 32 * c + 16);
+        const __m512 d4 = _mm512_castps128_ps512(_mm_loadu_ps(x.d + 4 * c));
+        const __m512 dl = _mm512_permutexvar_ps(pl, d4), dh = _mm512_permutexvar_ps(ph, d4);
         #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             const __m512i b = _mm512_loadu_si512(row[r] + 64 * c);
-            __builtin_prefetch(row[r] + 64 * c + simd::kPrefetchBytes);
+            // the pass's R·nc lines in address order (a partial last chunk, K % 128 != 0,
+            // shifts this by a few lines: only how far ahead, never what is read)
+            __builtin_prefetch(blk + 64 * (R * c + r) + simd::kPrefetchBytes);
             const __m512i il = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(b, m4), xl);
             const __m512i ih = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(b, 4), m4), xh);
+            const float * s = sf + r * st;
             __m512 sl, sh;
             if (G_GE_64) { // each half lies in one group
-                sl = _mm512_set1_ps(sf[r][grp[4 * c]]);
-                sh = _mm512_set1_ps(sf[r][grp[4 * c + 2]]);
+                sl = _mm512_set1_ps(s[grp[4 * c]]);
+                sh = _mm512_set1_ps(s[grp[4 * c + 2]]);
             } else {       // G == 32: lanes 0-7 and 8-15 are two groups
-                sl = _mm512_insertf32x8(_mm512_set1_ps(sf[r][4 * c]), _mm256_set1_ps(sf[r][4 * c + 1]), 1);
-                sh = _mm512_insertf32x8(_mm512_set1_ps(sf[r][4 * c + 2]), _mm256_set1_ps(sf[r][4 * c + 3]), 1);
+                sl = _mm512_insertf32x8(_mm512_set1_ps(s[4 * c]), _mm256_set1_ps(s[4 * c + 1]), 1);
+                sh = _mm512_insertf32x8(_mm512_set1_ps(s[4 * c + 2]), _mm256_set1_ps(s[4 * c + 3]), 1);
             }
             al[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(il), _mm512_mul_ps(dl, sl), al[r]);
             ah[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ih), _mm512_mul_ps(dh, sh), ah[r]);
@@ -98,33 +127,24 @@ inline void q4_rows(const Q4Rows & w, const Q8Row & x, const float * dv, const i
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         float s = _mm512_reduce_add_ps(_mm512_add_ps(al[r], ah[r]));
-        if (nc * 128 < K) s += simd::q4_tail(row[r], x, sf[r], (int)G, nc * 128, K);
-        s += simd::dot<V>(zf[r], x.gsum, ng);
+        if (nc * 128 < K) s += simd::q4_tail(row[r], x, sf + r * st, (int)G, nc * 128, K);
+        s += simd::dot<V>(zf + r * st, x.gsum, ng);
         y[r] = s;
     }
 }
 
 template <bool G_GE_64>
 void q4_matvec_g(const Q4Rows & w, const Q8Row & x, int64_t n0, int64_t n1, float * y) {
-    const int64_t nc = w.k / 128;
-    // dv [nc][2][16]: activation block scale of each dpbusd lane (low, high half);
     // grp [K/32]: group of each 32-block (no integer division in the hot loop)
-    thread_local std::vector<float> dv;
     thread_local std::vector<int32_t> grp;
-    dv.resize(nc * 32);
     grp.resize(w.k / 32);
     for (int64_t b = 0; b < w.k / 32; b++) grp[b] = (int32_t)(b * 32 / w.group);
-    for (int64_t c = 0; c < nc; c++)
-        for (int l = 0; l < 16; l++) {
-            dv[32 * c + l] = x.d[4 * c + l / 8];
-            dv[32 * c + 16 + l] = x.d[4 * c + 2 + l / 8];
-        }
     // 4 rows per pass: one activation load feeds 4 weight streams, and 4 rows'
     // streams keep more loads in flight (R=4 vs 2: +14% GB/s, one thread, Zen 5)
     int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) q4_rows<4, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
-    for (; n + 2 <= n1; n += 2) q4_rows<2, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
-    for (; n < n1; n++) q4_rows<1, G_GE_64>(w, x, dv.data(), grp.data(), n, y + (n - n0));
+    for (; n + 4 <= n1; n += 4) q4_rows<4, G_GE_64>(w, x, grp.data(), n, y + (n - n0));
+    for (; n + 2 <= n1; n += 2) q4_rows<2, G_GE_64>(w, x, grp.data(), n, y + (n - n0));
+    for (; n < n1; n++) q4_rows<1, G_GE_64>(w, x, grp.data(), n, y + (n - n0));
 }
 
 // ---- prefill: int8 GEMM with VNNI on an unpacked panel ----------------------
