@@ -108,8 +108,8 @@ export interface AwqQuantizeOptions {
   /**
    * Products of the calibration forwards, the Gram panels, the candidate losses
    * and the held-out AWQ/RTN check: bf16 inputs with f32 sums (default 'auto':
-   * bf16 when the CPU multiplies bf16 natively — AutoAWQ runs the same passes
-   * in f16 on a GPU) or f32. Sums across blocks, statistics and the clip
+   * bf16 when the CPU multiplies bf16 natively and the hidden size is ≥
+   * AUTO_BF16_MIN_HIDDEN — AutoAWQ runs the same passes in f16 on a GPU) or f32. Sums across blocks, statistics and the clip
    * search stay f32/f64.
    */
   precision?: Precision | 'auto';
@@ -209,6 +209,20 @@ export interface AwqQuantizeResult {
 }
 
 export type LayerInput = 'fp' | 'quantized';
+
+/** Hidden size from which --precision auto multiplies in bf16 (see autoBf16). */
+export const AUTO_BF16_MIN_HIDDEN = 1024;
+
+/**
+ * --precision auto: bf16 only where it pays — a CPU with native bf16 products
+ * and layers wide enough for the products to dominate (TinyLlama's 2048 and up).
+ * Small models stay f32: they take seconds either way, and their α loss curves
+ * are flat enough that bf16 rounding moves the pick (stories260K, hidden 64: the
+ * demo's 8 × 128-token calibration then gave repetitive stories).
+ */
+export function autoBf16(shape: Pick<ModelShape, 'hiddenSize'>, bf16Native: boolean): boolean {
+  return bf16Native && shape.hiddenSize >= AUTO_BF16_MIN_HIDDEN;
+}
 
 /** Default --alpha-search (see AwqQuantizeOptions.alphaSearch). */
 export const DEFAULT_ALPHA_SEARCH: AlphaSearch = 'coarse-fine';
@@ -505,7 +519,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
     }
     if (method === 'awq') backendOps().init(opts.backend ?? 'auto');
     const precision: Precision = opts.precision === 'f32' || opts.precision === 'bf16' ? opts.precision
-      : method === 'awq' && backendOps().info().bf16Native ? 'bf16' : 'f32';
+      : method === 'awq' && autoBf16(shape0, backendOps().info().bf16Native) ? 'bf16' : 'f32';
 
     // calibration (AWQ only), checked before any work
     const calib = method === 'awq'

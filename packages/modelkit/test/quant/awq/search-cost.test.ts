@@ -10,7 +10,7 @@ import { attentionBlock, chunkBlocks, forwardLayer, type Ctx, type LayerWeights 
 import { meanAbsColumns, mse } from '../../../src/quant/awq/ops.js';
 import { attentionAveragedInputs, forwardLoss, gramLoss, searchScale, type CandidateLoss } from '../../../src/quant/awq/search.js';
 import { layerStats, searchBlocks } from '../../../src/quant/awq/stats.js';
-import { checkAwqOptions } from '../../../src/quant/awq/quantize-awq.js';
+import { AUTO_BF16_MIN_HIDDEN, autoBf16, checkAwqOptions } from '../../../src/quant/awq/quantize-awq.js';
 import { rand } from '../helpers.js';
 
 /** mean_{t,n} (x_t · (ŵ_n − w_n))², token by token, in float64. */
@@ -204,4 +204,12 @@ t.test('checkAwqOptions: layerInput, precision and alphaSearch values', async (t
   t.throws(() => checkAwqOptions({ model: 'm', out: 'o', precision: 'fp8' as 'f32' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--precision fp8; use auto, bf16 or f32/ });
   t.throws(() => checkAwqOptions({ model: 'm', out: 'o', alphaSearch: 'random' as 'grid' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /--alpha-search random; use coarse-fine or grid/ });
   t.doesNotThrow(() => checkAwqOptions({ model: 'm', out: 'o', layerInput: 'quantized', precision: 'bf16', alphaSearch: 'grid' }));
+});
+
+t.test('--precision auto: bf16 only with native bf16 products and a hidden size of 1024 or more', async (t) => {
+  t.equal(AUTO_BF16_MIN_HIDDEN, 1024);
+  t.equal(autoBf16({ hiddenSize: 2048 }, true), true, 'TinyLlama shape, AVX512_BF16');
+  t.equal(autoBf16({ hiddenSize: 2048 }, false), false, 'no native bf16: f32 (the emulation would be slower)');
+  t.equal(autoBf16({ hiddenSize: 64 }, true), false, 'stories260K: f32');
+  t.equal(autoBf16({ hiddenSize: 1023 }, true), false);
 });
