@@ -14,10 +14,6 @@
 // vdpbf16ps flushes subnormal results to zero, whatever MXCSR says.
 #include "kernels.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <algorithm>
