@@ -25,7 +25,7 @@ import { HfModelTokenizer, type Tokenizer } from '@shoal/engine';
 import { ShoalError } from '@shoal/common';
 import { LINEAR_KINDS, type LinearKind, type ModelShape } from '../arch/model-shapes.js';
 import { readCalibDocuments } from '../quant/awq/calib.js';
-import { backendOps, linear, rmsnorm } from '../quant/awq/ops.js';
+import { add, backendOps, linear, rmsnorm } from '../quant/awq/ops.js';
 import { ropeInvFreq } from './reference-forward.js';
 import { embedTokens, openModelFolder, readLayer, type LayerTensors, type ModelFolder, type WeightFormat } from './layer-weights.js';
 
@@ -114,24 +114,21 @@ export function heldOutTokens(docs: readonly string[], tok: Tokenizer, samples: 
   return { tokens: flat, first: i, count: docs.length - i };
 }
 
+/** What must be equal in the two models: the name users know it by (config.json) and the ModelShape field. */
+const SAME_FIELDS: ReadonlyArray<readonly [string, keyof ModelShape]> = [
+  ['architecture', 'arch'], ['num_hidden_layers', 'layers'], ['hidden_size', 'hiddenSize'],
+  ['num_attention_heads', 'heads'], ['num_key_value_heads', 'kvHeads'], ['head_dim', 'headDim'],
+  ['vocab_size', 'vocabSize'], ['rms_norm_eps', 'rmsNormEps'], ['rope_theta', 'ropeTheta'],
+  ['rope_scaling', 'ropeScaling'], ['q/k/v biases', 'qkvBias'], ['o_proj bias', 'oBias'],
+];
+
 /** The two models must have the same architecture and layer shapes (FFN: the quantized one may be zero-padded). */
 export function checkSameArchitecture(q: ModelShape, fp: ModelShape, qDir: string, fpDir: string): void {
   const diffs: string[] = [];
   const same = (name: string, a: unknown, b: unknown) => {
     if (JSON.stringify(a) !== JSON.stringify(b)) diffs.push(`${name} ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
   };
-  same('architecture', q.arch, fp.arch);
-  same('num_hidden_layers', q.layers, fp.layers);
-  same('hidden_size', q.hiddenSize, fp.hiddenSize);
-  same('num_attention_heads', q.heads, fp.heads);
-  same('num_key_value_heads', q.kvHeads, fp.kvHeads);
-  same('head_dim', q.headDim, fp.headDim);
-  same('vocab_size', q.vocabSize, fp.vocabSize);
-  same('rms_norm_eps', q.rmsNormEps, fp.rmsNormEps);
-  same('rope_theta', q.ropeTheta, fp.ropeTheta);
-  same('rope_scaling', q.ropeScaling, fp.ropeScaling);
-  same('q/k/v biases', q.qkvBias, fp.qkvBias);
-  same('o_proj bias', q.oBias, fp.oBias);
+  for (const [name, key] of SAME_FIELDS) same(name, q[key], fp[key]);
   if (q.intermediateSize < fp.intermediateSize) diffs.push(`intermediate_size ${q.intermediateSize} vs ${fp.intermediateSize}`);
   if (diffs.length > 0) {
     throw new ShoalError('SHOAL_ERR_SHAPE',
@@ -144,16 +141,6 @@ interface LayerOut {
   y: Float32Array;
   /** inputs and outputs of the linears (FP pass only) */
   acts?: { h: Float32Array; a: Float32Array; h2: Float32Array; m: Float32Array; out: Record<LinearKind, Float32Array> };
-}
-
-function headRmsnormInPlace(v: Float32Array, rows: number, heads: number, hd: number, g: Float32Array, eps: number): void {
-  for (let r = 0; r < rows * heads; r++) {
-    const o = r * hd;
-    let ss = 0;
-    for (let i = 0; i < hd; i++) ss += v[o + i]! * v[o + i]!;
-    const inv = 1 / Math.sqrt(ss / hd + eps);
-    for (let i = 0; i < hd; i++) v[o + i] = v[o + i]! * inv * g[i]!;
-  }
 }
 
 /** One decoder layer on x [T, D] (whole blocks of seqlen), as gptq/sequential.ts runs it. */
@@ -172,14 +159,13 @@ async function forwardLayer(s: ModelShape, F: number, lw: LayerTensors, x: Float
   const qIn = keep ? q.slice() : q;
   const kIn = keep ? k.slice() : k;
   const vIn = keep ? v.slice() : v;
-  if (lw.qNorm && lw.kNorm) {
-    headRmsnormInPlace(q, T, s.heads, s.headDim, lw.qNorm, eps);
-    headRmsnormInPlace(k, T, s.kvHeads, s.headDim, lw.kNorm, eps);
-  }
-  const a = await backendOps().attention(q, k, v, T, seqlen, s.heads, s.kvHeads, s.headDim, invFreq);
+  // Qwen3 q_norm / k_norm: RMSNorm of every head's hd values (rows of hd)
+  const qk = lw.qNorm && lw.kNorm;
+  const qa = qk ? rmsnorm(q, T * s.heads, s.headDim, lw.qNorm!, eps) : q;
+  const ka = qk ? rmsnorm(k, T * s.kvHeads, s.headDim, lw.kNorm!, eps) : k;
+  const a = await backendOps().attention(qa, ka, v, T, seqlen, s.heads, s.kvHeads, s.headDim, invFreq);
   const o = await linear(a, T, lw.w['self_attn.o_proj'], D, qd, b('self_attn.o_proj'));
-  const x1 = new Float32Array(T * D);
-  for (let i = 0; i < x1.length; i++) x1[i] = x[i]! + o[i]!;
+  const x1 = add(x, o);
   const h2 = rmsnorm(x1, T, D, lw.ffnNorm, eps);
   const g = await linear(h2, T, lw.w['mlp.gate_proj'], F, D);
   const u = await linear(h2, T, lw.w['mlp.up_proj'], F, D);
