@@ -313,7 +313,7 @@ async function rtnWeights(ctx: Ctx, lw: LayerWeights): Promise<LayerWeights> {
   return { ...lw, w };
 }
 
-async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, opts: AwqQuantizeOptions,
+async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, opts: AwqQuantizeOptions, propagateFp: boolean,
   stage: (s: string) => void): Promise<{ report: Omit<LayerReport, 'seconds' | 'outputMse' | 'phases'>; searchIn: Float32Array; searchOut: Float32Array }> {
   const s = ctx.shape;
   const D = s.hiddenSize;
@@ -331,7 +331,7 @@ async function awqLayer(ctx: Ctx, l: number, lw: LayerWeights, x: Float32Array, 
   const st = await layerStats(ctx, lw, x, {
     searchBlocks: ctx.searchBlocks, clipRows: clipOn ? clipSampleRows(ctx) : [],
     gramA: voGroup, gramM: q('mlp.down_proj'), vAvg: clipKind('self_attn.v_proj') && ctx.clipVAttention,
-    propagate: (opts.layerInput ?? 'fp') === 'fp',
+    propagate: propagateFp,
   });
   const sx = st.search;
   const ctxS: Ctx = { ...ctx, T: sx.T };
@@ -610,7 +610,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
           });
           rtnOutputMse = se / xs.length;
         }
-        const r = await awqLayer(ctx, l, lw, x!, opts, stage);
+        const r = await awqLayer(ctx, l, lw, x!, opts, propagateFp, stage);
         searchOut = r.searchOut;
         searchIn = r.searchIn;
         report = { ...r.report, seconds: 0, outputMse: 0, phases: {} };

@@ -85,13 +85,14 @@ export async function searchScale(ctx: Ctx, name: string, xMean: Float64Array, K
     scalesOf.set(i, c.scales);
     return c.loss;
   });
-  const best = { loss: walk.loss, alpha: walk.best < 0 ? -1 : walk.best / N_GRID, scales: walk.best < 0 ? new Float64Array(K) : scalesOf.get(walk.best)! };
-  const loss0 = walk.losses.get(0)!;
-  if (best.alpha < 0) {
+  if (walk.best < 0) {
     throw new ShoalError('SHOAL_ERR_NUMERIC', `AWQ scale search for ${name} found no finite loss; the model or the calibration activations contain NaN/Inf`);
   }
   const candidates = [...walk.losses.keys()].sort((p, q) => p - q).map((i) => ({ alpha: i / N_GRID, loss: walk.losses.get(i)! }));
-  return { scales: best.scales, report: { name, alpha: best.alpha, loss: best.loss, lossAlpha0: loss0, candidates } };
+  return {
+    scales: scalesOf.get(walk.best)!,
+    report: { name, alpha: walk.best / N_GRID, loss: walk.loss, lossAlpha0: walk.losses.get(0)!, candidates },
+  };
 }
 
 /**
