@@ -26,6 +26,7 @@
 #include "error.h"
 #include "fake-quant.h"
 #include "gptq.h"
+#include "host-threads.h"
 
 #include <cmath>
 #include <functional>
@@ -211,7 +212,7 @@ private:
 // Rows [0, n) split over the host's cores; fn(n0, n1, &err) → ok. Host-side
 // element-wise work: it does not touch the backend (no lock needed).
 void host_parallel_rows(int64_t n, const std::function<bool(int64_t, int64_t, std::string *)> & fn) {
-    const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
+    const int64_t nt = host_threads(n);
     std::vector<std::string> errs((size_t)nt);
     std::vector<char> ok((size_t)nt, 1);
     std::vector<std::thread> th;

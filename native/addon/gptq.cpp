@@ -22,6 +22,7 @@
 #include "gptq.h"
 
 #include "fake-quant.h"
+#include "host-threads.h"
 
 #include <algorithm>
 #include <atomic>
@@ -37,11 +38,6 @@
 namespace shoal_addon {
 
 namespace {
-
-// Threads for n independent pieces of work: the host's cores, at most n, at least 1.
-int64_t host_threads(int64_t n) {
-    return std::max<int64_t>(1, std::min<int64_t>(n, (int64_t)std::max(1u, std::thread::hardware_concurrency())));
-}
 
 // worker() on host_threads(n) threads (this one included); the workers share the
 // n items among themselves (e.g. through an atomic counter).
