@@ -5,7 +5,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import type { FloatDType } from '../../arch/model-shapes.js';
-import { quantizeAwqModel, type AwqQuantizeResult, type LayerReport } from './quantize-awq.js';
+import { DEFAULT_ALPHA_SEARCH, DEFAULT_LAYER_INPUT, quantizeAwqModel, type AwqQuantizeResult, type LayerReport } from './quantize-awq.js';
 import { ShoalError } from '@shoal/common';
 
 export interface AwqCliOpts {
@@ -29,8 +29,8 @@ export function addAwqQuantizeOptions(cmd: Command): Command {
     .option('--seqlen <n>', 'tokens per calibration block (AWQ)', posInt, 512)
     .option('--duo-scaling', 'AutoAWQ duo scaling: s = mean|x|^a / mean|w|^(1-a)')
     .option('--search-tokens <n>', 'AWQ: calibration tokens (whole blocks, a fixed seeded subsample) on which the q,k,v and gate,up scale candidates are evaluated; statistics, v→o / up→down losses and the forward use all tokens (default 4096; see docs/quantization.md)', posInt)
-    .addOption(new Option('--alpha-search <how>', 'AWQ: walk the scale exponent grid coarse-fine (every 4th α, then the neighbours of the best: 11 of 20 candidates, the same α when the loss is unimodal) or the whole grid (llm-awq)').choices(['coarse-fine', 'grid']).default('coarse-fine'))
-    .addOption(new Option('--layer-input <which>', "AWQ: each layer's calibration input is the previous FP layer's output (AutoAWQ, llm-awq) or the previous quantized layer's (one more forward per layer)").choices(['fp', 'quantized']).default('fp'))
+    .addOption(new Option('--alpha-search <how>', 'AWQ: walk the scale exponent grid coarse-fine (every 4th α, then the neighbours of the best: 11 of 20 candidates, the same α when the loss is unimodal) or the whole grid (llm-awq)').choices(['coarse-fine', 'grid']).default(DEFAULT_ALPHA_SEARCH))
+    .addOption(new Option('--layer-input <which>', "AWQ: each layer's calibration input is the previous FP layer's output (AutoAWQ, llm-awq) or the previous quantized layer's (one more forward per layer)").choices(['fp', 'quantized']).default(DEFAULT_LAYER_INPUT))
     .addOption(new Option('--precision <p>', 'AWQ: products of the calibration forwards and candidate losses: bf16 inputs with f32 sums, f32, or auto (bf16 where the CPU has AVX512-BF16 and the hidden size is 1024 or more)').choices(['auto', 'bf16', 'f32']).default('auto'))
     .option('--no-clip', 'skip the AWQ clipping search')
     .option('--clip-linears <names>', 'comma list of linears to clip (default v_proj,o_proj,gate_proj,up_proj,down_proj; see docs/quantization.md)')

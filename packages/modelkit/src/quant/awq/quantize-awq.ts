@@ -210,6 +210,9 @@ export interface AwqQuantizeResult {
 
 export type LayerInput = 'fp' | 'quantized';
 
+/** Default --layer-input (see AwqQuantizeOptions.layerInput). */
+export const DEFAULT_LAYER_INPUT: LayerInput = 'fp';
+
 /** Hidden size from which --precision auto multiplies in bf16 (see autoBf16). */
 export const AUTO_BF16_MIN_HIDDEN = 1024;
 
@@ -500,7 +503,7 @@ export async function quantizeAwqModel(opts: AwqQuantizeOptions): Promise<AwqQua
   const quantized = new Set(LINEAR_KINDS.filter((k) => !notConvertKinds.includes(k)));
   const quant: QuantConfig = { method: 'awq', bits, groupSize: G, zeroPoint: true, version: 'gemm', modulesToNotConvert: notConvertKinds };
 
-  const layerInput: LayerInput = opts.layerInput ?? 'fp';
+  const layerInput: LayerInput = opts.layerInput ?? DEFAULT_LAYER_INPUT;
   const ck = Checkpoint.open(opts.model);
   let tmp: string | null = null;
   let writer: CheckpointWriter | null = null;
