@@ -1,5 +1,9 @@
 // membw.cpp — measures the machine's memory read bandwidth, the ceiling of
-// batch-1 decode (every weight byte is read once per token).
+// batch-1 decode (every weight byte is read once per token). The buffer sits on
+// huge pages where the kernel gives them (huge-pages.h), as the CPU backend's
+// weights do, so the roofline is the best stream this machine offers, not one
+// slowed by page walks the engine does not pay.
+#include "huge-pages.h"
 #include "shoal.h"
 
 #include <algorithm>
@@ -38,7 +42,7 @@ extern "C" double shoal_measure_read_bandwidth(int n_threads, size_t bytes, int 
     if (bytes < (1u << 20)) bytes = 1u << 20;
     if (reps <= 0) reps = 5;
     const size_t n = bytes / sizeof(v8);
-    v8 * buf = static_cast<v8 *>(std::aligned_alloc(64, n * sizeof(v8)));
+    v8 * buf = static_cast<v8 *>(shoal::huge_alloc(n * sizeof(v8)));
     if (!buf) return 0;
     std::memset(buf, 1, n * sizeof(v8)); // fault every page in before timing
     volatile uint64_t sink = 0;
@@ -58,7 +62,7 @@ extern "C" double shoal_measure_read_bandwidth(int n_threads, size_t bytes, int 
         for (uint64_t v : sums) sink = sink + v;
         best = std::max(best, (double)(n * sizeof(v8)) / s / 1e9);
     }
-    std::free(buf);
+    shoal::huge_free(buf, n * sizeof(v8));
     (void)sink;
     return best;
 }

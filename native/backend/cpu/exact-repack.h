@@ -9,6 +9,7 @@
 // Same shape requirements and errors as q4_repack / lowbit_repack (it calls
 // them for the codes and the act-order permutation).
 #pragma once
+#include "huge-pages.h"
 #include "kernels.h"
 #include "tensor.h"
 
@@ -22,9 +23,9 @@ class ThreadPool;
 struct ExactBuffer {
     int64_t n = 0, k = 0;
     int     group = 0, bits = 0;
-    std::vector<uint8_t> qs;      // [N][K·bits/8] codes, as Q4Buffer (bits 4) / QxBuffer
-    std::vector<float>   scale;   // [N][K/G] s
-    std::vector<float>   zero;    // [N][K/G] z in code units (bits 8: z − 128)
+    WeightVector<uint8_t> qs;     // [N][K·bits/8] codes, as Q4Buffer (bits 4) / QxBuffer
+    WeightVector<float>   scale;  // [N][K/G] s
+    WeightVector<float>   zero;   // [N][K/G] z in code units (bits 8: z − 128)
     std::vector<int32_t> perm;    // [K] act-order activation gather, empty when the identity
     ExactRows view() const { return ExactRows{n, k, group, bits, qs.data(), scale.data(), zero.data()}; }
     size_t bytes() const { return qs.size() + 4 * (scale.size() + zero.size()) + 4 * perm.size(); }

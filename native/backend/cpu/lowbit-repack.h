@@ -29,9 +29,9 @@ class ThreadPool;
 struct QxBuffer {
     int64_t n = 0, k = 0;
     int     group = 0, bits = 0;
-    std::vector<uint8_t>  qs;     // [N][K·bits/8]
-    std::vector<uint16_t> scale;  // f16 [N][K/G]
-    std::vector<uint16_t> szero;  // f16 [N][K/G]
+    WeightVector<uint8_t>  qs;     // [N][K·bits/8]
+    WeightVector<uint16_t> scale;  // f16 [N][K/G]
+    WeightVector<uint16_t> szero;  // f16 [N][K/G]
     QxRows view() const { return QxRows{n, k, group, bits, qs.data(), scale.data(), szero.data()}; }
     size_t bytes() const { return qs.size() + 2 * (scale.size() + szero.size()); }
 };

@@ -21,6 +21,7 @@
 // TinyLlama-1.1B with 2 threads.
 // Requirements: K % 32 == 0, G % 32 == 0, K % G == 0, N % 8 == 0.
 #pragma once
+#include "huge-pages.h"
 #include "kernels.h"
 #include "tensor.h"
 
@@ -34,9 +35,9 @@ class ThreadPool;
 struct Q4Buffer {
     int64_t n = 0, k = 0;
     int     group = 0;
-    std::vector<uint8_t>  qs;     // [N][K/2]
-    std::vector<uint16_t> scale;  // f16 [N][K/G]
-    std::vector<uint16_t> szero;  // f16 [N][K/G]
+    WeightVector<uint8_t>  qs;     // [N][K/2]
+    WeightVector<uint16_t> scale;  // f16 [N][K/G]
+    WeightVector<uint16_t> szero;  // f16 [N][K/G]
     // Or the same three arrays in a mapped repack cache file (repack-cache.h), not owned.
     const uint8_t * ext_qs = nullptr;
     const uint16_t * ext_scale = nullptr, * ext_szero = nullptr;
