@@ -50,15 +50,17 @@ typedef struct shoal_model_params {
     const char * isa;        // CPU kernels: "auto" | "scalar" | "avx2" | "avx512" | "neon" | "neon-dotprod"
     const char * kv_cache;   // KV cache element type of its sessions: "f16" (default; NULL or "" too) |
                              // "f32" | "q8" (int8, one scale per position and KV head; CPU only)
-    const char * lm_head;    // output matrix: "native" (default; NULL or "" too): as stored | "q8": a float
-                             // (f32/f16/bf16) one held as int8, one scale per row or per 128 inputs (CPU)
+    const char * lm_head;    // output matrix: "auto" (default; NULL or "" too): "q8" for a float matrix of at
+                             // least 2^22 weights (vocab × hidden), else and with precision "exact" as stored | "q8": a float (f32/f16/bf16) one held as int8, one f16
+                             // scale per 128 inputs (per row when fewer), read with f32 activations (CPU; other
+                             // backends and quantized output matrices keep it as stored) | "native": as stored
     const char * expert_cache; // MoE: path of a file for the experts' repacked weights, mapped read-only so
                              // an expert is resident only once routed; built on the first load, reused
                              // while the checkpoint is unchanged. NULL or "": experts repacked in memory
     const char * precision;  // quantized (2/3/4/8-bit) linears: "fast" (default; NULL or "" too): f16 −s·z and
                              // int8 activations per 32-block (docs/engine.md) | "exact": f32 (q − z)·s and f32
                              // activations, for checks against a float64 forward (CPU only: backend "cuda" fails
-                             // with SHOAL_ERR_BACKEND, "auto" takes the CPU; lm_head must be "native")
+                             // with SHOAL_ERR_BACKEND, "auto" takes the CPU; lm_head "q8" is refused)
 } shoal_model_params;
 
 shoal_model_params shoal_model_default_params(void);

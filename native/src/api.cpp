@@ -80,7 +80,7 @@ shoal_model_params shoal_model_default_params(void) {
     p.backend = "auto";
     p.isa = "auto";
     p.kv_cache = "f16";
-    p.lm_head = "native";
+    p.lm_head = "auto";
     p.expert_cache = "";
     p.precision = "fast";
     return p;
@@ -103,18 +103,22 @@ shoal_status shoal_model_load(const char * dir, const shoal_model_params * param
                     "kv_cache must be f32, f16 or q8, got '" + kv_name + "'");
         shoal::LoadOptions lo;
         lo.kv_type = kv_type;
-        const std::string head = p.lm_head && *p.lm_head ? p.lm_head : "native";
-        SHOAL_CHECK(head == "q8" || head == "native", SHOAL_ERR_INVALID_ARG,
-                    "lm_head must be q8 or native, got '" + head + "'");
+        const std::string head = p.lm_head && *p.lm_head ? p.lm_head : "auto";
+        SHOAL_CHECK(head == "auto" || head == "q8" || head == "native", SHOAL_ERR_INVALID_ARG,
+                    "lm_head must be auto, q8 or native, got '" + head + "'");
         lo.lm_head_q8 = head == "q8";
         if (p.expert_cache) lo.expert_cache = p.expert_cache;
         shoal::Precision prec = shoal::Precision::Fast;
         const std::string prec_name = p.precision && *p.precision ? p.precision : "fast";
         SHOAL_CHECK(shoal::parse_precision(prec_name, &prec), SHOAL_ERR_INVALID_ARG,
                     "precision must be fast or exact, got '" + prec_name + "'");
+        // auto: int8 where the output matrix is big enough for its bytes to matter, unless the
+        // precision keeps it as stored
+        if (head == "auto")
+            lo.lm_head_q8 = prec != shoal::Precision::Exact && src.lm_head.in * src.lm_head.out >= shoal::kAutoInt8HeadWeights;
         if (prec == shoal::Precision::Exact) {
             SHOAL_CHECK(!lo.lm_head_q8, SHOAL_ERR_INVALID_ARG,
-                        "precision 'exact' keeps the output matrix as stored: lm_head must be native, not q8");
+                        "precision 'exact' keeps the output matrix as stored: lm_head must be native or auto, not q8");
             // the exact kernels are the CPU's: no GPU choice to make
             SHOAL_CHECK(backend == "auto" || backend == "cpu", SHOAL_ERR_BACKEND,
                         "precision 'exact' runs on the CPU backend only; use backend cpu or auto, not '" + backend + "'");

@@ -177,10 +177,11 @@ std::unique_ptr<Model> build_model(ModelSource && src, std::unique_ptr<Backend> 
         m->final_norm_b = load_vec_opt(src.final_norm_b);
     }
     int64_t head_bytes = 0;
-    // The output matrix is read whole every decode step: int8 with per-row scales
-    // halves its bytes against f16 (opt.lm_head_q8). Off by
-    // default: on stories260K it moves perplexity by +0.06% but changes greedy
-    // output after ~120-220 tokens (docs/engine.md)..
+    // The output matrix is read whole every decode step: int8 with a scale per
+    // 128 inputs halves its bytes against f16 (opt.lm_head_q8; lm_head "auto" sets it
+    // from 2^22 weights on, api.cpp). Read
+    // with f32 activations it keeps stories260K's greedy output and moves its
+    // perplexity by +0.06% (docs/engine.md).
     if (opt.lm_head_q8) m->lm_head = be.load_linear_int8(src.lm_head);
     if (m->lm_head) {
         head_bytes += (int64_t)m->lm_head->bytes();

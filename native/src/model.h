@@ -11,6 +11,13 @@
 
 namespace shoal {
 
+// lm_head "auto" holds the output matrix in int8 from this many weights on (8 MiB
+// in f16): bigger than the L2 of any CPU this runs on, so decode streams it from
+// DRAM every token and int8 halves that. Below it the matrix stays in cache and
+// int8 would only add rounding: on the 64-wide stories260K (32,768 weights) INT4
+// AWQ demo model it turned one greedy story of `make demo` into a repetition.
+constexpr int64_t kAutoInt8HeadWeights = int64_t(1) << 22;
+
 struct ExpertWeights {
     std::unique_ptr<Linear> gate, up, down;     // gate/up [Fe ← D], down [D ← Fe]
 };

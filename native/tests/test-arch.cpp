@@ -589,6 +589,7 @@ std::map<std::string, EngineRun> run_family(Family & f, const std::string & dir,
         mp.isa = isa.c_str();
         mp.kv_cache = kv_cache;
         mp.precision = precision;
+        mp.lm_head = "native"; // the output matrix as stored: these checks are on the architectures' forward
         mp.n_threads = 2;
         char err[1024] = "";
         shoal_model * model = nullptr;

@@ -927,6 +927,126 @@ void test_float_matmul(std::vector<Bk> & bks, Backend & ref) {
     }
 }
 
+// q8w_matvec (8-bit QxRows, f32 activations: the int8 lm_head's decode) of every
+// ISA against a float64 sum of the same dequantized weights (c + 128)·s + (−s·z),
+// including a nonzero −s·z, groups of 32 and of a whole odd-sized row, and row
+// ranges that start inside the matrix. Tolerance: f32 accumulation, 1e-5·Σ|w·x|.
+void test_q8w_matvec_kernels() {
+    struct S { int64_t n, k, g; };
+    const S shapes[] = {{9, 128, 128}, {13, 256, 32}, {6, 96, 96}, {40, 4096, 128}, {5, 1056, 1056}};
+    std::istringstream is(cpu_isas());
+    for (std::string isa; is >> isa;) {
+        const Kernels * kt = cpu_kernels(isa);
+        for (const S & s : shapes) {
+            const int64_t ng = s.k / s.g;
+            std::vector<uint8_t> qs(s.n * s.k);
+            std::vector<uint16_t> sc(s.n * ng), sz(s.n * ng);
+            for (auto & b : qs) b = (uint8_t)(rng() & 255);
+            for (int64_t i = 0; i < s.n * ng; i++) {
+                sc[i] = f32_to_f16(0.001f + 0.01f * (float)(rng() % 1000) / 1000.0f);
+                sz[i] = f32_to_f16(i % 3 == 0 ? 0.0f : -128.0f * f16_to_f32(sc[i]) + 0.05f * ((float)(rng() % 200) / 100.0f - 1.0f));
+            }
+            const QxRows w{s.n, s.k, (int)s.g, 8, qs.data(), sc.data(), sz.data()};
+            const std::vector<float> x = rand_vec(s.k);
+            std::vector<float> gsum(ng, 0.0f);
+            for (int64_t g = 0; g < ng; g++)
+                for (int64_t k = g * s.g; k < (g + 1) * s.g; k++) gsum[g] += x[k];
+            const int64_t n0 = s.n > 4 ? 2 : 0, n1 = s.n;
+            std::vector<double> want(n1 - n0), tol(n1 - n0);
+            for (int64_t n = n0; n < n1; n++) {
+                double acc = 0, mag = 0;
+                for (int64_t k = 0; k < s.k; k++) {
+                    const int64_t i = n * ng + k / s.g;
+                    const double wv = ((double)(int8_t)qs[n * s.k + k] + 128.0) * f16_to_f32(sc[i]) + f16_to_f32(sz[i]);
+                    acc += wv * x[k];
+                    mag += std::fabs(wv * x[k]);
+                }
+                want[n - n0] = acc;
+                tol[n - n0] = 1e-5 * mag + 1e-6;
+            }
+            std::vector<float> y(n1 - n0 + 1, -7.0f);
+            kt->q8w_matvec(w, x.data(), gsum.data(), n0, n1, y.data());
+            const float past = y.back();
+            y.pop_back();
+            std::ostringstream tag;
+            tag << isa << ": q8w_matvec n=[" << n0 << "," << n1 << ") k=" << s.k << " g=" << s.g;
+            check_close(tag.str() + " vs double", y, want, tol);
+            check(past == -7.0f, tag.str() + " writes only its rows");
+        }
+    }
+}
+
+// The int8 lm_head (load_linear_int8): a float matrix quantized at load to int8
+// with an f16 scale per 128 inputs (per row when K % 128 != 0), through matmul in
+// decode (M = 1: q8w_matvec, f32 activations) and prefill (M = 9: dequantized
+// panels), on every backend, against the float64 product of the *original*
+// weights. Bound: the int8 rounding, half a scale step per weight,
+// Σ_g s_g/2·Σ_{k∈g}|x_k| (s_g = f16(max|w|/127) of the group), plus f32
+// accumulation. Decode also matches the scalar backend within 1e-5·Σ|w·x|.
+void test_int8_head(std::vector<Bk> & bks, Backend & ref) {
+    struct S { int64_t N, K; };
+    const S shapes[] = {{40, 256}, {37, 96}, {64, 2048}};
+    for (const S & s : shapes) {
+        std::vector<float> wf = rand_vec(s.N * s.K);
+        std::vector<uint16_t> wh(s.N * s.K);
+        for (int64_t i = 0; i < s.N * s.K; i++) wh[i] = f32_to_f16(wf[i]);
+        const int64_t G = s.K % 128 == 0 ? 128 : s.K, ng = s.K / G;
+        LinearSource src;
+        src.name = "lm_head";
+        src.in = s.K;
+        src.out = s.N;
+        src.weight = view("weight", DType::F16, {s.N, s.K}, wh.data(), s.N * s.K * 2);
+        for (int64_t M : {1, 9}) {
+            const std::vector<float> x = rand_vec(M * s.K);
+            std::vector<double> want(M * s.N), tol(M * s.N), tol_ref(M * s.N);
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < s.N; n++) {
+                    double acc = 0, mag = 0, q = 0;
+                    for (int64_t g = 0; g < ng; g++) {
+                        double amax = 0, xs = 0;
+                        for (int64_t k = g * G; k < (g + 1) * G; k++) {
+                            amax = std::max(amax, (double)std::fabs(f16_to_f32(wh[n * s.K + k])));
+                            xs += std::fabs(x[m * s.K + k]);
+                        }
+                        q += 0.5 * f16_to_f32(f32_to_f16((float)(amax / 127.0))) * xs;
+                    }
+                    for (int64_t k = 0; k < s.K; k++) {
+                        const double wv = f16_to_f32(wh[n * s.K + k]);
+                        acc += wv * x[m * s.K + k];
+                        mag += std::fabs(wv * x[m * s.K + k]);
+                    }
+                    want[m * s.N + n] = acc;
+                    tol[m * s.N + n] = q * 1.0001 + 1e-5 * mag + 1e-6;
+                    tol_ref[m * s.N + n] = 1e-5 * mag + 1e-6;
+                }
+            auto run = [&](Backend & b) {
+                auto lin = b.load_linear_int8(src);
+                check(lin && std::string(lin->kind()) == "q8", "load_linear_int8 gives a q8 linear");
+                check(lin && lin->bytes() == (size_t)(s.N * s.K) + 4 * (size_t)(s.N * ng), "int8 lm_head bytes: 1 per weight + 4 per group");
+                if (!lin) return std::vector<float>(M * s.N, 0.0f);
+                Act xa = b.new_act(M, s.K), ya = b.new_act(M, s.N);
+                b.from_host(xa, x.data());
+                b.matmul(*lin, xa, ya);
+                std::vector<float> y(M * s.N);
+                b.to_host(ya, 0, M, y.data());
+                b.free_act(xa);
+                b.free_act(ya);
+                return y;
+            };
+            std::ostringstream tag;
+            tag << "int8 lm_head N=" << s.N << " K=" << s.K << " M=" << M;
+            const std::vector<float> yref = run(ref);
+            check_close("scalar: " + tag.str() + " vs double of the f16 weights", yref, want, tol);
+            const std::vector<double> yref_d(yref.begin(), yref.end());
+            for (auto & bk : bks) {
+                const std::vector<float> y = run(*bk.b);
+                check_close(bk.name + ": " + tag.str() + " vs double of the f16 weights", y, want, tol);
+                check_close(bk.name + ": " + tag.str() + " vs scalar", y, yref_d, tol_ref);
+            }
+        }
+    }
+}
+
 // The f32 GEMM kernel of every SIMD ISA (gemm_f32: cache-blocked, k cut into
 // slices, y carried between slices in f32) gives exactly one FMA chain per
 // element over t = 0..k−1 in order: the blocking must not change a bit. Shapes
@@ -1492,6 +1612,7 @@ int main() {
     test_threadpool();
     test_gemm_f32_kernels();
     test_gemm_bf16_kernels();
+    test_q8w_matvec_kernels();
     auto ref = make_cpu_backend("scalar", 1);
     std::vector<Bk> bks;
     std::istringstream is(cpu_isas());
@@ -1505,6 +1626,7 @@ int main() {
     test_matmul_shared(bks, *ref);
     test_lowbit_matmul(bks, *ref);
     test_float_matmul(bks, *ref);
+    test_int8_head(bks, *ref);
     test_bf16_matmul(bks, *ref);
     test_rmsnorm_silu_add_embed(bks, *ref);
     test_head_rmsnorm(bks, *ref);

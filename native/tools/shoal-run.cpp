@@ -6,7 +6,7 @@
 //   shoal-run MODEL_DIR --ppl IDS_FILE [options]    perplexity of whitespace-separated ids
 //   shoal-run --membw THREADS                       memory read bandwidth (JSON)
 // Options: -n tokens, -t threads, -i isa, -T temperature, -s seed, -c context,
-//   --kv-cache f32|f16|q8, --lm-head q8|native, --json (bench/ppl result as one JSON line)
+//   --kv-cache f32|f16|q8, --lm-head auto|q8|native, --json (bench/ppl result as one JSON line)
 #include "shoal.h"
 
 #include <algorithm>
@@ -52,7 +52,7 @@ int main(int argc, char ** argv) {
     if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
         std::fprintf(stderr,
                      "usage: %s MODEL_DIR [-n tokens] [-t threads] [-i isa] [-T temp] [-s seed] [-c ctx]\n"
-                     "       [--kv-cache f32|f16|q8] [--lm-head q8|native] [--bench P,D | --ppl IDS_FILE] [--json] [ids...]\n",
+                     "       [--kv-cache f32|f16|q8] [--lm-head auto|q8|native] [--bench P,D | --ppl IDS_FILE] [--json] [ids...]\n",
                      argv[0]);
         return 2;
     }

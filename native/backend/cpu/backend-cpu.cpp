@@ -75,6 +75,7 @@ struct CpuLinear : Linear {
     Q4Buffer qw;                   // INT4 repacked (q4-repack.h / lowbit-repack.h)
     bool qx = false;
     QxBuffer qxw;                  // 2/3/8-bit repacked (lowbit-repack.h)
+    bool f32_acts = false;         // qxw (8-bit) read with f32 activations in decode: the int8 lm_head
     bool exact = false;
     ExactBuffer ew;                // any bits, precision exact (exact-repack.h)
     std::vector<int32_t> perm;     // GPTQ desc_act: x'[j] = x[perm[j]], empty when none
@@ -274,6 +275,7 @@ public:
         l->in = K;
         l->out = N;
         l->qx = true;
+        l->f32_acts = true; // prefill dequantizes to f32 anyway; decode must not round x to int8 either
         QxBuffer & b = l->qxw;
         b.n = N;
         b.k = K;
@@ -452,6 +454,7 @@ public:
                     for (int64_t m = 0; m < M; m++) {
                         const Q8Row r{&xq_[m * K], &xd_[m * nb], &xg_[m * ng]};
                         if (w.q4) k_.q4_matvec(q, r, n0, n1, yp + m * N + n0);
+                        else if (w.f32_acts) k_.q8w_matvec(qx, xp + m * K, r.gsum, n0, n1, yp + m * N + n0);
                         else k_.qx_matvec(qx, r, n0, n1, yp + m * N + n0);
                     }
                 });

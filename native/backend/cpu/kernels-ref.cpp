@@ -274,12 +274,29 @@ void exact_matvec(const ExactRows & w, const float * x, int64_t n0, int64_t n1, 
     }
 }
 
+// 8-bit rows with f32 activations: per group the f32 Σ c·x of the stored int8 c
+// (q − 128), times s, plus (−s·z + 128·s)·Σx.
+void q8w_matvec(const QxRows & w, const float * x, const float * gsum, int64_t n0, int64_t n1, float * y) {
+    const int64_t K = w.k, G = w.group, ng = K / G;
+    for (int64_t n = n0; n < n1; n++) {
+        const int8_t * row = reinterpret_cast<const int8_t *>(w.qs + n * K);
+        float acc = 0.0f;
+        for (int64_t g = 0; g < ng; g++) {
+            float part = 0.0f;
+            for (int64_t k = g * G; k < (g + 1) * G; k++) part += (float)row[k] * x[k];
+            const float s = f16_to_f32(w.scale[n * ng + g]);
+            acc += s * part + (f16_to_f32(w.szero[n * ng + g]) + 128.0f * s) * gsum[g];
+        }
+        y[n - n0] = acc;
+    }
+}
+
 } // namespace
 
 const Kernels & kernels_ref() {
     static const Kernels k = {"scalar", quantize_q8, q4_matvec, q4_gemm, q4_dequant, fw_matvec, to_f32, gemm_f32, gemm_bf16,
                               rmsnorm, rope, attn_group, silu_mul, add, qx_matvec, qx_dequant,
-                              layernorm, relu, gelu_erf, gelu_tanh, exact_dequant, exact_matvec, false};
+                              layernorm, relu, gelu_erf, gelu_tanh, exact_dequant, exact_matvec, q8w_matvec, false};
     return k;
 }
 

@@ -168,6 +168,38 @@ template <class V> void fw_matvec(DType dt, const void * w, int64_t k, const flo
     }
 }
 
+// Decode on the int8 lm_head (8-bit QxRows read with f32 activations; see
+// Kernels::q8w_matvec): per row and group, Σ c·x of the stored int8 c in four f32
+// accumulators, scaled by s into the row's lanes; the zero term (−s·z + 128·s)·Σx
+// is added once per group from gsum. One row at a time, prefetched like fw_matvec.
+template <class V> void q8w_matvec(const QxRows & w, const float * x, const float * gsum, int64_t n0, int64_t n1, float * y) {
+    using F = typename V::F;
+    const int64_t K = w.k, G = w.group, ng = K / G;
+    for (int64_t n = n0; n < n1; n++) {
+        const int8_t * row = reinterpret_cast<const int8_t *>(w.qs + n * K);
+        const uint16_t * sc = w.scale + n * ng, * sz = w.szero + n * ng;
+        F acc = V::zero();
+        float zsum = 0.0f;
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t e = (g + 1) * G;
+            int64_t i = g * G;
+            F a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+            for (; i + 4 * V::W <= e; i += 4 * V::W) {
+                if ((i & 63) < 4 * V::W) __builtin_prefetch(row + i + kPrefetchBytes); // once per 64-byte line
+                a0 = V::fmadd(V::load_i8(row + i), V::load(x + i), a0);
+                a1 = V::fmadd(V::load_i8(row + i + V::W), V::load(x + i + V::W), a1);
+                a2 = V::fmadd(V::load_i8(row + i + 2 * V::W), V::load(x + i + 2 * V::W), a2);
+                a3 = V::fmadd(V::load_i8(row + i + 3 * V::W), V::load(x + i + 3 * V::W), a3);
+            }
+            for (; i < e; i += V::W) a0 = V::fmadd(V::load_i8(row + i), V::load(x + i), a0); // G % 32 == 0, W | 32
+            const float s = f16_to_f32(sc[g]);
+            acc = V::fmadd(V::add(V::add(a0, a1), V::add(a2, a3)), V::set1(s), acc);
+            zsum += (f16_to_f32(sz[g]) + 128.0f * s) * gsum[g];
+        }
+        y[n - n0] = V::hsum(acc) + zsum;
+    }
+}
+
 template <class V, DType T> void to_f32_t(const void * src, int64_t n, float * dst) {
     int64_t i = 0;
     for (; i + V::W <= n; i += V::W) V::store(dst + i, load_as<V, T>(src, i));
@@ -693,7 +725,7 @@ Kernels make_kernels(const char * isa, decltype(Kernels::q4_matvec) q4mv, declty
     return Kernels{isa, kernels_ref().quantize_q8, q4mv, q4gemm, q4_dequant<V>, fw_matvec<V>, to_f32<V>,
                    gemm_f32<V, MR>, gemm_bf16_emulated<V, MR>, rmsnorm<V>, rope<V>, attn_group<V>, silu_mul<V>, add<V>,
                    qxmv, qx_dequant<V>, layernorm<V>, relu<V>, gelu_erf<V>, gelu_tanh<V>, exact_dequant<V>,
-                   exact_matvec<V>, false};
+                   exact_matvec<V>, q8w_matvec<V>, false};
 }
 
 } // namespace

@@ -167,6 +167,13 @@ struct Kernels {
     // y[n − n0] = Σ_k ((c − z)·s)[n, k] · x[k] for n in [n0, n1), x f32 [K] (decode).
     void (*exact_matvec)(const ExactRows & w, const float * x, int64_t n0, int64_t n1, float * y);
 
+    // ---- the int8 lm_head (load_linear_int8) ----
+    // y[n − n0] = Σ_k w[n, k] · x[k] for n in [n0, n1) on 8-bit QxRows with f32
+    // activations x [K] (weights-only int8: no rounding of x), gsum [K/G] the f32 Σx
+    // of each group (for the −s·z term). Int8 activations (qx_matvec) moved logits by
+    // up to 0.06 on stories260K and changed its greedy output; this does not.
+    void (*q8w_matvec)(const QxRows & w, const float * x, const float * gsum, int64_t n0, int64_t n1, float * y);
+
     // gemm_bf16 runs on native bf16 dot products (AVX512_BF16), not an emulation.
     bool gemm_bf16_native = false;
 };

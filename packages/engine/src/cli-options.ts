@@ -26,7 +26,7 @@ export function addLoadOptions(cmd: Command): Command {
     .option('--backend <name>', 'auto | cpu | cuda', 'auto')
     .option('--isa <name>', 'CPU kernels: auto | scalar | avx2 | avx512 | neon | neon-dotprod', 'auto')
     .addOption(new Option('--kv-cache <type>', 'KV cache: f16 | f32 | q8 (int8, CPU only)').choices(KV_CACHE_TYPES).default('f16'))
-    .addOption(new Option('--lm-head <mode>', 'output matrix: native | q8 (int8, half the bytes of f16)').choices(LM_HEAD_MODES).default('native'))
+    .addOption(new Option('--lm-head <mode>', 'output matrix: auto (q8 where it applies) | q8 (int8, half the bytes of f16) | native (as stored)').choices(LM_HEAD_MODES).default('auto'))
     .addOption(new Option('--precision <p>', 'quantized linears: fast (int8 activations) | exact (f32 math, for checks against a float64 reference; CPU)').choices(PRECISIONS).default('fast'))
     .option('--expert-cache <file>', 'MoE: file of the repacked experts, mapped so only routed experts are resident: auto (under $SHOAL_CACHE_DIR or ~/.cache/shoal) | off | a path', 'auto');
 }

@@ -57,7 +57,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const backend = opts.backend ?? (opts.isa && opts.isa !== 'auto' ? 'cpu' : 'auto');
   const native = await addon().loadModel(abs, {
     threads: opts.threads ?? 0, backend, isa: opts.isa ?? 'auto',
-    kvCache: opts.kvCache ?? 'f16', lmHead: opts.lmHead ?? 'native', expertCache, precision: opts.precision ?? 'fast',
+    kvCache: opts.kvCache ?? 'f16', lmHead: opts.lmHead ?? 'auto', expertCache, precision: opts.precision ?? 'fast',
   });
   try {
     const ni = native.info();

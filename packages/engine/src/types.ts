@@ -11,8 +11,8 @@ export type Isa = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'neon' | 'neon-dotprod
 export type KvCacheType = 'f32' | 'f16' | 'q8';
 export const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'f16', 'q8'];
 /** Output matrix storage: as in the checkpoint (default), or int8 with per-row / per-128 scales (CPU). */
-export type LmHeadMode = 'native' | 'q8';
-export const LM_HEAD_MODES: readonly LmHeadMode[] = ['native', 'q8'];
+export type LmHeadMode = 'auto' | 'native' | 'q8';
+export const LM_HEAD_MODES: readonly LmHeadMode[] = ['auto', 'native', 'q8'];
 /**
  * Arithmetic of the quantized (2/3/4/8-bit) linears. 'fast' (default): f16 −s·z and int8
  * activations per 32-block, the speed path. 'exact': f32 (q − z)·s and f32 activations, so
@@ -31,9 +31,9 @@ export interface LoadOptions {
   isa?: Isa;
   /** KV cache element type of the model's sessions (default f16; CUDA holds f16 only). */
   kvCache?: KvCacheType;
-  /** Output matrix storage (default native; q8 halves its bytes per token against f16). */
+  /** Output matrix storage (default 'auto': q8 where it applies, as stored with precision 'exact'); q8 halves its bytes per token against f16. */
   lmHead?: LmHeadMode;
-  /** Quantized-linear arithmetic (default 'fast'); 'exact' runs on the CPU only and needs lmHead 'native'. */
+  /** Quantized-linear arithmetic (default 'fast'); 'exact' runs on the CPU only and keeps the output matrix as stored (lmHead 'q8' is refused). */
   precision?: Precision;
   /** Load the tokenizer (tokenizer.json) too; default true when present. */
   tokenizer?: boolean;

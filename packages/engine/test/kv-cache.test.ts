@@ -1,24 +1,27 @@
 // KV cache element type and int8 lm_head through the TypeScript API on the
 // real stories260K: the info reports them, f16 (the default) halves the f32
-// cache and keeps greedy output equal to the reference, q8 holds about a
+// cache and, with the default int8 lm_head, keeps greedy output equal to the reference, q8 holds about a
 // quarter plus its scales; bad values are refused with SHOAL_ERR_INVALID_ARG.
 // The precision option: reported, exact on the CPU only and with the output matrix as stored.
 // And `shoal bench` sizes: defaults fit the model's context, explicit sizes
 // that cannot fit are refused.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { loadModel } from '../src/engine.js';
 import { benchSizes } from '../src/bench.js';
-import type { KvCacheType } from '../src/types.js';
-import { sharedPath, skipUnlessShared } from '@shoal/testkit';
+import type { KvCacheType, LmHeadMode } from '../src/types.js';
+import { writeSafetensors, type TensorData } from '@shoal/modelkit';
+import { engineSkip, sharedPath, skipUnlessShared } from '@shoal/testkit';
 
 const STORIES = ['models', 'stories260K'];
 const skip = skipUnlessShared(...STORIES);
 
 interface RefCase { input_ids: number[]; steps: number; ids_after_bos: number[] }
 
-async function greedy(kvCache: KvCacheType, c: RefCase): Promise<number[]> {
-  const model = await loadModel(sharedPath(...STORIES), { threads: 2, kvCache, tokenizer: false });
+async function greedy(kvCache: KvCacheType, c: RefCase, lmHead: LmHeadMode = 'auto'): Promise<number[]> {
+  const model = await loadModel(sharedPath(...STORIES), { threads: 2, kvCache, lmHead, tokenizer: false });
   try {
     const s = model.createSession();
     const ids = c.input_ids.slice(1);
@@ -49,17 +52,75 @@ t.test('kvCache and lmHead options', { skip }, async (t) => {
   t.equal(per.q8, 5 * 4 * (8 * 2 + 2 * 4), 'q8: 1 byte per element + one f32 scale per position, head and K/V');
   const d = await loadModel(sharedPath(...STORIES), { threads: 1, tokenizer: false });
   t.equal(d.info.kvCache, 'f16', 'default KV cache is f16');
-  t.equal(d.info.lmHead, 'f32', 'default lm_head as stored');
+  t.equal(d.info.lmHead, 'f32', 'default lm_head auto: as stored on a 512 × 64 matrix');
   d.dispose();
   const q = await loadModel(sharedPath(...STORIES), { threads: 1, lmHead: 'q8', tokenizer: false });
   t.equal(q.info.lmHead, 'q8', 'lmHead q8 reported');
   q.dispose();
+  const n = await loadModel(sharedPath(...STORIES), { threads: 1, lmHead: 'native', tokenizer: false });
+  t.equal(n.info.lmHead, 'f32', 'lmHead native: as stored');
+  n.dispose();
   await t.rejects(loadModel(sharedPath(...STORIES), { kvCache: 'f8' as KvCacheType }), { code: 'SHOAL_ERR_INVALID_ARG' });
   await t.rejects(loadModel(sharedPath(...STORIES), { lmHead: 'int4' as 'q8' }), { code: 'SHOAL_ERR_INVALID_ARG' });
 
   const ref = JSON.parse(readFileSync(sharedPath(...STORIES, 'reference_greedy.json'), 'utf8')) as { cases: RefCase[] };
   const c = ref.cases[1]!;
   t.same(await greedy('f16', c), c.ids_after_bos, 'f16 KV: greedy output equals the reference');
+  t.same(await greedy('f16', c, 'q8'), c.ids_after_bos, 'f16 KV and the int8 lm_head: greedy output equals the reference');
+});
+
+// A float Llama whose tied output matrix has exactly 2^22 weights (65,536 × 64): the
+// size from which lm_head 'auto' holds it in int8 (native/src/model.h).
+function writeWideVocabLlama(dir: string): void {
+  const V = 65536, D = 64, F = 96;
+  let seed = 7;
+  const rand = (): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed / 2 ** 32 - 0.5; };
+  const floats = (n: number, scale: number, base = 0): Float32Array => Float32Array.from({ length: n }, () => base + scale * rand());
+  const tensors: TensorData[] = [];
+  const f32 = (name: string, shape: number[], data: Float32Array): void => { tensors.push({ name, dtype: 'F32', shape, data }); };
+  f32('model.embed_tokens.weight', [V, D], floats(V * D, 0.2));
+  const p = 'model.layers.0.';
+  f32(`${p}input_layernorm.weight`, [D], floats(D, 0.1, 1));
+  for (const n of ['q_proj', 'k_proj', 'v_proj', 'o_proj']) f32(`${p}self_attn.${n}.weight`, [D, D], floats(D * D, 0.25));
+  f32(`${p}post_attention_layernorm.weight`, [D], floats(D, 0.1, 1));
+  f32(`${p}mlp.gate_proj.weight`, [F, D], floats(F * D, 0.25));
+  f32(`${p}mlp.up_proj.weight`, [F, D], floats(F * D, 0.25));
+  f32(`${p}mlp.down_proj.weight`, [D, F], floats(D * F, 0.2));
+  f32('model.norm.weight', [D], floats(D, 0.1, 1));
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: D, intermediate_size: F, num_hidden_layers: 1,
+    num_attention_heads: 4, num_key_value_heads: 4, vocab_size: V, max_position_embeddings: 64, rms_norm_eps: 1e-5,
+    rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: true, bos_token_id: 1, eos_token_id: 2,
+  }));
+}
+
+t.test('lmHead auto: int8 from 2^22 weights on, as stored with precision exact', { skip: engineSkip }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'shoal-wide-vocab-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeWideVocabLlama(dir);
+  const last = async (lmHead: LmHeadMode): Promise<{ held: string; bytes: number; logits: Float32Array }> => {
+    const m = await loadModel(dir, { threads: 2, lmHead, tokenizer: false });
+    try {
+      const s = m.createSession({ contextSize: 16 });
+      const logits = await s.eval([1, 300, 4000, 65000]);
+      s.dispose();
+      return { held: m.info.lmHead, bytes: m.info.bytesPerToken, logits };
+    } finally {
+      m.dispose();
+    }
+  };
+  const auto = await last('auto'), native = await last('native');
+  t.equal(auto.held, 'q8', 'auto: a 65,536 × 64 output matrix is held in int8');
+  t.equal(native.held, 'f32', 'native: as stored');
+  // f32 → int8 + one f16 scale and one f16 −s·z per 64-wide row
+  t.equal(native.bytes - auto.bytes, 65536 * 64 * 4 - 65536 * (64 + 4), 'bytes read per token drop by the f32 matrix less its int8 copy');
+  let worst = 0, top = 0;
+  auto.logits.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - native.logits[i]!)); top = Math.max(top, Math.abs(native.logits[i]!)); });
+  t.ok(worst > 0 && worst < 0.01 * top, `int8 moves the logits a little: max |Δ| ${worst.toExponential(2)} (largest logit ${top.toFixed(2)})`);
+  const exact = await loadModel(dir, { threads: 1, lmHead: 'auto', precision: 'exact', tokenizer: false });
+  t.equal(exact.info.lmHead, 'f32', 'auto with precision exact: as stored');
+  exact.dispose();
 });
 
 t.test('precision option', { skip }, async (t) => {
@@ -72,7 +133,7 @@ t.test('precision option', { skip }, async (t) => {
   t.equal(e.info.lmHead, 'f32', 'the output matrix as stored');
   e.dispose();
   await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'double' as 'exact' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /precision must be one of fast, exact/ });
-  await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'exact', lmHead: 'q8' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /lm_head must be native/ });
+  await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'exact', lmHead: 'q8' }), { code: 'SHOAL_ERR_INVALID_ARG', message: /lm_head must be native or auto/ });
   await t.rejects(loadModel(sharedPath(...STORIES), { precision: 'exact', backend: 'cuda' }), { code: 'SHOAL_ERR_BACKEND', message: /CPU backend only/ });
 });
 

@@ -122,7 +122,8 @@ t.test('native logits vs reference forward on synthetic models, every ISA', { sk
         m.dispose();
       }
       if (!c.quant) continue; // float weights: precision does not apply
-      const f = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', tokenizer: false });
+      // the output matrix as stored in both: the comparison is of the linears' arithmetic
+      const f = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', lmHead: 'native', tokenizer: false });
       try {
         t.equal(f.info.precision, 'fast', `${c.name}: default precision fast`);
         const fast = await run(f);
@@ -203,7 +204,8 @@ t.test('stories260K F32 and F16: logits and greedy tokens vs the float64 referen
   t.comment(`f16 weight rounding alone moves logits by up to ${f16WeightErr.toExponential(2)}`);
   for (const [label, dir, tol] of [['F32', storiesPath(), 1e-4], ['F16', f16dir, 1e-4]] as const) {
     for (const isa of isas) {
-      const m = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', tokenizer: false });
+      // f32 KV and the output matrix as stored: the float path against float64 (the int8 lm_head: test-stories)
+      const m = await engine!.loadModel(dir, { isa, threads: 2, kvCache: 'f32', lmHead: 'native', tokenizer: false });
       try {
         const s = m.createSession({ contextSize: 16 });
         const all = await s.eval(ref.logits.input_ids, { allLogits: true });

@@ -31,7 +31,7 @@ export interface DeviceConfig {
   telemetryIntervalSec: number;
   fleetPublicKey: string;
   queue: { maxDepth: number; maxConcurrent: 1; defaultDeadlineSec: number };
-  engine: { threads: number; backend: 'auto' | 'cpu' | 'cuda'; kvCache: 'f16' | 'f32' | 'q8'; lmHead: 'native' | 'q8'; expertCache: boolean; contextSize: number; maxTokens: number; kvSlots: number; kvMemoryMB: number; prefixCache: boolean };
+  engine: { threads: number; backend: 'auto' | 'cpu' | 'cuda'; kvCache: 'f16' | 'f32' | 'q8'; lmHead: 'auto' | 'native' | 'q8'; expertCache: boolean; contextSize: number; maxTokens: number; kvSlots: number; kvMemoryMB: number; prefixCache: boolean };
   health: { timeoutSec: number; tokens: number; prompt: string };
   download: { retries: number; idleTimeoutSec: number; progressIntervalMs: number; retryWindowSec: number; retryMaxDelaySec: number };
   outbox: { maxEvents: number; holdAfterAckMs: number };

@@ -18,7 +18,7 @@ export interface ModelLoaderOptions {
   threads: number;
   backend: 'auto' | 'cpu' | 'cuda';
   kvCache?: 'f16' | 'f32' | 'q8';
-  lmHead?: 'native' | 'q8';
+  lmHead?: 'auto' | 'native' | 'q8';
   /** MoE: keep the repacked experts in EXPERT_CACHE_FILE inside the version folder (default true). */
   expertCache?: boolean;
   contextSize: number;

@@ -21,7 +21,7 @@ t.test('defaults are filled and paths resolved', async (t) => {
   t.equal(c.telemetryIntervalSec, 10);
   t.equal(c.jetson.sysfsRoot, '/');
   t.equal(c.engine.kvCache, 'f16', 'KV cache f16 by default');
-  t.equal(c.engine.lmHead, 'native', 'lm_head as stored by default');
+  t.equal(c.engine.lmHead, 'auto', 'lm_head auto (int8 where it applies) by default');
   t.equal(validateConfig({ ...good(), engine: { kvCache: 'q8', lmHead: 'q8' } }, '/etc/shoal').engine.kvCache, 'q8');
 });
 

@@ -183,8 +183,8 @@ t.test('low-bit checkpoints from known integers give the dequantized model\'s lo
     const greedy = referenceGreedy(fdir, toks.slice(0, 5), 8);
     /** one prefill of every token, and a 4-token prefill then one token at a time */
     const run = async (precision: 'fast' | 'exact', isa: (typeof isas)[number]) => {
-      // f32 KV cache: the check is on the weights' formats, not the f16 cache
-      const model = await engine!.loadModel(qdir, { isa, threads: 2, kvCache: 'f32', precision });
+      // f32 KV cache and the output matrix as stored: the check is on the weights' formats
+      const model = await engine!.loadModel(qdir, { isa, threads: 2, kvCache: 'f32', lmHead: 'native', precision });
       try {
         const s = model.createSession({ contextSize: 64 });
         const all = await s.eval(toks, { allLogits: true });

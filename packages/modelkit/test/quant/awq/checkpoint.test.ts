@@ -73,7 +73,8 @@ t.test('packed AWQ checkpoint = quantizer fake-quant model; AWQ ≤ RTN per laye
   const exact = await engineLogits(packedDir, EVAL_TOKENS, { precision: 'exact', kvCache: 'f32' });
   const ex = compareLogits(exact, want, V);
   t.ok(ex.rel <= REL_TOL && ex.argmaxSame === EVAL_TOKENS.length, `precision exact vs float64 forward: ${describeComparison(ex)} (<= ${REL_TOL}, every argmax)`);
-  const fakeF32 = await engineLogits(fakeDir, EVAL_TOKENS, { kvCache: 'f32' });
+  // the output matrix as stored throughout: these checks are on the INT4 linears
+  const fakeF32 = await engineLogits(fakeDir, EVAL_TOKENS, { kvCache: 'f32', lmHead: 'native' });
   const xf = compareLogits(exact, Array.from({ length: EVAL_TOKENS.length }, (_, p) => fakeF32.subarray(p * V, (p + 1) * V)), V);
   t.ok(xf.rel <= REL_TOL, `precision exact INT4 vs the engine on the F32 fake-quant model: ${describeComparison(xf)} (<= ${REL_TOL})`);
   const prompt = EVAL_TOKENS.slice(0, 8);
@@ -86,8 +87,8 @@ t.test('packed AWQ checkpoint = quantizer fake-quant model; AWQ ≤ RTN per laye
   // f32 end to end. On this 64-wide model the int8 activations move the logits by ~1.3 (a
   // quarter of the quantization error, 6.7% of max |logit|; on 2048-wide models far less);
   // a packing bug moves them by at least the quantization error.
-  const a = await engineLogits(packedDir, EVAL_TOKENS, { kvCache: 'f32' });
-  const fp = await engineLogits(STORIES);
+  const a = await engineLogits(packedDir, EVAL_TOKENS, { kvCache: 'f32', lmHead: 'native' });
+  const fp = await engineLogits(STORIES, EVAL_TOKENS, { lmHead: 'native' });
   const d = maxAbsDiff(a, exact);
   const dq = maxAbsDiff(exact, fp);
   const fe = compareLogits(a, Array.from({ length: EVAL_TOKENS.length }, (_, p) => exact.subarray(p * V, (p + 1) * V)), V);
