@@ -114,28 +114,20 @@ using shoal_test::Bk;
 using shoal_test::view;
 
 // Runs y = x·Wᵀ on backend b, with x [M][K] given; returns y [M][N].
-std::vector<float> run_matmul(Backend & b, const LinearSource & src, const std::vector<float> & x, int64_t M) {
-    auto lin = b.load_linear(src);
-    Act xa = b.new_act(M, src.in), ya = b.new_act(M, src.out);
+// y = x·Wᵀ for M rows x [M][K] with an already loaded linear (fresh activations).
+std::vector<float> run_matmul(Backend & b, const std::unique_ptr<Linear> & lin, const std::vector<float> & x, int64_t M = 1) {
+    Act xa = b.new_act(M, lin->in), ya = b.new_act(M, lin->out);
     b.from_host(xa, x.data());
     b.matmul(*lin, xa, ya);
-    std::vector<float> y(M * src.out);
+    std::vector<float> y(M * lin->out);
     b.to_host(ya, 0, M, y.data());
     b.free_act(xa);
     b.free_act(ya);
     return y;
 }
 
-// y = x·Wᵀ for one row x [K] with an already loaded linear (a fresh activation).
-std::vector<float> run_matmul(Backend & b, const std::unique_ptr<Linear> & lin, const std::vector<float> & x) {
-    Act xa = b.new_act(1, lin->in), ya = b.new_act(1, lin->out);
-    b.from_host(xa, x.data());
-    b.matmul(*lin, xa, ya);
-    std::vector<float> y(lin->out);
-    b.to_host(ya, 0, 1, y.data());
-    b.free_act(xa);
-    b.free_act(ya);
-    return y;
+std::vector<float> run_matmul(Backend & b, const LinearSource & src, const std::vector<float> & x, int64_t M) {
+    return run_matmul(b, b.load_linear(src), x, M);
 }
 
 
@@ -1024,14 +1016,7 @@ void test_int8_head(std::vector<Bk> & bks, Backend & ref) {
                 check(lin && std::string(lin->kind()) == "q8", "load_linear_int8 gives a q8 linear");
                 check(lin && lin->bytes() == (size_t)(s.N * s.K) + 4 * (size_t)(s.N * ng), "int8 lm_head bytes: 1 per weight + 4 per group");
                 if (!lin) return std::vector<float>(M * s.N, 0.0f);
-                Act xa = b.new_act(M, s.K), ya = b.new_act(M, s.N);
-                b.from_host(xa, x.data());
-                b.matmul(*lin, xa, ya);
-                std::vector<float> y(M * s.N);
-                b.to_host(ya, 0, M, y.data());
-                b.free_act(xa);
-                b.free_act(ya);
-                return y;
+                return run_matmul(b, lin, x, M);
             };
             std::ostringstream tag;
             tag << "int8 lm_head N=" << s.N << " K=" << s.K << " M=" << M;
