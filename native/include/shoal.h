@@ -51,9 +51,10 @@ typedef struct shoal_model_params {
     const char * kv_cache;   // KV cache element type of its sessions: "f16" (default; NULL or "" too) |
                              // "f32" | "q8" (int8, one scale per position and KV head; CPU only)
     const char * lm_head;    // output matrix: "auto" (default; NULL or "" too): "q8" for a float matrix of at
-                             // least 2^22 weights (vocab × hidden), else and with precision "exact" as stored | "q8": a float (f32/f16/bf16) one held as int8, one f16
-                             // scale per 128 inputs (per row when fewer), read with f32 activations (CPU; other
-                             // backends and quantized output matrices keep it as stored) | "native": as stored
+                             // least 2^22 weights (vocab × hidden), else (and with precision "exact") as stored
+                             // | "q8": a float (f32/f16/bf16) one held as int8, one f16 scale per 128 inputs (per
+                             // row when fewer), read with f32 activations (CPU; other backends and quantized
+                             // output matrices keep it as stored) | "native": as stored
     const char * expert_cache; // MoE: path of a file for the experts' repacked weights, mapped read-only so
                              // an expert is resident only once routed; built on the first load, reused
                              // while the checkpoint is unchanged. NULL or "": experts repacked in memory

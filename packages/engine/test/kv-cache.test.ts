@@ -1,18 +1,18 @@
 // KV cache element type and int8 lm_head through the TypeScript API on the
 // real stories260K: the info reports them, f16 (the default) halves the f32
-// cache and, with the default int8 lm_head, keeps greedy output equal to the reference, q8 holds about a
+// cache and keeps greedy output equal to the reference (with the int8 lm_head too), q8 holds about a
 // quarter plus its scales; bad values are refused with SHOAL_ERR_INVALID_ARG.
 // The precision option: reported, exact on the CPU only and with the output matrix as stored.
 // And `shoal bench` sizes: defaults fit the model's context, explicit sizes
 // that cannot fit are refused.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadModel } from '../src/engine.js';
 import { benchSizes } from '../src/bench.js';
 import type { KvCacheType, LmHeadMode } from '../src/types.js';
-import { writeSafetensors, type TensorData } from '@shoal/modelkit';
+import { generateModel } from '@shoal/modelkit';
 import { engineSkip, sharedPath, skipUnlessShared } from '@shoal/testkit';
 
 const STORIES = ['models', 'stories260K'];
@@ -69,36 +69,15 @@ t.test('kvCache and lmHead options', { skip }, async (t) => {
   t.same(await greedy('f16', c, 'q8'), c.ids_after_bos, 'f16 KV and the int8 lm_head: greedy output equals the reference');
 });
 
-// A float Llama whose tied output matrix has exactly 2^22 weights (65,536 × 64): the
-// size from which lm_head 'auto' holds it in int8 (native/src/model.h).
-function writeWideVocabLlama(dir: string): void {
-  const V = 65536, D = 64, F = 96;
-  let seed = 7;
-  const rand = (): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed / 2 ** 32 - 0.5; };
-  const floats = (n: number, scale: number, base = 0): Float32Array => Float32Array.from({ length: n }, () => base + scale * rand());
-  const tensors: TensorData[] = [];
-  const f32 = (name: string, shape: number[], data: Float32Array): void => { tensors.push({ name, dtype: 'F32', shape, data }); };
-  f32('model.embed_tokens.weight', [V, D], floats(V * D, 0.2));
-  const p = 'model.layers.0.';
-  f32(`${p}input_layernorm.weight`, [D], floats(D, 0.1, 1));
-  for (const n of ['q_proj', 'k_proj', 'v_proj', 'o_proj']) f32(`${p}self_attn.${n}.weight`, [D, D], floats(D * D, 0.25));
-  f32(`${p}post_attention_layernorm.weight`, [D], floats(D, 0.1, 1));
-  f32(`${p}mlp.gate_proj.weight`, [F, D], floats(F * D, 0.25));
-  f32(`${p}mlp.up_proj.weight`, [F, D], floats(F * D, 0.25));
-  f32(`${p}mlp.down_proj.weight`, [D, F], floats(D * F, 0.2));
-  f32('model.norm.weight', [D], floats(D, 0.1, 1));
-  writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
-  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: D, intermediate_size: F, num_hidden_layers: 1,
-    num_attention_heads: 4, num_key_value_heads: 4, vocab_size: V, max_position_embeddings: 64, rms_norm_eps: 1e-5,
-    rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: true, bos_token_id: 1, eos_token_id: 2,
-  }));
-}
-
 t.test('lmHead auto: int8 from 2^22 weights on, as stored with precision exact', { skip: engineSkip }, async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'shoal-wide-vocab-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeWideVocabLlama(dir);
+  // a float Llama whose tied output matrix has exactly 2^22 weights (65,536 × 64): the
+  // size from which lm_head 'auto' holds it in int8 (native/src/model.h)
+  const root = mkdtempSync(path.join(os.tmpdir(), 'shoal-wide-vocab-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const { dir } = generateModel({
+    out: path.join(root, 'm'), shape: 'tiny', dtype: 'f32', seed: 7,
+    overrides: { vocabSize: 65536, hiddenSize: 64, intermediateSize: 96, layers: 1, heads: 4, kvHeads: 4, headDim: 16, tieWordEmbeddings: true },
+  });
   const last = async (lmHead: LmHeadMode): Promise<{ held: string; bytes: number; logits: Float32Array }> => {
     const m = await loadModel(dir, { threads: 2, lmHead, tokenizer: false });
     try {
